@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: MIT
+// basic_sandbox<Transport, Retry, Errors>: one sandbox, its lifecycle and its commands.
+#pragma once
+
+#include <sandbox/concepts.hpp>
+#include <sandbox/detail/random.hpp>
+#include <sandbox/detail/retry_loop.hpp>
+#include <sandbox/detail/validate.hpp>
+#include <sandbox/options.hpp>
+#include <sandbox/policy/check.hpp>
+#include <sandbox/policy/error.hpp>
+#include <sandbox/policy/retry.hpp>
+#include <sandbox/process.hpp>
+
+#include <chrono>
+#include <initializer_list>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sandbox {
+
+/// A sandbox on `Transport`. Transient failures of operations that are safe to repeat are retried
+/// under `Retry`; failures reach the caller as `Errors` decides (exceptions or `result<T>`).
+/// Move-only. A sandbox leaving scope is stopped.
+///
+///     auto box = sandbox::Sandbox::run();                 // keep-alive
+///     auto r = box.exec({"uname", "-n"}).result();        // r.stdout_text: the sandbox id
+template <transport Transport, retry_policy Retry = exponential_backoff<>,
+          error_policy Errors = return_errors>
+class basic_sandbox {
+  template <class T>
+  using ret = typename Errors::template return_type<T>;
+
+public:
+  using transport_type = Transport;
+  template <check_policy Check = no_check>
+  using process = Process<Transport, Errors, Check>;
+
+  /// Grace period of `stop()` and of the stop when a sandbox leaves scope.
+  static constexpr std::chrono::seconds default_grace{10};
+
+  /// Starts a sandbox (keep-alive unless `options.command` is set) and returns once it exists.
+  /// **Errors:** validation, unavailable, resource_exhausted, failed, unsupported.
+  [[nodiscard]] static ret<basic_sandbox> run(SandboxOptions options = {},
+                                              std::shared_ptr<Transport> t = nullptr) {
+    return Errors::finish(try_run(std::move(options), std::move(t)));
+  }
+
+  /// Starts a sandbox whose main process is `command`.
+  ///
+  ///     auto job = sandbox::Sandbox::run({"sh", "-c", "exit 3"});
+  [[nodiscard]] static ret<basic_sandbox> run(std::initializer_list<std::string> command,
+                                              SandboxOptions options = {}) {
+    options.command.assign(command.begin(), command.end());
+    return run(std::move(options));
+  }
+  [[nodiscard]] static ret<basic_sandbox> run(std::vector<std::string> command,
+                                              SandboxOptions options = {}) {
+    options.command = std::move(command);
+    return run(std::move(options));
+  }
+
+  /// The never-throwing form of `run`.
+  [[nodiscard]] static result<basic_sandbox> try_run(SandboxOptions options,
+                                                     std::shared_ptr<Transport> t) noexcept {
+    if (!t) t = Transport::shared();
+    const std::string request_id = detail::uuid4(); // one per sandbox, reused by every retry
+    auto info =
+        detail::with_retry(Retry{}, [&] { return t->create(options, request_id); });
+    if (!info) return std::move(info).as_failure();
+    return basic_sandbox(std::move(t), std::move(info).assume_value());
+  }
+
+  /// The sandboxes the transport knows (for the local transport: those of this process).
+  [[nodiscard]] static ret<std::vector<SandboxInfo>> list(const ListFilter& filter = {},
+                                                          std::shared_ptr<Transport> t = nullptr) {
+    if (!t) t = Transport::shared();
+    return Errors::finish(detail::with_retry(Retry{}, [&] { return t->list(filter); }));
+  }
+
+  basic_sandbox(basic_sandbox&& o) noexcept
+      : transport_(std::move(o.transport_)), info_(std::move(o.info_)),
+        stopped_by_us_(o.stopped_by_us_) {
+    o.info_.id.clear();
+  }
+  basic_sandbox& operator=(basic_sandbox&& o) noexcept {
+    if (this != &o) {
+      close();
+      transport_ = std::move(o.transport_);
+      info_ = std::move(o.info_);
+      stopped_by_us_ = o.stopped_by_us_;
+      o.info_.id.clear();
+    }
+    return *this;
+  }
+  basic_sandbox(const basic_sandbox&) = delete;
+  basic_sandbox& operator=(const basic_sandbox&) = delete;
+  ~basic_sandbox() { close(); }
+
+  [[nodiscard]] const std::string& id() const noexcept { return info_.id; }
+
+  /// Exit code of the main process once the sandbox is known to have completed; empty before.
+  [[nodiscard]] std::optional<int> returncode() const noexcept { return info_.returncode; }
+
+  /// The current state, asked of the transport.
+  [[nodiscard]] ret<State> state() { return Errors::finish(try_state()); }
+
+  [[nodiscard]] result<State> try_state() noexcept {
+    SANDBOX_TRY(i, detail::with_retry(Retry{}, [&] { return transport_->get(info_.id); }));
+    update(i);
+    return info_.state;
+  }
+
+  /// Waits until the sandbox is RUNNING. COMPLETED (it ran and finished already) is fine.
+  /// **Errors:** failed, terminated, timeout.
+  ret<void> wait(std::chrono::milliseconds timeout = std::chrono::minutes(5)) {
+    return Errors::finish(try_wait(State::RUNNING, timeout, true));
+  }
+
+  /// Waits until COMPLETED, FAILED or TERMINATED; `returncode()` then holds the main exit code.
+  /// **Errors:** failed (FAILED: start failure or non-zero exit), terminated (when
+  /// `raise_on_termination`), timeout (still running).
+  ///
+  ///     job.wait_until_complete(3600s);
+  ///     int code = *job.returncode();
+  ret<void> wait_until_complete(std::chrono::milliseconds timeout = std::chrono::hours(24 * 365),
+                                bool raise_on_termination = true) {
+    return Errors::finish(try_wait(State::COMPLETED, timeout, raise_on_termination));
+  }
+
+  /// Starts `argv` in the sandbox and returns at once; `Process::result()` waits for it.
+  /// With the throwing policy, a command that cannot start (empty argv, relative cwd, sandbox
+  /// not running) throws here; otherwise the error is what `result()` returns.
+  template <check_policy Check = no_check>
+  [[nodiscard]] process<Check> exec(std::vector<std::string> argv, ExecOptions options = {}) {
+    auto h = transport_->exec(info_.id, argv, options);
+    if constexpr (Errors::throws) {
+      if (!h) Errors::finish(result<void>(h.assume_error()));
+    }
+    return process<Check>(transport_, std::move(h), std::move(argv), options.check);
+  }
+
+  /// SIGTERM to everything in the sandbox, `grace`, then SIGKILL; returns once nothing of it is
+  /// left. Idempotent; `missing_ok` makes an unknown sandbox a success.
+  ret<void> stop(std::chrono::milliseconds grace = default_grace, bool missing_ok = false) {
+    return Errors::finish(try_stop(grace, missing_ok));
+  }
+
+  [[nodiscard]] result<void> try_stop(std::chrono::milliseconds grace, bool missing_ok) noexcept {
+    if (is_terminal(info_.state) && stopped_by_us_) return success();
+    stopped_by_us_ = true;
+    SANDBOX_TRY(i, transport_->stop(info_.id, grace, missing_ok));
+    update(i);
+    return success();
+  }
+
+  /// The whole content of `path` in the sandbox.
+  /// **Errors:** file_not_found, file_is_directory, file_permission, file_too_large, file_io.
+  [[nodiscard]] ret<std::string> read_file(std::string_view path) {
+    return Errors::finish(
+        detail::with_retry(Retry{}, [&] { return transport_->read_file(info_.id, path); }));
+  }
+
+  /// Creates or replaces `path` in the sandbox with `data`.
+  ret<void> write_file(std::string_view path, std::string_view data) {
+    return Errors::finish(transport_->write_file(info_.id, path, data));
+  }
+
+  [[nodiscard]] Transport& transport() const noexcept { return *transport_; }
+
+private:
+  basic_sandbox(std::shared_ptr<Transport> t, SandboxInfo info) noexcept
+      : transport_(std::move(t)), info_(std::move(info)) {}
+
+  void update(const SandboxInfo& i) noexcept {
+    info_.state = i.state;
+    if (i.returncode) info_.returncode = i.returncode;
+  }
+
+  [[nodiscard]] result<void> try_wait(State target, std::chrono::milliseconds timeout,
+                                      bool raise_on_termination) noexcept {
+    SANDBOX_TRY(i, transport_->wait(info_.id, target, timeout));
+    update(i);
+    switch (i.state) {
+    case State::FAILED:
+      return fail(errc::failed, "sandbox " + info_.id + " failed" +
+                                    (i.returncode ? " (main process exited with code " +
+                                                        std::to_string(*i.returncode) + ")"
+                                                  : std::string()));
+    case State::TERMINATED:
+      if (!raise_on_termination && is_terminal(target)) return success();
+      return fail(errc::terminated, "sandbox " + info_.id + " was terminated");
+    default: return success();
+    }
+  }
+
+  void close() noexcept {
+    if (!transport_ || info_.id.empty()) return;
+    if (!is_terminal(info_.state) || !stopped_by_us_)
+      (void)transport_->stop(info_.id, default_grace, true);
+    transport_->release(info_.id);
+  }
+
+  std::shared_ptr<Transport> transport_;
+  SandboxInfo info_;
+  bool stopped_by_us_ = false;
+};
+
+} // namespace sandbox

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: MIT
+// Every requirement a user-provided type must meet, in one place. Each model the library ships is
+// checked with static_assert right after its definition.
+#pragma once
+
+#include <sandbox/options.hpp>
+#include <sandbox/result.hpp>
+#include <sandbox/types.hpp>
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sandbox {
+
+/// Which sandboxes `list` returns.
+struct ListFilter {
+  std::vector<std::string> tags; ///< all of these tags
+  std::optional<State> state;
+  bool show_terminated = false;
+};
+
+/// A command started by a transport.
+///
+/// Semantics: `wait(timeout)` blocks until the command finishes (unset timeout: no limit) and
+/// returns its result; on `errc::timeout` the command keeps running and `wait` may be called
+/// again. After success, `wait` returns the same result again at once. `poll()` never blocks and
+/// gives the exit code once known. `kill(sig)` signals the command's process group; killing a
+/// finished command succeeds and does nothing. None of them throws.
+template <class P>
+concept process_handle =
+    std::movable<P> && requires(P& p, std::optional<std::chrono::milliseconds> t, int sig) {
+      { p.wait(t) } noexcept -> std::same_as<result<ExecResult>>;
+      { p.poll() } noexcept -> std::same_as<std::optional<int>>;
+      { p.kill(sig) } noexcept -> std::same_as<result<void>>;
+    };
+
+/// A process handle that can feed the command's stdin (a transport capability).
+///
+/// Semantics: `write_stdin` delivers every byte or fails; `close_stdin` sends EOF and is
+/// idempotent. Writing without `ExecOptions::stdin_pipe` is a validation error.
+template <class P>
+concept stdin_process = process_handle<P> && requires(P& p, std::string_view data) {
+  { p.write_stdin(data) } noexcept -> std::same_as<result<void>>;
+  { p.close_stdin() } noexcept -> std::same_as<result<void>>;
+};
+
+/// Where sandboxes live: the local host, a remote service, or a test double.
+///
+/// Semantics: every operation names a sandbox by id and reports failure only through its result
+/// (never throws). `create` returns once the sandbox exists (its `request_id` makes a retried
+/// create idempotent). `wait(id, target, timeout)` returns once the state is `target` or later
+/// (any terminal state ends the wait) and fails with `errc::timeout` otherwise. `stop` is
+/// idempotent and returns at a terminal state; with `missing_ok` an unknown id is a success.
+/// `exec` returns as soon as the command is started (it is never retried). `release` tells the
+/// transport the caller holds no more references to the id. `shared()` is the instance
+/// `basic_sandbox::run` uses when given none. Safe to call from several threads at once.
+template <class T>
+concept transport = requires(T& t, const SandboxOptions& so, std::string_view id,
+                             std::span<const std::string> argv, const ExecOptions& eo,
+                             std::chrono::milliseconds d, bool flag, State s, const ListFilter& f,
+                             std::string_view data) {
+  typename T::process_type;
+  requires process_handle<typename T::process_type>;
+  { T::shared() } -> std::same_as<std::shared_ptr<T>>;
+  { t.create(so, id) } noexcept -> std::same_as<result<SandboxInfo>>;
+  { t.get(id) } noexcept -> std::same_as<result<SandboxInfo>>;
+  { t.list(f) } noexcept -> std::same_as<result<std::vector<SandboxInfo>>>;
+  { t.wait(id, s, d) } noexcept -> std::same_as<result<SandboxInfo>>;
+  { t.stop(id, d, flag) } noexcept -> std::same_as<result<SandboxInfo>>;
+  { t.exec(id, argv, eo) } noexcept -> std::same_as<result<typename T::process_type>>;
+  { t.read_file(id, id) } noexcept -> std::same_as<result<std::string>>;
+  { t.write_file(id, id, data) } noexcept -> std::same_as<result<void>>;
+  { t.release(id) } noexcept;
+};
+
+/// Whether a transport's commands accept stdin (checked at compile time by `Process`).
+template <class T>
+inline constexpr bool supports_stdin = stdin_process<typename T::process_type>;
+
+/// What a retry policy is told about the attempts so far.
+struct RetryState {
+  unsigned attempt = 1;                      ///< attempts made, including the failed one
+  std::chrono::milliseconds elapsed{0};      ///< since the first failure
+  std::chrono::milliseconds previous_delay{0};
+  std::uint32_t random = 0;                  ///< uniform random bits for jitter
+};
+
+/// Decides whether and when to retry a failed operation that is safe to repeat.
+///
+/// Semantics: pure (same inputs, same answer; randomness comes in through `RetryState::random`);
+/// returns the delay before the next attempt, or nothing to give up. Only errors with
+/// `error::transient()` should be retried; a server's retry delay should be honoured.
+template <class P>
+concept retry_policy = std::default_initializable<P> && std::copy_constructible<P> &&
+                       requires(const P& p, const error& e, const RetryState& s) {
+                         {
+                           p.next_delay(e, s)
+                         } noexcept -> std::same_as<std::optional<std::chrono::milliseconds>>;
+                       };
+
+/// Turns the library's internal `result<T>` into what the caller receives.
+///
+/// Semantics: `return_type<T>` is the public type; `finish` converts (and for a throwing policy,
+/// throws on error). `throws` says whether errors leave as exceptions. With exceptions disabled,
+/// the throwing policy does not satisfy this concept, so choosing it fails to compile.
+template <class P>
+concept error_policy = requires(result<int> r, result<void> v) {
+  typename P::template return_type<int>;
+  { P::throws } -> std::convertible_to<bool>;
+  { P::finish(std::move(r)) } -> std::same_as<typename P::template return_type<int>>;
+  { P::finish(std::move(v)) } -> std::same_as<typename P::template return_type<void>>;
+};
+
+/// Whether a non-zero exit code is an error (`check`) or just a result (`no_check`).
+template <class P>
+concept check_policy = requires {
+  { P::enabled } -> std::convertible_to<bool>;
+};
+
+} // namespace sandbox

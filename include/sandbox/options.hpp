@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: MIT
+// What a caller can ask of a sandbox and of one command in it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sandbox {
+
+/// Environment variables, ordered so that requests are reproducible.
+using env_map = std::map<std::string, std::string, std::less<>>;
+
+/// Called with each chunk of output as the command produces it (not necessarily whole lines).
+using output_callback = std::function<void(std::string_view)>;
+
+/// Options of one `exec`.
+struct ExecOptions {
+  /// Working directory; must be absolute. Empty: the sandbox's working directory.
+  std::optional<std::string> cwd;
+  /// Added to (and overriding) the sandbox's environment for this command only.
+  env_map env;
+  /// Kill the command's whole process group when it runs longer; the result is then a
+  /// command timeout error carrying the output produced so far. Unset: no limit.
+  std::optional<std::chrono::milliseconds> timeout;
+  /// Open a pipe to the command's stdin (`Process::write_stdin`); otherwise it reads /dev/null.
+  bool stdin_pipe = false;
+  /// Per stream: bytes beyond this are dropped but counted. 0: no cap.
+  std::uint64_t max_output_bytes = 0;
+  /// Receive output while the command runs (transports with streaming only).
+  output_callback on_stdout;
+  output_callback on_stderr;
+  /// Runtime twin of `exec<sandbox::check>`: a non-zero exit becomes an execution error.
+  bool check = false;
+};
+
+/// Resource limits of a sandbox. Zero / unset means no limit.
+struct Resources {
+  std::uint64_t memory_bytes = 0;
+  std::uint32_t max_pids = 0;
+  /// CPU time as a fraction of one core (0.5 = half a core).
+  double cpus = 0;
+};
+
+/// A file placed read-only into the sandbox at start.
+struct MountedFile {
+  std::string path;
+  std::string content;
+};
+
+/// Options of a sandbox.
+struct SandboxOptions {
+  /// Root filesystem. Local transport: empty = the host's root, read-only under a private
+  /// writable layer; otherwise a directory holding a root filesystem. Remote: a container image.
+  std::string image;
+  /// Main process (argv). Empty: keep-alive until stopped.
+  std::vector<std::string> command;
+  /// Environment of the main process and the base environment of every exec.
+  env_map env;
+  /// Working directory of the main process and default cwd of exec (absolute). Empty: "/".
+  std::string working_dir;
+  Resources resources;
+  /// Local transport: share the host's network instead of an own loopback-only network.
+  bool host_network = false;
+  std::vector<MountedFile> mounted_files;
+  std::vector<std::string> tags;
+  env_map annotations;
+  /// Terminate the sandbox after this long. Unset: no limit (local) / service default (remote).
+  std::optional<std::chrono::seconds> max_lifetime;
+};
+
+} // namespace sandbox

@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: MIT
+// local_transport: sandboxes on this host, in Linux namespaces, with no daemon. The default.
+#pragma once
+
+#include <sandbox/concepts.hpp>
+#include <sandbox/detail/random.hpp>
+#include <sandbox/detail/validate.hpp>
+#include <sandbox/transport/local/box.hpp>
+#include <sandbox/transport/local/process.hpp>
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+namespace sandbox {
+
+/// Runs each sandbox as a process tree in its own pid, mount, uts, ipc and network namespaces,
+/// on a private writable overlay of a read-only root (the host's, or `SandboxOptions::image`).
+/// Sandboxes live as long as this process at most: when it dies, they die. Needs root
+/// (CAP_SYS_ADMIN) on the host. Thread-safe; works when the caller is multi-threaded.
+class local_transport {
+public:
+  using process_type = detail::local::process;
+
+  /// The process-wide instance that `Sandbox::run` uses.
+  [[nodiscard]] static std::shared_ptr<local_transport> shared() {
+    static const std::shared_ptr<local_transport> instance = std::make_shared<local_transport>();
+    return instance;
+  }
+
+  /// Builds a sandbox and starts its main command; returns once it is RUNNING (or FAILED when
+  /// the main command could not start). `request_id` is unused: a failed local create leaves
+  /// nothing behind, so repeating it is always safe.
+  /// **Errors:** validation (bad options, image not found), unavailable (no privileges for
+  /// namespaces), resource_exhausted, failed (setup failed), unsupported.
+  [[nodiscard]] result<SandboxInfo> create(const SandboxOptions& o,
+                                           std::string_view /*request_id*/) noexcept {
+    SANDBOX_TRYV(detail::validate_options(o));
+    if (o.resources.memory_bytes || o.resources.max_pids || o.resources.cpus > 0)
+      return fail(errc::unsupported, "SandboxOptions::resources: resource limits are not "
+                                     "supported by the local transport yet");
+    if (!o.mounted_files.empty())
+      return fail(errc::unsupported,
+                  "SandboxOptions::mounted_files: not supported by the local transport yet");
+    if (!o.image.empty()) {
+      SANDBOX_TRYV(check_image(o.image));
+    }
+    SANDBOX_TRY(b, detail::local::box::create(detail::random_id("sbx-", 12), o));
+    if (!o.command.empty()) {
+      auto started = b->start_main(o.command);
+      if (!started) {
+        (void)b->stop(std::chrono::milliseconds(0));
+        return std::move(started).as_failure();
+      }
+    }
+    SandboxInfo info = b->info();
+    std::lock_guard lk(m_);
+    boxes_.emplace(b->id, std::move(b));
+    return info;
+  }
+
+  [[nodiscard]] result<SandboxInfo> get(std::string_view id) noexcept {
+    SANDBOX_TRY(b, find(id));
+    return b->info();
+  }
+
+  /// The sandboxes this process owns (live ones unless `show_terminated`).
+  [[nodiscard]] result<std::vector<SandboxInfo>> list(const ListFilter& f) noexcept {
+    std::vector<std::shared_ptr<detail::local::box>> all;
+    {
+      std::lock_guard lk(m_);
+      for (auto& [id, b] : boxes_) all.push_back(b);
+    }
+    std::vector<SandboxInfo> out;
+    for (auto& b : all) {
+      SandboxInfo i = b->info();
+      if (!f.show_terminated && is_terminal(i.state) && f.state != i.state) continue;
+      if (f.state && *f.state != i.state) continue;
+      bool tagged = std::all_of(f.tags.begin(), f.tags.end(), [&](const std::string& t) {
+        return std::find(i.tags.begin(), i.tags.end(), t) != i.tags.end();
+      });
+      if (tagged) out.push_back(std::move(i));
+    }
+    return out;
+  }
+
+  [[nodiscard]] result<SandboxInfo> wait(std::string_view id, State target,
+                                         std::chrono::milliseconds timeout) noexcept {
+    SANDBOX_TRY(b, find(id));
+    // A local sandbox is RUNNING as soon as create returns.
+    SandboxInfo i = is_terminal(target) ? b->wait_terminal(timeout) : b->info();
+    if (is_terminal(target) && !is_terminal(i.state))
+      return fail(errc::timeout, "sandbox " + i.id + " still " + std::string(to_string(i.state)) +
+                                     " after " + std::to_string(timeout.count()) + " ms");
+    return i;
+  }
+
+  [[nodiscard]] result<SandboxInfo> stop(std::string_view id, std::chrono::milliseconds grace,
+                                         bool missing_ok) noexcept {
+    auto b = find(id);
+    if (!b) {
+      if (missing_ok) return SandboxInfo{std::string(id), State::TERMINATED, {}, {}};
+      return std::move(b).as_failure();
+    }
+    return b.value()->stop(grace);
+  }
+
+  [[nodiscard]] result<process_type> exec(std::string_view id, std::span<const std::string> argv,
+                                          const ExecOptions& o) noexcept {
+    SANDBOX_TRYV(detail::validate_exec(argv, o));
+    SANDBOX_TRY(b, find(id));
+    return process_type::start(std::move(b), argv, o);
+  }
+
+  /// Reads a whole file of the sandbox (paths resolve inside it; symlinks cannot leave it).
+  /// **Errors:** file_not_found, file_is_directory, file_permission, file_io, not_running.
+  [[nodiscard]] result<std::string> read_file(std::string_view id, std::string_view path) noexcept {
+    SANDBOX_TRY(fd, open_in(id, path, O_RDONLY));
+    struct stat st{};
+    if (::fstat(fd.get(), &st) != 0) return file_error(id, path, errno);
+    if (S_ISDIR(st.st_mode)) return file_error(id, path, EISDIR);
+    std::string data;
+    if (S_ISREG(st.st_mode)) data.reserve(static_cast<std::size_t>(st.st_size));
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      if (n == 0) break;
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return file_error(id, path, errno);
+      }
+      data.append(buf, static_cast<std::size_t>(n));
+    }
+    return data;
+  }
+
+  /// Creates or replaces a file of the sandbox with `data` (mode 0644).
+  /// **Errors:** file_not_found (missing parent), file_is_directory, file_permission, file_io.
+  [[nodiscard]] result<void> write_file(std::string_view id, std::string_view path,
+                                        std::string_view data) noexcept {
+    SANDBOX_TRY(fd, open_in(id, path, O_WRONLY | O_CREAT | O_TRUNC));
+    while (!data.empty()) {
+      ssize_t n = ::write(fd.get(), data.data(), data.size());
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return file_error(id, path, errno);
+      }
+      data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return success();
+  }
+
+  /// Forgets a sandbox (stopping it first if it still runs).
+  void release(std::string_view id) noexcept {
+    std::shared_ptr<detail::local::box> b;
+    {
+      std::lock_guard lk(m_);
+      auto it = boxes_.find(id);
+      if (it == boxes_.end()) return;
+      b = std::move(it->second);
+      boxes_.erase(it);
+    }
+    (void)b->stop(std::chrono::milliseconds(0));
+  }
+
+private:
+  [[nodiscard]] result<std::shared_ptr<detail::local::box>> find(std::string_view id) noexcept {
+    std::lock_guard lk(m_);
+    auto it = boxes_.find(id);
+    if (it == boxes_.end())
+      return fail(errc::not_found, "no sandbox with id " + detail::shell_quote(id));
+    return it->second;
+  }
+
+  [[nodiscard]] static result<void> check_image(const std::string& image) noexcept {
+    struct stat st{};
+    if (image[0] != '/' || ::stat(image.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      return fail(errc::validation,
+                  "image " + detail::shell_quote(image) +
+                      " not found: the local transport takes an absolute path to a directory "
+                      "holding a root filesystem (e.g. one made by debootstrap or an unpacked "
+                      "container image)");
+    if (image.find_first_of(",:\\") != std::string::npos)
+      return fail(errc::validation, "image path " + detail::shell_quote(image) +
+                                        " contains ',', ':' or '\\', which overlayfs cannot take");
+    return success();
+  }
+
+  [[nodiscard]] static error file_error(std::string_view id, std::string_view path, int err) {
+    errc code = err == ENOENT || err == ENOTDIR ? errc::file_not_found
+                : err == EISDIR                 ? errc::file_is_directory
+                : err == EACCES || err == EPERM || err == EROFS || err == ELOOP
+                    ? errc::file_permission
+                : err == EFBIG || err == ENOSPC ? errc::file_too_large
+                                                : errc::file_io;
+    return error(code, std::string(path) + " in sandbox " + std::string(id) + ": " +
+                           detail::errno_text(err));
+  }
+
+  [[nodiscard]] result<detail::unique_fd> open_in(std::string_view id, std::string_view path,
+                                                  int flags) noexcept {
+    if (path.empty() || path[0] != '/' || path.find('\0') != std::string_view::npos)
+      return fail(errc::validation, "file path must be absolute, got " + detail::shell_quote(path));
+    SANDBOX_TRY(b, find(id));
+    SANDBOX_TRY(root, b->open_root());
+    open_how how{};
+    how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC | O_NOCTTY);
+    how.mode = (flags & O_CREAT) ? 0644 : 0;
+    // Resolve as if chrooted: "..", absolute symlinks and /proc magic links cannot leave it.
+    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+    std::string p(path);
+    long fd = ::syscall(SYS_openat2, root.get(), p.c_str(), &how, sizeof how);
+    if (fd < 0) return fail(file_error(id, path, errno));
+    return detail::unique_fd(static_cast<int>(fd));
+  }
+
+  std::mutex m_;
+  std::map<std::string, std::shared_ptr<detail::local::box>, std::less<>> boxes_;
+};
+
+static_assert(transport<local_transport>);
+static_assert(supports_stdin<local_transport>);
+
+} // namespace sandbox

@@ -1,0 +1,343 @@
+// SPDX-License-Identifier: MIT
+// The client's side of one local sandbox: creating it (clone into new namespaces), asking its
+// supervisor to start or signal commands, following its lifecycle, and stopping it.
+#pragma once
+
+#include <sandbox/detail/text.hpp>
+#include <sandbox/detail/unique_fd.hpp>
+#include <sandbox/options.hpp>
+#include <sandbox/result.hpp>
+#include <sandbox/transport/local/protocol.hpp>
+#include <sandbox/transport/local/supervisor.hpp>
+
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+namespace sandbox::detail::local {
+
+/// Waits until `fd` is readable; false on timeout. A negative timeout waits forever.
+[[nodiscard]] inline bool wait_readable(int fd, int timeout_ms) noexcept {
+  pollfd p{fd, POLLIN, 0};
+  for (;;) {
+    int rc = ::poll(&p, 1, timeout_ms);
+    if (rc >= 0) return rc > 0;
+    if (errno != EINTR) return true; // let the caller's read report the error
+  }
+}
+
+[[nodiscard]] inline int clamp_ms(std::chrono::milliseconds d) noexcept {
+  if (d.count() <= 0) return 0;
+  return d.count() > 0x7fffffff ? 0x7fffffff : static_cast<int>(d.count());
+}
+
+/// Sends one request with optional fds. Fails with not_running when the supervisor is gone.
+[[nodiscard]] inline result<void> send_request(int ctl, const request& rq, std::string_view strings,
+                                               std::span<const int> fds,
+                                               std::string_view id) noexcept {
+  iovec iov[2] = {{const_cast<request*>(&rq), sizeof rq},
+                  {const_cast<char*>(strings.data()), strings.size()}};
+  msghdr mh{};
+  mh.msg_iov = iov;
+  mh.msg_iovlen = strings.empty() ? 1 : 2;
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)] = {};
+  if (!fds.empty()) {
+    mh.msg_control = cbuf;
+    mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
+  }
+  for (;;) {
+    if (::sendmsg(ctl, &mh, MSG_NOSIGNAL) >= 0) return success();
+    if (errno == EINTR) continue;
+    int err = errno;
+    if (err == EPIPE || err == ECONNRESET || err == ENOTCONN)
+      return fail(errc::not_running, "sandbox " + std::string(id) + " is not running");
+    return fail(errc::transport,
+                "sending a request to sandbox " + std::string(id) + ": " + errno_text(err));
+  }
+}
+
+/// Packs argv, env ("K=V") and cwd as the supervisor expects them.
+[[nodiscard]] inline result<std::string> pack_strings(std::span<const std::string> argv,
+                                                      std::span<const std::string> env,
+                                                      std::string_view cwd) noexcept {
+  std::string s;
+  std::size_t total = cwd.size() + 1;
+  for (const auto& a : argv) total += a.size() + 1;
+  for (const auto& e : env) total += e.size() + 1;
+  if (total > max_request_bytes || argv.size() + env.size() > sv::max_strings)
+    return fail(errc::validation, "command and environment too large: " + std::to_string(total) +
+                                      " bytes in " + std::to_string(argv.size() + env.size()) +
+                                      " strings (limit " + std::to_string(max_request_bytes) +
+                                      " bytes)");
+  for (const auto& a : argv)
+    if (a.find('\0') != std::string::npos)
+      return fail(errc::validation, "argument contains a NUL byte: " + join_command(argv));
+  s.reserve(total);
+  for (const auto& a : argv) s.append(a).push_back('\0');
+  for (const auto& e : env) s.append(e).push_back('\0');
+  s.append(cwd).push_back('\0');
+  return s;
+}
+
+[[nodiscard]] inline int returncode_of(int wait_status) noexcept {
+  return WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 128 + WTERMSIG(wait_status);
+}
+
+/// One local sandbox as the client sees it. Thread-safe.
+class box {
+public:
+  std::string id;
+  std::vector<std::string> tags;
+  std::vector<std::string> base_env; ///< "K=V" of the sandbox environment
+  std::string workdir;
+
+  /// Clones the supervisor into new namespaces and waits until the sandbox is built.
+  [[nodiscard]] static result<std::shared_ptr<box>> create(std::string id,
+                                                           const SandboxOptions& o) noexcept;
+
+  box() = default;
+  box(const box&) = delete;
+  box& operator=(const box&) = delete;
+  ~box() { (void)stop(std::chrono::milliseconds(0)); }
+
+  [[nodiscard]] int ctl() const noexcept { return ctl_.get(); }
+
+  /// Current state; notices a sandbox that ended without blocking.
+  [[nodiscard]] SandboxInfo info() noexcept {
+    std::lock_guard lk(m_);
+    if (!is_terminal(state_) && wait_readable(pidfd_.get(), 0)) finish_locked();
+    return SandboxInfo{id, state_, returncode_, tags};
+  }
+
+  /// Blocks until the sandbox is terminal or `timeout` passes (then returns its current state).
+  [[nodiscard]] SandboxInfo wait_terminal(std::chrono::milliseconds timeout) noexcept {
+    bool done = wait_readable(pidfd_.get(), clamp_ms(timeout));
+    std::lock_guard lk(m_);
+    if (done && !is_terminal(state_)) finish_locked();
+    return SandboxInfo{id, state_, returncode_, tags};
+  }
+
+  /// SIGTERM to everything in the sandbox, `grace`, SIGKILL; returns when nothing of it is left.
+  [[nodiscard]] SandboxInfo stop(std::chrono::milliseconds grace) noexcept {
+    std::lock_guard lk(m_);
+    if (is_terminal(state_)) return SandboxInfo{id, state_, returncode_, tags};
+    stop_requested_ = true;
+    request rq{};
+    rq.code = op::stop;
+    rq.grace_ms = static_cast<std::uint32_t>(clamp_ms(grace));
+    (void)send_request(ctl_.get(), rq, {}, {}, id);
+    // The supervisor SIGKILLs at the end of grace; this is the backstop if it cannot.
+    if (!wait_readable(pidfd_.get(), clamp_ms(grace) + 2000))
+      ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    finish_locked();
+    return SandboxInfo{id, state_, returncode_, tags};
+  }
+
+  /// A directory fd of the sandbox's root, as its processes see it; fails once it has ended.
+  [[nodiscard]] result<unique_fd> open_root() noexcept {
+    std::lock_guard lk(m_);
+    // The supervisor is reaped only in finish_locked (under m_), so its pid cannot be reused here.
+    if (is_terminal(state_) || wait_readable(pidfd_.get(), 0))
+      return fail(errc::not_running, "sandbox " + id + " is not running");
+    std::string path = "/proc/" + std::to_string(pid_) + "/root";
+    int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return fail(errc::not_running, "sandbox " + id + ": " + errno_text(errno));
+    return unique_fd(fd);
+  }
+
+  /// Sends the main command's start request (with its status socket).
+  [[nodiscard]] result<void> start_main(std::span<const std::string> argv) noexcept;
+
+private:
+  /// Reaps the supervisor and settles the final state. Caller holds m_.
+  void finish_locked() noexcept {
+    if (is_terminal(state_)) return;
+    siginfo_t si{};
+    while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &si,
+                    WEXITED | __WALL) != 0 &&
+           errno == EINTR) {
+    }
+    int sup_exit = si.si_code == CLD_EXITED ? si.si_status : -1;
+    // The supervisor reported the main command's exit (if any) before it exited.
+    bool main_done = false;
+    if (main_status_) {
+      reply r{};
+      while (::recv(main_status_.get(), &r, sizeof r, MSG_DONTWAIT) == sizeof r) {
+        if (r.kind == event::exited) {
+          main_done = true;
+          returncode_ = returncode_of(r.value);
+        } else if (r.kind == event::start_failed) {
+          main_done = true;
+          returncode_ = r.err == ENOENT ? 127 : 126;
+        }
+      }
+    }
+    if (stop_requested_ || sup_exit == sv::exit_expired) state_ = State::TERMINATED;
+    else if (main_done) state_ = returncode_ == 0 ? State::COMPLETED : State::FAILED;
+    else state_ = State::FAILED; // the supervisor died without a stop: killed from outside
+    ctl_.reset();
+    main_status_.reset();
+    pidfd_.reset();
+  }
+
+  std::mutex m_;
+  pid_t pid_ = 0;
+  unique_fd pidfd_;
+  unique_fd ctl_;
+  unique_fd main_status_;
+  State state_ = State::CREATING;
+  std::optional<int> returncode_;
+  bool stop_requested_ = false;
+};
+
+/// The first existing directory the private tmpfs can be mounted on (in the sandbox's own mount
+/// namespace only, so the host never sees it).
+[[nodiscard]] inline const char* staging_dir() noexcept {
+  for (const char* d : {"/tmp", "/mnt", "/run", "/var/tmp", "/media", "/srv", "/opt"}) {
+    struct stat st{};
+    if (::stat(d, &st) == 0 && S_ISDIR(st.st_mode)) return d;
+  }
+  return nullptr;
+}
+
+/// The environment every command of the sandbox starts from.
+[[nodiscard]] inline std::vector<std::string> make_base_env(const std::string& id,
+                                                             const env_map& extra) {
+  env_map env{{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+              {"HOME", "/root"},
+              {"HOSTNAME", id}};
+  for (const auto& [k, v] : extra) env.insert_or_assign(k, v);
+  std::vector<std::string> out;
+  out.reserve(env.size());
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOptions& o) noexcept {
+  auto b = std::make_shared<box>();
+  b->id = std::move(id);
+  b->tags = o.tags;
+  b->workdir = o.working_dir.empty() ? "/" : o.working_dir;
+  b->base_env = make_base_env(b->id, o.env);
+
+  const char* staging = staging_dir();
+  if (!staging)
+    return fail(errc::unavailable, "sandbox " + b->id +
+                                       ": no directory to mount the private layer on (/tmp, "
+                                       "/mnt, /run, … all missing)");
+  std::string lower = o.image.empty() ? std::string("/") : o.image;
+  std::string sstaging = staging;
+  std::string upper = sstaging + "/upper", work = sstaging + "/work", root = sstaging + "/root";
+  std::string overlay_opts = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work;
+
+  int sv_fds[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv_fds) != 0)
+    return fail(errc::resource_exhausted,
+                "sandbox " + b->id + ": socketpair: " + errno_text(errno));
+  unique_fd mine(sv_fds[0]), theirs(sv_fds[1]);
+
+  supervisor_setup setup;
+  setup.ctl_fd = theirs.get();
+  setup.hostname = b->id.c_str();
+  setup.staging = staging;
+  setup.root = root.c_str();
+  setup.upper = upper.c_str();
+  setup.work = work.c_str();
+  setup.overlay_opts = overlay_opts.c_str();
+  setup.workdir = b->workdir.c_str();
+  setup.host_network = o.host_network;
+  if (o.max_lifetime) {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*o.max_lifetime).count();
+    setup.lifetime_ms = static_cast<std::uint32_t>(std::min<long long>(ms, 0xffffffffLL));
+    if (setup.lifetime_ms == 0) setup.lifetime_ms = 1;
+  }
+
+  // The supervisor's initial stack; it gets its own copy of this memory in the clone.
+  constexpr std::size_t stack_size = 256 * 1024;
+  void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED)
+    return fail(errc::resource_exhausted, "sandbox " + b->id + ": mmap: " + errno_text(errno));
+  int pidfd = -1;
+  // Exit signal 0: no SIGCHLD, and a caller's waitpid(-1) cannot reap the supervisor.
+  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD |
+              (o.host_network ? 0 : CLONE_NEWNET);
+  pid_t pid = ::clone(sv::supervisor_main, static_cast<char*>(stack) + stack_size, flags, &setup,
+                      &pidfd);
+  int clone_err = errno;
+  ::munmap(stack, stack_size);
+  if (pid < 0) {
+    if (clone_err == EPERM)
+      return fail(errc::unavailable,
+                  "sandbox " + b->id +
+                      ": creating namespaces was refused (EPERM): local sandboxes need root or "
+                      "CAP_SYS_ADMIN on this host");
+    return fail(clone_err == EAGAIN || clone_err == ENOMEM || clone_err == ENOSPC
+                    ? errc::resource_exhausted
+                    : errc::unavailable,
+                "sandbox " + b->id + ": clone: " + errno_text(clone_err));
+  }
+  b->pid_ = pid;
+  b->pidfd_.reset(pidfd);
+  theirs.reset();
+  b->ctl_ = std::move(mine);
+
+  reply r{};
+  ssize_t n = -1;
+  do n = ::recv(b->ctl_.get(), &r, sizeof r, 0);
+  while (n < 0 && errno == EINTR);
+  if (n != sizeof r || r.kind != event::ready) {
+    std::string why = n == sizeof r && r.kind == event::setup_failed
+                          ? std::string(to_string(r.where)) + ": " + errno_text(r.err)
+                          : std::string("the supervisor exited during setup");
+    b->stop_requested_ = true;
+    {
+      std::lock_guard lk(b->m_);
+      ::syscall(SYS_pidfd_send_signal, b->pidfd_.get(), SIGKILL, nullptr, 0);
+      b->finish_locked();
+      b->state_ = State::FAILED;
+    }
+    errc code = errc::failed;
+    if (n == sizeof r && r.where == stage::overlay && !o.image.empty()) code = errc::validation;
+    return fail(code, "sandbox " + b->id + " failed to start: " + why);
+  }
+  b->state_ = State::RUNNING;
+  return b;
+}
+
+inline result<void> box::start_main(std::span<const std::string> argv) noexcept {
+  SANDBOX_TRY(strings, pack_strings(argv, base_env, workdir));
+  int st[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, st) != 0)
+    return fail(errc::resource_exhausted, "sandbox " + id + ": socketpair: " + errno_text(errno));
+  main_status_.reset(st[0]);
+  unique_fd theirs(st[1]);
+  request rq{};
+  rq.code = op::exec;
+  rq.flags = exec_main | exec_null_output;
+  rq.argc = static_cast<std::uint32_t>(argv.size());
+  rq.envc = static_cast<std::uint32_t>(base_env.size());
+  rq.strings_len = static_cast<std::uint32_t>(strings.size());
+  int fd = theirs.get();
+  return send_request(ctl_.get(), rq, strings, std::span<const int>(&fd, 1), id);
+}
+
+} // namespace sandbox::detail::local

@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: MIT
+// A command running in a local sandbox, as the client sees it: its pipes, its status socket, and
+// the loop that reads both output streams concurrently until it exits.
+#pragma once
+
+#include <sandbox/options.hpp>
+#include <sandbox/result.hpp>
+#include <sandbox/transport/local/box.hpp>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace sandbox::detail::local {
+
+/// The environment of one command: the sandbox's, overridden by the exec's own.
+[[nodiscard]] inline std::vector<std::string> merge_env(const std::vector<std::string>& base,
+                                                        const env_map& extra) {
+  if (extra.empty()) return base;
+  env_map env;
+  for (const auto& kv : base) {
+    auto eq = kv.find('=');
+    env.insert_or_assign(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  for (const auto& [k, v] : extra) env.insert_or_assign(k, v);
+  std::vector<std::string> out;
+  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  return out;
+}
+
+/// A command started in a local sandbox.
+class process {
+public:
+  process() = default;
+  process(process&&) noexcept = default;
+  process& operator=(process&&) noexcept = default;
+
+  /// Asks the supervisor of `b` to start `argv`; returns as soon as the request is sent.
+  [[nodiscard]] static result<process> start(std::shared_ptr<box> b,
+                                             std::span<const std::string> argv,
+                                             const ExecOptions& o) noexcept {
+    process p;
+    p.box_ = std::move(b);
+    p.res_.command.assign(argv.begin(), argv.end());
+    p.max_output_ = o.max_output_bytes;
+    p.on_out_ = o.on_stdout;
+    p.on_err_ = o.on_stderr;
+    if (o.timeout) p.exec_deadline_ = clock::now() + *o.timeout;
+    std::string cwd = o.cwd ? *o.cwd : p.box_->workdir;
+    std::vector<std::string> env = merge_env(p.box_->base_env, o.env);
+    SANDBOX_TRY(strings, pack_strings(argv, env, cwd));
+
+    int st[2], out[2], err[2], in[2] = {-1, -1};
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, st) != 0)
+      return p.os_error("socketpair");
+    p.status_.reset(st[0]);
+    unique_fd st_theirs(st[1]);
+    if (::pipe2(out, O_CLOEXEC) != 0) return p.os_error("pipe");
+    p.out_.reset(out[0]);
+    unique_fd out_w(out[1]);
+    if (::pipe2(err, O_CLOEXEC) != 0) return p.os_error("pipe");
+    p.err_.reset(err[0]);
+    unique_fd err_w(err[1]);
+    unique_fd in_r;
+    if (o.stdin_pipe) {
+      if (::pipe2(in, O_CLOEXEC) != 0) return p.os_error("pipe");
+      in_r.reset(in[0]);
+      p.in_.reset(in[1]);
+      ::fcntl(p.in_.get(), F_SETFL, O_NONBLOCK);
+    }
+    ::fcntl(p.out_.get(), F_SETFL, O_NONBLOCK);
+    ::fcntl(p.err_.get(), F_SETFL, O_NONBLOCK);
+
+    request rq{};
+    rq.code = op::exec;
+    rq.flags = o.stdin_pipe ? std::uint32_t{exec_stdin_pipe} : 0u;
+    rq.argc = static_cast<std::uint32_t>(argv.size());
+    rq.envc = static_cast<std::uint32_t>(env.size());
+    rq.strings_len = static_cast<std::uint32_t>(strings.size());
+    int fds[4];
+    int n = 0;
+    fds[n++] = st_theirs.get();
+    if (o.stdin_pipe) fds[n++] = in_r.get();
+    fds[n++] = out_w.get();
+    fds[n++] = err_w.get();
+    SANDBOX_TRYV(send_request(p.box_->ctl(), rq, strings, std::span<const int>(fds, n),
+                              p.box_->id));
+    return p;
+  }
+
+  /// Waits up to `timeout` (forever if unset) for the command to finish.
+  /// **Errors:** errc::timeout (still running; call again), errc::command_timeout (killed by
+  /// ExecOptions::timeout; carries the output), errc::not_running (the sandbox ended first).
+  [[nodiscard]] result<ExecResult> wait(std::optional<std::chrono::milliseconds> timeout) noexcept {
+    std::optional<clock::time_point> deadline;
+    if (timeout) deadline = clock::now() + *timeout;
+    SANDBOX_TRYV(pump(deadline, nullptr));
+    return final_result();
+  }
+
+  /// Reads what is available without blocking; the exit code once the command has finished.
+  [[nodiscard]] std::optional<int> poll() noexcept {
+    if (!done_) (void)pump(clock::now(), nullptr);
+    if (done_ && !failure_) return res_.returncode;
+    return std::nullopt;
+  }
+
+  [[nodiscard]] std::optional<int> returncode() const noexcept {
+    if (done_ && !failure_) return res_.returncode;
+    return std::nullopt;
+  }
+
+  /// Sends `sig` to the command's process group.
+  [[nodiscard]] result<void> kill(int sig) noexcept {
+    if (done_) return success();
+    SANDBOX_TRYV(await_pid());
+    if (done_) return success();
+    request rq{};
+    rq.code = op::signal;
+    rq.pid = pid_;
+    rq.sig = sig;
+    return send_request(box_->ctl(), rq, {}, {}, box_->id);
+  }
+
+  /// Writes all of `data` to the command's stdin, reading its output meanwhile so that neither
+  /// side can block the other.
+  [[nodiscard]] result<void> write_stdin(std::string_view data) noexcept {
+    if (!in_)
+      return fail(errc::validation, "stdin of " + join_command(res_.command) +
+                                        " is not open (set ExecOptions::stdin_pipe, and do not "
+                                        "write after close_stdin)");
+    return pump(std::nullopt, &data);
+  }
+
+  [[nodiscard]] result<void> close_stdin() noexcept {
+    in_.reset();
+    return success();
+  }
+
+private:
+  using clock = std::chrono::steady_clock;
+
+  result<process> os_error(const char* what) noexcept {
+    return fail(errno == EMFILE || errno == ENFILE ? errc::resource_exhausted : errc::transport,
+                std::string(what) + " for " + join_command(res_.command) + " in " + box_->id +
+                    ": " + errno_text(errno));
+  }
+
+  [[nodiscard]] result<void> await_pid() noexcept {
+    while (pid_ == 0 && !done_ && status_) {
+      SANDBOX_TRYV(pump(std::nullopt, nullptr, true));
+    }
+    return success();
+  }
+
+  void append(std::string& buf, bool& truncated, std::uint64_t& produced,
+              const output_callback& cb, const char* data, std::size_t n) {
+    produced += n;
+    if (cb) cb(std::string_view(data, n));
+    std::size_t room = n;
+    if (max_output_ != 0) {
+      std::uint64_t left = buf.size() < max_output_ ? max_output_ - buf.size() : 0;
+      if (left < n) {
+        room = static_cast<std::size_t>(left);
+        truncated = true;
+      }
+    }
+    buf.append(data, room);
+  }
+
+  /// Reads one chunk; false at EOF or when nothing is available.
+  bool read_stream(unique_fd& fd, bool is_out) noexcept {
+    char chunk[65536];
+    ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+    if (n > 0) {
+      if (is_out)
+        append(res_.stdout_text, res_.stdout_truncated, res_.stdout_bytes_produced, on_out_,
+               chunk, static_cast<std::size_t>(n));
+      else
+        append(res_.stderr_text, res_.stderr_truncated, res_.stderr_bytes_produced, on_err_,
+               chunk, static_cast<std::size_t>(n));
+      return true;
+    }
+    if (n == 0 || (errno != EAGAIN && errno != EINTR)) fd.reset();
+    return false;
+  }
+
+  void read_status() noexcept {
+    reply r{};
+    ssize_t n = ::recv(status_.get(), &r, sizeof r, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n != sizeof r) { // the supervisor closed it without an exit: the sandbox went away
+      status_.reset();
+      if (!exited_)
+        failure_ = error(errc::not_running, "sandbox " + box_->id + " stopped while " +
+                                                join_command(res_.command) + " was running");
+      return;
+    }
+    switch (r.kind) {
+    case event::started: pid_ = r.value; break;
+    case event::exited:
+      exited_ = true;
+      res_.returncode = returncode_of(r.value);
+      res_.term_signal = WIFSIGNALED(r.value) ? WTERMSIG(r.value) : 0;
+      status_.reset();
+      break;
+    case event::start_failed: {
+      exited_ = true;
+      status_.reset();
+      if (r.where == stage::fork || r.where == stage::table_full) {
+        failure_ = error(r.err == ESRCH ? errc::not_running : errc::resource_exhausted,
+                         "cannot start " + join_command(res_.command) + " in sandbox " +
+                             box_->id + ": " + to_string(r.where) + ": " + errno_text(r.err));
+        break;
+      }
+      // As a shell reports it: 127 not found, 126 not executable, 2 for a bad cwd.
+      res_.returncode = r.where == stage::chdir ? 2 : (r.err == ENOENT ? 127 : 126);
+      std::string what = r.where == stage::chdir ? "cannot change to working directory"
+                                                 : "cannot execute " + shell_quote(res_.command[0]);
+      res_.stderr_text += "sandbox: " + what + ": " + errno_text(r.err) + "\n";
+      res_.stderr_bytes_produced = res_.stderr_text.size();
+      break;
+    }
+    default: break;
+    }
+  }
+
+  /// The I/O loop: reads output and status until the command is done (or `deadline`), writing
+  /// `*stdin_data` meanwhile when given. `until_pid`: return once the pid is known.
+  [[nodiscard]] result<void> pump(std::optional<clock::time_point> deadline,
+                                  std::string_view* stdin_data, bool until_pid = false) noexcept {
+    for (;;) {
+      if (done_) return success();
+      if (until_pid && pid_ != 0) return success();
+      if (stdin_data && stdin_data->empty()) return success();
+      if (exited_ || !status_) {
+        // Everything the command wrote is already in the pipes; a background child that keeps
+        // them open does not hold up the result.
+        while (out_ && read_stream(out_, true)) {
+        }
+        while (err_ && read_stream(err_, false)) {
+        }
+        if (!exited_ && !failure_) continue;
+        done_ = true;
+        out_.reset();
+        err_.reset();
+        in_.reset();
+        return success();
+      }
+      auto now = clock::now();
+      if (exec_deadline_ && now >= *exec_deadline_ && !kill_sent_ && pid_ != 0) {
+        kill_sent_ = timed_out_ = true;
+        request rq{};
+        rq.code = op::signal;
+        rq.pid = pid_;
+        rq.sig = SIGKILL;
+        (void)send_request(box_->ctl(), rq, {}, {}, box_->id);
+      }
+      int timeout_ms = -1;
+      auto limit = [&](clock::time_point t) {
+        int ms = clamp_ms(std::chrono::ceil<std::chrono::milliseconds>(t - now));
+        if (timeout_ms < 0 || ms < timeout_ms) timeout_ms = ms;
+      };
+      if (deadline) limit(*deadline);
+      if (exec_deadline_ && !kill_sent_) limit(*exec_deadline_);
+      pollfd p[4];
+      int n = 0, i_status = -1, i_out = -1, i_err = -1, i_in = -1;
+      if (status_) p[i_status = n++] = {status_.get(), POLLIN, 0};
+      if (out_) p[i_out = n++] = {out_.get(), POLLIN, 0};
+      if (err_) p[i_err = n++] = {err_.get(), POLLIN, 0};
+      if (stdin_data && in_) p[i_in = n++] = {in_.get(), POLLOUT, 0};
+      int rc = ::poll(p, static_cast<nfds_t>(n), timeout_ms);
+      if (rc < 0 && errno != EINTR)
+        return fail(errc::transport, "poll: " + errno_text(errno));
+      if (rc == 0 && deadline && clock::now() >= *deadline)
+        return fail(errc::timeout, join_command(res_.command) + " in sandbox " + box_->id +
+                                       " still running after the wait timed out");
+      if (rc <= 0) continue;
+      if (i_out >= 0 && p[i_out].revents) read_stream(out_, true);
+      if (i_err >= 0 && p[i_err].revents) read_stream(err_, false);
+      if (i_in >= 0 && p[i_in].revents) {
+        if (p[i_in].revents & (POLLERR | POLLHUP)) {
+          in_.reset();
+          return fail(errc::not_running, join_command(res_.command) +
+                                             " closed its stdin before reading all input");
+        }
+        ssize_t w = ::write(in_.get(), stdin_data->data(), stdin_data->size());
+        if (w > 0) stdin_data->remove_prefix(static_cast<std::size_t>(w));
+        else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+          int e = errno;
+          in_.reset();
+          return fail(e == EPIPE ? errc::not_running : errc::transport,
+                      "writing stdin of " + join_command(res_.command) + ": " + errno_text(e));
+        }
+      }
+      if (i_status >= 0 && p[i_status].revents) read_status();
+    }
+  }
+
+  [[nodiscard]] result<ExecResult> final_result() const noexcept {
+    if (failure_) return fail(*failure_);
+    if (timed_out_) {
+      error e(errc::command_timeout, join_command(res_.command) + " in sandbox " + box_->id +
+                                         " timed out and was killed");
+      e.exec_result = std::make_shared<const ExecResult>(res_);
+      return fail(std::move(e));
+    }
+    return res_;
+  }
+
+  std::shared_ptr<box> box_;
+  unique_fd status_, out_, err_, in_;
+  ExecResult res_;
+  std::uint64_t max_output_ = 0;
+  output_callback on_out_, on_err_;
+  std::optional<clock::time_point> exec_deadline_;
+  std::optional<error> failure_;
+  pid_t pid_ = 0;
+  bool exited_ = false;
+  bool done_ = false;
+  bool kill_sent_ = false;
+  bool timed_out_ = false;
+};
+
+} // namespace sandbox::detail::local

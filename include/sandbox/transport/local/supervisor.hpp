@@ -1,0 +1,540 @@
+// SPDX-License-Identifier: MIT
+// The supervisor: PID 1 of a local sandbox. It builds the sandbox's filesystem, then starts the
+// commands the client asks for, reports their exits on their status sockets, reaps orphans, and
+// tears everything down on stop or when the client goes away.
+//
+// It runs in a child cloned from the (possibly multi-threaded) client, so it may only use
+// async-signal-safe calls: plain system calls, no allocation, no locks, no stdio. All strings it
+// needs are prepared by the client before the clone.
+#pragma once
+
+#include <sandbox/transport/local/protocol.hpp>
+
+#include <cerrno>
+#include <csignal>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace sandbox::detail::local {
+
+/// Everything the supervisor needs, prepared by the client before the clone (the child sees a
+/// copy of the client's memory, so these pointers stay valid there).
+struct supervisor_setup {
+  int ctl_fd = -1;
+  const char* hostname = nullptr;
+  const char* staging = nullptr;      ///< existing host directory the private tmpfs is mounted on
+  const char* root = nullptr;         ///< staging + "/root": where the overlay is mounted
+  const char* overlay_opts = nullptr; ///< lowerdir=…,upperdir=…,workdir=…
+  const char* upper = nullptr;
+  const char* work = nullptr;
+  const char* workdir = nullptr;      ///< working directory inside the sandbox (absolute)
+  bool host_network = false;
+  std::uint32_t lifetime_ms = 0;      ///< 0: no limit
+};
+
+namespace sv {
+
+inline constexpr int ctl = 3; // the control socket's fd in the supervisor
+inline constexpr int exit_setup_failed = 1;
+inline constexpr int exit_expired = 3;        // max_lifetime ran out
+inline constexpr std::size_t max_slots = 4096;   // concurrently running commands
+inline constexpr std::size_t max_strings = 16384; // argv + env entries of one request
+inline constexpr std::size_t child_stack_size = 64 * 1024;
+
+struct slot {
+  pid_t pid;
+  int status_fd;
+  bool main;
+};
+
+/// State of one exec between the supervisor and its CLONE_VFORK child (shared memory).
+struct exec_ctx {
+  char* const* argv;
+  char* const* envp;
+  const char* cwd;
+  const char* path; ///< PATH value for the search, from envp
+  int fds[3];       ///< stdin, stdout, stderr; -1 = /dev/null
+  volatile int err;
+  volatile stage where;
+};
+
+struct state {
+  slot* slots;
+  std::size_t nslots;
+  char* buf;          // request buffer
+  char** ptrs;        // argv/env pointer arrays
+  char* child_stack;
+  bool stopping;
+  bool expired; // max_lifetime ran out
+  bool main_exited;
+  std::int64_t kill_at_ms; // stop: SIGKILL everything at this time (0 = not scheduled)
+  std::int64_t lifetime_end_ms;
+};
+
+inline std::int64_t now_ms() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+inline void send_reply(int fd, event kind, std::int32_t value, std::int32_t err,
+                       stage where) noexcept {
+  reply r{kind, value, err, where};
+  // A client that stopped listening is not an error for the supervisor.
+  (void)::send(fd, &r, sizeof r, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+[[noreturn]] inline void setup_failed(int ctl_fd, stage where) noexcept {
+  send_reply(ctl_fd, event::setup_failed, 0, errno, where);
+  _exit(exit_setup_failed);
+}
+
+inline bool make_file(const char* path) noexcept {
+  int fd = ::open(path, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) return false;
+  ::close(fd);
+  return true;
+}
+
+inline bool mkdir_p(char* path) noexcept { // path is modified in place and restored
+  for (char* p = path + 1; *p; ++p) {
+    if (*p != '/') continue;
+    *p = '\0';
+    int rc = ::mkdir(path, 0755);
+    *p = '/';
+    if (rc != 0 && errno != EEXIST) return false;
+  }
+  return ::mkdir(path, 0755) == 0 || errno == EEXIST;
+}
+
+inline bool ensure_dir(const char* path) noexcept {
+  return ::mkdir(path, 0755) == 0 || errno == EEXIST;
+}
+
+/// /dev with only the usual safe nodes (bind-mounted from the host), devpts, shm and the fd links.
+inline bool populate_dev() noexcept {
+  if (!ensure_dir("dev")) return false;
+  if (::mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") != 0)
+    return false;
+  static constexpr const char* nodes[][2] = {{"/dev/null", "dev/null"},
+                                             {"/dev/zero", "dev/zero"},
+                                             {"/dev/full", "dev/full"},
+                                             {"/dev/random", "dev/random"},
+                                             {"/dev/urandom", "dev/urandom"},
+                                             {"/dev/tty", "dev/tty"}};
+  for (const auto& n : nodes) {
+    if (!make_file(n[1])) return false;
+    if (::mount(n[0], n[1], nullptr, MS_BIND, nullptr) != 0) return false;
+  }
+  if (::mkdir("dev/pts", 0755) != 0) return false;
+  if (::mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+              "newinstance,ptmxmode=0666,mode=0620") != 0)
+    return false;
+  if (::symlink("pts/ptmx", "dev/ptmx") != 0) return false;
+  if (::mkdir("dev/shm", 01777) != 0) return false;
+  if (::mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777") != 0)
+    return false;
+  return ::symlink("/proc/self/fd", "dev/fd") == 0 &&
+         ::symlink("/proc/self/fd/0", "dev/stdin") == 0 &&
+         ::symlink("/proc/self/fd/1", "dev/stdout") == 0 &&
+         ::symlink("/proc/self/fd/2", "dev/stderr") == 0;
+}
+
+inline bool loopback_up() noexcept {
+  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return false;
+  ifreq ifr{};
+  std::memcpy(ifr.ifr_name, "lo", 3);
+  bool ok = ::ioctl(s, SIOCGIFFLAGS, &ifr) == 0;
+  if (ok) {
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP | IFF_RUNNING);
+    ok = ::ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
+  }
+  ::close(s);
+  return ok;
+}
+
+/// Limits the bounding set to Docker's default capabilities, so commands started later hold no
+/// more power than a default container even though the supervisor runs as root.
+inline bool drop_capabilities() noexcept {
+  constexpr std::uint64_t keep =
+      (1ull << CAP_CHOWN) | (1ull << CAP_DAC_OVERRIDE) | (1ull << CAP_FOWNER) |
+      (1ull << CAP_FSETID) | (1ull << CAP_KILL) | (1ull << CAP_SETGID) | (1ull << CAP_SETUID) |
+      (1ull << CAP_SETPCAP) | (1ull << CAP_NET_BIND_SERVICE) | (1ull << CAP_NET_RAW) |
+      (1ull << CAP_SYS_CHROOT) | (1ull << CAP_MKNOD) | (1ull << CAP_AUDIT_WRITE) |
+      (1ull << CAP_SETFCAP);
+  for (int cap = 0; cap < 64; ++cap) {
+    if (keep & (1ull << cap)) continue;
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+      if (errno == EINVAL) break; // past the kernel's last capability
+      return false;
+    }
+  }
+  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
+}
+
+/// Builds the sandbox's root and pivots into it. Runs as PID 1 of the new namespaces.
+inline void build_root(const supervisor_setup& s) noexcept {
+  const int c = ctl;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    setup_failed(c, stage::mount_private);
+  // The private tmpfs hides nothing of the host: it is mounted in this mount namespace only.
+  if (::mount("tmpfs", s.staging, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0)
+    setup_failed(c, stage::staging);
+  if (::mkdir(s.upper, 0755) != 0 || ::mkdir(s.work, 0755) != 0 || ::mkdir(s.root, 0755) != 0)
+    setup_failed(c, stage::staging);
+  if (::mount("overlay", s.root, "overlay", 0, s.overlay_opts) != 0)
+    setup_failed(c, stage::overlay);
+  if (::chdir(s.root) != 0) setup_failed(c, stage::overlay);
+  if (!ensure_dir("proc") ||
+      ::mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+    setup_failed(c, stage::proc);
+  if (!populate_dev()) setup_failed(c, stage::dev);
+  if (::mkdir("tmp", 01777) != 0 && errno != EEXIST) setup_failed(c, stage::tmp);
+  if (::mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0)
+    setup_failed(c, stage::tmp);
+  if (!ensure_dir("sys") ||
+      ::mount("sysfs", "sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+    setup_failed(c, stage::sys);
+  if (::syscall(SYS_pivot_root, ".", ".") != 0) setup_failed(c, stage::pivot_root);
+  if (::umount2(".", MNT_DETACH) != 0 || ::chdir("/") != 0) setup_failed(c, stage::pivot_root);
+}
+
+/// PATH search as execvp does it, but with the command's own PATH and no allocation.
+inline void exec_search(exec_ctx& x) noexcept {
+  const char* file = x.argv[0];
+  if (std::strchr(file, '/')) {
+    ::execve(file, x.argv, x.envp);
+    x.err = errno;
+    return;
+  }
+  char buf[4096];
+  std::size_t flen = std::strlen(file);
+  int first_err = ENOENT;
+  for (const char* p = x.path;;) {
+    const char* end = std::strchr(p, ':');
+    std::size_t dlen = end ? static_cast<std::size_t>(end - p) : std::strlen(p);
+    if (dlen + flen + 2 <= sizeof buf) {
+      std::size_t n = 0;
+      if (dlen == 0) buf[n++] = '.';
+      else {
+        std::memcpy(buf, p, dlen);
+        n = dlen;
+      }
+      buf[n++] = '/';
+      std::memcpy(buf + n, file, flen + 1);
+      ::execve(buf, x.argv, x.envp);
+      if (errno == EACCES) first_err = EACCES;
+      else if (errno != ENOENT && errno != ENOTDIR) {
+        first_err = errno;
+        break;
+      }
+    }
+    if (!end) break;
+    p = end + 1;
+  }
+  x.err = first_err;
+}
+
+/// The CLONE_VFORK child: becomes the command. Shares the supervisor's memory until execve.
+inline int exec_child(void* arg) noexcept {
+  auto& x = *static_cast<exec_ctx*>(arg);
+  sigset_t none;
+  sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  ::setpgid(0, 0);
+  for (int i = 0; i < 3; ++i) {
+    int fd = x.fds[i];
+    if (fd < 0) fd = ::open("/dev/null", i == 0 ? O_RDONLY : O_WRONLY);
+    if (fd < 0 || ::dup2(fd, i) < 0) {
+      x.err = errno;
+      x.where = stage::fds;
+      _exit(127);
+    }
+  }
+  ::syscall(SYS_close_range, 3u, ~0u, 0u);
+  if (x.cwd && *x.cwd && ::chdir(x.cwd) != 0) {
+    x.err = errno;
+    x.where = stage::chdir;
+    _exit(127);
+  }
+  exec_search(x);
+  x.where = stage::execve;
+  _exit(x.err == ENOENT ? 127 : 126);
+}
+
+inline slot* find_slot(state& st, pid_t pid) noexcept {
+  for (std::size_t i = 0; i < st.nslots; ++i)
+    if (st.slots[i].pid == pid) return &st.slots[i];
+  return nullptr;
+}
+
+inline void close_fds(int* fds, int n) noexcept {
+  for (int i = 0; i < n; ++i)
+    if (fds[i] >= 0) ::close(fds[i]);
+}
+
+/// Handles one exec request. `fds`: status socket, then stdin (if flagged), stdout, stderr.
+inline void start_command(state& st, const request& rq, int* fds, int nfds) noexcept {
+  int status_fd = nfds > 0 ? fds[0] : -1;
+  auto give_up = [&](stage where, int err) {
+    if (status_fd >= 0) send_reply(status_fd, event::start_failed, 0, err, where);
+    close_fds(fds, nfds);
+  };
+  int want = 1 + ((rq.flags & exec_stdin_pipe) ? 1 : 0) + ((rq.flags & exec_null_output) ? 0 : 2);
+  if (nfds != want || rq.argc == 0 || rq.argc + rq.envc > max_strings) {
+    give_up(stage::fds, EINVAL);
+    return;
+  }
+  if (st.stopping || st.main_exited) {
+    give_up(stage::fork, ESRCH);
+    return;
+  }
+  slot* free_slot = find_slot(st, 0);
+  if (!free_slot) {
+    if (st.nslots == max_slots) {
+      give_up(stage::table_full, EAGAIN);
+      return;
+    }
+    free_slot = &st.slots[st.nslots++];
+  }
+  // Split the strings: argc argv entries, envc env entries, then cwd.
+  char* p = st.buf + sizeof(request);
+  char* end = p + rq.strings_len;
+  char** argv = st.ptrs;
+  char** envp = st.ptrs + rq.argc + 1;
+  const char* path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  for (std::uint32_t i = 0; i < rq.argc + rq.envc + 1; ++i) {
+    char* nul =
+        p < end ? static_cast<char*>(std::memchr(p, '\0', static_cast<std::size_t>(end - p))) : nullptr;
+    if (!nul) {
+      give_up(stage::fds, EINVAL);
+      return;
+    }
+    if (i < rq.argc) argv[i] = p;
+    else if (i < rq.argc + rq.envc) {
+      envp[i - rq.argc] = p;
+      if (std::strncmp(p, "PATH=", 5) == 0) path = p + 5;
+    }
+    if (i == rq.argc + rq.envc) break;
+    p = nul + 1;
+  }
+  argv[rq.argc] = nullptr;
+  envp[rq.envc] = nullptr;
+  exec_ctx x{argv, envp, p, path, {-1, -1, -1}, 0, stage::none};
+  int k = 1;
+  if (rq.flags & exec_stdin_pipe) x.fds[0] = fds[k++];
+  if (!(rq.flags & exec_null_output)) {
+    x.fds[1] = fds[k++];
+    x.fds[2] = fds[k++];
+  }
+  pid_t pid = ::clone(exec_child, st.child_stack + child_stack_size,
+                      CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
+  close_fds(fds + 1, nfds - 1);
+  if (pid < 0) {
+    give_up(stage::fork, errno);
+    return;
+  }
+  if (x.err != 0) {
+    // The child already exited; reap it here so its status cannot be mistaken for an orphan's.
+    int ws = 0;
+    ::waitpid(pid, &ws, 0);
+    send_reply(status_fd, event::start_failed, 0, x.err, x.where);
+    ::close(status_fd);
+    if (rq.flags & exec_main) st.main_exited = true;
+    return;
+  }
+  *free_slot = slot{pid, status_fd, (rq.flags & exec_main) != 0};
+  send_reply(status_fd, event::started, pid, 0, stage::none);
+}
+
+inline void signal_command(state& st, const request& rq) noexcept {
+  // Only commands not yet reaped: their pid (and process group id) cannot have been reused.
+  if (rq.pid > 0 && find_slot(st, rq.pid)) ::kill(-rq.pid, rq.sig);
+}
+
+/// Reaps every exited child; reports those the client started.
+inline void reap(state& st, bool block) noexcept {
+  for (;;) {
+    int ws = 0;
+    pid_t pid = ::waitpid(-1, &ws, block ? 0 : WNOHANG);
+    if (pid <= 0) return;
+    slot* s = find_slot(st, pid);
+    if (!s) continue; // an orphan that was reparented to us
+    send_reply(s->status_fd, event::exited, ws, 0, stage::none);
+    ::close(s->status_fd);
+    if (s->main) st.main_exited = true;
+    *s = slot{0, -1, false};
+  }
+}
+
+[[noreturn]] inline void shut_down(state& st) noexcept {
+  ::kill(-1, SIGKILL);
+  reap(st, true);
+  _exit(st.expired ? exit_expired : 0);
+}
+
+inline void begin_stop(state& st, std::uint32_t grace_ms) noexcept {
+  if (!st.stopping) {
+    st.stopping = true;
+    ::kill(-1, SIGTERM);
+    st.kill_at_ms = now_ms() + grace_ms;
+  }
+}
+
+inline bool has_children() noexcept {
+  siginfo_t si{};
+  return ::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0 || errno != ECHILD;
+}
+
+/// Reads and handles one request; returns false when the client is gone.
+inline bool handle_request(state& st) noexcept {
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
+  iovec iov{st.buf, sizeof(request) + max_request_bytes};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  ssize_t n = ::recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+  if (n == 0) return false;
+  if (n < 0) return errno == EAGAIN || errno == EINTR;
+  int fds[4];
+  int nfds = 0;
+  for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    int cnt = static_cast<int>((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    for (int i = 0; i < cnt; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+      if (nfds < 4) fds[nfds++] = fd;
+      else ::close(fd);
+    }
+  }
+  request rq;
+  if (static_cast<std::size_t>(n) < sizeof rq || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    close_fds(fds, nfds);
+    return true;
+  }
+  std::memcpy(&rq, st.buf, sizeof rq);
+  if (rq.strings_len != static_cast<std::size_t>(n) - sizeof rq) {
+    close_fds(fds, nfds);
+    return true;
+  }
+  switch (rq.code) {
+  case op::exec: start_command(st, rq, fds, nfds); return true;
+  case op::signal: signal_command(st, rq); break;
+  case op::stop: begin_stop(st, rq.grace_ms); break;
+  }
+  close_fds(fds, nfds);
+  return true;
+}
+
+[[noreturn]] inline void serve(state& st, int sigfd) noexcept {
+  for (;;) {
+    if (st.main_exited) shut_down(st);
+    if (st.stopping && !has_children()) _exit(st.expired ? exit_expired : 0);
+    int timeout = -1;
+    std::int64_t now = now_ms();
+    if (st.stopping) {
+      if (now >= st.kill_at_ms) ::kill(-1, SIGKILL);
+      else timeout = static_cast<int>(st.kill_at_ms - now);
+    } else if (st.lifetime_end_ms) {
+      if (now >= st.lifetime_end_ms) {
+        st.expired = true;
+        begin_stop(st, 0);
+        continue;
+      }
+      timeout = static_cast<int>(st.lifetime_end_ms - now);
+    }
+    pollfd p[2] = {{ctl, POLLIN, 0}, {sigfd, POLLIN, 0}};
+    if (::poll(p, 2, timeout) < 0 && errno != EINTR) shut_down(st);
+    if (p[1].revents & POLLIN) {
+      signalfd_siginfo si;
+      while (::read(sigfd, &si, sizeof si) > 0) {
+      }
+      reap(st, false);
+    }
+    if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      if (!handle_request(st)) shut_down(st); // the client is gone: nothing may outlive it
+    }
+  }
+}
+
+/// Entry point of the cloned child (PID 1 in the new namespaces).
+inline int supervisor_main(void* arg) noexcept {
+  const auto& s = *static_cast<const supervisor_setup*>(arg);
+  // Keep only the control socket (as fd 3) and /dev/null on 0-2: nothing else of the client.
+  if (s.ctl_fd != ctl && ::dup2(s.ctl_fd, ctl) < 0) _exit(1);
+  ::syscall(SYS_close_range, static_cast<unsigned>(ctl + 1), ~0u, 0u);
+  int devnull = ::open("/dev/null", O_RDWR);
+  if (devnull < 0) setup_failed(ctl, stage::fds);
+  for (int i = 0; i < 3; ++i)
+    if (devnull != i) ::dup2(devnull, i);
+  if (devnull > 2) ::close(devnull);
+  ::fcntl(ctl, F_SETFD, FD_CLOEXEC);
+  // Not dumpable: commands cannot read this copy of the client's memory through /proc/1/mem.
+  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  ::prctl(PR_SET_NAME, "sandbox-init", 0, 0, 0);
+
+  sigset_t all;
+  sigfillset(&all);
+  ::sigprocmask(SIG_SETMASK, &all, nullptr);
+  for (int sig = 1; sig < NSIG; ++sig)
+    if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL); // ignored signals stay ignored across exec
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  int sigfd = ::signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (sigfd < 0) setup_failed(ctl, stage::signals);
+
+  build_root(s);
+  if (*s.workdir) {
+    char wd[4096];
+    std::size_t len = std::strlen(s.workdir);
+    if (len >= sizeof wd) setup_failed(ctl, stage::workdir);
+    std::memcpy(wd, s.workdir, len + 1);
+    if (!mkdir_p(wd)) setup_failed(ctl, stage::workdir);
+  }
+  if (::sethostname(s.hostname, std::strlen(s.hostname)) != 0) setup_failed(ctl, stage::hostname);
+  if (!s.host_network && !loopback_up()) setup_failed(ctl, stage::loopback);
+  if (!drop_capabilities()) setup_failed(ctl, stage::capabilities);
+
+  constexpr std::size_t slots_bytes = max_slots * sizeof(slot);
+  constexpr std::size_t buf_bytes = sizeof(request) + max_request_bytes;
+  constexpr std::size_t ptr_bytes = (max_strings + 2) * sizeof(char*);
+  constexpr std::size_t total = slots_bytes + buf_bytes + ptr_bytes + child_stack_size;
+  void* mem = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) setup_failed(ctl, stage::fds);
+  auto* base = static_cast<char*>(mem);
+  state st{};
+  st.slots = reinterpret_cast<slot*>(base);
+  st.buf = base + slots_bytes;
+  st.ptrs = reinterpret_cast<char**>(base + slots_bytes + buf_bytes);
+  st.child_stack = base + slots_bytes + buf_bytes + ptr_bytes;
+  if (s.lifetime_ms) st.lifetime_end_ms = now_ms() + s.lifetime_ms;
+
+  send_reply(ctl, event::ready, ::getpid(), 0, stage::none);
+  serve(st, sigfd);
+}
+
+} // namespace sv
+} // namespace sandbox::detail::local

@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT
+// Value types shared by every layer: sandbox states and the result of a command.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace sandbox {
+
+/// Lifecycle of a sandbox: PENDING → CREATING → RUNNING → COMPLETED | FAILED | TERMINATED.
+/// PAUSED and TERMINATING are reported by remote services; the local transport never pauses.
+enum class State : std::uint8_t {
+  UNSPECIFIED,
+  PENDING,
+  CREATING,
+  RUNNING,
+  PAUSED,
+  TERMINATING,
+  COMPLETED,
+  FAILED,
+  TERMINATED,
+};
+
+/// `"RUNNING"`, `"COMPLETED"`, …
+[[nodiscard]] constexpr std::string_view to_string(State s) noexcept {
+  constexpr std::string_view names[] = {"UNSPECIFIED", "PENDING",     "CREATING",
+                                        "RUNNING",     "PAUSED",      "TERMINATING",
+                                        "COMPLETED",   "FAILED",      "TERMINATED"};
+  auto i = static_cast<std::size_t>(s);
+  return i < std::size(names) ? names[i] : "UNSPECIFIED";
+}
+
+/// True for COMPLETED, FAILED and TERMINATED: nothing of the sandbox runs any more.
+[[nodiscard]] constexpr bool is_terminal(State s) noexcept {
+  return s == State::COMPLETED || s == State::FAILED || s == State::TERMINATED;
+}
+
+/// What a finished command produced. Output is kept as bytes in `std::string` (it may hold any
+/// byte, including NUL); `*_text` names avoid the `stdout`/`stderr` macros of some C libraries.
+struct ExecResult {
+  std::string stdout_text;
+  std::string stderr_text;
+  /// Exit code; for a command killed by a signal, 128 + the signal number (as a shell reports it).
+  int returncode = 0;
+  /// The signal that killed the command, 0 when it exited normally.
+  int term_signal = 0;
+  /// The argv the caller asked for (before any wrapping for cwd).
+  std::vector<std::string> command;
+  bool stdout_truncated = false;
+  bool stderr_truncated = false;
+  std::uint64_t stdout_bytes_produced = 0;
+  std::uint64_t stderr_bytes_produced = 0;
+
+  /// True when the command exited with 0.
+  [[nodiscard]] bool ok() const noexcept { return returncode == 0 && term_signal == 0; }
+};
+
+/// A sandbox as a transport reports it.
+struct SandboxInfo {
+  std::string id;
+  State state = State::UNSPECIFIED;
+  /// Exit code of the main process, once known.
+  std::optional<int> returncode;
+  std::vector<std::string> tags;
+};
+
+} // namespace sandbox
