@@ -118,7 +118,15 @@ public:
   box& operator=(const box&) = delete;
   ~box() { (void)stop(std::chrono::milliseconds(0)); }
 
-  [[nodiscard]] int ctl() const noexcept { return ctl_.get(); }
+  /// Sends a request to the supervisor; not_running once the sandbox has ended.
+  [[nodiscard]] result<void> send(const request& rq, std::string_view strings = {},
+                                  std::span<const int> fds = {}) noexcept {
+    std::lock_guard lk(m_);
+    if (!ctl_ || is_terminal(state_))
+      return fail(errc::not_running, "sandbox " + id + " is not running (" +
+                                         std::string(to_string(state_)) + ")");
+    return send_request(ctl_.get(), rq, strings, fds, id);
+  }
 
   /// Current state; notices a sandbox that ended without blocking.
   [[nodiscard]] SandboxInfo info() noexcept {
@@ -337,7 +345,7 @@ inline result<void> box::start_main(std::span<const std::string> argv) noexcept 
   rq.envc = static_cast<std::uint32_t>(base_env.size());
   rq.strings_len = static_cast<std::uint32_t>(strings.size());
   int fd = theirs.get();
-  return send_request(ctl_.get(), rq, strings, std::span<const int>(&fd, 1), id);
+  return send(rq, strings, std::span<const int>(&fd, 1));
 }
 
 } // namespace sandbox::detail::local

@@ -92,8 +92,7 @@ public:
     if (o.stdin_pipe) fds[n++] = in_r.get();
     fds[n++] = out_w.get();
     fds[n++] = err_w.get();
-    SANDBOX_TRYV(send_request(p.box_->ctl(), rq, strings, std::span<const int>(fds, n),
-                              p.box_->id));
+    SANDBOX_TRYV(p.box_->send(rq, strings, std::span<const int>(fds, n)));
     return p;
   }
 
@@ -128,7 +127,7 @@ public:
     rq.code = op::signal;
     rq.pid = pid_;
     rq.sig = sig;
-    return send_request(box_->ctl(), rq, {}, {}, box_->id);
+    return box_->send(rq);
   }
 
   /// Writes all of `data` to the command's stdin, reading its output meanwhile so that neither
@@ -263,7 +262,7 @@ private:
         rq.code = op::signal;
         rq.pid = pid_;
         rq.sig = SIGKILL;
-        (void)send_request(box_->ctl(), rq, {}, {}, box_->id);
+        (void)box_->send(rq);
       }
       int timeout_ms = -1;
       auto limit = [&](clock::time_point t) {

@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: MIT
+// The scenarios on the local transport, and what only a local sandbox can show: isolation from
+// the host, orphan reaping, multi-threaded callers, and that nothing outlives a sandbox.
+#include <sandbox/sandbox.hpp>
+
+struct local_env {
+  using box = sandbox::NoexceptSandbox;
+  static std::shared_ptr<sandbox::local_transport> transport() {
+    return sandbox::local_transport::shared();
+  }
+};
+#define SANDBOX_SCENARIO_ENVS local_env
+#include "scenarios.hpp"
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+using namespace std::chrono_literals;
+using scenarios::keep_alive;
+using sandbox::errc;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+/// Host processes whose environment contains `marker`.
+int count_marked(const std::string& marker) {
+  int n = 0;
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    if (slurp(std::string("/proc/") + e->d_name + "/environ").find(marker) != std::string::npos)
+      ++n;
+  }
+  closedir(d);
+  return n;
+}
+
+bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 5s) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return cond();
+}
+
+std::string run_out(local_env::box& box, std::vector<std::string> argv) {
+  auto r = box.exec(std::move(argv)).result();
+  if (!r) return "error: " + r.error().message;
+  return r.value().stdout_text;
+}
+
+} // namespace
+
+TEST_CASE("the sandbox has its own hostname, pid space and network", "[local][isolation]") {
+  auto box = keep_alive<local_env>();
+  CHECK(run_out(box, {"hostname"}) == box.id() + "\n");
+  // PID 1 is the sandbox's own init; the test process is invisible inside.
+  CHECK(run_out(box, {"cat", "/proc/1/comm"}) == "sandbox-init\n");
+  std::string pids = run_out(box, {"sh", "-c", "ls -d /proc/[0-9]* | wc -l"});
+  CHECK(std::stoi(pids) <= 4); // init, sh, ls (and wc)
+  auto self = run_out(box, {"sh", "-c", "test -e /proc/" + std::to_string(getpid()) +
+                                            " && echo visible || echo hidden"});
+  if (getpid() > 10) CHECK(self == "hidden\n");
+  // Only loopback, and it is up.
+  CHECK(run_out(box, {"ls", "/sys/class/net"}) == "lo\n");
+  CHECK(run_out(box, {"cat", "/sys/class/net/lo/operstate"}) != "down\n");
+}
+
+TEST_CASE("writes inside never reach the host", "[local][isolation]") {
+  auto box = keep_alive<local_env>();
+  std::string name = "/etc/sandbox-probe-" + box.id();
+  auto w = box.exec({"sh", "-c", "echo x > " + name + " && echo y > /tmp/probe-" + box.id() +
+                                     " && cat " + name})
+               .result();
+  REQUIRE(w);
+  CHECK(w.value().stdout_text == "x\n");
+  CHECK(access(name.c_str(), F_OK) != 0);
+  CHECK(access(("/tmp/probe-" + box.id()).c_str(), F_OK) != 0);
+  // Another sandbox does not see them either.
+  auto other = keep_alive<local_env>();
+  CHECK(run_out(other, {"sh", "-c", "cat " + name + " 2>/dev/null || echo absent"}) ==
+        "absent\n");
+  // /dev holds only the usual safe nodes.
+  CHECK(run_out(box, {"ls", "/dev"}) ==
+        "fd\nfull\nnull\nptmx\npts\nrandom\nshm\nstderr\nstdin\nstdout\ntty\nurandom\nzero\n");
+}
+
+TEST_CASE("PID 1 reaps orphans without stealing exit codes", "[local][process]") {
+  auto box = keep_alive<local_env>();
+  for (int i = 0; i < 5; ++i) {
+    auto r = box.exec({"sh", "-c", "(sleep 0.05 &) ; exit 7"}).result();
+    REQUIRE(r);
+    CHECK(r.value().returncode == 7);
+  }
+  // The orphaned sleeps are reaped: no zombie remains.
+  CHECK(eventually([&] {
+    return run_out(box, {"sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null | awk '$3==\"Z\"' | wc -l"}) ==
+           "0\n";
+  }));
+}
+
+TEST_CASE("a command killed by a signal reports it", "[local][process]") {
+  auto box = keep_alive<local_env>();
+  auto p = box.exec({"sleep", "30"});
+  CHECK(p.kill(SIGTERM));
+  auto r = p.result(10s);
+  REQUIRE(r);
+  CHECK(r.value().returncode == 128 + SIGTERM);
+  CHECK(r.value().term_signal == SIGTERM);
+  auto self = box.exec({"sh", "-c", "kill -KILL $$"}).result();
+  REQUIRE(self);
+  CHECK(self.value().term_signal == SIGKILL);
+  CHECK(self.value().returncode == 137);
+}
+
+TEST_CASE("result(timeout) gives up waiting without killing the command", "[local][process]") {
+  auto box = keep_alive<local_env>();
+  auto p = box.exec({"sh", "-c", "sleep 0.5; echo done"});
+  auto early = p.result(50ms);
+  REQUIRE_FALSE(early);
+  CHECK(early.error().is(errc::timeout));
+  CHECK_FALSE(p.poll());
+  auto later = p.result(10s);
+  REQUIRE(later);
+  CHECK(later.value().stdout_text == "done\n");
+}
+
+TEST_CASE("stdin is /dev/null unless asked for, and then delivered whole", "[local][process]") {
+  auto box = keep_alive<local_env>();
+  CHECK(run_out(box, {"sh", "-c", "cat; echo eof"}) == "eof\n");
+  auto p = box.exec({"sh", "-c", "wc -c; sha256sum </dev/null >/dev/null"}, {.stdin_pipe = true});
+  std::string big(3 << 20, 'a'); // larger than any pipe buffer
+  CHECK(p.write_stdin(big));
+  CHECK(p.close_stdin());
+  auto r = p.result(30s);
+  REQUIRE(r);
+  CHECK(r.value().stdout_text == std::to_string(big.size()) + "\n");
+}
+
+TEST_CASE("sandboxes work from a multi-threaded caller", "[local][threads]") {
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      auto made = local_env::box::run({}, local_env::transport());
+      if (!made) return;
+      for (int i = 0; i < 5; ++i) {
+        auto r = made.value().exec({"sh", "-c", "echo " + std::to_string(t * 10 + i)}).result();
+        if (r && r.value().stdout_text == std::to_string(t * 10 + i) + "\n") ++ok;
+      }
+    });
+  for (auto& th : threads) th.join();
+  CHECK(ok == 20);
+}
+
+TEST_CASE("nothing of a sandbox remains after stop", "[local][cleanup]") {
+  std::string mounts_before = slurp("/proc/self/mountinfo");
+  std::string marker = "SANDBOX_TEST_MARK=" + sandbox::detail::random_id("", 16);
+  auto eq = marker.find('=');
+  {
+    auto box = keep_alive<local_env>();
+    auto bg = box.exec({"sh", "-c", "sleep 300 & sleep 300"},
+                       {.env = {{marker.substr(0, eq), marker.substr(eq + 1)}}});
+    CHECK(eventually([&] { return count_marked(marker) == 3; }));
+    CHECK(box.stop(2s));
+    // stop returned: no process is left (checked at once, not eventually)
+    CHECK(count_marked(marker) == 0);
+  }
+  CHECK(slurp("/proc/self/mountinfo") == mounts_before);
+}
+
+TEST_CASE("a sandbox leaving scope is stopped", "[local][cleanup]") {
+  std::string marker = "SANDBOX_TEST_MARK=" + sandbox::detail::random_id("", 16);
+  auto eq = marker.find('=');
+  {
+    auto box = keep_alive<local_env>();
+    auto bg = box.exec({"sleep", "300"}, {.env = {{marker.substr(0, eq), marker.substr(eq + 1)}}});
+    CHECK(eventually([&] { return count_marked(marker) == 1; }));
+  }
+  CHECK(count_marked(marker) == 0);
+}
+
+TEST_CASE("sandboxes die with their owner", "[local][cleanup]") {
+  std::string marker = "SANDBOX_TEST_MARK=" + sandbox::detail::random_id("", 16);
+  int ready[2];
+  REQUIRE(pipe(ready) == 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    auto eq = marker.find('=');
+    auto made = local_env::box::run({}, local_env::transport());
+    if (!made) _exit(1);
+    auto p = made.value().exec({"sleep", "300"},
+                               {.env = {{marker.substr(0, eq), marker.substr(eq + 1)}}});
+    (void)p.poll();
+    char c = 'r';
+    (void)!write(ready[1], &c, 1);
+    pause();
+    _exit(0);
+  }
+  close(ready[1]);
+  char c = 0;
+  CHECK(read(ready[0], &c, 1) == 1);
+  close(ready[0]);
+  CHECK(eventually([&] { return count_marked(marker) == 1; }));
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  CHECK(eventually([&] { return count_marked(marker) == 0; }));
+}
+
+TEST_CASE("max_lifetime terminates the sandbox", "[local][lifecycle]") {
+  auto box = keep_alive<local_env>(sandbox::SandboxOptions{.max_lifetime = std::chrono::seconds(1)});
+  auto start = std::chrono::steady_clock::now();
+  auto r = box.wait_until_complete(10s, false);
+  CHECK(r);
+  CHECK(scenarios::since(start) < 3s);
+  CHECK(box.state().value() == sandbox::State::TERMINATED);
+}
+
+TEST_CASE("bad options are clear errors", "[local][validation]") {
+  auto img = local_env::box::run(sandbox::SandboxOptions{.image = "/no/such/image"},
+                                 local_env::transport());
+  REQUIRE_FALSE(img);
+  CHECK(img.error().is(errc::validation));
+  CHECK(img.error().message.find("/no/such/image") != std::string::npos);
+  auto wd = local_env::box::run(sandbox::SandboxOptions{.working_dir = "relative"},
+                                local_env::transport());
+  REQUIRE_FALSE(wd);
+  CHECK(wd.error().is(errc::validation));
+  CHECK(wd.error().message.find("working_dir") != std::string::npos);
+  auto env = local_env::box::run(sandbox::SandboxOptions{.env = {{"A=B", "x"}}},
+                                 local_env::transport());
+  REQUIRE_FALSE(env);
+  CHECK(env.error().is(errc::validation));
+  auto big = keep_alive<local_env>();
+  auto huge = big.exec({"echo", std::string(200 * 1024, 'x')}).result();
+  REQUIRE_FALSE(huge);
+  CHECK(huge.error().is(errc::validation));
+}
+
+TEST_CASE("files can be written and read back, and paths stay inside", "[local][files]") {
+  auto box = keep_alive<local_env>();
+  std::string all;
+  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
+  CHECK(box.write_file("/tmp/bytes", all));
+  auto back = box.read_file("/tmp/bytes");
+  REQUIRE(back);
+  CHECK(back.value() == all);
+  CHECK(run_out(box, {"wc", "-c", "/tmp/bytes"}) == "256 /tmp/bytes\n");
+  CHECK(box.read_file("/nope").error().is(errc::file_not_found));
+  CHECK(box.read_file("/tmp").error().is(errc::file_is_directory));
+  CHECK(box.read_file("relative").error().is(errc::validation));
+  // A symlink to the host's files resolves inside the sandbox.
+  REQUIRE(box.exec({"sh", "-c", "echo inside > /tmp/mark; ln -s /../../tmp/mark /tmp/link"})
+              .result());
+  CHECK(box.read_file("/tmp/link").value() == "inside\n");
+  CHECK(box.read_file("/proc/1/root/etc/hostname").error().is(errc::file_permission));
+}
