@@ -217,9 +217,12 @@ private:
 };
 
 /// The first existing directory the private tmpfs can be mounted on (in the sandbox's own mount
-/// namespace only, so the host never sees it).
-[[nodiscard]] inline const char* staging_dir() noexcept {
+/// namespace only, so the host never sees it) that does not hide the image below it.
+[[nodiscard]] inline const char* staging_dir(std::string_view image) noexcept {
   for (const char* d : {"/tmp", "/mnt", "/run", "/var/tmp", "/media", "/srv", "/opt"}) {
+    std::string_view dv(d);
+    if (image.size() > dv.size() && image.substr(0, dv.size()) == dv && image[dv.size()] == '/')
+      continue;
     struct stat st{};
     if (::stat(d, &st) == 0 && S_ISDIR(st.st_mode)) return d;
   }
@@ -246,7 +249,7 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   b->workdir = o.working_dir.empty() ? "/" : o.working_dir;
   b->base_env = make_base_env(b->id, o.env);
 
-  const char* staging = staging_dir();
+  const char* staging = staging_dir(o.image);
   if (!staging)
     return fail(errc::unavailable, "sandbox " + b->id +
                                        ": no directory to mount the private layer on (/tmp, "
