@@ -270,3 +270,22 @@ TEST_CASE("files can be written and read back, and paths stay inside", "[local][
   CHECK(box.read_file("/tmp/link").value() == "inside\n");
   CHECK(box.read_file("/proc/1/root/etc/hostname").error().is(errc::file_permission));
 }
+
+TEST_CASE("stop waits out the grace period for a command ignoring SIGTERM, then kills it",
+          "[local][lifecycle]") {
+  std::string marker = "SANDBOX_TEST_MARK=" + sandbox::detail::random_id("", 16);
+  auto eq = marker.find('=');
+  auto box = keep_alive<local_env>();
+  auto p = box.exec({"sh", "-c", "trap '' TERM; sleep 300"},
+                    {.env = {{marker.substr(0, eq), marker.substr(eq + 1)}}});
+  CHECK(eventually([&] { return count_marked(marker) == 2; }));
+  auto start = std::chrono::steady_clock::now();
+  CHECK(box.stop(700ms));
+  auto took = scenarios::since(start);
+  CHECK(took >= 650ms);
+  CHECK(took < 3s);
+  CHECK(count_marked(marker) == 0);
+  auto r = p.result(5s);
+  REQUIRE(r);
+  CHECK(r.value().term_signal == SIGKILL);
+}
