@@ -8,7 +8,9 @@
 #include <sandbox/transport/local/box.hpp>
 
 #include <chrono>
+#include <algorithm>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
@@ -79,6 +81,8 @@ public:
     }
     ::fcntl(p.out_.get(), F_SETFL, O_NONBLOCK);
     ::fcntl(p.err_.get(), F_SETFL, O_NONBLOCK);
+    // Fewer, larger transfers for big outputs (the kernel caps it at fs.pipe-max-size).
+    ::fcntl(p.out_.get(), F_SETPIPE_SZ, 1 << 20);
 
     request rq{};
     rq.code = op::exec;
@@ -161,32 +165,37 @@ private:
     return success();
   }
 
-  void append(std::string& buf, bool& truncated, std::uint64_t& produced,
-              const output_callback& cb, const char* data, std::size_t n) {
-    produced += n;
-    if (cb) cb(std::string_view(data, n));
-    std::size_t room = n;
-    if (max_output_ != 0) {
-      std::uint64_t left = buf.size() < max_output_ ? max_output_ - buf.size() : 0;
-      if (left < n) {
-        room = static_cast<std::size_t>(left);
-        truncated = true;
-      }
-    }
-    buf.append(data, room);
-  }
-
-  /// Reads one chunk; false at EOF or when nothing is available.
+  /// Reads one chunk of a stream straight into its result buffer (no intermediate copy), or
+  /// into a scratch buffer once the cap is reached; false at EOF or when nothing is available.
   bool read_stream(unique_fd& fd, bool is_out) noexcept {
-    char chunk[65536];
-    ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+    constexpr std::size_t chunk = 1 << 20; // matches the pipe size set at start
+    std::string& buf = is_out ? res_.stdout_text : res_.stderr_text;
+    bool& truncated = is_out ? res_.stdout_truncated : res_.stderr_truncated;
+    std::uint64_t& produced = is_out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced;
+    const output_callback& cb = is_out ? on_out_ : on_err_;
+    std::uint64_t room = max_output_ == 0              ? chunk
+                         : buf.size() < max_output_ ? max_output_ - buf.size()
+                                                     : 0;
+    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(room, chunk));
+    ssize_t n;
+    const char* data;
+    if (want > 0) {
+      std::size_t old = buf.size();
+      if (buf.capacity() < old + want) buf.reserve(std::max(old + want, 2 * buf.capacity()));
+      buf.resize(old + want);
+      n = ::read(fd.get(), buf.data() + old, want);
+      buf.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+      data = buf.data() + old;
+    } else {
+      if (!scratch_) scratch_.reset(new (std::nothrow) char[chunk]);
+      if (!scratch_) return false;
+      n = ::read(fd.get(), scratch_.get(), chunk);
+      data = scratch_.get();
+      if (n > 0) truncated = true;
+    }
     if (n > 0) {
-      if (is_out)
-        append(res_.stdout_text, res_.stdout_truncated, res_.stdout_bytes_produced, on_out_,
-               chunk, static_cast<std::size_t>(n));
-      else
-        append(res_.stderr_text, res_.stderr_truncated, res_.stderr_bytes_produced, on_err_,
-               chunk, static_cast<std::size_t>(n));
+      produced += static_cast<std::uint64_t>(n);
+      if (cb) cb(std::string_view(data, static_cast<std::size_t>(n)));
       return true;
     }
     if (n == 0 || (errno != EAGAIN && errno != EINTR)) fd.reset();
@@ -321,6 +330,7 @@ private:
   ExecResult res_;
   std::uint64_t max_output_ = 0;
   output_callback on_out_, on_err_;
+  std::unique_ptr<char[]> scratch_; // output beyond max_output_bytes is read here and dropped
   std::optional<clock::time_point> exec_deadline_;
   std::optional<error> failure_;
   pid_t pid_ = 0;
