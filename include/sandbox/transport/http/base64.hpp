@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: MIT
+// Table-driven base64 (RFC 4648) for proto3 JSON bytes fields: encoding is standard with padding;
+// decoding accepts the standard and the URL-safe alphabet, padded or not.
+#pragma once
+
+#include <sandbox/result.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace sandbox::http {
+
+namespace detail::b64 {
+
+inline constexpr char alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Set in a decode-table entry for a byte outside both alphabets; any decoded quad with this bit
+/// is invalid (valid quads never exceed 24 bits).
+inline constexpr std::uint32_t bad = 0x01000000;
+
+/// 6-bit value of a character of either alphabet ('+' and '-' are 62, '/' and '_' are 63).
+constexpr std::uint32_t sextet(unsigned char c) noexcept {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+' || c == '-') return 62;
+  if (c == '/' || c == '_') return 63;
+  return bad;
+}
+
+/// One table per position of the character in its quad, pre-shifted so that a quad decodes to
+/// `t[0][a] | t[1][b] | t[2][c] | t[3][d]` with no shifts on the hot path.
+constexpr std::array<std::array<std::uint32_t, 256>, 4> make_decode_tables() noexcept {
+  std::array<std::array<std::uint32_t, 256>, 4> t{};
+  for (int pos = 0; pos < 4; ++pos)
+    for (int c = 0; c < 256; ++c) {
+      auto v = sextet(static_cast<unsigned char>(c));
+      t[pos][c] = v == bad ? bad : v << (18 - 6 * pos);
+    }
+  return t;
+}
+inline constexpr auto decode_tables = make_decode_tables();
+
+/// Two output characters for each 12-bit group, so a 3-byte group costs two lookups.
+constexpr std::array<std::uint16_t, 4096> make_encode_table() noexcept {
+  std::array<std::uint16_t, 4096> t{};
+  for (int i = 0; i < 4096; ++i) {
+    // Stored as the two bytes in memory order on a little-endian machine; see encode_into.
+    auto hi = static_cast<unsigned char>(alphabet[i >> 6]);
+    auto lo = static_cast<unsigned char>(alphabet[i & 63]);
+    t[i] = static_cast<std::uint16_t>(hi | (lo << 8));
+  }
+  return t;
+}
+inline constexpr auto encode_pairs = make_encode_table();
+
+inline void put_pair(char* out, std::uint16_t pair) noexcept {
+  out[0] = static_cast<char>(pair & 0xff);
+  out[1] = static_cast<char>(pair >> 8);
+}
+
+} // namespace detail::b64
+
+/// Length of the padded standard encoding of `n` bytes.
+[[nodiscard]] constexpr std::size_t base64_encoded_size(std::size_t n) noexcept {
+  return (n + 2) / 3 * 4;
+}
+
+/// Appends the padded standard base64 encoding of `bytes` to `out`.
+inline void base64_encode_into(std::string& out, std::string_view bytes) noexcept {
+  using namespace detail::b64;
+  const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
+  const std::size_t n = bytes.size();
+  const std::size_t start = out.size();
+  out.resize(start + base64_encoded_size(n));
+  char* o = out.data() + start;
+  std::size_t i = 0;
+  for (; i + 3 <= n; i += 3, o += 4) {
+    std::uint32_t v = (std::uint32_t{in[i]} << 16) | (std::uint32_t{in[i + 1]} << 8) | in[i + 2];
+    put_pair(o, encode_pairs[v >> 12]);
+    put_pair(o + 2, encode_pairs[v & 0xfff]);
+  }
+  if (n - i == 1) {
+    std::uint32_t v = std::uint32_t{in[i]} << 4;
+    put_pair(o, encode_pairs[v]);
+    o[2] = '=';
+    o[3] = '=';
+  } else if (n - i == 2) {
+    std::uint32_t v = (std::uint32_t{in[i]} << 10) | (std::uint32_t{in[i + 1]} << 2);
+    put_pair(o, encode_pairs[v >> 6]);
+    o[2] = alphabet[v & 63];
+    o[3] = '=';
+  }
+}
+
+/// The padded standard base64 encoding of `bytes`.
+[[nodiscard]] inline std::string base64_encode(std::string_view bytes) noexcept {
+  std::string out;
+  base64_encode_into(out, bytes);
+  return out;
+}
+
+/// Appends the bytes encoded by `text` to `out`. Accepts the standard ('+', '/') and URL-safe
+/// ('-', '_') alphabets, with or without '=' padding. Unused low bits of the last character are
+/// ignored (as most decoders do). On error `out` is left as it was.
+///
+/// **Errors:** errc::protocol with a message naming the offset and the offending byte: a byte
+/// outside both alphabets (whitespace included), '=' anywhere but at the end, padding that does
+/// not complete a 4-character group, or a length that no encoding can have (4k + 1).
+[[nodiscard]] inline sandbox::result<void> base64_decode_into(std::string& out,
+                                                              std::string_view text) noexcept {
+  using namespace detail::b64;
+  const auto* in = reinterpret_cast<const unsigned char*>(text.data());
+  std::size_t n = text.size();
+  // Strip one or two '=' of padding; they must then complete a group of four.
+  std::size_t pad = 0;
+  while (pad < 2 && n > 0 && in[n - 1] == '=') {
+    --n;
+    ++pad;
+  }
+
+  // Names the first byte outside both alphabets at or after `from`, if there is one.
+  auto bad_byte = [&](std::size_t from) -> std::optional<sandbox::error> {
+    std::size_t at = from;
+    while (at < n && sextet(in[at]) != bad) ++at;
+    if (at == n) return std::nullopt;
+    const unsigned char c = in[at];
+    std::string what = c == '=' ? "'=' before the end"
+                       : (c >= 0x21 && c < 0x7f)
+                           ? std::string("character '") + static_cast<char>(c) + "'"
+                           : "byte 0x" + std::string(1, "0123456789abcdef"[c >> 4]) +
+                                 "0123456789abcdef"[c & 15];
+    return sandbox::error{errc::protocol,
+                          "invalid base64: " + what + " at offset " + std::to_string(at)};
+  };
+  // A bad length is checked before decoding; a stray character explains it better when there is one.
+  if (pad > 0 && (n + pad) % 4 != 0) {
+    if (auto e = bad_byte(0)) return fail(std::move(*e));
+    return fail(errc::protocol, "invalid base64: padding at offset " + std::to_string(n) +
+                                    " does not complete a 4-character group");
+  }
+  if (n % 4 == 1) {
+    if (auto e = bad_byte(0)) return fail(std::move(*e));
+    return fail(errc::protocol,
+                "invalid base64: length " + std::to_string(text.size()) + " is not possible");
+  }
+
+  const std::size_t start = out.size();
+  out.resize(start + n / 4 * 3 + (n % 4 == 0 ? 0 : n % 4 - 1));
+  auto* o = reinterpret_cast<unsigned char*>(out.data() + start);
+  const auto& t = decode_tables;
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4, o += 3) {
+    std::uint32_t v = t[0][in[i]] | t[1][in[i + 1]] | t[2][in[i + 2]] | t[3][in[i + 3]];
+    if (v & bad) {
+      out.resize(start);
+      return fail(std::move(*bad_byte(i)));
+    }
+    o[0] = static_cast<unsigned char>(v >> 16);
+    o[1] = static_cast<unsigned char>(v >> 8);
+    o[2] = static_cast<unsigned char>(v);
+  }
+  if (std::size_t rest = n - i; rest >= 2) {
+    std::uint32_t v = t[0][in[i]] | t[1][in[i + 1]] | (rest == 3 ? t[2][in[i + 2]] : 0);
+    if (v & bad) {
+      out.resize(start);
+      return fail(std::move(*bad_byte(i)));
+    }
+    o[0] = static_cast<unsigned char>(v >> 16);
+    if (rest == 3) o[1] = static_cast<unsigned char>(v >> 8);
+  }
+  return success();
+}
+
+/// The bytes encoded by `text`; see `base64_decode_into` for what is accepted.
+///
+/// **Errors:** errc::protocol for input that is not base64 (see `base64_decode_into`).
+[[nodiscard]] inline sandbox::result<std::string> base64_decode(std::string_view text) noexcept {
+  std::string out;
+  SANDBOX_TRYV(base64_decode_into(out, text));
+  return out;
+}
+
+} // namespace sandbox::http
