@@ -207,3 +207,38 @@ TEST_CASE("create/exec/stop cycles leak no fd, mount or process", "[local][soak]
   CHECK(count_children() == children);
   WARN(cycles << " cycles in " << took << " s");
 }
+
+TEST_CASE("mounted files are placed read-only", "[local][files]") {
+  std::string all;
+  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
+  auto box = keep_alive(sandbox::SandboxOptions{
+      .mounted_files = {{"/etc/app/config.json", "{\"a\": 1}\n"}, {"/tmp/bytes", all}}});
+  CHECK(box.read_file("/etc/app/config.json").value() == "{\"a\": 1}\n");
+  CHECK(box.read_file("/tmp/bytes").value() == all);
+  auto w = box.exec({"sh", "-c", "echo x >> /etc/app/config.json || echo refused; "
+                                 "rm -f /etc/app/config.json || echo kept; umount /tmp/bytes "
+                                 "2>/dev/null || echo mounted"})
+               .result();
+  REQUIRE(w);
+  CHECK(w.value().stdout_text == "refused\nkept\nmounted\n");
+  CHECK(box.read_file("/etc/app/config.json").value() == "{\"a\": 1}\n");
+
+  auto bad = Box::run(sandbox::SandboxOptions{.mounted_files = {{"relative/path", "x"}}});
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().is(errc::validation));
+  CHECK(bad.error().message.find("relative/path") != std::string::npos);
+}
+
+TEST_CASE("an image's symlinks cannot steer mounted files onto the host", "[local][image]") {
+  std::string image = make_busybox_image();
+  REQUIRE_FALSE(image.empty());
+  REQUIRE(symlink("/", (image + "/escape").c_str()) == 0);
+  std::string name = "sandbox-escape-" + sandbox::detail::random_id("", 12);
+  {
+    auto box = keep_alive(sandbox::SandboxOptions{
+        .image = image, .mounted_files = {{"/escape/" + name, "inside\n"}}});
+    CHECK(box.read_file("/" + name).value() == "inside\n");
+  }
+  CHECK(access(("/" + name).c_str(), F_OK) != 0);
+  std::system(("rm -rf " + image).c_str());
+}

@@ -45,6 +45,13 @@ namespace sandbox::detail {
                                       shell_quote(o.working_dir));
   if (o.max_lifetime && o.max_lifetime->count() <= 0)
     return fail(errc::validation, "SandboxOptions::max_lifetime must be positive");
+  for (const auto& f : o.mounted_files) {
+    if (f.path.size() < 2 || f.path[0] != '/' || f.path.back() == '/' ||
+        f.path.find('\0') != std::string::npos)
+      return fail(errc::validation, "SandboxOptions::mounted_files: path must be an absolute file "
+                                    "path, got " +
+                                        shell_quote(f.path));
+  }
   return validate_env(o.env, "SandboxOptions::env");
 }
 

@@ -46,9 +46,6 @@ public:
     if (o.resources.memory_bytes || o.resources.max_pids || o.resources.cpus > 0)
       return fail(errc::unsupported, "SandboxOptions::resources: resource limits are not "
                                      "supported by the local transport yet");
-    if (!o.mounted_files.empty())
-      return fail(errc::unsupported,
-                  "SandboxOptions::mounted_files: not supported by the local transport yet");
     if (!o.image.empty()) {
       SANDBOX_TRYV(check_image(o.image));
     }

@@ -275,6 +275,11 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   setup.overlay_opts = overlay_opts.c_str();
   setup.workdir = b->workdir.c_str();
   setup.host_network = o.host_network;
+  std::vector<mounted_file_spec> files;
+  for (const auto& f : o.mounted_files)
+    files.push_back({f.path.c_str(), f.content.data(), f.content.size()});
+  setup.files = files.data();
+  setup.nfiles = files.size();
   if (o.max_lifetime) {
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*o.max_lifetime).count();
     setup.lifetime_ms = static_cast<std::uint32_t>(std::min<long long>(ms, 0xffffffffLL));

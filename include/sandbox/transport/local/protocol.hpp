@@ -46,6 +46,7 @@ enum class stage : std::uint32_t {
   tmp,
   sys,
   workdir,
+  mounted_files,
   pivot_root,
   hostname,
   loopback,
@@ -69,6 +70,7 @@ enum class stage : std::uint32_t {
   case stage::tmp: return "mounting /tmp";
   case stage::sys: return "mounting /sys";
   case stage::workdir: return "creating the working directory";
+  case stage::mounted_files: return "placing the mounted files";
   case stage::pivot_root: return "pivot_root";
   case stage::hostname: return "setting the hostname";
   case stage::loopback: return "bringing up loopback";

@@ -35,6 +35,13 @@
 
 namespace sandbox::detail::local {
 
+/// A file to place read-only into the sandbox (SandboxOptions::mounted_files).
+struct mounted_file_spec {
+  const char* path; ///< absolute, inside the sandbox
+  const char* data;
+  std::size_t size;
+};
+
 /// Everything the supervisor needs, prepared by the client before the clone (the child sees a
 /// copy of the client's memory, so these pointers stay valid there).
 struct supervisor_setup {
@@ -48,6 +55,8 @@ struct supervisor_setup {
   const char* workdir = nullptr;      ///< working directory inside the sandbox (absolute)
   bool host_network = false;
   std::uint32_t lifetime_ms = 0;      ///< 0: no limit
+  const mounted_file_spec* files = nullptr;
+  std::size_t nfiles = 0;
 };
 
 namespace sv {
@@ -216,6 +225,41 @@ inline void build_root(const supervisor_setup& s) noexcept {
     setup_failed(c, stage::sys);
   if (::syscall(SYS_pivot_root, ".", ".") != 0) setup_failed(c, stage::pivot_root);
   if (::umount2(".", MNT_DETACH) != 0 || ::chdir("/") != 0) setup_failed(c, stage::pivot_root);
+}
+
+/// Writes each mounted file and makes it a read-only bind mount of itself. Runs after pivot_root,
+/// so symlinks in an image resolve inside the sandbox, never on the host.
+inline bool place_files(const supervisor_setup& s) noexcept {
+  char path[4096];
+  for (std::size_t i = 0; i < s.nfiles; ++i) {
+    const mounted_file_spec& f = s.files[i];
+    std::size_t len = std::strlen(f.path);
+    if (len >= sizeof path) return false;
+    std::memcpy(path, f.path, len + 1);
+    char* slash = std::strrchr(path, '/');
+    if (slash && slash != path) {
+      *slash = '\0';
+      bool ok = mkdir_p(path);
+      *slash = '/';
+      if (!ok) return false;
+    }
+    int fd = ::open(f.path, O_CREAT | O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0444);
+    if (fd < 0) return false;
+    for (std::size_t done = 0; done < f.size;) {
+      ssize_t n = ::write(fd, f.data + done, f.size - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        ::close(fd);
+        return false;
+      }
+      done += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    if (::mount(f.path, f.path, nullptr, MS_BIND, nullptr) != 0 ||
+        ::mount(nullptr, f.path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
+      return false;
+  }
+  return true;
 }
 
 /// PATH search as execvp does it, but with the command's own PATH and no allocation.
@@ -514,6 +558,7 @@ inline int supervisor_main(void* arg) noexcept {
     std::memcpy(wd, s.workdir, len + 1);
     if (!mkdir_p(wd)) setup_failed(ctl, stage::workdir);
   }
+  if (!place_files(s)) setup_failed(ctl, stage::mounted_files);
   if (::sethostname(s.hostname, std::strlen(s.hostname)) != 0) setup_failed(ctl, stage::hostname);
   if (!s.host_network && !loopback_up()) setup_failed(ctl, stage::loopback);
   if (!drop_capabilities()) setup_failed(ctl, stage::capabilities);
