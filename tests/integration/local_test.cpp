@@ -289,3 +289,27 @@ TEST_CASE("stop waits out the grace period for a command ignoring SIGTERM, then 
   REQUIRE(r);
   CHECK(r.value().term_signal == SIGKILL);
 }
+
+TEST_CASE("exec shares the main process's filesystem, processes and network",
+          "[local][isolation]") {
+  auto box = keep_alive<local_env>(sandbox::SandboxOptions{
+      .command = {"sh", "-c",
+                  "echo from-main > /tmp/main-file; exec python3 -c \"import socket; "
+                  "s = socket.socket(); s.bind(('127.0.0.1', 8765)); s.listen(); "
+                  "c, _ = s.accept(); c.sendall(b'hello over loopback'); c.close()\""}});
+  CHECK(eventually([&] { return run_out(box, {"cat", "/tmp/main-file"}) == "from-main\n"; }));
+  CHECK(run_out(box, {"sh", "-c", "cat /proc/[0-9]*/comm | grep -c python3"}) == "1\n");
+  auto r = box.exec({"python3", "-c",
+                     "import socket, time\n"
+                     "for _ in range(100):\n"
+                     "    try:\n"
+                     "        s = socket.create_connection(('127.0.0.1', 8765)); break\n"
+                     "    except OSError: time.sleep(0.05)\n"
+                     "print(s.recv(100).decode())"})
+               .result();
+  REQUIRE(r);
+  CHECK(r.value().stdout_text == "hello over loopback\n");
+  // The main process exited 0 after serving: the sandbox completed.
+  CHECK(box.wait_until_complete(10s));
+  CHECK(box.returncode() == 0);
+}
