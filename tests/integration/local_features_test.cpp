@@ -242,3 +242,29 @@ TEST_CASE("an image's symlinks cannot steer mounted files onto the host", "[loca
   CHECK(access(("/" + name).c_str(), F_OK) != 0);
   std::system(("rm -rf " + image).c_str());
 }
+
+TEST_CASE("file errors are typed, and special files never hang or exhaust memory",
+          "[local][files]") {
+  auto small = std::make_shared<sandbox::local_transport>(
+      sandbox::local_transport::options{.max_file_bytes = 1000});
+  auto made = Box::run(sandbox::SandboxOptions{.mounted_files = {{"/etc/ro", "fixed"}}}, small);
+  REQUIRE(made);
+  Box& box = made.value();
+  CHECK(box.write_file("/tmp/ok", std::string(1000, 'x')));
+  CHECK(box.read_file("/tmp/ok").value().size() == 1000);
+  CHECK(box.write_file("/tmp/big", std::string(1001, 'x')));
+  auto big = box.read_file("/tmp/big");
+  REQUIRE_FALSE(big);
+  CHECK(big.error().is(errc::file_too_large));
+  CHECK(big.error().message.find("/tmp/big") != std::string::npos);
+  CHECK(box.write_file("/etc/ro", "changed").error().is(errc::file_permission));
+  CHECK(box.read_file("/etc/ro").value() == "fixed");
+  CHECK(box.read_file("/dev/zero").error().is(errc::file_io)); // endless: refused
+  REQUIRE(box.exec({"mkfifo", "/tmp/fifo"}).result());
+  auto start = std::chrono::steady_clock::now();
+  CHECK(box.read_file("/tmp/fifo").error().is(errc::file_io)); // no writer: would block forever
+  CHECK(box.write_file("/tmp/fifo", "x").error().is(errc::file_io));
+  CHECK(std::chrono::steady_clock::now() - start < 2s);
+  // /proc files report size 0 but have content.
+  CHECK(box.read_file("/proc/1/comm").value() == "sandbox-init\n");
+}

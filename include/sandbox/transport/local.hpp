@@ -29,6 +29,15 @@ class local_transport {
 public:
   using process_type = detail::local::process;
 
+  struct options {
+    /// read_file refuses files larger than this (errc::file_too_large) instead of exhausting
+    /// the caller's memory.
+    std::uint64_t max_file_bytes = std::uint64_t{1} << 30;
+  };
+
+  local_transport() noexcept = default;
+  explicit local_transport(options o) noexcept : options_(o) {}
+
   /// The process-wide instance that `Sandbox::run` uses.
   [[nodiscard]] static std::shared_ptr<local_transport> shared() {
     static const std::shared_ptr<local_transport> instance = std::make_shared<local_transport>();
@@ -116,35 +125,44 @@ public:
     return process_type::start(std::move(b), argv, o);
   }
 
-  /// Reads a whole file of the sandbox (paths resolve inside it; symlinks cannot leave it).
-  /// **Errors:** file_not_found, file_is_directory, file_permission, file_io, not_running.
+  /// Reads a whole regular file of the sandbox (paths resolve inside it; symlinks cannot leave
+  /// it). Special files are refused rather than read forever or waited on.
+  /// **Errors:** file_not_found, file_is_directory, file_permission, file_too_large (over
+  /// options::max_file_bytes), file_io (not a regular file, I/O error), not_running, validation.
   [[nodiscard]] result<std::string> read_file(std::string_view id, std::string_view path) noexcept {
     SANDBOX_TRY(fd, open_in(id, path, O_RDONLY));
-    struct stat st{};
-    if (::fstat(fd.get(), &st) != 0) return file_error(id, path, errno);
-    if (S_ISDIR(st.st_mode)) return file_error(id, path, EISDIR);
+    const std::uint64_t limit = options_.max_file_bytes;
     std::string data;
-    if (S_ISREG(st.st_mode)) data.reserve(static_cast<std::size_t>(st.st_size));
-    char buf[65536];
+    if (std::uint64_t size = static_cast<std::uint64_t>(fd.second.st_size); size > limit)
+      return too_large(id, path, size, limit);
+    else
+      data.reserve(static_cast<std::size_t>(size));
     for (;;) {
-      ssize_t n = ::read(fd.get(), buf, sizeof buf);
+      // Files may grow while being read (and /proc files report size 0): read until EOF.
+      if (data.size() == data.capacity()) data.reserve(data.size() < 65536 ? 65536 : data.size() * 2);
+      std::size_t old = data.size();
+      std::size_t want = data.capacity() - old;
+      data.resize(data.capacity());
+      ssize_t n = ::read(fd.first.get(), data.data() + old, want);
+      data.resize(old + static_cast<std::size_t>(n > 0 ? n : 0));
       if (n == 0) break;
       if (n < 0) {
         if (errno == EINTR) continue;
         return file_error(id, path, errno);
       }
-      data.append(buf, static_cast<std::size_t>(n));
+      if (data.size() > limit) return too_large(id, path, data.size(), limit);
     }
     return data;
   }
 
-  /// Creates or replaces a file of the sandbox with `data` (mode 0644).
-  /// **Errors:** file_not_found (missing parent), file_is_directory, file_permission, file_io.
+  /// Creates or replaces a regular file of the sandbox with `data` (mode 0644).
+  /// **Errors:** file_not_found (missing parent), file_is_directory, file_permission (read-only
+  /// file or mount), file_too_large (no space left), file_io, not_running, validation.
   [[nodiscard]] result<void> write_file(std::string_view id, std::string_view path,
                                         std::string_view data) noexcept {
     SANDBOX_TRY(fd, open_in(id, path, O_WRONLY | O_CREAT | O_TRUNC));
     while (!data.empty()) {
-      ssize_t n = ::write(fd.get(), data.data(), data.size());
+      ssize_t n = ::write(fd.first.get(), data.data(), data.size());
       if (n < 0) {
         if (errno == EINTR) continue;
         return file_error(id, path, errno);
@@ -195,29 +213,47 @@ private:
                 : err == EISDIR                 ? errc::file_is_directory
                 : err == EACCES || err == EPERM || err == EROFS || err == ELOOP
                     ? errc::file_permission
-                : err == EFBIG || err == ENOSPC ? errc::file_too_large
+                : err == EFBIG || err == ENOSPC || err == EDQUOT ? errc::file_too_large
                                                 : errc::file_io;
     return error(code, std::string(path) + " in sandbox " + std::string(id) + ": " +
                            detail::errno_text(err));
   }
 
-  [[nodiscard]] result<detail::unique_fd> open_in(std::string_view id, std::string_view path,
-                                                  int flags) noexcept {
+  [[nodiscard]] static error too_large(std::string_view id, std::string_view path,
+                                       std::uint64_t size, std::uint64_t limit) {
+    return error(errc::file_too_large, std::string(path) + " in sandbox " + std::string(id) +
+                                           " is larger than " + std::to_string(limit) +
+                                           " bytes (" + std::to_string(size) + " or more)");
+  }
+
+  /// Opens `path` inside the sandbox; only regular files (a FIFO or device would block or never
+  /// end). Returns the fd and its stat.
+  [[nodiscard]] result<std::pair<detail::unique_fd, struct stat>>
+  open_in(std::string_view id, std::string_view path, int flags) noexcept {
     if (path.empty() || path[0] != '/' || path.find('\0') != std::string_view::npos)
       return fail(errc::validation, "file path must be absolute, got " + detail::shell_quote(path));
     SANDBOX_TRY(b, find(id));
     SANDBOX_TRY(root, b->open_root());
     open_how how{};
-    how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC | O_NOCTTY);
+    how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     how.mode = (flags & O_CREAT) ? 0644 : 0;
     // Resolve as if chrooted: "..", absolute symlinks and /proc magic links cannot leave it.
     how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
     std::string p(path);
     long fd = ::syscall(SYS_openat2, root.get(), p.c_str(), &how, sizeof how);
     if (fd < 0) return fail(file_error(id, path, errno));
-    return detail::unique_fd(static_cast<int>(fd));
+    detail::unique_fd file(static_cast<int>(fd));
+    struct stat st{};
+    if (::fstat(file.get(), &st) != 0) return fail(file_error(id, path, errno));
+    if (S_ISDIR(st.st_mode)) return fail(file_error(id, path, EISDIR));
+    if (!S_ISREG(st.st_mode))
+      return fail(errc::file_io, std::string(path) + " in sandbox " + std::string(id) +
+                                     " is not a regular file");
+    ::fcntl(file.get(), F_SETFL, 0); // back to blocking for the transfer
+    return std::pair<detail::unique_fd, struct stat>(std::move(file), st);
   }
 
+  options options_;
   std::mutex m_;
   std::map<std::string, std::shared_ptr<detail::local::box>, std::less<>> boxes_;
 };
