@@ -237,12 +237,25 @@ inline sandbox::result<od::json_type> type_of(od::value& v, decoder& d) noexcept
   return t;
 }
 
+inline constexpr std::string_view bad_literal = "invalid literal (expected true, false or null)";
+
 /// Consumes a `null` (checking that it really is one).
 inline sandbox::result<void> consume_null(od::value& v, decoder& d) noexcept {
   bool is_null = false;
-  if (auto e = v.is_null().get(is_null)) return d.syntax(e);
-  if (!is_null) return d.fail("invalid literal (expected null)");
+  auto e = v.is_null().get(is_null);
+  if (e == simdjson::INCORRECT_TYPE || (!e && !is_null)) return d.fail(bad_literal);
+  if (e) return d.syntax(e);
   return success();
+}
+
+/// Consumes a `true` or `false`.
+inline sandbox::result<bool> consume_bool(od::value& v, decoder& d) noexcept {
+  bool b = false;
+  auto e = v.get_bool().get(b);
+  // The type was checked first: a failure here is a malformed literal ("tru").
+  if (e == simdjson::INCORRECT_TYPE) return d.fail(bad_literal);
+  if (e) return d.syntax(e);
+  return b;
 }
 
 /// Consumes any value, checking that it is well-formed JSON within the depth limit. On-demand
@@ -259,7 +272,9 @@ inline sandbox::result<void> skip(od::value& v, decoder& d) noexcept {
       if (auto e = std::move(field).get(f)) return d.syntax(e);
       std::string_view key;
       if (auto e = f.unescaped_key().get(key)) return d.syntax(e);
+      const auto mark = d.push_key(key);
       SANDBOX_TRYV(skip(f.value(), d));
+      d.pop(mark);
     }
     d.ascend();
     return success();
@@ -268,10 +283,13 @@ inline sandbox::result<void> skip(od::value& v, decoder& d) noexcept {
     od::array arr;
     if (auto e = v.get_array().get(arr)) return d.syntax(e);
     SANDBOX_TRYV(d.descend());
+    std::size_t n = 0;
     for (auto element : arr) {
       od::value ev;
       if (auto e = std::move(element).get(ev)) return d.syntax(e);
+      const auto mark = d.push_index(n++);
       SANDBOX_TRYV(skip(ev, d));
+      d.pop(mark);
     }
     d.ascend();
     return success();
@@ -287,8 +305,7 @@ inline sandbox::result<void> skip(od::value& v, decoder& d) noexcept {
     return success();
   }
   case od::json_type::boolean: {
-    bool b = false;
-    if (auto e = v.get_bool().get(b)) return d.syntax(e);
+    SANDBOX_TRYV(consume_bool(v, d));
     return success();
   }
   case od::json_type::null: return consume_null(v, d);
@@ -455,8 +472,7 @@ inline sandbox::result<void> read_bool(od::value& v, decoder& d, std::optional<b
     return consume_null(v, d);
   }
   if (t != od::json_type::boolean) return d.wrong_type("a boolean", t);
-  bool b = false;
-  if (auto e = v.get_bool().get(b)) return d.syntax(e);
+  SANDBOX_TRY(b, consume_bool(v, d));
   out = b;
   return success();
 }

@@ -199,8 +199,10 @@ constexpr status_entry status_for(errc e) noexcept {
 /// whatever the domain. The message is the server's message followed by
 /// `(HTTP <status> <CODE>[, <reason>])`.
 [[nodiscard]] inline error error_from_status(int http_status, const wire::Status& status) noexcept {
-  auto code = status.code != 0 ? static_cast<grpc_code>(status.code)
-                               : grpc_code_for_http(http_status);
+  // A body without a gRPC code (or with an HTTP status in "code", as the Google API form has when
+  // "status" is missing) leaves the HTTP status to decide.
+  auto code = status.code > 0 && status.code <= 16 ? static_cast<grpc_code>(status.code)
+                                                   : grpc_code_for_http(http_status);
   errc e = detail::errc_for(code);
   auto info = std::make_shared<server_error_info>();
   info->http_status = http_status;
