@@ -313,3 +313,37 @@ TEST_CASE("exec shares the main process's filesystem, processes and network",
   CHECK(box.wait_until_complete(10s));
   CHECK(box.returncode() == 0);
 }
+
+TEST_CASE("writing stdin to a command that exited is an error, not SIGPIPE", "[local][process]") {
+  auto box = keep_alive<local_env>();
+  auto p = box.exec({"true"}, {.stdin_pipe = true});
+  CHECK(p.wait(10s).value() == 0);
+  // The process has exited: the pipe has no reader. Without care this raises SIGPIPE and kills
+  // the caller.
+  auto w = p.write_stdin(std::string(1 << 20, 'x'));
+  CHECK_FALSE(w);
+  auto q = box.exec({"sh", "-c", "exec 0<&-; sleep 0.2"}, {.stdin_pipe = true});
+  auto w2 = q.write_stdin(std::string(4 << 20, 'x'));
+  REQUIRE_FALSE(w2);
+  CHECK(w2.error().is(errc::not_running));
+  std::string all;
+  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
+  auto echo = box.exec({"cat"}, {.stdin_pipe = true});
+  CHECK(echo.write_stdin(all + all));
+  CHECK(echo.close_stdin());
+  CHECK(echo.result(10s).value().stdout_text == all + all); // binary-safe
+}
+
+TEST_CASE("stdin writes never raise SIGPIPE in the caller", "[local][process]") {
+  // Deterministic form of the race above: the reader is gone before the write.
+  int fds[2];
+  REQUIRE(pipe(fds) == 0);
+  close(fds[0]);
+  errno = 0;
+  CHECK(sandbox::detail::local::write_no_sigpipe(fds[1], "data") == -1);
+  CHECK(errno == EPIPE);
+  sigset_t pending;
+  sigpending(&pending);
+  CHECK(sigismember(&pending, SIGPIPE) == 0); // consumed, not left to fire later
+  close(fds[1]);
+}

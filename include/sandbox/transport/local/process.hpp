@@ -18,6 +18,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +27,27 @@
 namespace sandbox::detail::local {
 
 /// The environment of one command: the sandbox's, overridden by the exec's own.
+/// write(2) to a pipe whose reader may be gone, without raising SIGPIPE in the caller's process:
+/// the signal is blocked for this thread and a SIGPIPE it caused is consumed.
+[[nodiscard]] inline ssize_t write_no_sigpipe(int fd, std::string_view data) noexcept {
+  sigset_t pipe_set, old_set, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  sigpending(&pending);
+  const bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
+  ssize_t n = ::write(fd, data.data(), data.size());
+  int err = errno;
+  if (n < 0 && err == EPIPE && !was_pending) {
+    timespec zero{0, 0};
+    while (sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
+  errno = err;
+  return n;
+}
+
 [[nodiscard]] inline std::vector<std::string> merge_env(const std::vector<std::string>& base,
                                                         const env_map& extra) {
   if (extra.empty()) return base;
@@ -301,7 +324,7 @@ private:
           return fail(errc::not_running, join_command(res_.command) +
                                              " closed its stdin before reading all input");
         }
-        ssize_t w = ::write(in_.get(), stdin_data->data(), stdin_data->size());
+        ssize_t w = write_no_sigpipe(in_.get(), *stdin_data);
         if (w > 0) stdin_data->remove_prefix(static_cast<std::size_t>(w));
         else if (w < 0 && errno != EAGAIN && errno != EINTR) {
           int e = errno;
