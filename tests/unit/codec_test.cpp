@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cstring>
 #include <string>
 #include <string_view>
 
@@ -137,6 +138,17 @@ TEST_CASE("base64 rejects garbage with a message naming the offset", "[codec][ba
   std::string out = "keep";
   CHECK_FALSE(base64_decode_into(out, "Zm9v!"));
   CHECK(out == "keep");
+  // A bad byte at any position (the fast loop takes 8 characters at a time) is found and named.
+  const std::string good = base64_encode(all_bytes()).substr(0, 64);
+  for (std::size_t at = 0; at < good.size(); ++at) {
+    std::string bad = good;
+    bad[at] = '*';
+    INFO(at);
+    CHECK(err(bad) == "invalid base64: character '*' at offset " + std::to_string(at));
+    out = "keep";
+    CHECK_FALSE(base64_decode_into(out, bad));
+    CHECK(out == "keep");
+  }
 }
 
 TEST_CASE("json_writer escapes and stays valid UTF-8", "[codec][writer]") {
@@ -519,6 +531,32 @@ TEST_CASE("deep nesting is bounded", "[codec][limits]") {
   CHECK(decode_error<wire::Sandbox>(objects).find("nesting deeper than 64 levels") !=
         std::string::npos);
   CHECK(decode_error<wire::Sandbox>(std::string(100000, '[')).size() > 0);
+}
+
+TEST_CASE("a std::string body is parsed in place or copied, with the same result",
+          "[codec][buffer]") {
+  const auto sb = full_sandbox();
+  std::string tight = to_json(sb);
+  tight.shrink_to_fit(); // no room for simdjson's padding: copied first
+  std::string roomy = tight;
+  roomy.reserve(roomy.size() + 4096); // room: parsed where it is
+  CHECK(decode_ok<wire::Sandbox>(tight) == sb);
+  CHECK(from_json<wire::Sandbox>(roomy, strict).value() == sb);
+  CHECK(from_json<wire::Sandbox>(std::string_view(roomy), strict).value() == sb);
+  // What lies in the spare capacity (left there by a longer earlier content) is never read as
+  // part of the body.
+  auto with_leftovers = [](std::string_view body, char fill) {
+    std::string s(4096, fill);
+    std::memcpy(s.data(), body.data(), body.size());
+    s.resize(body.size());
+    return s;
+  };
+  CHECK(decode_error<wire::Sandbox>(with_leftovers(R"({"sandboxId":"x")", '}')).find("truncated") ==
+        0);
+  CHECK(decode_error<wire::Sandbox>(with_leftovers(R"({"future":"abc)", '"')).find("truncated") ==
+        0);
+  CHECK_FALSE(from_json<wire::Sandbox>(with_leftovers(R"({"future":tru)", 'e'), lenient));
+  CHECK_FALSE(from_json<wire::Sandbox>(with_leftovers(R"({"future":12)", '3'), lenient));
 }
 
 TEST_CASE("huge strings and bytes", "[codec][limits]") {

@@ -18,6 +18,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -74,6 +75,15 @@ template <class T>
 /// ```
 template <class T>
 [[nodiscard]] sandbox::result<T> from_json(std::string_view body, decode_mode mode) noexcept;
+
+/// As above, for a body held in a `std::string` (an HTTP library's response body): when the
+/// string's spare capacity covers the padding simdjson reads past the end (64 bytes), the body is
+/// parsed in place instead of being copied first.
+///
+/// **Errors:** as above.
+template <class T, class String>
+  requires std::same_as<String, std::string>
+[[nodiscard]] sandbox::result<T> from_json(const String& body, decode_mode mode) noexcept;
 
 namespace detail::json {
 
@@ -921,7 +931,7 @@ inline od::parser& thread_parser() noexcept {
 }
 
 template <class Message>
-sandbox::result<Message> read_document(od::parser& parser, simdjson::padded_string& buf,
+sandbox::result<Message> read_document(od::parser& parser, simdjson::padded_string_view buf,
                                        decoder& d) noexcept {
   od::document doc;
   if (auto e = parser.iterate(buf).get(doc)) return d.syntax(e);
@@ -939,16 +949,24 @@ sandbox::result<Message> read_document(od::parser& parser, simdjson::padded_stri
   return out;
 }
 
+/// Decodes `body`, whose buffer has `capacity` readable bytes from `body.data()`: in place when
+/// that leaves simdjson the padding it reads past the end, otherwise from a padded copy.
 template <class Message>
-sandbox::result<Message> decode(std::string_view body, decode_mode mode) noexcept {
+sandbox::result<Message> decode(std::string_view body, std::size_t capacity,
+                                decode_mode mode) noexcept {
   if (body.size() > max_body_bytes)
     return decoder(mode, nullptr, 0)
         .fail("body of " + std::to_string(body.size()) + " bytes is larger than the 1 GiB limit");
-  simdjson::padded_string buf(body.data(), body.size());
-  if (buf.data() == nullptr) return decoder(mode, nullptr, 0).fail("out of memory");
-  decoder d(mode, buf.data(), buf.size());
+  simdjson::padded_string copy;
+  simdjson::padded_string_view view(body, capacity);
+  if (capacity < body.size() + simdjson::SIMDJSON_PADDING) {
+    copy = simdjson::padded_string(body.data(), body.size());
+    if (copy.data() == nullptr) return decoder(mode, nullptr, 0).fail("out of memory");
+    view = simdjson::padded_string_view(copy.data(), copy.size(), copy.size() + simdjson::SIMDJSON_PADDING);
+  }
+  decoder d(mode, view.data(), view.size());
   auto& parser = thread_parser();
-  auto r = read_document<Message>(parser, buf, d);
+  auto r = read_document<Message>(parser, view, d);
   if (parser.capacity() > keep_parser_capacity) parser = od::parser{};
   return r;
 }
@@ -968,7 +986,13 @@ std::string to_json(const T& msg) noexcept {
 
 template <class T>
 sandbox::result<T> from_json(std::string_view body, decode_mode mode) noexcept {
-  return detail::json::decode<T>(body, mode);
+  return detail::json::decode<T>(body, body.size(), mode);
+}
+
+template <class T, class String>
+  requires std::same_as<String, std::string>
+sandbox::result<T> from_json(const String& body, decode_mode mode) noexcept {
+  return detail::json::decode<T>(body, body.capacity(), mode);
 }
 
 } // namespace sandbox::http
