@@ -9,6 +9,7 @@
 #include <sandbox/result.hpp>
 #include <sandbox/transport/local/protocol.hpp>
 #include <sandbox/transport/local/supervisor.hpp>
+#include <sandbox/transport/local/userns.hpp>
 
 #include <chrono>
 #include <cstring>
@@ -74,6 +75,28 @@ namespace sandbox::detail::local {
   }
 }
 
+/// Receives the supervisor's first reply; a `ready` one carries an fd of the sandbox's root.
+[[nodiscard]] inline ssize_t receive_ready(int ctl, reply& r, unique_fd& root) noexcept {
+  iovec iov{&r, sizeof r};
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  ssize_t n;
+  do n = ::recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    int fd;
+    std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+    root.reset(fd);
+  }
+  if (n == sizeof r && r.kind == event::ready && !root) return -1;
+  return n;
+}
+
 /// Packs argv, env ("K=V") and cwd as the supervisor expects them.
 [[nodiscard]] inline result<std::string> pack_strings(std::span<const std::string> argv,
                                                       std::span<const std::string> env,
@@ -109,9 +132,11 @@ public:
   std::vector<std::string> base_env; ///< "K=V" of the sandbox environment
   std::string workdir;
 
-  /// Clones the supervisor into new namespaces and waits until the sandbox is built.
-  [[nodiscard]] static result<std::shared_ptr<box>> create(std::string id,
-                                                           const SandboxOptions& o) noexcept;
+  /// Clones the supervisor into new namespaces (and a user namespace when the caller is not
+  /// root) and waits until the sandbox is built. `seccomp_filter` false is for measuring the
+  /// filter's cost only.
+  [[nodiscard]] static result<std::shared_ptr<box>> create(std::string id, const SandboxOptions& o,
+                                                           bool seccomp_filter = true) noexcept;
 
   box() = default;
   box(const box&) = delete;
@@ -165,8 +190,7 @@ public:
     // The supervisor is reaped only in finish_locked (under m_), so its pid cannot be reused here.
     if (is_terminal(state_) || wait_readable(pidfd_.get(), 0))
       return fail(errc::not_running, "sandbox " + id + " is not running");
-    std::string path = "/proc/" + std::to_string(pid_) + "/root";
-    int fd = ::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int fd = ::fcntl(root_.get(), F_DUPFD_CLOEXEC, 0);
     if (fd < 0) return fail(errc::not_running, "sandbox " + id + ": " + errno_text(errno));
     return unique_fd(fd);
   }
@@ -204,6 +228,7 @@ private:
     ctl_.reset();
     main_status_.reset();
     pidfd_.reset();
+    root_.reset();
   }
 
   std::mutex m_;
@@ -211,6 +236,7 @@ private:
   unique_fd pidfd_;
   unique_fd ctl_;
   unique_fd main_status_;
+  unique_fd root_; ///< O_PATH fd of the sandbox's root, from the supervisor
   State state_ = State::CREATING;
   std::optional<int> returncode_;
   bool stop_requested_ = false;
@@ -242,7 +268,8 @@ private:
   return out;
 }
 
-inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOptions& o) noexcept {
+inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOptions& o,
+                                                bool seccomp_filter) noexcept {
   auto b = std::make_shared<box>();
   b->id = std::move(id);
   b->tags = o.tags;
@@ -258,6 +285,8 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   std::string sstaging = staging;
   std::string upper = sstaging + "/upper", work = sstaging + "/work", root = sstaging + "/root";
   std::string overlay_opts = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work;
+  const bool user_ns = needs_user_ns();
+  if (user_ns) overlay_opts += ",userxattr"; // trusted.* xattrs need the host's CAP_SYS_ADMIN
 
   int sv_fds[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv_fds) != 0)
@@ -275,6 +304,10 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   setup.overlay_opts = overlay_opts.c_str();
   setup.workdir = b->workdir.c_str();
   setup.host_network = o.host_network;
+  setup.user_ns = user_ns;
+  setup.mirror_root = user_ns && o.image.empty();
+  setup.lower = lower.c_str();
+  setup.seccomp = seccomp_filter;
   std::vector<mounted_file_spec> files;
   for (const auto& f : o.mounted_files)
     files.push_back({f.path.c_str(), f.content.data(), f.content.size()});
@@ -295,12 +328,14 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   int pidfd = -1;
   // Exit signal 0: no SIGCHLD, and a caller's waitpid(-1) cannot reap the supervisor.
   int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD |
-              (o.host_network ? 0 : CLONE_NEWNET);
+              (o.host_network ? 0 : CLONE_NEWNET) | (user_ns ? CLONE_NEWUSER : 0);
   pid_t pid = ::clone(sv::supervisor_main, static_cast<char*>(stack) + stack_size, flags, &setup,
                       &pidfd);
   int clone_err = errno;
   ::munmap(stack, stack_size);
   if (pid < 0) {
+    if (user_ns && clone_err != EAGAIN && clone_err != ENOMEM)
+      return fail(errc::unavailable, "sandbox " + b->id + ": " + explain_user_ns_refusal(clone_err));
     if (clone_err == EPERM)
       return fail(errc::unavailable,
                   "sandbox " + b->id +
@@ -316,13 +351,23 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   theirs.reset();
   b->ctl_ = std::move(mine);
 
+  std::string map_error;
+  if (user_ns) {
+    // The supervisor waits for this byte; without it (the maps failed) it exits.
+    if (auto mapped = write_id_maps(pid); !mapped) map_error = mapped.error().message;
+    else if (::send(b->ctl_.get(), "g", 1, MSG_NOSIGNAL) != 1)
+      map_error = "the supervisor exited before its user namespace was mapped";
+  }
   reply r{};
   ssize_t n = -1;
-  do n = ::recv(b->ctl_.get(), &r, sizeof r, 0);
-  while (n < 0 && errno == EINTR);
+  if (map_error.empty()) n = receive_ready(b->ctl_.get(), r, b->root_);
   if (n != sizeof r || r.kind != event::ready) {
-    std::string why = n == sizeof r && r.kind == event::setup_failed
-                          ? std::string(to_string(r.where)) + ": " + errno_text(r.err)
+    std::string why = !map_error.empty() ? "mapping the user namespace: " + map_error
+                      : n == sizeof r && r.kind == event::setup_failed
+                          ? std::string(to_string(r.where)) + ": " +
+                                (user_ns && r.where == stage::overlay
+                                     ? explain_user_ns_overlay(r.err)
+                                     : errno_text(r.err))
                           : std::string("the supervisor exited during setup");
     b->stop_requested_ = true;
     {

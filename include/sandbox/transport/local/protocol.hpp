@@ -56,6 +56,10 @@ enum class stage : std::uint32_t {
   execve,
   fork,
   table_full,
+  masks,
+  session,
+  seccomp,
+  user_ns,
 };
 
 [[nodiscard]] constexpr const char* to_string(stage s) noexcept {
@@ -80,6 +84,10 @@ enum class stage : std::uint32_t {
   case stage::execve: return "executing";
   case stage::fork: return "starting the process";
   case stage::table_full: return "too many running commands";
+  case stage::masks: return "masking /proc and /sys";
+  case stage::session: return "starting a session";
+  case stage::seccomp: return "installing the seccomp filter";
+  case stage::user_ns: return "mapping the user namespace";
   }
   return "?";
 }

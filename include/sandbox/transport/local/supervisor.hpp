@@ -9,6 +9,7 @@
 #pragma once
 
 #include <sandbox/transport/local/protocol.hpp>
+#include <sandbox/transport/local/seccomp.hpp>
 
 #include <cerrno>
 #include <csignal>
@@ -29,6 +30,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +56,16 @@ struct supervisor_setup {
   const char* work = nullptr;
   const char* workdir = nullptr;      ///< working directory inside the sandbox (absolute)
   bool host_network = false;
+  /// Inside a new user namespace (the caller is not root): wait for the client to write the id
+  /// maps before setting anything up.
+  bool user_ns = false;
+  /// The root is a tmpfs mirroring `lower` with one overlay per directory instead of one overlay
+  /// of `lower`: inside a user namespace the kernel refuses an overlay whose lower layer has
+  /// mounts below it, as the host's root always has.
+  bool mirror_root = false;
+  const char* lower = nullptr;
+  /// Commands run under seccomp::filter. Off only to measure what the filter costs.
+  bool seccomp = true;
   std::uint32_t lifetime_ms = 0;      ///< 0: no limit
   const mounted_file_spec* files = nullptr;
   std::size_t nfiles = 0;
@@ -81,6 +93,7 @@ struct exec_ctx {
   const char* cwd;
   const char* path; ///< PATH value for the search, from envp
   int fds[3];       ///< stdin, stdout, stderr; -1 = /dev/null
+  bool seccomp;     ///< install seccomp::filter before execve
   volatile int err;
   volatile stage where;
 };
@@ -92,6 +105,7 @@ struct state {
   char** ptrs;        // argv/env pointer arrays
   char* child_stack;
   bool stopping;
+  bool seccomp; // commands run under seccomp::filter
   bool expired; // max_lifetime ran out
   bool main_exited;
   std::int64_t kill_at_ms; // stop: SIGKILL everything at this time (0 = not scheduled)
@@ -109,6 +123,24 @@ inline void send_reply(int fd, event kind, std::int32_t value, std::int32_t err,
   reply r{kind, value, err, where};
   // A client that stopped listening is not an error for the supervisor.
   (void)::send(fd, &r, sizeof r, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/// The `ready` reply, with an O_PATH fd of the sandbox's root attached.
+inline void send_ready(int fd, int root_fd) noexcept {
+  reply r{event::ready, ::getpid(), 0, stage::none};
+  iovec iov{&r, sizeof r};
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  cmsghdr* cm = CMSG_FIRSTHDR(&mh);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cm), &root_fd, sizeof root_fd);
+  (void)::sendmsg(fd, &mh, MSG_NOSIGNAL);
 }
 
 [[noreturn]] inline void setup_failed(int ctl_fd, stage where) noexcept {
@@ -141,7 +173,10 @@ inline bool ensure_dir(const char* path) noexcept {
 /// /dev with only the usual safe nodes (bind-mounted from the host), devpts, shm and the fd links.
 inline bool populate_dev() noexcept {
   if (!ensure_dir("dev")) return false;
-  if (::mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") != 0)
+  // nodev: a device node made in /dev cannot be opened (the bind-mounted ones below are mounts
+  // of their own and keep the host's /dev flags).
+  if (::mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k") !=
+      0)
     return false;
   static constexpr const char* nodes[][2] = {{"/dev/null", "dev/null"},
                                              {"/dev/zero", "dev/zero"},
@@ -181,23 +216,204 @@ inline bool loopback_up() noexcept {
   return ok;
 }
 
-/// Limits the bounding set to Docker's default capabilities, so commands started later hold no
-/// more power than a default container even though the supervisor runs as root.
+/// The capabilities a command can hold: Docker's default set without CAP_MKNOD (Docker keeps it
+/// because its device cgroup refuses to open the nodes; a local sandbox has no device cgroup).
+inline constexpr std::uint64_t command_capabilities =
+    (1ull << CAP_CHOWN) | (1ull << CAP_DAC_OVERRIDE) | (1ull << CAP_FOWNER) |
+    (1ull << CAP_FSETID) | (1ull << CAP_KILL) | (1ull << CAP_SETGID) | (1ull << CAP_SETUID) |
+    (1ull << CAP_SETPCAP) | (1ull << CAP_NET_BIND_SERVICE) | (1ull << CAP_NET_RAW) |
+    (1ull << CAP_SYS_CHROOT) | (1ull << CAP_AUDIT_WRITE) | (1ull << CAP_SETFCAP);
+
+/// Limits the bounding set to `command_capabilities` and empties the inheritable and ambient
+/// sets, so commands started later hold no more power than a default container even though the
+/// supervisor runs as root: at execve a root process gets bounding ∪ (inheritable ∩ file
+/// inheritable) ∪ ambient, so a caller's inheritable or ambient capabilities would otherwise pass
+/// straight through. Then sets no_new_privs: setuid and file capabilities grant nothing.
 inline bool drop_capabilities() noexcept {
-  constexpr std::uint64_t keep =
-      (1ull << CAP_CHOWN) | (1ull << CAP_DAC_OVERRIDE) | (1ull << CAP_FOWNER) |
-      (1ull << CAP_FSETID) | (1ull << CAP_KILL) | (1ull << CAP_SETGID) | (1ull << CAP_SETUID) |
-      (1ull << CAP_SETPCAP) | (1ull << CAP_NET_BIND_SERVICE) | (1ull << CAP_NET_RAW) |
-      (1ull << CAP_SYS_CHROOT) | (1ull << CAP_MKNOD) | (1ull << CAP_AUDIT_WRITE) |
-      (1ull << CAP_SETFCAP);
   for (int cap = 0; cap < 64; ++cap) {
-    if (keep & (1ull << cap)) continue;
+    if (command_capabilities & (1ull << cap)) continue;
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
       if (errno == EINVAL) break; // past the kernel's last capability
       return false;
     }
   }
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+    return false;
+  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (::syscall(SYS_capget, &hdr, data) != 0) return false;
+  data[0].inheritable = data[1].inheritable = 0;
+  if (::syscall(SYS_capset, &hdr, data) != 0) return false;
   return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
+}
+
+/// Hides what Docker hides of /proc and /sys (its default MaskedPaths and ReadonlyPaths): files
+/// get /dev/null bound over them, directories an empty read-only tmpfs, and the control files a
+/// read-only bind of themselves. Without this, root in the sandbox could write
+/// /proc/sys/kernel/core_pattern (a program the host kernel runs as root on a crash) or
+/// /proc/sysrq-trigger (reboot the host). Runs inside the new root, before pivot_root.
+inline bool mask_kernel_files() noexcept {
+  static constexpr const char* masked[] = {
+      "proc/acpi",      "proc/asound",     "proc/interrupts",   "proc/kcore",
+      "proc/keys",      "proc/latency_stats", "proc/sched_debug", "proc/scsi",
+      "proc/timer_list", "proc/timer_stats", "sys/devices/virtual/powercap", "sys/firmware"};
+  static constexpr const char* read_only[] = {"proc/bus", "proc/fs", "proc/irq", "proc/sys",
+                                              "proc/sysrq-trigger"};
+  struct stat st{};
+  for (const char* p : masked) {
+    if (::lstat(p, &st) != 0) {
+      if (errno == ENOENT) continue; // not in this kernel
+      return false;
+    }
+    int rc = S_ISDIR(st.st_mode)
+                 ? ::mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                           "size=0,mode=0555")
+                 : ::mount("dev/null", p, nullptr, MS_BIND, nullptr);
+    if (rc != 0) return false;
+  }
+  for (const char* p : read_only) {
+    if (::lstat(p, &st) != 0) {
+      if (errno == ENOENT) continue;
+      return false;
+    }
+    // The remount keeps proc's nosuid/nodev/noexec: a user namespace may not clear them.
+    if (::mount(p, p, nullptr, MS_BIND | MS_REC, nullptr) != 0 ||
+        ::mount(nullptr, p, nullptr,
+                MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                nullptr) != 0)
+      return false;
+  }
+  return true;
+}
+
+/// Appends `part` to the NUL-terminated `buf` of `cap` bytes; false when it does not fit.
+inline bool append(char* buf, std::size_t cap, const char* part) noexcept {
+  std::size_t len = std::strlen(buf), n = std::strlen(part);
+  if (len + n + 1 > cap) return false;
+  std::memcpy(buf + len, part, n + 1);
+  return true;
+}
+
+/// State of mirror_tree: paths being built and the overlays made so far.
+struct mirror_state {
+  const supervisor_setup* s;
+  unsigned overlays;
+};
+
+/// Whether `path` is the root of a mount (then the kernel shows what is mounted, not the
+/// directory below it).
+inline bool is_mount_root(const char* path, dev_t parent_dev) noexcept {
+  struct statx sx{};
+  if (::statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &sx) != 0) return true;
+  if (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)
+    return (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
+  return makedev(sx.stx_dev_major, sx.stx_dev_minor) != parent_dev;
+}
+
+/// Mounts an overlay of `src` on `dst` with a fresh upper and work directory; returns 0 or errno.
+inline int overlay_one(mirror_state& m, const char* src, const char* dst) noexcept {
+  char num[16];
+  unsigned v = m.overlays++;
+  int i = sizeof num - 1;
+  num[i] = '\0';
+  do num[--i] = static_cast<char>('0' + v % 10);
+  while ((v /= 10) != 0 && i > 1);
+  num[--i] = '/';
+  char up[4096] = {}, wk[4096] = {}, opts[8192] = {};
+  if (!append(up, sizeof up, m.s->upper) || !append(up, sizeof up, num + i) ||
+      !append(wk, sizeof wk, m.s->work) || !append(wk, sizeof wk, num + i))
+    return ENAMETOOLONG;
+  if (::mkdir(up, 0755) != 0 || ::mkdir(wk, 0755) != 0) return errno;
+  if (!append(opts, sizeof opts, "lowerdir=") || !append(opts, sizeof opts, src) ||
+      !append(opts, sizeof opts, ",upperdir=") || !append(opts, sizeof opts, up) ||
+      !append(opts, sizeof opts, ",workdir=") || !append(opts, sizeof opts, wk) ||
+      !append(opts, sizeof opts, ",userxattr"))
+    return ENAMETOOLONG;
+  return ::mount("overlay", dst, "overlay", MS_NODEV, opts) == 0 ? 0 : errno;
+}
+
+/// Fills the (empty) directory `dst` with what `src` holds on its own filesystem: each directory
+/// an overlay of its own, or, when the kernel refuses that because mounts lie below it, a
+/// directory mirrored the same way one level down. Mount points show as empty directories, as
+/// under one overlay of the whole root; symlinks are copied and regular files bound read-only;
+/// sockets, fifos and device nodes are left out. An overlay gives every file an inode of its own,
+/// so connect() through it never reaches a host process's listening socket.
+inline int mirror_tree(mirror_state& m, const char* src, const char* dst, int depth) noexcept {
+  struct stat here{};
+  if (::stat(src, &here) != 0) return errno;
+  int dfd = ::open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return errno;
+  alignas(8) char buf[4096];
+  int err = 0;
+  for (;;) {
+    long n = ::syscall(SYS_getdents64, dfd, buf, sizeof buf);
+    if (n <= 0) {
+      if (n < 0) err = errno;
+      break;
+    }
+    for (long off = 0; off < n && err == 0;) {
+      struct entry {
+        std::uint64_t ino;
+        std::int64_t off;
+        unsigned short reclen;
+        unsigned char type;
+        char name[1];
+      };
+      const auto* e = reinterpret_cast<const entry*>(buf + off);
+      off += e->reclen;
+      const char* name = e->name;
+      if (!std::strcmp(name, ".") || !std::strcmp(name, "..")) continue;
+      char from[4096] = {}, to[4096] = {};
+      if (!append(from, sizeof from, src) ||
+          (src[1] != '\0' && !append(from, sizeof from, "/")) ||
+          !append(from, sizeof from, name) || !append(to, sizeof to, dst) ||
+          !append(to, sizeof to, "/") || !append(to, sizeof to, name))
+        continue; // too long to mirror: left out
+      struct stat st{};
+      if (::lstat(from, &st) != 0) continue; // gone meanwhile
+      if (S_ISLNK(st.st_mode)) {
+        char target[4096];
+        ssize_t len = ::readlink(from, target, sizeof target - 1);
+        if (len < 0) continue;
+        target[len] = '\0';
+        if (::symlink(target, to) != 0) err = errno;
+      } else if (S_ISREG(st.st_mode)) {
+        int fd = ::open(to, O_CREAT | O_WRONLY | O_CLOEXEC, 0444);
+        if (fd < 0) {
+          err = errno;
+          continue;
+        }
+        ::close(fd);
+        if (::mount(from, to, nullptr, MS_BIND, nullptr) != 0 ||
+            ::mount(nullptr, to, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
+          err = errno;
+      } else if (S_ISDIR(st.st_mode)) {
+        if (::mkdir(to, st.st_mode & 07777) != 0) {
+          err = errno;
+          continue;
+        }
+        // Overlay options cannot quote these characters.
+        bool plain = !std::strpbrk(from, ",:\\");
+        if (!plain || is_mount_root(from, here.st_dev)) continue;
+        int rc = overlay_one(m, from, to);
+        // Deeper than that (and the supervisor's stack is small): left empty.
+        if (rc == EINVAL) rc = depth < 6 ? mirror_tree(m, from, to, depth + 1) : 0;
+        if (rc != 0) err = rc;
+      }
+    }
+    if (err != 0) break;
+  }
+  ::close(dfd);
+  return err;
+}
+
+/// Makes the mount tree at `path` read-only, nosuid and nodev, submounts included.
+inline bool make_tree_read_only(const char* path) noexcept {
+  struct {
+    std::uint64_t attr_set, attr_clr, propagation, userns_fd;
+  } attr{0x1 | 0x2 | 0x4, 0, 0, 0}; // MOUNT_ATTR_RDONLY | NOSUID | NODEV
+  constexpr unsigned at_recursive = 0x8000;
+  return ::syscall(SYS_mount_setattr, AT_FDCWD, path, at_recursive, &attr, sizeof attr) == 0;
 }
 
 /// Builds the sandbox's root and pivots into it. Runs as PID 1 of the new namespaces.
@@ -210,8 +426,17 @@ inline void build_root(const supervisor_setup& s) noexcept {
     setup_failed(c, stage::staging);
   if (::mkdir(s.upper, 0755) != 0 || ::mkdir(s.work, 0755) != 0 || ::mkdir(s.root, 0755) != 0)
     setup_failed(c, stage::staging);
-  if (::mount("overlay", s.root, "overlay", 0, s.overlay_opts) != 0)
+  if (s.mirror_root) {
+    mirror_state m{&s, 0};
+    if (::mount(s.root, s.root, nullptr, MS_BIND, nullptr) != 0) setup_failed(c, stage::overlay);
+    if (int err = mirror_tree(m, s.lower, s.root, 0); err != 0) {
+      errno = err;
+      setup_failed(c, stage::overlay);
+    }
+  } else if (::mount("overlay", s.root, "overlay", MS_NODEV, s.overlay_opts) != 0) {
+    // nodev: a device node made on the writable layer cannot be opened.
     setup_failed(c, stage::overlay);
+  }
   if (::chdir(s.root) != 0) setup_failed(c, stage::overlay);
   if (!ensure_dir("proc") ||
       ::mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
@@ -220,9 +445,17 @@ inline void build_root(const supervisor_setup& s) noexcept {
   if (::mkdir("tmp", 01777) != 0 && errno != EEXIST) setup_failed(c, stage::tmp);
   if (::mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0)
     setup_failed(c, stage::tmp);
-  if (!ensure_dir("sys") ||
-      ::mount("sysfs", "sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
-    setup_failed(c, stage::sys);
+  if (!ensure_dir("sys")) setup_failed(c, stage::sys);
+  if (::mount("sysfs", "sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) !=
+      0) {
+    // A user namespace may mount sysfs only with a network namespace of its own
+    // (host_network): show the host's /sys read-only instead.
+    if (errno != EPERM || !s.user_ns ||
+        ::mount("/sys", "sys", nullptr, MS_BIND | MS_REC, nullptr) != 0 ||
+        !make_tree_read_only("sys"))
+      setup_failed(c, stage::sys);
+  }
+  if (!mask_kernel_files()) setup_failed(c, stage::masks);
   if (::syscall(SYS_pivot_root, ".", ".") != 0) setup_failed(c, stage::pivot_root);
   if (::umount2(".", MNT_DETACH) != 0 || ::chdir("/") != 0) setup_failed(c, stage::pivot_root);
 }
@@ -320,6 +553,14 @@ inline int exec_child(void* arg) noexcept {
     x.where = stage::chdir;
     _exit(127);
   }
+  // Last, so the filter constrains the command and nothing of the supervisor.
+  if (x.seccomp) {
+    if (int err = seccomp::install(); err != 0) {
+      x.err = err;
+      x.where = stage::seccomp;
+      _exit(126);
+    }
+  }
   exec_search(x);
   x.where = stage::execve;
   _exit(x.err == ENOENT ? 127 : 126);
@@ -383,7 +624,7 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
   }
   argv[rq.argc] = nullptr;
   envp[rq.envc] = nullptr;
-  exec_ctx x{argv, envp, p, path, {-1, -1, -1}, 0, stage::none};
+  exec_ctx x{argv, envp, p, path, {-1, -1, -1}, st.seccomp, 0, stage::none};
   int k = 1;
   if (rq.flags & exec_stdin_pipe) x.fds[0] = fds[k++];
   if (!(rq.flags & exec_null_output)) {
@@ -535,6 +776,19 @@ inline int supervisor_main(void* arg) noexcept {
     if (devnull != i) ::dup2(devnull, i);
   if (devnull > 2) ::close(devnull);
   ::fcntl(ctl, F_SETFD, FD_CLOEXEC);
+  if (s.user_ns) {
+    // Until the client has written uid_map and gid_map this process has no identity (and no
+    // capability) inside its user namespace. The client writes them while this process is still
+    // dumpable (a non-dumpable process's /proc files belong to the host's root).
+    char go = 0;
+    ssize_t n;
+    do n = ::recv(ctl, &go, 1, 0);
+    while (n < 0 && errno == EINTR);
+    if (n != 1) _exit(exit_setup_failed);
+  }
+  // A session of its own: no controlling terminal, so no command can open the caller's
+  // terminal as /dev/tty and push keystrokes into it (TIOCSTI) or hang it up.
+  if (::setsid() < 0) setup_failed(ctl, stage::session);
   // Not dumpable: commands cannot read this copy of the client's memory through /proc/1/mem.
   ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   ::prctl(PR_SET_NAME, "sandbox-init", 0, 0, 0);
@@ -575,9 +829,15 @@ inline int supervisor_main(void* arg) noexcept {
   st.buf = base + slots_bytes;
   st.ptrs = reinterpret_cast<char**>(base + slots_bytes + buf_bytes);
   st.child_stack = base + slots_bytes + buf_bytes + ptr_bytes;
+  st.seccomp = s.seccomp;
   if (s.lifetime_ms) st.lifetime_end_ms = now_ms() + s.lifetime_ms;
 
-  send_reply(ctl, event::ready, ::getpid(), 0, stage::none);
+  // The client reaches the sandbox's files through this fd: /proc/<pid>/root of a non-dumpable
+  // process is closed to a caller without CAP_SYS_PTRACE (any caller, in a user namespace).
+  int root_fd = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) setup_failed(ctl, stage::pivot_root);
+  send_ready(ctl, root_fd);
+  ::close(root_fd);
   serve(st, sigfd);
 }
 

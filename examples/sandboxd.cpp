@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: MIT
+// sandboxd: a self-hosted sandbox server. It serves the CoreWeave Sandboxes v1 REST API over the
+// local transport, so that `http_transport` (or any v1 client) can run sandboxes on this host.
+//
+//   SANDBOXD_TOKEN=$(head -c 24 /dev/urandom | base64) sandboxd --listen 127.0.0.1:8080
+//   CWSANDBOX_BASE_URL=http://127.0.0.1:8080 CWSANDBOX_API_KEY=$SANDBOXD_TOKEN my-client
+//
+// The first line on stdout is the base URL it listens on (useful with port 0). One line per
+// request goes to stderr. SIGTERM or SIGINT stops every sandbox it created, then it exits.
+#include <sandbox/local.hpp>
+#include <sandbox/server.hpp>
+
+#include <cerrno>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <pthread.h>
+#include <sys/time.h>
+
+namespace {
+
+constexpr const char *usage =
+    "usage: sandboxd --listen HOST:PORT [--token-file FILE] [--threads N]\n"
+    "                [--image NAME=DIR]... [--max-request-bytes N] [--max-output-bytes N]\n"
+    "The bearer token comes from SANDBOXD_TOKEN or --token-file; there is no default.\n"
+    "PORT 0 picks a free port; the first line on stdout is the base URL.\n";
+
+int die(const std::string &msg) {
+  std::fprintf(stderr, "sandboxd: %s\n", msg.c_str());
+  return 2;
+}
+
+std::string now_utc() {
+  timeval tv{};
+  ::gettimeofday(&tv, nullptr);
+  std::tm tm{};
+  ::gmtime_r(&tv.tv_sec, &tm);
+  char buf[40];
+  std::size_t n = std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof buf - n, ".%03dZ", static_cast<int>(tv.tv_usec / 1000));
+  return buf;
+}
+
+bool parse_size(const char *s, std::uint64_t &out) {
+  char *end = nullptr;
+  errno = 0;
+  unsigned long long v = std::strtoull(s, &end, 10);
+  if (errno || end == s || *end || s[0] == '-') return false;
+  out = v;
+  return true;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::string listen, token_file;
+  sandbox::server_options opts;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> const char * { return i + 1 < argc ? argv[++i] : nullptr; };
+    if (a == "--help" || a == "-h") {
+      std::fputs(usage, stdout);
+      return 0;
+    }
+    const char *v = value();
+    if (!v) return die("missing value after " + a + "\n" + usage);
+    std::uint64_t n = 0;
+    if (a == "--listen")
+      listen = v;
+    else if (a == "--token-file")
+      token_file = v;
+    else if (a == "--threads" && parse_size(v, n) && n > 0)
+      opts.threads = n;
+    else if (a == "--max-request-bytes" && parse_size(v, n) && n > 0)
+      opts.max_request_bytes = n;
+    else if (a == "--max-output-bytes" && parse_size(v, n) && n > 0)
+      opts.default_max_output_bytes = n;
+    else if (a == "--image" && std::strchr(v, '=')) {
+      std::string kv = v;
+      auto eq = kv.find('=');
+      opts.images[kv.substr(0, eq)] = kv.substr(eq + 1);
+    } else {
+      return die("bad argument: " + a + " " + v + "\n" + usage);
+    }
+  }
+  if (listen.empty()) return die(std::string("--listen HOST:PORT is required\n") + usage);
+  auto colon = listen.rfind(':');
+  std::uint64_t port = 0;
+  if (colon == std::string::npos || !parse_size(listen.c_str() + colon + 1, port) || port > 65535)
+    return die("--listen wants HOST:PORT, got " + listen);
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+
+  if (!token_file.empty()) {
+    std::ifstream f(token_file);
+    if (!f) return die("cannot read the token file " + token_file + ": " + std::strerror(errno));
+    std::stringstream ss;
+    ss << f.rdbuf();
+    opts.token = ss.str();
+  } else if (const char *t = std::getenv("SANDBOXD_TOKEN")) {
+    opts.token = t;
+  }
+  while (!opts.token.empty() &&
+         (opts.token.back() == '\n' || opts.token.back() == '\r' || opts.token.back() == ' '))
+    opts.token.pop_back();
+  if (opts.token.empty())
+    return die("no bearer token: set SANDBOXD_TOKEN or pass --token-file FILE (sandboxd never "
+               "serves without authentication)");
+
+  std::mutex log_m;
+  opts.log = [&](std::string_view line) {
+    std::lock_guard lk(log_m);
+    std::fprintf(stderr, "%s %.*s\n", now_utc().c_str(), static_cast<int>(line.size()),
+                 line.data());
+  };
+
+  // Signals are taken by one thread with sigwait; every other thread inherits the block.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto transport = sandbox::local_transport::shared();
+  sandbox::server<sandbox::local_transport> srv(transport, opts);
+  auto bound = srv.bind(host, static_cast<int>(port));
+  if (!bound) return die(bound.error().message);
+  bool v6 = host.find(':') != std::string::npos;
+  std::printf("http://%s%s%s:%d\n", v6 ? "[" : "", host.c_str(), v6 ? "]" : "", bound.value());
+  std::fflush(stdout);
+
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    opts.log(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+             ": stopping every sandbox, then the server");
+    // Sandboxes first: a request waiting on a command then ends, and the server can stop.
+    (void)srv.stop_all(std::chrono::seconds(5));
+    srv.stop();
+  });
+  auto served = srv.run();
+  if (!served) {
+    opts.log("server failed: " + served.error().message);
+    pthread_kill(waiter.native_handle(), SIGTERM);
+  }
+  waiter.join();
+  // Again, for sandboxes created while the first round ran.
+  auto ids = srv.created();
+  std::size_t failed = srv.stop_all(std::chrono::seconds(5));
+  opts.log("stopped " + std::to_string(ids.size() - failed) + " of " + std::to_string(ids.size()) +
+           " sandboxes; exiting");
+  return served && failed == 0 ? 0 : 1;
+}

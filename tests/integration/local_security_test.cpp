@@ -1,0 +1,631 @@
+// SPDX-License-Identifier: MIT
+// What a hostile program inside a local sandbox tries, and what must stop it: every test makes the
+// attack for real (mostly through tests/integration/security_probe.cpp, copied into the sandbox)
+// and checks the host afterwards.
+#include <sandbox/local.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <linux/capability.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef SANDBOX_SECURITY_PROBE
+#error "build with -DSANDBOX_SECURITY_PROBE=\"<path of security-probe>\""
+#endif
+
+using namespace std::chrono_literals;
+using Box = sandbox::NoexceptSandbox;
+using sandbox::errc;
+
+/// The supervisor is a clone of this process, so it holds this string at the same address.
+char client_secret[] = "client-secret-5f1c2a77e0";
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+Box make_box(sandbox::SandboxOptions o = {}) {
+  auto made = Box::run(std::move(o), sandbox::local_transport::shared());
+  if (!made) FAIL("run failed: " << made.error().message);
+  return std::move(made).value();
+}
+
+struct outcome {
+  std::string out, err;
+  int code = -1;
+  int signal = 0;
+};
+
+outcome run(Box& box, std::vector<std::string> argv) {
+  auto r = box.exec(std::move(argv)).result(60s);
+  if (!r) return {"", "error: " + r.error().message, -1, 0};
+  return {r.value().stdout_text, r.value().stderr_text, r.value().returncode,
+          r.value().term_signal};
+}
+
+std::string sh(Box& box, const std::string& script) {
+  auto o = run(box, {"sh", "-c", script});
+  return o.out + o.err;
+}
+
+/// Copies the probe into the sandbox's /tmp (works whatever of the host the sandbox sees).
+bool install_probe(Box& box) {
+  static const std::string bytes = slurp(SANDBOX_SECURITY_PROBE);
+  return !bytes.empty() && box.write_file("/tmp/probe", bytes) &&
+         run(box, {"chmod", "755", "/tmp/probe"}).code == 0;
+}
+
+/// "name result" lines of the probe as a map; the rest of a line after the name is the value.
+std::map<std::string, std::string> parse(const std::string& out) {
+  std::map<std::string, std::string> m;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) {
+    auto sp = line.find(' ');
+    if (sp != std::string::npos) m[line.substr(0, sp)] = line.substr(sp + 1);
+  }
+  return m;
+}
+
+std::map<std::string, std::string> probe(Box& box, std::vector<std::string> args) {
+  args.insert(args.begin(), "/tmp/probe");
+  auto o = run(box, std::move(args));
+  INFO("probe output: " << o.out << o.err);
+  CHECK(o.code == 0);
+  return parse(o.out);
+}
+
+/// A listening socket on the host whose connections get `greeting` and are closed.
+class host_server {
+public:
+  explicit host_server(int fd) : fd_(fd), thread_([this] { serve(); }) {}
+  ~host_server() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  host_server(const host_server&) = delete;
+  host_server& operator=(const host_server&) = delete;
+
+private:
+  void serve() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      (void)!::write(c, "HOST", 4);
+      ::close(c);
+    }
+  }
+  int fd_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+int listen_unix(const std::string& path) { // "@name": abstract
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  if (path[0] == '@') a.sun_path[0] = '\0';
+  else ::unlink(path.c_str());
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  REQUIRE(::bind(s, reinterpret_cast<sockaddr*>(&a), len) == 0);
+  REQUIRE(::listen(s, 16) == 0);
+  return s;
+}
+
+bool host_can_connect(const std::string& path) {
+  int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.data(), path.size());
+  if (path[0] == '@') a.sun_path[0] = '\0';
+  auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  char buf[4] = {};
+  bool ok = ::connect(s, reinterpret_cast<sockaddr*>(&a), len) == 0 && ::read(s, buf, 4) == 4;
+  ::close(s);
+  return ok;
+}
+
+/// A directory on the host's root filesystem that a sandbox sees through its overlay.
+std::string root_fs_dir() {
+  std::string p = SANDBOX_SECURITY_PROBE;
+  return p.substr(0, p.rfind('/'));
+}
+
+std::string unique(const char* prefix) { return prefix + sandbox::detail::random_id("", 10); }
+
+/// Runs `body` in a forked child and returns what it wrote to the pipe it is given. The child
+/// never returns into Catch.
+std::string in_child(const std::function<void(int)>& body) {
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::close(p[0]);
+    body(p[1]);
+    ::_exit(0);
+  }
+  ::close(p[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  ::close(p[0]);
+  int ws = 0;
+  ::waitpid(pid, &ws, 0);
+  CHECK(WIFEXITED(ws));
+  return out;
+}
+
+/// Writes "key value" as one line (newlines in value become '|').
+void put(int fd, const std::string& key, std::string value) {
+  for (char& c : value)
+    if (c == '\n') c = '|';
+  std::string line = key + " " + value + "\n";
+  (void)!::write(fd, line.data(), line.size());
+}
+
+int host_entries(const char* dir) {
+  DIR* d = ::opendir(dir);
+  if (!d) return 0;
+  int n = 0;
+  while (dirent* e = ::readdir(d))
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) ++n;
+  ::closedir(d);
+  return n;
+}
+
+std::uint64_t cap_field(const std::string& status, const std::string& name) {
+  auto at = status.find(name + ":\t");
+  if (at == std::string::npos) return ~0ull;
+  return std::stoull(status.substr(at + name.size() + 2, 16), nullptr, 16);
+}
+
+} // namespace
+
+TEST_CASE("commands cannot use the system calls Docker's default profile denies",
+          "[local][security][seccomp]") {
+  auto box = make_box();
+  REQUIRE(install_probe(box));
+  auto r = probe(box, {"syscalls"});
+  for (const char* call :
+       {"unshare_user", "unshare_net", "clone_newuser", "keyctl", "add_key", "userfaultfd",
+        "perf_event_open", "io_uring_setup", "process_vm_readv_self", "kcmp_self", "ptrace_child",
+        "personality_bsd", "socket_vsock", "mount_tmpfs", "umount_proc", "pivot_root", "bpf",
+        "setns", "open_by_handle_at", "init_module", "kexec_load", "reboot", "swapoff",
+        "settimeofday", "syslog"}) {
+    INFO(call);
+    CHECK(r[call] == "EPERM");
+  }
+  // clone3 says "not implemented", so libc falls back to clone, whose flags the filter sees.
+  CHECK(r["clone3"] == "ENOSYS");
+  // What programs need keeps working.
+  CHECK(r["fork"] == "ok");
+  CHECK(r["unshare_files"] == "ok");
+  CHECK(r["personality_query"] == "ok");
+  // Threads (clone without namespace flags) work: sort uses them on large input.
+  CHECK(sh(box, "seq 1 200000 | sort -n --parallel=2 -S 1M | tail -1") == "200000\n");
+  auto status = run(box, {"cat", "/proc/self/status"}).out;
+  CHECK(status.find("Seccomp:\t2") != std::string::npos);
+}
+
+TEST_CASE("system calls through a foreign ABI kill the command", "[local][security][seccomp]") {
+#if defined(__x86_64__)
+  auto box = make_box();
+  REQUIRE(install_probe(box));
+  for (const char* abi : {"i386", "x32"}) {
+    INFO(abi);
+    auto o = run(box, {"/tmp/probe", "abi", abi});
+    CHECK(o.out.find("survived") == std::string::npos);
+    CHECK(o.signal == SIGSYS);
+  }
+  // The filter applies to every command, not only the first.
+  CHECK(run(box, {"/tmp/probe", "abi", "i386"}).signal == SIGSYS);
+#else
+  SUCCEED("no foreign ABI to test on this architecture");
+#endif
+}
+
+TEST_CASE("commands hold only the default capabilities, whatever the caller holds",
+          "[local][security][caps]") {
+  // A caller with CAP_SYS_ADMIN in its inheritable and ambient sets: a root process keeps both
+  // across execve unless the supervisor clears them.
+  auto out = in_child([](int fd) {
+    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct data[2] = {};
+    ::syscall(SYS_capget, &hdr, data);
+    data[0].inheritable |= 1u << CAP_SYS_ADMIN;
+    bool raised = ::syscall(SYS_capset, &hdr, data) == 0 &&
+                  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0) == 0;
+    put(fd, "raised", raised ? "yes" : "no");
+    auto made = Box::run({}, sandbox::local_transport::shared());
+    if (!made) return put(fd, "error", made.error().message);
+    auto r = made.value().exec({"cat", "/proc/self/status"}).result(30s);
+    if (r) put(fd, "status", r.value().stdout_text);
+  });
+  auto m = parse(out);
+  INFO(out);
+  REQUIRE(m["raised"] == "yes");
+  std::string status = m["status"];
+  for (char& c : status)
+    if (c == '|') c = '\n';
+  constexpr std::uint64_t expected = sandbox::detail::local::sv::command_capabilities;
+  CHECK(cap_field(status, "CapEff") == expected);
+  CHECK(cap_field(status, "CapPrm") == expected);
+  CHECK(cap_field(status, "CapBnd") == expected);
+  CHECK(cap_field(status, "CapInh") == 0);
+  CHECK(cap_field(status, "CapAmb") == 0);
+  CHECK((expected & (1ull << CAP_SYS_ADMIN)) == 0);
+  CHECK((expected & (1ull << CAP_MKNOD)) == 0);
+  CHECK(status.find("NoNewPrivs:\t1") != std::string::npos);
+}
+
+TEST_CASE("a setuid binary inside gains nothing (no_new_privs)", "[local][security][caps]") {
+  auto box = make_box();
+  REQUIRE(install_probe(box));
+  // A setuid-root copy of the probe on the overlay (not /tmp, which is nosuid).
+  REQUIRE(sh(box, "cp /tmp/probe /usr/local/bin/suid-probe && chmod 4755 "
+                  "/usr/local/bin/suid-probe && stat -c %A /usr/local/bin/suid-probe") ==
+          "-rwsr-xr-x\n");
+  auto o = run(box, {"/tmp/probe", "drop-exec", "65534", "/usr/local/bin/suid-probe", "ids"});
+  INFO(o.out << o.err);
+  CHECK(o.out == "uids 65534 65534 65534\n");
+}
+
+TEST_CASE("the supervisor cannot be read, traced or killed from inside",
+          "[local][security][supervisor]") {
+  auto box = make_box();
+  REQUIRE(install_probe(box));
+  auto r = probe(box, {"supervisor", std::to_string(reinterpret_cast<std::uintptr_t>(client_secret))});
+  for (const char* how :
+       {"environ", "mem", "process_vm_readv", "ptrace_attach", "fd_link", "root_link"}) {
+    INFO(how << ": " << r[how]);
+    CHECK(r[how].substr(0, 2) != "ok");
+    CHECK(r[how].find("client-secret") == std::string::npos);
+  }
+  // Signals to PID 1 from inside are dropped; it still serves.
+  CHECK(run(box, {"echo", "alive"}).out == "alive\n");
+  CHECK(box.state().value() == sandbox::State::RUNNING);
+}
+
+TEST_CASE("the host's files cannot be modified, and no device node reaches its disk",
+          "[local][security][filesystem]") {
+  std::string path = root_fs_dir() + "/" + unique("host-file-");
+  { std::ofstream(path) << "original\n"; }
+  auto box = make_box();
+  REQUIRE(install_probe(box));
+  // Every way of changing it succeeds inside (on the writable layer) and changes nothing outside.
+  CHECK(sh(box, "echo changed > " + path + " && chmod 777 " + path + " && cat " + path) ==
+        "changed\n");
+  sh(box, "truncate -s 0 " + path + "; ln -f " + path + " " + path + ".link; mv " + path + " " +
+              path + ".moved; rm -f " + path + ".moved");
+  CHECK(slurp(path) == "original\n");
+  struct stat st{};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) != 0777);
+  CHECK(::access((path + ".link").c_str(), F_OK) != 0);
+  CHECK(::access((path + ".moved").c_str(), F_OK) != 0);
+  ::unlink(path.c_str());
+
+  // A block device node for the root filesystem's disk, wherever a command can write.
+  struct stat root{};
+  REQUIRE(::stat("/", &root) == 0);
+  auto out = run(box, {"/tmp/probe", "raw-disk", std::to_string(major(root.st_dev)),
+                       std::to_string(minor(root.st_dev)), "/,/root,/dev,/dev/shm,/tmp"})
+                 .out;
+  INFO(out);
+  CHECK(out.find("mknod") != std::string::npos);
+  CHECK(out.find("open") == std::string::npos); // no node was made, so none was opened
+  CHECK(out.find("mknod / EPERM") != std::string::npos);
+}
+
+TEST_CASE("/proc and /sys show nothing sensitive and cannot be written",
+          "[local][security][filesystem]") {
+  auto box = make_box();
+  // Masked like Docker's MaskedPaths: whatever of them this kernel has and shows on the host
+  // reads as empty inside.
+  int checked = 0;
+  for (const char* f : {"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug",
+                        "/proc/interrupts", "/proc/latency_stats", "/proc/timer_stats"}) {
+    std::ifstream in(f, std::ios::binary);
+    char c;
+    if (!(in >> std::noskipws >> c)) continue; // absent or empty here
+    ++checked;
+    INFO(f);
+    CHECK(sh(box, std::string("cat ") + f + " 2>/dev/null | wc -c") == "0\n");
+  }
+  for (const char* d : {"/proc/acpi", "/proc/asound", "/proc/scsi", "/sys/firmware",
+                        "/sys/devices/virtual/powercap"}) {
+    if (host_entries(d) == 0) continue;
+    ++checked;
+    INFO(d);
+    CHECK(sh(box, std::string("ls -A ") + d + " 2>/dev/null | wc -l") == "0\n");
+  }
+  CHECK(checked >= 2);
+  // Read-only like Docker's ReadonlyPaths. core_pattern is written back unchanged: on a host
+  // where this protection failed, the write would succeed and still change nothing.
+  std::string core = slurp("/proc/sys/kernel/core_pattern");
+  REQUIRE(!core.empty());
+  auto w = run(box, {"sh", "-c", "cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern"});
+  CHECK(w.code != 0);
+  CHECK(w.err.find("Read-only") != std::string::npos);
+  CHECK(slurp("/proc/sys/kernel/core_pattern") == core);
+  CHECK(run(box, {"sh", "-c", ": > /proc/sysrq-trigger"}).code != 0);
+  CHECK(run(box, {"sh", "-c", "echo 0 > /proc/sys/kernel/sysrq"}).code != 0);
+  CHECK(run(box, {"sh", "-c", "echo x > /sys/kernel/uevent_helper"}).code != 0);
+  // Still readable.
+  CHECK(run(box, {"cat", "/proc/sys/kernel/ostype"}).out == "Linux\n");
+  CHECK(!run(box, {"cat", "/proc/meminfo"}).out.empty());
+}
+
+TEST_CASE("/proc/1/root, .. and chroot lead nowhere", "[local][security][filesystem]") {
+  // The host's /dev/shm is a tmpfs of its own: nothing inside the sandbox shows it, so seeing
+  // this marker would mean reaching the host's mount tree.
+  std::string marker = "/dev/shm/" + unique("sandbox-marker-");
+  { std::ofstream(marker) << "host\n"; }
+  auto box = make_box();
+  REQUIRE(install_probe(box));
+  auto r = probe(box, {"chroot-escape", marker});
+  CHECK(r["chroot"] == "ok"); // CAP_SYS_CHROOT is a default capability
+  CHECK(r["marker"] == "ENOENT");
+  CHECK(sh(box, "cd /../../..; pwd; ls -d /proc/1/root/dev/shm/* /proc/self/root/../../" +
+                    marker + " " + marker + " 2>/dev/null | wc -l") == "/\n0\n");
+  CHECK(sh(box, "ls /proc/1/root/ >/dev/null 2>&1 && echo readable || echo closed") ==
+        "closed\n");
+  // The file API resolves inside the sandbox too.
+  CHECK(box.read_file(marker).error().is(errc::file_not_found));
+  CHECK(box.read_file("/../../../../" + marker).error().is(errc::file_not_found));
+  ::unlink(marker.c_str());
+}
+
+TEST_CASE("host unix sockets cannot be reached", "[local][security][network]") {
+  // Listening sockets on the host: in /tmp, in a directory of the root filesystem the overlay
+  // shows (connecting through the overlay must not reach the listener), and abstract.
+  std::string in_tmp = "/tmp/" + unique("sbx-") + ".sock";
+  std::string on_root = root_fs_dir() + "/" + unique("sbx-") + ".sock";
+  std::string abstract = "@" + unique("sbx-");
+  host_server a(listen_unix(in_tmp)), b(listen_unix(on_root)), c(listen_unix(abstract));
+  for (const auto& p : {in_tmp, on_root, abstract}) {
+    INFO(p);
+    REQUIRE(host_can_connect(p)); // the control: they do listen
+  }
+  auto box = make_box();
+  REQUIRE(install_probe(box));
+  CHECK(probe(box, {"connect-unix", in_tmp})["connect"] == "ENOENT");
+  CHECK(probe(box, {"connect-unix", on_root})["connect"] == "ECONNREFUSED");
+  CHECK(probe(box, {"connect-unix", abstract})["connect"] == "ECONNREFUSED");
+  // The file is there (the overlay shows it), only the listener is not.
+  CHECK(run(box, {"test", "-S", on_root}).code == 0);
+
+  // host_network shares the host's abstract socket namespace (it belongs to the network
+  // namespace): that opt-in reaches abstract sockets, never the ones on the filesystem.
+  auto shared = make_box({.host_network = true});
+  REQUIRE(install_probe(shared));
+  CHECK(probe(shared, {"connect-unix", abstract})["connect"] == "ok HOST");
+  CHECK(probe(shared, {"connect-unix", on_root})["connect"] == "ECONNREFUSED");
+  ::unlink(in_tmp.c_str());
+  ::unlink(on_root.c_str());
+}
+
+TEST_CASE("host processes are invisible and cannot be signalled", "[local][security][process]") {
+  std::string tag = std::to_string(900000 + ::getpid() % 90000);
+  pid_t host = ::fork();
+  REQUIRE(host >= 0);
+  if (host == 0) {
+    ::execlp("sleep", "sleep", tag.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  auto box = make_box();
+  REQUIRE(install_probe(box));
+  // Every command line the sandbox can see (the script does not contain the tag itself).
+  std::string all = sh(box, "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done");
+  CHECK(all.find("sh -c") != std::string::npos); // the listing works
+  CHECK(all.find("sleep " + tag) == std::string::npos);
+  std::string hp = std::to_string(host);
+  CHECK(sh(box, "cat /proc/" + hp + "/cmdline 2>/dev/null | tr '\\0' ' '").find(tag) ==
+        std::string::npos);
+  // Guess pids around the host's, and kill everything the sandbox can see.
+  long lo = std::max<long>(2, host - 200), hi = host + 200;
+  auto r = probe(box, {"kill-range", std::to_string(lo), std::to_string(hi)});
+  INFO("kill-range " << lo << ".." << hi << ": " << r["delivered"]);
+  run(box, {"sh", "-c", "kill -9 -1"});
+  int ws = 0;
+  CHECK(::waitpid(host, &ws, WNOHANG) == 0); // still running
+  CHECK(::kill(host, 0) == 0);
+  ::kill(host, SIGKILL);
+  ::waitpid(host, &ws, 0);
+  CHECK(WIFSIGNALED(ws));
+  CHECK(WTERMSIG(ws) == SIGKILL);
+}
+
+TEST_CASE("the network is the sandbox's own loopback unless host_network is asked for",
+          "[local][security][network]") {
+  int srv = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  REQUIRE(::bind(srv, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(srv, 16) == 0);
+  REQUIRE(::getsockname(srv, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  std::string port = std::to_string(ntohs(a.sin_port));
+  {
+    auto box = make_box();
+    REQUIRE(install_probe(box));
+    CHECK(probe(box, {"connect-tcp", "127.0.0.1", port})["connect"] == "ECONNREFUSED");
+    CHECK(probe(box, {"loopback"})["roundtrip"] == "ok");
+    CHECK(sh(box, "ls /sys/class/net") == "lo\n");
+  }
+  {
+    auto box = make_box({.host_network = true});
+    REQUIRE(install_probe(box));
+    CHECK(probe(box, {"connect-tcp", "127.0.0.1", port})["connect"] == "ok");
+  }
+  ::close(srv);
+}
+
+TEST_CASE("commands have no controlling terminal to push keystrokes into",
+          "[local][security][tty]") {
+  // A caller on a terminal: a pty made this child's controlling terminal.
+  auto out = in_child([](int fd) {
+    int master = ::posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0 || ::grantpt(master) != 0 || ::unlockpt(master) != 0 || ::setsid() < 0)
+      return put(fd, "error", "pty");
+    int slave = ::open(::ptsname(master), O_RDWR); // becomes the controlling terminal
+    int tty = ::open("/dev/tty", O_RDWR | O_NOCTTY);
+    put(fd, "host_tty", slave >= 0 && tty >= 0 ? "ok" : "none");
+    auto made = Box::run({}, sandbox::local_transport::shared());
+    if (!made) return put(fd, "error", made.error().message);
+    auto& box = made.value();
+    if (!install_probe(box)) return put(fd, "error", "install");
+    auto r = box.exec({"/tmp/probe", "tty"}).result(30s);
+    if (r) put(fd, "inside", r.value().stdout_text);
+  });
+  auto m = parse(out);
+  INFO(out);
+  REQUIRE(m["host_tty"] == "ok");
+  CHECK(m["inside"] == "open_tty ENXIO|");
+}
+
+namespace {
+
+/// Drops this (forked, root) process to nobody, as an unprivileged caller would be.
+bool become_nobody() {
+  return ::setgroups(0, nullptr) == 0 && ::setresgid(65534, 65534, 65534) == 0 &&
+         ::setresuid(65534, 65534, 65534) == 0 &&
+         // Changing uid made the process non-dumpable; an ordinary user's process is dumpable.
+         ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == 0;
+}
+
+} // namespace
+
+TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
+          "[local][security][rootless]") {
+  if (sandbox::detail::local::read_sysctl("/proc/sys/user/max_user_namespaces") == "0" ||
+      sandbox::detail::local::read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == "0")
+  {
+    WARN("this host disables unprivileged user namespaces (the next test covers the error)");
+    return;
+  }
+  std::string host_file = root_fs_dir() + "/" + unique("rootless-");
+  std::string etc_file = "/etc/" + unique("rootless-");
+  { std::ofstream(host_file) << "original\n"; }
+  ::chmod(host_file.c_str(), 0666); // even a file the caller may write stays unchanged
+  std::string on_root = root_fs_dir() + "/" + unique("sbx-") + ".sock";
+  host_server srv(listen_unix(on_root));
+  ::chmod(on_root.c_str(), 0777);
+  auto out = in_child([&](int fd) {
+    if (!become_nobody()) return put(fd, "error", "could not drop to 65534");
+    auto made = Box::run({}, sandbox::local_transport::shared());
+    if (!made) return put(fd, "error", made.error().message);
+    auto& box = made.value();
+    put(fd, "id", run(box, {"id", "-u"}).out);
+    put(fd, "uid_map", sh(box, "cat /proc/self/uid_map | tr -s ' '"));
+    put(fd, "etc", sh(box, "{ echo x > " + etc_file + "; } 2>/dev/null; cat " + etc_file +
+                               " 2>/dev/null"));
+    put(fd, "host_file",
+        sh(box, "{ echo changed > " + host_file + "; } 2>/dev/null; cat " + host_file));
+    put(fd, "tmp", sh(box, "echo hi > /tmp/x && cat /tmp/x"));
+    put(fd, "proc", sh(box, "ls -d /proc/[0-9]* | wc -l; cat /proc/timer_list 2>/dev/null | wc -c"));
+    put(fd, "core_pattern",
+        std::to_string(run(box, {"sh", "-c",
+                                 "cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern"})
+                           .code));
+    if (!install_probe(box)) return put(fd, "error", "install");
+    auto r = parse(run(box, {"/tmp/probe", "syscalls"}).out);
+    put(fd, "unshare_user", r["unshare_user"]);
+    put(fd, "keyctl", r["keyctl"]);
+    put(fd, "socket", parse(run(box, {"/tmp/probe", "connect-unix", on_root}).out)["connect"]);
+    auto back = box.read_file("/tmp/x");
+    put(fd, "read_back", back ? back.value() : "error: " + back.error().message);
+    // host_network: sysfs cannot be mounted for the host's network namespace; /sys is the
+    // host's, read-only.
+    auto shared = Box::run({.host_network = true}, sandbox::local_transport::shared());
+    if (!shared) return put(fd, "error", shared.error().message);
+    put(fd, "sys_ro", sh(shared.value(), "touch /sys/x 2>&1 | grep -c Read-only"));
+  });
+  auto m = parse(out);
+  INFO(out);
+  CHECK(m.count("error") == 0);
+  CHECK(m["id"] == "0|");
+  CHECK(m["uid_map"] == " 0 65534 1|");
+  // New files land on the sandbox's private layer; files of the host's root (whose owner is not
+  // mapped in the namespace) cannot even be changed there.
+  CHECK(m["etc"] == "x|");
+  CHECK(::access(etc_file.c_str(), F_OK) != 0);
+  CHECK(m["host_file"] == "original|");
+  CHECK(slurp(host_file) == "original\n");
+  CHECK(m["tmp"] == "hi|");
+  CHECK(m["proc"].substr(m["proc"].find('|') + 1) == "0|");
+  CHECK(m["core_pattern"] != "0");
+  CHECK(m["unshare_user"] == "EPERM");
+  CHECK(m["keyctl"] == "EPERM");
+  CHECK(m["socket"] != "ok HOST");
+  CHECK(m["read_back"] == "hi|");
+  CHECK(m["sys_ro"] == "1|");
+  ::unlink(host_file.c_str());
+  ::unlink(on_root.c_str());
+}
+
+TEST_CASE("a host that refuses user namespaces gets an error that says so",
+          "[local][security][rootless]") {
+  auto out = in_child([](int fd) {
+    if (!become_nobody()) return put(fd, "error", "could not drop to 65534");
+    // The kernel's answer on a host with user namespaces disabled: EPERM for CLONE_NEWUSER.
+    sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_clone, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, args[0])),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, CLONE_NEWUSER, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(code)), code};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+      return put(fd, "error", "seccomp");
+    auto made = Box::run({}, sandbox::local_transport::shared());
+    if (made) return put(fd, "error", "created a sandbox");
+    put(fd, "unavailable", made.error().is(errc::unavailable) ? "yes" : "no");
+    put(fd, "message", made.error().message);
+  });
+  auto m = parse(out);
+  INFO(out);
+  CHECK(m.count("error") == 0);
+  CHECK(m["unavailable"] == "yes");
+  CHECK(m["message"].find("user namespace was refused") != std::string::npos);
+  CHECK(m["message"].find("Operation not permitted") != std::string::npos);
+}

@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: MIT
+// The sandboxd program as a user runs it (its path comes in $SANDBOXD): it refuses to start
+// without a token, rejects bad tokens and bad requests with google.rpc.Status bodies, serves
+// http_transport, logs one line per request without the token, and stops its sandboxes on
+// SIGTERM.
+#include <sandbox/http.hpp>
+
+#include <httplib.h>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+using namespace std::chrono_literals;
+using sandbox::errc;
+
+namespace {
+
+std::string slurp(const std::string &path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+/// Host processes whose environment contains `marker`.
+int count_marked(const std::string &marker) {
+  int n = 0;
+  DIR *d = opendir("/proc");
+  while (dirent *e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    if (slurp(std::string("/proc/") + e->d_name + "/environ").find(marker) != std::string::npos)
+      ++n;
+  }
+  closedir(d);
+  return n;
+}
+
+/// A sandboxd child process: stdout on a pipe (its first line is the URL), stderr in memory.
+class daemon_process {
+public:
+  daemon_process(std::vector<std::string> args, const std::string &token) {
+    const char *bin = std::getenv("SANDBOXD");
+    REQUIRE(bin);
+    int out[2];
+    REQUIRE(pipe2(out, O_CLOEXEC) == 0);
+    out_ = out[0];
+    err_ = memfd_create("sandboxd-stderr", MFD_CLOEXEC);
+    REQUIRE(err_ >= 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err_, 2);
+    std::vector<std::string> env;
+    for (char **e = environ; *e; ++e)
+      if (std::string_view(*e).substr(0, 15) != "SANDBOXD_TOKEN=") env.emplace_back(*e);
+    if (!token.empty()) env.push_back("SANDBOXD_TOKEN=" + token);
+    args.insert(args.begin(), bin);
+    std::vector<char *> argv, envp;
+    for (auto &a : args)
+      argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto &e : env)
+      envp.push_back(e.data());
+    envp.push_back(nullptr);
+    REQUIRE(posix_spawn(&pid_, bin, &fa, nullptr, argv.data(), envp.data()) == 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(out[1]);
+  }
+  daemon_process(const daemon_process &) = delete;
+  ~daemon_process() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    close(out_);
+    close(err_);
+  }
+
+  /// The first line on stdout, or "" if none comes within 10 s.
+  std::string first_line() {
+    std::string line;
+    auto end = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < end) {
+      pollfd p{out_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      char c;
+      if (read(out_, &c, 1) != 1) break;
+      if (c == '\n') return line;
+      line += c;
+    }
+    return "";
+  }
+
+  /// Exit status once the process has ended (within `limit`), or -1.
+  int wait_exit(std::chrono::milliseconds limit = 10s) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      int st = 0;
+      if (waitpid(pid_, &st, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    return -1;
+  }
+
+  void signal(int sig) const { kill(pid_, sig); }
+
+  std::string err() const {
+    std::string s;
+    char buf[4096];
+    for (off_t off = 0;;) {
+      ssize_t n = pread(err_, buf, sizeof buf, off);
+      if (n <= 0) break;
+      s.append(buf, static_cast<std::size_t>(n));
+      off += n;
+    }
+    return s;
+  }
+
+private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  int err_ = -1;
+};
+
+/// A running sandboxd on an ephemeral loopback port.
+struct running_daemon {
+  std::string token = "tok-" + sandbox::detail::random_id("", 24);
+  daemon_process proc{{"--listen", "127.0.0.1:0"}, token};
+  std::string url = proc.first_line();
+
+  httplib::Result raw(const std::string &method, const std::string &path, const std::string &auth,
+                      const std::string &body = "") {
+    httplib::Client c(url);
+    httplib::Headers h;
+    if (!auth.empty()) h.emplace("Authorization", auth);
+    if (method == "POST") return c.Post(path.c_str(), h, body, "application/json");
+    return c.Get(path.c_str(), h);
+  }
+
+  std::shared_ptr<sandbox::http_transport> client() {
+    return sandbox::http_transport::make({.base_url = url, .api_key = token}).value();
+  }
+};
+
+} // namespace
+
+TEST_CASE("sandboxd refuses to start without a token", "[sandboxd]") {
+  daemon_process none({"--listen", "127.0.0.1:0"}, "");
+  CHECK(none.wait_exit() == 2);
+  CHECK(none.err().find("SANDBOXD_TOKEN") != std::string::npos);
+
+  daemon_process missing({"--listen", "127.0.0.1:0", "--token-file", "/no/such/file"}, "");
+  CHECK(missing.wait_exit() == 2);
+  CHECK(missing.err().find("/no/such/file") != std::string::npos);
+
+  char path[] = "/tmp/sandboxd-token-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(write(fd, "\n", 1) == 1);
+  close(fd);
+  daemon_process blank({"--listen", "127.0.0.1:0", "--token-file", path}, "");
+  CHECK(blank.wait_exit() == 2);
+  CHECK(blank.err().find("no bearer token") != std::string::npos);
+  unlink(path);
+
+  daemon_process no_listen({}, "tok");
+  CHECK(no_listen.wait_exit() == 2);
+}
+
+TEST_CASE("sandboxd answers 401 without the right token", "[sandboxd]") {
+  running_daemon d;
+  REQUIRE(d.url.substr(0, 17) == "http://127.0.0.1:");
+  for (const std::string &auth : {std::string(), std::string("Bearer wrong"),
+                                  "Bearer " + d.token + "x", "Basic " + d.token, d.token}) {
+    INFO(auth);
+    auto r = d.raw("GET", "/v1/sandboxes", auth);
+    REQUIRE(r);
+    CHECK(r->status == 401);
+    auto st = sandbox::http::from_json<sandbox::http::wire::Status>(
+        r->body, sandbox::http::decode_mode::lenient);
+    REQUIRE(st);
+    CHECK(st.value().code == 16);
+    CHECK(r->body.find(d.token) == std::string::npos);
+  }
+  auto ok = d.raw("GET", "/v1/sandboxes", "Bearer " + d.token);
+  REQUIRE(ok);
+  CHECK(ok->status == 200);
+  // The token travels with the client's requests; without it, the typed error.
+  auto bad = sandbox::http_transport::make({.base_url = d.url, .api_key = "nope"}).value();
+  auto r = bad->list({});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::authentication));
+}
+
+TEST_CASE("sandboxd rejects bad requests naming the field", "[sandboxd]") {
+  running_daemon d;
+  std::string auth = "Bearer " + d.token;
+  struct bad_case {
+    std::string body, field;
+  };
+  for (const auto &[body, field] : std::vector<bad_case>{
+           {R"({"spec":{"containers":[{"name":"main","image":"python:3.11","bogus":1}]}})",
+            "spec.containers[0].bogus"},
+           {R"({"spec":{"containers":"x"}})", "spec.containers"},
+           {R"({"spec":{"containers":[{"name":"main","image":5}]}})", "spec.containers[0].image"},
+           {R"({})", "spec"},
+           {R"({"spec":{"containers":[{"name":"main","image":"python:3.11"}]},"extra":true})",
+            "extra"},
+           {"{not json", ""},
+       }) {
+    INFO(body);
+    auto r = d.raw("POST", "/v1/sandboxes", auth, body);
+    REQUIRE(r);
+    CHECK(r->status == 400);
+    auto st = sandbox::http::from_json<sandbox::http::wire::Status>(
+        r->body, sandbox::http::decode_mode::lenient);
+    REQUIRE(st);
+    CHECK(st.value().code == 3);
+    CHECK(st.value().message.find(field) != std::string::npos);
+  }
+  auto q = d.raw("GET", "/v1/sandboxes?pageSize=2&colour=red", auth);
+  REQUIRE(q);
+  CHECK(q->status == 400);
+  CHECK(q->body.find("colour") != std::string::npos);
+  auto route = d.raw("GET", "/v2/whatever", auth);
+  REQUIRE(route);
+  CHECK(route->status == 404);
+  CHECK(route->body.find(R"("code":5)") != std::string::npos);
+}
+
+TEST_CASE("sandboxd serves the HTTP transport and logs each request without the token",
+          "[sandboxd]") {
+  running_daemon d;
+  {
+    auto box = sandbox::NoexceptRemoteSandbox::run({}, d.client());
+    REQUIRE(box);
+    auto r = box.value().exec({"sh", "-c", "echo hello; exit 5"}).result();
+    REQUIRE(r);
+    CHECK(r.value().stdout_text == "hello\n");
+    CHECK(r.value().returncode == 5);
+    CHECK(box.value().stop(2s));
+  }
+  // The line is written after the response: wait for it rather than race it.
+  std::string log;
+  for (int i = 0; i < 200 && log.find("DELETE /v1/sandboxes/") == std::string::npos; ++i) {
+    if (i) std::this_thread::sleep_for(10ms);
+    log = d.proc.err();
+  }
+  CHECK(log.find("POST /v1/sandboxes 200") != std::string::npos);
+  CHECK(log.find(":exec 200") != std::string::npos);
+  CHECK(log.find("DELETE /v1/sandboxes/") != std::string::npos);
+  CHECK(log.find(" ms\n") != std::string::npos);
+  CHECK(log.find(d.token) == std::string::npos);
+}
+
+TEST_CASE("SIGTERM stops every sandbox sandboxd created, then it exits", "[sandboxd]") {
+  running_daemon d;
+  std::string marker = "SANDBOXD_TEST_MARK=" + sandbox::detail::random_id("", 16);
+  auto eq = marker.find('=');
+  // After the server is gone, the sandbox objects' own stop gives up within a short budget.
+  using quick = sandbox::exponential_backoff<20, 150, 100, 300>;
+  using box_t =
+      sandbox::basic_sandbox<sandbox::basic_http_transport<quick>, quick, sandbox::return_errors>;
+  auto t =
+      sandbox::basic_http_transport<quick>::make({.base_url = d.url, .api_key = d.token}).value();
+  auto a = box_t::run({}, t);
+  auto b =
+      box_t::run(sandbox::SandboxOptions{.command = {"sleep", "300"},
+                                         .env = {{marker.substr(0, eq), marker.substr(eq + 1)}}},
+                 t);
+  REQUIRE(a);
+  REQUIRE(b);
+  auto p =
+      a.value().exec({"sleep", "300"}, {.env = {{marker.substr(0, eq), marker.substr(eq + 1)}}});
+  bool up = false;
+  for (int i = 0; i < 500 && !up; ++i) {
+    up = count_marked(marker) == 2;
+    if (!up) std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE(up);
+  d.proc.signal(SIGTERM);
+  CHECK(d.proc.wait_exit(20s) == 0);
+  CHECK(count_marked(marker) == 0);
+  // The exec in flight ended (killed with its sandbox) rather than hanging.
+  auto r = p.result(5s);
+  CHECK_FALSE((r && r.value().returncode == 0));
+  CHECK(d.proc.err().find("received SIGTERM") != std::string::npos);
+}
