@@ -246,13 +246,14 @@ constexpr program build() {
 
 } // namespace bpf_detail
 
-/// The filter, assembled at compile time: installing it needs no allocation, so the supervisor's
-/// CLONE_VFORK child can do it between clone and execve.
+/// The filter, assembled at compile time: installing it needs no allocation, so the supervisor
+/// (a clone of a possibly multi-threaded client) can install it on itself once the sandbox is
+/// built, and every command inherits it.
 inline constexpr program filter = bpf_detail::build();
 static_assert(filter.size < 200, "jump offsets must fit in 8 bits");
 
-/// Installs `filter` on the calling thread; returns 0 or an errno. Requires no_new_privs or
-/// CAP_SYS_ADMIN. Async-signal-safe: one system call, no allocation.
+/// Installs `filter` on the calling process (a single thread); returns 0 or an errno. Requires
+/// no_new_privs or CAP_SYS_ADMIN. Async-signal-safe: one system call, no allocation.
 /// **Errors:** EINVAL (kernel without seccomp filters), EACCES (neither of the above), ENOMEM.
 inline int install() noexcept {
   sock_fprog prog{filter.size, const_cast<sock_filter*>(filter.code.data())};
