@@ -553,6 +553,14 @@ TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
   ::chmod(host_file.c_str(), 0666); // even a file the caller may write stays unchanged
   std::string on_root = root_fs_dir() + "/" + unique("sbx-") + ".sock";
   host_server srv(listen_unix(on_root));
+  // A tiny image of busybox-static, readable by the unprivileged caller.
+  std::string image = root_fs_dir() + "/" + unique("image-");
+  for (const char* d : {"", "/bin", "/etc", "/proc", "/dev", "/tmp", "/sys"})
+    REQUIRE(::mkdir((image + d).c_str(), 0755) == 0);
+  REQUIRE(std::system(("cp /bin/busybox " + image + "/bin/busybox").c_str()) == 0);
+  for (const char* tool : {"sh", "echo", "cat"})
+    REQUIRE(::symlink("busybox", (image + "/bin/" + tool).c_str()) == 0);
+  { std::ofstream(image + "/etc/image-marker") << "image\n"; }
   ::chmod(on_root.c_str(), 0777);
   auto out = in_child([&](int fd) {
     if (!become_nobody()) return put(fd, "error", "could not drop to 65534");
@@ -583,6 +591,10 @@ TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
     auto shared = Box::run({.host_network = true}, sandbox::local_transport::shared());
     if (!shared) return put(fd, "error", shared.error().message);
     put(fd, "sys_ro", sh(shared.value(), "touch /sys/x 2>&1 | grep -c Read-only"));
+    // An image directory is one overlay, as for root.
+    auto img = Box::run({.image = image}, sandbox::local_transport::shared());
+    if (!img) return put(fd, "error", img.error().message);
+    put(fd, "image", sh(img.value(), "cat /etc/image-marker; echo x > /tmp/y && cat /tmp/y"));
   });
   auto m = parse(out);
   INFO(out);
@@ -603,6 +615,9 @@ TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
   CHECK(m["socket"] != "ok HOST");
   CHECK(m["read_back"] == "hi|");
   CHECK(m["sys_ro"] == "1|");
+  CHECK(m["image"] == "image|x|");
+  CHECK(::access((image + "/tmp/y").c_str(), F_OK) != 0);
+  CHECK(std::system(("rm -rf " + image).c_str()) == 0);
   ::unlink(host_file.c_str());
   ::unlink(on_root.c_str());
 }
@@ -635,4 +650,20 @@ TEST_CASE("a host that refuses user namespaces gets an error that says so",
   CHECK(m["unavailable"] == "yes");
   CHECK(m["message"].find("user namespace was refused") != std::string::npos);
   CHECK(m["message"].find("Operation not permitted") != std::string::npos);
+}
+
+TEST_CASE("a caller that cannot map a user namespace is told why", "[local][security][rootless]") {
+  auto out = in_child([](int fd) {
+    // Dropped to nobody but left non-dumpable, as a process that changed uid is.
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0)
+      return put(fd, "error", "could not drop to 65534");
+    auto made = Box::run({}, sandbox::local_transport::shared());
+    if (made) return put(fd, "error", "created a sandbox");
+    put(fd, "message", made.error().message);
+  });
+  auto m = parse(out);
+  INFO(out);
+  CHECK(m.count("error") == 0);
+  CHECK(m["message"].find("not dumpable") != std::string::npos);
 }

@@ -23,6 +23,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -287,6 +288,13 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   std::string overlay_opts = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work;
   const bool user_ns = needs_user_ns();
   if (user_ns) overlay_opts += ",userxattr"; // trusted.* xattrs need the host's CAP_SYS_ADMIN
+  // The supervisor starts as a copy of this process: if this one is not dumpable, its
+  // /proc/<pid>/uid_map belongs to the host's root and cannot be written.
+  if (user_ns && ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1)
+    return fail(errc::unavailable,
+                "sandbox " + b->id +
+                    ": this process is not dumpable (it changed uid, or set PR_SET_DUMPABLE 0), "
+                    "so it cannot map the user namespace a sandbox needs when not root");
 
   int sv_fds[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv_fds) != 0)
