@@ -132,5 +132,6 @@ void run(std::size_t mib) {
 int main(int argc, char** argv) {
   std::vector<std::size_t> sizes = {10, 256};
   if (argc > 1) sizes = {static_cast<std::size_t>(std::strtoul(argv[1], nullptr, 10))};
-  for (auto mib : sizes) run(mib);
+  for (auto mib : sizes)
+    run(mib);
 }

@@ -41,7 +41,8 @@ std::string decode_error(std::string_view body, decode_mode mode = lenient) {
 
 std::string all_bytes() {
   std::string s;
-  for (int i = 0; i < 256; ++i) s += static_cast<char>(i);
+  for (int i = 0; i < 256; ++i)
+    s += static_cast<char>(i);
   return s;
 }
 
@@ -103,13 +104,15 @@ TEST_CASE("base64 decodes standard, URL-safe and unpadded", "[codec][base64]") {
   }
   CHECK(base64_decode(all_bytes_b64).value() == all_bytes());
   std::string url(all_bytes_b64);
-  for (auto& c : url) c = c == '+' ? '-' : c == '/' ? '_' : c;
+  for (auto& c : url)
+    c = c == '+' ? '-' : c == '/' ? '_' : c;
   CHECK(base64_decode(url).value() == all_bytes());
   CHECK(base64_decode(url.substr(0, url.size() - 2)).value() == all_bytes());
   // Every length and every byte value in every position of the quad.
   for (std::size_t n = 0; n < 70; ++n) {
     std::string s;
-    for (std::size_t i = 0; i < n; ++i) s += static_cast<char>((i * 37 + n) & 0xff);
+    for (std::size_t i = 0; i < n; ++i)
+      s += static_cast<char>((i * 37 + n) & 0xff);
     CHECK(base64_decode(base64_encode(s)).value() == s);
   }
   // Unused low bits of the last character are ignored, as most decoders do.
@@ -164,11 +167,13 @@ TEST_CASE("json_writer escapes and stays valid UTF-8", "[codec][writer]") {
   CHECK(str("\x7f") == "\"\x7f\"");
   CHECK(str("é€😀") == "\"é€😀\"");
   // Invalid UTF-8: each offending byte becomes U+FFFD; what follows is kept.
-  CHECK(str("a\xff" "b") == "\"a\xEF\xBF\xBD" "b\"");
-  CHECK(str("\xC0\xAF") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\"");                     // overlong '/'
-  CHECK(str("\xED\xA0\x80") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\"");    // surrogate
-  CHECK(str("\xF4\x90\x80\x80").find("\xEF\xBF\xBD") != std::string::npos);    // > U+10FFFF
-  CHECK(str("x\xE2\x82") == "\"x\xEF\xBF\xBD\xEF\xBF\xBD\"");                  // truncated €
+  CHECK(str("a\xff"
+            "b") == "\"a\xEF\xBF\xBD"
+                    "b\"");
+  CHECK(str("\xC0\xAF") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\"");                 // overlong '/'
+  CHECK(str("\xED\xA0\x80") == "\"\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\""); // surrogate
+  CHECK(str("\xF4\x90\x80\x80").find("\xEF\xBF\xBD") != std::string::npos); // > U+10FFFF
+  CHECK(str("x\xE2\x82") == "\"x\xEF\xBF\xBD\xEF\xBF\xBD\"");               // truncated €
 
   json_writer w;
   w.begin_object().key("a").begin_array().number(std::int32_t{1}).number(std::int64_t{-2});
@@ -180,7 +185,8 @@ TEST_CASE("json_writer escapes and stays valid UTF-8", "[codec][writer]") {
 
 TEST_CASE("escaping round trip through the decoder", "[codec][writer]") {
   std::string every_ascii;
-  for (int c = 0; c < 128; ++c) every_ascii += static_cast<char>(c);
+  for (int c = 0; c < 128; ++c)
+    every_ascii += static_cast<char>(c);
   wire::ExecRequest rq;
   rq.command = {every_ascii, "quote\" backslash\\ slash/", "é€😀 non-ASCII", ""};
   rq.env = {{"KEY\n\"", "value\t\\"}, {"é", "😀"}};
@@ -252,7 +258,8 @@ TEST_CASE("every message round-trips in both modes", "[codec][roundtrip]") {
   CHECK(decode_ok<wire::WriteFileRequest>(to_json(wf), strict) == wf);
   wire::ReadFileResponse rf{all_bytes()};
   CHECK(decode_ok<wire::ReadFileResponse>(to_json(rf)) == rf);
-  wire::Status st{5, "gone", wire::ErrorInfo{"R", "d", {{"k", "v"}}}, wire::RetryInfo{milliseconds(1500)}};
+  wire::Status st{5, "gone", wire::ErrorInfo{"R", "d", {{"k", "v"}}},
+                  wire::RetryInfo{milliseconds(1500)}};
   CHECK(decode_ok<wire::Status>(to_json(st)) == st);
   wire::ExecRequest rq{{"a"}, {{"K", "V"}}, -1, "x"};
   CHECK(decode_ok<wire::ExecRequest>(to_json(rq), strict) == rq);
@@ -283,7 +290,8 @@ TEST_CASE("decoding accepts lowerCamel and snake_case names", "[codec][names]") 
   CHECK_FALSE(spec.spec->network->deny_ingress);
   // Names that are neither: wrong case, or a mix of the two spellings.
   CHECK(decode_error<wire::ExecResponse>(R"({"ExitCode":1})", strict) == "ExitCode: unknown field");
-  CHECK(decode_error<wire::ExecResponse>(R"({"exit_Code":1})", strict) == "exit_Code: unknown field");
+  CHECK(decode_error<wire::ExecResponse>(R"({"exit_Code":1})", strict) ==
+        "exit_Code: unknown field");
   // Both spellings of one field are the same field.
   CHECK(decode_error<wire::ExecResponse>(R"({"exitCode":1,"exit_code":2})", strict) ==
         "exit_code: duplicate field");
@@ -323,7 +331,8 @@ TEST_CASE("integers: int64 as string or number, int32 ranges", "[codec][numbers]
 TEST_CASE("bytes fields: base64 variants and invalid input", "[codec][bytes]") {
   using R = wire::ExecResponse;
   std::string url(all_bytes_b64);
-  for (auto& c : url) c = c == '+' ? '-' : c == '/' ? '_' : c;
+  for (auto& c : url)
+    c = c == '+' ? '-' : c == '/' ? '_' : c;
   CHECK(decode_ok<R>(R"({"stdout":")" + std::string(all_bytes_b64) + R"("})").stdout_bytes ==
         all_bytes());
   CHECK(decode_ok<R>(R"({"stdout":")" + url + R"("})").stdout_bytes == all_bytes());
@@ -339,9 +348,11 @@ TEST_CASE("bytes fields: base64 variants and invalid input", "[codec][bytes]") {
         "stderr: invalid base64: length 1 is not possible");
   CHECK(decode_error<R>(R"({"stdout":"aG\nk="})").find("stdout: invalid base64: byte 0x0a") == 0);
   CHECK(decode_error<R>(R"({"stdout":42})") == "stdout: expected a base64 string, got a number");
-  CHECK(decode_error<wire::Sandbox>(
-            R"({"spec":{"containers":[{"name":"m","image":"i","files":[{"path":"/p","content":"%"}]}]}})",
-            strict) == "spec.containers[0].files[0].content: invalid base64: character '%' at offset 0");
+  CHECK(
+      decode_error<wire::Sandbox>(
+          R"({"spec":{"containers":[{"name":"m","image":"i","files":[{"path":"/p","content":"%"}]}]}})",
+          strict) ==
+      "spec.containers[0].files[0].content: invalid base64: character '%' at offset 0");
 }
 
 TEST_CASE("enums: by name, by number, unknown name", "[codec][enum]") {
@@ -408,7 +419,8 @@ TEST_CASE("missing and null fields decode to defaults", "[codec][defaults]") {
         "command[1]: null is not allowed in a list");
 }
 
-TEST_CASE("unknown fields: skipped when lenient, rejected by name when strict", "[codec][unknown]") {
+TEST_CASE("unknown fields: skipped when lenient, rejected by name when strict",
+          "[codec][unknown]") {
   const std::string body =
       R"({"sandboxId":"x","sourceTemplateRevision":"3","status":{"state":"STATE_RUNNING",)"
       R"("resourceUsage":{"cpuMillicores":"5"},"services":[{"port":80,"endpoint":{"url":"u"}}]},)"
@@ -417,9 +429,10 @@ TEST_CASE("unknown fields: skipped when lenient, rejected by name when strict", 
   CHECK(sb.sandbox_id == "x");
   CHECK(sb.status->state == wire::State::STATE_RUNNING);
   CHECK(decode_error<wire::Sandbox>(body, strict) == "sourceTemplateRevision: unknown field");
-  CHECK(decode_error<wire::Sandbox>(
-            R"({"spec":{"containers":[{"name":"m","image":"i"},{"name":"n","image":"j","volumeMounts":[]}]}})",
-            strict) == "spec.containers[1].volumeMounts: unknown field");
+  CHECK(
+      decode_error<wire::Sandbox>(
+          R"({"spec":{"containers":[{"name":"m","image":"i"},{"name":"n","image":"j","volumeMounts":[]}]}})",
+          strict) == "spec.containers[1].volumeMounts: unknown field");
   CHECK(decode_error<wire::ExecRequest>(R"({"command":["a"],"cwd":"/tmp"})", strict) ==
         "cwd: unknown field");
   CHECK(decode_error<wire::ExecRequest>(R"({"command":["a"],"env":{"A":"1","A":"2"}})", strict) ==
@@ -431,8 +444,8 @@ TEST_CASE("unknown fields: skipped when lenient, rejected by name when strict", 
   CHECK(decode_error<wire::Sandbox>(R"({"future":{"a":01}})").find("future.a: invalid number") ==
         0);
   // Keys in messages are made printable and short.
-  auto msg = decode_error<wire::ExecRequest>("{\"a\\u0001" + std::string(100, 'k') + "\":1}",
-                                             strict);
+  auto msg =
+      decode_error<wire::ExecRequest>("{\"a\\u0001" + std::string(100, 'k') + "\":1}", strict);
   CHECK(msg.find("a?kkk") == 0);
   CHECK(msg.size() < 100);
 }
@@ -443,9 +456,9 @@ TEST_CASE("strict mode: required fields", "[codec][strict]") {
         "spec.containers: required field is missing or empty");
   CHECK(decode_error<wire::Sandbox>(R"({"spec":{"containers":[{"image":"i"}]}})", strict) ==
         "spec.containers[0].name: required field is missing or empty");
-  CHECK(decode_error<wire::Sandbox>(R"({"spec":{"containers":[{"name":"m","image":""}]}})",
-                                    strict) ==
-        "spec.containers[0].image: required field is missing or empty");
+  CHECK(
+      decode_error<wire::Sandbox>(R"({"spec":{"containers":[{"name":"m","image":""}]}})", strict) ==
+      "spec.containers[0].image: required field is missing or empty");
   CHECK(decode_error<wire::Sandbox>(
             R"({"spec":{"containers":[{"name":"m","image":"i","files":[{"content":""}]}]}})",
             strict) == "spec.containers[0].files[0].path: required field is missing or empty");
@@ -475,9 +488,11 @@ TEST_CASE("wrong types name the field", "[codec][types]") {
         "status.createTime: expected a string, got a number");
   CHECK(decode_error<wire::ListSandboxesResponse>(R"({"sandboxes":[{},"x"]})") ==
         "sandboxes[1]: expected an object, got a string");
-  CHECK(decode_error<wire::Sandbox>(
-            R"({"spec":{"containers":[{"name":"m","image":"i","resourceRequirements":{"limits":{"cpu":2}}}]}})",
-            strict) == "spec.containers[0].resourceRequirements.limits.cpu: expected a string, got a number");
+  CHECK(
+      decode_error<wire::Sandbox>(
+          R"({"spec":{"containers":[{"name":"m","image":"i","resourceRequirements":{"limits":{"cpu":2}}}]}})",
+          strict) ==
+      "spec.containers[0].resourceRequirements.limits.cpu: expected a string, got a number");
 }
 
 TEST_CASE("malformed and truncated JSON is an error, never a crash", "[codec][malformed]") {
@@ -495,7 +510,8 @@ TEST_CASE("malformed and truncated JSON is an error, never a crash", "[codec][ma
         std::string::npos);
   CHECK(decode_error<wire::ExecResponse>(R"({"exitCode" 1})").find("malformed JSON") !=
         std::string::npos);
-  CHECK(decode_error<wire::ExecResponse>(R"({"stdout":"aGk=)") == "truncated JSON (unclosed string)");
+  CHECK(decode_error<wire::ExecResponse>(R"({"stdout":"aGk=)") ==
+        "truncated JSON (unclosed string)");
   CHECK(decode_error<wire::ExecResponse>(R"({"stdout":"aGk=")").find("truncated") == 0);
   CHECK(decode_error<wire::ExecResponse>("{\"stdout\":\"\xff\"}") == "invalid UTF-8 in JSON text");
   CHECK(decode_error<wire::ExecRequest>(R"({"command":["a" "b"]})", strict)
@@ -503,10 +519,10 @@ TEST_CASE("malformed and truncated JSON is an error, never a crash", "[codec][ma
   CHECK(decode_error<wire::Sandbox>(R"({"x":nul})").find("x: invalid literal") == 0);
 
   // Every proper prefix of a valid body fails with a message; the full body decodes.
-  for (std::string body : {to_json(full_sandbox()),
-                           to_json(wire::ExecResponse{"out", "err", 1, true, true, 3, 3}),
-                           to_json(wire::Status{5, "m", wire::ErrorInfo{"R", "D", {{"a", "b"}}},
-                                                wire::RetryInfo{milliseconds(2)}})}) {
+  for (std::string body :
+       {to_json(full_sandbox()), to_json(wire::ExecResponse{"out", "err", 1, true, true, 3, 3}),
+        to_json(wire::Status{5, "m", wire::ErrorInfo{"R", "D", {{"a", "b"}}},
+                             wire::RetryInfo{milliseconds(2)}})}) {
     for (std::size_t n = 0; n < body.size(); ++n) {
       auto prefix = std::string_view(body).substr(0, n);
       INFO(prefix);
@@ -526,7 +542,8 @@ TEST_CASE("deep nesting is bounded", "[codec][limits]") {
         std::string::npos);
   CHECK(decode_error<wire::Sandbox>(nested(100000)).find("nesting") != std::string::npos);
   std::string objects = R"({"future":)";
-  for (int i = 0; i < 100000; ++i) objects += R"({"a":)";
+  for (int i = 0; i < 100000; ++i)
+    objects += R"({"a":)";
   objects += "1" + std::string(100000, '}') + "}";
   CHECK(decode_error<wire::Sandbox>(objects).find("nesting deeper than 64 levels") !=
         std::string::npos);
@@ -561,7 +578,8 @@ TEST_CASE("a std::string body is parsed in place or copied, with the same result
 
 TEST_CASE("huge strings and bytes", "[codec][limits]") {
   std::string big(16 << 20, 'x');
-  for (std::size_t i = 0; i < big.size(); i += 4099) big[i] = static_cast<char>(i & 0xff);
+  for (std::size_t i = 0; i < big.size(); i += 4099)
+    big[i] = static_cast<char>(i & 0xff);
   wire::ExecResponse er;
   er.stdout_bytes = big;
   er.stdout_bytes_produced = static_cast<std::int64_t>(big.size());
@@ -604,8 +622,8 @@ TEST_CASE("error bodies: the gRPC-gateway shape of PROTOCOL.md", "[codec][status
   CHECK(mixed.error_info->reason == "A");
   CHECK(mixed.retry_info->retry_delay == milliseconds(2001));
   // The Google API form, with the HTTP status in "code" and the gRPC name in "status".
-  auto google = decode_ok<wire::Status>(
-      R"({"error":{"code":404,"message":"nope","status":"NOT_FOUND"}})");
+  auto google =
+      decode_ok<wire::Status>(R"({"error":{"code":404,"message":"nope","status":"NOT_FOUND"}})");
   CHECK(google.code == 5);
   CHECK(google.message == "nope");
   // Durations.
@@ -653,7 +671,8 @@ TEST_CASE("error mapping: gRPC code and HTTP status table", "[codec][status]") {
   for (const auto& r : table) {
     INFO(to_string(r.code));
     CHECK(http_status_for(r.code) == r.http);
-    auto e = error_from_status(r.http, wire::Status{static_cast<std::int32_t>(r.code), "m", {}, {}});
+    auto e =
+        error_from_status(r.http, wire::Status{static_cast<std::int32_t>(r.code), "m", {}, {}});
     CHECK(e.is(r.expect));
     REQUIRE(e.server);
     CHECK(e.server->http_status == r.http);
@@ -679,8 +698,10 @@ TEST_CASE("error mapping: gRPC code and HTTP status table", "[codec][status]") {
 
 TEST_CASE("error mapping: cwsandbox.com reasons, details attached", "[codec][status]") {
   auto with = [](int code, std::string reason, std::string domain) {
-    wire::Status s{code, "msg", wire::ErrorInfo{std::move(reason), std::move(domain),
-                                                {{"filepath", "/x"}, {"max_size_bytes", "10"}}},
+    wire::Status s{code, "msg",
+                   wire::ErrorInfo{std::move(reason),
+                                   std::move(domain),
+                                   {{"filepath", "/x"}, {"max_size_bytes", "10"}}},
                    wire::RetryInfo{milliseconds(1500)}};
     return s;
   };
@@ -711,8 +732,8 @@ TEST_CASE("error mapping: cwsandbox.com reasons, details attached", "[codec][sta
     CHECK(foreign.server->retry_delay == milliseconds(1500));
   }
   // A command timeout is not a transient request timeout.
-  CHECK_FALSE(error_from_status(504, with(4, "CWSANDBOX_COMMAND_TIMEOUT", "cwsandbox.com"))
-                  .transient());
+  CHECK_FALSE(
+      error_from_status(504, with(4, "CWSANDBOX_COMMAND_TIMEOUT", "cwsandbox.com")).transient());
   CHECK(error_from_status(404, with(5, "SOMETHING_ELSE", "cwsandbox.com")).is(errc::not_found));
 }
 
@@ -727,7 +748,8 @@ TEST_CASE("status_from_error is the inverse for the server", "[codec][status]") 
     auto back = error_from_status(http, decode_ok<wire::Status>(to_json(st)));
     if (code == errc::execution || code == errc::transport || code == errc::protocol)
       CHECK(back.is(errc::server_error));
-    else CHECK(back.is(code));
+    else
+      CHECK(back.is(code));
   }
   auto nf = status_from_error(error{errc::not_found, "no sandbox sb-1"});
   CHECK(to_json(nf) == R"({"code":5,"message":"no sandbox sb-1","details":[{"@type":)"

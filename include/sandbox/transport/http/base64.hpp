@@ -88,7 +88,8 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
       std::uint32_t v;
       std::memcpy(&v, in + i, 4);
       v = __builtin_bswap32(v);
-      const std::uint32_t quad = encode_pairs[v >> 20] | (std::uint32_t{encode_pairs[(v >> 8) & 0xfff]} << 16);
+      const std::uint32_t quad =
+          encode_pairs[v >> 20] | (std::uint32_t{encode_pairs[(v >> 8) & 0xfff]} << 16);
       std::memcpy(o, &quad, 4);
     }
   }
@@ -139,18 +140,20 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
   // Names the first byte outside both alphabets at or after `from`, if there is one.
   auto bad_byte = [&](std::size_t from) -> std::optional<sandbox::error> {
     std::size_t at = from;
-    while (at < n && sextet(in[at]) != bad) ++at;
+    while (at < n && sextet(in[at]) != bad)
+      ++at;
     if (at == n) return std::nullopt;
     const unsigned char c = in[at];
-    std::string what = c == '=' ? "'=' before the end"
-                       : (c >= 0x21 && c < 0x7f)
-                           ? std::string("character '") + static_cast<char>(c) + "'"
-                           : "byte 0x" + std::string(1, "0123456789abcdef"[c >> 4]) +
-                                 "0123456789abcdef"[c & 15];
+    std::string what =
+        c == '=' ? "'=' before the end"
+        : (c >= 0x21 && c < 0x7f)
+            ? std::string("character '") + static_cast<char>(c) + "'"
+            : "byte 0x" + std::string(1, "0123456789abcdef"[c >> 4]) + "0123456789abcdef"[c & 15];
     return sandbox::error{errc::protocol,
                           "invalid base64: " + what + " at offset " + std::to_string(at)};
   };
-  // A bad length is checked before decoding; a stray character explains it better when there is one.
+  // A bad length is checked before decoding; a stray character explains it better when there is
+  // one.
   if (pad > 0 && (n + pad) % 4 != 0) {
     if (auto e = bad_byte(0)) return fail(std::move(*e));
     return fail(errc::protocol, "invalid base64: padding at offset " + std::to_string(n) +

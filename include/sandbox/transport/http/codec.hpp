@@ -10,7 +10,7 @@
 #include <sandbox/transport/http/wire.hpp>
 
 #include <sandbox/transport/http/base64.hpp>
-#include <sandbox/transport/http/detail/encode.hpp>
+#include <sandbox/transport/http/detail/proto_json.hpp>
 #include <sandbox/transport/http/json_writer.hpp>
 
 #include <simdjson.h>
@@ -26,7 +26,6 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-
 
 namespace sandbox::http {
 
@@ -82,7 +81,7 @@ template <class T>
 ///
 /// **Errors:** as above.
 template <class T, class String>
-  requires std::same_as<String, std::string>
+requires std::same_as<String, std::string>
 [[nodiscard]] sandbox::result<T> from_json(const String& body, decode_mode mode) noexcept;
 
 namespace detail::json {
@@ -96,32 +95,6 @@ inline constexpr int max_depth = 64;
 /// A thread's parser is dropped after a document larger than this, so that one huge response
 /// does not pin its buffers for the life of the thread.
 inline constexpr std::size_t keep_parser_capacity = std::size_t{16} << 20;
-
-/// True when `key` names the proto field `snake`, as snake_case or as lowerCamelCase.
-constexpr bool key_is(std::string_view key, std::string_view snake) noexcept {
-  if (key == snake) return true;
-  std::size_t k = 0;
-  for (std::size_t i = 0; i < snake.size(); ++i, ++k) {
-    char c = snake[i];
-    if (c == '_' && i + 1 < snake.size()) {
-      c = snake[++i];
-      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    }
-    if (k >= key.size() || key[k] != c) return false;
-  }
-  return k == key.size();
-}
-
-/// lowerCamelCase of a snake_case proto name, for messages about fields that are absent.
-inline std::string camel(std::string_view snake) noexcept {
-  std::string out;
-  for (std::size_t i = 0; i < snake.size(); ++i) {
-    if (snake[i] == '_' && i + 1 < snake.size() && snake[i + 1] >= 'a' && snake[i + 1] <= 'z')
-      out += static_cast<char>(snake[++i] - 'a' + 'A');
-    else out += snake[i];
-  }
-  return out;
-}
 
 constexpr std::string_view type_name(od::json_type t) noexcept {
   switch (t) {
@@ -394,7 +367,8 @@ inline sandbox::result<void> read_bytes(od::value& v, decoder& d, std::string& o
   if (t != od::json_type::string) return d.wrong_type("a base64 string", t);
   std::string_view text = v.raw_json_token();
   // The token is the quoted string plus any whitespace up to the next structural character.
-  while (!text.empty() && text.back() != '"') text.remove_suffix(1);
+  while (!text.empty() && text.back() != '"')
+    text.remove_suffix(1);
   if (text.size() >= 2 && text.find('\\') == std::string_view::npos) {
     text = text.substr(1, text.size() - 2);
     od::raw_json_string raw;
@@ -475,7 +449,8 @@ inline sandbox::result<void> read_int32(od::value& v, decoder& d,
   return success();
 }
 
-inline sandbox::result<void> read_bool(od::value& v, decoder& d, std::optional<bool>& out) noexcept {
+inline sandbox::result<void> read_bool(od::value& v, decoder& d,
+                                       std::optional<bool>& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) {
     out.reset();
@@ -540,7 +515,8 @@ sandbox::result<void> read_array(od::value& v, decoder& d, std::vector<T>& out,
 
 inline sandbox::result<void> read_strings(od::value& v, decoder& d,
                                           std::vector<std::string>& out) noexcept {
-  return read_array(v, d, out, [&](od::value& ev, std::string& s) { return read_string(ev, d, s); });
+  return read_array(v, d, out,
+                    [&](od::value& ev, std::string& s) { return read_string(ev, d, s); });
 }
 
 /// A map<string, string>: an object whose values are strings (`null` → empty).
@@ -573,32 +549,6 @@ inline sandbox::result<void> read_map(od::value& v, decoder& d, wire::string_map
   return success();
 }
 
-/// A google.protobuf.Duration: `"1.5s"` (or, from some gateways, `{"seconds": 1, "nanos": ...}`).
-/// A positive delay below a millisecond rounds up to 1 ms, so that a hint is never lost.
-inline std::optional<std::chrono::milliseconds> parse_duration(std::string_view s) noexcept {
-  if (s.size() < 2 || s.back() != 's') return std::nullopt;
-  s.remove_suffix(1);
-  bool negative = !s.empty() && s.front() == '-';
-  if (negative) s.remove_prefix(1);
-  auto dot = s.find('.');
-  std::string_view whole = s.substr(0, dot);
-  std::string_view frac = dot == std::string_view::npos ? std::string_view{} : s.substr(dot + 1);
-  if (whole.empty() || (dot != std::string_view::npos && (frac.empty() || frac.size() > 9)))
-    return std::nullopt;
-  std::int64_t secs = 0;
-  auto [p, ec] = std::from_chars(whole.data(), whole.data() + whole.size(), secs);
-  // Duration's range is ±315,576,000,000 s.
-  if (ec != std::errc{} || p != whole.data() + whole.size() || secs > 315'576'000'000)
-    return std::nullopt;
-  std::int64_t nanos = 0;
-  for (std::size_t i = 0; i < 9; ++i) {
-    char c = i < frac.size() ? frac[i] : '0';
-    if (c < '0' || c > '9') return std::nullopt;
-    nanos = nanos * 10 + (c - '0');
-  }
-  std::int64_t ms = secs * 1000 + (nanos + 999'999) / 1'000'000;
-  return std::chrono::milliseconds(negative ? -ms : ms);
-}
 
 // ---- messages ---------------------------------------------------------------------------
 // Each message has the snake_case names of its fields and a `read_members` that fills it from an
@@ -608,11 +558,14 @@ template <class Message>
 sandbox::result<bool> read_message(od::value& v, decoder& d, Message& out) noexcept;
 
 template <class Message>
-sandbox::result<void> read_optional(od::value& v, decoder& d, std::optional<Message>& out) noexcept {
+sandbox::result<void> read_optional(od::value& v, decoder& d,
+                                    std::optional<Message>& out) noexcept {
   Message m{};
   SANDBOX_TRY(present, read_message(v, d, m));
-  if (present) out = std::move(m);
-  else out.reset();
+  if (present)
+    out = std::move(m);
+  else
+    out.reset();
   return success();
 }
 
@@ -625,7 +578,8 @@ sandbox::result<void> read_messages(od::value& v, decoder& d, std::vector<Messag
 }
 
 inline constexpr std::string_view resources_fields[] = {"cpu", "memory"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d, wire::Resources& m) noexcept {
+inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                          wire::Resources& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, resources_fields, [&](std::size_t i, od::value& v) {
     return read_string(v, d, i == 0 ? m.cpu : m.memory);
   }));
@@ -644,17 +598,24 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 }
 
 inline constexpr std::string_view file_mount_fields[] = {"path", "content"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d, wire::FileMount& m) noexcept {
+inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                          wire::FileMount& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, file_mount_fields, [&](std::size_t i, od::value& v) {
     return i == 0 ? read_string(v, d, m.path) : read_bytes(v, d, m.content);
   }));
   return require(d, !m.path.empty(), "path");
 }
 
-inline constexpr std::string_view container_fields[] = {
-    "name",  "image",       "command", "args", "environment_variables",
-    "working_dir", "files", "resource_requirements"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d, wire::Container& m) noexcept {
+inline constexpr std::string_view container_fields[] = {"name",
+                                                        "image",
+                                                        "command",
+                                                        "args",
+                                                        "environment_variables",
+                                                        "working_dir",
+                                                        "files",
+                                                        "resource_requirements"};
+inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                          wire::Container& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, container_fields,
                            [&](std::size_t i, od::value& v) -> sandbox::result<void> {
                              switch (i) {
@@ -685,17 +646,17 @@ inline constexpr std::string_view spec_fields[] = {
     "containers", "primary_container", "tags", "annotations", "max_lifetime_seconds", "network"};
 inline sandbox::result<void> read_members(od::object& obj, decoder& d,
                                           wire::SandboxSpec& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, spec_fields,
-                           [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-                             switch (i) {
-                             case 0: return read_messages(v, d, m.containers);
-                             case 1: return read_string(v, d, m.primary_container);
-                             case 2: return read_strings(v, d, m.tags);
-                             case 3: return read_map(v, d, m.annotations);
-                             case 4: return read_int32(v, d, m.max_lifetime_seconds);
-                             default: return read_optional(v, d, m.network);
-                             }
-                           }));
+  SANDBOX_TRYV(
+      read_fields(obj, d, spec_fields, [&](std::size_t i, od::value& v) -> sandbox::result<void> {
+        switch (i) {
+        case 0: return read_messages(v, d, m.containers);
+        case 1: return read_string(v, d, m.primary_container);
+        case 2: return read_strings(v, d, m.tags);
+        case 3: return read_map(v, d, m.annotations);
+        case 4: return read_int32(v, d, m.max_lifetime_seconds);
+        default: return read_optional(v, d, m.network);
+        }
+      }));
   return require(d, !m.containers.empty(), "containers");
 }
 
@@ -703,18 +664,18 @@ inline constexpr std::string_view status_fields[] = {
     "state", "state_reason", "create_time", "start_time", "end_time", "exit_code", "runner_id"};
 inline sandbox::result<void> read_members(od::object& obj, decoder& d,
                                           wire::SandboxStatus& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, status_fields,
-                           [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-                             switch (i) {
-                             case 0: return read_state(v, d, m.state);
-                             case 1: return read_string(v, d, m.state_reason);
-                             case 2: return read_string(v, d, m.create_time);
-                             case 3: return read_string(v, d, m.start_time);
-                             case 4: return read_string(v, d, m.end_time);
-                             case 5: return read_int32(v, d, m.exit_code);
-                             default: return read_string(v, d, m.runner_id);
-                             }
-                           }));
+  SANDBOX_TRYV(
+      read_fields(obj, d, status_fields, [&](std::size_t i, od::value& v) -> sandbox::result<void> {
+        switch (i) {
+        case 0: return read_state(v, d, m.state);
+        case 1: return read_string(v, d, m.state_reason);
+        case 2: return read_string(v, d, m.create_time);
+        case 3: return read_string(v, d, m.start_time);
+        case 4: return read_string(v, d, m.end_time);
+        case 5: return read_int32(v, d, m.exit_code);
+        default: return read_string(v, d, m.runner_id);
+        }
+      }));
   return success();
 }
 
@@ -765,9 +726,13 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
   return require(d, !m.command.empty(), "command");
 }
 
-inline constexpr std::string_view exec_response_fields[] = {
-    "stdout",          "stderr",          "exit_code", "stdout_truncated", "stderr_truncated",
-    "stdout_bytes_produced", "stderr_bytes_produced"};
+inline constexpr std::string_view exec_response_fields[] = {"stdout",
+                                                            "stderr",
+                                                            "exit_code",
+                                                            "stdout_truncated",
+                                                            "stderr_truncated",
+                                                            "stdout_bytes_produced",
+                                                            "stderr_bytes_produced"};
 inline sandbox::result<void> read_members(od::object& obj, decoder& d,
                                           wire::ExecResponse& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, exec_response_fields,
@@ -802,9 +767,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 inline constexpr std::string_view read_file_fields[] = {"content"};
 inline sandbox::result<void> read_members(od::object& obj, decoder& d,
                                           wire::ReadFileResponse& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, read_file_fields, [&](std::size_t, od::value& v) {
-    return read_bytes(v, d, m.content);
-  }));
+  SANDBOX_TRYV(read_fields(obj, d, read_file_fields,
+                           [&](std::size_t, od::value& v) { return read_bytes(v, d, m.content); }));
   return success();
 }
 
@@ -835,14 +799,17 @@ inline sandbox::result<void> read_duration(od::value& v, decoder& d,
   return success();
 }
 
-/// One entry of Status.details (a google.protobuf.Any). ErrorInfo and RetryInfo are kept (the
-/// first of each); other types, and members no known type has, are skipped in both modes.
+/// One entry of Status.details (a google.protobuf.Any). ErrorInfo, RetryInfo and ExecResponse are
+/// kept (the first of each); other types, and members no known type has, are skipped in both modes.
 inline sandbox::result<void> read_detail(od::value& v, decoder& d, wire::Status& s) noexcept {
-  static constexpr std::string_view fields[] = {"@type", "reason", "domain", "metadata",
-                                                "retry_delay"};
+  static constexpr std::string_view fields[] = {
+      "@type",       "reason",          "domain",          "metadata",
+      "retry_delay", "stdout",          "stderr",          "exit_code",
+      "stdout_truncated", "stderr_truncated", "stdout_bytes_produced", "stderr_bytes_produced"};
   std::string type;
   wire::ErrorInfo info;
   std::optional<std::chrono::milliseconds> delay;
+  wire::ExecResponse exec;
   SANDBOX_TRY(t, type_of(v, d));
   if (t != od::json_type::object) return d.wrong_type("an object", t);
   od::object obj;
@@ -855,14 +822,25 @@ inline sandbox::result<void> read_detail(od::value& v, decoder& d, wire::Status&
         case 1: return read_string(fv, d, info.reason);
         case 2: return read_string(fv, d, info.domain);
         case 3: return read_map(fv, d, info.metadata);
-        default: return read_duration(fv, d, delay);
+        case 4: return read_duration(fv, d, delay);
+        // coreweave.sandbox.v1.ExecResponse (our server: the output of a timed-out command)
+        case 5: return read_bytes(fv, d, exec.stdout_bytes);
+        case 6: return read_bytes(fv, d, exec.stderr_bytes);
+        case 7: return read_int32(fv, d, exec.exit_code);
+        case 8: return read_bool(fv, d, exec.stdout_truncated);
+        case 9: return read_bool(fv, d, exec.stderr_truncated);
+        case 10: return read_int64(fv, d, exec.stdout_bytes_produced);
+        default: return read_int64(fv, d, exec.stderr_bytes_produced);
         }
       },
       /*skip_unknown=*/true));
   const auto name = std::string_view(type).substr(type.rfind('/') + 1);
-  if (name == "google.rpc.ErrorInfo" && !s.error_info) s.error_info = std::move(info);
+  if (name == "google.rpc.ErrorInfo" && !s.error_info)
+    s.error_info = std::move(info);
   else if (name == "google.rpc.RetryInfo" && !s.retry_info && delay)
     s.retry_info = wire::RetryInfo{*delay};
+  else if (name == "coreweave.sandbox.v1.ExecResponse" && !s.exec_response)
+    s.exec_response = std::move(exec);
   return success();
 }
 
@@ -944,8 +922,8 @@ sandbox::result<Message> read_document(od::parser& parser, simdjson::padded_stri
   if (auto e = doc.get_object().get(obj)) return d.syntax(e);
   Message out{};
   SANDBOX_TRYV(read_members(obj, d, out));
-  if (auto at = d.offset()) return d.fail("unexpected data after the JSON object at offset " +
-                                          std::to_string(*at));
+  if (auto at = d.offset())
+    return d.fail("unexpected data after the JSON object at offset " + std::to_string(*at));
   return out;
 }
 
@@ -962,7 +940,8 @@ sandbox::result<Message> decode(std::string_view body, std::size_t capacity,
   if (capacity < body.size() + simdjson::SIMDJSON_PADDING) {
     copy = simdjson::padded_string(body.data(), body.size());
     if (copy.data() == nullptr) return decoder(mode, nullptr, 0).fail("out of memory");
-    view = simdjson::padded_string_view(copy.data(), copy.size(), copy.size() + simdjson::SIMDJSON_PADDING);
+    view = simdjson::padded_string_view(copy.data(), copy.size(),
+                                        copy.size() + simdjson::SIMDJSON_PADDING);
   }
   decoder d(mode, view.data(), view.size());
   auto& parser = thread_parser();
@@ -990,9 +969,8 @@ sandbox::result<T> from_json(std::string_view body, decode_mode mode) noexcept {
 }
 
 template <class T, class String>
-  requires std::same_as<String, std::string>
-sandbox::result<T> from_json(const String& body, decode_mode mode) noexcept {
-  return detail::json::decode<T>(body, body.capacity(), mode);
-}
+requires std::same_as<String, std::string> sandbox::result<T> from_json(const String& body,
+                                                                        decode_mode mode)
+noexcept { return detail::json::decode<T>(body, body.capacity(), mode); }
 
 } // namespace sandbox::http

@@ -40,12 +40,23 @@ inline constexpr std::string_view cwsandbox_domain = "cwsandbox.com";
 
 /// `"NOT_FOUND"`, …; an empty view for a number that is not a gRPC code.
 [[nodiscard]] constexpr std::string_view to_string(grpc_code c) noexcept {
-  constexpr std::string_view names[] = {
-      "OK",        "CANCELLED",          "UNKNOWN",           "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED", "NOT_FOUND",  "ALREADY_EXISTS",    "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
-      "UNIMPLEMENTED", "INTERNAL",       "UNAVAILABLE",       "DATA_LOSS",
-      "UNAUTHENTICATED"};
+  constexpr std::string_view names[] = {"OK",
+                                        "CANCELLED",
+                                        "UNKNOWN",
+                                        "INVALID_ARGUMENT",
+                                        "DEADLINE_EXCEEDED",
+                                        "NOT_FOUND",
+                                        "ALREADY_EXISTS",
+                                        "PERMISSION_DENIED",
+                                        "RESOURCE_EXHAUSTED",
+                                        "FAILED_PRECONDITION",
+                                        "ABORTED",
+                                        "OUT_OF_RANGE",
+                                        "UNIMPLEMENTED",
+                                        "INTERNAL",
+                                        "UNAVAILABLE",
+                                        "DATA_LOSS",
+                                        "UNAUTHENTICATED"};
   auto i = static_cast<std::int32_t>(c);
   return i >= 0 && i < static_cast<std::int32_t>(std::size(names)) ? names[i] : std::string_view{};
 }
@@ -220,8 +231,10 @@ constexpr status_entry status_for(errc e) noexcept {
 
   std::string message = status.message.empty() ? std::string("request failed") : status.message;
   message += " (HTTP " + std::to_string(http_status);
-  if (auto name = to_string(code); !name.empty()) (message += ' ') += name;
-  else message += " code " + std::to_string(static_cast<int>(code));
+  if (auto name = to_string(code); !name.empty())
+    (message += ' ') += name;
+  else
+    message += " code " + std::to_string(static_cast<int>(code));
   if (!info->reason.empty()) message += ", " + info->reason;
   message += ')';
   error err{e, std::move(message)};
@@ -245,13 +258,13 @@ constexpr status_entry status_for(errc e) noexcept {
   s.code = static_cast<std::int32_t>(entry.code);
   if (e.server && !e.server->reason.empty()) {
     wire::ErrorInfo ei{e.server->reason, e.server->domain, {}};
-    for (const auto& [k, v] : e.server->metadata) ei.metadata.insert_or_assign(k, v);
+    for (const auto& [k, v] : e.server->metadata)
+      ei.metadata.insert_or_assign(k, v);
     s.error_info = std::move(ei);
   } else if (!entry.reason.empty()) {
     s.error_info = wire::ErrorInfo{std::string(entry.reason), std::string(cwsandbox_domain), {}};
   }
-  if (e.server && e.server->retry_delay)
-    s.retry_info = wire::RetryInfo{*e.server->retry_delay};
+  if (e.server && e.server->retry_delay) s.retry_info = wire::RetryInfo{*e.server->retry_delay};
   return s;
 }
 

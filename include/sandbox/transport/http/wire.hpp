@@ -37,9 +37,9 @@ enum class State : std::int32_t {
 
 /// The JSON name of a wire state (`"STATE_RUNNING"`), or an empty view for a number without one.
 [[nodiscard]] constexpr std::string_view to_string(State s) noexcept {
-  constexpr std::string_view names[] = {
-      "STATE_UNSPECIFIED", "STATE_CREATING",   "STATE_RUNNING", "STATE_COMPLETED", "STATE_FAILED",
-      "STATE_TERMINATING", "STATE_TERMINATED", "STATE_PENDING", "STATE_PAUSED"};
+  constexpr std::string_view names[] = {"STATE_UNSPECIFIED", "STATE_CREATING", "STATE_RUNNING",
+                                        "STATE_COMPLETED",   "STATE_FAILED",   "STATE_TERMINATING",
+                                        "STATE_TERMINATED",  "STATE_PENDING",  "STATE_PAUSED"};
   auto i = static_cast<std::int32_t>(s);
   return i >= 0 && i < static_cast<std::int32_t>(std::size(names)) ? names[i] : std::string_view{};
 }
@@ -219,12 +219,15 @@ struct RetryInfo {
 };
 
 /// `google.rpc.Status`, the body of every error response. `details` is a list of `Any` in JSON;
-/// the two detail types we understand are kept (the first of each kind), the rest are skipped.
+/// the detail types we understand are kept (the first of each kind), the rest are skipped.
 struct Status {
   std::int32_t code = 0; ///< a gRPC code (0 = OK)
   std::string message;
   std::optional<ErrorInfo> error_info;
   std::optional<RetryInfo> retry_info;
+  /// Our server's detail (`coreweave.sandbox.v1.ExecResponse`) on a command timeout: the output
+  /// the command produced before it was killed. Other services do not send it.
+  std::optional<ExecResponse> exec_response;
   friend bool operator==(const Status&, const Status&) = default;
 };
 
