@@ -9,6 +9,7 @@
 // request goes to stderr. SIGTERM or SIGINT stops every sandbox it created, then it exits.
 #include <sandbox/local.hpp>
 #include <sandbox/server.hpp>
+#include <sandbox/transport/http/client.hpp>
 
 #include <cerrno>
 #include <csignal>
@@ -27,13 +28,13 @@
 
 namespace {
 
-constexpr const char *usage =
+constexpr const char* usage =
     "usage: sandboxd --listen HOST:PORT [--token-file FILE] [--threads N]\n"
     "                [--image NAME=DIR]... [--max-request-bytes N] [--max-output-bytes N]\n"
     "The bearer token comes from SANDBOXD_TOKEN or --token-file; there is no default.\n"
     "PORT 0 picks a free port; the first line on stdout is the base URL.\n";
 
-int die(const std::string &msg) {
+int die(const std::string& msg) {
   std::fprintf(stderr, "sandboxd: %s\n", msg.c_str());
   return 2;
 }
@@ -49,8 +50,8 @@ std::string now_utc() {
   return buf;
 }
 
-bool parse_size(const char *s, std::uint64_t &out) {
-  char *end = nullptr;
+bool parse_size(const char* s, std::uint64_t& out) {
+  char* end = nullptr;
   errno = 0;
   unsigned long long v = std::strtoull(s, &end, 10);
   if (errno || end == s || *end || s[0] == '-') return false;
@@ -60,17 +61,17 @@ bool parse_size(const char *s, std::uint64_t &out) {
 
 } // namespace
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   std::string listen, token_file;
   sandbox::server_options opts;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto value = [&]() -> const char * { return i + 1 < argc ? argv[++i] : nullptr; };
+    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
     if (a == "--help" || a == "-h") {
       std::fputs(usage, stdout);
       return 0;
     }
-    const char *v = value();
+    const char* v = value();
     if (!v) return die("missing value after " + a + "\n" + usage);
     std::uint64_t n = 0;
     if (a == "--listen")
@@ -106,7 +107,7 @@ int main(int argc, char **argv) {
     std::stringstream ss;
     ss << f.rdbuf();
     opts.token = ss.str();
-  } else if (const char *t = std::getenv("SANDBOXD_TOKEN")) {
+  } else if (const char* t = std::getenv("SANDBOXD_TOKEN")) {
     opts.token = t;
   }
   while (!opts.token.empty() &&
@@ -135,6 +136,10 @@ int main(int argc, char **argv) {
   sandbox::server<sandbox::local_transport> srv(transport, opts);
   auto bound = srv.bind(host, static_cast<int>(port));
   if (!bound) return die(bound.error().message);
+  if (!sandbox::http::detail::is_loopback_host(host))
+    opts.log("warning: serving plain HTTP on " + host +
+             ", not a loopback address: the bearer token and all data travel in clear; put a "
+             "TLS proxy in front of sandboxd or listen on 127.0.0.1");
   bool v6 = host.find(':') != std::string::npos;
   std::printf("http://%s%s%s:%d\n", v6 ? "[" : "", host.c_str(), v6 ? "]" : "", bound.value());
   std::fflush(stdout);

@@ -6,6 +6,7 @@
 #include <sandbox/concepts.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/result.hpp>
+#include <sandbox/transport/http/base64.hpp>
 #include <sandbox/transport/http/codec.hpp>
 #include <sandbox/transport/http/defaults.hpp>
 
@@ -79,7 +80,7 @@ public:
     scale = 1e-3;
     q.remove_suffix(1);
   }
-  char *end = nullptr;
+  char* end = nullptr;
   std::string s(q);
   double v = std::strtod(s.c_str(), &end);
   if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v < 0) return std::nullopt;
@@ -93,14 +94,14 @@ public:
       {"k", 1e3},     {"M", 1e6},        {"G", 1e9},           {"T", 1e12}};
   if (q.empty() || q.size() > 32) return std::nullopt;
   double scale = 1;
-  for (const auto &[sfx, mul] : suffixes)
+  for (const auto& [sfx, mul] : suffixes)
     if (q.size() > sfx.size() && q.substr(q.size() - sfx.size()) == sfx) {
       scale = mul;
       q.remove_suffix(sfx.size());
       break;
     }
   std::string s(q);
-  char *end = nullptr;
+  char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
   if (end != s.c_str() + s.size() || !std::isfinite(v) || v < 0 || v * scale > 1.8e19)
     return std::nullopt;
@@ -119,11 +120,11 @@ public:
 }
 
 /// "127.0.0.1" / port of a socket address, as cpp-httplib spells them in a Request.
-[[nodiscard]] inline bool same_endpoint(const sockaddr_storage &a, socklen_t len,
-                                        const std::string &ip, int port) noexcept {
+[[nodiscard]] inline bool same_endpoint(const sockaddr_storage& a, socklen_t len,
+                                        const std::string& ip, int port) noexcept {
   char host[NI_MAXHOST];
   char serv[NI_MAXSERV];
-  if (::getnameinfo(reinterpret_cast<const sockaddr *>(&a), len, host, sizeof host, serv,
+  if (::getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof host, serv,
                     sizeof serv, NI_NUMERICHOST | NI_NUMERICSERV) != 0)
     return false;
   return ip == host && std::to_string(port) == serv;
@@ -131,17 +132,17 @@ public:
 
 /// The file descriptor of the connection a request came on (cpp-httplib does not hand it to
 /// handlers): the socket whose local and remote endpoints are the request's. -1 if none.
-[[nodiscard]] inline int connection_fd(const httplib::Request &req) noexcept {
-  DIR *d = ::opendir("/proc/self/fd");
+[[nodiscard]] inline int connection_fd(const httplib::Request& req) noexcept {
+  DIR* d = ::opendir("/proc/self/fd");
   if (!d) return -1;
   int found = -1;
-  while (dirent *e = ::readdir(d)) {
+  while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     int fd = std::atoi(e->d_name);
     sockaddr_storage local{}, peer{};
     socklen_t ll = sizeof local, pl = sizeof peer;
-    if (::getsockname(fd, reinterpret_cast<sockaddr *>(&local), &ll) != 0) continue;
-    if (::getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &pl) != 0) continue;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) != 0) continue;
+    if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0) continue;
     if (same_endpoint(local, ll, req.local_addr, req.local_port) &&
         same_endpoint(peer, pl, req.remote_addr, req.remote_port)) {
       found = fd;
@@ -152,13 +153,13 @@ public:
   return found;
 }
 
-/// True when the client has closed (or reset) the connection on `fd`.
-[[nodiscard]] inline bool peer_gone(int fd, const httplib::Request &req) noexcept {
+/// True when the client at `ip`:`port` has closed (or reset) the connection on `fd`.
+[[nodiscard]] inline bool peer_gone(int fd, const std::string& ip, int port) noexcept {
   sockaddr_storage peer{};
   socklen_t pl = sizeof peer;
   // The fd may have been closed and reused: it must still be the request's connection.
-  if (::getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &pl) != 0 ||
-      !same_endpoint(peer, pl, req.remote_addr, req.remote_port))
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0 ||
+      !same_endpoint(peer, pl, ip, port))
     return true;
   pollfd p{fd, POLLRDHUP, 0};
   return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
@@ -168,18 +169,18 @@ public:
 /// stops reading (a response being written still goes out). Without this, stopping waits for
 /// each idle client connection's keep-alive timeout.
 inline void stop_reading_connections(int port) noexcept {
-  DIR *d = ::opendir("/proc/self/fd");
+  DIR* d = ::opendir("/proc/self/fd");
   if (!d) return;
-  while (dirent *e = ::readdir(d)) {
+  while (dirent* e = ::readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     int fd = std::atoi(e->d_name);
     sockaddr_storage local{}, peer{};
     socklen_t ll = sizeof local, pl = sizeof peer;
-    if (::getsockname(fd, reinterpret_cast<sockaddr *>(&local), &ll) != 0 ||
-        ::getpeername(fd, reinterpret_cast<sockaddr *>(&peer), &pl) != 0)
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) != 0 ||
+        ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0)
       continue;
     char serv[NI_MAXSERV];
-    if (::getnameinfo(reinterpret_cast<const sockaddr *>(&local), ll, nullptr, 0, serv, sizeof serv,
+    if (::getnameinfo(reinterpret_cast<const sockaddr*>(&local), ll, nullptr, 0, serv, sizeof serv,
                       NI_NUMERICSERV) == 0 &&
         std::to_string(port) == serv)
       ::shutdown(fd, SHUT_RD);
@@ -208,13 +209,13 @@ public:
       : t_(std::move(t)), o_(std::move(o)), http_(std::make_unique<detail::serve::http_server>()) {
     routes();
   }
-  server(const server &) = delete;
-  server &operator=(const server &) = delete;
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
   ~server() { stop(); }
 
   /// Binds `host:port` (port 0: a free port) and returns the bound port.
   /// **Errors:** validation (no token), unavailable (cannot bind).
-  [[nodiscard]] result<int> bind(const std::string &host, int port) noexcept {
+  [[nodiscard]] result<int> bind(const std::string& host, int port) noexcept {
     if (o_.token.empty())
       return fail(errc::validation, "the server needs a bearer token (server_options::token); "
                                     "it does not serve without authentication");
@@ -239,7 +240,7 @@ public:
   }
 
   /// `bind`, then `run` on a thread of the server's own; returns the port once it accepts.
-  [[nodiscard]] result<int> start(const std::string &host, int port) noexcept {
+  [[nodiscard]] result<int> start(const std::string& host, int port) noexcept {
     SANDBOX_TRY(bound, bind(host, port));
     thread_ = std::thread([this] { (void)run(); });
     while (!http_->is_running())
@@ -264,7 +265,7 @@ public:
   [[nodiscard]] std::vector<std::string> created() const {
     std::lock_guard lk(m_);
     std::vector<std::string> ids;
-    for (const auto &[id, spec] : specs_)
+    for (const auto& [id, spec] : specs_)
       ids.push_back(id);
     return ids;
   }
@@ -273,7 +274,7 @@ public:
   /// Returns how many could not be stopped.
   std::size_t stop_all(std::chrono::milliseconds grace) noexcept {
     std::size_t failed = 0;
-    for (const auto &id : created())
+    for (const auto& id : created())
       if (!t_->stop(id, grace, true)) ++failed;
     return failed;
   }
@@ -285,18 +286,18 @@ private:
 
   // ---- replies ----------------------------------------------------------------------------
 
-  static void reply(Response &res, int status, std::string body) {
+  static void reply(Response& res, int status, std::string body) {
     res.status = status;
     res.body = std::move(body); // not set_content: that would copy a large body
     res.set_header("Content-Type", "application/json");
   }
 
-  static void reply_error(Response &res, const error &e) {
+  static void reply_error(Response& res, const error& e) {
     auto st = http::status_from_error(e);
     reply(res, http::http_status_for(static_cast<http::grpc_code>(st.code)), http::to_json(st));
   }
 
-  static void reply_error(Response &res, errc code, std::string message) {
+  static void reply_error(Response& res, errc code, std::string message) {
     reply_error(res, error(code, std::move(message)));
   }
 
@@ -306,7 +307,7 @@ private:
   /// anything else is an error naming it.
   struct query {
     std::multimap<std::string, std::string> values; // by lowerCamel name
-    [[nodiscard]] std::optional<std::string> get(const std::string &k) const {
+    [[nodiscard]] std::optional<std::string> get(const std::string& k) const {
       auto it = values.find(k);
       if (it == values.end()) return std::nullopt;
       return it->second;
@@ -327,14 +328,14 @@ private:
     return out;
   }
 
-  [[nodiscard]] static result<query> query_of(const Request &req,
+  [[nodiscard]] static result<query> query_of(const Request& req,
                                               std::initializer_list<std::string_view> allowed) {
     // From the target itself: cpp-httplib also puts form-encoded bodies into req.params.
     httplib::Params params;
     if (auto at = req.target.find('?'); at != std::string::npos)
       httplib::detail::parse_query_text(req.target.substr(at + 1), params);
     query q;
-    for (const auto &[k, v] : params) {
+    for (const auto& [k, v] : params) {
       std::string name = camel_of(k);
       if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
         return fail(errc::validation, "unknown query parameter " + sandbox::detail::shell_quote(k));
@@ -346,7 +347,7 @@ private:
     return q;
   }
 
-  [[nodiscard]] static result<bool> bool_param(const query &q, const std::string &name) {
+  [[nodiscard]] static result<bool> bool_param(const query& q, const std::string& name) {
     auto v = q.get(name);
     if (!v || *v == "false" || *v == "0") return false;
     if (*v == "true" || *v == "1") return true;
@@ -354,7 +355,7 @@ private:
                 name + ": expected true or false, got " + sandbox::detail::shell_quote(*v));
   }
 
-  [[nodiscard]] static result<std::int32_t> int_param(const query &q, const std::string &name) {
+  [[nodiscard]] static result<std::int32_t> int_param(const query& q, const std::string& name) {
     auto v = q.get(name);
     if (!v) return 0;
     std::int64_t n = 0;
@@ -388,12 +389,12 @@ private:
 
   // ---- wire ⇄ library -----------------------------------------------------------------------
 
-  [[nodiscard]] result<SandboxOptions> options_of(const http::wire::SandboxSpec &spec) const {
+  [[nodiscard]] result<SandboxOptions> options_of(const http::wire::SandboxSpec& spec) const {
     if (spec.containers.size() != 1)
       return fail(errc::unsupported, "spec.containers: this server runs exactly one container "
                                      "per sandbox, got " +
                                          std::to_string(spec.containers.size()));
-    const auto &c = spec.containers.front();
+    const auto& c = spec.containers.front();
     if (!spec.primary_container.empty() && spec.primary_container != c.name)
       return fail(errc::validation, "spec.primaryContainer: no container named " +
                                         sandbox::detail::shell_quote(spec.primary_container));
@@ -414,14 +415,14 @@ private:
     }
     o.env.insert(c.environment_variables.begin(), c.environment_variables.end());
     o.working_dir = c.working_dir;
-    for (const auto &f : c.files)
+    for (const auto& f : c.files)
       o.mounted_files.push_back({f.path, f.content});
     if (c.resource_requirements) {
       // Limits win; requests stand in when no limit is given (Guaranteed QoS either way here).
-      const auto &lim = c.resource_requirements->limits;
-      const auto &req = c.resource_requirements->requests;
-      const std::string &cpu = lim.cpu.empty() ? req.cpu : lim.cpu;
-      const std::string &mem = lim.memory.empty() ? req.memory : lim.memory;
+      const auto& lim = c.resource_requirements->limits;
+      const auto& req = c.resource_requirements->requests;
+      const std::string& cpu = lim.cpu.empty() ? req.cpu : lim.cpu;
+      const std::string& mem = lim.memory.empty() ? req.memory : lim.memory;
       if (!cpu.empty()) {
         auto v = detail::serve::parse_cpu(cpu);
         if (!v)
@@ -452,7 +453,7 @@ private:
     return o;
   }
 
-  [[nodiscard]] http::wire::Sandbox sandbox_of(const SandboxInfo &i) const {
+  [[nodiscard]] http::wire::Sandbox sandbox_of(const SandboxInfo& i) const {
     http::wire::Sandbox sb;
     sb.sandbox_id = i.id;
     http::wire::SandboxStatus st;
@@ -470,7 +471,7 @@ private:
   // ---- routes ---------------------------------------------------------------------------------
 
   void routes() {
-    auto &h = *http_;
+    auto& h = *http_;
     h.set_tcp_nodelay(true); // without it a small response waits ~40-88 ms for delayed ACKs
     h.set_keep_alive_max_count(std::size_t{1} << 30);
     h.set_keep_alive_timeout(static_cast<time_t>(o_.keep_alive_timeout.count()));
@@ -480,7 +481,7 @@ private:
     const std::size_t n = std::max<std::size_t>(o_.threads, 2);
     h.new_task_queue = [n] { return new httplib::ThreadPool(n); };
 
-    h.set_pre_routing_handler([this](const Request &req, Response &res) {
+    h.set_pre_routing_handler([this](const Request& req, Response& res) {
       started_ = clock::now();
       if (detail::serve::token_matches(req.get_header_value("Authorization"), o_.token))
         return httplib::Server::HandlerResponse::Unhandled;
@@ -492,7 +493,7 @@ private:
       res.set_header("Connection", "close");
       return httplib::Server::HandlerResponse::Handled;
     });
-    h.set_error_handler(httplib::Server::HandlerWithResponse([](const Request &req, Response &res) {
+    h.set_error_handler(httplib::Server::HandlerWithResponse([](const Request& req, Response& res) {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
       if (res.status == 413) {
         bool file = req.path.size() > 10 && req.path.substr(req.path.size() - 10) == ":writeFile";
@@ -509,7 +510,7 @@ private:
       }
       return httplib::Server::HandlerResponse::Handled;
     }));
-    h.set_logger([this](const Request &req, const Response &res) {
+    h.set_logger([this](const Request& req, const Response& res) {
       if (!o_.log) return;
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started_);
       char took[32];
@@ -518,26 +519,26 @@ private:
     });
 
     const std::string id = "/v1/sandboxes/([^/:]+)";
-    h.Post("/v1/sandboxes", [this](const Request &q, Response &r) { create(q, r); });
-    h.Get("/v1/sandboxes", [this](const Request &q, Response &r) { list(q, r); });
-    h.Get(id, [this](const Request &q, Response &r) { get(q, r); });
-    h.Delete(id, [this](const Request &q, Response &r) { remove(q, r); });
-    h.Post(id + ":exec", [this](const Request &q, Response &r) { exec(q, r); });
-    h.Post(id + ":writeFile", [this](const Request &q, Response &r) { write_file(q, r); });
-    h.Get(id + ":readFile", [this](const Request &q, Response &r) { read_file(q, r); });
+    h.Post("/v1/sandboxes", [this](const Request& q, Response& r) { create(q, r); });
+    h.Get("/v1/sandboxes", [this](const Request& q, Response& r) { list(q, r); });
+    h.Get(id, [this](const Request& q, Response& r) { get(q, r); });
+    h.Delete(id, [this](const Request& q, Response& r) { remove(q, r); });
+    h.Post(id + ":exec", [this](const Request& q, Response& r) { exec(q, r); });
+    h.Post(id + ":writeFile", [this](const Request& q, Response& r) { write_file(q, r); });
+    h.Get(id + ":readFile", [this](const Request& q, Response& r) { read_file(q, r); });
   }
 
   template <class T>
-  [[nodiscard]] static result<T> body_of(const Request &req) {
+  [[nodiscard]] static result<T> body_of(const Request& req) {
     return http::from_json<T>(req.body, http::decode_mode::strict);
   }
 
-  void create(const Request &req, Response &res) {
+  void create(const Request& req, Response& res) {
     auto q = query_of(req, {"requestId"});
     if (!q) return reply_error(res, q.assume_error());
     auto body = body_of<http::wire::Sandbox>(req);
     if (!body) return reply_error(res, body.assume_error());
-    auto &sb = body.assume_value();
+    auto& sb = body.assume_value();
     if (!sb.sandbox_id.empty())
       return reply_error(res, errc::validation, "sandboxId: output only, must not be set");
     if (sb.status)
@@ -585,7 +586,7 @@ private:
     reply(res, 200, http::to_json(sandbox_of(made.assume_value())));
   }
 
-  void get(const Request &req, Response &res) {
+  void get(const Request& req, Response& res) {
     auto q = query_of(req, {});
     if (!q) return reply_error(res, q.assume_error());
     auto i = t_->get(req.matches[1].str());
@@ -593,10 +594,10 @@ private:
     reply(res, 200, http::to_json(sandbox_of(i.assume_value())));
   }
 
-  void list(const Request &req, Response &res) {
+  void list(const Request& req, Response& res) {
     auto q = query_of(req, {"pageSize", "pageToken", "tags", "state", "showTerminated"});
     if (!q) return reply_error(res, q.assume_error());
-    const auto &qv = q.assume_value();
+    const auto& qv = q.assume_value();
     ListFilter f;
     for (auto [it, end] = qv.values.equal_range("tags"); it != end; ++it)
       f.tags.push_back(it->second);
@@ -619,11 +620,11 @@ private:
 
     auto all = t_->list(f);
     if (!all) return reply_error(res, all.assume_error());
-    auto &v = all.assume_value();
+    auto& v = all.assume_value();
     std::sort(v.begin(), v.end(),
-              [](const SandboxInfo &a, const SandboxInfo &b) { return a.id < b.id; });
+              [](const SandboxInfo& a, const SandboxInfo& b) { return a.id < b.id; });
     http::wire::ListSandboxesResponse out;
-    for (const auto &i : v) {
+    for (const auto& i : v) {
       if (!after.empty() && i.id <= after) continue;
       if (out.sandboxes.size() == page) {
         out.next_page_token = out.sandboxes.back().sandbox_id;
@@ -634,7 +635,7 @@ private:
     reply(res, 200, http::to_json(out));
   }
 
-  void remove(const Request &req, Response &res) {
+  void remove(const Request& req, Response& res) {
     auto q = query_of(req, {"gracePeriodSeconds", "allowMissing"});
     if (!q) return reply_error(res, q.assume_error());
     auto grace = int_param(q.assume_value(), "gracePeriodSeconds");
@@ -654,7 +655,7 @@ private:
   }
 
   /// Keeps a stopped sandbox answerable for a while, then releases it from the transport.
-  void forget_later(const std::string &id) {
+  void forget_later(const std::string& id) {
     std::vector<std::string> release;
     {
       std::lock_guard lk(m_);
@@ -666,16 +667,54 @@ private:
         stopped_.pop_front();
       }
     }
-    for (const auto &r : release)
+    for (const auto& r : release)
       t_->release(r);
   }
 
-  void exec(const Request &req, Response &res) {
+  /// An ExecResponse for a finished command.
+  [[nodiscard]] static http::wire::ExecResponse response_of(ExecResult&& done) {
+    http::wire::ExecResponse out;
+    out.exit_code = done.returncode;
+    out.stdout_truncated = done.stdout_truncated;
+    out.stderr_truncated = done.stderr_truncated;
+    out.stdout_bytes_produced = static_cast<std::int64_t>(done.stdout_bytes_produced);
+    out.stderr_bytes_produced = static_cast<std::int64_t>(done.stderr_bytes_produced);
+    out.stdout_bytes = std::move(done.stdout_text);
+    out.stderr_bytes = std::move(done.stderr_text);
+    return out;
+  }
+
+  /// An exec whose stdout is sent while the command runs. The response is one ExecResponse
+  /// whose `stdout` value is written as the output arrives, the other fields after it.
+  struct exec_stream {
+    std::optional<typename Transport::process_type> proc;
+    std::uint64_t cap = 0;
+    std::string pending; ///< stdout received and not yet sent (base64 needs groups of 3)
+    std::uint64_t kept = 0;
+    bool finished = false;
+    int fd = -1; ///< the connection, to notice a client that went away while nothing is sent
+    std::string peer_ip;
+    int peer_port = 0;
+    unsigned idle = 0;
+
+    void add(std::string_view data) {
+      if (kept >= cap) return;
+      data = data.substr(
+          0, static_cast<std::size_t>(std::min<std::uint64_t>(data.size(), cap - kept)));
+      kept += data.size();
+      pending.append(data);
+    }
+  };
+
+  /// Output below this is answered in one piece (exact errors); above it, stdout is streamed.
+  static constexpr std::size_t stream_threshold = std::size_t{1} << 20;
+
+  void exec(const Request& req, Response& res) {
     auto q = query_of(req, {});
     if (!q) return reply_error(res, q.assume_error());
     auto body = body_of<http::wire::ExecRequest>(req);
     if (!body) return reply_error(res, body.assume_error());
-    auto &x = body.assume_value();
+    auto& x = body.assume_value();
     std::string id = req.matches[1].str();
     if (auto c = check_container(id, x.container); !c) return reply_error(res, c.assume_error());
     if (x.max_output_bytes < 0)
@@ -691,9 +730,19 @@ private:
                            "grpc-timeout header: malformed (expected e.g. 500m)");
       eo.timeout = std::max(*d, std::chrono::milliseconds(1));
     }
+    // A command with a timeout is answered in one piece, so that its timeout can be reported as
+    // an error; otherwise large stdout is streamed (when the transport can hand it over live).
+    auto st = std::make_shared<exec_stream>();
+    st->cap = eo.max_output_bytes;
+    if (!eo.timeout) eo.on_stdout = [s = st.get()](std::string_view d) { s->add(d); };
     auto p = t_->exec(id, x.command, eo);
+    if (!p && eo.on_stdout && p.assume_error().is(errc::unsupported)) {
+      eo.on_stdout = nullptr;
+      p = t_->exec(id, x.command, eo);
+    }
     if (!p) return reply_error(res, p.assume_error());
-    auto &proc = p.assume_value();
+    st->proc.emplace(std::move(p).assume_value());
+    auto& proc = *st->proc;
 
     // Wait in slices, so that a client that goes away gets its command killed.
     using std::chrono::milliseconds;
@@ -702,33 +751,89 @@ private:
       auto r = proc.wait(milliseconds(50));
       if (!r && r.assume_error().is(errc::timeout)) {
         if (fd == -2) fd = detail::serve::connection_fd(req);
-        if (fd >= 0 && detail::serve::peer_gone(fd, req)) {
+        if (st->pending.size() > stream_threshold) {
+          st->fd = fd;
+          st->peer_ip = req.remote_addr;
+          st->peer_port = req.remote_port;
+          return stream(res, std::move(st));
+        }
+        if (fd >= 0 && detail::serve::peer_gone(fd, req.remote_addr, req.remote_port)) {
           (void)proc.kill(SIGKILL);
           (void)proc.wait(milliseconds(10'000));
           return reply_error(res, errc::not_running, "the client went away; command killed");
         }
         continue;
       }
-      if (!r) return reply_error(res, r.assume_error());
-      auto &done = r.assume_value();
-      http::wire::ExecResponse out;
-      out.exit_code = done.returncode;
-      out.stdout_truncated = done.stdout_truncated;
-      out.stderr_truncated = done.stderr_truncated;
-      out.stdout_bytes_produced = static_cast<std::int64_t>(done.stdout_bytes_produced);
-      out.stderr_bytes_produced = static_cast<std::int64_t>(done.stderr_bytes_produced);
-      out.stdout_bytes = std::move(done.stdout_text);
-      out.stderr_bytes = std::move(done.stderr_text);
-      return reply(res, 200, http::to_json(out));
+      if (!r) {
+        // The output of a command its timeout killed travels as an ExecResponse detail.
+        auto status = http::status_from_error(r.assume_error());
+        if (auto partial = r.assume_error().exec_result)
+          status.exec_response = response_of(ExecResult(*partial));
+        return reply(res, http::http_status_for(static_cast<http::grpc_code>(status.code)),
+                     http::to_json(status));
+      }
+      return reply(res, 200, http::to_json(response_of(std::move(r).assume_value())));
     }
   }
 
-  void write_file(const Request &req, Response &res) {
+  /// Sends the rest of an exec as a chunked response: `{"stdout":"` and the base64 of stdout as
+  /// it comes, then the other fields once the command has ended. A failure after the first byte
+  /// can no longer change the status: the connection is dropped, and the client sees an
+  /// incomplete response.
+  void stream(Response& res, std::shared_ptr<exec_stream> st) {
+    res.status = 200;
+    res.set_chunked_content_provider(
+        "application/json",
+        [st](std::size_t offset, httplib::DataSink& sink) {
+          std::string chunk;
+          if (offset == 0) chunk = R"({"stdout":")";
+          std::optional<sandbox::result<ExecResult>> done;
+          if (!st->finished) {
+            auto r = st->proc->wait(std::chrono::milliseconds(2));
+            if (r || !r.assume_error().is(errc::timeout)) done.emplace(std::move(r));
+          }
+          std::size_t whole = st->pending.size() / 3 * 3;
+          if (done) whole = st->pending.size(); // the end: the last group gets its padding
+          http::base64_encode_into(chunk, std::string_view(st->pending).substr(0, whole));
+          st->pending.erase(0, whole);
+          if (done) {
+            st->finished = true;
+            if (!*done) return false; // drop the connection: the response cannot be completed
+            const ExecResult& x = done->assume_value();
+            chunk += R"(","stderr":")";
+            http::base64_encode_into(chunk, x.stderr_text);
+            chunk += "\",\"exitCode\":" + std::to_string(x.returncode);
+            if (x.stdout_truncated) chunk += R"(,"stdoutTruncated":true)";
+            if (x.stderr_truncated) chunk += R"(,"stderrTruncated":true)";
+            chunk += ",\"stdoutBytesProduced\":\"" + std::to_string(x.stdout_bytes_produced) +
+                     "\",\"stderrBytesProduced\":\"" + std::to_string(x.stderr_bytes_produced) +
+                     "\"}";
+          }
+          if (!chunk.empty()) {
+            st->idle = 0;
+            if (!sink.write(chunk.data(), chunk.size())) return false;
+          } else if (++st->idle % 25 == 0 && st->fd >= 0 &&
+                     detail::serve::peer_gone(st->fd, st->peer_ip, st->peer_port)) {
+            return false; // nothing to send for a while, and the client has gone
+          }
+          if (done) sink.done();
+          return true;
+        },
+        [st](bool success) {
+          // The client went away (or the response failed): the command must not outlive it.
+          if (!success && !st->finished && st->proc) {
+            (void)st->proc->kill(SIGKILL);
+            (void)st->proc->wait(std::chrono::milliseconds(10'000));
+          }
+        });
+  }
+
+  void write_file(const Request& req, Response& res) {
     auto q = query_of(req, {});
     if (!q) return reply_error(res, q.assume_error());
     auto body = body_of<http::wire::WriteFileRequest>(req);
     if (!body) return reply_error(res, body.assume_error());
-    auto &w = body.assume_value();
+    auto& w = body.assume_value();
     std::string id = req.matches[1].str();
     if (auto c = check_container(id, w.container); !c) return reply_error(res, c.assume_error());
     auto r = t_->write_file(id, w.path, w.content);
@@ -736,7 +841,7 @@ private:
     reply(res, 200, "{}");
   }
 
-  void read_file(const Request &req, Response &res) {
+  void read_file(const Request& req, Response& res) {
     auto q = query_of(req, {"path", "container"});
     if (!q) return reply_error(res, q.assume_error());
     auto path = q.assume_value().get("path");

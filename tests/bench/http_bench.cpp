@@ -28,30 +28,38 @@ struct stats {
   double median_ms, p10_ms, p90_ms;
 };
 
-stats measure(int n, const std::function<void()> &f) {
-  std::vector<double> t;
-  t.reserve(static_cast<std::size_t>(n));
+/// Runs `a` and `b` alternately (so that both see the same load), `n` times each.
+std::pair<stats, stats> measure_pair(int n, const std::function<void()>& a,
+                                     const std::function<void()>& b) {
+  std::vector<double> ta, tb;
   for (int i = 0; i < 10; ++i)
-    f(); // warm-up: connections, page cache
-  for (int i = 0; i < n; ++i) {
-    auto a = clock_type::now();
+    a(), b(); // warm-up: connections, page cache
+  auto time = [](const std::function<void()>& f) {
+    auto t0 = clock_type::now();
     f();
-    t.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  auto at = [&](double q) {
-    return t[static_cast<std::size_t>(q * static_cast<double>(t.size() - 1))];
+    return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
   };
-  return {at(0.5), at(0.1), at(0.9)};
+  for (int i = 0; i < n; ++i) {
+    ta.push_back(time(a));
+    tb.push_back(time(b));
+  }
+  auto summary = [](std::vector<double>& t) {
+    std::sort(t.begin(), t.end());
+    auto at = [&](double q) {
+      return t[static_cast<std::size_t>(q * static_cast<double>(t.size() - 1))];
+    };
+    return stats{at(0.5), at(0.1), at(0.9)};
+  };
+  return {summary(ta), summary(tb)};
 }
 
-void print(const char *what, stats s) {
+void print(const char* what, stats s) {
   std::printf("%-44s median %8.3f ms   p10 %8.3f   p90 %8.3f\n", what, s.median_ms, s.p10_ms,
               s.p90_ms);
 }
 
 template <class Box>
-void exec_true(Box &box) {
+void exec_true(Box& box) {
   auto r = box.exec({"true"}).result();
   if (!r || r.value().returncode != 0) {
     std::fprintf(stderr, "exec failed: %s\n", r ? "non-zero exit" : r.error().message.c_str());
@@ -61,7 +69,7 @@ void exec_true(Box &box) {
 
 /// Seconds to run a command printing `bytes` to stdout, and the bytes received.
 template <class Box>
-std::pair<double, std::size_t> stdout_run(Box &box, std::size_t bytes) {
+std::pair<double, std::size_t> stdout_run(Box& box, std::size_t bytes) {
   auto a = clock_type::now();
   auto r =
       box.exec({"head", "-c", std::to_string(bytes), "/dev/zero"}, {.max_output_bytes = bytes + 1})
@@ -76,7 +84,7 @@ std::pair<double, std::size_t> stdout_run(Box &box, std::size_t bytes) {
 
 } // namespace
 
-int main(int argc, char **argv) {
+int main(int argc, char** argv) {
   int n = argc > 1 ? std::atoi(argv[1]) : 300;
   if (n < 10) n = 10;
 
@@ -89,15 +97,19 @@ int main(int argc, char **argv) {
                  (!local_made ? local_made.error() : remote_made.error()).message.c_str());
     return 1;
   }
-  auto &local = local_made.value();
-  auto &remote = remote_made.value();
+  auto& local = local_made.value();
+  auto& remote = remote_made.value();
 
-  std::printf("exec of `true` in a running sandbox (%d runs each, interleaved warm-up)\n", n);
-  auto l = measure(n, [&] { exec_true(local); });
-  auto h = measure(n, [&] { exec_true(remote); });
-  auto rt = measure(n, [&] {
-    if (!client->get(remote.id())) std::exit(1);
-  });
+  std::printf("exec of `true` in a running sandbox (%d runs each, alternating)\n", n);
+  auto [l, h] = measure_pair(
+      n, [&] { exec_true(local); }, [&] { exec_true(remote); });
+  auto rt = measure_pair(
+                n,
+                [&] {
+                  if (!client->get(remote.id())) std::exit(1);
+                },
+                [] {})
+                .first;
   print("  local transport (baseline)", l);
   print("  HTTP to the server on loopback", h);
   print("  GetSandbox round trip over HTTP", rt);

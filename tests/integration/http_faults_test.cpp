@@ -38,12 +38,12 @@ struct seen {
 /// A loopback HTTP server; `answer` decides each reply (n counts requests from 0).
 class scripted_service {
 public:
-  using answer_fn = std::function<void(const httplib::Request &, httplib::Response &, int n)>;
+  using answer_fn = std::function<void(const httplib::Request&, httplib::Response&, int n)>;
 
   scripted_service() {
     srv_.set_tcp_nodelay(true);
     srv_.set_keep_alive_max_count(1000);
-    auto any = [this](const httplib::Request &q, httplib::Response &r) { dispatch(q, r); };
+    auto any = [this](const httplib::Request& q, httplib::Response& r) { dispatch(q, r); };
     srv_.Get(".*", any);
     srv_.Post(".*", any);
     srv_.Delete(".*", any);
@@ -77,7 +77,7 @@ public:
   }
 
 private:
-  void dispatch(const httplib::Request &q, httplib::Response &r) {
+  void dispatch(const httplib::Request& q, httplib::Response& r) {
     answer_fn f;
     int n = 0;
     {
@@ -100,12 +100,12 @@ private:
   std::vector<seen> seen_;
 };
 
-void json(httplib::Response &r, int status, const std::string &body) {
+void json(httplib::Response& r, int status, const std::string& body) {
   r.status = status;
   r.set_content(body, "application/json");
 }
 
-std::string sandbox_json(const std::string &state, const std::string &extra = "") {
+std::string sandbox_json(const std::string& state, const std::string& extra = "") {
   return R"({"sandboxId":"sbx-1","status":{"state":")" + state + "\"" + extra + "}}";
 }
 
@@ -163,7 +163,7 @@ TEST_CASE("grpc-timeout values round-trip", "[http][faults][unit]") {
 
 TEST_CASE("a 503 is retried and the create keeps its request id", "[http][faults]") {
   scripted_service svc;
-  svc.on([](auto &, auto &r, int n) {
+  svc.on([](auto&, auto& r, int n) {
     if (n < 2)
       json(r, 503, unavailable);
     else
@@ -182,14 +182,14 @@ TEST_CASE("a 503 is retried and the create keeps its request id", "[http][faults
   // The spec: one container "main", the default image, the keep-alive shell.
   CHECK(rq[0].body.find(R"("image":"python:3.11")") != std::string::npos);
   CHECK(rq[0].body.find(R"("command":"/bin/sh")") != std::string::npos);
-  svc.on([](auto &, auto &res, int) {
+  svc.on([](auto&, auto& res, int) {
     json(res, 200, R"({"sandbox":)" + sandbox_json("STATE_TERMINATED") + "}");
   });
 }
 
 TEST_CASE("a 429 with RetryInfo waits as long as the server asks", "[http][faults]") {
   scripted_service svc;
-  svc.on([](auto &, auto &r, int n) {
+  svc.on([](auto&, auto& r, int n) {
     if (n == 0)
       json(r, 429,
            R"({"code":8,"message":"slow down","details":[{"@type":)"
@@ -208,7 +208,7 @@ TEST_CASE("a 429 with RetryInfo waits as long as the server asks", "[http][fault
 
   // Without retrying, the error carries what the server said.
   scripted_service once;
-  once.on([](auto &, auto &res, int) {
+  once.on([](auto&, auto& res, int) {
     json(res, 429,
          R"({"code":8,"message":"slow down","details":[{"@type":)"
          R"("type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1.5s"}]})");
@@ -224,10 +224,10 @@ TEST_CASE("a 429 with RetryInfo waits as long as the server asks", "[http][fault
 TEST_CASE("a connection cut mid-response", "[http][faults]") {
   scripted_service svc;
   std::atomic<bool> cut_gets{true};
-  svc.on([&](const httplib::Request &q, httplib::Response &r, int) {
+  svc.on([&](const httplib::Request& q, httplib::Response& r, int) {
     if (cut_gets || q.method == "POST") {
       r.set_content_provider(1000, "application/json",
-                             [](std::size_t off, std::size_t, httplib::DataSink &sink) {
+                             [](std::size_t off, std::size_t, httplib::DataSink& sink) {
                                if (off == 0) return sink.write(R"({"sandboxId":"sb)", 16);
                                return false; // the server drops the connection
                              });
@@ -260,11 +260,11 @@ TEST_CASE("a connection cut mid-response", "[http][faults]") {
 
   // A cut now and then is ridden out by the retry policy.
   std::atomic<int> gets{0};
-  svc.on([&](const httplib::Request &, httplib::Response &res, int) {
+  svc.on([&](const httplib::Request&, httplib::Response& res, int) {
     if (gets++ % 2 == 0)
       return res.set_content_provider(
           100, "application/json",
-          [](std::size_t, std::size_t, httplib::DataSink &) { return false; });
+          [](std::size_t, std::size_t, httplib::DataSink&) { return false; });
     json(res, 200, sandbox_json("STATE_RUNNING"));
   });
   auto again = sandbox::detail::with_retry(quick_retry{}, [&] { return t->get("sbx-1"); });
@@ -275,9 +275,9 @@ TEST_CASE("a connection cut mid-response", "[http][faults]") {
 TEST_CASE("malformed, truncated and mistyped bodies are protocol errors", "[http][faults]") {
   scripted_service svc;
   std::string body;
-  svc.on([&](auto &, auto &res, int) { json(res, 200, body); });
+  svc.on([&](auto&, auto& res, int) { json(res, 200, body); });
   auto t = svc.client();
-  for (const char *b :
+  for (const char* b :
        {"{not json", R"({"sandboxId":"sb)", R"({"sandboxId":5})", R"({"status":{"state":[]}})",
         R"({"status":{"exitCode":"x"}})", "[]", "", R"({"sandboxId":"a"} trailing)"}) {
     body = b;
@@ -292,7 +292,7 @@ TEST_CASE("malformed, truncated and mistyped bodies are protocol errors", "[http
   CHECK(future.value().state == State::UNSPECIFIED);
 
   // An error status whose body is not JSON still maps by its HTTP status.
-  svc.on([](auto &, auto &r, int) {
+  svc.on([](auto&, auto& r, int) {
     r.status = 502;
     r.set_content("<html>bad gateway</html>", "text/html");
   });
@@ -304,7 +304,7 @@ TEST_CASE("malformed, truncated and mistyped bodies are protocol errors", "[http
 
 TEST_CASE("an error body's reason picks the error, and the key never shows", "[http][faults]") {
   scripted_service svc;
-  svc.on([](auto &, auto &r, int) {
+  svc.on([](auto&, auto& r, int) {
     json(r, 404,
          R"({"code":5,"message":"no such file","details":[{"@type":"type.googleapis.com/)"
          R"(google.rpc.ErrorInfo","reason":"CWSANDBOX_FILE_NOT_FOUND","domain":"cwsandbox.com",)"
@@ -324,13 +324,13 @@ TEST_CASE("an error body's reason picks the error, and the key never shows", "[h
 TEST_CASE("a huge body is refused without exhausting memory", "[http][faults]") {
   scripted_service svc;
   bool chunked = false;
-  svc.on([&](auto &, httplib::Response &r, int) {
+  svc.on([&](auto&, httplib::Response& r, int) {
     std::string big(8u << 20, ' ');
     big[0] = '{';
     big.back() = '}';
     if (!chunked) return json(r, 200, big);
     r.set_chunked_content_provider(
-        "application/json", [big](std::size_t off, httplib::DataSink &sink) {
+        "application/json", [big](std::size_t off, httplib::DataSink& sink) {
           if (off >= big.size()) {
             sink.done();
             return true;
@@ -350,7 +350,7 @@ TEST_CASE("a huge body is refused without exhausting memory", "[http][faults]") 
 
 TEST_CASE("a reply slower than the read timeout", "[http][faults]") {
   scripted_service svc;
-  svc.on([](auto &, auto &r, int) {
+  svc.on([](auto&, auto& r, int) {
     std::this_thread::sleep_for(1500ms);
     json(r, 200, sandbox_json("STATE_RUNNING"));
   });
@@ -366,7 +366,7 @@ TEST_CASE("a reply slower than the read timeout", "[http][faults]") {
 
 TEST_CASE("404 on stop, with and without missing_ok", "[http][faults]") {
   scripted_service svc;
-  svc.on([](auto &, auto &r, int) {
+  svc.on([](auto&, auto& r, int) {
     json(r, 404, R"({"code":5,"message":"sandbox sbx-1 not found"})");
   });
   auto t = svc.client();
@@ -381,13 +381,13 @@ TEST_CASE("404 on stop, with and without missing_ok", "[http][faults]") {
   CHECK(rq.back().query == "gracePeriodSeconds=1&allowMissing=true");
 
   // An OK without the sandbox (allowMissing on an absent one) is a success too.
-  svc.on([](auto &, auto &res, int) { json(res, 200, "{}"); });
+  svc.on([](auto&, auto& res, int) { json(res, 200, "{}"); });
   CHECK(t->stop("sbx-1", 0s, true).value().state == State::TERMINATED);
 }
 
 TEST_CASE("stop polls until a terminal state, through transient errors", "[http][faults]") {
   scripted_service svc;
-  svc.on([](const httplib::Request &q, auto &r, int n) {
+  svc.on([](const httplib::Request& q, auto& r, int n) {
     if (q.method == "DELETE")
       return json(r, 200, R"({"sandbox":)" + sandbox_json("STATE_TERMINATING") + "}");
     if (n == 1) return json(r, 503, unavailable);
@@ -403,7 +403,7 @@ TEST_CASE("stop polls until a terminal state, through transient errors", "[http]
 
 TEST_CASE("a COMPLETED status whose exit code arrives one poll late", "[http][faults]") {
   scripted_service svc;
-  svc.on([](auto &, auto &r, int n) {
+  svc.on([](auto&, auto& r, int n) {
     if (n == 0) return json(r, 200, sandbox_json("STATE_RUNNING"));
     if (n == 1) return json(r, 200, sandbox_json("STATE_COMPLETED"));
     json(r, 200, sandbox_json("STATE_COMPLETED", R"(,"exitCode":7)"));
@@ -416,7 +416,7 @@ TEST_CASE("a COMPLETED status whose exit code arrives one poll late", "[http][fa
 
   // Never arriving: a couple of polls more, then the exit code stays unknown.
   scripted_service never;
-  never.on([](auto &, auto &res, int) { json(res, 200, sandbox_json("STATE_COMPLETED")); });
+  never.on([](auto&, auto& res, int) { json(res, 200, sandbox_json("STATE_COMPLETED")); });
   auto u = never.client()->wait("sbx-1", State::COMPLETED, 10s);
   REQUIRE(u);
   CHECK_FALSE(u.value().returncode);
@@ -424,7 +424,7 @@ TEST_CASE("a COMPLETED status whose exit code arrives one poll late", "[http][fa
 
   // exitCode 0 is present, not absent.
   scripted_service zero;
-  zero.on([](auto &, auto &res, int) {
+  zero.on([](auto&, auto& res, int) {
     json(res, 200, sandbox_json("STATE_COMPLETED", R"(,"exitCode":0)"));
   });
   auto z = zero.client()->wait("sbx-1", State::COMPLETED, 10s);
@@ -435,7 +435,7 @@ TEST_CASE("a COMPLETED status whose exit code arrives one poll late", "[http][fa
 
 TEST_CASE("wait survives transient errors and ends at its deadline", "[http][faults]") {
   scripted_service svc;
-  svc.on([](auto &, auto &r, int n) {
+  svc.on([](auto&, auto& r, int n) {
     if (n % 2) return json(r, 503, unavailable);
     json(r, 200, sandbox_json(n < 6 ? "STATE_CREATING" : "STATE_RUNNING"));
   });
@@ -445,7 +445,7 @@ TEST_CASE("wait survives transient errors and ends at its deadline", "[http][fau
   CHECK(r.value().state == State::RUNNING);
 
   scripted_service slow;
-  slow.on([](auto &, auto &res, int) { json(res, 200, sandbox_json("STATE_PENDING")); });
+  slow.on([](auto&, auto& res, int) { json(res, 200, sandbox_json("STATE_PENDING")); });
   auto start = clk::now();
   auto late = slow.client()->wait("sbx-1", State::RUNNING, 300ms);
   REQUIRE_FALSE(late);
@@ -453,7 +453,7 @@ TEST_CASE("wait survives transient errors and ends at its deadline", "[http][fau
   CHECK(since(start) < 1s);
 
   scripted_service failing;
-  failing.on([](auto &, auto &res, int) {
+  failing.on([](auto&, auto& res, int) {
     json(res, 200, sandbox_json("STATE_FAILED", R"(,"exitCode":1)"));
   });
   auto f = failing.client()->wait("sbx-1", State::RUNNING, 10s);
@@ -485,7 +485,7 @@ TEST_CASE("connection refused is retried within the budget, then unavailable", "
 TEST_CASE("exec over a scripted server: argv, cwd, env and the deadline header",
           "[http][faults][exec]") {
   scripted_service svc;
-  svc.on([](const httplib::Request &q, auto &r, int) {
+  svc.on([](const httplib::Request& q, auto& r, int) {
     if (q.method == "GET") return json(r, 200, sandbox_json("STATE_RUNNING"));
     json(r, 200, R"({"stdout":"aGk=","exitCode":2,"stdoutBytesProduced":"2"})");
   });
@@ -518,7 +518,7 @@ TEST_CASE("exec timeouts: the server's 504, and a server that never answers",
           "[http][faults][exec]") {
   scripted_service svc;
   std::atomic<bool> hang{false};
-  svc.on([&](const httplib::Request &q, auto &r, int) {
+  svc.on([&](const httplib::Request& q, auto& r, int) {
     if (q.method == "GET") return json(r, 200, sandbox_json("STATE_RUNNING"));
     if (hang) {
       std::this_thread::sleep_for(2s);

@@ -7,7 +7,7 @@
 
 namespace {
 
-sandbox::testing::loopback_server &service() {
+sandbox::testing::loopback_server& service() {
   static sandbox::testing::loopback_server instance;
   return instance;
 }
@@ -34,7 +34,7 @@ using scenarios::keep_alive;
 
 namespace {
 
-std::string run_out(http_env::box &box, std::vector<std::string> argv) {
+std::string run_out(http_env::box& box, std::vector<std::string> argv) {
   auto r = box.exec(std::move(argv)).result();
   if (!r) return "error: " + r.error().message;
   return r.value().stdout_text;
@@ -174,7 +174,7 @@ TEST_CASE("many clients at once", "[http][concurrency]") {
         if (shared && shared.value().stdout_text == word + "\n") ++ok;
       }
     });
-  for (auto &th : threads)
+  for (auto& th : threads)
     th.join();
   CHECK(ok == 160);
 }
@@ -217,4 +217,44 @@ TEST_CASE("a wrong token is an authentication error that never shows a key", "[h
   CHECK(r.error().is(errc::authentication));
   CHECK(r.error().message.find(o.api_key) == std::string::npos);
   CHECK(r.error().message.find(service().token()) == std::string::npos);
+}
+
+TEST_CASE("large stdout is streamed by the server and arrives intact", "[http][exec]") {
+  auto box = keep_alive<http_env>();
+  // Random bytes, sent twice with a pause between: the server starts streaming before the
+  // command has ended.
+  REQUIRE(box.exec({"sh", "-c", "head -c 3000000 /dev/urandom > /tmp/r"}).result());
+  auto r_file = box.read_file("/tmp/r");
+  REQUIRE(r_file);
+  const std::string& once = r_file.value();
+  std::string script = "cat /tmp/r; sleep 0.2; cat /tmp/r; echo done >&2; exit 3";
+  auto whole = box.exec({"sh", "-c", script}).result();
+  REQUIRE(whole);
+  CHECK(whole.value().returncode == 3);
+  CHECK(whole.value().stdout_text.size() == 2 * once.size());
+  CHECK(whole.value().stdout_text == once + once);
+  CHECK(whole.value().stderr_text == "done\n");
+  CHECK(whole.value().stdout_bytes_produced == 2 * once.size());
+  CHECK_FALSE(whole.value().stdout_truncated);
+
+  auto capped = box.exec({"sh", "-c", script}, {.max_output_bytes = 4000000}).result();
+  REQUIRE(capped);
+  CHECK(capped.value().stdout_text == (once + once).substr(0, 4000000));
+  CHECK(capped.value().stdout_truncated);
+  CHECK(capped.value().stdout_bytes_produced == 2 * once.size());
+}
+
+TEST_CASE("a client that leaves a streamed exec gets its command killed", "[http][exec]") {
+  auto box = keep_alive<http_env>();
+  auto p = box.exec({"sh", "-c", "head -c 3000000 /dev/zero; sleep 0.2; sleep 30"});
+  CHECK_FALSE(p.result(500ms)); // streaming has begun, the command sleeps
+  CHECK(p.kill());
+  bool gone = false;
+  for (int i = 0; i < 100 && !gone; ++i) {
+    gone =
+        run_out(box, {"sh", "-c", "for p in /proc/[0-9]*; do cat $p/comm; done"}).find("sleep") ==
+        std::string::npos;
+    if (!gone) std::this_thread::sleep_for(20ms);
+  }
+  CHECK(gone);
 }

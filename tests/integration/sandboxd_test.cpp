@@ -26,14 +26,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char **environ;
+extern char** environ;
 
 using namespace std::chrono_literals;
 using sandbox::errc;
 
 namespace {
 
-std::string slurp(const std::string &path) {
+std::string slurp(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::stringstream ss;
   ss << f.rdbuf();
@@ -41,10 +41,10 @@ std::string slurp(const std::string &path) {
 }
 
 /// Host processes whose environment contains `marker`.
-int count_marked(const std::string &marker) {
+int count_marked(const std::string& marker) {
   int n = 0;
-  DIR *d = opendir("/proc");
-  while (dirent *e = readdir(d)) {
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     if (slurp(std::string("/proc/") + e->d_name + "/environ").find(marker) != std::string::npos)
       ++n;
@@ -56,8 +56,8 @@ int count_marked(const std::string &marker) {
 /// A sandboxd child process: stdout on a pipe (its first line is the URL), stderr in memory.
 class daemon_process {
 public:
-  daemon_process(std::vector<std::string> args, const std::string &token) {
-    const char *bin = std::getenv("SANDBOXD");
+  daemon_process(std::vector<std::string> args, const std::string& token) {
+    const char* bin = std::getenv("SANDBOXD");
     REQUIRE(bin);
     int out[2];
     REQUIRE(pipe2(out, O_CLOEXEC) == 0);
@@ -69,22 +69,22 @@ public:
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     posix_spawn_file_actions_adddup2(&fa, err_, 2);
     std::vector<std::string> env;
-    for (char **e = environ; *e; ++e)
+    for (char** e = environ; *e; ++e)
       if (std::string_view(*e).substr(0, 15) != "SANDBOXD_TOKEN=") env.emplace_back(*e);
     if (!token.empty()) env.push_back("SANDBOXD_TOKEN=" + token);
     args.insert(args.begin(), bin);
-    std::vector<char *> argv, envp;
-    for (auto &a : args)
+    std::vector<char*> argv, envp;
+    for (auto& a : args)
       argv.push_back(a.data());
     argv.push_back(nullptr);
-    for (auto &e : env)
+    for (auto& e : env)
       envp.push_back(e.data());
     envp.push_back(nullptr);
     REQUIRE(posix_spawn(&pid_, bin, &fa, nullptr, argv.data(), envp.data()) == 0);
     posix_spawn_file_actions_destroy(&fa);
     close(out[1]);
   }
-  daemon_process(const daemon_process &) = delete;
+  daemon_process(const daemon_process&) = delete;
   ~daemon_process() {
     if (pid_ > 0) {
       kill(pid_, SIGKILL);
@@ -149,8 +149,8 @@ struct running_daemon {
   daemon_process proc{{"--listen", "127.0.0.1:0"}, token};
   std::string url = proc.first_line();
 
-  httplib::Result raw(const std::string &method, const std::string &path, const std::string &auth,
-                      const std::string &body = "") {
+  httplib::Result raw(const std::string& method, const std::string& path, const std::string& auth,
+                      const std::string& body = "") {
     httplib::Client c(url);
     httplib::Headers h;
     if (!auth.empty()) h.emplace("Authorization", auth);
@@ -191,7 +191,7 @@ TEST_CASE("sandboxd refuses to start without a token", "[sandboxd]") {
 TEST_CASE("sandboxd answers 401 without the right token", "[sandboxd]") {
   running_daemon d;
   REQUIRE(d.url.substr(0, 17) == "http://127.0.0.1:");
-  for (const std::string &auth : {std::string(), std::string("Bearer wrong"),
+  for (const std::string& auth : {std::string(), std::string("Bearer wrong"),
                                   "Bearer " + d.token + "x", "Basic " + d.token, d.token}) {
     INFO(auth);
     auto r = d.raw("GET", "/v1/sandboxes", auth);
@@ -219,7 +219,7 @@ TEST_CASE("sandboxd rejects bad requests naming the field", "[sandboxd]") {
   struct bad_case {
     std::string body, field;
   };
-  for (const auto &[body, field] : std::vector<bad_case>{
+  for (const auto& [body, field] : std::vector<bad_case>{
            {R"({"spec":{"containers":[{"name":"main","image":"python:3.11","bogus":1}]}})",
             "spec.containers[0].bogus"},
            {R"({"spec":{"containers":"x"}})", "spec.containers"},

@@ -32,9 +32,9 @@ public:
     url_ = "http://127.0.0.1:" + std::to_string(port.value());
   }
 
-  [[nodiscard]] const std::string &url() const noexcept { return url_; }
-  [[nodiscard]] const std::string &token() const noexcept { return token_; }
-  [[nodiscard]] server<local_transport> &get() noexcept { return *srv_; }
+  [[nodiscard]] const std::string& url() const noexcept { return url_; }
+  [[nodiscard]] const std::string& token() const noexcept { return token_; }
+  [[nodiscard]] server<local_transport>& get() noexcept { return *srv_; }
 
   /// Client options for this server.
   [[nodiscard]] http_options client_options() const {

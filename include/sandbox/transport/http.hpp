@@ -80,8 +80,8 @@ struct http_options {
 
   /// `o` with its empty base URL and credentials taken from the environment.
   [[nodiscard]] static http_options from_env(http_options o) {
-    auto env = [](const char *name) {
-      const char *v = std::getenv(name);
+    auto env = [](const char* name) {
+      const char* v = std::getenv(name);
       return std::string(v ? v : "");
     };
     if (o.base_url.empty()) o.base_url = env("CWSANDBOX_BASE_URL");
@@ -136,7 +136,7 @@ public:
       if (!o_.wandb_entity.empty()) cs.headers.emplace_back("x-entity-id", o_.wandb_entity);
       if (!o_.wandb_project.empty()) cs.headers.emplace_back("x-project-name", o_.wandb_project);
     }
-    for (const auto &[name, value] : cs.headers)
+    for (const auto& [name, value] : cs.headers)
       if (value.find_first_of("\r\n") != std::string::npos || value.find('\0') != value.npos) {
         // Never echo the value: it is a credential.
         config_ = error(errc::validation, "the value of the " + name +
@@ -162,13 +162,13 @@ public:
     return instance;
   }
 
-  [[nodiscard]] const http_options &options() const noexcept { return o_; }
+  [[nodiscard]] const http_options& options() const noexcept { return o_; }
 
   /// CreateSandbox; returns once the service has accepted it (the sandbox may still be
   /// PENDING or CREATING). `request_id` makes a repeated create return the same sandbox.
   /// **Errors:** validation, unsupported (options the API has no field for), authentication,
   /// unavailable, resource_exhausted, timeout, and errors the service reports.
-  [[nodiscard]] result<SandboxInfo> create(const SandboxOptions &o,
+  [[nodiscard]] result<SandboxInfo> create(const SandboxOptions& o,
                                            std::string_view request_id) noexcept {
     SANDBOX_TRYV(ready());
     SANDBOX_TRY(spec, spec_of(o));
@@ -192,10 +192,10 @@ public:
 
   /// ListSandboxes, every page (at most 100).
   /// **Errors:** authentication, unavailable, timeout, protocol.
-  [[nodiscard]] result<std::vector<SandboxInfo>> list(const ListFilter &f) noexcept {
+  [[nodiscard]] result<std::vector<SandboxInfo>> list(const ListFilter& f) noexcept {
     SANDBOX_TRYV(ready());
     std::string query = "?pageSize=100";
-    for (const auto &t : f.tags)
+    for (const auto& t : f.tags)
       query += "&tags=" + http::detail::percent_encode(t);
     if (f.state)
       query += "&state=" + std::string(http::wire::to_string(http::wire::to_wire(*f.state)));
@@ -207,7 +207,7 @@ public:
       if (!token.empty()) target += "&pageToken=" + http::detail::percent_encode(token);
       SANDBOX_TRY(r, call<http::wire::ListSandboxesResponse>(request("GET", std::move(target)),
                                                              "ListSandboxes"));
-      for (const auto &sb : r.sandboxes)
+      for (const auto& sb : r.sandboxes)
         out.push_back(info_of(sb));
       if (r.next_page_token.empty()) return out;
       if (r.next_page_token == token)
@@ -248,6 +248,7 @@ public:
     });
     if (!r) {
       if (missing_ok && r.assume_error().is(errc::not_found)) return gone(id);
+      if (!r.assume_error().is(errc::not_found)) mark_stopping(id, false); // it may still run
       return std::move(r).as_failure();
     }
     if (!r.assume_value().sandbox) {
@@ -270,7 +271,7 @@ public:
   /// request fails: unavailable (could not connect), transport, timeout, protocol, and errors
   /// the service reports.
   [[nodiscard]] result<process_type> exec(std::string_view id, std::span<const std::string> argv,
-                                          const ExecOptions &o) noexcept {
+                                          const ExecOptions& o) noexcept {
     SANDBOX_TRYV(ready());
     SANDBOX_TRYV(sandbox::detail::validate_exec(argv, o));
     std::string what =
@@ -316,7 +317,7 @@ public:
     auto state = std::make_unique<http::detail::exec_state>();
     SANDBOX_TRYV(
         state->start([pool = pool_, rq = std::move(rq), command, what, retry = retry_,
-                      timed = o.timeout.has_value()](http::detail::exec_state &s) noexcept {
+                      timed = o.timeout.has_value()](http::detail::exec_state& s) noexcept {
           return run_exec(*pool, rq, command, what, retry, timed, s);
         }));
     return process_type(std::move(state), std::move(command), deadline);
@@ -400,7 +401,7 @@ private:
   }
 
   /// The error of a response whose status is not 2xx.
-  [[nodiscard]] static error error_of(const http::detail::http_response &r,
+  [[nodiscard]] static error error_of(const http::detail::http_response& r,
                                       std::string_view what) noexcept {
     http::wire::Status st;
     auto decoded = r.body.empty()
@@ -416,14 +417,37 @@ private:
         r.retry_after.find_first_not_of("0123456789") == std::string::npos &&
         r.retry_after.size() < 7)
       st.retry_info = http::wire::RetryInfo{std::chrono::seconds(std::stoi(r.retry_after))};
+    std::optional<http::wire::ExecResponse> partial = std::move(st.exec_response);
     error e = http::error_from_status(r.status, st);
     e.message = std::string(what) + ": " + e.message;
+    // A command timeout from our server carries the output produced before the kill.
+    if (partial)
+      e.exec_result = std::make_shared<const ExecResult>(result_of(std::move(*partial), {}));
     return e;
+  }
+
+  [[nodiscard]] static ExecResult result_of(http::wire::ExecResponse&& x,
+                                            std::vector<std::string> command) {
+    ExecResult out;
+    out.returncode = x.exit_code;
+    out.command = std::move(command);
+    out.stdout_truncated = x.stdout_truncated;
+    out.stderr_truncated = x.stderr_truncated;
+    // A service that leaves the counts out produced what it sent.
+    out.stdout_bytes_produced = x.stdout_bytes_produced > 0
+                                    ? static_cast<std::uint64_t>(x.stdout_bytes_produced)
+                                    : x.stdout_bytes.size();
+    out.stderr_bytes_produced = x.stderr_bytes_produced > 0
+                                    ? static_cast<std::uint64_t>(x.stderr_bytes_produced)
+                                    : x.stderr_bytes.size();
+    out.stdout_text = std::move(x.stdout_bytes);
+    out.stderr_text = std::move(x.stderr_bytes);
+    return out;
   }
 
   /// Sends `rq` and decodes a 2xx body as `T` (leniently) or the error body.
   template <class T>
-  [[nodiscard]] result<T> call(const http::detail::http_request &rq,
+  [[nodiscard]] result<T> call(const http::detail::http_request& rq,
                                std::string_view what) noexcept {
     auto r = pool_->send(rq);
     if (!r) {
@@ -435,7 +459,7 @@ private:
   }
 
   template <class T>
-  [[nodiscard]] static result<T> decode(const http::detail::http_response &r,
+  [[nodiscard]] static result<T> decode(const http::detail::http_response& r,
                                         std::string_view what) noexcept {
     if (r.status < 200 || r.status >= 300) return fail(error_of(r, what));
     if (r.body.empty() && r.status == 204) return T{};
@@ -446,7 +470,7 @@ private:
     return v;
   }
 
-  [[nodiscard]] static SandboxInfo info_of(const http::wire::Sandbox &sb) {
+  [[nodiscard]] static SandboxInfo info_of(const http::wire::Sandbox& sb) {
     SandboxInfo i;
     i.id = sb.sandbox_id;
     if (sb.status) {
@@ -462,9 +486,9 @@ private:
     known_[i.id].state = i.state;
     return i;
   }
-  void mark_stopping(std::string_view id) {
+  void mark_stopping(std::string_view id, bool stopping = true) {
     std::lock_guard lk(m_);
-    known_[std::string(id)].stopping = true;
+    known_[std::string(id)].stopping = stopping;
   }
   [[nodiscard]] std::optional<known> recall(std::string_view id) const {
     std::lock_guard lk(m_);
@@ -482,7 +506,7 @@ private:
 
   /// Exec needs a RUNNING sandbox: a state seen RUNNING goes straight on (no extra request on
   /// the hot path); one never seen RUNNING is waited for, as the anchor clients do.
-  [[nodiscard]] result<void> ensure_running(std::string_view id, const std::string &what) noexcept {
+  [[nodiscard]] result<void> ensure_running(std::string_view id, const std::string& what) noexcept {
     auto k = recall(id);
     if (k && running_like(k->state)) return success();
     if (k && (is_terminal(k->state) || k->stopping))
@@ -508,8 +532,8 @@ private:
 
   /// Repeats `op` while it fails transiently, as `Retry` says, but not past `deadline`.
   template <class Op>
-  [[nodiscard]] auto retrying(clock::time_point deadline, Op &&op,
-                              bool *out_of_time = nullptr) noexcept -> decltype(op()) {
+  [[nodiscard]] auto retrying(clock::time_point deadline, Op&& op,
+                              bool* out_of_time = nullptr) noexcept -> decltype(op()) {
     auto r = op();
     if (r) return r;
     RetryState rs;
@@ -599,7 +623,7 @@ private:
     return remember(std::move(i));
   }
 
-  [[nodiscard]] result<http::wire::SandboxSpec> spec_of(const SandboxOptions &o) const noexcept {
+  [[nodiscard]] result<http::wire::SandboxSpec> spec_of(const SandboxOptions& o) const noexcept {
     SANDBOX_TRYV(sandbox::detail::validate_options(o));
     if (o.host_network)
       return fail(errc::unsupported, "SandboxOptions::host_network is an option of the local "
@@ -624,7 +648,7 @@ private:
     }
     c.environment_variables.insert(o.env.begin(), o.env.end());
     c.working_dir = o.working_dir;
-    for (const auto &f : o.mounted_files)
+    for (const auto& f : o.mounted_files)
       c.files.push_back({f.path, f.content});
     if (o.resources.memory_bytes || o.resources.cpus > 0) {
       // Guaranteed QoS, as the anchor client does for a flat {cpu, memory}: requests = limits.
@@ -646,11 +670,11 @@ private:
 
   /// The body of an exec's request thread.
   [[nodiscard]] static result<ExecResult>
-  run_exec(http::detail::connection_pool &pool, const http::detail::http_request &rq,
-           const std::vector<std::string> &command, const std::string &what, const Retry &retry,
-           bool timed, http::detail::exec_state &s) noexcept {
+  run_exec(http::detail::connection_pool& pool, const http::detail::http_request& rq,
+           const std::vector<std::string>& command, const std::string& what, const Retry& retry,
+           bool timed, http::detail::exec_state& s) noexcept {
     using http::detail::abandon_reason;
-    auto abandoned = [&](const error &cause) -> result<ExecResult> {
+    auto abandoned = [&](const error& cause) -> result<ExecResult> {
       switch (s.reason()) {
       case abandon_reason::deadline:
         return fail(errc::command_timeout,
@@ -681,29 +705,20 @@ private:
       r = pool.send(rq, &s.cancel_token());
     }
     if (!r) return abandoned(r.assume_error());
-    const auto &resp = r.assume_value();
+    const auto& resp = r.assume_value();
     if (resp.status < 200 || resp.status >= 300) {
       error e = error_of(resp, what);
       // The deadline we sent expired on the server: that is the command's timeout.
       if (timed && e.is(errc::timeout)) e.code = make_error_code(errc::command_timeout);
+      if (e.exec_result) {
+        ExecResult partial = *e.exec_result;
+        partial.command = command;
+        e.exec_result = std::make_shared<const ExecResult>(std::move(partial));
+      }
       return fail(std::move(e));
     }
     SANDBOX_TRY(x, decode<http::wire::ExecResponse>(resp, what));
-    ExecResult out;
-    out.returncode = x.exit_code;
-    out.command = command;
-    out.stdout_truncated = x.stdout_truncated;
-    out.stderr_truncated = x.stderr_truncated;
-    // A service that leaves the counts out produced what it sent.
-    out.stdout_bytes_produced = x.stdout_bytes_produced > 0
-                                    ? static_cast<std::uint64_t>(x.stdout_bytes_produced)
-                                    : x.stdout_bytes.size();
-    out.stderr_bytes_produced = x.stderr_bytes_produced > 0
-                                    ? static_cast<std::uint64_t>(x.stderr_bytes_produced)
-                                    : x.stderr_bytes.size();
-    out.stdout_text = std::move(x.stdout_bytes);
-    out.stderr_text = std::move(x.stderr_bytes);
-    return out;
+    return result_of(std::move(x), command);
   }
 
   http_options o_;

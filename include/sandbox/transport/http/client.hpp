@@ -180,7 +180,7 @@ public:
 
 private:
   friend class connection_pool;
-  [[nodiscard]] bool attach(httplib::ClientImpl *c) noexcept {
+  [[nodiscard]] bool attach(httplib::ClientImpl* c) noexcept {
     std::lock_guard lk(m_);
     if (cancelled_) return false;
     active_ = c;
@@ -194,7 +194,7 @@ private:
   std::mutex m_;
   std::condition_variable cv_;
   std::atomic<bool> cancelled_{false};
-  httplib::ClientImpl *active_ = nullptr;
+  httplib::ClientImpl* active_ = nullptr;
 };
 
 /// How connections are made.
@@ -214,20 +214,20 @@ struct connection_settings {
 class connection_pool {
 public:
   explicit connection_pool(connection_settings s) : s_(std::move(s)) {
-    for (auto &[k, v] : s_.headers)
+    for (auto& [k, v] : s_.headers)
       headers_.emplace(k, v);
     headers_.emplace("Accept", "application/json");
   }
 
-  [[nodiscard]] const endpoint &where() const noexcept { return s_.ep; }
+  [[nodiscard]] const endpoint& where() const noexcept { return s_.ep; }
 
   /// Sends `r` and reads the whole response (of any status) into memory.
   /// **Errors:** unavailable (cannot connect; or connection lost on an idempotent request),
   /// timeout (no complete response within `read_timeout`), transport (connection lost on a
   /// request that is not idempotent, TLS failure, cancelled), protocol (response larger than
   /// `max_response_bytes`, bad encoding).
-  [[nodiscard]] result<http_response> send(const http_request &r,
-                                           cancellation *cancel = nullptr) noexcept {
+  [[nodiscard]] result<http_response> send(const http_request& r,
+                                           cancellation* cancel = nullptr) noexcept {
     auto where = [&] { return std::string(r.method) + " " + s_.ep.origin() + path_of(r.target); };
     SANDBOX_TRY(cli, acquire());
     if (cancel && !cancel->attach(cli.get()))
@@ -240,7 +240,7 @@ public:
     httplib::Request req;
     req.method = std::string(r.method);
     req.path = r.target;
-    for (auto &[k, v] : r.headers)
+    for (auto& [k, v] : r.headers)
       req.headers.emplace(k, v);
     if (!r.body.empty() || r.method == "POST") {
       req.body = r.body;
@@ -248,14 +248,15 @@ public:
     }
     http_response out;
     bool too_large = false;
-    req.content_receiver = [&](const char *data, std::size_t n, std::uint64_t off,
+    req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t off,
                                std::uint64_t total) {
       if (cancel && cancel->cancelled()) return false;
       if (total > r.max_response_bytes || out.body.size() + n > r.max_response_bytes) {
         too_large = true;
         return false;
       }
-      if (off == 0 && total > 0) out.body.reserve(static_cast<std::size_t>(total));
+      // Room for the codec's 64 bytes of read-past padding: it then parses in place.
+      if (off == 0 && total > 0) out.body.reserve(static_cast<std::size_t>(total) + 64);
       out.body.append(data, n);
       return true;
     };
@@ -288,7 +289,7 @@ private:
 
   [[nodiscard]] static error map_error(httplib::Error e, std::chrono::milliseconds took,
                                        std::chrono::milliseconds read_timeout, bool idempotent,
-                                       const std::string &where) {
+                                       const std::string& where) {
     using httplib::Error;
     switch (e) {
     case Error::Connection:
@@ -327,10 +328,16 @@ private:
     }
     client_ptr c;
     if (s_.ep.tls) {
+#ifdef CPPHTTPLIB_OPENSSL_SUPPORT
       auto ssl = std::make_unique<httplib::SSLClient>(s_.ep.host, s_.ep.port);
       if (!s_.ca_cert_path.empty()) ssl->set_ca_cert_path(s_.ca_cert_path);
       ssl->enable_server_certificate_verification(true);
       c = std::move(ssl);
+#else
+      return fail(errc::unsupported, "https://" + s_.ep.host +
+                                         ": cpp-httplib was built without OpenSSL "
+                                         "(CPPHTTPLIB_OPENSSL_SUPPORT), so there is no TLS");
+#endif
     } else {
       c = std::make_unique<httplib::ClientImpl>(s_.ep.host, s_.ep.port);
     }

@@ -29,11 +29,11 @@ enum class abandon_reason { none, killed, deadline, destroyed };
 /// What the request thread and the handle share.
 class exec_state {
 public:
-  using body_type = std::function<sandbox::result<ExecResult>(exec_state &)>;
+  using body_type = std::function<sandbox::result<ExecResult>(exec_state&)>;
 
   exec_state() = default;
-  exec_state(const exec_state &) = delete;
-  exec_state &operator=(const exec_state &) = delete;
+  exec_state(const exec_state&) = delete;
+  exec_state& operator=(const exec_state&) = delete;
   ~exec_state() { abandon(abandon_reason::destroyed); }
 
   /// Starts `body` on a thread of its own.
@@ -91,11 +91,11 @@ public:
     std::lock_guard lk(m_);
     return reason_;
   }
-  [[nodiscard]] cancellation &cancel_token() noexcept { return cancel_; }
+  [[nodiscard]] cancellation& cancel_token() noexcept { return cancel_; }
 
 private:
-  static void *trampoline(void *self) noexcept {
-    auto *s = static_cast<exec_state *>(self);
+  static void* trampoline(void* self) noexcept {
+    auto* s = static_cast<exec_state*>(self);
     auto r = s->body_(*s);
     std::lock_guard lk(s->m_);
     s->outcome_.emplace(std::move(r));
@@ -117,8 +117,8 @@ private:
 class exec_call {
 public:
   exec_call() = default;
-  exec_call(exec_call &&) noexcept = default;
-  exec_call &operator=(exec_call &&) noexcept = default;
+  exec_call(exec_call&&) noexcept = default;
+  exec_call& operator=(exec_call&&) noexcept = default;
 
   /// `deadline`: when the command's own timeout (plus a grace for the trip) has passed and the
   /// server still has not answered, the request is abandoned and reported as a command timeout.
