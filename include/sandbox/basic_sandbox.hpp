@@ -105,6 +105,10 @@ public:
   /// Exit code of the main process once the sandbox is known to have completed; empty before.
   [[nodiscard]] std::optional<int> returncode() const noexcept { return info_.returncode; }
 
+  /// True once the main process is known to have been killed for exceeding the sandbox's
+  /// memory limit (`Resources::memory_bytes`); its returncode is then 137.
+  [[nodiscard]] bool oom_killed() const noexcept { return info_.oom_killed; }
+
   /// The current state, asked of the transport.
   [[nodiscard]] ret<State> state() { return Errors::finish(try_state()); }
 
@@ -178,6 +182,7 @@ private:
   void update(const SandboxInfo& i) noexcept {
     info_.state = i.state;
     if (i.returncode) info_.returncode = i.returncode;
+    if (i.oom_killed) info_.oom_killed = true;
   }
 
   [[nodiscard]] result<void> try_wait(State target, std::chrono::milliseconds timeout,
@@ -189,7 +194,9 @@ private:
       return fail(errc::failed, "sandbox " + info_.id + " failed" +
                                     (i.returncode ? " (main process exited with code " +
                                                         std::to_string(*i.returncode) + ")"
-                                                  : std::string()));
+                                                  : std::string()) +
+                                    (i.oom_killed ? ": killed for exceeding its memory limit"
+                                                  : ""));
     case State::TERMINATED:
       if (!raise_on_termination && is_terminal(target)) return success();
       return fail(errc::terminated, "sandbox " + info_.id + " was terminated");

@@ -90,6 +90,7 @@ public:
     const ExecResult& x = r.assume_value();
     std::string msg = "command " + detail::join_command(x.command) + " failed with exit code " +
                       std::to_string(x.returncode);
+    if (x.oom_killed) msg += " (killed for exceeding the sandbox's memory limit)";
     if (!x.stderr_text.empty()) {
       std::string_view tail(x.stderr_text);
       if (tail.size() > 200) tail = tail.substr(tail.size() - 200);

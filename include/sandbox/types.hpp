@@ -53,6 +53,9 @@ struct ExecResult {
   bool stderr_truncated = false;
   std::uint64_t stdout_bytes_produced = 0;
   std::uint64_t stderr_bytes_produced = 0;
+  /// The command was killed by the kernel's OOM killer because the sandbox reached its memory
+  /// limit (`Resources::memory_bytes`); `returncode` is then 137.
+  bool oom_killed = false;
 
   /// True when the command exited with 0.
   [[nodiscard]] bool ok() const noexcept { return returncode == 0 && term_signal == 0; }
@@ -65,6 +68,8 @@ struct SandboxInfo {
   /// Exit code of the main process, once known.
   std::optional<int> returncode;
   std::vector<std::string> tags;
+  /// The main process was killed by the OOM killer because the sandbox reached its memory limit.
+  bool oom_killed = false;
 };
 
 } // namespace sandbox

@@ -47,14 +47,19 @@ public:
   /// Builds a sandbox and starts its main command; returns once it is RUNNING (or FAILED when
   /// the main command could not start). `request_id` is unused: a failed local create leaves
   /// nothing behind, so repeating it is always safe.
+  /// `SandboxOptions::resources` become cgroup limits (v1 or v2): memory (RAM and swap together;
+  /// an OOM-killed command reports ExecResult::oom_killed), pids (every process and thread,
+  /// the sandbox's init included) and cpu (a CFS quota of `cpus` × 100 ms per 100 ms).
   /// **Errors:** validation (bad options, image not found), unavailable (no privileges for
-  /// namespaces), resource_exhausted, failed (setup failed), unsupported.
+  /// namespaces or cgroups), resource_exhausted, failed (setup failed), unsupported (a limit
+  /// whose cgroup controller the host lacks: the message names it).
   [[nodiscard]] result<SandboxInfo> create(const SandboxOptions& o,
                                            std::string_view /*request_id*/) noexcept {
     SANDBOX_TRYV(detail::validate_options(o));
-    if (o.resources.memory_bytes || o.resources.max_pids || o.resources.cpus > 0)
-      return fail(errc::unsupported, "SandboxOptions::resources: resource limits are not "
-                                     "supported by the local transport yet");
+    namespace cg = detail::local::cgroups;
+    SANDBOX_TRYV(cg::validate(o.resources));
+    SANDBOX_TRYV(cg::check_host(cg::host_layout(), o.resources));
+    cg::sweep_once(); // cgroups of owners that died without cleaning up (SIGKILL)
     if (!o.image.empty()) {
       SANDBOX_TRYV(check_image(o.image));
     }

@@ -119,6 +119,7 @@ public:
     if (o.stdin_pipe) fds[n++] = in_r.get();
     fds[n++] = out_w.get();
     fds[n++] = err_w.get();
+    p.oom_before_ = p.box_->oom_kills(); // 0 without a memory limit, at no cost
     SANDBOX_TRYV(p.box_->send(rq, strings, std::span<const int>(fds, n)));
     return p;
   }
@@ -242,6 +243,9 @@ private:
       exited_ = true;
       res_.returncode = returncode_of(r.value);
       res_.term_signal = WIFSIGNALED(r.value) ? WTERMSIG(r.value) : 0;
+      // The kernel counts an OOM kill before it sends the SIGKILL: a count that grew while the
+      // command ran, and an end as a SIGKILLed process (or a shell reporting one), means OOM.
+      res_.oom_killed = res_.returncode == 137 && !kill_sent_ && box_->oom_kills() > oom_before_;
       status_.reset();
       break;
     case event::start_failed: {
@@ -357,6 +361,7 @@ private:
   std::optional<clock::time_point> exec_deadline_;
   std::optional<error> failure_;
   pid_t pid_ = 0;
+  std::uint64_t oom_before_ = 0; ///< the sandbox's OOM kill count when the command started
   bool exited_ = false;
   bool done_ = false;
   bool kill_sent_ = false;

@@ -66,6 +66,9 @@ struct supervisor_setup {
   const char* lower = nullptr;
   /// Commands run under seccomp::filter. Off only to measure what the filter costs.
   bool seccomp = true;
+  /// A memory limit is set: commands get oom_score_adj 1000 so that the OOM killer takes them
+  /// before the supervisor, whose RSS counts the client memory it was cloned from.
+  bool oom_commands_first = false;
   std::uint32_t lifetime_ms = 0;      ///< 0: no limit
   const mounted_file_spec* files = nullptr;
   std::size_t nfiles = 0;
@@ -104,6 +107,7 @@ struct state {
   char** ptrs;        // argv/env pointer arrays
   char* child_stack;
   bool stopping;
+  bool oom_commands_first; // see supervisor_setup
   bool expired; // max_lifetime ran out
   bool main_exited;
   std::int64_t kill_at_ms; // stop: SIGKILL everything at this time (0 = not scheduled)
@@ -567,6 +571,25 @@ inline void close_fds(int* fds, int n) noexcept {
     if (fds[i] >= 0) ::close(fds[i]);
 }
 
+/// Makes a started command the OOM killer's first choice (raising needs no privilege; lowering
+/// the supervisor's own score would need CAP_SYS_RESOURCE). Only after its execve: before, it
+/// shares the supervisor's memory, and the kernel applies the value to every process sharing it.
+inline void raise_oom_score(pid_t pid) noexcept {
+  char path[48] = "/proc/";
+  char digits[12];
+  int n = 0;
+  auto v = static_cast<unsigned>(pid);
+  do digits[n++] = static_cast<char>('0' + v % 10);
+  while ((v /= 10) != 0);
+  std::size_t len = 6;
+  while (n > 0) path[len++] = digits[--n];
+  std::memcpy(path + len, "/oom_score_adj", sizeof "/oom_score_adj");
+  int fd = ::open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)!::write(fd, "1000", 4);
+  ::close(fd);
+}
+
 /// Handles one exec request. `fds`: status socket, then stdin (if flagged), stdout, stderr.
 inline void start_command(state& st, const request& rq, int* fds, int nfds) noexcept {
   int status_fd = nfds > 0 ? fds[0] : -1;
@@ -637,6 +660,7 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
     if (rq.flags & exec_main) st.main_exited = true;
     return;
   }
+  if (st.oom_commands_first) raise_oom_score(pid);
   *free_slot = slot{pid, status_fd, (rq.flags & exec_main) != 0};
   send_reply(status_fd, event::started, pid, 0, stage::none);
 }
@@ -829,6 +853,16 @@ inline int supervisor_main(void* arg) noexcept {
   st.buf = base + slots_bytes;
   st.ptrs = reinterpret_cast<char**>(base + slots_bytes + buf_bytes);
   st.child_stack = base + slots_bytes + buf_bytes + ptr_bytes;
+  st.oom_commands_first = s.oom_commands_first;
+  if (st.oom_commands_first) {
+    // Where the host allows it (CAP_SYS_RESOURCE), the supervisor is exempt outright; a command
+    // inherits that only until raise_oom_score, right after its execve.
+    int fd = ::open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      (void)!::write(fd, "-1000", 5);
+      ::close(fd);
+    }
+  }
   if (s.lifetime_ms) st.lifetime_end_ms = now_ms() + s.lifetime_ms;
 
   // The client reaches the sandbox's files through this fd: /proc/<pid>/root of a non-dumpable
