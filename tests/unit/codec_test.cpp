@@ -621,6 +621,17 @@ TEST_CASE("error bodies: the gRPC-gateway shape of PROTOCOL.md", "[codec][status
       R"("reason":"B"},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":{"seconds":"2","nanos":1}}]})");
   CHECK(mixed.error_info->reason == "A");
   CHECK(mixed.retry_info->retry_delay == milliseconds(2001));
+  // Our server's ExecResponse detail (the output of a timed-out command) round-trips.
+  wire::Status timeout{4,
+                       "timed out",
+                       wire::ErrorInfo{"CWSANDBOX_COMMAND_TIMEOUT", "cwsandbox.com", {}},
+                       {},
+                       wire::ExecResponse{"partial\n", "", 137, true, false, 9000, 0}};
+  const auto timeout_json = to_json(timeout);
+  CHECK(timeout_json.find(R"({"@type":"type.googleapis.com/coreweave.sandbox.v1.ExecResponse",)"
+                          R"("stdout":"cGFydGlhbAo=","exitCode":137,"stdoutTruncated":true,)"
+                          R"("stdoutBytesProduced":"9000"})") != std::string::npos);
+  CHECK(decode_ok<wire::Status>(timeout_json) == timeout);
   // The Google API form, with the HTTP status in "code" and the gRPC name in "status".
   auto google =
       decode_ok<wire::Status>(R"({"error":{"code":404,"message":"nope","status":"NOT_FOUND"}})");

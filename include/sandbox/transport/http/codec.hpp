@@ -96,7 +96,7 @@ inline constexpr int max_depth = 64;
 /// does not pin its buffers for the life of the thread.
 inline constexpr std::size_t keep_parser_capacity = std::size_t{16} << 20;
 
-constexpr std::string_view type_name(od::json_type t) noexcept {
+[[nodiscard]] constexpr std::string_view type_name(od::json_type t) noexcept {
   switch (t) {
   case od::json_type::array: return "an array";
   case od::json_type::object: return "an object";
@@ -109,7 +109,7 @@ constexpr std::string_view type_name(od::json_type t) noexcept {
 }
 
 /// Short, specific wording for the simdjson errors malformed input produces.
-inline std::string syntax_text(simdjson::error_code e) noexcept {
+[[nodiscard]] inline std::string syntax_text(simdjson::error_code e) noexcept {
   switch (e) {
   case simdjson::EMPTY: return "empty body (expected a JSON object)";
   case simdjson::TAPE_ERROR:
@@ -214,7 +214,7 @@ private:
 };
 
 /// The type of `v` (without consuming it).
-inline sandbox::result<od::json_type> type_of(od::value& v, decoder& d) noexcept {
+[[nodiscard]] inline sandbox::result<od::json_type> type_of(od::value& v, decoder& d) noexcept {
   od::json_type t{};
   if (auto e = v.type().get(t)) return d.syntax(e);
   return t;
@@ -223,7 +223,7 @@ inline sandbox::result<od::json_type> type_of(od::value& v, decoder& d) noexcept
 inline constexpr std::string_view bad_literal = "invalid literal (expected true, false or null)";
 
 /// Consumes a `null` (checking that it really is one).
-inline sandbox::result<void> consume_null(od::value& v, decoder& d) noexcept {
+[[nodiscard]] inline sandbox::result<void> consume_null(od::value& v, decoder& d) noexcept {
   bool is_null = false;
   auto e = v.is_null().get(is_null);
   if (e == simdjson::INCORRECT_TYPE || (!e && !is_null)) return d.fail(bad_literal);
@@ -232,7 +232,7 @@ inline sandbox::result<void> consume_null(od::value& v, decoder& d) noexcept {
 }
 
 /// Consumes a `true` or `false`.
-inline sandbox::result<bool> consume_bool(od::value& v, decoder& d) noexcept {
+[[nodiscard]] inline sandbox::result<bool> consume_bool(od::value& v, decoder& d) noexcept {
   bool b = false;
   auto e = v.get_bool().get(b);
   // The type was checked first: a failure here is a malformed literal ("tru").
@@ -243,7 +243,7 @@ inline sandbox::result<bool> consume_bool(od::value& v, decoder& d) noexcept {
 
 /// Consumes any value, checking that it is well-formed JSON within the depth limit. On-demand
 /// parsing would otherwise skip the unknown fields of a lenient decode without looking at them.
-inline sandbox::result<void> skip(od::value& v, decoder& d) noexcept {
+[[nodiscard]] inline sandbox::result<void> skip(od::value& v, decoder& d) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   switch (t) {
   case od::json_type::object: {
@@ -301,9 +301,9 @@ inline sandbox::result<void> skip(od::value& v, decoder& d) noexcept {
 /// `skip_unknown`) or rejected (strict); a repeated member is rejected in strict mode and replaces
 /// the earlier one in lenient mode. Returns the set of field indexes seen.
 template <std::size_t N, class OnField>
-sandbox::result<std::uint32_t> read_fields(od::object& obj, decoder& d,
-                                           const std::string_view (&fields)[N], OnField&& on_field,
-                                           bool skip_unknown = false) noexcept {
+[[nodiscard]] sandbox::result<std::uint32_t>
+read_fields(od::object& obj, decoder& d, const std::string_view (&fields)[N], OnField&& on_field,
+            bool skip_unknown = false) noexcept {
   static_assert(N <= 32);
   SANDBOX_TRYV(d.descend());
   std::uint32_t seen = 0;
@@ -335,7 +335,8 @@ sandbox::result<std::uint32_t> read_fields(od::object& obj, decoder& d,
 }
 
 /// In strict mode, fails unless the field `snake` was given a non-default value (`present`).
-inline sandbox::result<void> require(decoder& d, bool present, std::string_view snake) noexcept {
+[[nodiscard]] inline sandbox::result<void> require(decoder& d, bool present,
+                                                   std::string_view snake) noexcept {
   if (present || !d.strict()) return success();
   const auto mark = d.push_key(camel(snake));
   auto err = d.fail("required field is missing or empty");
@@ -344,7 +345,8 @@ inline sandbox::result<void> require(decoder& d, bool present, std::string_view 
 }
 
 /// A string value (`null` → empty).
-inline sandbox::result<void> read_string(od::value& v, decoder& d, std::string& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_string(od::value& v, decoder& d,
+                                                       std::string& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) {
     out.clear();
@@ -360,7 +362,8 @@ inline sandbox::result<void> read_string(od::value& v, decoder& d, std::string& 
 /// A bytes value: a base64 string (`null` → empty). Without escapes in the JSON string (base64
 /// never needs one) the text is decoded straight from the input buffer, skipping simdjson's
 /// unescaping copy; that matters for multi-megabyte command output.
-inline sandbox::result<void> read_bytes(od::value& v, decoder& d, std::string& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_bytes(od::value& v, decoder& d,
+                                                      std::string& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   out.clear();
   if (t == od::json_type::null) return consume_null(v, d);
@@ -382,8 +385,8 @@ inline sandbox::result<void> read_bytes(od::value& v, decoder& d, std::string& o
 
 /// An integer in [lo, hi]: a JSON number (integral, even if written `5.0` or `1e3`) or a string
 /// holding a decimal integer (the proto3 JSON form of int64).
-inline sandbox::result<std::int64_t> read_integer(od::value& v, decoder& d, std::int64_t lo,
-                                                  std::int64_t hi) noexcept {
+[[nodiscard]] inline sandbox::result<std::int64_t>
+read_integer(od::value& v, decoder& d, std::int64_t lo, std::int64_t hi) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   std::int64_t x = 0;
   if (t == od::json_type::number) {
@@ -414,7 +417,8 @@ inline sandbox::result<std::int64_t> read_integer(od::value& v, decoder& d, std:
   return x;
 }
 
-inline sandbox::result<void> read_int32(od::value& v, decoder& d, std::int32_t& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_int32(od::value& v, decoder& d,
+                                                      std::int32_t& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) {
     out = 0;
@@ -425,7 +429,8 @@ inline sandbox::result<void> read_int32(od::value& v, decoder& d, std::int32_t& 
   return success();
 }
 
-inline sandbox::result<void> read_int64(od::value& v, decoder& d, std::int64_t& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_int64(od::value& v, decoder& d,
+                                                      std::int64_t& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) {
     out = 0;
@@ -437,8 +442,8 @@ inline sandbox::result<void> read_int64(od::value& v, decoder& d, std::int64_t& 
 }
 
 /// int32 with explicit presence: `null` is "absent", any number (0 included) is present.
-inline sandbox::result<void> read_int32(od::value& v, decoder& d,
-                                        std::optional<std::int32_t>& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_int32(od::value& v, decoder& d,
+                                                      std::optional<std::int32_t>& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) {
     out.reset();
@@ -449,8 +454,8 @@ inline sandbox::result<void> read_int32(od::value& v, decoder& d,
   return success();
 }
 
-inline sandbox::result<void> read_bool(od::value& v, decoder& d,
-                                       std::optional<bool>& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_bool(od::value& v, decoder& d,
+                                                     std::optional<bool>& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) {
     out.reset();
@@ -462,7 +467,7 @@ inline sandbox::result<void> read_bool(od::value& v, decoder& d,
   return success();
 }
 
-inline sandbox::result<void> read_bool(od::value& v, decoder& d, bool& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_bool(od::value& v, decoder& d, bool& out) noexcept {
   std::optional<bool> b;
   SANDBOX_TRYV(read_bool(v, d, b));
   out = b.value_or(false);
@@ -470,7 +475,8 @@ inline sandbox::result<void> read_bool(od::value& v, decoder& d, bool& out) noex
 }
 
 /// An enum: its name (an unknown name is UNSPECIFIED) or its number.
-inline sandbox::result<void> read_state(od::value& v, decoder& d, wire::State& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_state(od::value& v, decoder& d,
+                                                      wire::State& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::string) {
     std::string_view name;
@@ -490,8 +496,8 @@ inline sandbox::result<void> read_state(od::value& v, decoder& d, wire::State& o
 
 /// A repeated field: an array (`null` → empty) whose elements `read_element(value, T&)` reads.
 template <class T, class ReadElement>
-sandbox::result<void> read_array(od::value& v, decoder& d, std::vector<T>& out,
-                                 ReadElement&& read_element) noexcept {
+[[nodiscard]] sandbox::result<void> read_array(od::value& v, decoder& d, std::vector<T>& out,
+                                               ReadElement&& read_element) noexcept {
   out.clear();
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) return consume_null(v, d);
@@ -513,14 +519,15 @@ sandbox::result<void> read_array(od::value& v, decoder& d, std::vector<T>& out,
   return success();
 }
 
-inline sandbox::result<void> read_strings(od::value& v, decoder& d,
-                                          std::vector<std::string>& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_strings(od::value& v, decoder& d,
+                                                        std::vector<std::string>& out) noexcept {
   return read_array(v, d, out,
                     [&](od::value& ev, std::string& s) { return read_string(ev, d, s); });
 }
 
 /// A map<string, string>: an object whose values are strings (`null` → empty).
-inline sandbox::result<void> read_map(od::value& v, decoder& d, wire::string_map& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_map(od::value& v, decoder& d,
+                                                    wire::string_map& out) noexcept {
   out.clear();
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) return consume_null(v, d);
@@ -549,17 +556,16 @@ inline sandbox::result<void> read_map(od::value& v, decoder& d, wire::string_map
   return success();
 }
 
-
 // ---- messages ---------------------------------------------------------------------------
 // Each message has the snake_case names of its fields and a `read_members` that fills it from an
 // object; `read_message` adds the object/null handling around it.
 
 template <class Message>
-sandbox::result<bool> read_message(od::value& v, decoder& d, Message& out) noexcept;
+[[nodiscard]] sandbox::result<bool> read_message(od::value& v, decoder& d, Message& out) noexcept;
 
 template <class Message>
-sandbox::result<void> read_optional(od::value& v, decoder& d,
-                                    std::optional<Message>& out) noexcept {
+[[nodiscard]] sandbox::result<void> read_optional(od::value& v, decoder& d,
+                                                  std::optional<Message>& out) noexcept {
   Message m{};
   SANDBOX_TRY(present, read_message(v, d, m));
   if (present)
@@ -570,7 +576,8 @@ sandbox::result<void> read_optional(od::value& v, decoder& d,
 }
 
 template <class Message>
-sandbox::result<void> read_messages(od::value& v, decoder& d, std::vector<Message>& out) noexcept {
+[[nodiscard]] sandbox::result<void> read_messages(od::value& v, decoder& d,
+                                                  std::vector<Message>& out) noexcept {
   return read_array(v, d, out, [&](od::value& ev, Message& m) -> sandbox::result<void> {
     SANDBOX_TRYV(read_message(ev, d, m));
     return success();
@@ -578,8 +585,8 @@ sandbox::result<void> read_messages(od::value& v, decoder& d, std::vector<Messag
 }
 
 inline constexpr std::string_view resources_fields[] = {"cpu", "memory"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::Resources& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::Resources& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, resources_fields, [&](std::size_t i, od::value& v) {
     return read_string(v, d, i == 0 ? m.cpu : m.memory);
   }));
@@ -587,8 +594,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 }
 
 inline constexpr std::string_view resource_requirements_fields[] = {"requests", "limits"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::ResourceRequirements& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::ResourceRequirements& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, resource_requirements_fields,
                            [&](std::size_t i, od::value& v) -> sandbox::result<void> {
                              SANDBOX_TRYV(read_message(v, d, i == 0 ? m.requests : m.limits));
@@ -598,8 +605,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 }
 
 inline constexpr std::string_view file_mount_fields[] = {"path", "content"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::FileMount& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::FileMount& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, file_mount_fields, [&](std::size_t i, od::value& v) {
     return i == 0 ? read_string(v, d, m.path) : read_bytes(v, d, m.content);
   }));
@@ -614,8 +621,8 @@ inline constexpr std::string_view container_fields[] = {"name",
                                                         "working_dir",
                                                         "files",
                                                         "resource_requirements"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::Container& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::Container& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, container_fields,
                            [&](std::size_t i, od::value& v) -> sandbox::result<void> {
                              switch (i) {
@@ -634,8 +641,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 }
 
 inline constexpr std::string_view network_fields[] = {"deny_egress", "deny_ingress"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::NetworkOptions& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::NetworkOptions& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, network_fields, [&](std::size_t i, od::value& v) {
     return read_bool(v, d, i == 0 ? m.deny_egress : m.deny_ingress);
   }));
@@ -644,8 +651,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 
 inline constexpr std::string_view spec_fields[] = {
     "containers", "primary_container", "tags", "annotations", "max_lifetime_seconds", "network"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::SandboxSpec& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::SandboxSpec& m) noexcept {
   SANDBOX_TRYV(
       read_fields(obj, d, spec_fields, [&](std::size_t i, od::value& v) -> sandbox::result<void> {
         switch (i) {
@@ -662,8 +669,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 
 inline constexpr std::string_view status_fields[] = {
     "state", "state_reason", "create_time", "start_time", "end_time", "exit_code", "runner_id"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::SandboxStatus& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::SandboxStatus& m) noexcept {
   SANDBOX_TRYV(
       read_fields(obj, d, status_fields, [&](std::size_t i, od::value& v) -> sandbox::result<void> {
         switch (i) {
@@ -680,7 +687,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 }
 
 inline constexpr std::string_view sandbox_fields[] = {"sandbox_id", "spec", "status"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d, wire::Sandbox& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::Sandbox& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, sandbox_fields,
                            [&](std::size_t i, od::value& v) -> sandbox::result<void> {
                              switch (i) {
@@ -693,8 +701,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d, wire::San
 }
 
 inline constexpr std::string_view list_fields[] = {"sandboxes", "next_page_token"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::ListSandboxesResponse& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::ListSandboxesResponse& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, list_fields, [&](std::size_t i, od::value& v) {
     return i == 0 ? read_messages(v, d, m.sandboxes) : read_string(v, d, m.next_page_token);
   }));
@@ -702,8 +710,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 }
 
 inline constexpr std::string_view delete_fields[] = {"sandbox"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::DeleteSandboxResponse& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::DeleteSandboxResponse& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, delete_fields, [&](std::size_t, od::value& v) {
     return read_optional(v, d, m.sandbox);
   }));
@@ -712,8 +720,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 
 inline constexpr std::string_view exec_request_fields[] = {"command", "env", "max_output_bytes",
                                                            "container"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::ExecRequest& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::ExecRequest& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, exec_request_fields,
                            [&](std::size_t i, od::value& v) -> sandbox::result<void> {
                              switch (i) {
@@ -733,8 +741,8 @@ inline constexpr std::string_view exec_response_fields[] = {"stdout",
                                                             "stderr_truncated",
                                                             "stdout_bytes_produced",
                                                             "stderr_bytes_produced"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::ExecResponse& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::ExecResponse& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, exec_response_fields,
                            [&](std::size_t i, od::value& v) -> sandbox::result<void> {
                              switch (i) {
@@ -751,8 +759,8 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 }
 
 inline constexpr std::string_view write_file_fields[] = {"path", "content", "container"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::WriteFileRequest& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::WriteFileRequest& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, write_file_fields,
                            [&](std::size_t i, od::value& v) -> sandbox::result<void> {
                              switch (i) {
@@ -765,16 +773,16 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d,
 }
 
 inline constexpr std::string_view read_file_fields[] = {"content"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                          wire::ReadFileResponse& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::ReadFileResponse& m) noexcept {
   SANDBOX_TRYV(read_fields(obj, d, read_file_fields,
                            [&](std::size_t, od::value& v) { return read_bytes(v, d, m.content); }));
   return success();
 }
 
 /// RetryInfo.retryDelay: a Duration string, or the `{seconds, nanos}` object some gateways send.
-inline sandbox::result<void> read_duration(od::value& v, decoder& d,
-                                           std::optional<std::chrono::milliseconds>& out) noexcept {
+[[nodiscard]] inline sandbox::result<void>
+read_duration(od::value& v, decoder& d, std::optional<std::chrono::milliseconds>& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::object) {
     static constexpr std::string_view fields[] = {"seconds", "nanos"};
@@ -801,11 +809,20 @@ inline sandbox::result<void> read_duration(od::value& v, decoder& d,
 
 /// One entry of Status.details (a google.protobuf.Any). ErrorInfo, RetryInfo and ExecResponse are
 /// kept (the first of each); other types, and members no known type has, are skipped in both modes.
-inline sandbox::result<void> read_detail(od::value& v, decoder& d, wire::Status& s) noexcept {
-  static constexpr std::string_view fields[] = {
-      "@type",       "reason",          "domain",          "metadata",
-      "retry_delay", "stdout",          "stderr",          "exit_code",
-      "stdout_truncated", "stderr_truncated", "stdout_bytes_produced", "stderr_bytes_produced"};
+[[nodiscard]] inline sandbox::result<void> read_detail(od::value& v, decoder& d,
+                                                       wire::Status& s) noexcept {
+  static constexpr std::string_view fields[] = {"@type",
+                                                "reason",
+                                                "domain",
+                                                "metadata",
+                                                "retry_delay",
+                                                "stdout",
+                                                "stderr",
+                                                "exit_code",
+                                                "stdout_truncated",
+                                                "stderr_truncated",
+                                                "stdout_bytes_produced",
+                                                "stderr_bytes_produced"};
   std::string type;
   wire::ErrorInfo info;
   std::optional<std::chrono::milliseconds> delay;
@@ -848,7 +865,8 @@ inline sandbox::result<void> read_detail(od::value& v, decoder& d, wire::Status&
 /// `{"error": {"code": <HTTP>, "status": "NOT_FOUND", "message": ..., "details": [...]}}`.
 inline constexpr std::string_view rpc_status_fields[] = {"code", "message", "details", "error",
                                                          "status"};
-inline sandbox::result<void> read_members(od::object& obj, decoder& d, wire::Status& m) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
+                                                        wire::Status& m) noexcept {
   std::string status_name;
   SANDBOX_TRYV(read_fields(obj, d, rpc_status_fields,
                            [&](std::size_t i, od::value& v) -> sandbox::result<void> {
@@ -887,7 +905,7 @@ inline sandbox::result<void> read_members(od::object& obj, decoder& d, wire::Sta
 }
 
 template <class Message>
-sandbox::result<bool> read_message(od::value& v, decoder& d, Message& out) noexcept {
+[[nodiscard]] sandbox::result<bool> read_message(od::value& v, decoder& d, Message& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) {
     SANDBOX_TRYV(consume_null(v, d));
@@ -909,8 +927,8 @@ inline od::parser& thread_parser() noexcept {
 }
 
 template <class Message>
-sandbox::result<Message> read_document(od::parser& parser, simdjson::padded_string_view buf,
-                                       decoder& d) noexcept {
+[[nodiscard]] sandbox::result<Message>
+read_document(od::parser& parser, simdjson::padded_string_view buf, decoder& d) noexcept {
   od::document doc;
   if (auto e = parser.iterate(buf).get(doc)) return d.syntax(e);
   d.set_document(&doc);
@@ -930,8 +948,8 @@ sandbox::result<Message> read_document(od::parser& parser, simdjson::padded_stri
 /// Decodes `body`, whose buffer has `capacity` readable bytes from `body.data()`: in place when
 /// that leaves simdjson the padding it reads past the end, otherwise from a padded copy.
 template <class Message>
-sandbox::result<Message> decode(std::string_view body, std::size_t capacity,
-                                decode_mode mode) noexcept {
+[[nodiscard]] sandbox::result<Message> decode(std::string_view body, std::size_t capacity,
+                                              decode_mode mode) noexcept {
   if (body.size() > max_body_bytes)
     return decoder(mode, nullptr, 0)
         .fail("body of " + std::to_string(body.size()) + " bytes is larger than the 1 GiB limit");
@@ -956,7 +974,7 @@ sandbox::result<Message> decode(std::string_view body, std::size_t capacity,
 namespace sandbox::http {
 
 template <class T>
-std::string to_json(const T& msg) noexcept {
+[[nodiscard]] std::string to_json(const T& msg) noexcept {
   json_writer w;
   w.reserve(detail::json::size_hint(msg));
   detail::json::write(w, msg);
@@ -964,7 +982,7 @@ std::string to_json(const T& msg) noexcept {
 }
 
 template <class T>
-sandbox::result<T> from_json(std::string_view body, decode_mode mode) noexcept {
+[[nodiscard]] sandbox::result<T> from_json(std::string_view body, decode_mode mode) noexcept {
   return detail::json::decode<T>(body, body.size(), mode);
 }
 

@@ -30,7 +30,7 @@ inline void write(json_writer& w, const wire::SandboxStatus& m) noexcept;
 inline void write(json_writer& w, const wire::Sandbox& m) noexcept;
 
 /// True when `key` names the proto field `snake`, as snake_case or as lowerCamelCase.
-constexpr bool key_is(std::string_view key, std::string_view snake) noexcept {
+[[nodiscard]] constexpr bool key_is(std::string_view key, std::string_view snake) noexcept {
   if (key == snake) return true;
   std::size_t k = 0;
   for (std::size_t i = 0; i < snake.size(); ++i, ++k) {
@@ -45,7 +45,7 @@ constexpr bool key_is(std::string_view key, std::string_view snake) noexcept {
 }
 
 /// lowerCamelCase of a snake_case proto name, for messages about fields that are absent.
-inline std::string camel(std::string_view snake) noexcept {
+[[nodiscard]] inline std::string camel(std::string_view snake) noexcept {
   std::string out;
   for (std::size_t i = 0; i < snake.size(); ++i) {
     if (snake[i] == '_' && i + 1 < snake.size() && snake[i + 1] >= 'a' && snake[i + 1] <= 'z')
@@ -104,7 +104,7 @@ inline void put(json_writer& w, std::string_view key, const wire::string_map& ma
 }
 
 /// A Duration as proto3 JSON writes it: whole seconds, or 3 fractional digits ("1.500s").
-inline std::string duration_text(std::chrono::milliseconds d) noexcept {
+[[nodiscard]] inline std::string duration_text(std::chrono::milliseconds d) noexcept {
   auto ms = d.count();
   std::string out = ms < 0 ? "-" : "";
   auto abs = ms < 0 ? -static_cast<std::uint64_t>(ms) : static_cast<std::uint64_t>(ms);
@@ -122,7 +122,8 @@ inline std::string duration_text(std::chrono::milliseconds d) noexcept {
 /// Parses a google.protobuf.Duration in its JSON form (`"1.5s"`, `"-2s"`, up to 9 fractional
 /// digits); nullopt if it is not one.
 /// A positive delay below a millisecond rounds up to 1 ms, so that a hint is never lost.
-inline std::optional<std::chrono::milliseconds> parse_duration(std::string_view s) noexcept {
+[[nodiscard]] inline std::optional<std::chrono::milliseconds>
+parse_duration(std::string_view s) noexcept {
   if (s.size() < 2 || s.back() != 's') return std::nullopt;
   s.remove_suffix(1);
   bool negative = !s.empty() && s.front() == '-';
@@ -305,8 +306,7 @@ inline void write(json_writer& w, const wire::Status& m) noexcept {
       w.end_object();
     }
     if (const auto& x = m.exec_response) {
-      w.begin_object().key("@type").string(
-          "type.googleapis.com/coreweave.sandbox.v1.ExecResponse");
+      w.begin_object().key("@type").string("type.googleapis.com/coreweave.sandbox.v1.ExecResponse");
       put_bytes(w, "stdout", x->stdout_bytes);
       put_bytes(w, "stderr", x->stderr_bytes);
       put(w, "exitCode", x->exit_code);
@@ -324,20 +324,20 @@ inline void write(json_writer& w, const wire::Status& m) noexcept {
 /// Expected size of the encoding, so that multi-megabyte bytes fields are written into one
 /// allocation.
 template <class Message>
-std::size_t size_hint(const Message&) noexcept {
+[[nodiscard]] std::size_t size_hint(const Message&) noexcept {
   return 256;
 }
-inline std::size_t size_hint(const wire::ExecResponse& m) noexcept {
+[[nodiscard]] inline std::size_t size_hint(const wire::ExecResponse& m) noexcept {
   return 256 + base64_encoded_size(m.stdout_bytes.size()) +
          base64_encoded_size(m.stderr_bytes.size());
 }
-inline std::size_t size_hint(const wire::Status& m) noexcept {
+[[nodiscard]] inline std::size_t size_hint(const wire::Status& m) noexcept {
   return 256 + m.message.size() + (m.exec_response ? size_hint(*m.exec_response) : 0);
 }
-inline std::size_t size_hint(const wire::WriteFileRequest& m) noexcept {
+[[nodiscard]] inline std::size_t size_hint(const wire::WriteFileRequest& m) noexcept {
   return 256 + m.path.size() + base64_encoded_size(m.content.size());
 }
-inline std::size_t size_hint(const wire::ReadFileResponse& m) noexcept {
+[[nodiscard]] inline std::size_t size_hint(const wire::ReadFileResponse& m) noexcept {
   return 256 + base64_encoded_size(m.content.size());
 }
 
