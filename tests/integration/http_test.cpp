@@ -258,3 +258,22 @@ TEST_CASE("a client that leaves a streamed exec gets its command killed", "[http
   }
   CHECK(gone);
 }
+
+TEST_CASE("a request body over the server's limit is refused with a typed error", "[http][limits]") {
+  sandbox::server_options small;
+  small.max_request_bytes = 64 << 10;
+  sandbox::testing::loopback_server limited(small);
+  auto t = limited.client();
+  auto made = http_env::box::run({}, t);
+  REQUIRE(made);
+  auto& box = made.value();
+  CHECK(box.write_file("/tmp/small", std::string(1000, 'x')));
+  auto big = box.write_file("/tmp/big", std::string(100 << 10, 'x'));
+  REQUIRE_FALSE(big);
+  CHECK(big.error().is(errc::file_too_large));
+  auto argv = box.exec({"echo", std::string(100 << 10, 'y')}).result();
+  REQUIRE_FALSE(argv);
+  CHECK(argv.error().is(errc::validation));
+  // The connection survives for the next request.
+  CHECK(run_out(box, {"echo", "ok"}) == "ok\n");
+}
