@@ -292,16 +292,21 @@ TEST_CASE("stop waits out the grace period for a command ignoring SIGTERM, then 
 
 TEST_CASE("exec shares the main process's filesystem, processes and network",
           "[local][isolation]") {
+  // The main process serves one connection, then waits for /tmp/done: its exit ends the sandbox
+  // (and kills every exec), so it must outlive the client's exec.
   auto box = keep_alive<local_env>(sandbox::SandboxOptions{
       .command = {"sh", "-c",
-                  "echo from-main > /tmp/main-file; exec python3 -c \"import socket; "
+                  "echo from-main > /tmp/main-file; python3 -c \"import socket; "
                   "s = socket.socket(); s.bind(('127.0.0.1', 8765)); s.listen(); "
-                  "c, _ = s.accept(); c.sendall(b'hello over loopback'); c.close()\""}});
+                  "c, _ = s.accept(); c.sendall(b'hello over loopback'); c.close()\"; "
+                  "while [ ! -e /tmp/done ]; do sleep 0.02; done"}});
   CHECK(eventually([&] { return run_out(box, {"cat", "/tmp/main-file"}) == "from-main\n"; }));
-  CHECK(run_out(box, {"sh", "-c", "cat /proc/[0-9]*/comm | grep -c python3"}) == "1\n");
+  CHECK(eventually([&] {
+    return run_out(box, {"sh", "-c", "cat /proc/[0-9]*/comm | grep -c python3"}) == "1\n";
+  }));
   auto r = box.exec({"python3", "-c",
                      "import socket, time\n"
-                     "for _ in range(100):\n"
+                     "for _ in range(200):\n"
                      "    try:\n"
                      "        s = socket.create_connection(('127.0.0.1', 8765)); break\n"
                      "    except OSError: time.sleep(0.05)\n"
@@ -309,7 +314,8 @@ TEST_CASE("exec shares the main process's filesystem, processes and network",
                .result();
   REQUIRE(r);
   CHECK(r.value().stdout_text == "hello over loopback\n");
-  // The main process exited 0 after serving: the sandbox completed.
+  REQUIRE(box.exec({"touch", "/tmp/done"}).result());
+  // The main process exited 0: the sandbox completed.
   CHECK(box.wait_until_complete(10s));
   CHECK(box.returncode() == 0);
 }
