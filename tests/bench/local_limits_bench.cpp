@@ -76,8 +76,8 @@ Box cold_start(bool limits, samples& s) {
 int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 200;
   const cg::layout& l = cg::host_layout();
-  std::printf("local sandboxes with and without resource limits, %d iterations each, cgroup v%d",
-              n, l.version);
+  std::printf("local sandboxes with and without resource limits, %d iterations each, cgroup v%d", n,
+              l.version);
   if (l.version == 1)
     std::printf(" (memory at %s, pids at %s, cpu at %s)", l.v1_mounts[0].c_str(),
                 l.v1_mounts[1].c_str(), l.v1_mounts[2].c_str());

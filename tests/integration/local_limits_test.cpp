@@ -94,7 +94,8 @@ bool running(long pid) {
 std::vector<long> members(const std::string& dir) {
   std::vector<long> out;
   std::istringstream in(slurp(dir + "/cgroup.procs"));
-  for (long pid; in >> pid;) out.push_back(pid);
+  for (long pid; in >> pid;)
+    out.push_back(pid);
   return out;
 }
 
@@ -216,8 +217,7 @@ TEST_CASE("files in the sandbox's writable layers count against its memory limit
   }
 }
 
-TEST_CASE("a fork bomb stops at the pids limit and the host stays responsive",
-          "[local][limits]") {
+TEST_CASE("a fork bomb stops at the pids limit and the host stays responsive", "[local][limits]") {
   if (!have_cgroups()) {
     SUCCEED("no pids cgroup controller on this host");
     return;
@@ -281,9 +281,9 @@ TEST_CASE("a cpu limit shows in the CPU time a busy loop gets", "[local][limits]
     CHECK(slurp(dir + "/cpu.max") == "25000 100000\n");
   }
   // A busy loop for 2 s of wall time, then its own CPU time (utime + stime, in clock ticks).
-  auto run = box.exec({"sh", "-c",
-                       "while :; do :; done & p=$!; sleep 2; cat /proc/$p/stat; kill $p"})
-                 .result(30s);
+  auto run =
+      box.exec({"sh", "-c", "while :; do :; done & p=$!; sleep 2; cat /proc/$p/stat; kill $p"})
+          .result(30s);
   REQUIRE(run);
   const std::string& stat = run.value().stdout_text;
   auto p = stat.rfind(')');
@@ -291,7 +291,8 @@ TEST_CASE("a cpu limit shows in the CPU time a busy loop gets", "[local][limits]
   std::istringstream fields(stat.substr(p + 2));
   std::string f;
   std::vector<std::string> v;
-  while (fields >> f) v.push_back(f);
+  while (fields >> f)
+    v.push_back(f);
   REQUIRE(v.size() > 13);
   // After ')': state is field 3, utime 14, stime 15.
   double ticks = std::stod(v[11]) + std::stod(v[12]);
@@ -329,9 +330,8 @@ TEST_CASE("no cgroup of a sandbox remains after it stops", "[local][limits]") {
     // A command is in the sandbox's cgroups, wherever they are.
     auto own = box.exec({"cat", "/proc/self/cgroup"}).result(10s);
     REQUIRE(own);
-    CHECK_THAT(own.value().stdout_text, Catch::Contains("/sandbox/" +
-                                                         cg::owner_name(cg::self_owner()) + "/" +
-                                                         box.id()));
+    CHECK_THAT(own.value().stdout_text,
+               Catch::Contains("/sandbox/" + cg::owner_name(cg::self_owner()) + "/" + box.id()));
     CHECK(box.stop());
     for (const auto& d : dirs) {
       INFO(d);
@@ -345,7 +345,8 @@ TEST_CASE("no cgroup of a sandbox remains after it stops", "[local][limits]") {
     auto dirs = all_dirs_of(job.id());
     CHECK(exists(dirs.at(0)));
     CHECK(job.wait_until_complete(30s));
-    for (const auto& d : dirs) CHECK_FALSE(exists(d));
+    for (const auto& d : dirs)
+      CHECK_FALSE(exists(d));
   }
   SECTION("failed to start") {
     sandbox::SandboxOptions o;
@@ -354,7 +355,8 @@ TEST_CASE("no cgroup of a sandbox remains after it stops", "[local][limits]") {
     auto made = sandbox::local_transport::shared()->create(o, "");
     REQUIRE_FALSE(made);
     CHECK(made.error().code == errc::failed);
-    for (const auto& d : all_dirs_of("x")) CHECK_FALSE(exists(d.substr(0, d.rfind('/'))));
+    for (const auto& d : all_dirs_of("x"))
+      CHECK_FALSE(exists(d.substr(0, d.rfind('/'))));
   }
 }
 
@@ -382,11 +384,13 @@ TEST_CASE("cgroups of a SIGKILLed owner are swept when the transport next starts
     if (!p) ::_exit(3);
     (void)p.value().poll();
     std::string dirs;
-    for (const auto& d : all_dirs_of(made.value().id)) dirs += d + "\n";
+    for (const auto& d : all_dirs_of(made.value().id))
+      dirs += d + "\n";
     if (::write(pipe_fds[1], dirs.data(), dirs.size()) != static_cast<ssize_t>(dirs.size()))
       ::_exit(4);
     ::close(pipe_fds[1]);
-    for (;;) ::pause();
+    for (;;)
+      ::pause();
   }
   ::close(pipe_fds[1]);
   std::string text;
@@ -396,19 +400,22 @@ TEST_CASE("cgroups of a SIGKILLed owner are swept when the transport next starts
   ::close(pipe_fds[0]);
   std::vector<std::string> dirs;
   std::istringstream lines(text);
-  for (std::string line; std::getline(lines, line);) dirs.push_back(line);
+  for (std::string line; std::getline(lines, line);)
+    dirs.push_back(line);
   REQUIRE_FALSE(dirs.empty());
 
   // Wait until the command runs, then freeze everything in the sandbox so that nothing of it
   // can clean up when its owner dies: the sweep must kill what it finds.
   REQUIRE(eventually([&] { return members(dirs[0]).size() >= 2; }));
   std::vector<long> inside = members(dirs[0]);
-  for (long pid : inside) ::kill(static_cast<pid_t>(pid), SIGSTOP);
+  for (long pid : inside)
+    ::kill(static_cast<pid_t>(pid), SIGSTOP);
   ::kill(owner, SIGKILL);
   int ws = 0;
   REQUIRE(::waitpid(owner, &ws, 0) == owner);
   CHECK(WIFSIGNALED(ws));
-  for (const auto& d : dirs) CHECK(exists(d)); // left behind
+  for (const auto& d : dirs)
+    CHECK(exists(d)); // left behind
 
   // The next process to start the transport (a fresh one: the sweep runs once per process)
   // sweeps them before its first sandbox.
@@ -458,7 +465,8 @@ TEST_CASE("a sweep leaves live owners alone and removes dead ones", "[local][lim
   // A process left in the dead owner's cgroup is killed before the cgroup is removed.
   pid_t stray = ::fork();
   if (stray == 0) {
-    for (;;) ::pause();
+    for (;;)
+      ::pause();
   }
   REQUIRE(stray > 0);
   REQUIRE(cg::write_text(dead_dir + "/sbx-x/cgroup.procs", std::to_string(stray)) == 0);
@@ -507,7 +515,8 @@ TEST_CASE("the cgroup v2 code path on a cgroup2 mount", "[local][limits]") {
   CHECK(dir == l.v2_root + "/sandbox/" + cg::owner_name(cg::self_owner()) + "/sbx-v2");
   pid_t child = ::fork();
   if (child == 0) {
-    for (;;) ::pause();
+    for (;;)
+      ::pause();
   }
   REQUIRE(child > 0);
   REQUIRE(g.attach(child));
@@ -529,7 +538,8 @@ TEST_CASE("the cgroup v2 code path on a cgroup2 mount", "[local][limits]") {
   REQUIRE(::mkdir((dead_dir + "/sbx-y").c_str(), 0755) == 0);
   pid_t stray = ::fork();
   if (stray == 0) {
-    for (;;) ::pause();
+    for (;;)
+      ::pause();
   }
   REQUIRE(stray > 0);
   REQUIRE(cg::write_text(dead_dir + "/sbx-y/cgroup.procs", std::to_string(stray)) == 0);
