@@ -579,6 +579,15 @@ TEST_CASE("limits the host or the kernel cannot take are clear errors", "[local]
     CHECK_THAT(bad.error().message, Catch::Contains("cpus"));
   }
 
+  // A pids limit above the kernel's own (PID_MAX_LIMIT) can never bind: it is no limit.
+  if (have_cgroups()) {
+    r = {};
+    r.max_pids = 4000000000u;
+    auto huge = cg::group::create("sbx-huge-pids", r);
+    REQUIRE(huge);
+    CHECK(slurp(huge.value()->dirs().at(0) + "/pids.max") == "max\n");
+  }
+
   // A host without the controller: the error names it and what the host lacks.
   r = {};
   r.memory_bytes = 64 * mib;

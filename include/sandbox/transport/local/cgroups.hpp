@@ -530,6 +530,12 @@ private:
   return error(code, "sandbox " + std::string(id) + ": " + what + ": " + errno_text(err) + hint);
 }
 
+/// pids.max takes at most the kernel's own limit on pids (PID_MAX_LIMIT); a larger limit can
+/// never bind, so it is "max".
+[[nodiscard]] inline std::string pids_value(std::uint32_t n) {
+  return n >= (1u << 22) ? std::string("max") : std::to_string(n);
+}
+
 inline result<void> group::set_limits(const Resources& r, const layout& l) noexcept {
   // (file, value, required): a missing required file means the kernel cannot enforce the limit.
   struct setting {
@@ -548,7 +554,7 @@ inline result<void> group::set_limits(const Resources& r, const layout& l) noexc
       todo.push_back({memory, "memory.memsw.limit_in_bytes", v, false});
       todo.push_back({memory, "memory.swappiness", "0", true});
     }
-    if (r.max_pids) todo.push_back({pids, "pids.max", std::to_string(r.max_pids), true});
+    if (r.max_pids) todo.push_back({pids, "pids.max", pids_value(r.max_pids), true});
     if (r.cpus > 0) {
       auto quota = std::llround(r.cpus * static_cast<double>(cpu_period_us));
       todo.push_back({cpu, "cpu.cfs_period_us", std::to_string(cpu_period_us), true});
@@ -561,7 +567,7 @@ inline result<void> group::set_limits(const Resources& r, const layout& l) noexc
       // kernel does not account swap.
       todo.push_back({memory, "memory.swap.max", "0", false});
     }
-    if (r.max_pids) todo.push_back({pids, "pids.max", std::to_string(r.max_pids), true});
+    if (r.max_pids) todo.push_back({pids, "pids.max", pids_value(r.max_pids), true});
     if (r.cpus > 0) {
       auto quota = std::llround(r.cpus * static_cast<double>(cpu_period_us));
       todo.push_back(
