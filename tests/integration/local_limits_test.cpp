@@ -10,6 +10,8 @@
 #include <catch2/catch.hpp>
 
 #include <dirent.h>
+#include <grp.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -614,6 +616,48 @@ TEST_CASE("limits the host or the kernel cannot take are clear errors", "[local]
   CHECK_THAT(missing.error().message, Catch::Contains("no cgroup filesystem"));
   // Without limits nothing is asked of the host.
   CHECK(cg::check_host(none, sandbox::Resources{}));
+}
+
+TEST_CASE("limits asked by a caller that is not root are a clear error", "[local][limits]") {
+  if (!have_cgroups()) {
+    SUCCEED("no memory cgroup controller on this host");
+    return;
+  }
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(fds[0]);
+    // As nobody: a sandbox in a user namespace, but no right to make cgroups.
+    if (::setgroups(0, nullptr) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+        ::setresuid(65534, 65534, 65534) != 0 || ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0)
+      ::_exit(2);
+    auto t = std::make_shared<sandbox::local_transport>();
+    sandbox::SandboxOptions o;
+    o.resources.memory_bytes = 64 * mib;
+    auto made = t->create(o, "");
+    std::string out = made ? std::string("created")
+                           : std::to_string(made.error().code.value()) + " " +
+                                 made.error().message;
+    (void)!::write(fds[1], out.data(), out.size());
+    ::_exit(0);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[1024];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+    out.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  int ws = 0;
+  REQUIRE(::waitpid(child, &ws, 0) == child);
+  REQUIRE(WIFEXITED(ws));
+  REQUIRE(WEXITSTATUS(ws) == 0);
+  INFO(out);
+  // Unavailable: whether from the cgroup or, where user namespaces are off, from the clone.
+  CHECK(out.rfind(std::to_string(static_cast<int>(errc::unavailable)) + " ", 0) == 0);
+  if (out.find("cgroup") != std::string::npos)
+    CHECK_THAT(out, Catch::Contains("resource limits need root"));
 }
 
 TEST_CASE("the host's cgroup v1 mounts are read from mountinfo", "[local][limits]") {
