@@ -133,6 +133,7 @@ TEST_CASE("a memory hog is OOM-killed and its result says so", "[local][limits]"
     CHECK(number_in(dir + "/memory.swappiness") == 0);
   } else {
     CHECK(number_in(dir + "/memory.max") == 64 * mib);
+    if (exists(dir + "/memory.swap.max")) CHECK(slurp(dir + "/memory.swap.max") == "0\n");
   }
 
   // `tail` keeps the whole of an endless line in memory.
