@@ -690,6 +690,7 @@ private:
     std::optional<typename Transport::process_type> proc;
     std::uint64_t cap = 0;
     std::string pending; ///< stdout received and not yet sent (base64 needs groups of 3)
+    std::string chunk;   ///< the next piece of the response (kept: its memory is reused)
     std::uint64_t kept = 0;
     bool finished = false;
     int fd = -1; ///< the connection, to notice a client that went away while nothing is sent
@@ -785,7 +786,8 @@ private:
     res.set_chunked_content_provider(
         "application/json",
         [st](std::size_t offset, httplib::DataSink& sink) {
-          std::string chunk;
+          std::string& chunk = st->chunk;
+          chunk.clear();
           if (offset == 0) chunk = R"({"stdout":")";
           std::optional<sandbox::result<ExecResult>> done;
           if (!st->finished) {
