@@ -6,7 +6,6 @@
 #include <sandbox/concepts.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/result.hpp>
-#include <sandbox/transport/http/base64.hpp>
 #include <sandbox/transport/http/codec.hpp>
 #include <sandbox/transport/http/defaults.hpp>
 
@@ -684,32 +683,6 @@ private:
     return out;
   }
 
-  /// An exec whose stdout is sent while the command runs. The response is one ExecResponse
-  /// whose `stdout` value is written as the output arrives, the other fields after it.
-  struct exec_stream {
-    std::optional<typename Transport::process_type> proc;
-    std::uint64_t cap = 0;
-    std::string pending; ///< stdout received and not yet sent (base64 needs groups of 3)
-    std::string chunk;   ///< the next piece of the response (kept: its memory is reused)
-    std::uint64_t kept = 0;
-    bool finished = false;
-    int fd = -1; ///< the connection, to notice a client that went away while nothing is sent
-    std::string peer_ip;
-    int peer_port = 0;
-    unsigned idle = 0;
-
-    void add(std::string_view data) {
-      if (kept >= cap) return;
-      data = data.substr(
-          0, static_cast<std::size_t>(std::min<std::uint64_t>(data.size(), cap - kept)));
-      kept += data.size();
-      pending.append(data);
-    }
-  };
-
-  /// Output below this is answered in one piece (exact errors); above it, stdout is streamed.
-  static constexpr std::size_t stream_threshold = std::size_t{1} << 20;
-
   void exec(const Request& req, Response& res) {
     auto q = query_of(req, {});
     if (!q) return reply_error(res, q.assume_error());
@@ -731,33 +704,17 @@ private:
                            "grpc-timeout header: malformed (expected e.g. 500m)");
       eo.timeout = std::max(*d, std::chrono::milliseconds(1));
     }
-    // A command with a timeout is answered in one piece, so that its timeout can be reported as
-    // an error; otherwise large stdout is streamed (when the transport can hand it over live).
-    auto st = std::make_shared<exec_stream>();
-    st->cap = eo.max_output_bytes;
-    if (!eo.timeout) eo.on_stdout = [s = st.get()](std::string_view d) { s->add(d); };
     auto p = t_->exec(id, x.command, eo);
-    if (!p && eo.on_stdout && p.assume_error().is(errc::unsupported)) {
-      eo.on_stdout = nullptr;
-      p = t_->exec(id, x.command, eo);
-    }
     if (!p) return reply_error(res, p.assume_error());
-    st->proc.emplace(std::move(p).assume_value());
-    auto& proc = *st->proc;
+    auto& proc = p.assume_value();
 
     // Wait in slices, so that a client that goes away gets its command killed.
     using std::chrono::milliseconds;
     int fd = -2;
     for (;;) {
-      auto r = proc.wait(milliseconds(50));
+      auto r = proc.wait(milliseconds(10));
       if (!r && r.assume_error().is(errc::timeout)) {
         if (fd == -2) fd = detail::serve::connection_fd(req);
-        if (st->pending.size() > stream_threshold) {
-          st->fd = fd;
-          st->peer_ip = req.remote_addr;
-          st->peer_port = req.remote_port;
-          return stream(res, std::move(st));
-        }
         if (fd >= 0 && detail::serve::peer_gone(fd, req.remote_addr, req.remote_port)) {
           (void)proc.kill(SIGKILL);
           (void)proc.wait(milliseconds(10'000));
@@ -775,59 +732,6 @@ private:
       }
       return reply(res, 200, http::to_json(response_of(std::move(r).assume_value())));
     }
-  }
-
-  /// Sends the rest of an exec as a chunked response: `{"stdout":"` and the base64 of stdout as
-  /// it comes, then the other fields once the command has ended. A failure after the first byte
-  /// can no longer change the status: the connection is dropped, and the client sees an
-  /// incomplete response.
-  void stream(Response& res, std::shared_ptr<exec_stream> st) {
-    res.status = 200;
-    res.set_chunked_content_provider(
-        "application/json",
-        [st](std::size_t offset, httplib::DataSink& sink) {
-          std::string& chunk = st->chunk;
-          chunk.clear();
-          if (offset == 0) chunk = R"({"stdout":")";
-          std::optional<sandbox::result<ExecResult>> done;
-          if (!st->finished) {
-            auto r = st->proc->wait(std::chrono::milliseconds(2));
-            if (r || !r.assume_error().is(errc::timeout)) done.emplace(std::move(r));
-          }
-          std::size_t whole = st->pending.size() / 3 * 3;
-          if (done) whole = st->pending.size(); // the end: the last group gets its padding
-          http::base64_encode_into(chunk, std::string_view(st->pending).substr(0, whole));
-          st->pending.erase(0, whole);
-          if (done) {
-            st->finished = true;
-            if (!*done) return false; // drop the connection: the response cannot be completed
-            const ExecResult& x = done->assume_value();
-            chunk += R"(","stderr":")";
-            http::base64_encode_into(chunk, x.stderr_text);
-            chunk += "\",\"exitCode\":" + std::to_string(x.returncode);
-            if (x.stdout_truncated) chunk += R"(,"stdoutTruncated":true)";
-            if (x.stderr_truncated) chunk += R"(,"stderrTruncated":true)";
-            chunk += ",\"stdoutBytesProduced\":\"" + std::to_string(x.stdout_bytes_produced) +
-                     "\",\"stderrBytesProduced\":\"" + std::to_string(x.stderr_bytes_produced) +
-                     "\"}";
-          }
-          if (!chunk.empty()) {
-            st->idle = 0;
-            if (!sink.write(chunk.data(), chunk.size())) return false;
-          } else if (++st->idle % 25 == 0 && st->fd >= 0 &&
-                     detail::serve::peer_gone(st->fd, st->peer_ip, st->peer_port)) {
-            return false; // nothing to send for a while, and the client has gone
-          }
-          if (done) sink.done();
-          return true;
-        },
-        [st](bool success) {
-          // The client went away (or the response failed): the command must not outlive it.
-          if (!success && !st->finished && st->proc) {
-            (void)st->proc->kill(SIGKILL);
-            (void)st->proc->wait(std::chrono::milliseconds(10'000));
-          }
-        });
   }
 
   void write_file(const Request& req, Response& res) {

@@ -219,11 +219,10 @@ TEST_CASE("a wrong token is an authentication error that never shows a key", "[h
   CHECK(r.error().message.find(service().token()) == std::string::npos);
 }
 
-TEST_CASE("large stdout is streamed by the server and arrives intact", "[http][exec]") {
+TEST_CASE("megabytes of binary stdout arrive intact, capped or not", "[http][exec]") {
   auto box = keep_alive<http_env>();
-  // Random bytes, sent twice with a pause between: the server starts streaming before the
-  // command has ended.
-  REQUIRE(box.exec({"sh", "-c", "head -c 3000000 /dev/urandom > /tmp/r"}).result());
+  // Random bytes (not a multiple of 3: base64 padding), written twice with a pause between.
+  REQUIRE(box.exec({"sh", "-c", "head -c 3000001 /dev/urandom > /tmp/r"}).result());
   auto r_file = box.read_file("/tmp/r");
   REQUIRE(r_file);
   const std::string& once = r_file.value();
@@ -244,22 +243,8 @@ TEST_CASE("large stdout is streamed by the server and arrives intact", "[http][e
   CHECK(capped.value().stdout_bytes_produced == 2 * once.size());
 }
 
-TEST_CASE("a client that leaves a streamed exec gets its command killed", "[http][exec]") {
-  auto box = keep_alive<http_env>();
-  auto p = box.exec({"sh", "-c", "head -c 3000000 /dev/zero; sleep 0.2; sleep 30"});
-  CHECK_FALSE(p.result(500ms)); // streaming has begun, the command sleeps
-  CHECK(p.kill());
-  bool gone = false;
-  for (int i = 0; i < 100 && !gone; ++i) {
-    gone =
-        run_out(box, {"sh", "-c", "for p in /proc/[0-9]*; do cat $p/comm; done"}).find("sleep") ==
-        std::string::npos;
-    if (!gone) std::this_thread::sleep_for(20ms);
-  }
-  CHECK(gone);
-}
-
-TEST_CASE("a request body over the server's limit is refused with a typed error", "[http][limits]") {
+TEST_CASE("a request body over the server's limit is refused with a typed error",
+          "[http][limits]") {
   sandbox::server_options small;
   small.max_request_bytes = 64 << 10;
   sandbox::testing::loopback_server limited(small);

@@ -255,12 +255,9 @@ public:
         too_large = true;
         return false;
       }
-      // Room for the codec's 64 bytes of read-past padding: it then parses in place. A body of
-      // unknown length (a streamed exec) that grows past 1 MiB gets room up to the limit at once
-      // (address space only): no copy at each doubling.
-      if (off == 0 && total > 0) out.body.reserve(static_cast<std::size_t>(total) + 64);
-      if (total == 0 && out.body.size() < (1u << 20) && out.body.size() + n >= (1u << 20))
-        out.body.reserve(r.max_response_bytes + 64);
+      // Room for the codec's 64 bytes of read-past padding: it then parses in place.
+      if (off == 0 && total > 0 && out.body.empty())
+        out.body.reserve(static_cast<std::size_t>(total) + 64);
       out.body.append(data, n);
       return true;
     };
