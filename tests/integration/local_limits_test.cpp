@@ -655,8 +655,9 @@ TEST_CASE("limits asked by a caller that is not root are a clear error", "[local
   REQUIRE(WIFEXITED(ws));
   REQUIRE(WEXITSTATUS(ws) == 0);
   INFO(out);
-  // Unavailable: whether from the cgroup or, where user namespaces are off, from the clone.
-  CHECK(out.rfind(std::to_string(static_cast<int>(errc::unavailable)) + " ", 0) == 0);
+  // Unsupported (a refusal that will not go away, so never retried): whether from the cgroup
+  // or, where user namespaces are off, from the clone.
+  CHECK(out.rfind(std::to_string(static_cast<int>(errc::unsupported)) + " ", 0) == 0);
   if (out.find("cgroup") != std::string::npos)
     CHECK_THAT(out, Catch::Contains("resource limits need root"));
 }

@@ -23,8 +23,12 @@ namespace sandbox {
 
 /// Runs each sandbox as a process tree in its own pid, mount, uts, ipc and network namespaces,
 /// on a private writable overlay of a read-only root (the host's, or `SandboxOptions::image`).
-/// Sandboxes live as long as this process at most: when it dies, they die. Needs root
-/// (CAP_SYS_ADMIN) on the host. Thread-safe; works when the caller is multi-threaded.
+/// Sandboxes live as long as this process at most: when it dies, they die. As root the
+/// sandbox's root user is the host's, held to Docker's default capabilities and system calls;
+/// without root it runs in a user namespace mapped to the caller's uid (resource limits then
+/// need root). With the default root (the host's, read-only) commands can *read* the host's
+/// files: give untrusted code holding no business with host secrets an `image`.
+/// Thread-safe; works when the caller is multi-threaded.
 class local_transport {
 public:
   using process_type = detail::local::process;
@@ -50,9 +54,10 @@ public:
   /// `SandboxOptions::resources` become cgroup limits (v1 or v2): memory (RAM and swap together;
   /// an OOM-killed command reports ExecResult::oom_killed), pids (every process and thread,
   /// the sandbox's init included) and cpu (a CFS quota of `cpus` × 100 ms per 100 ms).
-  /// **Errors:** validation (bad options, image not found), unavailable (no privileges for
-  /// namespaces or cgroups), resource_exhausted, failed (setup failed), unsupported (a limit
-  /// whose cgroup controller the host lacks: the message names it).
+  /// **Errors:** validation (bad options, image not found), unsupported (what the host lacks:
+  /// namespaces refused, user namespaces disabled, no privilege for cgroups, a missing cgroup
+  /// controller — the message names it; never retried), resource_exhausted, failed (setup
+  /// failed), unavailable (a transient host failure).
   [[nodiscard]] result<SandboxInfo> create(const SandboxOptions& o,
                                            std::string_view /*request_id*/) noexcept {
     SANDBOX_TRYV(detail::validate_options(o));

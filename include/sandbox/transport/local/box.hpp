@@ -292,7 +292,7 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
 
   const char* staging = staging_dir(o.image);
   if (!staging)
-    return fail(errc::unavailable, "sandbox " + b->id +
+    return fail(errc::unsupported, "sandbox " + b->id +
                                        ": no directory to mount the private layer on (/tmp, "
                                        "/mnt, /run, … all missing)");
   std::string lower = o.image.empty() ? std::string("/") : o.image;
@@ -304,7 +304,7 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   // The supervisor starts as a copy of this process: if this one is not dumpable, its
   // /proc/<pid>/uid_map belongs to the host's root and cannot be written.
   if (user_ns && ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1)
-    return fail(errc::unavailable,
+    return fail(errc::unsupported,
                 "sandbox " + b->id +
                     ": this process is not dumpable (it changed uid, or set PR_SET_DUMPABLE 0), "
                     "so it cannot map the user namespace a sandbox needs when not root");
@@ -357,15 +357,15 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   ::munmap(stack, stack_size);
   if (pid < 0) {
     if (user_ns && clone_err != EAGAIN && clone_err != ENOMEM)
-      return fail(errc::unavailable, "sandbox " + b->id + ": " + explain_user_ns_refusal(clone_err));
+      return fail(errc::unsupported, "sandbox " + b->id + ": " + explain_user_ns_refusal(clone_err));
     if (clone_err == EPERM)
-      return fail(errc::unavailable,
+      return fail(errc::unsupported,
                   "sandbox " + b->id +
                       ": creating namespaces was refused (EPERM): local sandboxes need root or "
                       "CAP_SYS_ADMIN on this host");
     return fail(clone_err == EAGAIN || clone_err == ENOMEM || clone_err == ENOSPC
                     ? errc::resource_exhausted
-                    : errc::unavailable,
+                    : errc::unsupported,
                 "sandbox " + b->id + ": clone: " + errno_text(clone_err));
   }
   b->pid_ = pid;

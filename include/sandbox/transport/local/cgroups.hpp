@@ -452,7 +452,7 @@ public:
   /// Creates the cgroup of sandbox `id` and sets the limits of `r` in it (none set: a cgroup
   /// for accounting only, v2). Nothing is attached yet.
   /// **Errors:** validation, unsupported (the host lacks a controller or a limit file),
-  /// unavailable (no permission to create cgroups), resource_exhausted.
+  /// unsupported (no permission to create cgroups), unavailable, resource_exhausted.
   [[nodiscard]] static result<std::unique_ptr<group>>
   create(std::string_view id, const Resources& r, const layout& l = host_layout()) noexcept;
 
@@ -522,7 +522,9 @@ private:
 
 /// Maps the errno of creating or writing a cgroup file to an error that says what to do.
 [[nodiscard]] inline error cgroup_error(std::string_view id, const std::string& what, int err) {
-  errc code = err == ENOSPC || err == EAGAIN || err == ENOMEM ? errc::resource_exhausted
+  // A host that refuses (no privilege) will keep refusing: not transient, never retried.
+  errc code = err == ENOSPC || err == EAGAIN || err == ENOMEM  ? errc::resource_exhausted
+              : err == EACCES || err == EPERM || err == EROFS ? errc::unsupported
                                                               : errc::unavailable;
   std::string hint = err == EACCES || err == EPERM || err == EROFS
                          ? ": resource limits need root (or a cgroup delegated to this user)"

@@ -39,10 +39,10 @@ namespace userns_detail {
 [[nodiscard]] inline result<void> write_file(const std::string& path,
                                              const std::string& text) noexcept {
   unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd) return fail(errc::unavailable, "opening " + path + ": " + errno_text(errno));
+  if (!fd) return fail(errc::unsupported, "opening " + path + ": " + errno_text(errno));
   ssize_t n = ::write(fd.get(), text.data(), text.size());
   if (n != static_cast<ssize_t>(text.size()))
-    return fail(errc::unavailable, "writing \"" + text.substr(0, text.size() - 1) + "\" to " +
+    return fail(errc::unsupported, "writing \"" + text.substr(0, text.size() - 1) + "\" to " +
                                        path + ": " + errno_text(n < 0 ? errno : EIO));
   return success();
 }
@@ -52,7 +52,7 @@ namespace userns_detail {
 /// Maps root in `pid`'s new user namespace to the caller's uid and gid, and nothing else. The
 /// caller's supplementary groups stay as they are outside (setgroups is denied, as the kernel
 /// requires before an unprivileged gid_map).
-/// **Errors:** unavailable (the kernel refused a write; the message names the file).
+/// **Errors:** unsupported (the kernel refused a write; the message names the file).
 [[nodiscard]] inline result<void> write_id_maps(pid_t pid) noexcept {
   std::string proc = "/proc/" + std::to_string(pid);
   SANDBOX_TRYV(userns_detail::write_file(proc + "/uid_map",
