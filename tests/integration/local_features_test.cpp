@@ -20,19 +20,16 @@ using namespace std::chrono_literals;
 using Box = sandbox::NoexceptSandbox;
 using sandbox::errc;
 
+#include "../support/host.hpp"
+
+using test_support::slurp;
+
 namespace {
 
 Box keep_alive(sandbox::SandboxOptions o = {}) {
   auto made = Box::run(std::move(o));
   if (!made) FAIL("run failed: " << made.error().message);
   return std::move(made).value();
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 long status_kib(const char* field) {

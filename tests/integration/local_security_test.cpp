@@ -46,14 +46,11 @@ using sandbox::errc;
 /// The supervisor is a clone of this process, so it holds this string at the same address.
 char client_secret[] = "client-secret-5f1c2a77e0";
 
-namespace {
+#include "../support/host.hpp"
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using test_support::slurp;
+
+namespace {
 
 Box make_box(sandbox::SandboxOptions o = {}) {
   auto made = Box::run(std::move(o), sandbox::local_transport::shared());

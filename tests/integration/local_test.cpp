@@ -26,27 +26,12 @@ using namespace std::chrono_literals;
 using scenarios::keep_alive;
 using sandbox::errc;
 
+#include "../support/host.hpp"
+
+using test_support::slurp;
+using test_support::count_marked;
+
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-/// Host processes whose environment contains `marker`.
-int count_marked(const std::string& marker) {
-  int n = 0;
-  DIR* d = opendir("/proc");
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    if (slurp(std::string("/proc/") + e->d_name + "/environ").find(marker) != std::string::npos)
-      ++n;
-  }
-  closedir(d);
-  return n;
-}
 
 bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 5s) {
   auto end = std::chrono::steady_clock::now() + limit;
@@ -352,4 +337,48 @@ TEST_CASE("stdin writes never raise SIGPIPE in the caller", "[local][process]") 
   sigpending(&pending);
   CHECK(sigismember(&pending, SIGPIPE) == 0); // consumed, not left to fire later
   close(fds[1]);
+}
+
+TEST_CASE("waits on an ended sandbox return at once, and stop keeps how it ended",
+          "[local][lifecycle]") {
+  auto job = local_env::box::run(sandbox::SandboxOptions{.command = {"sh", "-c", "exit 3"}},
+                                 local_env::transport());
+  REQUIRE(job);
+  CHECK(eventually([&] { return job.value().state().value() == sandbox::State::FAILED; }));
+  // The end was already observed: a long wait must not sleep out its timeout.
+  auto start = std::chrono::steady_clock::now();
+  CHECK(job.value().wait_until_complete(std::chrono::hours(1)).error().is(errc::failed));
+  CHECK(scenarios::since(start) < 2s);
+  // stop() of a sandbox that ended on its own keeps FAILED (not TERMINATED).
+  auto ended = local_env::box::run(sandbox::SandboxOptions{.command = {"sh", "-c", "exit 4"}},
+                                   local_env::transport());
+  REQUIRE(ended);
+  std::this_thread::sleep_for(300ms);
+  CHECK(ended.value().stop());
+  CHECK(ended.value().state().value() == sandbox::State::FAILED);
+  CHECK(ended.value().returncode() == 4);
+}
+
+TEST_CASE("a timed wait returns while the command keeps writing", "[local][process]") {
+  auto box = keep_alive<local_env>();
+  auto p = box.exec({"sh", "-c", "yes"}, {.max_output_bytes = 1024});
+  auto start = std::chrono::steady_clock::now();
+  auto r = p.result(300ms);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::timeout));
+  CHECK(scenarios::since(start) < 3s);
+  start = std::chrono::steady_clock::now();
+  CHECK_FALSE(p.poll()); // never blocks
+  CHECK(scenarios::since(start) < 1s);
+  CHECK(p.kill());
+  CHECK(p.result(10s).value().term_signal == SIGKILL);
+}
+
+TEST_CASE("stdin a command never read is reported, not dropped", "[local][process]") {
+  auto box = keep_alive<local_env>();
+  auto p = box.exec({"true"}, {.stdin_pipe = true});
+  CHECK(p.wait(10s).value() == 0);
+  auto w = p.write_stdin("data");
+  REQUIRE_FALSE(w);
+  CHECK(w.error().is(errc::not_running));
 }

@@ -31,27 +31,12 @@ extern char** environ;
 using namespace std::chrono_literals;
 using sandbox::errc;
 
+#include "../support/host.hpp"
+
+using test_support::slurp;
+using test_support::count_marked;
+
 namespace {
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-/// Host processes whose environment contains `marker`.
-int count_marked(const std::string& marker) {
-  int n = 0;
-  DIR* d = opendir("/proc");
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    if (slurp(std::string("/proc/") + e->d_name + "/environ").find(marker) != std::string::npos)
-      ++n;
-  }
-  closedir(d);
-  return n;
-}
 
 /// A sandboxd child process: stdout on a pipe (its first line is the URL), stderr in memory.
 class daemon_process {

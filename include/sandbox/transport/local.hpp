@@ -48,8 +48,9 @@ public:
     return instance;
   }
 
-  /// Builds a sandbox and starts its main command; returns once it is RUNNING (or FAILED when
-  /// the main command could not start). `request_id` is unused: a failed local create leaves
+  /// Builds a sandbox and starts its main command; returns once it is RUNNING. A main command
+  /// that cannot start (not found, not executable) makes the sandbox FAILED right after, as
+  /// `wait_until_complete` reports. `request_id` is unused: a failed local create leaves
   /// nothing behind, so repeating it is always safe.
   /// `SandboxOptions::resources` become cgroup limits (v1 or v2): memory (RAM and swap together;
   /// an OOM-killed command reports ExecResult::oom_killed), pids (every process and thread,

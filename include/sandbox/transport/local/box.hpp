@@ -175,6 +175,8 @@ public:
   /// SIGTERM to everything in the sandbox, `grace`, SIGKILL; returns when nothing of it is left.
   [[nodiscard]] SandboxInfo stop(std::chrono::milliseconds grace) noexcept {
     std::lock_guard lk(m_);
+    // A sandbox that already ended on its own keeps its COMPLETED or FAILED.
+    if (!is_terminal(state_) && wait_readable(pidfd_.get(), 0)) finish_locked();
     if (is_terminal(state_)) return SandboxInfo{id, state_, returncode_, tags, oom_killed_};
     stop_requested_ = true;
     request rq{};
@@ -182,7 +184,7 @@ public:
     rq.grace_ms = static_cast<std::uint32_t>(clamp_ms(grace));
     (void)send_request(ctl_.get(), rq, {}, {}, id);
     // The supervisor SIGKILLs at the end of grace; this is the backstop if it cannot.
-    if (!wait_readable(pidfd_.get(), clamp_ms(grace) + 2000))
+    if (!wait_readable(pidfd_.get(), clamp_ms(grace + std::chrono::milliseconds(2000))))
       ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
     finish_locked();
     return SandboxInfo{id, state_, returncode_, tags, oom_killed_};
@@ -239,7 +241,8 @@ private:
     }
     ctl_.reset();
     main_status_.reset();
-    pidfd_.reset();
+    // pidfd_ stays open until the box goes: it keeps polling readable (the supervisor has
+    // exited), so waiters that read it without the lock never see a closed or reused fd.
     root_.reset();
   }
 

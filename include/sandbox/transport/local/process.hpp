@@ -161,6 +161,8 @@ public:
   /// Writes all of `data` to the command's stdin, reading its output meanwhile so that neither
   /// side can block the other.
   [[nodiscard]] result<void> write_stdin(std::string_view data) noexcept {
+    if (done_ && !data.empty())
+      return fail(errc::not_running, join_command(res_.command) + " has ended");
     if (!in_)
       return fail(errc::validation, "stdin of " + join_command(res_.command) +
                                         " is not open (set ExecOptions::stdin_pipe, and do not "
@@ -273,8 +275,14 @@ private:
   /// `*stdin_data` meanwhile when given. `until_pid`: return once the pid is known.
   [[nodiscard]] result<void> pump(std::optional<clock::time_point> deadline,
                                   std::string_view* stdin_data, bool until_pid = false) noexcept {
+    if (!box_) return fail(errc::not_running, "no command: this process handle was moved from");
     for (;;) {
-      if (done_) return success();
+      if (done_) {
+        if (stdin_data && !stdin_data->empty())
+          return fail(errc::not_running,
+                      join_command(res_.command) + " ended before reading all of its stdin");
+        return success();
+      }
       if (until_pid && pid_ != 0) return success();
       if (stdin_data && stdin_data->empty()) return success();
       if (exited_ || !status_) {
@@ -289,7 +297,7 @@ private:
         out_.reset();
         err_.reset();
         in_.reset();
-        return success();
+        continue;
       }
       auto now = clock::now();
       if (exec_deadline_ && now >= *exec_deadline_ && !kill_sent_ && pid_ != 0) {
@@ -306,7 +314,10 @@ private:
         if (timeout_ms < 0 || ms < timeout_ms) timeout_ms = ms;
       };
       if (deadline) limit(*deadline);
-      if (exec_deadline_ && !kill_sent_) limit(*exec_deadline_);
+      // Past the exec deadline but before the pid is known, wait for `started` (it follows at
+      // once) instead of spinning.
+      if (exec_deadline_ && !kill_sent_ && (pid_ != 0 || now < *exec_deadline_))
+        limit(*exec_deadline_);
       pollfd p[4];
       int n = 0, i_status = -1, i_out = -1, i_err = -1, i_in = -1;
       if (status_) p[i_status = n++] = {status_.get(), POLLIN, 0};
@@ -316,10 +327,16 @@ private:
       int rc = ::poll(p, static_cast<nfds_t>(n), timeout_ms);
       if (rc < 0 && errno != EINTR)
         return fail(errc::transport, "poll: " + errno_text(errno));
-      if (rc == 0 && deadline && clock::now() >= *deadline)
-        return fail(errc::timeout, join_command(res_.command) + " in sandbox " + box_->id +
-                                       " still running after the wait timed out");
-      if (rc <= 0) continue;
+      auto timed_out = [&] {
+        // Checked after every round, not only on an idle poll: steady output must not keep a
+        // timed wait (or the non-blocking poll()) from returning. An exit just seen is drained
+        // on the next round instead.
+        return !exited_ && status_ && deadline && clock::now() >= *deadline;
+      };
+      if (rc <= 0) {
+        if (timed_out()) return wait_timeout();
+        continue;
+      }
       if (i_out >= 0 && p[i_out].revents) read_stream(out_, true);
       if (i_err >= 0 && p[i_err].revents) read_stream(err_, false);
       if (i_in >= 0 && p[i_in].revents) {
@@ -338,7 +355,13 @@ private:
         }
       }
       if (i_status >= 0 && p[i_status].revents) read_status();
+      if (timed_out()) return wait_timeout();
     }
+  }
+
+  [[nodiscard]] sandbox::result<void> wait_timeout() const noexcept {
+    return fail(errc::timeout, join_command(res_.command) + " in sandbox " + box_->id +
+                                   " still running after the wait timed out");
   }
 
   [[nodiscard]] result<ExecResult> final_result() const noexcept {
