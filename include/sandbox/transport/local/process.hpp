@@ -194,8 +194,9 @@ private:
   /// Reads one chunk of a stream straight into its result buffer (no intermediate copy), or
   /// into a scratch buffer once the cap is reached; false at EOF or when nothing is available.
   bool read_stream(unique_fd& fd, bool is_out) noexcept {
-    constexpr std::size_t chunk = 1 << 20; // matches the pipe size set at start
     std::string& buf = is_out ? res_.stdout_text : res_.stderr_text;
+    // Small outputs stay cheap (a few pages); large ones grow to the 1 MiB pipe size.
+    const std::size_t chunk = std::clamp<std::size_t>(buf.size(), 16 * 1024, 1 << 20);
     bool& truncated = is_out ? res_.stdout_truncated : res_.stderr_truncated;
     std::uint64_t& produced = is_out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced;
     const output_callback& cb = is_out ? on_out_ : on_err_;
@@ -213,9 +214,9 @@ private:
       buf.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
       data = buf.data() + old;
     } else {
-      if (!scratch_) scratch_.reset(new (std::nothrow) char[chunk]);
+      if (!scratch_) scratch_.reset(new (std::nothrow) char[1 << 20]);
       if (!scratch_) return false;
-      n = ::read(fd.get(), scratch_.get(), chunk);
+      n = ::read(fd.get(), scratch_.get(), std::size_t{1} << 20);
       data = scratch_.get();
       if (n > 0) truncated = true;
     }
