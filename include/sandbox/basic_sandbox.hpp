@@ -113,6 +113,7 @@ public:
   [[nodiscard]] ret<State> state() { return Errors::finish(try_state()); }
 
   [[nodiscard]] result<State> try_state() noexcept {
+    SANDBOX_TRYV(usable());
     SANDBOX_TRY(i, detail::with_retry(Retry{}, [&] { return transport_->get(info_.id); }));
     update(i);
     return info_.state;
@@ -140,7 +141,8 @@ public:
   /// not running) throws here; otherwise the error is what `result()` returns.
   template <check_policy Check = no_check>
   [[nodiscard]] process<Check> exec(std::vector<std::string> argv, ExecOptions options = {}) {
-    auto h = transport_->exec(info_.id, argv, options);
+    auto h = transport_ ? transport_->exec(info_.id, argv, options)
+                        : result<typename Transport::process_type>(moved_from());
     if constexpr (Errors::throws) {
       if (!h) Errors::finish(result<void>(h.assume_error()));
     }
@@ -154,6 +156,7 @@ public:
   }
 
   [[nodiscard]] result<void> try_stop(std::chrono::milliseconds grace, bool missing_ok) noexcept {
+    SANDBOX_TRYV(usable());
     if (is_terminal(info_.state) && stopped_by_us_) return success();
     stopped_by_us_ = true;
     SANDBOX_TRY(i, transport_->stop(info_.id, grace, missing_ok));
@@ -164,12 +167,14 @@ public:
   /// The whole content of `path` in the sandbox.
   /// **Errors:** file_not_found, file_is_directory, file_permission, file_too_large, file_io.
   [[nodiscard]] ret<std::string> read_file(std::string_view path) {
+    if (!transport_) return Errors::finish(result<std::string>(moved_from()));
     return Errors::finish(
         detail::with_retry(Retry{}, [&] { return transport_->read_file(info_.id, path); }));
   }
 
   /// Creates or replaces `path` in the sandbox with `data`.
   ret<void> write_file(std::string_view path, std::string_view data) {
+    if (!transport_) return Errors::finish(result<void>(moved_from()));
     return Errors::finish(transport_->write_file(info_.id, path, data));
   }
 
@@ -179,6 +184,15 @@ private:
   basic_sandbox(std::shared_ptr<Transport> t, SandboxInfo info) noexcept
       : transport_(std::move(t)), info_(std::move(info)) {}
 
+  /// A moved-from sandbox has no transport: every operation on it is an error, not a crash.
+  [[nodiscard]] static error moved_from() {
+    return error(errc::not_found, "this sandbox object was moved from");
+  }
+  [[nodiscard]] result<void> usable() const noexcept {
+    if (!transport_) return fail(moved_from());
+    return success();
+  }
+
   void update(const SandboxInfo& i) noexcept {
     info_.state = i.state;
     if (i.returncode) info_.returncode = i.returncode;
@@ -187,6 +201,7 @@ private:
 
   [[nodiscard]] result<void> try_wait(State target, std::chrono::milliseconds timeout,
                                       bool raise_on_termination) noexcept {
+    SANDBOX_TRYV(usable());
     SANDBOX_TRY(i, transport_->wait(info_.id, target, timeout));
     update(i);
     switch (i.state) {

@@ -114,3 +114,16 @@ TEST_CASE("the throwing policy throws at exec when the command cannot start",
   CHECK(box.exec<sandbox::check>({"x"}).wait() == 0);
 }
 #endif
+
+TEST_CASE("a moved-from sandbox reports errors instead of crashing", "[sandbox][lifetime]") {
+  auto t = std::make_shared<Scripted>();
+  auto box = Box::run({}, t).value();
+  auto other = std::move(box);
+  CHECK(box.state().error().is(errc::not_found)); // NOLINT(bugprone-use-after-move)
+  CHECK(box.stop().error().is(errc::not_found));
+  CHECK(box.wait_until_complete(1s).error().is(errc::not_found));
+  CHECK(box.exec({"x"}).result().error().is(errc::not_found));
+  CHECK(box.read_file("/x").error().is(errc::not_found));
+  CHECK(box.write_file("/x", "y").error().is(errc::not_found));
+  CHECK(other.state().value() == State::RUNNING);
+}
