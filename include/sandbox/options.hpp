@@ -39,12 +39,19 @@ struct ExecOptions {
   bool check = false;
 };
 
-/// Resource limits of a sandbox. Zero / unset means no limit.
+/// What a local sandbox may write when `Resources::disk_bytes` is 0: its writable layer and
+/// `/tmp` together (`/dev/shm` has 64 MiB of its own, as in Docker).
+inline constexpr std::uint64_t default_disk_bytes = std::uint64_t{1} << 30;
+
+/// Resource limits of a sandbox. Zero / unset means no limit, except for `disk_bytes`.
 struct Resources {
   std::uint64_t memory_bytes = 0;
   std::uint32_t max_pids = 0;
   /// CPU time as a fraction of one core (0.5 = half a core).
   double cpus = 0;
+  /// Local transport: bytes the sandbox may write (its writable layer and /tmp together, held
+  /// in host memory); beyond it writes fail with ENOSPC inside. 0: `default_disk_bytes`.
+  std::uint64_t disk_bytes = 0;
 };
 
 /// A file placed read-only into the sandbox at start.
@@ -56,8 +63,13 @@ struct MountedFile {
 /// Options of a sandbox.
 struct SandboxOptions {
   /// Root filesystem. Local transport: empty = the host's root, read-only under a private
-  /// writable layer; otherwise a directory holding a root filesystem. Remote: a container image.
+  /// writable layer, without the host's secrets (see `whole_host_root`); otherwise a directory
+  /// holding a root filesystem. Remote: a container image.
   std::string image;
+  /// Local transport, default root only: show the host's root whole. Otherwise home directories,
+  /// /root, /var, /run, /srv, /mnt, /media, /boot and secret files of /etc (shadow, sudoers,
+  /// ssh host keys, private TLS keys, machine-id, …) are hidden; README lists them.
+  bool whole_host_root = false;
   /// Main process (argv). Empty: keep-alive until stopped.
   std::vector<std::string> command;
   /// Environment of the main process and the base environment of every exec.

@@ -13,6 +13,7 @@
 #include <sandbox/transport/local/userns.hpp>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <span>
@@ -272,6 +273,34 @@ private:
   return nullptr;
 }
 
+/// Where this process's argv and environment strings lie (/proc/self/stat fields 48-51), read
+/// once: a supervisor overwrites them in its copy of this memory.
+struct client_areas {
+  memory_area args, environment;
+};
+[[nodiscard]] inline const client_areas& client_memory() noexcept {
+  static const client_areas areas = [] {
+    client_areas a;
+    unique_fd fd(::open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
+    char buf[2048];
+    ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
+    if (n <= 0) return a;
+    buf[n] = '\0';
+    const char* p = std::strrchr(buf, ')'); // the name may hold spaces and parentheses
+    std::uintptr_t v[4] = {};
+    for (int field = 3; p && field <= 51; ++field) { // p: at field `field` after the skip
+      p = std::strchr(p, ' ');
+      if (!p) break;
+      ++p;
+      if (field >= 48) v[field - 48] = static_cast<std::uintptr_t>(std::strtoull(p, nullptr, 10));
+    }
+    a.args = {v[0], v[1]};
+    a.environment = {v[2], v[3]};
+    return a;
+  }();
+  return areas;
+}
+
 /// The environment every command of the sandbox starts from.
 [[nodiscard]] inline std::vector<std::string> make_base_env(const std::string& id,
                                                              const env_map& extra) {
@@ -300,7 +329,10 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
                                        "/mnt, /run, … all missing)");
   std::string lower = o.image.empty() ? std::string("/") : o.image;
   std::string sstaging = staging;
-  std::string upper = sstaging + "/upper", work = sstaging + "/work", root = sstaging + "/root";
+  std::string upper = sstaging + "/upper", work = sstaging + "/work", root = sstaging + "/root",
+              tmp = sstaging + "/tmp";
+  const std::uint64_t disk = o.resources.disk_bytes ? o.resources.disk_bytes : default_disk_bytes;
+  std::string staging_opts = "mode=0755,size=" + std::to_string(disk);
   std::string overlay_opts = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work;
   const bool user_ns = needs_user_ns();
   if (user_ns) overlay_opts += ",userxattr"; // trusted.* xattrs need the host's CAP_SYS_ADMIN
@@ -322,6 +354,8 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   setup.ctl_fd = theirs.get();
   setup.hostname = b->id.c_str();
   setup.staging = staging;
+  setup.staging_opts = staging_opts.c_str();
+  setup.tmp = tmp.c_str();
   setup.root = root.c_str();
   setup.upper = upper.c_str();
   setup.work = work.c_str();
@@ -331,6 +365,10 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   setup.user_ns = user_ns;
   setup.mirror_root = user_ns && o.image.empty();
   setup.lower = lower.c_str();
+  setup.hide_host_secrets = o.image.empty() && !o.whole_host_root;
+  setup.wait_for_cgroup = cgroups::requested(o.resources);
+  setup.args = client_memory().args;
+  setup.environment = client_memory().environment;
   setup.seccomp = seccomp_filter;
   setup.oom_commands_first = o.resources.memory_bytes != 0;
   std::vector<mounted_file_spec> files;
@@ -390,6 +428,9 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
     auto made = cgroups::group::create(b->id, o.resources);
     if (made) b->cgroup_ = std::move(made).value();
     auto attached = made ? b->cgroup_->attach(pid) : result<void>(made.as_failure());
+    // The supervisor makes its cgroup namespace once it is in the sandbox's cgroup.
+    if (attached && ::send(b->ctl_.get(), "c", 1, MSG_NOSIGNAL) != 1)
+      attached = fail(errc::failed, "sandbox " + b->id + ": the supervisor exited during setup");
     if (!attached) {
       std::lock_guard lk(b->m_);
       b->stop_requested_ = true;

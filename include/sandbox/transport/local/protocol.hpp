@@ -60,6 +60,9 @@ enum class stage : std::uint32_t {
   session,
   seccomp,
   user_ns,
+  hide,
+  verify_root,
+  cgroup_ns,
 };
 
 [[nodiscard]] constexpr const char* to_string(stage s) noexcept {
@@ -88,6 +91,9 @@ enum class stage : std::uint32_t {
   case stage::session: return "starting a session";
   case stage::seccomp: return "installing the seccomp filter";
   case stage::user_ns: return "mapping the user namespace";
+  case stage::hide: return "hiding the host's secrets";
+  case stage::verify_root: return "checking that the host's root is gone";
+  case stage::cgroup_ns: return "entering a cgroup namespace";
   }
   return "?";
 }

@@ -8,6 +8,7 @@
 // needs are prepared by the client before the clone.
 #pragma once
 
+#include <sandbox/transport/local/hidden.hpp>
 #include <sandbox/transport/local/protocol.hpp>
 #include <sandbox/transport/local/seccomp.hpp>
 
@@ -19,6 +20,7 @@
 
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/magic.h>
 #include <net/if.h>
 #include <poll.h>
 #include <sched.h>
@@ -31,6 +33,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,12 +47,19 @@ struct mounted_file_spec {
   std::size_t size;
 };
 
+/// An address range of the client's memory (its argv or environment strings).
+struct memory_area {
+  std::uintptr_t begin = 0, end = 0;
+};
+
 /// Everything the supervisor needs, prepared by the client before the clone (the child sees a
 /// copy of the client's memory, so these pointers stay valid there).
 struct supervisor_setup {
   int ctl_fd = -1;
   const char* hostname = nullptr;
   const char* staging = nullptr;      ///< existing host directory the private tmpfs is mounted on
+  const char* staging_opts = nullptr; ///< its mount options: mode and size (the disk budget)
+  const char* tmp = nullptr;          ///< staging + "/tmp": the sandbox's /tmp, in the same budget
   const char* root = nullptr;         ///< staging + "/root": where the overlay is mounted
   const char* overlay_opts = nullptr; ///< lowerdir=…,upperdir=…,workdir=…
   const char* upper = nullptr;
@@ -64,6 +74,14 @@ struct supervisor_setup {
   /// mounts below it, as the host's root always has.
   bool mirror_root = false;
   const char* lower = nullptr;
+  /// The default root without the host's secrets (hidden.hpp).
+  bool hide_host_secrets = false;
+  /// Resource limits are set: the client moves the supervisor into the sandbox's cgroup and then
+  /// sends one byte; the cgroup namespace is made after that, rooted at the sandbox's cgroup.
+  bool wait_for_cgroup = false;
+  /// The client's argv and environment strings, which this copy of its memory still holds and
+  /// /proc/1/cmdline would show: overwritten first thing.
+  memory_area args, environment;
   /// Commands run under seccomp::filter. Off only to measure what the filter costs.
   bool seccomp = true;
   /// A memory limit is set: commands get oom_score_adj 1000 so that the OOM killer takes them
@@ -168,15 +186,20 @@ inline bool mkdir_p(char* path) noexcept { // path is modified in place and rest
   return ::mkdir(path, 0755) == 0 || errno == EEXIST;
 }
 
-inline bool ensure_dir(const char* path) noexcept {
-  return ::mkdir(path, 0755) == 0 || errno == EEXIST;
+/// Bind-mounts `src` on the existing `dst` read-only: a device node bound this way still works,
+/// but nothing done inside (chmod, chown, utimes, setxattr) can change the host's inode.
+inline bool bind_read_only(const char* src, const char* dst) noexcept {
+  // The remount keeps the source's nodev/nosuid where a user namespace has them locked.
+  return ::mount(src, dst, nullptr, MS_BIND, nullptr) == 0 &&
+         ::mount(nullptr, dst, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
+                 nullptr) == 0;
 }
 
-/// /dev with only the usual safe nodes (bind-mounted from the host), devpts, shm and the fd links.
+/// /dev with only the usual safe nodes (read-only binds of the host's), devpts, shm and the fd
+/// links.
 inline bool populate_dev() noexcept {
-  if (!ensure_dir("dev")) return false;
-  // nodev: a device node made in /dev cannot be opened (the bind-mounted ones below are mounts
-  // of their own and keep the host's /dev flags).
+  // nodev: a device node made in /dev cannot be opened (the bound ones below are mounts of
+  // their own and keep the host's /dev flags).
   if (::mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k") !=
       0)
     return false;
@@ -186,17 +209,17 @@ inline bool populate_dev() noexcept {
                                              {"/dev/random", "dev/random"},
                                              {"/dev/urandom", "dev/urandom"},
                                              {"/dev/tty", "dev/tty"}};
-  for (const auto& n : nodes) {
-    if (!make_file(n[1])) return false;
-    if (::mount(n[0], n[1], nullptr, MS_BIND, nullptr) != 0) return false;
-  }
+  for (const auto& n : nodes)
+    if (!make_file(n[1]) || !bind_read_only(n[0], n[1])) return false;
   if (::mkdir("dev/pts", 0755) != 0) return false;
   if (::mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
               "newinstance,ptmxmode=0666,mode=0620") != 0)
     return false;
   if (::symlink("pts/ptmx", "dev/ptmx") != 0) return false;
   if (::mkdir("dev/shm", 01777) != 0) return false;
-  if (::mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777") != 0)
+  // 64 MiB, Docker's default: shared memory is host memory too.
+  if (::mount("tmpfs", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+              "mode=1777,size=64m") != 0)
     return false;
   return ::symlink("/proc/self/fd", "dev/fd") == 0 &&
          ::symlink("/proc/self/fd/0", "dev/stdin") == 0 &&
@@ -267,11 +290,11 @@ inline bool mask_kernel_files() noexcept {
       if (errno == ENOENT) continue; // not in this kernel
       return false;
     }
-    int rc = S_ISDIR(st.st_mode)
-                 ? ::mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                           "size=0,mode=0555")
-                 : ::mount("dev/null", p, nullptr, MS_BIND, nullptr);
-    if (rc != 0) return false;
+    bool ok = S_ISDIR(st.st_mode)
+                  ? ::mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                            "size=0,mode=0555") == 0
+                  : bind_read_only("dev/null", p);
+    if (!ok) return false;
   }
   for (const char* p : read_only) {
     if (::lstat(p, &st) != 0) {
@@ -326,6 +349,10 @@ inline int overlay_one(mirror_state& m, const char* src, const char* dst) noexce
       !append(wk, sizeof wk, m.s->work) || !append(wk, sizeof wk, num + i))
     return ENAMETOOLONG;
   if (::mkdir(up, 0755) != 0 || ::mkdir(wk, 0755) != 0) return errno;
+  if (m.s->hide_host_secrets) {
+    hidden::layer l{"/", src + 1, up, "user.overlay.opaque"};
+    if (int err = hidden::prepare_upper(l); err != 0) return err;
+  }
   if (!append(opts, sizeof opts, "lowerdir=") || !append(opts, sizeof opts, src) ||
       !append(opts, sizeof opts, ",upperdir=") || !append(opts, sizeof opts, up) ||
       !append(opts, sizeof opts, ",workdir=") || !append(opts, sizeof opts, wk) ||
@@ -373,6 +400,12 @@ inline int mirror_tree(mirror_state& m, const char* src, const char* dst, int de
         continue; // too long to mirror: left out
       struct stat st{};
       if (::lstat(from, &st) != 0) continue; // gone meanwhile
+      if (const hidden::entry* h = m.s->hide_host_secrets ? hidden::find(from + 1) : nullptr) {
+        if (h->how == hidden::kind::empty_dir && S_ISDIR(st.st_mode) &&
+            (::mkdir(to, 0700) != 0 || ::chmod(to, st.st_mode & 07777) != 0))
+          err = errno;
+        continue;
+      }
       if (S_ISLNK(st.st_mode)) {
         char target[4096];
         ssize_t len = ::readlink(from, target, sizeof target - 1);
@@ -418,36 +451,65 @@ inline bool make_tree_read_only(const char* path) noexcept {
   return ::syscall(SYS_mount_setattr, AT_FDCWD, path, at_recursive, &attr, sizeof attr) == 0;
 }
 
-/// Builds the sandbox's root and pivots into it. Runs as PID 1 of the new namespaces.
+/// Makes `name` (relative to the new root) a real directory to mount on: an image may hold a
+/// symlink there (to "/", "../..", /proc/1/root, …) that a mount would follow out of the new
+/// root. The link, or a file, is removed on the private writable layer, never on the image.
+inline bool real_dir(const char* name, mode_t mode) noexcept {
+  struct stat st{};
+  if (::lstat(name, &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return true;
+    if (::unlink(name) != 0) return false;
+  } else if (errno != ENOENT) {
+    return false;
+  }
+  return ::mkdir(name, mode) == 0 && ::chmod(name, mode) == 0;
+}
+
+/// Builds the sandbox's root and pivots into it. Runs as PID 1 of the new namespaces, before
+/// any command: nothing else can change the tree meanwhile.
 inline void build_root(const supervisor_setup& s) noexcept {
   const int c = ctl;
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     setup_failed(c, stage::mount_private);
   // The private tmpfs hides nothing of the host: it is mounted in this mount namespace only.
-  if (::mount("tmpfs", s.staging, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755") != 0)
+  // Its size bounds what the sandbox can write: the writable layer and /tmp live on it.
+  if (::mount("tmpfs", s.staging, "tmpfs", MS_NOSUID | MS_NODEV, s.staging_opts) != 0)
     setup_failed(c, stage::staging);
-  if (::mkdir(s.upper, 0755) != 0 || ::mkdir(s.work, 0755) != 0 || ::mkdir(s.root, 0755) != 0)
+  if (::mkdir(s.upper, 0755) != 0 || ::mkdir(s.work, 0755) != 0 || ::mkdir(s.root, 0755) != 0 ||
+      ::mkdir(s.tmp, 01777) != 0 || ::chmod(s.tmp, 01777) != 0)
     setup_failed(c, stage::staging);
   if (s.mirror_root) {
     mirror_state m{&s, 0};
     if (::mount(s.root, s.root, nullptr, MS_BIND, nullptr) != 0) setup_failed(c, stage::overlay);
-    if (int err = mirror_tree(m, s.lower, s.root, 0); err != 0) {
+    int err = mirror_tree(m, s.lower, s.root, 0);
+    if (err == 0 && s.hide_host_secrets) err = hidden::make_skeleton(s.root);
+    if (err != 0) {
       errno = err;
       setup_failed(c, stage::overlay);
     }
-  } else if (::mount("overlay", s.root, "overlay", MS_NODEV, s.overlay_opts) != 0) {
+  } else {
+    if (s.hide_host_secrets) {
+      hidden::layer l{s.lower, "", s.upper, "trusted.overlay.opaque"};
+      int err = hidden::prepare_upper(l);
+      if (err == 0) err = hidden::make_skeleton(s.upper);
+      if (err != 0) {
+        errno = err;
+        setup_failed(c, stage::hide);
+      }
+    }
     // nodev: a device node made on the writable layer cannot be opened.
-    setup_failed(c, stage::overlay);
+    if (::mount("overlay", s.root, "overlay", MS_NODEV, s.overlay_opts) != 0)
+      setup_failed(c, stage::overlay);
   }
-  if (::chdir(s.root) != 0) setup_failed(c, stage::overlay);
-  if (!ensure_dir("proc") ||
+  struct stat new_root{};
+  if (::chdir(s.root) != 0 || ::stat(".", &new_root) != 0) setup_failed(c, stage::overlay);
+  if (!real_dir("proc", 0555) ||
       ::mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
     setup_failed(c, stage::proc);
-  if (!populate_dev()) setup_failed(c, stage::dev);
-  if (::mkdir("tmp", 01777) != 0 && errno != EEXIST) setup_failed(c, stage::tmp);
-  if (::mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0)
+  if (!real_dir("dev", 0755) || !populate_dev()) setup_failed(c, stage::dev);
+  if (!real_dir("tmp", 01777) || ::mount(s.tmp, "tmp", nullptr, MS_BIND, nullptr) != 0)
     setup_failed(c, stage::tmp);
-  if (!ensure_dir("sys")) setup_failed(c, stage::sys);
+  if (!real_dir("sys", 0555)) setup_failed(c, stage::sys);
   if (::mount("sysfs", "sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) !=
       0) {
     // A user namespace may mount sysfs only with a network namespace of its own
@@ -460,10 +522,27 @@ inline void build_root(const supervisor_setup& s) noexcept {
   if (!mask_kernel_files()) setup_failed(c, stage::masks);
   if (::syscall(SYS_pivot_root, ".", ".") != 0) setup_failed(c, stage::pivot_root);
   if (::umount2(".", MNT_DETACH) != 0 || ::chdir("/") != 0) setup_failed(c, stage::pivot_root);
+  // The old root must be gone: "/" and "/.." are the new root, nothing of the host above it.
+  struct stat root{}, up{};
+  if (::stat("/", &root) != 0 || ::stat("/..", &up) != 0) setup_failed(c, stage::verify_root);
+  if (root.st_dev != new_root.st_dev || root.st_ino != new_root.st_ino ||
+      up.st_dev != root.st_dev || up.st_ino != root.st_ino) {
+    errno = EXDEV;
+    setup_failed(c, stage::verify_root);
+  }
 }
 
-/// Writes each mounted file and makes it a read-only bind mount of itself. Runs after pivot_root,
-/// so symlinks in an image resolve inside the sandbox, never on the host.
+/// Whether `fd` is a regular file of an ordinary filesystem: not a kernel interface of /proc or
+/// /sys that a symlink in the image could point a write of the supervisor (still root) at.
+inline bool plain_file(int fd) noexcept {
+  struct stat st{};
+  struct statfs fs{};
+  return ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::fstatfs(fd, &fs) == 0 &&
+         fs.f_type != PROC_SUPER_MAGIC && fs.f_type != SYSFS_MAGIC;
+}
+
+/// Writes each mounted file and makes it a read-only bind mount of itself. Runs after pivot_root
+/// (verified), so symlinks in an image resolve inside the sandbox, never on the host.
 inline bool place_files(const supervisor_setup& s) noexcept {
   char path[4096];
   for (std::size_t i = 0; i < s.nfiles; ++i) {
@@ -478,8 +557,16 @@ inline bool place_files(const supervisor_setup& s) noexcept {
       *slash = '/';
       if (!ok) return false;
     }
-    int fd = ::open(f.path, O_CREAT | O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0444);
+    // No O_TRUNC before the check; O_NONBLOCK: a FIFO in the image does not block the setup.
+    int fd = ::open(f.path, O_CREAT | O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0444);
     if (fd < 0) return false;
+    bool plain = plain_file(fd);
+    if (!plain || ::ftruncate(fd, 0) != 0) {
+      int err = plain ? errno : EPERM;
+      ::close(fd);
+      errno = err;
+      return false;
+    }
     for (std::size_t done = 0; done < f.size;) {
       ssize_t n = ::write(fd, f.data + done, f.size - done);
       if (n < 0 && errno == EINTR) continue;
@@ -778,9 +865,32 @@ inline bool handle_request(state& st) noexcept {
   }
 }
 
+/// Waits for the client's go-ahead byte; exits when the client is gone.
+inline void await_client() noexcept {
+  char go = 0;
+  ssize_t n;
+  do n = ::recv(ctl, &go, 1, 0);
+  while (n < 0 && errno == EINTR);
+  if (n != 1) _exit(exit_setup_failed);
+}
+
+/// Overwrites an area of this copy of the client's memory with `text` and zeros.
+inline void scrub(memory_area a, const char* text) noexcept {
+  if (a.end <= a.begin) return;
+  auto* p = reinterpret_cast<char*>(a.begin);
+  std::size_t n = a.end - a.begin, k = std::strlen(text);
+  std::memset(p, 0, n);
+  std::memcpy(p, text, k < n ? k : n - 1);
+}
+
 /// Entry point of the cloned child (PID 1 in the new namespaces).
 inline int supervisor_main(void* arg) noexcept {
   const auto& s = *static_cast<const supervisor_setup*>(arg);
+  // /proc/1/cmdline is readable by every command: it must not show the client's argv (an API key
+  // on its command line). Its environment goes too, though only a ptracer could read it.
+  scrub(s.args, "sandbox-init");
+  scrub(s.environment, "");
+  ::umask(0); // setup gives every file the mode it names; commands get 022 below
   // Keep only the control socket (as fd 3) and /dev/null on 0-2: nothing else of the client.
   if (s.ctl_fd != ctl && ::dup2(s.ctl_fd, ctl) < 0) _exit(1);
   ::syscall(SYS_close_range, static_cast<unsigned>(ctl + 1), ~0u, 0u);
@@ -794,11 +904,7 @@ inline int supervisor_main(void* arg) noexcept {
     // Until the client has written uid_map and gid_map this process has no identity (and no
     // capability) inside its user namespace. The client writes them while this process is still
     // dumpable (a non-dumpable process's /proc files belong to the host's root).
-    char go = 0;
-    ssize_t n;
-    do n = ::recv(ctl, &go, 1, 0);
-    while (n < 0 && errno == EINTR);
-    if (n != 1) _exit(exit_setup_failed);
+    await_client();
   }
   // A session of its own: no controlling terminal, so no command can open the caller's
   // terminal as /dev/tty and push keystrokes into it (TIOCSTI) or hang it up.
@@ -829,6 +935,10 @@ inline int supervisor_main(void* arg) noexcept {
   if (!place_files(s)) setup_failed(ctl, stage::mounted_files);
   if (::sethostname(s.hostname, std::strlen(s.hostname)) != 0) setup_failed(ctl, stage::hostname);
   if (!s.host_network && !loopback_up()) setup_failed(ctl, stage::loopback);
+  if (s.wait_for_cgroup) await_client();
+  // Rooted at the sandbox's own cgroup: /proc/self/cgroup shows "/", not the host's paths.
+  if (::unshare(CLONE_NEWCGROUP) != 0) setup_failed(ctl, stage::cgroup_ns);
+  ::umask(022);
   if (!drop_capabilities()) setup_failed(ctl, stage::capabilities);
   // From here on the supervisor only serves requests, with calls the filter allows (clone
   // without namespace flags, execve, wait, kill, socket I/O), so it installs the filter on itself
