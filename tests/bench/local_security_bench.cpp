@@ -4,7 +4,8 @@
 //                  same sandbox machinery without it (A/B interleaved), and posix_spawn
 //   syscall-bound  dd bs=1 count=200000 (400 000 read/write calls), with vs without the filter
 //   fork-bound     sh forking 200 `true`s (clone is one of the calls the filter inspects)
-//   cold start     run() -> exec({"true"}) done -> stop, everything on   vs  bwrap --unshare-all
+//   cold start     run() -> exec({"true"}) done -> stop, everything on   vs  bwrap --unshare-all;
+//                  and with the host's secrets hidden (the default) vs whole_host_root
 //   rootless       the same cold start by an unprivileged caller (user namespace, one overlay
 //                  per directory of the root), in a forked child dropped to uid 65534
 // Usage: local_security_bench [iterations]   (default 200)
@@ -108,9 +109,9 @@ void exec_ok(const std::shared_ptr<local::box>& b, const std::vector<std::string
     die("exec " + argv[0] + ": " + (r ? r.value().stderr_text : r.error().message));
 }
 
-double cold_start_once() {
-  return time_ms([] {
-    auto box = sandbox::NoexceptSandbox::run({}, sandbox::local_transport::shared());
+double cold_start_once(const sandbox::SandboxOptions& o = {}) {
+  return time_ms([&] {
+    auto box = sandbox::NoexceptSandbox::run(o, sandbox::local_transport::shared());
     if (!box) die("run: " + box.error().message);
     auto r = box.value().exec({"true"}).result();
     if (!r || r.value().returncode != 0) die("cold exec failed");
@@ -179,6 +180,16 @@ int main(int argc, char** argv) {
   cold_start_once();
   for (int i = 0; i < n; ++i) cold.push_back(cold_start_once());
   print("cold start run -> exec true -> stop (all protections)", summarize(cold));
+  // Hiding the host's secrets from the default root, against the whole host root (A/B).
+  std::vector<double> hid, whole;
+  for (int i = 0; i < n; ++i) {
+    hid.push_back(cold_start_once());
+    whole.push_back(cold_start_once({.whole_host_root = true}));
+  }
+  stats h = summarize(hid), wh = summarize(whole);
+  print("cold start, host secrets hidden (default)", h);
+  print("cold start, whole_host_root (baseline)", wh);
+  std::printf("  hiding costs: %+.3f ms\n", h.median_ms - wh.median_ms);
   bool have_bwrap = spawn_wait({"bwrap", "--ro-bind", "/", "/", "true", nullptr});
   if (have_bwrap)
     print("bwrap --ro-bind / / --proc --dev --unshare-all true (baseline)",

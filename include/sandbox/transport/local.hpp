@@ -21,13 +21,15 @@
 
 namespace sandbox {
 
-/// Runs each sandbox as a process tree in its own pid, mount, uts, ipc and network namespaces,
-/// on a private writable overlay of a read-only root (the host's, or `SandboxOptions::image`).
+/// Runs each sandbox as a process tree in its own pid, mount, uts, ipc, network and cgroup
+/// namespaces, on a private writable overlay of a read-only root (the host's, or
+/// `SandboxOptions::image`), its writes bounded by `Resources::disk_bytes`.
 /// Sandboxes live as long as this process at most: when it dies, they die. As root the
 /// sandbox's root user is the host's, held to Docker's default capabilities and system calls;
 /// without root it runs in a user namespace mapped to the caller's uid (resource limits then
 /// need root). With the default root (the host's, read-only) commands can *read* the host's
-/// files: give untrusted code holding no business with host secrets an `image`.
+/// programs and libraries, but not its secrets (`SandboxOptions::whole_host_root`); code that
+/// must see no host file at all belongs on an `image`.
 /// Thread-safe; works when the caller is multi-threaded.
 class local_transport {
 public:
