@@ -123,6 +123,7 @@ double cold_start_once(const sandbox::SandboxOptions& o = {}) {
 bool rootless_cold_start(int n, stats& out) {
   int p[2];
   if (::pipe(p) != 0) return false;
+  std::fflush(stdout); // or the child prints what is buffered again
   pid_t pid = ::fork();
   if (pid == 0) {
     ::close(p[0]);
