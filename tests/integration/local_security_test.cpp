@@ -745,6 +745,11 @@ TEST_CASE("nothing done inside changes a host device node or what masks /proc",
   for (const char* n : nodes) {
     INFO(n);
     CHECK(facts_of(n) == before[n]);
+    // Where the protection failed, give the host its nodes back.
+    if (!(facts_of(n) == before[n])) {
+      CHECK(::chown(n, before[n].uid, before[n].gid) == 0);
+      CHECK(::chmod(n, before[n].mode & 07777) == 0);
+    }
   }
   // ... and the nodes still work.
   CHECK(sh(box, "echo x > /dev/null && head -c 5 /dev/zero | wc -c && head -c 8 /dev/urandom | "
