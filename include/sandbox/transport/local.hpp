@@ -6,18 +6,18 @@
 #include <sandbox/detail/random.hpp>
 #include <sandbox/detail/validate.hpp>
 #include <sandbox/transport/local/box.hpp>
+#include <sandbox/transport/local/files.hpp>
 #include <sandbox/transport/local/process.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include <linux/openat2.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 
 namespace sandbox {
 
@@ -39,6 +39,9 @@ public:
     /// read_file refuses files larger than this (errc::file_too_large) instead of exhausting
     /// the caller's memory.
     std::uint64_t max_file_bytes = std::uint64_t{1} << 30;
+    /// read_file and write_file give up with errc::timeout once this much time has passed
+    /// (the transfer is checked between reads and writes of at most 1 MiB each).
+    std::chrono::milliseconds file_timeout = std::chrono::seconds(60);
   };
 
   local_transport() noexcept = default;
@@ -138,51 +141,44 @@ public:
     return process_type::start(std::move(b), argv, o);
   }
 
-  /// Reads a whole regular file of the sandbox (paths resolve inside it; symlinks cannot leave
-  /// it). Special files are refused rather than read forever or waited on.
-  /// **Errors:** file_not_found, file_is_directory, file_permission, file_too_large (over
-  /// options::max_file_bytes), file_io (not a regular file, I/O error), not_running, validation.
+  /// Reads a whole regular file of the sandbox, as a command inside would see it. The path
+  /// resolves inside the sandbox (`..` and symlinks, absolute ones included, cannot leave it;
+  /// /proc magic links such as /proc/<pid>/root are not followed) and must lead to a regular
+  /// file of an ordinary filesystem: kernel interfaces (/proc, /sys, cgroups, debugfs, …) are
+  /// refused, because the caller would open them with its own privileges and view (the
+  /// sandbox's PID 1 is a copy of the caller: /proc/1/environ is the caller's environment),
+  /// and FIFOs, sockets and devices are refused rather than waited on. Bounded by
+  /// options::max_file_bytes and options::file_timeout.
+  /// **Errors:** file_not_found, file_is_directory, file_permission (a kernel interface, a magic
+  /// link, a symlink loop, access denied), file_too_large (over options::max_file_bytes), file_io
+  /// (not a regular file, I/O error), timeout (options::file_timeout passed), not_running,
+  /// validation (not absolute, a NUL byte, longer than PATH_MAX or a name than NAME_MAX).
   [[nodiscard]] result<std::string> read_file(std::string_view id, std::string_view path) noexcept {
-    SANDBOX_TRY(fd, open_in(id, path, O_RDONLY));
-    const std::uint64_t limit = options_.max_file_bytes;
-    std::string data;
-    if (std::uint64_t size = static_cast<std::uint64_t>(fd.second.st_size); size > limit)
-      return too_large(id, path, size, limit);
-    else
-      data.reserve(static_cast<std::size_t>(size));
-    for (;;) {
-      // Files may grow while being read (and /proc files report size 0): read until EOF.
-      if (data.size() == data.capacity()) data.reserve(data.size() < 65536 ? 65536 : data.size() * 2);
-      std::size_t old = data.size();
-      std::size_t want = data.capacity() - old;
-      data.resize(data.capacity());
-      ssize_t n = ::read(fd.first.get(), data.data() + old, want);
-      data.resize(old + static_cast<std::size_t>(n > 0 ? n : 0));
-      if (n == 0) break;
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return file_error(id, path, errno);
-      }
-      if (data.size() > limit) return too_large(id, path, data.size(), limit);
-    }
-    return data;
+    namespace files = detail::local::files;
+    const files::target t{id, path, deadline()};
+    SANDBOX_TRYV(files::validate_path(path));
+    SANDBOX_TRY(b, find(id));
+    SANDBOX_TRY(root, b->open_root());
+    SANDBOX_TRY(fd, files::open_read(root.get(), t));
+    return files::read_all(fd.get(), t, options_.max_file_bytes);
   }
 
-  /// Creates or replaces a regular file of the sandbox with `data` (mode 0644).
-  /// **Errors:** file_not_found (missing parent), file_is_directory, file_permission (read-only
-  /// file or mount), file_too_large (no space left), file_io, not_running, validation.
+  /// Creates or replaces a regular file of the sandbox with `data` (a new file gets mode 0644),
+  /// with the same resolution and the same refusals as read_file: never a kernel interface,
+  /// never outside the sandbox. A file that exists is emptied only once it is known to be a
+  /// regular one; a dangling symlink has its target created, inside the sandbox.
+  /// **Errors:** file_not_found (missing parent), file_is_directory, file_permission (a kernel
+  /// interface, a magic link, read-only file or mount), file_too_large (no space left), file_io
+  /// (not a regular file), timeout (options::file_timeout passed), not_running, validation.
   [[nodiscard]] result<void> write_file(std::string_view id, std::string_view path,
                                         std::string_view data) noexcept {
-    SANDBOX_TRY(fd, open_in(id, path, O_WRONLY | O_CREAT | O_TRUNC));
-    while (!data.empty()) {
-      ssize_t n = ::write(fd.first.get(), data.data(), data.size());
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return file_error(id, path, errno);
-      }
-      data.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return success();
+    namespace files = detail::local::files;
+    const files::target t{id, path, deadline()};
+    SANDBOX_TRYV(files::validate_path(path));
+    SANDBOX_TRY(b, find(id));
+    SANDBOX_TRY(root, b->open_root());
+    SANDBOX_TRY(fd, files::open_write(root.get(), t));
+    return files::write_all(fd.get(), t, data);
   }
 
   /// Forgets a sandbox (stopping it first if it still runs).
@@ -221,49 +217,11 @@ private:
     return success();
   }
 
-  [[nodiscard]] static error file_error(std::string_view id, std::string_view path, int err) {
-    errc code = err == ENOENT || err == ENOTDIR ? errc::file_not_found
-                : err == EISDIR                 ? errc::file_is_directory
-                : err == EACCES || err == EPERM || err == EROFS || err == ELOOP
-                    ? errc::file_permission
-                : err == EFBIG || err == ENOSPC || err == EDQUOT ? errc::file_too_large
-                                                : errc::file_io;
-    return error(code, std::string(path) + " in sandbox " + std::string(id) + ": " +
-                           detail::errno_text(err));
-  }
-
-  [[nodiscard]] static error too_large(std::string_view id, std::string_view path,
-                                       std::uint64_t size, std::uint64_t limit) {
-    return error(errc::file_too_large, std::string(path) + " in sandbox " + std::string(id) +
-                                           " is larger than " + std::to_string(limit) +
-                                           " bytes (" + std::to_string(size) + " or more)");
-  }
-
-  /// Opens `path` inside the sandbox; only regular files (a FIFO or device would block or never
-  /// end). Returns the fd and its stat.
-  [[nodiscard]] result<std::pair<detail::unique_fd, struct stat>>
-  open_in(std::string_view id, std::string_view path, int flags) noexcept {
-    if (path.empty() || path[0] != '/' || path.find('\0') != std::string_view::npos)
-      return fail(errc::validation, "file path must be absolute, got " + detail::shell_quote(path));
-    SANDBOX_TRY(b, find(id));
-    SANDBOX_TRY(root, b->open_root());
-    open_how how{};
-    how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    how.mode = (flags & O_CREAT) ? 0644 : 0;
-    // Resolve as if chrooted: "..", absolute symlinks and /proc magic links cannot leave it.
-    how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-    std::string p(path);
-    long fd = ::syscall(SYS_openat2, root.get(), p.c_str(), &how, sizeof how);
-    if (fd < 0) return fail(file_error(id, path, errno));
-    detail::unique_fd file(static_cast<int>(fd));
-    struct stat st{};
-    if (::fstat(file.get(), &st) != 0) return fail(file_error(id, path, errno));
-    if (S_ISDIR(st.st_mode)) return fail(file_error(id, path, EISDIR));
-    if (!S_ISREG(st.st_mode))
-      return fail(errc::file_io, std::string(path) + " in sandbox " + std::string(id) +
-                                     " is not a regular file");
-    ::fcntl(file.get(), F_SETFL, 0); // back to blocking for the transfer
-    return std::pair<detail::unique_fd, struct stat>(std::move(file), st);
+  [[nodiscard]] detail::local::files::clock::time_point deadline() const noexcept {
+    auto now = detail::local::files::clock::now();
+    auto left = options_.file_timeout;
+    if (left > std::chrono::hours(24 * 365)) left = std::chrono::hours(24 * 365);
+    return now + left;
   }
 
   options options_;
