@@ -16,6 +16,15 @@ namespace sandbox {
 /// Environment variables, ordered so that requests are reproducible.
 using env_map = std::map<std::string, std::string, std::less<>>;
 
+/// What `ExecOptions::max_output_bytes = 0` ("the platform default", as in the v1 API) means
+/// locally: a result keeps at most 64 MiB of each stream. `sandboxd` applies it by default too.
+inline constexpr std::uint64_t default_max_output_bytes = std::uint64_t{64} << 20;
+
+/// `ExecOptions::max_output_bytes` that keeps all output, however large: the caller's memory is
+/// then the only limit. Over HTTP it asks for the most the API's int32 field can carry
+/// (2^31-1 bytes per stream).
+inline constexpr std::uint64_t unlimited_output = UINT64_MAX;
+
 /// Called with each chunk of output as the command produces it (not necessarily whole lines).
 using output_callback = std::function<void(std::string_view)>;
 
@@ -30,7 +39,10 @@ struct ExecOptions {
   std::optional<std::chrono::milliseconds> timeout;
   /// Open a pipe to the command's stdin (`Process::write_stdin`); otherwise it reads /dev/null.
   bool stdin_pipe = false;
-  /// Per stream: bytes beyond this are dropped but counted. 0: no cap.
+  /// Per stream, the bytes kept in the result; the rest is dropped but counted
+  /// (`ExecResult::*_truncated`, `*_bytes_produced`), and `on_stdout`/`on_stderr` still see it.
+  /// 0: the platform default (local: `default_max_output_bytes`; remote: the service's).
+  /// `unlimited_output`: no cap.
   std::uint64_t max_output_bytes = 0;
   /// Receive output while the command runs (transports with streaming only).
   output_callback on_stdout;

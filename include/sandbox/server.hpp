@@ -5,6 +5,7 @@
 
 #include <sandbox/concepts.hpp>
 #include <sandbox/detail/text.hpp>
+#include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/http/codec.hpp>
 #include <sandbox/transport/http/defaults.hpp>
@@ -45,8 +46,9 @@ struct server_options {
   std::size_t threads = 64;
   /// Largest request body; a larger one is refused (400; WriteFile: CWSANDBOX_FILE_TOO_LARGE).
   std::size_t max_request_bytes = std::size_t{64} << 20;
-  /// Per-stream output cap of an Exec that sends `maxOutputBytes: 0`.
-  std::uint64_t default_max_output_bytes = std::uint64_t{64} << 20;
+  /// Per-stream output cap of an Exec that sends `maxOutputBytes: 0` (the local transport's own
+  /// default unless changed).
+  std::uint64_t default_max_output_bytes = sandbox::default_max_output_bytes;
   /// Image names and what the transport is given for them (`SandboxOptions::image`); a name
   /// not listed is passed on as it is. By default the client's default image runs on the
   /// transport's default root.

@@ -112,6 +112,26 @@ TEST_CASE("output beyond max_output_bytes is dropped but counted", "[http][exec]
   CHECK(big.error().is(errc::validation));
 }
 
+TEST_CASE("0 asks for the service's output cap; unlimited_output for the most the API carries",
+          "[http][exec]") {
+  sandbox::server_options small;
+  small.default_max_output_bytes = 1000;
+  sandbox::testing::loopback_server limited(small);
+  auto made = http_env::box::run({}, limited.client());
+  REQUIRE(made);
+  auto& box = made.value();
+  const std::vector<std::string> cmd = {"head", "-c", "100000", "/dev/zero"};
+  auto capped = box.exec(cmd).result();
+  REQUIRE(capped);
+  CHECK(capped.value().stdout_text.size() == 1000);
+  CHECK(capped.value().stdout_truncated);
+  CHECK(capped.value().stdout_bytes_produced == 100000);
+  auto all = box.exec(cmd, {.max_output_bytes = sandbox::unlimited_output}).result();
+  REQUIRE(all);
+  CHECK(all.value().stdout_text == std::string(100000, '\0'));
+  CHECK_FALSE(all.value().stdout_truncated);
+}
+
 TEST_CASE("what needs a streaming exec is refused clearly", "[http][exec]") {
   auto box = keep_alive<http_env>();
   auto in = box.exec({"cat"}, {.stdin_pipe = true}).result();

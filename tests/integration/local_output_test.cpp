@@ -1,2 +1,247 @@
 // SPDX-License-Identifier: MIT
+// A command that floods its output: what the caller keeps is capped by default, what goes past the
+// cap is counted and still streamed to callbacks, and the caller's memory stays bounded.
+#include <sandbox/local.hpp>
+
 #include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+// Sanitizers keep freed memory in quarantine and shadow what is touched: memory is measured
+// only in plain builds.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANDBOX_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
+    __has_feature(memory_sanitizer)
+#define SANDBOX_TEST_SANITIZED 1
+#endif
+#endif
+
+namespace {
+
+#ifdef SANDBOX_TEST_SANITIZED
+constexpr bool measures_memory = false;
+#else
+constexpr bool measures_memory = true;
+#endif
+
+using Box = sandbox::NoexceptSandbox;
+constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
+constexpr std::uint64_t cap = sandbox::default_max_output_bytes;
+
+/// Runs `body` in a forked child and returns what it wrote to the pipe it is given. The child
+/// never returns into Catch.
+std::string in_child(const std::function<void(int)>& body) {
+  int p[2];
+  if (::pipe2(p, O_CLOEXEC) != 0) {
+    FAIL_CHECK("pipe2 failed");
+    return "";
+  }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(p[0]);
+    body(p[1]);
+    ::_exit(0);
+  }
+  ::close(p[1]);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; pid > 0 && (n = ::read(p[0], buf, sizeof buf)) > 0;)
+    out.append(buf, static_cast<std::size_t>(n));
+  ::close(p[0]);
+  int ws = 0;
+  CHECK(pid > 0);
+  if (pid > 0) ::waitpid(pid, &ws, 0);
+  CHECK(WIFEXITED(ws));
+  return out;
+}
+
+/// Writes "key value" as one line.
+void put(int fd, const std::string& key, const std::string& value) {
+  std::string line = key + " " + value + "\n";
+  (void)!::write(fd, line.data(), line.size());
+}
+
+void put(int fd, const std::string& key, std::uint64_t value) {
+  put(fd, key, std::to_string(value));
+}
+
+/// "key value" lines as a map.
+std::map<std::string, std::string> parse(const std::string& out) {
+  std::map<std::string, std::string> m;
+  std::istringstream in(out);
+  for (std::string line; std::getline(in, line);) {
+    auto sp = line.find(' ');
+    if (sp != std::string::npos) m[line.substr(0, sp)] = line.substr(sp + 1);
+  }
+  return m;
+}
+
+/// A field of /proc/self/status, in KiB ("VmSize:", "VmPeak:").
+std::uint64_t status_kib(const char* field) {
+  std::ifstream f("/proc/self/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind(field, 0) == 0)
+      return std::strtoull(line.c_str() + std::strlen(field), nullptr, 10);
+  return 0;
+}
+
+/// The peak resident set size of this process so far, in KiB.
+std::uint64_t peak_rss_kib() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<std::uint64_t>(u.ru_maxrss);
+}
+
+std::uint64_t num(const std::map<std::string, std::string>& m, const std::string& key) {
+  auto it = m.find(key);
+  return it == m.end() ? UINT64_MAX : std::strtoull(it->second.c_str(), nullptr, 10);
+}
+
+/// What `yes abcdefg` prints, from byte `offset` of its output on.
+constexpr std::string_view pattern = "abcdefg\n";
+bool follows_pattern(std::string_view s, std::uint64_t offset) {
+  for (std::size_t i = 0; i < s.size(); ++i)
+    if (s[i] != pattern[(offset + i) % pattern.size()]) return false;
+  return true;
+}
+
+/// In a fresh child process (so that its peak memory is this exec's alone): makes a sandbox, runs
+/// `script` in it with `o`, and reports one stream of the result (stderr if `stream_is_err`) and
+/// how the child's memory grew.
+std::map<std::string, std::string> measure(const std::string& script, bool stream_is_err,
+                                           sandbox::ExecOptions o = {}) {
+  std::string out = in_child([&](int fd) {
+    auto made = Box::run({}, std::make_shared<sandbox::local_transport>());
+    if (!made) return put(fd, "error", made.error().message);
+    Box& box = made.value();
+    // The first exec's own allocations belong in the baseline.
+    if (!box.exec({"true"}).result()) return put(fd, "error", "warm-up exec failed");
+    std::uint64_t rss_before = peak_rss_kib(), vm_before = status_kib("VmSize:");
+    auto r = box.exec({"sh", "-c", script}, std::move(o)).result();
+    std::uint64_t rss_after = peak_rss_kib(), vm_after = status_kib("VmPeak:");
+    if (!r) return put(fd, "error", r.error().message);
+    const sandbox::ExecResult& x = r.value();
+    const std::string& kept = stream_is_err ? x.stderr_text : x.stdout_text;
+    put(fd, "kept", kept.size());
+    put(fd, "zeros", kept.find_first_not_of('\0') == std::string::npos ? "yes" : "no");
+    put(fd, "truncated", (stream_is_err ? x.stderr_truncated : x.stdout_truncated) ? "yes" : "no");
+    put(fd, "produced", stream_is_err ? x.stderr_bytes_produced : x.stdout_bytes_produced);
+    put(fd, "other", stream_is_err ? x.stdout_text.size() : x.stderr_text.size());
+    put(fd, "rss_growth", (rss_after - rss_before) * 1024);
+    put(fd, "vm_growth", (vm_after - vm_before) * 1024);
+  });
+  INFO(out);
+  auto m = parse(out);
+  CHECK(m.count("error") == 0);
+  return m;
+}
+
+} // namespace
+
+TEST_CASE("by default a flood of output keeps the cap, is counted, and bounds the caller's memory",
+          "[local][security][output]") {
+  constexpr std::uint64_t flood = 200 * MiB;
+  for (bool err : {false, true}) {
+    INFO((err ? "stderr" : "stdout"));
+    auto m = measure("head -c " + std::to_string(flood) + " /dev/zero" + (err ? " >&2" : ""), err);
+    CHECK(num(m, "kept") == cap);
+    CHECK(m["zeros"] == "yes");
+    CHECK(m["truncated"] == "yes");
+    CHECK(num(m, "produced") == flood);
+    CHECK(num(m, "other") == 0);
+    // The handle keeps its result for repeated waits, so the caller holds the kept output twice
+    // at most; nothing grows with the 200 MiB produced.
+    INFO("peak RSS growth: " << num(m, "rss_growth") / MiB << " MiB");
+    if (measures_memory) CHECK(num(m, "rss_growth") < 2 * cap + 32 * MiB);
+  }
+}
+
+TEST_CASE("output callbacks see every byte, past the cap too", "[local][security][output]") {
+  auto made = Box::run({}, sandbox::local_transport::shared());
+  CHECK(made);
+  if (!made) return;
+  constexpr std::uint64_t n = cap + 3 * MiB + 5;
+  std::uint64_t seen_out = 0, seen_err = 0;
+  bool out_ok = true, err_ok = true;
+  sandbox::ExecOptions o;
+  o.on_stdout = [&](std::string_view s) {
+    out_ok = out_ok && follows_pattern(s, seen_out);
+    seen_out += s.size();
+  };
+  o.on_stderr = [&](std::string_view s) {
+    err_ok = err_ok && follows_pattern(s, seen_err);
+    seen_err += s.size();
+  };
+  const std::string head = "yes abcdefg | head -c " + std::to_string(n);
+  auto r = made.value().exec({"sh", "-c", head + "; " + head + " >&2"}, std::move(o)).result();
+  CHECK(r);
+  if (!r) return;
+  const sandbox::ExecResult& x = r.value();
+  CHECK(seen_out == n);
+  CHECK(out_ok);
+  CHECK(seen_err == n);
+  CHECK(err_ok);
+  CHECK(x.stdout_text.size() == cap);
+  CHECK(follows_pattern(x.stdout_text, 0));
+  CHECK(x.stdout_truncated);
+  CHECK(x.stdout_bytes_produced == n);
+  CHECK(x.stderr_text.size() == cap);
+  CHECK(follows_pattern(x.stderr_text, 0));
+  CHECK(x.stderr_truncated);
+  CHECK(x.stderr_bytes_produced == n);
+}
+
+TEST_CASE("unlimited_output keeps what the default cap drops", "[local][security][output]") {
+  auto made = Box::run({}, sandbox::local_transport::shared());
+  CHECK(made);
+  if (!made) return;
+  constexpr std::uint64_t n = 80 * MiB;
+  const std::vector<std::string> cmd = {"head", "-c", std::to_string(n), "/dev/zero"};
+  {
+    auto r = made.value().exec(cmd).result();
+    CHECK(r);
+    if (r) {
+      CHECK(r.value().stdout_text.size() == cap);
+      CHECK(r.value().stdout_truncated);
+      CHECK(r.value().stdout_bytes_produced == n);
+    }
+  }
+  auto r = made.value().exec(cmd, {.max_output_bytes = sandbox::unlimited_output}).result();
+  CHECK(r);
+  if (!r) return;
+  CHECK(r.value().stdout_text.size() == n);
+  CHECK(r.value().stdout_text.find_first_not_of('\0') == std::string::npos);
+  CHECK_FALSE(r.value().stdout_truncated);
+  CHECK(r.value().stdout_bytes_produced == n);
+}
+
+TEST_CASE("the kept output never reserves more memory than its cap", "[local][security][output]") {
+  // Just past a power of two: a buffer that doubles would reserve 64 MiB for 33.
+  constexpr std::uint64_t limit = 33 * MiB;
+  auto m = measure("head -c " + std::to_string(48 * MiB) + " /dev/zero", false,
+                   {.max_output_bytes = limit});
+  CHECK(num(m, "kept") == limit);
+  CHECK(m["truncated"] == "yes");
+  CHECK(num(m, "produced") == 48 * MiB);
+  // Address space, not RSS: a reservation counts whether or not its pages are touched. The kept
+  // buffer and the copy the caller gets, with room for the rest.
+  INFO("peak address space growth: " << num(m, "vm_growth") / MiB << " MiB");
+  if (measures_memory) CHECK(num(m, "vm_growth") < 2 * limit + 16 * MiB);
+}

@@ -266,7 +266,9 @@ public:
   /// by wrapping argv in `/bin/sh -c 'cd <cwd> && exec <argv>'` (the API has no cwd); the
   /// result reports the argv given. `timeout` travels as the request's `grpc-timeout` and is
   /// also enforced here (plus `exec_timeout_grace`) as errc::command_timeout.
-  /// `max_output_bytes` is the per-stream cap (0: the service's default).
+  /// `max_output_bytes` is the per-stream cap (0: the service's default). The API's field is an
+  /// int32: `unlimited_output` asks for its largest value, 2^31-1 bytes; any other value above
+  /// that is a validation error.
   /// **Errors:** validation, unsupported (stdin, output callbacks), not_running, and when the
   /// request fails: unavailable (could not connect), transport, timeout, protocol, and errors
   /// the service reports.
@@ -282,9 +284,13 @@ public:
     if (o.on_stdout || o.on_stderr)
       return fail(errc::unsupported, what + ": live output (on_stdout/on_stderr) needs a "
                                             "streaming exec, which the v1 HTTP API does not have");
-    if (o.max_output_bytes > static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max()))
+    constexpr auto wire_max = static_cast<std::uint64_t>(std::numeric_limits<std::int32_t>::max());
+    const std::uint64_t max_output =
+        o.max_output_bytes == unlimited_output ? wire_max : o.max_output_bytes;
+    if (max_output > wire_max)
       return fail(errc::validation, what + ": max_output_bytes above 2^31-1 does not fit the "
-                                           "API's int32 field");
+                                           "API's int32 field (unlimited_output asks for the "
+                                           "most it carries)");
     SANDBOX_TRYV(ensure_running(id, what));
 
     http::wire::ExecRequest body;
@@ -295,7 +301,7 @@ public:
     else
       body.command.assign(argv.begin(), argv.end());
     body.env.insert(o.env.begin(), o.env.end());
-    body.max_output_bytes = static_cast<std::int32_t>(o.max_output_bytes);
+    body.max_output_bytes = static_cast<std::int32_t>(max_output);
     http::detail::http_request rq = request("POST", path_of(id) + ":exec");
     rq.body = http::to_json(body);
     rq.idempotent = false;
@@ -309,9 +315,9 @@ public:
     } else {
       rq.read_timeout = o_.exec_read_timeout;
     }
-    if (o.max_output_bytes > 0) // two streams in base64, and room for the rest of the message
+    if (max_output > 0) // two streams in base64, and room for the rest of the message
       rq.max_response_bytes = std::max<std::size_t>(
-          rq.max_response_bytes, 2 * ((o.max_output_bytes + 2) / 3 * 4) + (std::size_t{64} << 10));
+          rq.max_response_bytes, 2 * ((max_output + 2) / 3 * 4) + (std::size_t{64} << 10));
 
     std::vector<std::string> command(argv.begin(), argv.end());
     auto state = std::make_unique<http::detail::exec_state>();

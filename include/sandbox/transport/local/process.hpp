@@ -76,7 +76,7 @@ public:
     process p;
     p.box_ = std::move(b);
     p.res_.command.assign(argv.begin(), argv.end());
-    p.max_output_ = o.max_output_bytes;
+    p.max_output_ = o.max_output_bytes == 0 ? default_max_output_bytes : o.max_output_bytes;
     p.on_out_ = o.on_stdout;
     p.on_err_ = o.on_stderr;
     if (o.timeout) p.exec_deadline_ = clock::now() + *o.timeout;
@@ -193,6 +193,7 @@ private:
 
   /// Reads one chunk of a stream straight into its result buffer (no intermediate copy), or
   /// into a scratch buffer once the cap is reached; false at EOF or when nothing is available.
+  /// Callbacks see every chunk, kept or dropped.
   bool read_stream(unique_fd& fd, bool is_out) noexcept {
     std::string& buf = is_out ? res_.stdout_text : res_.stderr_text;
     // Small outputs stay cheap (a few pages); large ones grow to the 1 MiB pipe size.
@@ -200,15 +201,21 @@ private:
     bool& truncated = is_out ? res_.stdout_truncated : res_.stderr_truncated;
     std::uint64_t& produced = is_out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced;
     const output_callback& cb = is_out ? on_out_ : on_err_;
-    std::uint64_t room = max_output_ == 0              ? chunk
-                         : buf.size() < max_output_ ? max_output_ - buf.size()
-                                                     : 0;
+    std::uint64_t room = buf.size() < max_output_ ? max_output_ - buf.size() : 0;
     std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(room, chunk));
     ssize_t n;
     const char* data;
     if (want > 0) {
       std::size_t old = buf.size();
-      if (buf.capacity() < old + want) buf.reserve(std::max(old + want, 2 * buf.capacity()));
+      if (buf.capacity() < old + want) {
+        // Doubling keeps appends cheap; the cap bounds it, so memory follows what is kept. A
+        // fresh string gets exactly that: `reserve` on this one may double past it.
+        std::uint64_t grown = std::max(old + want, 2 * buf.capacity());
+        std::string next;
+        next.reserve(static_cast<std::size_t>(std::min(grown, max_output_)));
+        next.append(buf);
+        buf.swap(next);
+      }
       buf.resize(old + want);
       n = ::read(fd.get(), buf.data() + old, want);
       buf.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
@@ -379,7 +386,7 @@ private:
   std::shared_ptr<box> box_;
   unique_fd status_, out_, err_, in_;
   ExecResult res_;
-  std::uint64_t max_output_ = 0;
+  std::uint64_t max_output_ = default_max_output_bytes; ///< per stream, never 0
   output_callback on_out_, on_err_;
   std::unique_ptr<char[]> scratch_; // output beyond max_output_bytes is read here and dropped
   std::optional<clock::time_point> exec_deadline_;
