@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -331,10 +332,18 @@ TEST_CASE("no cgroup of a sandbox remains after it stops", "[local][limits]") {
     }
     // A command is in the sandbox's cgroups, wherever they are (seen from the host: inside, its
     // cgroup namespace shows them as "/").
-    auto cmd = box.exec({"sleep", "60"});
+    std::atomic<bool> up{false};
+    sandbox::ExecOptions eo;
+    eo.on_stdout = [&](std::string_view) { up = true; };
+    auto cmd = box.exec({"sh", "-c", "echo up; exec sleep 60"}, eo);
+    for (int i = 0; i < 3000 && !up; ++i) { // output is delivered while the caller waits
+      (void)cmd.poll();
+      std::this_thread::sleep_for(10ms);
+    }
+    REQUIRE(up);
     for (const auto& d : dirs) {
       INFO(d);
-      CHECK(members(d).size() == 2); // started: in the cgroup from its clone on
+      CHECK(members(d).size() == 2);
     }
     CHECK(cmd.kill());
     CHECK(box.stop());
