@@ -315,9 +315,12 @@ public:
     } else {
       rq.read_timeout = o_.exec_read_timeout;
     }
-    if (max_output > 0) // two streams in base64, and room for the rest of the message
-      rq.max_response_bytes = std::max<std::size_t>(
-          rq.max_response_bytes, 2 * ((max_output + 2) / 3 * 4) + (std::size_t{64} << 10));
+    // Two streams in base64, and room for the rest of the message; 0 leaves the cap to the
+    // server, which sandboxd sets to default_max_output_bytes.
+    const std::uint64_t cap = max_output > 0 ? static_cast<std::uint64_t>(max_output)
+                                             : default_max_output_bytes;
+    rq.max_response_bytes = std::max<std::size_t>(
+        rq.max_response_bytes, 2 * ((cap + 2) / 3 * 4) + (std::size_t{64} << 10));
 
     std::vector<std::string> command(argv.begin(), argv.end());
     auto state = std::make_unique<http::detail::exec_state>();
