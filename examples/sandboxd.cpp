@@ -59,64 +59,75 @@ bool parse_size(const char* s, std::uint64_t& out) {
   return true;
 }
 
-} // namespace
-
-int main(int argc, char** argv) {
-  std::string listen, token_file;
+/// What the command line and the environment ask for.
+struct config {
+  std::string host, token_file;
+  int port = 0;
   sandbox::server_options opts;
+};
+
+/// Fills `c` from argv; returns an error message, "" on success, or "help" for --help.
+std::string parse_args(int argc, char** argv, config& c) {
+  std::string listen;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto value = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
-    if (a == "--help" || a == "-h") {
-      std::fputs(usage, stdout);
-      return 0;
-    }
-    const char* v = value();
-    if (!v) return die("missing value after " + a + "\n" + usage);
+    if (a == "--help" || a == "-h") return "help";
+    if (i + 1 >= argc) return "missing value after " + a;
+    const char* v = argv[++i];
     std::uint64_t n = 0;
     if (a == "--listen")
       listen = v;
     else if (a == "--token-file")
-      token_file = v;
+      c.token_file = v;
     else if (a == "--threads" && parse_size(v, n) && n > 0)
-      opts.threads = n;
+      c.opts.threads = n;
     else if (a == "--max-request-bytes" && parse_size(v, n) && n > 0)
-      opts.max_request_bytes = n;
+      c.opts.max_request_bytes = n;
     else if (a == "--max-output-bytes" && parse_size(v, n) && n > 0)
-      opts.default_max_output_bytes = n;
+      c.opts.default_max_output_bytes = n;
     else if (a == "--image" && std::strchr(v, '=')) {
       std::string kv = v;
       auto eq = kv.find('=');
-      opts.images[kv.substr(0, eq)] = kv.substr(eq + 1);
+      c.opts.images[kv.substr(0, eq)] = kv.substr(eq + 1);
     } else {
-      return die("bad argument: " + a + " " + v + "\n" + usage);
+      return "bad argument: " + a + " " + v;
     }
   }
-  if (listen.empty()) return die(std::string("--listen HOST:PORT is required\n") + usage);
+  if (listen.empty()) return "--listen HOST:PORT is required";
   auto colon = listen.rfind(':');
   std::uint64_t port = 0;
   if (colon == std::string::npos || !parse_size(listen.c_str() + colon + 1, port) || port > 65535)
-    return die("--listen wants HOST:PORT, got " + listen);
-  std::string host = listen.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
+    return "--listen wants HOST:PORT, got " + listen;
+  c.port = static_cast<int>(port);
+  c.host = listen.substr(0, colon);
+  if (c.host.size() > 2 && c.host.front() == '[' && c.host.back() == ']')
+    c.host = c.host.substr(1, c.host.size() - 2);
+  return {};
+}
 
-  if (!token_file.empty()) {
-    std::ifstream f(token_file);
-    if (!f) return die("cannot read the token file " + token_file + ": " + std::strerror(errno));
+/// The bearer token from --token-file or SANDBOXD_TOKEN; an error message when there is none.
+std::string load_token(config& c) {
+  std::string& token = c.opts.token;
+  if (!c.token_file.empty()) {
+    std::ifstream f(c.token_file);
+    if (!f) return "cannot read the token file " + c.token_file + ": " + std::strerror(errno);
     std::stringstream ss;
     ss << f.rdbuf();
-    opts.token = ss.str();
+    token = ss.str();
   } else if (const char* t = std::getenv("SANDBOXD_TOKEN")) {
-    opts.token = t;
+    token = t;
   }
-  while (!opts.token.empty() &&
-         (opts.token.back() == '\n' || opts.token.back() == '\r' || opts.token.back() == ' '))
-    opts.token.pop_back();
-  if (opts.token.empty())
-    return die("no bearer token: set SANDBOXD_TOKEN or pass --token-file FILE (sandboxd never "
-               "serves without authentication)");
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' '))
+    token.pop_back();
+  if (token.empty())
+    return "no bearer token: set SANDBOXD_TOKEN or pass --token-file FILE (sandboxd never "
+           "serves without authentication)";
+  return {};
+}
 
+/// Serves until SIGTERM or SIGINT, then stops every sandbox it created. The exit status.
+int serve(config& c) {
+  sandbox::server_options& opts = c.opts;
   std::mutex log_m;
   opts.log = [&](std::string_view line) {
     std::lock_guard lk(log_m);
@@ -134,14 +145,14 @@ int main(int argc, char** argv) {
 
   auto transport = sandbox::local_transport::shared();
   sandbox::server<sandbox::local_transport> srv(transport, opts);
-  auto bound = srv.bind(host, static_cast<int>(port));
+  auto bound = srv.bind(c.host, c.port);
   if (!bound) return die(bound.error().message);
-  if (!sandbox::http::detail::is_loopback_host(host))
-    opts.log("warning: serving plain HTTP on " + host +
+  if (!sandbox::http::detail::is_loopback_host(c.host))
+    opts.log("warning: serving plain HTTP on " + c.host +
              ", not a loopback address: the bearer token and all data travel in clear; put a "
              "TLS proxy in front of sandboxd or listen on 127.0.0.1");
-  bool v6 = host.find(':') != std::string::npos;
-  std::printf("http://%s%s%s:%d\n", v6 ? "[" : "", host.c_str(), v6 ? "]" : "", bound.value());
+  bool v6 = c.host.find(':') != std::string::npos;
+  std::printf("http://%s%s%s:%d\n", v6 ? "[" : "", c.host.c_str(), v6 ? "]" : "", bound.value());
   std::fflush(stdout);
 
   std::thread waiter([&] {
@@ -165,4 +176,18 @@ int main(int argc, char** argv) {
   opts.log("stopped " + std::to_string(ids.size() - failed) + " of " + std::to_string(ids.size()) +
            " sandboxes; exiting");
   return served && failed == 0 ? 0 : 1;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  config c;
+  std::string bad = parse_args(argc, argv, c);
+  if (bad == "help") {
+    std::fputs(usage, stdout);
+    return 0;
+  }
+  if (!bad.empty()) return die(bad + "\n" + usage);
+  if (std::string no = load_token(c); !no.empty()) return die(no);
+  return serve(c);
 }

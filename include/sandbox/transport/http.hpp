@@ -4,7 +4,7 @@
 #pragma once
 
 #include <sandbox/concepts.hpp>
-#include <sandbox/detail/random.hpp>
+#include <sandbox/detail/retry_loop.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/validate.hpp>
 #include <sandbox/policy/retry.hpp>
@@ -543,26 +543,7 @@ private:
   template <class Op>
   [[nodiscard]] auto retrying(clock::time_point deadline, Op&& op,
                               bool* out_of_time = nullptr) noexcept -> decltype(op()) {
-    auto r = op();
-    if (r) return r;
-    RetryState rs;
-    const auto first_failure = clock::now();
-    for (;;) {
-      rs.elapsed =
-          std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - first_failure);
-      rs.random = sandbox::detail::random_u32();
-      auto delay = retry_.next_delay(r.assume_error(), rs);
-      if (!delay) return r;
-      if (clock::now() + *delay >= deadline) {
-        if (out_of_time) *out_of_time = true;
-        return r;
-      }
-      std::this_thread::sleep_for(*delay);
-      rs.previous_delay = *delay;
-      ++rs.attempt;
-      r = op();
-      if (r) return r;
-    }
+    return sandbox::detail::with_retry(retry_, std::forward<Op>(op), {deadline, out_of_time});
   }
 
   [[nodiscard]] static bool reached(State s, State target) noexcept {
@@ -701,18 +682,11 @@ private:
       return fail(std::move(e));
     };
     // Only a failure to connect is repeated: the request cannot have reached the server.
-    RetryState rs;
-    const auto first = clock::now();
-    auto r = pool.send(rq, &s.cancel_token());
-    while (!r && r.assume_error().is(errc::unavailable) && !s.cancel_token().cancelled()) {
-      rs.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - first);
-      rs.random = sandbox::detail::random_u32();
-      auto delay = retry.next_delay(r.assume_error(), rs);
-      if (!delay || s.cancel_token().sleep_for(*delay)) break;
-      rs.previous_delay = *delay;
-      ++rs.attempt;
-      r = pool.send(rq, &s.cancel_token());
-    }
+    auto& cancel = s.cancel_token();
+    auto r = sandbox::detail::with_retry(
+        retry, [&] { return pool.send(rq, &cancel); }, {},
+        [&](std::chrono::milliseconds d) { return !cancel.sleep_for(d); },
+        [&](const error& e) { return e.is(errc::unavailable) && !cancel.cancelled(); });
     if (!r) return abandoned(r.assume_error());
     const auto& resp = r.assume_value();
     if (resp.status < 200 || resp.status >= 300) {

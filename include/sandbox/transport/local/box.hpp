@@ -209,6 +209,24 @@ public:
   [[nodiscard]] std::uint64_t oom_kills() noexcept { return cgroup_ ? cgroup_->oom_kills() : 0; }
 
 private:
+  struct paths; // the host paths and mount options of one sandbox's setup
+
+  // The steps of create, in order.
+  [[nodiscard]] result<void> clone_supervisor(const supervisor_setup& setup, bool host_network,
+                                              bool user_ns) noexcept;
+  [[nodiscard]] result<void> map_user_ns() noexcept;
+  [[nodiscard]] result<void> join_cgroup(const Resources& r) noexcept;
+  [[nodiscard]] result<void> await_ready(const SandboxOptions& o, bool user_ns) noexcept;
+  /// Kills a sandbox that failed during create and leaves it FAILED; returns `e`.
+  [[nodiscard]] error abort_create(error e) noexcept {
+    std::lock_guard lk(m_);
+    stop_requested_ = true;
+    ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    finish_locked();
+    state_ = State::FAILED;
+    return e;
+  }
+
   /// Reaps the supervisor and settles the final state. Caller holds m_.
   void finish_locked() noexcept {
     if (is_terminal(state_)) return;
@@ -314,6 +332,57 @@ struct client_areas {
   return out;
 }
 
+/// The strings a supervisor_setup points at; they live as long as the create call.
+struct box::paths {
+  std::string lower, upper, work, root, tmp, staging_opts, overlay_opts;
+  std::vector<mounted_file_spec> files;
+
+  paths(const char* staging, const SandboxOptions& o, bool user_ns) {
+    std::string s = staging;
+    lower = o.image.empty() ? std::string("/") : o.image;
+    upper = s + "/upper";
+    work = s + "/work";
+    root = s + "/root";
+    tmp = s + "/tmp";
+    const std::uint64_t disk = o.resources.disk_bytes ? o.resources.disk_bytes : default_disk_bytes;
+    staging_opts = "mode=0755,size=" + std::to_string(disk);
+    overlay_opts = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work;
+    if (user_ns) overlay_opts += ",userxattr"; // trusted.* xattrs need the host's CAP_SYS_ADMIN
+    for (const auto& f : o.mounted_files)
+      files.push_back({f.path.c_str(), f.content.data(), f.content.size()});
+  }
+
+  [[nodiscard]] supervisor_setup setup(const box& b, const char* staging, const SandboxOptions& o,
+                                       bool user_ns) const noexcept {
+    supervisor_setup st;
+    st.hostname = b.id.c_str();
+    st.staging = staging;
+    st.staging_opts = staging_opts.c_str();
+    st.tmp = tmp.c_str();
+    st.root = root.c_str();
+    st.upper = upper.c_str();
+    st.work = work.c_str();
+    st.overlay_opts = overlay_opts.c_str();
+    st.workdir = b.workdir.c_str();
+    st.host_network = o.host_network;
+    st.user_ns = user_ns;
+    st.mirror_root = user_ns && o.image.empty();
+    st.lower = lower.c_str();
+    st.hide_host_secrets = o.image.empty() && !o.whole_host_root;
+    st.wait_for_cgroup = cgroups::requested(o.resources);
+    st.args = client_memory().args;
+    st.environment = client_memory().environment;
+    st.oom_commands_first = o.resources.memory_bytes != 0;
+    st.files = files.data();
+    st.nfiles = files.size();
+    if (o.max_lifetime) {
+      auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*o.max_lifetime).count();
+      st.lifetime_ms = static_cast<std::uint32_t>(std::clamp<long long>(ms, 1, 0xffffffffLL));
+    }
+    return st;
+  }
+};
+
 inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOptions& o,
                                                 bool seccomp_filter) noexcept {
   auto b = std::make_shared<box>();
@@ -327,15 +396,7 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
     return fail(errc::unsupported, "sandbox " + b->id +
                                        ": no directory to mount the private layer on (/tmp, "
                                        "/mnt, /run, … all missing)");
-  std::string lower = o.image.empty() ? std::string("/") : o.image;
-  std::string sstaging = staging;
-  std::string upper = sstaging + "/upper", work = sstaging + "/work", root = sstaging + "/root",
-              tmp = sstaging + "/tmp";
-  const std::uint64_t disk = o.resources.disk_bytes ? o.resources.disk_bytes : default_disk_bytes;
-  std::string staging_opts = "mode=0755,size=" + std::to_string(disk);
-  std::string overlay_opts = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work;
   const bool user_ns = needs_user_ns();
-  if (user_ns) overlay_opts += ",userxattr"; // trusted.* xattrs need the host's CAP_SYS_ADMIN
   // The supervisor starts as a copy of this process: if this one is not dumpable, its
   // /proc/<pid>/uid_map belongs to the host's root and cannot be written.
   if (user_ns && ::prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 1)
@@ -343,127 +404,99 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
                 "sandbox " + b->id +
                     ": this process is not dumpable (it changed uid, or set PR_SET_DUMPABLE 0), "
                     "so it cannot map the user namespace a sandbox needs when not root");
+  const paths p(staging, o, user_ns);
+  supervisor_setup setup = p.setup(*b, staging, o, user_ns);
+  setup.seccomp = seccomp_filter;
+  SANDBOX_TRYV(b->clone_supervisor(setup, o.host_network, user_ns));
+  // A step that fails after the clone leaves the sandbox FAILED, its supervisor killed.
+  auto done = user_ns ? b->map_user_ns() : success();
+  if (done && cgroups::requested(o.resources)) done = b->join_cgroup(o.resources);
+  if (done) done = b->await_ready(o, user_ns);
+  if (!done) return fail(b->abort_create(std::move(done).assume_error()));
+  b->state_ = State::RUNNING;
+  return b;
+}
 
+/// Clones the supervisor (PID 1 of the new namespaces) with `setup`; on success the box holds
+/// its pid, pidfd and control socket.
+inline result<void> box::clone_supervisor(const supervisor_setup& setup_in, bool host_network,
+                                          bool user_ns) noexcept {
   int sv_fds[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv_fds) != 0)
-    return fail(errc::resource_exhausted,
-                "sandbox " + b->id + ": socketpair: " + errno_text(errno));
+    return fail(errc::resource_exhausted, "sandbox " + id + ": socketpair: " + errno_text(errno));
   unique_fd mine(sv_fds[0]), theirs(sv_fds[1]);
-
-  supervisor_setup setup;
+  supervisor_setup setup = setup_in;
   setup.ctl_fd = theirs.get();
-  setup.hostname = b->id.c_str();
-  setup.staging = staging;
-  setup.staging_opts = staging_opts.c_str();
-  setup.tmp = tmp.c_str();
-  setup.root = root.c_str();
-  setup.upper = upper.c_str();
-  setup.work = work.c_str();
-  setup.overlay_opts = overlay_opts.c_str();
-  setup.workdir = b->workdir.c_str();
-  setup.host_network = o.host_network;
-  setup.user_ns = user_ns;
-  setup.mirror_root = user_ns && o.image.empty();
-  setup.lower = lower.c_str();
-  setup.hide_host_secrets = o.image.empty() && !o.whole_host_root;
-  setup.wait_for_cgroup = cgroups::requested(o.resources);
-  setup.args = client_memory().args;
-  setup.environment = client_memory().environment;
-  setup.seccomp = seccomp_filter;
-  setup.oom_commands_first = o.resources.memory_bytes != 0;
-  std::vector<mounted_file_spec> files;
-  for (const auto& f : o.mounted_files)
-    files.push_back({f.path.c_str(), f.content.data(), f.content.size()});
-  setup.files = files.data();
-  setup.nfiles = files.size();
-  if (o.max_lifetime) {
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(*o.max_lifetime).count();
-    setup.lifetime_ms = static_cast<std::uint32_t>(std::min<long long>(ms, 0xffffffffLL));
-    if (setup.lifetime_ms == 0) setup.lifetime_ms = 1;
-  }
-
   // The supervisor's initial stack; it gets its own copy of this memory in the clone.
   constexpr std::size_t stack_size = 256 * 1024;
   void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED)
-    return fail(errc::resource_exhausted, "sandbox " + b->id + ": mmap: " + errno_text(errno));
+    return fail(errc::resource_exhausted, "sandbox " + id + ": mmap: " + errno_text(errno));
   int pidfd = -1;
   // Exit signal 0: no SIGCHLD, and a caller's waitpid(-1) cannot reap the supervisor.
   int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD |
-              (o.host_network ? 0 : CLONE_NEWNET) | (user_ns ? CLONE_NEWUSER : 0);
+              (host_network ? 0 : CLONE_NEWNET) | (user_ns ? CLONE_NEWUSER : 0);
   pid_t pid = ::clone(sv::supervisor_main, static_cast<char*>(stack) + stack_size, flags, &setup,
                       &pidfd);
-  int clone_err = errno;
+  int err = errno;
   ::munmap(stack, stack_size);
   if (pid < 0) {
-    if (user_ns && clone_err != EAGAIN && clone_err != ENOMEM)
-      return fail(errc::unsupported, "sandbox " + b->id + ": " + explain_user_ns_refusal(clone_err));
-    if (clone_err == EPERM)
+    if (user_ns && err != EAGAIN && err != ENOMEM)
+      return fail(errc::unsupported, "sandbox " + id + ": " + explain_user_ns_refusal(err));
+    if (err == EPERM)
       return fail(errc::unsupported,
-                  "sandbox " + b->id +
+                  "sandbox " + id +
                       ": creating namespaces was refused (EPERM): local sandboxes need root or "
                       "CAP_SYS_ADMIN on this host");
-    return fail(clone_err == EAGAIN || clone_err == ENOMEM || clone_err == ENOSPC
-                    ? errc::resource_exhausted
-                    : errc::unsupported,
-                "sandbox " + b->id + ": clone: " + errno_text(clone_err));
+    return fail(err == EAGAIN || err == ENOMEM || err == ENOSPC ? errc::resource_exhausted
+                                                                : errc::unsupported,
+                "sandbox " + id + ": clone: " + errno_text(err));
   }
-  b->pid_ = pid;
-  b->pidfd_.reset(pidfd);
-  theirs.reset();
-  b->ctl_ = std::move(mine);
+  pid_ = pid;
+  pidfd_.reset(pidfd);
+  ctl_ = std::move(mine);
+  return success();
+}
 
-  std::string map_error;
-  if (user_ns) {
-    // The supervisor waits for this byte; without it (the maps failed) it exits.
-    if (auto mapped = write_id_maps(pid); !mapped) map_error = mapped.error().message;
-    else if (::send(b->ctl_.get(), "g", 1, MSG_NOSIGNAL) != 1)
-      map_error = "the supervisor exited before its user namespace was mapped";
-  }
-  // The cgroup is made while the supervisor builds the sandbox, and the supervisor is attached
-  // before it can start a command: commands inherit the cgroup, so the attach (≈ 40 µs, but
-  // 15-30 ms about 1 % of the time on v1) stays off the exec path.
-  if (cgroups::requested(o.resources)) {
-    auto made = cgroups::group::create(b->id, o.resources);
-    if (made) b->cgroup_ = std::move(made).value();
-    auto attached = made ? b->cgroup_->attach(pid) : result<void>(made.as_failure());
-    // The supervisor makes its cgroup namespace once it is in the sandbox's cgroup.
-    if (attached && ::send(b->ctl_.get(), "c", 1, MSG_NOSIGNAL) != 1)
-      attached = fail(errc::failed, "sandbox " + b->id + ": the supervisor exited during setup");
-    if (!attached) {
-      std::lock_guard lk(b->m_);
-      b->stop_requested_ = true;
-      ::syscall(SYS_pidfd_send_signal, b->pidfd_.get(), SIGKILL, nullptr, 0);
-      b->finish_locked();
-      b->state_ = State::FAILED;
-      return std::move(attached).as_failure();
-    }
-  }
+/// Maps the supervisor's user namespace; it waits for the byte sent after that.
+inline result<void> box::map_user_ns() noexcept {
+  auto fail_map = [&](const std::string& why) {
+    return fail(errc::failed,
+                "sandbox " + id + " failed to start: mapping the user namespace: " + why);
+  };
+  if (auto mapped = write_id_maps(pid_); !mapped) return fail_map(mapped.error().message);
+  if (::send(ctl_.get(), "g", 1, MSG_NOSIGNAL) != 1)
+    return fail_map("the supervisor exited before its user namespace was mapped");
+  return success();
+}
+
+/// Makes the sandbox's cgroup while the supervisor builds the sandbox, and moves the supervisor
+/// into it before it can start a command: commands inherit the cgroup, so the attach (≈ 40 µs,
+/// but 15-30 ms about 1 % of the time on v1) stays off the exec path.
+inline result<void> box::join_cgroup(const Resources& r) noexcept {
+  SANDBOX_TRY(made, cgroups::group::create(id, r));
+  cgroup_ = std::move(made);
+  SANDBOX_TRYV(cgroup_->attach(pid_));
+  // The supervisor makes its cgroup namespace once it is in the sandbox's cgroup.
+  if (::send(ctl_.get(), "c", 1, MSG_NOSIGNAL) != 1)
+    return fail(errc::failed, "sandbox " + id + ": the supervisor exited during setup");
+  return success();
+}
+
+/// Waits for the supervisor's `ready` (with the root fd) or its report of what failed.
+inline result<void> box::await_ready(const SandboxOptions& o, bool user_ns) noexcept {
   reply r{};
-  ssize_t n = -1;
-  if (map_error.empty()) n = receive_ready(b->ctl_.get(), r, b->root_);
-  if (n != sizeof r || r.kind != event::ready) {
-    std::string why = !map_error.empty() ? "mapping the user namespace: " + map_error
-                      : n == sizeof r && r.kind == event::setup_failed
-                          ? std::string(to_string(r.where)) + ": " +
-                                (user_ns && r.where == stage::overlay
-                                     ? explain_user_ns_overlay(r.err)
-                                     : errno_text(r.err))
-                          : std::string("the supervisor exited during setup");
-    b->stop_requested_ = true;
-    {
-      std::lock_guard lk(b->m_);
-      ::syscall(SYS_pidfd_send_signal, b->pidfd_.get(), SIGKILL, nullptr, 0);
-      b->finish_locked();
-      b->state_ = State::FAILED;
-    }
-    errc code = errc::failed;
-    if (n == sizeof r && r.where == stage::overlay && !o.image.empty()) code = errc::validation;
-    return fail(code, "sandbox " + b->id + " failed to start: " + why);
-  }
-  b->state_ = State::RUNNING;
-  return b;
+  ssize_t n = receive_ready(ctl_.get(), r, root_);
+  if (n == sizeof r && r.kind == event::ready) return success();
+  std::string why = n == sizeof r && r.kind == event::setup_failed
+                        ? std::string(to_string(r.where)) + ": " +
+                              (user_ns && r.where == stage::overlay ? explain_user_ns_overlay(r.err)
+                                                                    : errno_text(r.err))
+                        : std::string("the supervisor exited during setup");
+  errc code = n == sizeof r && r.where == stage::overlay && !o.image.empty() ? errc::validation
+                                                                             : errc::failed;
+  return fail(code, "sandbox " + id + " failed to start: " + why);
 }
 
 inline result<void> box::start_main(std::span<const std::string> argv) noexcept {

@@ -294,53 +294,24 @@ private:
       if (until_pid && pid_ != 0) return success();
       if (stdin_data && stdin_data->empty()) return success();
       if (exited_ || !status_) {
-        // Everything the command wrote is already in the pipes; a background child that keeps
-        // them open does not hold up the result.
-        while (out_ && read_stream(out_, true)) {
-        }
-        while (err_ && read_stream(err_, false)) {
-        }
-        if (!exited_ && !failure_) continue;
-        done_ = true;
-        out_.reset();
-        err_.reset();
-        in_.reset();
+        finish_output();
         continue;
       }
       auto now = clock::now();
-      if (exec_deadline_ && now >= *exec_deadline_ && !kill_sent_ && pid_ != 0) {
-        kill_sent_ = timed_out_ = true;
-        request rq{};
-        rq.code = op::signal;
-        rq.pid = pid_;
-        rq.sig = SIGKILL;
-        (void)box_->send(rq);
-      }
-      int timeout_ms = -1;
-      auto limit = [&](clock::time_point t) {
-        int ms = clamp_ms(std::chrono::ceil<std::chrono::milliseconds>(t - now));
-        if (timeout_ms < 0 || ms < timeout_ms) timeout_ms = ms;
-      };
-      if (deadline) limit(*deadline);
-      // Past the exec deadline but before the pid is known, wait for `started` (it follows at
-      // once) instead of spinning.
-      if (exec_deadline_ && !kill_sent_ && (pid_ != 0 || now < *exec_deadline_))
-        limit(*exec_deadline_);
+      kill_if_expired(now);
       pollfd p[4];
       int n = 0, i_status = -1, i_out = -1, i_err = -1, i_in = -1;
       if (status_) p[i_status = n++] = {status_.get(), POLLIN, 0};
       if (out_) p[i_out = n++] = {out_.get(), POLLIN, 0};
       if (err_) p[i_err = n++] = {err_.get(), POLLIN, 0};
       if (stdin_data && in_) p[i_in = n++] = {in_.get(), POLLOUT, 0};
-      int rc = ::poll(p, static_cast<nfds_t>(n), timeout_ms);
+      int rc = ::poll(p, static_cast<nfds_t>(n), poll_timeout_ms(now, deadline));
       if (rc < 0 && errno != EINTR)
         return fail(errc::transport, "poll: " + errno_text(errno));
-      auto timed_out = [&] {
-        // Checked after every round, not only on an idle poll: steady output must not keep a
-        // timed wait (or the non-blocking poll()) from returning. An exit just seen is drained
-        // on the next round instead.
-        return !exited_ && status_ && deadline && clock::now() >= *deadline;
-      };
+      // Checked after every round, not only on an idle poll: steady output must not keep a timed
+      // wait (or the non-blocking poll()) from returning. An exit just seen is drained on the
+      // next round instead.
+      auto timed_out = [&] { return !exited_ && status_ && deadline && clock::now() >= *deadline; };
       if (rc <= 0) {
         if (timed_out()) return wait_timeout();
         continue;
@@ -348,23 +319,70 @@ private:
       if (i_out >= 0 && p[i_out].revents) read_stream(out_, true);
       if (i_err >= 0 && p[i_err].revents) read_stream(err_, false);
       if (i_in >= 0 && p[i_in].revents) {
-        if (p[i_in].revents & (POLLERR | POLLHUP)) {
-          in_.reset();
-          return fail(errc::not_running, join_command(res_.command) +
-                                             " closed its stdin before reading all input");
-        }
-        ssize_t w = write_no_sigpipe(in_.get(), *stdin_data);
-        if (w > 0) stdin_data->remove_prefix(static_cast<std::size_t>(w));
-        else if (w < 0 && errno != EAGAIN && errno != EINTR) {
-          int e = errno;
-          in_.reset();
-          return fail(e == EPIPE ? errc::not_running : errc::transport,
-                      "writing stdin of " + join_command(res_.command) + ": " + errno_text(e));
-        }
+        SANDBOX_TRYV(feed_stdin(p[i_in].revents, *stdin_data));
       }
       if (i_status >= 0 && p[i_status].revents) read_status();
       if (timed_out()) return wait_timeout();
     }
+  }
+
+  /// After the exit: everything the command wrote is already in the pipes; a background child
+  /// that keeps them open does not hold up the result.
+  void finish_output() noexcept {
+    while (out_ && read_stream(out_, true)) {
+    }
+    while (err_ && read_stream(err_, false)) {
+    }
+    if (!exited_ && !failure_) return;
+    done_ = true;
+    out_.reset();
+    err_.reset();
+    in_.reset();
+  }
+
+  /// ExecOptions::timeout: kills the command's process group once, when it has passed.
+  void kill_if_expired(clock::time_point now) noexcept {
+    if (!exec_deadline_ || now < *exec_deadline_ || kill_sent_ || pid_ == 0) return;
+    kill_sent_ = timed_out_ = true;
+    request rq{};
+    rq.code = op::signal;
+    rq.pid = pid_;
+    rq.sig = SIGKILL;
+    (void)box_->send(rq);
+  }
+
+  /// How long one poll may sleep: until the caller's deadline or the command's, -1 for neither.
+  [[nodiscard]] int poll_timeout_ms(clock::time_point now,
+                                    std::optional<clock::time_point> deadline) const noexcept {
+    int timeout_ms = -1;
+    auto limit = [&](clock::time_point t) {
+      int ms = clamp_ms(std::chrono::ceil<std::chrono::milliseconds>(t - now));
+      if (timeout_ms < 0 || ms < timeout_ms) timeout_ms = ms;
+    };
+    if (deadline) limit(*deadline);
+    // Past the exec deadline but before the pid is known, wait for `started` (it follows at
+    // once) instead of spinning.
+    if (exec_deadline_ && !kill_sent_ && (pid_ != 0 || now < *exec_deadline_))
+      limit(*exec_deadline_);
+    return timeout_ms;
+  }
+
+  /// Writes what the command's stdin pipe takes of `data` now.
+  [[nodiscard]] result<void> feed_stdin(short revents, std::string_view& data) noexcept {
+    if (revents & (POLLERR | POLLHUP)) {
+      in_.reset();
+      return fail(errc::not_running,
+                  join_command(res_.command) + " closed its stdin before reading all input");
+    }
+    ssize_t w = write_no_sigpipe(in_.get(), data);
+    if (w > 0) data.remove_prefix(static_cast<std::size_t>(w));
+    else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+      int e = errno;
+      in_.reset();
+      return fail(e == EPIPE ? errc::not_running : errc::transport,
+                  "writing stdin of " + join_command(res_.command) + ": " + errno_text(e));
+    }
+    return success();
   }
 
   [[nodiscard]] sandbox::result<void> wait_timeout() const noexcept {
