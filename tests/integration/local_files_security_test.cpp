@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "../support/host.hpp"
+#include "../support/sandbox_helpers.hpp"
 
 using namespace std::chrono_literals;
 using sandbox::errc;
@@ -29,6 +30,7 @@ namespace {
 
 using Box = sandbox::NoexceptSandbox;
 using test_support::slurp;
+using test_support::unique;
 
 Box make_box() {
   auto made = Box::run({}, sandbox::local_transport::shared());
@@ -48,8 +50,6 @@ outcome run(Box& box, std::vector<std::string> argv) {
   if (!r) return {"", "error: " + r.error().message, -1};
   return {r.value().stdout_text, r.value().stderr_text, r.value().returncode};
 }
-
-std::string unique(const char* prefix) { return prefix + sandbox::detail::random_id("", 10); }
 
 /// What must never come out of read_file, nor be changed by write_file: secrets of this process
 /// (the sandbox's PID 1 is a clone of it: its environ, cmdline and memory are copies of ours),

@@ -23,21 +23,17 @@
 #include <vector>
 
 #include "../support/host.hpp"
+#include "../support/sandbox_helpers.hpp"
 
 using namespace std::chrono_literals;
 using Box = sandbox::NoexceptSandbox;
 using sandbox::errc;
+using test_support::become_nobody;
+using test_support::sh;
 using test_support::slurp;
+using test_support::unique;
 
 namespace {
-
-std::string unique(const char* prefix) { return prefix + sandbox::detail::random_id("", 10); }
-
-std::string sh(Box& box, const std::string& script) {
-  auto r = box.exec({"sh", "-c", script}).result(60s);
-  if (!r) return "error: " + r.error().message;
-  return r.value().stdout_text + r.value().stderr_text;
-}
 
 /// A directory of the host's root filesystem outside /tmp (which the sandbox's setup covers).
 std::string host_dir() {
@@ -159,15 +155,6 @@ TEST_CASE("files and directories the setup writes stay inside the image",
   CHECK(::access("/data", F_OK) != 0);
   CHECK(::access((img2.dir + "/data/" + work).c_str(), F_OK) != 0); // on the private layer
 }
-
-namespace {
-
-bool become_nobody() {
-  return ::setgroups(0, nullptr) == 0 && ::setresgid(65534, 65534, 65534) == 0 &&
-         ::setresuid(65534, 65534, 65534) == 0 && ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == 0;
-}
-
-} // namespace
 
 TEST_CASE("a hostile image cannot reach the host for a caller that is not root",
           "[local][security][image][rootless]") {

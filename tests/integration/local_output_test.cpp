@@ -22,6 +22,8 @@
 #include <string_view>
 #include <vector>
 
+#include "../support/sandbox_helpers.hpp"
+
 // Sanitizers keep freed memory in quarantine and shadow what is touched: memory is measured
 // only in plain builds.
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -42,56 +44,11 @@ constexpr bool measures_memory = true;
 #endif
 
 using Box = sandbox::NoexceptSandbox;
+using test_support::in_child;
+using test_support::parse;
+using test_support::put;
 constexpr std::uint64_t MiB = std::uint64_t{1} << 20;
 constexpr std::uint64_t cap = sandbox::default_max_output_bytes;
-
-/// Runs `body` in a forked child and returns what it wrote to the pipe it is given. The child
-/// never returns into Catch.
-std::string in_child(const std::function<void(int)>& body) {
-  int p[2];
-  if (::pipe2(p, O_CLOEXEC) != 0) {
-    FAIL_CHECK("pipe2 failed");
-    return "";
-  }
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(p[0]);
-    body(p[1]);
-    ::_exit(0);
-  }
-  ::close(p[1]);
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; pid > 0 && (n = ::read(p[0], buf, sizeof buf)) > 0;)
-    out.append(buf, static_cast<std::size_t>(n));
-  ::close(p[0]);
-  int ws = 0;
-  CHECK(pid > 0);
-  if (pid > 0) ::waitpid(pid, &ws, 0);
-  CHECK(WIFEXITED(ws));
-  return out;
-}
-
-/// Writes "key value" as one line.
-void put(int fd, const std::string& key, const std::string& value) {
-  std::string line = key + " " + value + "\n";
-  (void)!::write(fd, line.data(), line.size());
-}
-
-void put(int fd, const std::string& key, std::uint64_t value) {
-  put(fd, key, std::to_string(value));
-}
-
-/// "key value" lines as a map.
-std::map<std::string, std::string> parse(const std::string& out) {
-  std::map<std::string, std::string> m;
-  std::istringstream in(out);
-  for (std::string line; std::getline(in, line);) {
-    auto sp = line.find(' ');
-    if (sp != std::string::npos) m[line.substr(0, sp)] = line.substr(sp + 1);
-  }
-  return m;
-}
 
 /// A field of /proc/self/status, in KiB ("VmSize:", "VmPeak:").
 std::uint64_t status_kib(const char* field) {

@@ -47,51 +47,26 @@ using sandbox::errc;
 char client_secret[] = "client-secret-5f1c2a77e0";
 
 #include "../support/host.hpp"
+#include "../support/sandbox_helpers.hpp"
 
+using test_support::become_nobody;
+using test_support::in_child;
+using test_support::make_box;
+using test_support::outcome;
+using test_support::parse;
+using test_support::put;
+using test_support::run;
+using test_support::sh;
 using test_support::slurp;
+using test_support::unique;
 
 namespace {
-
-Box make_box(sandbox::SandboxOptions o = {}) {
-  auto made = Box::run(std::move(o), sandbox::local_transport::shared());
-  if (!made) FAIL("run failed: " << made.error().message);
-  return std::move(made).value();
-}
-
-struct outcome {
-  std::string out, err;
-  int code = -1;
-  int signal = 0;
-};
-
-outcome run(Box& box, std::vector<std::string> argv) {
-  auto r = box.exec(std::move(argv)).result(60s);
-  if (!r) return {"", "error: " + r.error().message, -1, 0};
-  return {r.value().stdout_text, r.value().stderr_text, r.value().returncode,
-          r.value().term_signal};
-}
-
-std::string sh(Box& box, const std::string& script) {
-  auto o = run(box, {"sh", "-c", script});
-  return o.out + o.err;
-}
 
 /// Copies the probe into the sandbox's /tmp (works whatever of the host the sandbox sees).
 bool install_probe(Box& box) {
   static const std::string bytes = slurp(SANDBOX_SECURITY_PROBE);
   return !bytes.empty() && box.write_file("/tmp/probe", bytes) &&
          run(box, {"chmod", "755", "/tmp/probe"}).code == 0;
-}
-
-/// "name result" lines of the probe as a map; the rest of a line after the name is the value.
-std::map<std::string, std::string> parse(const std::string& out) {
-  std::map<std::string, std::string> m;
-  std::istringstream in(out);
-  for (std::string line; std::getline(in, line);) {
-    auto sp = line.find(' ');
-    if (sp != std::string::npos) m[line.substr(0, sp)] = line.substr(sp + 1);
-  }
-  return m;
 }
 
 std::map<std::string, std::string> probe(Box& box, std::vector<std::string> args) {
@@ -168,39 +143,6 @@ std::string root_fs_dir() {
   }
   FAIL("no directory of the root filesystem outside /tmp to test with");
   return {};
-}
-
-std::string unique(const char* prefix) { return prefix + sandbox::detail::random_id("", 10); }
-
-/// Runs `body` in a forked child and returns what it wrote to the pipe it is given. The child
-/// never returns into Catch.
-std::string in_child(const std::function<void(int)>& body) {
-  int p[2];
-  REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(p[0]);
-    body(p[1]);
-    ::_exit(0);
-  }
-  ::close(p[1]);
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
-  ::close(p[0]);
-  int ws = 0;
-  ::waitpid(pid, &ws, 0);
-  CHECK(WIFEXITED(ws));
-  return out;
-}
-
-/// Writes "key value" as one line (newlines in value become '|').
-void put(int fd, const std::string& key, std::string value) {
-  for (char& c : value)
-    if (c == '\n') c = '|';
-  std::string line = key + " " + value + "\n";
-  (void)!::write(fd, line.data(), line.size());
 }
 
 int host_entries(const char* dir) {
@@ -544,18 +486,6 @@ TEST_CASE("commands have no controlling terminal to push keystrokes into",
   REQUIRE(m["host_tty"] == "ok");
   CHECK(m["inside"] == "open_tty ENXIO|");
 }
-
-namespace {
-
-/// Drops this (forked, root) process to nobody, as an unprivileged caller would be.
-bool become_nobody() {
-  return ::setgroups(0, nullptr) == 0 && ::setresgid(65534, 65534, 65534) == 0 &&
-         ::setresuid(65534, 65534, 65534) == 0 &&
-         // Changing uid made the process non-dumpable; an ordinary user's process is dumpable.
-         ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) == 0;
-}
-
-} // namespace
 
 TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
           "[local][security][rootless]") {
