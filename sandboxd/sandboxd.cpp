@@ -9,7 +9,7 @@
 // request goes to stderr. SIGTERM or SIGINT stops every sandbox it created, then it exits.
 #include <sandbox/local.hpp>
 #include <sandbox/server.hpp>
-#include <sandbox/transport/http/client.hpp>
+#include <sandbox/transport/http/detail/client.hpp>
 
 #include <cerrno>
 #include <csignal>

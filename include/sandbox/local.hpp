@@ -11,7 +11,7 @@
 #include <sandbox/policy/retry.hpp>
 #include <sandbox/process.hpp>
 #include <sandbox/result.hpp>
-#include <sandbox/transport/local.hpp>
+#include <sandbox/transport/local/local_transport.hpp>
 #include <sandbox/types.hpp>
 
 namespace sandbox {

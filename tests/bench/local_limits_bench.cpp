@@ -22,7 +22,7 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 using Box = sandbox::NoexceptSandbox;
-namespace cg = sandbox::detail::local::cgroups;
+namespace cg = sandbox::local::detail::cgroups;
 
 struct samples {
   std::vector<double> ms;

@@ -31,7 +31,7 @@ extern char** environ;
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-namespace local = sandbox::detail::local;
+namespace local = sandbox::local::detail;
 
 struct stats {
   double median_ms, p10_ms, p90_ms;

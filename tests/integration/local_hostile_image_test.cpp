@@ -158,7 +158,7 @@ TEST_CASE("files and directories the setup writes stay inside the image",
 
 TEST_CASE("a hostile image cannot reach the host for a caller that is not root",
           "[local][security][image][rootless]") {
-  if (sandbox::detail::local::read_sysctl("/proc/sys/user/max_user_namespaces") == "0") {
+  if (sandbox::local::detail::read_sysctl("/proc/sys/user/max_user_namespaces") == "0") {
     WARN("this host disables user namespaces");
     return;
   }

@@ -31,7 +31,7 @@ using namespace std::chrono_literals;
 using Box = sandbox::NoexceptSandbox;
 using sandbox::errc;
 using sandbox::State;
-namespace cg = sandbox::detail::local::cgroups;
+namespace cg = sandbox::local::detail::cgroups;
 
 #include "../support/host.hpp"
 

@@ -249,7 +249,7 @@ TEST_CASE("commands hold only the default capabilities, whatever the caller hold
   std::string status = m["status"];
   for (char& c : status)
     if (c == '|') c = '\n';
-  constexpr std::uint64_t expected = sandbox::detail::local::sv::command_capabilities;
+  constexpr std::uint64_t expected = sandbox::local::detail::sv::command_capabilities;
   CHECK(cap_field(status, "CapEff") == expected);
   CHECK(cap_field(status, "CapPrm") == expected);
   CHECK(cap_field(status, "CapBnd") == expected);
@@ -489,8 +489,8 @@ TEST_CASE("commands have no controlling terminal to push keystrokes into",
 
 TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
           "[local][security][rootless]") {
-  if (sandbox::detail::local::read_sysctl("/proc/sys/user/max_user_namespaces") == "0" ||
-      sandbox::detail::local::read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == "0")
+  if (sandbox::local::detail::read_sysctl("/proc/sys/user/max_user_namespaces") == "0" ||
+      sandbox::local::detail::read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == "0")
   {
     WARN("this host disables unprivileged user namespaces (the next test covers the error)");
     return;
@@ -803,7 +803,7 @@ TEST_CASE("the default root hides the host's secrets and keeps what programs nee
 
 TEST_CASE("a caller that is not root does not see the host's secrets either",
           "[local][security][rootless]") {
-  if (sandbox::detail::local::read_sysctl("/proc/sys/user/max_user_namespaces") == "0") {
+  if (sandbox::local::detail::read_sysctl("/proc/sys/user/max_user_namespaces") == "0") {
     WARN("this host disables user namespaces");
     return;
   }

@@ -331,7 +331,7 @@ TEST_CASE("stdin writes never raise SIGPIPE in the caller", "[local][process]") 
   REQUIRE(pipe(fds) == 0);
   close(fds[0]);
   errno = 0;
-  CHECK(sandbox::detail::local::write_no_sigpipe(fds[1], "data") == -1);
+  CHECK(sandbox::local::detail::write_no_sigpipe(fds[1], "data") == -1);
   CHECK(errno == EPIPE);
   sigset_t pending;
   sigpending(&pending);

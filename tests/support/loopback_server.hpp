@@ -5,7 +5,7 @@
 
 #include <sandbox/local.hpp>
 #include <sandbox/server.hpp>
-#include <sandbox/transport/http.hpp>
+#include <sandbox/transport/http/http_transport.hpp>
 
 #include <cstdio>
 #include <cstdlib>

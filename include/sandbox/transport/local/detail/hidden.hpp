@@ -9,7 +9,7 @@
 // the supervisor (see supervisor.hpp): async-signal-safe, no allocation.
 #pragma once
 
-#include <sandbox/transport/local/protocol.hpp>
+#include <sandbox/transport/local/detail/protocol.hpp>
 
 #include <cerrno>
 #include <cstddef>
@@ -23,7 +23,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-namespace sandbox::detail::local::hidden {
+namespace sandbox::local::detail::hidden {
 
 enum class kind : unsigned char {
   empty_dir,     ///< shown as an empty directory with the host's mode
@@ -230,4 +230,4 @@ struct layer {
   return 0;
 }
 
-} // namespace sandbox::detail::local::hidden
+} // namespace sandbox::local::detail::hidden

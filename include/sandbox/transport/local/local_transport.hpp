@@ -5,9 +5,9 @@
 #include <sandbox/concepts.hpp>
 #include <sandbox/detail/random.hpp>
 #include <sandbox/detail/validate.hpp>
-#include <sandbox/transport/local/box.hpp>
-#include <sandbox/transport/local/files.hpp>
-#include <sandbox/transport/local/process.hpp>
+#include <sandbox/transport/local/detail/box.hpp>
+#include <sandbox/transport/local/detail/files.hpp>
+#include <sandbox/transport/local/detail/process.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -33,7 +33,7 @@ namespace sandbox {
 /// Thread-safe; works when the caller is multi-threaded.
 class local_transport {
 public:
-  using process_type = detail::local::process;
+  using process_type = local::detail::process;
 
   struct options {
     /// read_file refuses files larger than this (errc::file_too_large) instead of exhausting
@@ -67,14 +67,14 @@ public:
   [[nodiscard]] result<SandboxInfo> create(const SandboxOptions& o,
                                            std::string_view /*request_id*/) noexcept {
     SANDBOX_TRYV(detail::validate_options(o));
-    namespace cg = detail::local::cgroups;
+    namespace cg = local::detail::cgroups;
     SANDBOX_TRYV(cg::validate(o.resources));
     SANDBOX_TRYV(cg::check_host(cg::host_layout(), o.resources));
     cg::sweep_once(); // cgroups of owners that died without cleaning up (SIGKILL)
     if (!o.image.empty()) {
       SANDBOX_TRYV(check_image(o.image));
     }
-    SANDBOX_TRY(b, detail::local::box::create(detail::random_id("sbx-", 12), o));
+    SANDBOX_TRY(b, local::detail::box::create(detail::random_id("sbx-", 12), o));
     if (!o.command.empty()) {
       auto started = b->start_main(o.command);
       if (!started) {
@@ -95,7 +95,7 @@ public:
 
   /// The sandboxes this process owns (live ones unless `show_terminated`).
   [[nodiscard]] result<std::vector<SandboxInfo>> list(const ListFilter& f) noexcept {
-    std::vector<std::shared_ptr<detail::local::box>> all;
+    std::vector<std::shared_ptr<local::detail::box>> all;
     {
       std::lock_guard lk(m_);
       for (auto& [id, b] : boxes_) all.push_back(b);
@@ -154,7 +154,7 @@ public:
   /// (not a regular file, I/O error), timeout (options::file_timeout passed), not_running,
   /// validation (not absolute, a NUL byte, longer than PATH_MAX or a name than NAME_MAX).
   [[nodiscard]] result<std::string> read_file(std::string_view id, std::string_view path) noexcept {
-    namespace files = detail::local::files;
+    namespace files = local::detail::files;
     const files::target t{id, path, deadline()};
     SANDBOX_TRYV(files::validate_path(path));
     SANDBOX_TRY(b, find(id));
@@ -172,7 +172,7 @@ public:
   /// (not a regular file), timeout (options::file_timeout passed), not_running, validation.
   [[nodiscard]] result<void> write_file(std::string_view id, std::string_view path,
                                         std::string_view data) noexcept {
-    namespace files = detail::local::files;
+    namespace files = local::detail::files;
     const files::target t{id, path, deadline()};
     SANDBOX_TRYV(files::validate_path(path));
     SANDBOX_TRY(b, find(id));
@@ -183,7 +183,7 @@ public:
 
   /// Forgets a sandbox (stopping it first if it still runs).
   void release(std::string_view id) noexcept {
-    std::shared_ptr<detail::local::box> b;
+    std::shared_ptr<local::detail::box> b;
     {
       std::lock_guard lk(m_);
       auto it = boxes_.find(id);
@@ -195,7 +195,7 @@ public:
   }
 
 private:
-  [[nodiscard]] result<std::shared_ptr<detail::local::box>> find(std::string_view id) noexcept {
+  [[nodiscard]] result<std::shared_ptr<local::detail::box>> find(std::string_view id) noexcept {
     std::lock_guard lk(m_);
     auto it = boxes_.find(id);
     if (it == boxes_.end())
@@ -217,8 +217,8 @@ private:
     return success();
   }
 
-  [[nodiscard]] detail::local::files::clock::time_point deadline() const noexcept {
-    auto now = detail::local::files::clock::now();
+  [[nodiscard]] local::detail::files::clock::time_point deadline() const noexcept {
+    auto now = local::detail::files::clock::now();
     auto left = options_.file_timeout;
     if (left > std::chrono::hours(24 * 365)) left = std::chrono::hours(24 * 365);
     return now + left;
@@ -226,7 +226,7 @@ private:
 
   options options_;
   std::mutex m_;
-  std::map<std::string, std::shared_ptr<detail::local::box>, std::less<>> boxes_;
+  std::map<std::string, std::shared_ptr<local::detail::box>, std::less<>> boxes_;
 };
 
 static_assert(transport<local_transport>);

@@ -8,9 +8,9 @@
 // needs are prepared by the client before the clone.
 #pragma once
 
-#include <sandbox/transport/local/hidden.hpp>
-#include <sandbox/transport/local/protocol.hpp>
-#include <sandbox/transport/local/seccomp.hpp>
+#include <sandbox/transport/local/detail/hidden.hpp>
+#include <sandbox/transport/local/detail/protocol.hpp>
+#include <sandbox/transport/local/detail/seccomp.hpp>
 
 #include <cerrno>
 #include <csignal>
@@ -38,7 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
-namespace sandbox::detail::local {
+namespace sandbox::local::detail {
 
 /// A file to place read-only into the sandbox (SandboxOptions::mounted_files).
 struct mounted_file_spec {
@@ -985,4 +985,4 @@ inline int supervisor_main(void* arg) noexcept {
 }
 
 } // namespace sv
-} // namespace sandbox::detail::local
+} // namespace sandbox::local::detail

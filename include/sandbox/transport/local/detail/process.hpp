@@ -5,7 +5,7 @@
 
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
-#include <sandbox/transport/local/box.hpp>
+#include <sandbox/transport/local/detail/box.hpp>
 
 #include <chrono>
 #include <algorithm>
@@ -24,7 +24,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-namespace sandbox::detail::local {
+namespace sandbox::local::detail {
+
+using namespace sandbox::detail; // text, unique_fd, random: the library-wide helpers
 
 /// The environment of one command: the sandbox's, overridden by the exec's own.
 /// write(2) to a pipe whose reader may be gone, without raising SIGPIPE in the caller's process:
@@ -417,4 +419,4 @@ private:
   bool timed_out_ = false;
 };
 
-} // namespace sandbox::detail::local
+} // namespace sandbox::local::detail

@@ -55,7 +55,7 @@
 #error "sandbox: the local transport's seccomp filter is written for x86_64 and aarch64 only"
 #endif
 
-namespace sandbox::detail::local::seccomp {
+namespace sandbox::local::detail::seccomp {
 
 #if defined(__x86_64__)
 inline constexpr std::uint32_t native_arch = AUDIT_ARCH_X86_64;
@@ -261,4 +261,4 @@ inline int install() noexcept {
   return 0;
 }
 
-} // namespace sandbox::detail::local::seccomp
+} // namespace sandbox::local::detail::seccomp

@@ -52,7 +52,9 @@
 #include <time.h>
 #include <unistd.h>
 
-namespace sandbox::detail::local::cgroups {
+namespace sandbox::local::detail::cgroups {
+
+using namespace sandbox::detail; // text, unique_fd, random: the library-wide helpers
 
 /// The controllers a limit needs, as bits.
 enum controller : unsigned { memory = 1, pids = 2, cpu = 4 };
@@ -660,4 +662,4 @@ inline result<std::unique_ptr<group>> group::create(std::string_view id, const R
   return g;
 }
 
-} // namespace sandbox::detail::local::cgroups
+} // namespace sandbox::local::detail::cgroups

@@ -7,7 +7,7 @@
 
 #include <sandbox/detail/text.hpp>
 #include <sandbox/result.hpp>
-#include <sandbox/transport/http/client.hpp>
+#include <sandbox/transport/http/detail/client.hpp>
 #include <sandbox/types.hpp>
 
 #include <chrono>

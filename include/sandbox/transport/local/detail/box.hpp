@@ -7,10 +7,10 @@
 #include <sandbox/detail/unique_fd.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
-#include <sandbox/transport/local/cgroups.hpp>
-#include <sandbox/transport/local/protocol.hpp>
-#include <sandbox/transport/local/supervisor.hpp>
-#include <sandbox/transport/local/userns.hpp>
+#include <sandbox/transport/local/detail/cgroups.hpp>
+#include <sandbox/transport/local/detail/protocol.hpp>
+#include <sandbox/transport/local/detail/supervisor.hpp>
+#include <sandbox/transport/local/detail/userns.hpp>
 
 #include <chrono>
 #include <cstdlib>
@@ -31,7 +31,9 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-namespace sandbox::detail::local {
+namespace sandbox::local::detail {
+
+using namespace sandbox::detail; // text, unique_fd, random: the library-wide helpers
 
 /// Waits until `fd` is readable; false on timeout. A negative timeout waits forever.
 [[nodiscard]] inline bool wait_readable(int fd, int timeout_ms) noexcept {
@@ -516,4 +518,4 @@ inline result<void> box::start_main(std::span<const std::string> argv) noexcept 
   return send(rq, strings, std::span<const int>(&fd, 1));
 }
 
-} // namespace sandbox::detail::local
+} // namespace sandbox::local::detail

@@ -33,7 +33,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-namespace sandbox::detail::local::files {
+namespace sandbox::local::detail::files {
+
+using namespace sandbox::detail; // text, unique_fd, random: the library-wide helpers
 
 using clock = std::chrono::steady_clock;
 
@@ -353,4 +355,4 @@ inline constexpr std::size_t chunk = std::size_t{1} << 20;
   return success();
 }
 
-} // namespace sandbox::detail::local::files
+} // namespace sandbox::local::detail::files

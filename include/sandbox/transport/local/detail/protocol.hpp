@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-namespace sandbox::detail::local {
+namespace sandbox::local::detail {
 
 enum class op : std::uint32_t {
   exec = 1,   ///< start a command: header, argv, env, cwd; fds: status, stdin, stdout, stderr
@@ -109,4 +109,4 @@ struct reply {
   stage where;
 };
 
-} // namespace sandbox::detail::local
+} // namespace sandbox::local::detail

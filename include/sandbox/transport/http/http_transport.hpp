@@ -8,10 +8,10 @@
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/validate.hpp>
 #include <sandbox/policy/retry.hpp>
-#include <sandbox/transport/http/client.hpp>
+#include <sandbox/transport/http/detail/client.hpp>
 #include <sandbox/transport/http/codec.hpp>
 #include <sandbox/transport/http/defaults.hpp>
-#include <sandbox/transport/http/process.hpp>
+#include <sandbox/transport/http/detail/exec_state.hpp>
 
 #include <algorithm>
 #include <chrono>

@@ -17,7 +17,9 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-namespace sandbox::detail::local {
+namespace sandbox::local::detail {
+
+using namespace sandbox::detail; // text, unique_fd, random: the library-wide helpers
 
 /// Whether sandboxes of this process need a user namespace: the caller is not root.
 [[nodiscard]] inline bool needs_user_ns() noexcept { return ::geteuid() != 0; }
@@ -34,10 +36,9 @@ namespace sandbox::detail::local {
   return s;
 }
 
-namespace userns_detail {
-
-[[nodiscard]] inline result<void> write_file(const std::string& path,
-                                             const std::string& text) noexcept {
+/// Writes one /proc file of the user namespace mapping.
+[[nodiscard]] inline result<void> write_id_file(const std::string& path,
+                                                const std::string& text) noexcept {
   unique_fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd) return fail(errc::unsupported, "opening " + path + ": " + errno_text(errno));
   ssize_t n = ::write(fd.get(), text.data(), text.size());
@@ -47,18 +48,15 @@ namespace userns_detail {
   return success();
 }
 
-} // namespace userns_detail
-
 /// Maps root in `pid`'s new user namespace to the caller's uid and gid, and nothing else. The
 /// caller's supplementary groups stay as they are outside (setgroups is denied, as the kernel
 /// requires before an unprivileged gid_map).
 /// **Errors:** unsupported (the kernel refused a write; the message names the file).
 [[nodiscard]] inline result<void> write_id_maps(pid_t pid) noexcept {
   std::string proc = "/proc/" + std::to_string(pid);
-  SANDBOX_TRYV(userns_detail::write_file(proc + "/uid_map",
-                                         "0 " + std::to_string(::geteuid()) + " 1\n"));
-  SANDBOX_TRYV(userns_detail::write_file(proc + "/setgroups", "deny\n"));
-  return userns_detail::write_file(proc + "/gid_map", "0 " + std::to_string(::getegid()) + " 1\n");
+  SANDBOX_TRYV(write_id_file(proc + "/uid_map", "0 " + std::to_string(::geteuid()) + " 1\n"));
+  SANDBOX_TRYV(write_id_file(proc + "/setgroups", "deny\n"));
+  return write_id_file(proc + "/gid_map", "0 " + std::to_string(::getegid()) + " 1\n");
 }
 
 /// Why clone(CLONE_NEWUSER | …) failed with `err`, in terms of what the host lacks.
@@ -95,4 +93,4 @@ namespace userns_detail {
   return why;
 }
 
-} // namespace sandbox::detail::local
+} // namespace sandbox::local::detail
