@@ -142,6 +142,9 @@ int syscalls() {
 /// A system call through the i386 ABI (int 0x80) or the x32 ABI; the filter kills the process.
 int foreign_abi(const char* which) {
 #if defined(__x86_64__)
+  // The kernel's signal must end the process: a sanitizer's SIGSEGV handler would exit instead.
+  std::signal(SIGSEGV, SIG_DFL);
+  std::signal(SIGSYS, SIG_DFL);
   long rc;
   if (std::strcmp(which, "i386") == 0) {
     long nr = 20; // getpid in the i386 table
