@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -743,11 +744,13 @@ namespace {
 struct planted_secrets {
   std::string token = unique("host-secret-");
   std::string home = "/home/" + unique("sbx-user-");
+  std::string top = "/" + unique("sbx-top-"); // a top-level directory of the host's own
   std::vector<std::string> files = {"/root/" + token, home + "/" + token,
                                     "/var/lib/" + token, "/srv/" + token, "/run/" + token,
-                                    "/var/tmp/" + token};
+                                    "/var/tmp/" + token, top + "/" + token};
   planted_secrets() {
     REQUIRE(::mkdir(home.c_str(), 0755) == 0);
+    REQUIRE(::mkdir(top.c_str(), 0755) == 0);
     for (const auto& f : files) {
       std::ofstream(f) << token << "\n";
       ::chmod(f.c_str(), 0644);
@@ -756,6 +759,7 @@ struct planted_secrets {
   ~planted_secrets() {
     for (const auto& f : files) ::unlink(f.c_str());
     ::rmdir(home.c_str());
+    ::rmdir(top.c_str());
   }
 };
 
@@ -782,6 +786,20 @@ TEST_CASE("the default root hides the host's secrets and keeps what programs nee
   CHECK(sh(box, "for d in /root /home /srv /var/lib /var/log /var/cache; do ls -A $d | wc -l; "
                 "done | tr -d '\\n'") == "000000");
   CHECK(sh(box, "ls -A /run") == "lock\n");
+  // The top level holds only the usual directories: nothing the host added to it.
+  for (const auto& name : [&] {
+         std::vector<std::string> v;
+         std::istringstream in(sh(box, "ls -A /"));
+         for (std::string n; std::getline(in, n);) v.push_back(n);
+         return v;
+       }()) {
+    INFO(name);
+    CHECK(std::find_if(std::begin(sandbox::local::detail::hidden::top_level_shown),
+                       std::end(sandbox::local::detail::hidden::top_level_shown),
+                       [&](const char* t) { return name == t; }) !=
+          std::end(sandbox::local::detail::hidden::top_level_shown));
+  }
+  CHECK(run(box, {"test", "-e", s.top}).code != 0);
   CHECK(sh(box, "ls /var | tr '\\n' ' '") == "cache lib local lock log opt run spool tmp ");
   CHECK(sh(box, "stat -c %a /root /var/tmp /run/lock | tr '\\n' ' '") == "700 1777 1777 ");
   // What programs need is there: the dynamic linker's cache, users, name service, certificates.
@@ -798,6 +816,7 @@ TEST_CASE("the default root hides the host's secrets and keeps what programs nee
   // Asked for explicitly, the whole host root.
   auto whole = make_box({.whole_host_root = true});
   CHECK(run(whole, {"cat", s.files[0]}).out == s.token + "\n");
+  CHECK(run(whole, {"cat", s.top + "/" + s.token}).out == s.token + "\n");
   CHECK(run(whole, {"test", "-e", "/etc/shadow"}).code == 0);
 }
 
@@ -819,6 +838,7 @@ TEST_CASE("a caller that is not root does not see the host's secrets either",
     put(fd, "shadow", sh(box, "test -e /etc/shadow && echo present || echo absent"));
     put(fd, "ssh", sh(box, "ls /etc/ssh 2>/dev/null | grep -c ssh_host_"));
     put(fd, "passwd", sh(box, "grep -c ^root: /etc/passwd"));
+    put(fd, "top", sh(box, "test -e " + s.top + " && echo present || echo absent"));
   });
   auto m = parse(out);
   INFO(out);
@@ -828,6 +848,7 @@ TEST_CASE("a caller that is not root does not see the host's secrets either",
   CHECK(m["shadow"] == "absent|");
   CHECK(m["ssh"] == "0|");
   CHECK(m["passwd"] == "1|");
+  CHECK(m["top"] == "absent|");
 }
 
 TEST_CASE("what a sandbox writes is bounded, and the host is unharmed",

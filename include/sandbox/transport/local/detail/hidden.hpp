@@ -46,7 +46,6 @@ inline constexpr entry paths[] = {
     {"mnt", kind::empty_dir},
     {"media", kind::empty_dir},
     {"boot", kind::empty_dir}, // System.map and the kernel's config
-    {"lost+found", kind::absent},
     {"etc/shadow", kind::absent},
     {"etc/shadow-", kind::absent},
     {"etc/gshadow", kind::absent},
@@ -65,6 +64,15 @@ inline constexpr entry paths[] = {
     {"etc/credstore", kind::absent},
     {"etc/credstore.encrypted", kind::absent},
 };
+
+/// The top-level entries of the host's root a sandbox sees (some of them emptied above); any
+/// other (a project's /work, /data, /container_info.json, kernel images) is hidden.
+inline constexpr const char* top_level_shown[] = {
+    "bin",   "boot", "dev", "etc",  "home", "lib",  "lib32", "lib64", "libx32", "media", "mnt",
+    "opt",   "proc", "root", "run", "sbin", "srv", "sys",   "tmp",   "usr",    "var"};
+
+/// Stands for a top-level entry that is not in top_level_shown.
+inline constexpr entry unlisted_top_level{"", kind::absent};
 
 /// What an emptied /var and /run still hold, so that programs find the usual places.
 struct skeleton_entry {
@@ -92,6 +100,12 @@ inline constexpr skeleton_entry skeleton[] = {
 
 /// The entry that hides `rel` (relative to the root), or nullptr when it is not hidden.
 [[nodiscard]] inline const entry* find(const char* rel) noexcept {
+  if (!std::strchr(rel, '/')) {
+    bool shown = false;
+    for (const char* t : top_level_shown)
+      shown = shown || std::strcmp(t, rel) == 0;
+    if (!shown) return &unlisted_top_level;
+  }
   for (const entry& e : paths) {
     if (e.how != kind::absent_prefix) {
       if (std::strcmp(e.path, rel) == 0) return &e;
@@ -124,7 +138,7 @@ struct layer {
     if (!join(up, sizeof up, l.upper, part) || !join(low, sizeof low, base, part))
       return ENAMETOOLONG;
     if (::lstat(low, &st) != 0) return errno;
-    if (!S_ISDIR(st.st_mode)) return ENOTDIR;
+    if (!S_ISDIR(st.st_mode)) return ENOTDIR; // a symlinked parent: see hide_one
     if (::mkdir(up, st.st_mode & 07777) == 0) {
       (void)::chown(up, st.st_uid, st.st_gid); // refused in a user namespace: stays the caller's
       (void)::chmod(up, st.st_mode & 07777);
@@ -141,7 +155,9 @@ struct layer {
                                   kind how) noexcept {
   struct stat st{};
   if (::lstat(low, &st) != 0) return 0; // the host has none: nothing to hide
-  if (int err = make_parents(l, rel); err != 0) return err;
+  // Below a parent that is a symlink on the host a whiteout cannot be placed; the entry stays
+  // (README: residual risk) rather than no sandbox starting on such a host.
+  if (int err = make_parents(l, rel); err != 0) return err == ENOTDIR ? 0 : err;
   char up[4096];
   if (!join(up, sizeof up, l.upper, rel)) return ENAMETOOLONG;
   if (how == kind::empty_dir && S_ISDIR(st.st_mode)) {
@@ -178,12 +194,38 @@ struct layer {
   return err;
 }
 
+/// Whiteouts in the root layer for the host root's entries that are not in top_level_shown.
+[[nodiscard]] inline int hide_unlisted_top_level(const layer& l) noexcept {
+  int dfd = ::open(l.lower_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return errno;
+  alignas(8) char buf[4096];
+  int err = 0;
+  for (long n; err == 0 && (n = ::syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0;) {
+    for (long off = 0; off < n && err == 0;) {
+      const char* name = buf + off + 19; // linux_dirent64: ino 8, off 8, reclen 2, type 1
+      unsigned short reclen;
+      std::memcpy(&reclen, buf + off + 16, sizeof reclen);
+      off += reclen;
+      if (!std::strcmp(name, ".") || !std::strcmp(name, "..") || find(name) != &unlisted_top_level)
+        continue;
+      char up[4096];
+      if (!join(up, sizeof up, l.upper, name)) continue;
+      if (::mknod(up, S_IFCHR, makedev(0, 0)) != 0 && errno != EEXIST) err = errno;
+    }
+  }
+  ::close(dfd);
+  return err;
+}
+
 /// Prepares `l.upper` so that the overlay of `l.lower_root/l.prefix` hides every listed entry
 /// below it. 0 or errno.
 [[nodiscard]] inline int prepare_upper(const layer& l) noexcept {
   std::size_t plen = std::strlen(l.prefix);
   char base[4096];
   if (!join(base, sizeof base, l.lower_root, l.prefix)) return ENAMETOOLONG;
+  if (!plen) {
+    if (int err = hide_unlisted_top_level(l); err != 0) return err;
+  }
   for (const entry& e : paths) {
     const char* rel = e.path;
     if (plen) {
