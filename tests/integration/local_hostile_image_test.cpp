@@ -165,27 +165,14 @@ TEST_CASE("a hostile image cannot reach the host for a caller that is not root",
   host_marker marker;
   ::chmod(marker.path.c_str(), 0644);
   image img(image::links_t{{"sys", "/"}, {"tmp", "../../../.."}});
-  int p[2];
-  REQUIRE(::pipe(p) == 0);
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    ::close(p[0]);
-    std::string out = "error: could not drop to 65534";
+  std::string out = test_support::in_child([&](int fd) {
+    std::string said = "error: could not drop to 65534";
     if (become_nobody()) {
       auto made = Box::run({.image = img.dir}, sandbox::local_transport::shared());
-      out = made ? "reach:" + reach(made.value(), marker) : "error: " + made.error().message;
+      said = made ? "reach:" + reach(made.value(), marker) : "error: " + made.error().message;
     }
-    (void)!::write(p[1], out.data(), out.size());
-    ::_exit(0);
-  }
-  ::close(p[1]);
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(p[0], buf, sizeof buf)) > 0;)
-    out.append(buf, static_cast<std::size_t>(n));
-  ::close(p[0]);
-  ::waitpid(pid, nullptr, 0);
+    (void)!::write(fd, said.data(), said.size());
+  });
   CHECK(out == "reach:");
   CHECK(::access((marker.path + ".w").c_str(), F_OK) != 0);
   ::unlink((marker.path + ".w").c_str());

@@ -170,51 +170,48 @@ struct layer {
   return ::mknod(up, S_IFCHR, makedev(0, 0)) == 0 ? 0 : errno;
 }
 
-/// Hides the entries of every `absent_prefix` entry under `dir` (relative to the layer).
-[[nodiscard]] inline int hide_prefixed(const layer& l, const char* rel_dir, const char* low_dir,
-                                       const char* prefix) noexcept {
-  int dfd = ::open(low_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return 0; // none, or unreadable: nothing the sandbox could read either
+/// Calls `f(name)` for each entry of the directory `dir` until it returns non-zero, and returns
+/// that; a directory that cannot be opened is 0 when `missing_ok`, else its errno.
+template <class F>
+[[nodiscard]] int for_each_entry(const char* dir, bool missing_ok, F&& f) noexcept {
+  int dfd = ::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return missing_ok ? 0 : errno;
   alignas(8) char buf[4096];
   int err = 0;
-  std::size_t plen = std::strlen(prefix);
   for (long n; err == 0 && (n = ::syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0;) {
     for (long off = 0; off < n && err == 0;) {
       const char* name = buf + off + 19; // linux_dirent64: ino 8, off 8, reclen 2, type 1
       unsigned short reclen;
       std::memcpy(&reclen, buf + off + 16, sizeof reclen);
       off += reclen;
-      if (std::strncmp(name, prefix, plen) != 0) continue;
-      char rel[4096], low[4096];
-      if (!join(rel, sizeof rel, rel_dir, name) || !join(low, sizeof low, low_dir, name)) continue;
-      err = hide_one(l, rel, low, kind::absent);
+      if (std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) err = f(name);
     }
   }
   ::close(dfd);
   return err;
 }
 
+/// Hides the entries of every `absent_prefix` entry under `dir` (relative to the layer).
+[[nodiscard]] inline int hide_prefixed(const layer& l, const char* rel_dir, const char* low_dir,
+                                       const char* prefix) noexcept {
+  std::size_t plen = std::strlen(prefix);
+  // None, or unreadable: nothing the sandbox could read either.
+  return for_each_entry(low_dir, true, [&](const char* name) {
+    char rel[4096], low[4096];
+    if (std::strncmp(name, prefix, plen) != 0 || !join(rel, sizeof rel, rel_dir, name) ||
+        !join(low, sizeof low, low_dir, name))
+      return 0;
+    return hide_one(l, rel, low, kind::absent);
+  });
+}
+
 /// Whiteouts in the root layer for the host root's entries that are not in top_level_shown.
 [[nodiscard]] inline int hide_unlisted_top_level(const layer& l) noexcept {
-  int dfd = ::open(l.lower_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return errno;
-  alignas(8) char buf[4096];
-  int err = 0;
-  for (long n; err == 0 && (n = ::syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0;) {
-    for (long off = 0; off < n && err == 0;) {
-      const char* name = buf + off + 19; // linux_dirent64: ino 8, off 8, reclen 2, type 1
-      unsigned short reclen;
-      std::memcpy(&reclen, buf + off + 16, sizeof reclen);
-      off += reclen;
-      if (!std::strcmp(name, ".") || !std::strcmp(name, "..") || find(name) != &unlisted_top_level)
-        continue;
-      char up[4096];
-      if (!join(up, sizeof up, l.upper, name)) continue;
-      if (::mknod(up, S_IFCHR, makedev(0, 0)) != 0 && errno != EEXIST) err = errno;
-    }
-  }
-  ::close(dfd);
-  return err;
+  return for_each_entry(l.lower_root, false, [&](const char* name) {
+    char up[4096];
+    if (find(name) != &unlisted_top_level || !join(up, sizeof up, l.upper, name)) return 0;
+    return ::mknod(up, S_IFCHR, makedev(0, 0)) != 0 && errno != EEXIST ? errno : 0;
+  });
 }
 
 /// Prepares `l.upper` so that the overlay of `l.lower_root/l.prefix` hides every listed entry
