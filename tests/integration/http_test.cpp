@@ -165,8 +165,8 @@ TEST_CASE("kill abandons the request and the server kills the command", "[http][
   CHECK(early.error().is(errc::timeout));
   auto start = std::chrono::steady_clock::now();
   CHECK(p.kill());
-  auto r = p.result(5s);
-  CHECK(scenarios::since(start) < 2s);
+  auto r = p.result(60s);
+  CHECK(scenarios::since(start) < 15s); // not after the command's own 30 s
   REQUIRE_FALSE(r);
   CHECK(r.error().is(errc::not_running));
   // The server noticed the closed connection and killed the command's process group.
@@ -184,7 +184,7 @@ TEST_CASE("a process handle dropped while its command runs does not block", "[ht
   auto box = keep_alive<http_env>();
   auto start = std::chrono::steady_clock::now();
   { auto p = box.exec({"sleep", "30"}); }
-  CHECK(scenarios::since(start) < 2s);
+  CHECK(scenarios::since(start) < 15s); // not after the command's own 30 s
   CHECK(run_out(box, {"echo", "still fine"}) == "still fine\n");
 }
 

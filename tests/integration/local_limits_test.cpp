@@ -36,6 +36,7 @@ namespace cg = sandbox::local::detail::cgroups;
 #include "../support/host.hpp"
 
 using test_support::slurp;
+using test_support::eventually;
 
 namespace {
 
@@ -51,15 +52,6 @@ Box limited(sandbox::Resources r, std::vector<std::string> command = {}) {
 bool exists(const std::string& path) {
   struct stat st{};
   return ::stat(path.c_str(), &st) == 0;
-}
-
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds limit = 5s) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return cond();
 }
 
 /// Where this process's cgroup of sandbox `id` lives for `controller` (v1), or its v2 directory.
@@ -241,27 +233,28 @@ TEST_CASE("a fork bomb stops at the pids limit and the host stays responsive", "
                         "else sleep 1; fi; }; (b 8) 2>/dev/null; echo done"},
                        eo);
   std::uint64_t most = 0;
-  auto slowest = 0ms;
-  auto last = std::chrono::steady_clock::now();
-  auto give_up = last + 90s;
+  int host_spawns = 0, host_failures = 0;
+  auto give_up = std::chrono::steady_clock::now() + 90s;
   while (!bomb.poll() && std::chrono::steady_clock::now() < give_up) {
     most = std::max(most, number_in(dir + "/pids.current"));
+    // The host is untouched: this process keeps starting processes while the bomb presses.
+    pid_t child = ::fork();
+    if (child == 0) ::_exit(0);
+    int ws = 0;
+    if (child > 0 && ::waitpid(child, &ws, 0) == child && WIFEXITED(ws)) ++host_spawns;
+    else ++host_failures;
     std::this_thread::sleep_for(2ms);
-    auto now = std::chrono::steady_clock::now();
-    slowest = std::max(slowest, std::chrono::duration_cast<std::chrono::milliseconds>(now - last));
-    last = now;
   }
   auto res = bomb.result(10s);
   REQUIRE(res);
   CHECK(res.value().stdout_text == "done\n");
-  INFO("most processes seen " << most << ", slowest sampling round " << slowest.count() << " ms");
+  INFO("most processes seen " << most << "; host processes started meanwhile " << host_spawns);
   CHECK(most <= limit);
-  CHECK(most >= limit / 2); // it did press against the limit
   if (exists(dir + "/pids.peak")) CHECK(number_in(dir + "/pids.peak") <= limit);
-  // The kernel refused forks (pids.events counts them).
+  // It did press against the limit: the kernel refused forks (pids.events counts them).
   CHECK(slurp(dir + "/pids.events") != "max 0\n");
-  // This process kept getting CPU time: 2 ms naps never stretched to a second.
-  CHECK(slowest < 1000ms);
+  CHECK(host_spawns > 0);
+  CHECK(host_failures == 0);
   // And the sandbox is usable again.
   auto after = box.exec({"true"}).result(10s);
   REQUIRE(after);
@@ -283,10 +276,25 @@ TEST_CASE("a cpu limit shows in the CPU time a busy loop gets", "[local][limits]
   } else {
     CHECK(slurp(dir + "/cpu.max") == "25000 100000\n");
   }
-  // A busy loop for 2 s of wall time, then its own CPU time (utime + stime, in clock ticks).
-  auto run =
-      box.exec({"sh", "-c", "while :; do :; done & p=$!; sleep 2; cat /proc/$p/stat; kill $p"})
-          .result(30s);
+  // A busy loop until the quota has throttled it a few times (however loaded the host is), then
+  // its own CPU time (utime + stime, in clock ticks), compared with the wall time it had.
+  auto start = std::chrono::steady_clock::now();
+  auto busy = box.exec(
+      {"sh", "-c", "while :; do :; done & p=$!; read go; cat /proc/$p/stat; kill $p"},
+      {.stdin_pipe = true});
+  auto throttled = [&] {
+    std::istringstream in(slurp(dir + "/cpu.stat"));
+    std::string key;
+    std::uint64_t n = 0;
+    while (in >> key >> n)
+      if (key == "nr_throttled") return n;
+    return std::uint64_t{0};
+  };
+  CHECK(eventually([&] { return throttled() >= 10; }, 120s));
+  std::this_thread::sleep_for(1s);
+  REQUIRE(busy.write_stdin("go\n"));
+  auto run = busy.result(60s);
+  double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   REQUIRE(run);
   const std::string& stat = run.value().stdout_text;
   auto p = stat.rfind(')');
@@ -300,15 +308,12 @@ TEST_CASE("a cpu limit shows in the CPU time a busy loop gets", "[local][limits]
   // After ')': state is field 3, utime 14, stime 15.
   double ticks = std::stod(v[11]) + std::stod(v[12]);
   double cpu_s = ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
-  INFO("busy loop got " << cpu_s << " s of CPU in 2 s with a quota of 0.25 cores");
-  // Quota: 0.5 s. Generous: a loaded 2-core machine may give it less, never much more.
-  CHECK(cpu_s <= 0.5 * 1.3 + 0.05);
-  CHECK(cpu_s >= 0.5 * 0.3);
-  if (cg::host_layout().version == 1) {
-    CHECK(slurp(dir + "/cpu.stat").find("nr_throttled 0\n") == std::string::npos);
-  } else {
-    CHECK(slurp(dir + "/cpu.stat").find("nr_throttled 0\n") == std::string::npos);
-  }
+  INFO("busy loop got " << cpu_s << " s of CPU in at most " << wall_s
+                          << " s with a quota of 0.25 cores");
+  // The quota caps it: 25 ms per 100 ms period over its lifetime (at most wall_s), plus the
+  // period it started in and the clock tick's rounding. A loaded host may give it less.
+  CHECK(cpu_s <= 0.25 * wall_s + 0.025 + 0.02);
+  CHECK(cpu_s > 0.0);
 }
 
 TEST_CASE("no cgroup of a sandbox remains after it stops", "[local][limits]") {

@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: MIT
-// Looking at the host from a test: file contents and the processes that carry a marker.
+// Looking at the host from a test: file contents, the processes that carry a marker, waiting for a
+// condition.
 #pragma once
 
 #include <dirent.h>
 
+#include <chrono>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
+#include <thread>
 
 namespace test_support {
 
@@ -29,6 +33,18 @@ inline int count_marked(const std::string& marker) {
   }
   closedir(d);
   return n;
+}
+
+/// Whether `cond` becomes true within `limit`. The default is far above what a loaded machine
+/// needs: it only bounds how long a failing test takes.
+inline bool eventually(const std::function<bool()>& cond,
+                       std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return cond();
 }
 
 } // namespace test_support
