@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The proto3 JSON codec, base64, the JSON writer and the google.rpc.Status error mapping.
 #include <sandbox/transport/http/codec.hpp>
+#include <sandbox/transport/http/mapping.hpp>
 
 #include <catch2/catch.hpp>
 

@@ -8,7 +8,6 @@
 #pragma once
 
 #include <sandbox/transport/http/descriptor.hpp>
-#include <sandbox/types.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -25,7 +24,7 @@ namespace sandbox::http::wire {
 using string_map = std::map<std::string, std::string, std::less<>>;
 
 /// `coreweave.sandbox.v1.State`. An enum is open in proto3: a number the codec does not know is
-/// kept as it is (and re-encoded as a number); `to_state` maps it to
+/// kept as it is (and re-encoded as a number); `to_state` (mapping.hpp) maps it to
 /// `State::UNSPECIFIED`.
 enum class State : std::int32_t {
   STATE_UNSPECIFIED = 0,
@@ -47,38 +46,6 @@ inline constexpr auto descriptor<State> =
 /// The wire state named `name`; an unknown name is STATE_UNSPECIFIED (proto3 JSON rule).
 [[nodiscard]] constexpr State state_from_name(std::string_view name) noexcept {
   return enum_from_name<State>(name);
-}
-
-/// Wire state → library state; a number outside the enum is UNSPECIFIED.
-[[nodiscard]] constexpr sandbox::State to_state(State s) noexcept {
-  switch (s) {
-  case State::STATE_UNSPECIFIED: return sandbox::State::UNSPECIFIED;
-  case State::STATE_CREATING: return sandbox::State::CREATING;
-  case State::STATE_RUNNING: return sandbox::State::RUNNING;
-  case State::STATE_COMPLETED: return sandbox::State::COMPLETED;
-  case State::STATE_FAILED: return sandbox::State::FAILED;
-  case State::STATE_TERMINATING: return sandbox::State::TERMINATING;
-  case State::STATE_TERMINATED: return sandbox::State::TERMINATED;
-  case State::STATE_PENDING: return sandbox::State::PENDING;
-  case State::STATE_PAUSED: return sandbox::State::PAUSED;
-  }
-  return sandbox::State::UNSPECIFIED;
-}
-
-/// Library state → wire state.
-[[nodiscard]] constexpr State to_wire(sandbox::State s) noexcept {
-  switch (s) {
-  case sandbox::State::UNSPECIFIED: return State::STATE_UNSPECIFIED;
-  case sandbox::State::PENDING: return State::STATE_PENDING;
-  case sandbox::State::CREATING: return State::STATE_CREATING;
-  case sandbox::State::RUNNING: return State::STATE_RUNNING;
-  case sandbox::State::PAUSED: return State::STATE_PAUSED;
-  case sandbox::State::TERMINATING: return State::STATE_TERMINATING;
-  case sandbox::State::COMPLETED: return State::STATE_COMPLETED;
-  case sandbox::State::FAILED: return State::STATE_FAILED;
-  case sandbox::State::TERMINATED: return State::STATE_TERMINATED;
-  }
-  return State::STATE_UNSPECIFIED;
 }
 
 /// `Resources`: Kubernetes quantities as strings ("500m", "2", "512Mi").
