@@ -972,3 +972,12 @@ TEST_CASE("Status details: the first entry of each known type, with what it need
   CHECK(decode_error<wire::Status>(R"({"details":[{"reason":"a","reason":"b"}]})", strict) ==
         "details[0].reason: duplicate field");
 }
+
+TEST_CASE("error paths name keys and indexes, printable and short", "[codec][malformed]") {
+  CHECK(decode_error<wire::ListSandboxesResponse>(
+            R"({"sandboxes":[{},{"status":{"x\u0001y":[1,{"z":tru}]}}]})") ==
+        "sandboxes[1].status.x?y[1].z: invalid literal (expected true, false or null)");
+  const std::string long_key(70, 'k');
+  CHECK(decode_error<wire::ExecRequest>(R"({"env":{")" + long_key + R"(":1}})") ==
+        "env." + std::string(64, 'k') + "...: expected a string, got a number");
+}

@@ -15,6 +15,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cmath>
@@ -141,7 +142,7 @@ inline constexpr std::size_t keep_parser_capacity = std::size_t{16} << 20;
 class decoder {
 public:
   decoder(decode_mode mode, const char* base, std::size_t size) noexcept
-      : mode_(mode), base_(base), size_(size) {}
+      : mode_(mode), base_(base), doc_size_(size) {}
 
   [[nodiscard]] decode_mode mode() const noexcept { return mode_; }
   [[nodiscard]] bool strict() const noexcept { return mode_ == decode_mode::strict; }
@@ -149,7 +150,7 @@ public:
 
   /// An error about the value at the current path.
   [[nodiscard]] error fail(std::string_view what) const noexcept {
-    std::string msg = path_;
+    std::string msg = path();
     if (!msg.empty()) msg += ": ";
     msg += what;
     return error{strict() ? errc::validation : errc::protocol, std::move(msg)};
@@ -168,28 +169,31 @@ public:
     return fail("expected " + std::string(wanted) + ", got " + std::string(type_name(got)));
   }
 
+  /// Enters the member `key` (a view that lives as long as the document) or the element `i`;
+  /// `pop(mark)` leaves it. The path is only spelled out when an error needs it.
   [[nodiscard]] std::size_t push_key(std::string_view key) noexcept {
-    const auto mark = path_.size();
-    if (!path_.empty()) path_ += '.';
-    // Keys come from the peer: keep messages short and printable.
-    std::size_t n = 0;
-    for (unsigned char c : key) {
-      if (++n > 64) {
-        path_ += "...";
-        break;
+    return push({key, no_index});
+  }
+  [[nodiscard]] std::size_t push_index(std::size_t i) noexcept { return push({{}, i}); }
+  void pop(std::size_t mark) noexcept { path_size_ = mark; }
+
+  /// `spec.containers[0].image`. Keys come from the peer: each is made printable and cut at 64
+  /// characters.
+  [[nodiscard]] std::string path() const {
+    std::string out;
+    for (std::size_t i = 0; i < std::min(path_size_, std::size(path_)); ++i) {
+      const segment& s = path_[i];
+      if (s.index != no_index) {
+        ((out += '[') += std::to_string(s.index)) += ']';
+        continue;
       }
-      path_ += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
+      if (!out.empty()) out += '.';
+      for (unsigned char c : s.key.substr(0, 64))
+        out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
+      if (s.key.size() > 64) out += "...";
     }
-    return mark;
+    return out;
   }
-  [[nodiscard]] std::size_t push_index(std::size_t i) noexcept {
-    const auto mark = path_.size();
-    path_ += '[';
-    path_ += std::to_string(i);
-    path_ += ']';
-    return mark;
-  }
-  void pop(std::size_t mark) noexcept { path_.resize(mark); }
 
   /// Enters an object or array; fails past max_depth.
   [[nodiscard]] sandbox::result<void> descend() noexcept {
@@ -204,16 +208,28 @@ public:
     const char* at = nullptr;
     if (doc_->current_location().get(at) != simdjson::SUCCESS || at < base_) return std::nullopt;
     auto off = static_cast<std::size_t>(at - base_);
-    if (off > size_) return std::nullopt;
+    if (off > doc_size_) return std::nullopt;
     return off;
   }
 
 private:
+  static constexpr std::size_t no_index = static_cast<std::size_t>(-1);
+  struct segment {
+    std::string_view key;
+    std::size_t index;
+  };
+  std::size_t push(segment s) noexcept {
+    // Nesting is bounded (max_depth), and so is the path; what is past the end is not named.
+    if (path_size_ < std::size(path_)) path_[path_size_] = s;
+    return path_size_++;
+  }
+
   decode_mode mode_;
   const char* base_;
-  std::size_t size_;
+  std::size_t doc_size_;
   od::document* doc_ = nullptr;
-  std::string path_;
+  segment path_[max_depth + 8];
+  std::size_t path_size_ = 0;
   int depth_ = 0;
 };
 
