@@ -197,22 +197,19 @@ options_of(const wire::SandboxSpec& spec,
     // Limits win; requests stand in when no limit is given (Guaranteed QoS either way here).
     const auto& lim = c.resource_requirements->limits;
     const auto& req = c.resource_requirements->requests;
-    const std::string& cpu = lim.cpu.empty() ? req.cpu : lim.cpu;
-    const std::string& mem = lim.memory.empty() ? req.memory : lim.memory;
-    if (!cpu.empty()) {
+    auto bad = [](std::string_view what, const std::string& quantity) {
+      return fail(errc::validation, "spec.containers[0].resourceRequirements: bad " +
+                                        std::string(what) + " quantity " +
+                                        sandbox::detail::shell_quote(quantity));
+    };
+    if (const auto& cpu = lim.cpu.empty() ? req.cpu : lim.cpu; !cpu.empty()) {
       auto v = detail::parse_cpu(cpu);
-      if (!v)
-        return fail(errc::validation, "spec.containers[0].resourceRequirements: bad cpu "
-                                      "quantity " +
-                                          sandbox::detail::shell_quote(cpu));
+      if (!v) return bad("cpu", cpu);
       o.resources.cpus = *v;
     }
-    if (!mem.empty()) {
+    if (const auto& mem = lim.memory.empty() ? req.memory : lim.memory; !mem.empty()) {
       auto v = detail::parse_memory(mem);
-      if (!v)
-        return fail(errc::validation, "spec.containers[0].resourceRequirements: bad memory "
-                                      "quantity " +
-                                          sandbox::detail::shell_quote(mem));
+      if (!v) return bad("memory", mem);
       o.resources.memory_bytes = *v;
     }
   }
