@@ -9,12 +9,12 @@
 #include <sandbox/result.hpp>
 #include <sandbox/transport/http/codec.hpp>
 #include <sandbox/transport/http/defaults.hpp>
+#include <sandbox/transport/http/mapping.hpp>
 
 #include <httplib.h>
 
 #include <algorithm>
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
 #include <csignal>
 #include <cstdint>
@@ -72,42 +72,6 @@ class http_server : public httplib::Server {
 public:
   [[nodiscard]] bool raise_backlog(int n) noexcept { return ::listen(svr_sock_, n) == 0; }
 };
-
-/// "12.345" from a CPU quantity ("500m", "2", "0.5"), in cores.
-[[nodiscard]] inline std::optional<double> parse_cpu(std::string_view q) noexcept {
-  if (q.empty() || q.size() > 32) return std::nullopt;
-  double scale = 1;
-  if (q.back() == 'm') {
-    scale = 1e-3;
-    q.remove_suffix(1);
-  }
-  char* end = nullptr;
-  std::string s(q);
-  double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || end != s.c_str() + s.size() || !std::isfinite(v) || v < 0) return std::nullopt;
-  return v * scale;
-}
-
-/// Bytes from a memory quantity ("512Mi", "1G", "1000").
-[[nodiscard]] inline std::optional<std::uint64_t> parse_memory(std::string_view q) noexcept {
-  static constexpr std::pair<std::string_view, double> suffixes[] = {
-      {"Ki", 1024.0}, {"Mi", 1048576.0}, {"Gi", 1073741824.0}, {"Ti", 1099511627776.0},
-      {"k", 1e3},     {"M", 1e6},        {"G", 1e9},           {"T", 1e12}};
-  if (q.empty() || q.size() > 32) return std::nullopt;
-  double scale = 1;
-  for (const auto& [sfx, mul] : suffixes)
-    if (q.size() > sfx.size() && q.substr(q.size() - sfx.size()) == sfx) {
-      scale = mul;
-      q.remove_suffix(sfx.size());
-      break;
-    }
-  std::string s(q);
-  char* end = nullptr;
-  double v = std::strtod(s.c_str(), &end);
-  if (end != s.c_str() + s.size() || !std::isfinite(v) || v < 0 || v * scale > 1.8e19)
-    return std::nullopt;
-  return static_cast<std::uint64_t>(v * scale);
-}
 
 /// Bearer token comparison whose time does not depend on where the strings differ.
 [[nodiscard]] inline bool token_matches(std::string_view header, std::string_view token) noexcept {
@@ -315,20 +279,6 @@ private:
     }
   };
 
-  [[nodiscard]] static std::string camel_of(std::string_view snake) {
-    std::string out;
-    bool up = false;
-    for (char c : snake) {
-      if (c == '_') {
-        up = true;
-        continue;
-      }
-      out += up ? static_cast<char>(std::toupper(static_cast<unsigned char>(c))) : c;
-      up = false;
-    }
-    return out;
-  }
-
   [[nodiscard]] static result<query> query_of(const Request& req,
                                               std::initializer_list<std::string_view> allowed) {
     // From the target itself: cpp-httplib also puts form-encoded bodies into req.params.
@@ -337,7 +287,7 @@ private:
       httplib::detail::parse_query_text(req.target.substr(at + 1), params);
     query q;
     for (const auto& [k, v] : params) {
-      std::string name = camel_of(k);
+      std::string name = http::wire::json_name(k);
       if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
         return fail(errc::validation, "unknown query parameter " + sandbox::detail::shell_quote(k));
       if (name != "tags" && q.values.count(name))
@@ -390,77 +340,10 @@ private:
 
   // ---- wire ⇄ library -----------------------------------------------------------------------
 
-  [[nodiscard]] result<SandboxOptions> options_of(const http::wire::SandboxSpec& spec) const {
-    if (spec.containers.size() != 1)
-      return fail(errc::unsupported, "spec.containers: this server runs exactly one container "
-                                     "per sandbox, got " +
-                                         std::to_string(spec.containers.size()));
-    const auto& c = spec.containers.front();
-    if (!spec.primary_container.empty() && spec.primary_container != c.name)
-      return fail(errc::validation, "spec.primaryContainer: no container named " +
-                                        sandbox::detail::shell_quote(spec.primary_container));
-    SandboxOptions o;
-    if (auto it = o_.images.find(c.image); it != o_.images.end())
-      o.image = it->second;
-    else
-      o.image = c.image;
-    if (c.command.empty() && !c.args.empty())
-      return fail(errc::validation, "spec.containers[0].args: given without a command (this "
-                                    "server has no image entrypoint)");
-    bool keep_alive = o_.native_keep_alive && c.command == http::keep_alive_program &&
-                      c.args.size() == 2 && c.args[0] == "-c" &&
-                      c.args[1] == http::keep_alive_script;
-    if (!c.command.empty() && !keep_alive) {
-      o.command.push_back(c.command);
-      o.command.insert(o.command.end(), c.args.begin(), c.args.end());
-    }
-    o.env.insert(c.environment_variables.begin(), c.environment_variables.end());
-    o.working_dir = c.working_dir;
-    for (const auto& f : c.files)
-      o.mounted_files.push_back({f.path, f.content});
-    if (c.resource_requirements) {
-      // Limits win; requests stand in when no limit is given (Guaranteed QoS either way here).
-      const auto& lim = c.resource_requirements->limits;
-      const auto& req = c.resource_requirements->requests;
-      const std::string& cpu = lim.cpu.empty() ? req.cpu : lim.cpu;
-      const std::string& mem = lim.memory.empty() ? req.memory : lim.memory;
-      if (!cpu.empty()) {
-        auto v = detail::serve::parse_cpu(cpu);
-        if (!v)
-          return fail(errc::validation, "spec.containers[0].resourceRequirements: bad cpu "
-                                        "quantity " +
-                                            sandbox::detail::shell_quote(cpu));
-        o.resources.cpus = *v;
-      }
-      if (!mem.empty()) {
-        auto v = detail::serve::parse_memory(mem);
-        if (!v)
-          return fail(errc::validation, "spec.containers[0].resourceRequirements: bad memory "
-                                        "quantity " +
-                                            sandbox::detail::shell_quote(mem));
-        o.resources.memory_bytes = *v;
-      }
-    }
-    o.tags = spec.tags;
-    o.annotations.insert(spec.annotations.begin(), spec.annotations.end());
-    if (spec.max_lifetime_seconds < 0)
-      return fail(errc::validation, "spec.maxLifetimeSeconds: must not be negative");
-    if (spec.max_lifetime_seconds > 0)
-      o.max_lifetime = std::chrono::seconds(spec.max_lifetime_seconds);
-    if (spec.network && ((spec.network->deny_egress && !*spec.network->deny_egress) ||
-                         (spec.network->deny_ingress && !*spec.network->deny_ingress)))
-      return fail(errc::unsupported, "spec.network: sandboxes of this server have no network "
-                                     "beyond their own loopback; egress/ingress cannot be allowed");
-    return o;
-  }
-
   [[nodiscard]] http::wire::Sandbox sandbox_of(const SandboxInfo& i) const {
     http::wire::Sandbox sb;
     sb.sandbox_id = i.id;
-    http::wire::SandboxStatus st;
-    st.state = http::wire::to_wire(i.state);
-    if (i.returncode) st.exit_code = *i.returncode;
-    sb.status = std::move(st);
+    sb.status = http::status_of(i);
     std::lock_guard lk(m_);
     if (auto it = specs_.find(i.id); it != specs_.end())
       sb.spec = it->second;
@@ -544,7 +427,7 @@ private:
       return reply_error(res, errc::validation, "sandboxId: output only, must not be set");
     if (sb.status)
       return reply_error(res, errc::validation, "status: output only, must not be set");
-    auto opts = options_of(*sb.spec);
+    auto opts = http::options_of(*sb.spec, o_.images, o_.native_keep_alive);
     if (!opts) return reply_error(res, opts.assume_error());
     std::string request_id = q.assume_value().get("requestId").value_or("");
 
@@ -672,19 +555,6 @@ private:
       t_->release(r);
   }
 
-  /// An ExecResponse for a finished command.
-  [[nodiscard]] static http::wire::ExecResponse response_of(ExecResult&& done) {
-    http::wire::ExecResponse out;
-    out.exit_code = done.returncode;
-    out.stdout_truncated = done.stdout_truncated;
-    out.stderr_truncated = done.stderr_truncated;
-    out.stdout_bytes_produced = static_cast<std::int64_t>(done.stdout_bytes_produced);
-    out.stderr_bytes_produced = static_cast<std::int64_t>(done.stderr_bytes_produced);
-    out.stdout_bytes = std::move(done.stdout_text);
-    out.stderr_bytes = std::move(done.stderr_text);
-    return out;
-  }
-
   void exec(const Request& req, Response& res) {
     auto q = query_of(req, {});
     if (!q) return reply_error(res, q.assume_error());
@@ -693,12 +563,9 @@ private:
     auto& x = body.assume_value();
     std::string id = req.matches[1].str();
     if (auto c = check_container(id, x.container); !c) return reply_error(res, c.assume_error());
-    if (x.max_output_bytes < 0)
-      return reply_error(res, errc::validation, "maxOutputBytes: must not be negative");
-    ExecOptions eo;
-    eo.env.insert(x.env.begin(), x.env.end());
-    eo.max_output_bytes = x.max_output_bytes > 0 ? static_cast<std::uint64_t>(x.max_output_bytes)
-                                                 : o_.default_max_output_bytes;
+    auto options = http::exec_options_of(x, o_.default_max_output_bytes);
+    if (!options) return reply_error(res, options.assume_error());
+    ExecOptions eo = std::move(options).assume_value();
     if (req.has_header(std::string(http::deadline_header).c_str())) {
       auto d = http::parse_grpc_timeout(req.get_header_value(std::string(http::deadline_header)));
       if (!d)
@@ -728,11 +595,11 @@ private:
         // The output of a command its timeout killed travels as an ExecResponse detail.
         auto status = http::status_from_error(r.assume_error());
         if (auto partial = r.assume_error().exec_result)
-          status.exec_response = response_of(ExecResult(*partial));
+          status.exec_response = http::response_of(ExecResult(*partial));
         return reply(res, http::http_status_for(static_cast<http::grpc_code>(status.code)),
                      http::to_json(status));
       }
-      return reply(res, 200, http::to_json(response_of(std::move(r).assume_value())));
+      return reply(res, 200, http::to_json(http::response_of(std::move(r).assume_value())));
     }
   }
 

@@ -3,10 +3,12 @@
 // random bytes (so the JSON carries ~13 MiB / ~341 MiB of base64), against a plain memcpy of the
 // same JSON bytes in the same run. from_json of a std::string with spare capacity parses in place;
 // from a string_view it first makes the padded copy simdjson needs. Also the pieces: base64 alone
-// and that copy.
+// and that copy. Then many small messages (a page of 100 full sandboxes, an exec request), where
+// the per-field work shows rather than base64.
 //
 //   build/tests/bench/codec_bench            # 10 MiB and 256 MiB
 //   build/tests/bench/codec_bench 64         # one size, in MiB
+//   build/tests/bench/codec_bench 0          # the small messages only
 #include <sandbox/transport/http/codec.hpp>
 
 #include <algorithm>
@@ -127,11 +129,85 @@ void run(std::size_t mib) {
   }
 }
 
+/// A sandbox as a page of ListSandboxes carries it: spec and status, most fields set.
+wire::Sandbox listed_sandbox(int i) {
+  wire::Container c{.name = "main",
+                    .image = "python:3.11",
+                    .command = "/bin/sh",
+                    .args = {"-c", "trap 'exit 0' TERM; sleep infinity & wait"},
+                    .environment_variables = {{"A", "1"}, {"PATH", "/usr/bin:/bin"}},
+                    .working_dir = "/work",
+                    .files = {{"/etc/motd", "hello"}},
+                    .resource_requirements = wire::ResourceRequirements{{"500m", "512Mi"},
+                                                                        {"500m", "512Mi"}}};
+  wire::SandboxSpec spec{.containers = {c},
+                         .primary_container = "main",
+                         .tags = {"team-a", "eval"},
+                         .annotations = {{"owner", "someone"}},
+                         .max_lifetime_seconds = 3600};
+  wire::SandboxStatus st{.state = wire::State::STATE_RUNNING,
+                         .create_time = "2026-11-26T10:00:00.123Z",
+                         .start_time = "2026-11-26T10:00:01Z",
+                         .exit_code = 0,
+                         .runner_id = "runner-7"};
+  return {"sb-" + std::to_string(100000 + i), spec, st};
+}
+
+/// Per-message cost of small messages, in microseconds per call.
+void run_small() {
+  const int reps = 200;
+  wire::ListSandboxesResponse page;
+  for (int i = 0; i < 100; ++i)
+    page.sandboxes.push_back(listed_sandbox(i));
+  page.next_page_token = "sb-100099";
+  const std::string page_body = to_json(page);
+  const std::string sandbox_body = to_json(page.sandboxes[0]);
+  const std::string exec_body =
+      to_json(wire::ExecRequest{{"python3", "-c", "print(1)"}, {{"A", "1"}}, 1 << 20, ""});
+  std::printf("Small messages (best of %d): page of 100 sandboxes %zu bytes, sandbox %zu, exec "
+              "request %zu\n",
+              reps, page_body.size(), sandbox_body.size(), exec_body.size());
+  bool ok = true;
+  auto per_call = [&](const char* what, std::size_t bytes, int calls, auto&& f) {
+    const double s = best_of(reps, [&] {
+      for (int i = 0; i < calls; ++i)
+        f();
+    });
+    std::printf("  %-38s %9.2f us %9.0f MB/s\n", what, s / calls * 1e6,
+                static_cast<double>(bytes) * calls / 1e6 / s);
+  };
+  per_call("from_json<ListSandboxesResponse>", page_body.size(), 1, [&] {
+    auto r = from_json<wire::ListSandboxesResponse>(page_body, decode_mode::lenient);
+    ok = ok && r && r.value().sandboxes.size() == 100;
+  });
+  per_call("to_json(ListSandboxesResponse)", page_body.size(), 1, [&] {
+    auto s = to_json(page);
+    ok = ok && s.size() == page_body.size();
+  });
+  per_call("from_json<Sandbox>, strict", sandbox_body.size(), 50, [&] {
+    auto r = from_json<wire::Sandbox>(sandbox_body, decode_mode::strict);
+    ok = ok && r;
+  });
+  per_call("from_json<ExecRequest>, strict", exec_body.size(), 100, [&] {
+    auto r = from_json<wire::ExecRequest>(exec_body, decode_mode::strict);
+    ok = ok && r;
+  });
+  per_call("to_json(ExecRequest)", exec_body.size(), 100, [&] {
+    auto s = to_json(wire::ExecRequest{{"python3", "-c", "print(1)"}, {{"A", "1"}}, 1 << 20, ""});
+    ok = ok && s.size() == exec_body.size();
+  });
+  if (!ok) {
+    std::printf("  ERROR: a small message did not round-trip\n");
+    std::exit(1);
+  }
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
   std::vector<std::size_t> sizes = {10, 256};
   if (argc > 1) sizes = {static_cast<std::size_t>(std::strtoul(argv[1], nullptr, 10))};
+  if (argc == 1 || sizes[0] == 0) run_small();
   for (auto mib : sizes)
-    run(mib);
+    if (mib > 0) run(mib);
 }

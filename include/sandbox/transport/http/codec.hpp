@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The proto3 JSON codec of the v1 REST mapping (PROTOCOL.md, "proto3 JSON, exactly"): to_json and
-// from_json for every message in wire.hpp. The only header of the library that includes
-// <simdjson.h>; it uses the on-demand API through its error-code accessors only, so it builds
-// with -fno-exceptions.
+// from_json for every message described in wire.hpp, driven by its descriptor alone. The only
+// header of the library that includes <simdjson.h>; it uses the on-demand API through its
+// error-code accessors only, so it builds with -fno-exceptions.
 #pragma once
 
 #include <sandbox/result.hpp>
@@ -15,15 +15,18 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cmath>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -41,25 +44,27 @@ enum class decode_mode {
   strict,
 };
 
-/// Encodes `msg` (any message of wire.hpp) as proto3 JSON: lowerCamelCase names, default values
-/// omitted, int64 as JSON strings, bytes as padded standard base64, enums by name (a number
-/// without a name as the number), `exitCode` whenever it is present (0 included). Strings that
-/// are not valid UTF-8 get U+FFFD for each invalid byte (see json_writer).
+/// Encodes `msg` (any message described in wire.hpp, or elsewhere with descriptor.hpp) as proto3
+/// JSON: lowerCamelCase names, default values omitted, int64 as JSON strings, bytes as padded
+/// standard base64, enums by name (a number without a name as the number), an optional field
+/// whenever it is set (`"exitCode": 0` included). Strings that are not valid UTF-8 get U+FFFD for
+/// each invalid byte (see json_writer).
 ///
 /// ```cpp
 /// std::string body = to_json(wire::ExecRequest{.command = {"ls", "-l"}});
 /// // {"command":["ls","-l"]}
 /// ```
-template <class T>
+template <wire::described_message T>
 [[nodiscard]] std::string to_json(const T& msg) noexcept;
 
-/// Decodes a proto3 JSON body into an owning `T` (any message of wire.hpp). Accepts
+/// Decodes a proto3 JSON body into an owning `T` (any described message). Accepts
 /// lowerCamelCase and snake_case names, int64 and int32 as a number or a string, integral numbers
 /// written with a fraction or exponent (`5.0`, `1e3`), enums by name or number (an unknown name
 /// is the UNSPECIFIED value), bytes in standard or URL-safe base64 with or without padding, and
-/// `null` for "absent". Required fields in strict mode: `Sandbox.spec`, `SandboxSpec.containers`
-/// (at least one), `Container.name` and `.image`, `FileMount.path`, `ExecRequest.command`
-/// (non-empty), `WriteFileRequest.path`.
+/// `null` for "absent". In strict mode the fields wire.hpp marks `required` must be set:
+/// `Sandbox.spec`, `SandboxSpec.containers` (at least one), `Container.name` and `.image`,
+/// `FileMount.path`, `ExecRequest.command` (non-empty), `WriteFileRequest.path`; two fields of one
+/// oneof are an error in both modes.
 ///
 /// **Errors:** errc::protocol (lenient) or errc::validation (strict) with a message saying what
 /// was wrong and where (field path, and the byte offset for malformed JSON): an empty body,
@@ -72,7 +77,7 @@ template <class T>
 /// auto r = from_json<wire::ExecResponse>(body, decode_mode::lenient);
 /// if (!r) return r.error();              // errc::protocol, "stdout: invalid base64: ..."
 /// ```
-template <class T>
+template <wire::described_message T>
 [[nodiscard]] sandbox::result<T> from_json(std::string_view body, decode_mode mode) noexcept;
 
 /// As above, for a body held in a `std::string` (an HTTP library's response body): when the
@@ -80,7 +85,7 @@ template <class T>
 /// parsed in place instead of being copied first.
 ///
 /// **Errors:** as above.
-template <class T, class String>
+template <wire::described_message T, class String>
 requires std::same_as<String, std::string>
 [[nodiscard]] sandbox::result<T> from_json(const String& body, decode_mode mode) noexcept;
 
@@ -137,7 +142,7 @@ inline constexpr std::size_t keep_parser_capacity = std::size_t{16} << 20;
 class decoder {
 public:
   decoder(decode_mode mode, const char* base, std::size_t size) noexcept
-      : mode_(mode), base_(base), size_(size) {}
+      : mode_(mode), base_(base), doc_size_(size) {}
 
   [[nodiscard]] decode_mode mode() const noexcept { return mode_; }
   [[nodiscard]] bool strict() const noexcept { return mode_ == decode_mode::strict; }
@@ -145,7 +150,7 @@ public:
 
   /// An error about the value at the current path.
   [[nodiscard]] error fail(std::string_view what) const noexcept {
-    std::string msg = path_;
+    std::string msg = path();
     if (!msg.empty()) msg += ": ";
     msg += what;
     return error{strict() ? errc::validation : errc::protocol, std::move(msg)};
@@ -164,28 +169,31 @@ public:
     return fail("expected " + std::string(wanted) + ", got " + std::string(type_name(got)));
   }
 
+  /// Enters the member `key` (a view that lives as long as the document) or the element `i`;
+  /// `pop(mark)` leaves it. The path is only spelled out when an error needs it.
   [[nodiscard]] std::size_t push_key(std::string_view key) noexcept {
-    const auto mark = path_.size();
-    if (!path_.empty()) path_ += '.';
-    // Keys come from the peer: keep messages short and printable.
-    std::size_t n = 0;
-    for (unsigned char c : key) {
-      if (++n > 64) {
-        path_ += "...";
-        break;
+    return push({key, no_index});
+  }
+  [[nodiscard]] std::size_t push_index(std::size_t i) noexcept { return push({{}, i}); }
+  void pop(std::size_t mark) noexcept { path_size_ = mark; }
+
+  /// `spec.containers[0].image`. Keys come from the peer: each is made printable and cut at 64
+  /// characters.
+  [[nodiscard]] std::string path() const {
+    std::string out;
+    for (std::size_t i = 0; i < std::min(path_size_, std::size(path_)); ++i) {
+      const segment& s = path_[i];
+      if (s.index != no_index) {
+        ((out += '[') += std::to_string(s.index)) += ']';
+        continue;
       }
-      path_ += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
+      if (!out.empty()) out += '.';
+      for (unsigned char c : s.key.substr(0, 64))
+        out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
+      if (s.key.size() > 64) out += "...";
     }
-    return mark;
+    return out;
   }
-  [[nodiscard]] std::size_t push_index(std::size_t i) noexcept {
-    const auto mark = path_.size();
-    path_ += '[';
-    path_ += std::to_string(i);
-    path_ += ']';
-    return mark;
-  }
-  void pop(std::size_t mark) noexcept { path_.resize(mark); }
 
   /// Enters an object or array; fails past max_depth.
   [[nodiscard]] sandbox::result<void> descend() noexcept {
@@ -200,16 +208,28 @@ public:
     const char* at = nullptr;
     if (doc_->current_location().get(at) != simdjson::SUCCESS || at < base_) return std::nullopt;
     auto off = static_cast<std::size_t>(at - base_);
-    if (off > size_) return std::nullopt;
+    if (off > doc_size_) return std::nullopt;
     return off;
   }
 
 private:
+  static constexpr std::size_t no_index = static_cast<std::size_t>(-1);
+  struct segment {
+    std::string_view key;
+    std::size_t index;
+  };
+  std::size_t push(segment s) noexcept {
+    // Nesting is bounded (max_depth), and so is the path; what is past the end is not named.
+    if (path_size_ < std::size(path_)) path_[path_size_] = s;
+    return path_size_++;
+  }
+
   decode_mode mode_;
   const char* base_;
-  std::size_t size_;
+  std::size_t doc_size_;
   od::document* doc_ = nullptr;
-  std::string path_;
+  segment path_[max_depth + 8];
+  std::size_t path_size_ = 0;
   int depth_ = 0;
 };
 
@@ -241,6 +261,59 @@ inline constexpr std::string_view bad_literal = "invalid literal (expected true,
   return b;
 }
 
+/// Calls `fn(key, value)` for each member of `obj`, with the key on the path, within the depth
+/// limit.
+template <class Fn>
+[[nodiscard]] sandbox::result<void> for_each_member(od::object& obj, decoder& d, Fn&& fn) noexcept {
+  SANDBOX_TRYV(d.descend());
+  for (auto field : obj) {
+    od::field f;
+    if (auto e = std::move(field).get(f)) return d.syntax(e);
+    std::string_view key;
+    if (auto e = f.unescaped_key().get(key)) return d.syntax(e);
+    const auto mark = d.push_key(key);
+    SANDBOX_TRYV(fn(key, f.value()));
+    d.pop(mark);
+  }
+  d.ascend();
+  return success();
+}
+
+/// Calls `fn(value)` for each element of `arr`, with its index on the path, within the depth
+/// limit.
+template <class Fn>
+[[nodiscard]] sandbox::result<void> for_each_element(od::array& arr, decoder& d, Fn&& fn) noexcept {
+  SANDBOX_TRYV(d.descend());
+  std::size_t n = 0;
+  for (auto element : arr) {
+    od::value ev;
+    if (auto e = std::move(element).get(ev)) return d.syntax(e);
+    const auto mark = d.push_index(n++);
+    SANDBOX_TRYV(fn(ev));
+    d.pop(mark);
+  }
+  d.ascend();
+  return success();
+}
+
+/// `for_each_member` or `for_each_element` (`Type`: object or array) over what `v` holds; nothing
+/// for `null`, an error for any other value.
+template <od::json_type Type, class Fn>
+[[nodiscard]] sandbox::result<void> for_each_in(od::value& v, decoder& d, Fn&& fn) noexcept {
+  SANDBOX_TRY(t, type_of(v, d));
+  if (t == od::json_type::null) return consume_null(v, d);
+  if (t != Type) return d.wrong_type(type_name(Type), t);
+  if constexpr (Type == od::json_type::object) {
+    od::object obj;
+    if (auto e = v.get_object().get(obj)) return d.syntax(e);
+    return for_each_member(obj, d, std::forward<Fn>(fn));
+  } else {
+    od::array arr;
+    if (auto e = v.get_array().get(arr)) return d.syntax(e);
+    return for_each_element(arr, d, std::forward<Fn>(fn));
+  }
+}
+
 /// Consumes any value, checking that it is well-formed JSON within the depth limit. On-demand
 /// parsing would otherwise skip the unknown fields of a lenient decode without looking at them.
 [[nodiscard]] inline sandbox::result<void> skip(od::value& v, decoder& d) noexcept {
@@ -249,33 +322,12 @@ inline constexpr std::string_view bad_literal = "invalid literal (expected true,
   case od::json_type::object: {
     od::object obj;
     if (auto e = v.get_object().get(obj)) return d.syntax(e);
-    SANDBOX_TRYV(d.descend());
-    for (auto field : obj) {
-      od::field f;
-      if (auto e = std::move(field).get(f)) return d.syntax(e);
-      std::string_view key;
-      if (auto e = f.unescaped_key().get(key)) return d.syntax(e);
-      const auto mark = d.push_key(key);
-      SANDBOX_TRYV(skip(f.value(), d));
-      d.pop(mark);
-    }
-    d.ascend();
-    return success();
+    return for_each_member(obj, d, [&](std::string_view, od::value& fv) { return skip(fv, d); });
   }
   case od::json_type::array: {
     od::array arr;
     if (auto e = v.get_array().get(arr)) return d.syntax(e);
-    SANDBOX_TRYV(d.descend());
-    std::size_t n = 0;
-    for (auto element : arr) {
-      od::value ev;
-      if (auto e = std::move(element).get(ev)) return d.syntax(e);
-      const auto mark = d.push_index(n++);
-      SANDBOX_TRYV(skip(ev, d));
-      d.pop(mark);
-    }
-    d.ascend();
-    return success();
+    return for_each_element(arr, d, [&](od::value& ev) { return skip(ev, d); });
   }
   case od::json_type::string: {
     std::string_view s;
@@ -296,55 +348,35 @@ inline constexpr std::string_view bad_literal = "invalid literal (expected true,
   return d.fail("unexpected JSON value");
 }
 
-/// Iterates the members of an object. `fields` lists the snake_case names of the message's
-/// fields; `on_field(index, value)` reads a known one. Unknown members are skipped (lenient, or
-/// `skip_unknown`) or rejected (strict); a repeated member is rejected in strict mode and replaces
-/// the earlier one in lenient mode. Returns the set of field indexes seen.
-template <std::size_t N, class OnField>
-[[nodiscard]] sandbox::result<std::uint32_t>
-read_fields(od::object& obj, decoder& d, const std::string_view (&fields)[N], OnField&& on_field,
-            bool skip_unknown = false) noexcept {
-  static_assert(N <= 32);
-  SANDBOX_TRYV(d.descend());
-  std::uint32_t seen = 0;
-  for (auto field : obj) {
-    od::field f;
-    if (auto e = std::move(field).get(f)) return d.syntax(e);
-    std::string_view key;
-    if (auto e = f.unescaped_key().get(key)) return d.syntax(e);
-    std::size_t index = N;
-    for (std::size_t i = 0; i < N; ++i)
-      if (key_is(key, fields[i])) {
-        index = i;
-        break;
-      }
-    const auto mark = d.push_key(key);
-    if (index == N) {
+/// What `lookup` answers for a key that names no field.
+inline constexpr std::size_t no_field = static_cast<std::size_t>(-1);
+
+/// Iterates the members of an object. `lookup(key)` gives the index (below 64) of the field a key
+/// names, or `no_field`; `on_field(index, value)` reads a known one. Unknown members are skipped
+/// (lenient, or `skip_unknown`) or rejected (strict); a repeated member is rejected in strict mode
+/// and replaces the earlier one in lenient mode.
+template <class Lookup, class OnField>
+[[nodiscard]] sandbox::result<void> read_object(od::object& obj, decoder& d, Lookup&& lookup,
+                                                OnField&& on_field,
+                                                bool skip_unknown = false) noexcept {
+  std::uint64_t seen = 0;
+  return for_each_member(obj, d, [&](std::string_view key, od::value& v) -> sandbox::result<void> {
+    const std::size_t index = lookup(key);
+    if (index == no_field) {
       if (d.strict() && !skip_unknown) return d.fail("unknown field");
-      SANDBOX_TRYV(skip(f.value(), d));
-    } else {
-      const std::uint32_t bit = std::uint32_t{1} << index;
-      if ((seen & bit) && d.strict()) return d.fail("duplicate field");
-      seen |= bit;
-      SANDBOX_TRYV(on_field(index, f.value()));
+      return skip(v, d);
     }
-    d.pop(mark);
-  }
-  d.ascend();
-  return seen;
+    const std::uint64_t bit = std::uint64_t{1} << index;
+    if ((seen & bit) && d.strict()) return d.fail("duplicate field");
+    seen |= bit;
+    return on_field(index, v);
+  });
 }
 
-/// In strict mode, fails unless the field `snake` was given a non-default value (`present`).
-[[nodiscard]] inline sandbox::result<void> require(decoder& d, bool present,
-                                                   std::string_view snake) noexcept {
-  if (present || !d.strict()) return success();
-  const auto mark = d.push_key(camel(snake));
-  auto err = d.fail("required field is missing or empty");
-  d.pop(mark);
-  return err;
-}
+// ---- values -----------------------------------------------------------------------------------
+// A `null` value reads as the default (proto3 JSON's "absent").
 
-/// A string value (`null` → empty).
+/// A string value.
 [[nodiscard]] inline sandbox::result<void> read_string(od::value& v, decoder& d,
                                                        std::string& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
@@ -359,9 +391,9 @@ read_fields(od::object& obj, decoder& d, const std::string_view (&fields)[N], On
   return success();
 }
 
-/// A bytes value: a base64 string (`null` → empty). Without escapes in the JSON string (base64
-/// never needs one) the text is decoded straight from the input buffer, skipping simdjson's
-/// unescaping copy; that matters for multi-megabyte command output.
+/// A bytes value: a base64 string. Without escapes in the JSON string (base64 never needs one)
+/// the text is decoded straight from the input buffer, skipping simdjson's unescaping copy; that
+/// matters for multi-megabyte command output.
 [[nodiscard]] inline sandbox::result<void> read_bytes(od::value& v, decoder& d,
                                                       std::string& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
@@ -417,48 +449,24 @@ read_integer(od::value& v, decoder& d, std::int64_t lo, std::int64_t hi) noexcep
   return x;
 }
 
-[[nodiscard]] inline sandbox::result<void> read_int32(od::value& v, decoder& d,
-                                                      std::int32_t& out) noexcept {
+/// An int32 or int64 value.
+template <class Int>
+[[nodiscard]] sandbox::result<void> read_int(od::value& v, decoder& d, Int& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) {
     out = 0;
     return consume_null(v, d);
   }
-  SANDBOX_TRY(x, read_integer(v, d, INT32_MIN, INT32_MAX));
-  out = static_cast<std::int32_t>(x);
+  SANDBOX_TRY(x,
+              read_integer(v, d, std::numeric_limits<Int>::min(), std::numeric_limits<Int>::max()));
+  out = static_cast<Int>(x);
   return success();
 }
 
-[[nodiscard]] inline sandbox::result<void> read_int64(od::value& v, decoder& d,
-                                                      std::int64_t& out) noexcept {
+[[nodiscard]] inline sandbox::result<void> read_bool(od::value& v, decoder& d, bool& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) {
-    out = 0;
-    return consume_null(v, d);
-  }
-  SANDBOX_TRY(x, read_integer(v, d, INT64_MIN, INT64_MAX));
-  out = x;
-  return success();
-}
-
-/// int32 with explicit presence: `null` is "absent", any number (0 included) is present.
-[[nodiscard]] inline sandbox::result<void> read_int32(od::value& v, decoder& d,
-                                                      std::optional<std::int32_t>& out) noexcept {
-  SANDBOX_TRY(t, type_of(v, d));
-  if (t == od::json_type::null) {
-    out.reset();
-    return consume_null(v, d);
-  }
-  SANDBOX_TRY(x, read_integer(v, d, INT32_MIN, INT32_MAX));
-  out = static_cast<std::int32_t>(x);
-  return success();
-}
-
-[[nodiscard]] inline sandbox::result<void> read_bool(od::value& v, decoder& d,
-                                                     std::optional<bool>& out) noexcept {
-  SANDBOX_TRY(t, type_of(v, d));
-  if (t == od::json_type::null) {
-    out.reset();
+    out = false;
     return consume_null(v, d);
   }
   if (t != od::json_type::boolean) return d.wrong_type("a boolean", t);
@@ -467,332 +475,76 @@ read_integer(od::value& v, decoder& d, std::int64_t lo, std::int64_t hi) noexcep
   return success();
 }
 
-[[nodiscard]] inline sandbox::result<void> read_bool(od::value& v, decoder& d, bool& out) noexcept {
-  std::optional<bool> b;
-  SANDBOX_TRYV(read_bool(v, d, b));
-  out = b.value_or(false);
-  return success();
-}
-
-/// An enum: its name (an unknown name is UNSPECIFIED) or its number.
-[[nodiscard]] inline sandbox::result<void> read_state(od::value& v, decoder& d,
-                                                      wire::State& out) noexcept {
+/// An enum: its name (an unknown name is the 0 value) or its number (kept even when unknown).
+template <wire::described_enum E>
+[[nodiscard]] sandbox::result<void> read_enum(od::value& v, decoder& d, E& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::string) {
     std::string_view name;
     if (auto e = v.get_string().get(name)) return d.syntax(e);
-    out = wire::state_from_name(name);
+    out = wire::enum_from_name<E>(name);
     return success();
   }
   if (t == od::json_type::null) {
-    out = wire::State::STATE_UNSPECIFIED;
+    out = E{};
     return consume_null(v, d);
   }
   if (t != od::json_type::number) return d.wrong_type("an enum name or number", t);
   SANDBOX_TRY(x, read_integer(v, d, INT32_MIN, INT32_MAX));
-  out = static_cast<wire::State>(x);
+  out = static_cast<E>(x);
   return success();
 }
 
-/// A repeated field: an array (`null` → empty) whose elements `read_element(value, T&)` reads.
+/// A repeated field: an array whose elements `read_element(value, T&)` reads.
 template <class T, class ReadElement>
 [[nodiscard]] sandbox::result<void> read_array(od::value& v, decoder& d, std::vector<T>& out,
                                                ReadElement&& read_element) noexcept {
   out.clear();
-  SANDBOX_TRY(t, type_of(v, d));
-  if (t == od::json_type::null) return consume_null(v, d);
-  if (t != od::json_type::array) return d.wrong_type("an array", t);
-  od::array arr;
-  if (auto e = v.get_array().get(arr)) return d.syntax(e);
-  SANDBOX_TRYV(d.descend());
-  for (auto element : arr) {
-    od::value ev;
-    if (auto e = std::move(element).get(ev)) return d.syntax(e);
-    const auto mark = d.push_index(out.size());
-    SANDBOX_TRY(et, type_of(ev, d));
+  return for_each_in<od::json_type::array>(v, d, [&](od::value& ev) -> sandbox::result<void> {
+    SANDBOX_TRY(t, type_of(ev, d));
     // proto3 JSON has no null elements: a null in a list is a type error, not a default.
-    if (et == od::json_type::null) return d.fail("null is not allowed in a list");
-    SANDBOX_TRYV(read_element(ev, out.emplace_back()));
-    d.pop(mark);
-  }
-  d.ascend();
-  return success();
-}
-
-[[nodiscard]] inline sandbox::result<void> read_strings(od::value& v, decoder& d,
-                                                        std::vector<std::string>& out) noexcept {
-  return read_array(v, d, out,
-                    [&](od::value& ev, std::string& s) { return read_string(ev, d, s); });
-}
-
-/// A map<string, string>: an object whose values are strings (`null` → empty).
-[[nodiscard]] inline sandbox::result<void> read_map(od::value& v, decoder& d,
-                                                    wire::string_map& out) noexcept {
-  out.clear();
-  SANDBOX_TRY(t, type_of(v, d));
-  if (t == od::json_type::null) return consume_null(v, d);
-  if (t != od::json_type::object) return d.wrong_type("an object", t);
-  od::object obj;
-  if (auto e = v.get_object().get(obj)) return d.syntax(e);
-  SANDBOX_TRYV(d.descend());
-  for (auto field : obj) {
-    od::field f;
-    if (auto e = std::move(field).get(f)) return d.syntax(e);
-    std::string_view key;
-    if (auto e = f.unescaped_key().get(key)) return d.syntax(e);
-    const auto mark = d.push_key(key);
-    std::string value;
-    SANDBOX_TRY(vt, type_of(f.value(), d));
-    if (vt != od::json_type::string) return d.wrong_type("a string", vt);
-    SANDBOX_TRYV(read_string(f.value(), d, value));
-    auto [it, inserted] = out.try_emplace(std::string(key), std::move(value));
-    if (!inserted) {
-      if (d.strict()) return d.fail("duplicate key");
-      it->second = std::move(value);
-    }
-    d.pop(mark);
-  }
-  d.ascend();
-  return success();
-}
-
-// ---- messages ---------------------------------------------------------------------------
-// Each message has the snake_case names of its fields and a `read_members` that fills it from an
-// object; `read_message` adds the object/null handling around it.
-
-template <class Message>
-[[nodiscard]] sandbox::result<bool> read_message(od::value& v, decoder& d, Message& out) noexcept;
-
-template <class Message>
-[[nodiscard]] sandbox::result<void> read_optional(od::value& v, decoder& d,
-                                                  std::optional<Message>& out) noexcept {
-  Message m{};
-  SANDBOX_TRY(present, read_message(v, d, m));
-  if (present)
-    out = std::move(m);
-  else
-    out.reset();
-  return success();
-}
-
-template <class Message>
-[[nodiscard]] sandbox::result<void> read_messages(od::value& v, decoder& d,
-                                                  std::vector<Message>& out) noexcept {
-  return read_array(v, d, out, [&](od::value& ev, Message& m) -> sandbox::result<void> {
-    SANDBOX_TRYV(read_message(ev, d, m));
-    return success();
+    if (t == od::json_type::null) return d.fail("null is not allowed in a list");
+    return read_element(ev, out.emplace_back());
   });
 }
 
-inline constexpr std::string_view resources_fields[] = {"cpu", "memory"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::Resources& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, resources_fields, [&](std::size_t i, od::value& v) {
-    return read_string(v, d, i == 0 ? m.cpu : m.memory);
-  }));
-  return success();
-}
-
-inline constexpr std::string_view resource_requirements_fields[] = {"requests", "limits"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::ResourceRequirements& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, resource_requirements_fields,
-                           [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-                             SANDBOX_TRYV(read_message(v, d, i == 0 ? m.requests : m.limits));
-                             return success();
-                           }));
-  return success();
-}
-
-inline constexpr std::string_view file_mount_fields[] = {"path", "content"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::FileMount& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, file_mount_fields, [&](std::size_t i, od::value& v) {
-    return i == 0 ? read_string(v, d, m.path) : read_bytes(v, d, m.content);
-  }));
-  return require(d, !m.path.empty(), "path");
-}
-
-inline constexpr std::string_view container_fields[] = {"name",
-                                                        "image",
-                                                        "command",
-                                                        "args",
-                                                        "environment_variables",
-                                                        "working_dir",
-                                                        "files",
-                                                        "resource_requirements"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::Container& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, container_fields,
-                           [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-                             switch (i) {
-                             case 0: return read_string(v, d, m.name);
-                             case 1: return read_string(v, d, m.image);
-                             case 2: return read_string(v, d, m.command);
-                             case 3: return read_strings(v, d, m.args);
-                             case 4: return read_map(v, d, m.environment_variables);
-                             case 5: return read_string(v, d, m.working_dir);
-                             case 6: return read_messages(v, d, m.files);
-                             default: return read_optional(v, d, m.resource_requirements);
-                             }
-                           }));
-  SANDBOX_TRYV(require(d, !m.name.empty(), "name"));
-  return require(d, !m.image.empty(), "image");
-}
-
-inline constexpr std::string_view network_fields[] = {"deny_egress", "deny_ingress"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::NetworkOptions& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, network_fields, [&](std::size_t i, od::value& v) {
-    return read_bool(v, d, i == 0 ? m.deny_egress : m.deny_ingress);
-  }));
-  return success();
-}
-
-inline constexpr std::string_view spec_fields[] = {
-    "containers", "primary_container", "tags", "annotations", "max_lifetime_seconds", "network"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::SandboxSpec& m) noexcept {
-  SANDBOX_TRYV(
-      read_fields(obj, d, spec_fields, [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-        switch (i) {
-        case 0: return read_messages(v, d, m.containers);
-        case 1: return read_string(v, d, m.primary_container);
-        case 2: return read_strings(v, d, m.tags);
-        case 3: return read_map(v, d, m.annotations);
-        case 4: return read_int32(v, d, m.max_lifetime_seconds);
-        default: return read_optional(v, d, m.network);
+/// A map<string, string>: an object whose values are strings.
+[[nodiscard]] inline sandbox::result<void> read_map(od::value& v, decoder& d,
+                                                    wire::string_map& out) noexcept {
+  out.clear();
+  return for_each_in<od::json_type::object>(
+      v, d, [&](std::string_view key, od::value& fv) -> sandbox::result<void> {
+        SANDBOX_TRY(t, type_of(fv, d));
+        if (t != od::json_type::string) return d.wrong_type("a string", t);
+        std::string value;
+        SANDBOX_TRYV(read_string(fv, d, value));
+        auto [it, inserted] = out.try_emplace(std::string(key), std::move(value));
+        if (!inserted) {
+          if (d.strict()) return d.fail("duplicate key");
+          it->second = std::move(value);
         }
-      }));
-  return require(d, !m.containers.empty(), "containers");
+        return success();
+      });
 }
 
-inline constexpr std::string_view status_fields[] = {
-    "state", "state_reason", "create_time", "start_time", "end_time", "exit_code", "runner_id"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::SandboxStatus& m) noexcept {
-  SANDBOX_TRYV(
-      read_fields(obj, d, status_fields, [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-        switch (i) {
-        case 0: return read_state(v, d, m.state);
-        case 1: return read_string(v, d, m.state_reason);
-        case 2: return read_string(v, d, m.create_time);
-        case 3: return read_string(v, d, m.start_time);
-        case 4: return read_string(v, d, m.end_time);
-        case 5: return read_int32(v, d, m.exit_code);
-        default: return read_string(v, d, m.runner_id);
-        }
-      }));
-  return success();
-}
-
-inline constexpr std::string_view sandbox_fields[] = {"sandbox_id", "spec", "status"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::Sandbox& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, sandbox_fields,
-                           [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-                             switch (i) {
-                             case 0: return read_string(v, d, m.sandbox_id);
-                             case 1: return read_optional(v, d, m.spec);
-                             default: return read_optional(v, d, m.status);
-                             }
-                           }));
-  return require(d, m.spec.has_value(), "spec");
-}
-
-inline constexpr std::string_view list_fields[] = {"sandboxes", "next_page_token"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::ListSandboxesResponse& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, list_fields, [&](std::size_t i, od::value& v) {
-    return i == 0 ? read_messages(v, d, m.sandboxes) : read_string(v, d, m.next_page_token);
-  }));
-  return success();
-}
-
-inline constexpr std::string_view delete_fields[] = {"sandbox"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::DeleteSandboxResponse& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, delete_fields, [&](std::size_t, od::value& v) {
-    return read_optional(v, d, m.sandbox);
-  }));
-  return success();
-}
-
-inline constexpr std::string_view exec_request_fields[] = {"command", "env", "max_output_bytes",
-                                                           "container"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::ExecRequest& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, exec_request_fields,
-                           [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-                             switch (i) {
-                             case 0: return read_strings(v, d, m.command);
-                             case 1: return read_map(v, d, m.env);
-                             case 2: return read_int32(v, d, m.max_output_bytes);
-                             default: return read_string(v, d, m.container);
-                             }
-                           }));
-  return require(d, !m.command.empty(), "command");
-}
-
-inline constexpr std::string_view exec_response_fields[] = {"stdout",
-                                                            "stderr",
-                                                            "exit_code",
-                                                            "stdout_truncated",
-                                                            "stderr_truncated",
-                                                            "stdout_bytes_produced",
-                                                            "stderr_bytes_produced"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::ExecResponse& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, exec_response_fields,
-                           [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-                             switch (i) {
-                             case 0: return read_bytes(v, d, m.stdout_bytes);
-                             case 1: return read_bytes(v, d, m.stderr_bytes);
-                             case 2: return read_int32(v, d, m.exit_code);
-                             case 3: return read_bool(v, d, m.stdout_truncated);
-                             case 4: return read_bool(v, d, m.stderr_truncated);
-                             case 5: return read_int64(v, d, m.stdout_bytes_produced);
-                             default: return read_int64(v, d, m.stderr_bytes_produced);
-                             }
-                           }));
-  return success();
-}
-
-inline constexpr std::string_view write_file_fields[] = {"path", "content", "container"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::WriteFileRequest& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, write_file_fields,
-                           [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-                             switch (i) {
-                             case 0: return read_string(v, d, m.path);
-                             case 1: return read_bytes(v, d, m.content);
-                             default: return read_string(v, d, m.container);
-                             }
-                           }));
-  return require(d, !m.path.empty(), "path");
-}
-
-inline constexpr std::string_view read_file_fields[] = {"content"};
-[[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
-                                                        wire::ReadFileResponse& m) noexcept {
-  SANDBOX_TRYV(read_fields(obj, d, read_file_fields,
-                           [&](std::size_t, od::value& v) { return read_bytes(v, d, m.content); }));
-  return success();
-}
-
-/// RetryInfo.retryDelay: a Duration string, or the `{seconds, nanos}` object some gateways send.
+/// A google.protobuf.Duration: its string form, or the `{seconds, nanos}` object some gateways
+/// send. `null` and `""` leave `out` as it was.
 [[nodiscard]] inline sandbox::result<void>
 read_duration(od::value& v, decoder& d, std::optional<std::chrono::milliseconds>& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::object) {
-    static constexpr std::string_view fields[] = {"seconds", "nanos"};
     std::int64_t secs = 0;
     std::int32_t nanos = 0;
     od::object obj;
     if (auto e = v.get_object().get(obj)) return d.syntax(e);
-    SANDBOX_TRYV(read_fields(obj, d, fields, [&](std::size_t i, od::value& fv) {
-      return i == 0 ? read_int64(fv, d, secs) : read_int32(fv, d, nanos);
-    }));
+    SANDBOX_TRYV(read_object(
+        obj, d,
+        [](std::string_view key) {
+          return key == "seconds" ? std::size_t{0} : key == "nanos" ? std::size_t{1} : no_field;
+        },
+        [&](std::size_t i, od::value& fv) {
+          return i == 0 ? read_int(fv, d, secs) : read_int(fv, d, nanos);
+        }));
     if (secs < -315'576'000'000 || secs > 315'576'000'000 || nanos <= -1'000'000'000 ||
         nanos >= 1'000'000'000)
       return d.fail("duration out of range");
@@ -807,105 +559,290 @@ read_duration(od::value& v, decoder& d, std::optional<std::chrono::milliseconds>
   return success();
 }
 
-/// One entry of Status.details (a google.protobuf.Any). ErrorInfo, RetryInfo and ExecResponse are
-/// kept (the first of each); other types, and members no known type has, are skipped in both modes.
-[[nodiscard]] inline sandbox::result<void> read_detail(od::value& v, decoder& d,
-                                                       wire::Status& s) noexcept {
-  static constexpr std::string_view fields[] = {"@type",
-                                                "reason",
-                                                "domain",
-                                                "metadata",
-                                                "retry_delay",
-                                                "stdout",
-                                                "stderr",
-                                                "exit_code",
-                                                "stdout_truncated",
-                                                "stderr_truncated",
-                                                "stdout_bytes_produced",
-                                                "stderr_bytes_produced"};
-  std::string type;
-  wire::ErrorInfo info;
-  std::optional<std::chrono::milliseconds> delay;
-  wire::ExecResponse exec;
+// ---- messages ---------------------------------------------------------------------------------
+// Driven by the descriptors of wire.hpp: a key names a field by its JSON or its proto name.
+
+template <wire::described_message M>
+[[nodiscard]] sandbox::result<bool> read_message(od::value& v, decoder& d, M& out) noexcept;
+
+/// The index of the field of `M` that `key` names, or `no_field`.
+template <wire::described_message M>
+[[nodiscard]] constexpr std::size_t field_index(std::string_view key) noexcept {
+  return [&]<std::size_t... I>(std::index_sequence<I...>) {
+    std::size_t index = no_field;
+    (void)(((key == wire::field_at<M, I>.json_name() || key == wire::field_at<M, I>.name)
+                ? (index = I, true)
+                : false) ||
+           ...);
+    return index;
+  }(std::make_index_sequence<wire::field_count<M>>{});
+}
+
+/// One value of kind `K`.
+template <wire::kind K, class T>
+[[nodiscard]] sandbox::result<void> read_value(od::value& v, decoder& d, T& out) noexcept {
+  using wire::kind;
+  if constexpr (K == kind::string || K == kind::timestamp)
+    return read_string(v, d, out);
+  else if constexpr (K == kind::bytes)
+    return read_bytes(v, d, out);
+  else if constexpr (K == kind::int32 || K == kind::int64)
+    return read_int(v, d, out);
+  else if constexpr (K == kind::boolean)
+    return read_bool(v, d, out);
+  else if constexpr (K == kind::enumeration)
+    return read_enum(v, d, out);
+  else if constexpr (K == kind::message) {
+    // `null` leaves a message held by value as it was.
+    SANDBOX_TRYV(read_message(v, d, out));
+    return success();
+  } else {
+    static_assert(K != kind::duration, "durations are read by read_field");
+  }
+}
+
+template <class Message, class... Types>
+[[nodiscard]] sandbox::result<void> read_any(od::value& v, decoder& d, Message& m,
+                                             const wire::any_field<Message, Types...>& f) noexcept;
+
+/// Fails when another field of the oneof of field `I` is set too (`I` was just read and is set).
+template <wire::described_message M, std::size_t I>
+[[nodiscard]] sandbox::result<void> check_oneof(decoder& d, const M& m) noexcept {
+  constexpr auto& f = wire::field_at<M, I>;
+  if (!wire::is_set(f, m)) return success();
+  bool other = false;
+  wire::for_each_field<M>([&]<std::size_t J>() {
+    constexpr auto& g = wire::field_at<M, J>;
+    if constexpr (J != I && !wire::is_any_field<std::remove_cvref_t<decltype(g)>>)
+      if constexpr (g.options.oneof == f.options.oneof) other = other || wire::is_set(g, m);
+  });
+  if (other) return d.fail("another field of the same oneof is set");
+  return success();
+}
+
+/// The value of a field that is not a Duration, into its member `out`.
+template <class F, wire::kind K, class Member>
+[[nodiscard]] sandbox::result<void> read_member(od::value& v, decoder& d, Member& out) noexcept {
+  if constexpr (F::repeated) {
+    return read_array(v, d, out, [&](od::value& ev, typename F::value_type& e) {
+      return read_value<K>(ev, d, e);
+    });
+  } else if constexpr (F::map) {
+    static_assert(K == wire::kind::string);
+    return read_map(v, d, out);
+  } else if constexpr (F::explicit_presence && K == wire::kind::message) {
+    typename F::value_type x{};
+    SANDBOX_TRY(present, read_message(v, d, x));
+    if (present)
+      out = std::move(x);
+    else
+      out.reset();
+    return success();
+  } else if constexpr (F::explicit_presence) {
+    SANDBOX_TRY(t, type_of(v, d));
+    if (t == od::json_type::null) {
+      out.reset();
+      return consume_null(v, d);
+    }
+    typename F::value_type x{};
+    SANDBOX_TRYV(read_value<K>(v, d, x));
+    out = std::move(x);
+    return success();
+  } else {
+    return read_value<K>(v, d, out);
+  }
+}
+
+/// Reads field `I` of `m` and marks it in `given`, unless its value was absent in a way that
+/// counts (a Duration that is `null` or empty). Results are passed on rather than re-made where
+/// possible: a result holds a whole `error`, and this is the hot path.
+template <wire::described_message M, std::size_t I>
+[[nodiscard]] sandbox::result<void> read_field(od::value& v, decoder& d, M& m,
+                                               std::uint64_t& given) noexcept {
+  constexpr auto& f = wire::field_at<M, I>;
+  using F = std::remove_cvref_t<decltype(f)>;
+  constexpr std::uint64_t bit = std::uint64_t{1} << I;
+  if constexpr (wire::is_any_field<F>) {
+    given |= bit;
+    return read_any(v, d, m, f);
+  } else if constexpr (f.type == wire::kind::duration) {
+    static_assert(!F::repeated && !F::map && !F::explicit_presence);
+    std::optional<std::chrono::milliseconds> value;
+    SANDBOX_TRYV(read_duration(v, d, value));
+    if (value) {
+      m.*f.member = *value;
+      given |= bit;
+    }
+    return success();
+  } else if constexpr (f.options.oneof != 0) {
+    given |= bit;
+    SANDBOX_TRYV((read_member<F, f.type>(v, d, m.*f.member)));
+    return check_oneof<M, I>(d, m);
+  } else {
+    given |= bit;
+    return read_member<F, f.type>(v, d, m.*f.member);
+  }
+}
+
+/// Reads the field of `m` whose index is `i` (from `I` on): a chain of direct returns.
+template <wire::described_message M, std::size_t I = 0>
+[[nodiscard]] sandbox::result<void> read_field(std::size_t i, od::value& v, decoder& d, M& m,
+                                               std::uint64_t& given) noexcept {
+  if constexpr (I + 1 < wire::field_count<M>)
+    if (i != I) return read_field<M, I + 1>(i, v, d, m, given);
+  return read_field<M, I>(v, d, m, given);
+}
+
+/// The JSON name of the first required field of `m` that was not given (`given` has a bit per
+/// field index) or is not set; empty when there is none.
+template <wire::described_message M>
+[[nodiscard]] std::string_view missing_required(const M& m, std::uint64_t given) noexcept {
+  std::string_view missing;
+  wire::for_each_field<M>([&]<std::size_t I>() {
+    constexpr auto& f = wire::field_at<M, I>;
+    if constexpr (!wire::is_any_field<std::remove_cvref_t<decltype(f)>>)
+      if constexpr (f.options.required)
+        if (missing.empty() && !((given >> I & 1) && wire::is_set(f, m))) missing = f.json_name();
+  });
+  return missing;
+}
+
+/// JSON members a message reads beside its fields (none, here).
+struct no_extras {
+  [[nodiscard]] std::size_t index(std::string_view) const noexcept { return no_field; }
+  [[nodiscard]] sandbox::result<void> read(std::size_t, od::value&) const noexcept {
+    return success();
+  }
+};
+
+/// Fills `m` from the members of `obj`; `extras` may claim keys that are not fields of `M`
+/// (`extras.index(key)`, read by `extras.read(index, value)`). In strict mode a required field
+/// that is missing or empty is an error naming it.
+template <wire::described_message M, class Extras = no_extras>
+[[nodiscard]] sandbox::result<void> read_members(od::object& obj, decoder& d, M& m,
+                                                 const Extras& extras = {}) noexcept {
+  constexpr std::size_t n = wire::field_count<M>;
+  std::uint64_t given = 0;
+  SANDBOX_TRYV(read_object(
+      obj, d,
+      [&](std::string_view key) {
+        if (auto i = field_index<M>(key); i != no_field) return i;
+        auto j = extras.index(key);
+        return j == no_field ? no_field : n + j;
+      },
+      [&](std::size_t i, od::value& v) -> sandbox::result<void> {
+        if (i >= n) return extras.read(i - n, v);
+        return read_field(i, v, d, m, given);
+      }));
+  if (!d.strict()) return success();
+  if (auto name = missing_required(m, given); !name.empty()) {
+    const auto mark = d.push_key(name);
+    auto err = d.fail("required field is missing or empty");
+    d.pop(mark);
+    return err;
+  }
+  return success();
+}
+
+/// One entry of a list of Any. The members of every kept type are read into one candidate of
+/// each type (an entry's "@type" may come last, and the parser reads forward only); the candidate
+/// that "@type" names is kept unless one of its type is already there or its required fields were
+/// not given. Members no kept type has are skipped in both modes.
+template <class Message, class... Types>
+[[nodiscard]] sandbox::result<void>
+read_any_entry(od::value& v, decoder& d, Message& m,
+               const wire::any_field<Message, Types...>& f) noexcept {
+  using Is = std::index_sequence_for<Types...>;
+  // Index 0 is "@type"; the fields of the k-th type follow from start(k).
+  static constexpr std::size_t counts[] = {wire::field_count<Types>...};
+  static_assert((wire::field_count<Types> + ... + 1) <= 64);
+  constexpr auto start = [](std::size_t k) {
+    std::size_t s = 1;
+    for (std::size_t j = 0; j < k; ++j)
+      s += counts[j];
+    return s;
+  };
   SANDBOX_TRY(t, type_of(v, d));
   if (t != od::json_type::object) return d.wrong_type("an object", t);
   od::object obj;
   if (auto e = v.get_object().get(obj)) return d.syntax(e);
-  SANDBOX_TRYV(read_fields(
-      obj, d, fields,
+  std::string type;
+  std::tuple<Types...> candidates;
+  std::uint64_t given[sizeof...(Types)] = {};
+  SANDBOX_TRYV(read_object(
+      obj, d,
+      [&](std::string_view key) {
+        if (key == "@type") return std::size_t{0};
+        std::size_t index = no_field;
+        [&]<std::size_t... K>(std::index_sequence<K...>) {
+          (void)(((index = field_index<Types>(key)) != no_field ? (index += start(K), true)
+                                                                : false) ||
+                 ...);
+        }(Is{});
+        return index;
+      },
       [&](std::size_t i, od::value& fv) -> sandbox::result<void> {
-        switch (i) {
-        case 0: return read_string(fv, d, type);
-        case 1: return read_string(fv, d, info.reason);
-        case 2: return read_string(fv, d, info.domain);
-        case 3: return read_map(fv, d, info.metadata);
-        case 4: return read_duration(fv, d, delay);
-        // coreweave.sandbox.v1.ExecResponse (our server: the output of a timed-out command)
-        case 5: return read_bytes(fv, d, exec.stdout_bytes);
-        case 6: return read_bytes(fv, d, exec.stderr_bytes);
-        case 7: return read_int32(fv, d, exec.exit_code);
-        case 8: return read_bool(fv, d, exec.stdout_truncated);
-        case 9: return read_bool(fv, d, exec.stderr_truncated);
-        case 10: return read_int64(fv, d, exec.stdout_bytes_produced);
-        default: return read_int64(fv, d, exec.stderr_bytes_produced);
-        }
+        if (i == 0) return read_string(fv, d, type);
+        sandbox::result<void> r = success();
+        [&]<std::size_t... K>(std::index_sequence<K...>) {
+          (void)((i >= start(K) && i < start(K) + counts[K]
+                      ? (r = read_field(i - start(K), fv, d, std::get<K>(candidates), given[K]),
+                         true)
+                      : false) ||
+                 ...);
+        }(Is{});
+        return r;
       },
       /*skip_unknown=*/true));
   const auto name = std::string_view(type).substr(type.rfind('/') + 1);
-  if (name == "google.rpc.ErrorInfo" && !s.error_info)
-    s.error_info = std::move(info);
-  else if (name == "google.rpc.RetryInfo" && !s.retry_info && delay)
-    s.retry_info = wire::RetryInfo{*delay};
-  else if (name == "coreweave.sandbox.v1.ExecResponse" && !s.exec_response)
-    s.exec_response = std::move(exec);
+  [&]<std::size_t... K>(std::index_sequence<K...>) {
+    auto keep = [&](auto& slot, auto& candidate, std::uint64_t g) {
+      using T = std::remove_cvref_t<decltype(candidate)>;
+      if (name == wire::descriptor<T>.full_name && !slot && missing_required(candidate, g).empty())
+        slot = std::move(candidate);
+    };
+    (keep(m.*std::get<K>(f.members), std::get<K>(candidates), given[K]), ...);
+  }(Is{});
   return success();
 }
 
-/// google.rpc.Status as grpc-gateway sends it; also the Google API form
-/// `{"error": {"code": <HTTP>, "status": "NOT_FOUND", "message": ..., "details": [...]}}`.
-inline constexpr std::string_view rpc_status_fields[] = {"code", "message", "details", "error",
-                                                         "status"};
+/// A `repeated google.protobuf.Any` field (see `wire::any_field`).
+template <class Message, class... Types>
+[[nodiscard]] sandbox::result<void> read_any(od::value& v, decoder& d, Message& m,
+                                             const wire::any_field<Message, Types...>& f) noexcept {
+  return for_each_in<od::json_type::array>(
+      v, d, [&](od::value& ev) { return read_any_entry(ev, d, m, f); });
+}
+
+/// google.rpc.Status as grpc-gateway sends it, and the Google API error form around it:
+/// `{"error": {"code": <HTTP status>, "status": "NOT_FOUND", "message": ..., "details": [...]}}`.
+/// "error" and "status" are not fields of google.rpc.Status: they are read here, beside them.
 [[nodiscard]] inline sandbox::result<void> read_members(od::object& obj, decoder& d,
                                                         wire::Status& m) noexcept {
+  struct google_form {
+    decoder& d;
+    wire::Status& m;
+    std::string& status_name;
+    [[nodiscard]] std::size_t index(std::string_view key) const noexcept {
+      return key == "error" ? std::size_t{0} : key == "status" ? std::size_t{1} : no_field;
+    }
+    [[nodiscard]] sandbox::result<void> read(std::size_t i, od::value& v) const noexcept {
+      if (i == 1) return read_string(v, d, status_name);
+      wire::Status inner;
+      SANDBOX_TRY(present, read_message(v, d, inner));
+      if (present) m = std::move(inner);
+      return success();
+    }
+  };
   std::string status_name;
-  SANDBOX_TRYV(read_fields(obj, d, rpc_status_fields,
-                           [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-                             switch (i) {
-                             case 0: return read_int32(v, d, m.code);
-                             case 1: return read_string(v, d, m.message);
-                             case 2: {
-                               SANDBOX_TRY(t, type_of(v, d));
-                               if (t == od::json_type::null) return consume_null(v, d);
-                               if (t != od::json_type::array) return d.wrong_type("an array", t);
-                               od::array arr;
-                               if (auto e = v.get_array().get(arr)) return d.syntax(e);
-                               SANDBOX_TRYV(d.descend());
-                               std::size_t n = 0;
-                               for (auto element : arr) {
-                                 od::value ev;
-                                 if (auto e = std::move(element).get(ev)) return d.syntax(e);
-                                 const auto mark = d.push_index(n++);
-                                 SANDBOX_TRYV(read_detail(ev, d, m));
-                                 d.pop(mark);
-                               }
-                               d.ascend();
-                               return success();
-                             }
-                             case 3: {
-                               wire::Status inner;
-                               SANDBOX_TRY(present, read_message(v, d, inner));
-                               if (present) m = std::move(inner);
-                               return success();
-                             }
-                             default: return read_string(v, d, status_name);
-                             }
-                           }));
+  SANDBOX_TRYV(read_members(obj, d, m, google_form{d, m, status_name}));
   if (!status_name.empty()) m.code = static_cast<std::int32_t>(grpc_code_from_name(status_name));
   return success();
 }
 
-template <class Message>
-[[nodiscard]] sandbox::result<bool> read_message(od::value& v, decoder& d, Message& out) noexcept {
+/// A message value: an object, or `null` (false: `out` is left as it was).
+template <wire::described_message M>
+[[nodiscard]] sandbox::result<bool> read_message(od::value& v, decoder& d, M& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
   if (t == od::json_type::null) {
     SANDBOX_TRYV(consume_null(v, d));
@@ -914,7 +851,7 @@ template <class Message>
   if (t != od::json_type::object) return d.wrong_type("an object", t);
   od::object obj;
   if (auto e = v.get_object().get(obj)) return d.syntax(e);
-  out = Message{};
+  out = M{};
   SANDBOX_TRYV(read_members(obj, d, out));
   return true;
 }
@@ -973,7 +910,7 @@ template <class Message>
 
 namespace sandbox::http {
 
-template <class T>
+template <wire::described_message T>
 [[nodiscard]] std::string to_json(const T& msg) noexcept {
   json_writer w;
   w.reserve(detail::json::size_hint(msg));
@@ -981,12 +918,12 @@ template <class T>
   return std::move(w).take();
 }
 
-template <class T>
+template <wire::described_message T>
 [[nodiscard]] sandbox::result<T> from_json(std::string_view body, decode_mode mode) noexcept {
   return detail::json::decode<T>(body, body.size(), mode);
 }
 
-template <class T, class String>
+template <wire::described_message T, class String>
 requires std::same_as<String, std::string> sandbox::result<T> from_json(const String& body,
                                                                         decode_mode mode)
 noexcept { return detail::json::decode<T>(body, body.capacity(), mode); }

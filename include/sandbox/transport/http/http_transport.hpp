@@ -12,6 +12,7 @@
 #include <sandbox/transport/http/codec.hpp>
 #include <sandbox/transport/http/defaults.hpp>
 #include <sandbox/transport/http/detail/exec_state.hpp>
+#include <sandbox/transport/http/mapping.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -171,7 +172,7 @@ public:
   [[nodiscard]] result<SandboxInfo> create(const SandboxOptions& o,
                                            std::string_view request_id) noexcept {
     SANDBOX_TRYV(ready());
-    SANDBOX_TRY(spec, spec_of(o));
+    SANDBOX_TRY(spec, http::spec_of(o, o_.default_image));
     http::wire::Sandbox body;
     body.spec = std::move(spec);
     http::detail::http_request rq =
@@ -180,7 +181,7 @@ public:
     SANDBOX_TRY(sb, call<http::wire::Sandbox>(rq, "CreateSandbox"));
     if (sb.sandbox_id.empty())
       return fail(errc::protocol, "CreateSandbox: the response has no sandboxId");
-    return remember(info_of(sb));
+    return remember(http::info_of(sb));
   }
 
   /// GetSandbox.
@@ -208,7 +209,7 @@ public:
       SANDBOX_TRY(r, call<http::wire::ListSandboxesResponse>(request("GET", std::move(target)),
                                                              "ListSandboxes"));
       for (const auto& sb : r.sandboxes)
-        out.push_back(info_of(sb));
+        out.push_back(http::info_of(sb));
       if (r.next_page_token.empty()) return out;
       if (r.next_page_token == token)
         return fail(errc::protocol, "ListSandboxes: the service returned the same page token "
@@ -255,7 +256,7 @@ public:
       if (missing_ok) return gone(id);
     } else if (is_terminal(http::wire::to_state(
                    r.assume_value().sandbox->status.value_or(http::wire::SandboxStatus{}).state))) {
-      SandboxInfo i = info_of(*r.assume_value().sandbox);
+      SandboxInfo i = http::info_of(*r.assume_value().sandbox);
       if (i.id.empty()) i.id = std::string(id);
       return remember(std::move(i));
     }
@@ -293,17 +294,9 @@ public:
                                            "most it carries)");
     SANDBOX_TRYV(ensure_running(id, what));
 
-    http::wire::ExecRequest body;
-    if (o.cwd)
-      body.command = {"/bin/sh", "-c",
-                      "cd " + sandbox::detail::shell_quote(*o.cwd) + " && exec " +
-                          sandbox::detail::join_command(argv)};
-    else
-      body.command.assign(argv.begin(), argv.end());
-    body.env.insert(o.env.begin(), o.env.end());
-    body.max_output_bytes = static_cast<std::int32_t>(max_output);
     http::detail::http_request rq = request("POST", path_of(id) + ":exec");
-    rq.body = http::to_json(body);
+    rq.body =
+        http::to_json(http::exec_request_of(argv, o, static_cast<std::int32_t>(max_output)));
     rq.idempotent = false;
     std::optional<clock::time_point> deadline;
     if (o.timeout) {
@@ -431,27 +424,8 @@ private:
     e.message = std::string(what) + ": " + e.message;
     // A command timeout from our server carries the output produced before the kill.
     if (partial)
-      e.exec_result = std::make_shared<const ExecResult>(result_of(std::move(*partial), {}));
+      e.exec_result = std::make_shared<const ExecResult>(http::result_of(std::move(*partial), {}));
     return e;
-  }
-
-  [[nodiscard]] static ExecResult result_of(http::wire::ExecResponse&& x,
-                                            std::vector<std::string> command) {
-    ExecResult out;
-    out.returncode = x.exit_code;
-    out.command = std::move(command);
-    out.stdout_truncated = x.stdout_truncated;
-    out.stderr_truncated = x.stderr_truncated;
-    // A service that leaves the counts out produced what it sent.
-    out.stdout_bytes_produced = x.stdout_bytes_produced > 0
-                                    ? static_cast<std::uint64_t>(x.stdout_bytes_produced)
-                                    : x.stdout_bytes.size();
-    out.stderr_bytes_produced = x.stderr_bytes_produced > 0
-                                    ? static_cast<std::uint64_t>(x.stderr_bytes_produced)
-                                    : x.stderr_bytes.size();
-    out.stdout_text = std::move(x.stdout_bytes);
-    out.stderr_text = std::move(x.stderr_bytes);
-    return out;
   }
 
   /// Sends `rq` and decodes a 2xx body as `T` (leniently) or the error body.
@@ -477,17 +451,6 @@ private:
       return fail(errc::protocol,
                   std::string(what) + ": bad response body (" + v.assume_error().message + ")");
     return v;
-  }
-
-  [[nodiscard]] static SandboxInfo info_of(const http::wire::Sandbox& sb) {
-    SandboxInfo i;
-    i.id = sb.sandbox_id;
-    if (sb.status) {
-      i.state = http::wire::to_state(sb.status->state);
-      if (sb.status->exit_code) i.returncode = *sb.status->exit_code;
-    }
-    if (sb.spec) i.tags = sb.spec->tags;
-    return i;
   }
 
   [[nodiscard]] SandboxInfo remember(SandboxInfo i) {
@@ -534,7 +497,7 @@ private:
     auto rq = request("GET", path_of(id));
     rq.read_timeout = read_timeout;
     SANDBOX_TRY(sb, call<http::wire::Sandbox>(rq, "GetSandbox " + std::string(id)));
-    SandboxInfo i = info_of(sb);
+    SandboxInfo i = http::info_of(sb);
     if (i.id.empty()) i.id = std::string(id);
     return remember(std::move(i));
   }
@@ -613,51 +576,6 @@ private:
     return remember(std::move(i));
   }
 
-  [[nodiscard]] result<http::wire::SandboxSpec> spec_of(const SandboxOptions& o) const noexcept {
-    SANDBOX_TRYV(sandbox::detail::validate_options(o));
-    if (o.host_network)
-      return fail(errc::unsupported, "SandboxOptions::host_network is an option of the local "
-                                     "transport; the v1 API has no such field");
-    if (o.resources.max_pids)
-      return fail(errc::unsupported,
-                  "SandboxOptions::resources.max_pids: the v1 API has no pids limit");
-    if (o.max_lifetime && o.max_lifetime->count() > std::numeric_limits<std::int32_t>::max())
-      return fail(errc::validation, "SandboxOptions::max_lifetime does not fit the API's int32 "
-                                    "seconds");
-    if (!std::isfinite(o.resources.cpus) || o.resources.cpus < 0)
-      return fail(errc::validation, "SandboxOptions::resources.cpus must be a finite number >= 0");
-    http::wire::Container c;
-    c.name = std::string(http::main_container);
-    c.image = o.image.empty() ? o_.default_image : o.image;
-    if (o.command.empty()) {
-      c.command = std::string(http::keep_alive_program);
-      c.args = {"-c", std::string(http::keep_alive_script)};
-    } else {
-      c.command = o.command.front();
-      c.args.assign(o.command.begin() + 1, o.command.end());
-    }
-    c.environment_variables.insert(o.env.begin(), o.env.end());
-    c.working_dir = o.working_dir;
-    for (const auto& f : o.mounted_files)
-      c.files.push_back({f.path, f.content});
-    if (o.resources.memory_bytes || o.resources.cpus > 0) {
-      // Guaranteed QoS, as the anchor client does for a flat {cpu, memory}: requests = limits.
-      http::wire::Resources r;
-      if (o.resources.cpus > 0)
-        r.cpu = std::to_string(static_cast<std::int64_t>(std::ceil(o.resources.cpus * 1000))) + "m";
-      if (o.resources.memory_bytes) r.memory = std::to_string(o.resources.memory_bytes);
-      c.resource_requirements = http::wire::ResourceRequirements{r, r};
-    }
-    http::wire::SandboxSpec spec;
-    spec.containers.push_back(std::move(c));
-    spec.primary_container = std::string(http::main_container);
-    spec.tags = o.tags;
-    spec.annotations.insert(o.annotations.begin(), o.annotations.end());
-    if (o.max_lifetime)
-      spec.max_lifetime_seconds = static_cast<std::int32_t>(o.max_lifetime->count());
-    return spec;
-  }
-
   /// The body of an exec's request thread.
   [[nodiscard]] static result<ExecResult>
   run_exec(http::detail::connection_pool& pool, const http::detail::http_request& rq,
@@ -701,7 +619,7 @@ private:
       return fail(std::move(e));
     }
     SANDBOX_TRY(x, decode<http::wire::ExecResponse>(resp, what));
-    return result_of(std::move(x), command);
+    return http::result_of(std::move(x), command);
   }
 
   http_options o_;

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 // Plain structs mirroring the messages of coreweave.sandbox.v1.SandboxService that the HTTP
-// transport and the server exchange. Field names are the proto names (snake_case); the JSON
-// spelling (lowerCamelCase) is the codec's business (codec.hpp). Only the fields we use are
-// modelled: a lenient decode skips the others, a strict decode rejects them by name.
+// transport and the server exchange, each followed by its descriptor (descriptor.hpp): the one
+// place that says which proto field a member is. Member names are the proto names (snake_case)
+// but for `stdout`/`stderr`, which are macros on some C libraries. Only the fields we use are
+// modelled: a lenient decode skips the others, a strict decode rejects them by name. The fields
+// are listed in the order JSON writes them; the numbers are the proto's.
 #pragma once
 
-#include <sandbox/types.hpp>
+#include <sandbox/transport/http/descriptor.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -22,7 +24,8 @@ namespace sandbox::http::wire {
 using string_map = std::map<std::string, std::string, std::less<>>;
 
 /// `coreweave.sandbox.v1.State`. An enum is open in proto3: a number the codec does not know is
-/// kept as it is (and re-encoded as a number); `to_state` maps it to `State::UNSPECIFIED`.
+/// kept as it is (and re-encoded as a number); `to_state` (mapping.hpp) maps it to
+/// `State::UNSPECIFIED`.
 enum class State : std::int32_t {
   STATE_UNSPECIFIED = 0,
   STATE_CREATING = 1,
@@ -34,53 +37,15 @@ enum class State : std::int32_t {
   STATE_PENDING = 7,
   STATE_PAUSED = 8,
 };
-
-/// The JSON name of a wire state (`"STATE_RUNNING"`), or an empty view for a number without one.
-[[nodiscard]] constexpr std::string_view to_string(State s) noexcept {
-  constexpr std::string_view names[] = {"STATE_UNSPECIFIED", "STATE_CREATING", "STATE_RUNNING",
-                                        "STATE_COMPLETED",   "STATE_FAILED",   "STATE_TERMINATING",
-                                        "STATE_TERMINATED",  "STATE_PENDING",  "STATE_PAUSED"};
-  auto i = static_cast<std::int32_t>(s);
-  return i >= 0 && i < static_cast<std::int32_t>(std::size(names)) ? names[i] : std::string_view{};
-}
+template <>
+inline constexpr auto descriptor<State> =
+    enumeration("coreweave.sandbox.v1.State", "STATE_UNSPECIFIED", "STATE_CREATING",
+                "STATE_RUNNING", "STATE_COMPLETED", "STATE_FAILED", "STATE_TERMINATING",
+                "STATE_TERMINATED", "STATE_PENDING", "STATE_PAUSED");
 
 /// The wire state named `name`; an unknown name is STATE_UNSPECIFIED (proto3 JSON rule).
 [[nodiscard]] constexpr State state_from_name(std::string_view name) noexcept {
-  for (std::int32_t i = 0; i <= 8; ++i)
-    if (to_string(static_cast<State>(i)) == name) return static_cast<State>(i);
-  return State::STATE_UNSPECIFIED;
-}
-
-/// Wire state → library state; a number outside the enum is UNSPECIFIED.
-[[nodiscard]] constexpr sandbox::State to_state(State s) noexcept {
-  switch (s) {
-  case State::STATE_UNSPECIFIED: return sandbox::State::UNSPECIFIED;
-  case State::STATE_CREATING: return sandbox::State::CREATING;
-  case State::STATE_RUNNING: return sandbox::State::RUNNING;
-  case State::STATE_COMPLETED: return sandbox::State::COMPLETED;
-  case State::STATE_FAILED: return sandbox::State::FAILED;
-  case State::STATE_TERMINATING: return sandbox::State::TERMINATING;
-  case State::STATE_TERMINATED: return sandbox::State::TERMINATED;
-  case State::STATE_PENDING: return sandbox::State::PENDING;
-  case State::STATE_PAUSED: return sandbox::State::PAUSED;
-  }
-  return sandbox::State::UNSPECIFIED;
-}
-
-/// Library state → wire state.
-[[nodiscard]] constexpr State to_wire(sandbox::State s) noexcept {
-  switch (s) {
-  case sandbox::State::UNSPECIFIED: return State::STATE_UNSPECIFIED;
-  case sandbox::State::PENDING: return State::STATE_PENDING;
-  case sandbox::State::CREATING: return State::STATE_CREATING;
-  case sandbox::State::RUNNING: return State::STATE_RUNNING;
-  case sandbox::State::PAUSED: return State::STATE_PAUSED;
-  case sandbox::State::TERMINATING: return State::STATE_TERMINATING;
-  case sandbox::State::COMPLETED: return State::STATE_COMPLETED;
-  case sandbox::State::FAILED: return State::STATE_FAILED;
-  case sandbox::State::TERMINATED: return State::STATE_TERMINATED;
-  }
-  return State::STATE_UNSPECIFIED;
+  return enum_from_name<State>(name);
 }
 
 /// `Resources`: Kubernetes quantities as strings ("500m", "2", "512Mi").
@@ -89,6 +54,11 @@ struct Resources {
   std::string memory;
   friend bool operator==(const Resources&, const Resources&) = default;
 };
+template <>
+inline constexpr auto descriptor<Resources> =
+    message("coreweave.sandbox.v1.Resources",
+            field(1, "cpu", kind::string, &Resources::cpu),
+            field(2, "memory", kind::string, &Resources::memory));
 
 /// `ResourceRequirements`.
 struct ResourceRequirements {
@@ -96,6 +66,11 @@ struct ResourceRequirements {
   Resources limits;
   friend bool operator==(const ResourceRequirements&, const ResourceRequirements&) = default;
 };
+template <>
+inline constexpr auto descriptor<ResourceRequirements> =
+    message("coreweave.sandbox.v1.ResourceRequirements",
+            field(1, "requests", kind::message, &ResourceRequirements::requests),
+            field(2, "limits", kind::message, &ResourceRequirements::limits));
 
 /// `FileMount`: a file placed in the container before it starts. `content` is raw bytes.
 struct FileMount {
@@ -103,6 +78,11 @@ struct FileMount {
   std::string content;
   friend bool operator==(const FileMount&, const FileMount&) = default;
 };
+template <>
+inline constexpr auto descriptor<FileMount> =
+    message("coreweave.sandbox.v1.FileMount",
+            field(1, "path", kind::string, &FileMount::path, required),
+            field(2, "content", kind::bytes, &FileMount::content));
 
 /// `Container`.
 struct Container {
@@ -116,6 +96,17 @@ struct Container {
   std::optional<ResourceRequirements> resource_requirements;
   friend bool operator==(const Container&, const Container&) = default;
 };
+template <>
+inline constexpr auto descriptor<Container> =
+    message("coreweave.sandbox.v1.Container",
+            field(1, "name", kind::string, &Container::name, required),
+            field(2, "image", kind::string, &Container::image, required),
+            field(3, "command", kind::string, &Container::command),
+            field(4, "args", kind::string, &Container::args),
+            field(5, "environment_variables", kind::string, &Container::environment_variables),
+            field(10, "working_dir", kind::string, &Container::working_dir),
+            field(7, "files", kind::message, &Container::files),
+            field(11, "resource_requirements", kind::message, &Container::resource_requirements));
 
 /// `NetworkOptions` (the two switches we support; rules are not modelled).
 struct NetworkOptions {
@@ -123,6 +114,11 @@ struct NetworkOptions {
   std::optional<bool> deny_ingress;
   friend bool operator==(const NetworkOptions&, const NetworkOptions&) = default;
 };
+template <>
+inline constexpr auto descriptor<NetworkOptions> =
+    message("coreweave.sandbox.v1.NetworkOptions",
+            field(3, "deny_egress", kind::boolean, &NetworkOptions::deny_egress),
+            field(4, "deny_ingress", kind::boolean, &NetworkOptions::deny_ingress));
 
 /// `SandboxSpec`.
 struct SandboxSpec {
@@ -134,6 +130,15 @@ struct SandboxSpec {
   std::optional<NetworkOptions> network;
   friend bool operator==(const SandboxSpec&, const SandboxSpec&) = default;
 };
+template <>
+inline constexpr auto descriptor<SandboxSpec> =
+    message("coreweave.sandbox.v1.SandboxSpec",
+            field(1, "containers", kind::message, &SandboxSpec::containers, required),
+            field(2, "primary_container", kind::string, &SandboxSpec::primary_container),
+            field(8, "tags", kind::string, &SandboxSpec::tags),
+            field(11, "annotations", kind::string, &SandboxSpec::annotations),
+            field(5, "max_lifetime_seconds", kind::int32, &SandboxSpec::max_lifetime_seconds),
+            field(10, "network", kind::message, &SandboxSpec::network));
 
 /// `SandboxStatus` (output only). Times are RFC 3339 strings, passed through as sent.
 struct SandboxStatus {
@@ -147,6 +152,16 @@ struct SandboxStatus {
   std::string runner_id;
   friend bool operator==(const SandboxStatus&, const SandboxStatus&) = default;
 };
+template <>
+inline constexpr auto descriptor<SandboxStatus> =
+    message("coreweave.sandbox.v1.SandboxStatus",
+            field(1, "state", kind::enumeration, &SandboxStatus::state),
+            field(2, "state_reason", kind::string, &SandboxStatus::state_reason),
+            field(3, "create_time", kind::timestamp, &SandboxStatus::create_time),
+            field(4, "start_time", kind::timestamp, &SandboxStatus::start_time),
+            field(5, "end_time", kind::timestamp, &SandboxStatus::end_time),
+            field(9, "exit_code", kind::int32, &SandboxStatus::exit_code),
+            field(13, "runner_id", kind::string, &SandboxStatus::runner_id));
 
 /// `Sandbox`: the body of CreateSandbox and the answer of Create/Get.
 struct Sandbox {
@@ -155,6 +170,12 @@ struct Sandbox {
   std::optional<SandboxStatus> status;
   friend bool operator==(const Sandbox&, const Sandbox&) = default;
 };
+template <>
+inline constexpr auto descriptor<Sandbox> =
+    message("coreweave.sandbox.v1.Sandbox",
+            field(1, "sandbox_id", kind::string, &Sandbox::sandbox_id),
+            field(2, "spec", kind::message, &Sandbox::spec, required),
+            field(3, "status", kind::message, &Sandbox::status));
 
 /// `ListSandboxesResponse`.
 struct ListSandboxesResponse {
@@ -162,12 +183,21 @@ struct ListSandboxesResponse {
   std::string next_page_token; ///< empty on the last page
   friend bool operator==(const ListSandboxesResponse&, const ListSandboxesResponse&) = default;
 };
+template <>
+inline constexpr auto descriptor<ListSandboxesResponse> =
+    message("coreweave.sandbox.v1.ListSandboxesResponse",
+            field(1, "sandboxes", kind::message, &ListSandboxesResponse::sandboxes),
+            field(2, "next_page_token", kind::string, &ListSandboxesResponse::next_page_token));
 
 /// `DeleteSandboxResponse`; the sandbox may be absent (allow_missing on an absent sandbox).
 struct DeleteSandboxResponse {
   std::optional<Sandbox> sandbox;
   friend bool operator==(const DeleteSandboxResponse&, const DeleteSandboxResponse&) = default;
 };
+template <>
+inline constexpr auto descriptor<DeleteSandboxResponse> =
+    message("coreweave.sandbox.v1.DeleteSandboxResponse",
+            field(1, "sandbox", kind::message, &DeleteSandboxResponse::sandbox));
 
 /// `ExecRequest` body (the sandbox id travels in the path).
 struct ExecRequest {
@@ -177,6 +207,13 @@ struct ExecRequest {
   std::string container;
   friend bool operator==(const ExecRequest&, const ExecRequest&) = default;
 };
+template <>
+inline constexpr auto descriptor<ExecRequest> =
+    message("coreweave.sandbox.v1.ExecRequest",
+            field(2, "command", kind::string, &ExecRequest::command, required),
+            field(3, "env", kind::string, &ExecRequest::env),
+            field(4, "max_output_bytes", kind::int32, &ExecRequest::max_output_bytes),
+            field(5, "container", kind::string, &ExecRequest::container));
 
 /// `ExecResponse`. Output is raw bytes in `std::string` (any byte, NUL included).
 struct ExecResponse {
@@ -189,6 +226,16 @@ struct ExecResponse {
   std::int64_t stderr_bytes_produced = 0;
   friend bool operator==(const ExecResponse&, const ExecResponse&) = default;
 };
+template <>
+inline constexpr auto descriptor<ExecResponse> =
+    message("coreweave.sandbox.v1.ExecResponse",
+            field(1, "stdout", kind::bytes, &ExecResponse::stdout_bytes),
+            field(2, "stderr", kind::bytes, &ExecResponse::stderr_bytes),
+            field(3, "exit_code", kind::int32, &ExecResponse::exit_code),
+            field(4, "stdout_truncated", kind::boolean, &ExecResponse::stdout_truncated),
+            field(5, "stderr_truncated", kind::boolean, &ExecResponse::stderr_truncated),
+            field(6, "stdout_bytes_produced", kind::int64, &ExecResponse::stdout_bytes_produced),
+            field(7, "stderr_bytes_produced", kind::int64, &ExecResponse::stderr_bytes_produced));
 
 /// `WriteFileRequest` body (the sandbox id travels in the path).
 struct WriteFileRequest {
@@ -197,12 +244,22 @@ struct WriteFileRequest {
   std::string container;
   friend bool operator==(const WriteFileRequest&, const WriteFileRequest&) = default;
 };
+template <>
+inline constexpr auto descriptor<WriteFileRequest> =
+    message("coreweave.sandbox.v1.WriteFileRequest",
+            field(2, "path", kind::string, &WriteFileRequest::path, required),
+            field(3, "content", kind::bytes, &WriteFileRequest::content),
+            field(4, "container", kind::string, &WriteFileRequest::container));
 
 /// `ReadFileResponse`.
 struct ReadFileResponse {
   std::string content;
   friend bool operator==(const ReadFileResponse&, const ReadFileResponse&) = default;
 };
+template <>
+inline constexpr auto descriptor<ReadFileResponse> =
+    message("coreweave.sandbox.v1.ReadFileResponse",
+            field(1, "content", kind::bytes, &ReadFileResponse::content));
 
 /// `google.rpc.ErrorInfo` (AIP-193).
 struct ErrorInfo {
@@ -211,12 +268,23 @@ struct ErrorInfo {
   string_map metadata;
   friend bool operator==(const ErrorInfo&, const ErrorInfo&) = default;
 };
+template <>
+inline constexpr auto descriptor<ErrorInfo> =
+    message("google.rpc.ErrorInfo",
+            field(1, "reason", kind::string, &ErrorInfo::reason),
+            field(2, "domain", kind::string, &ErrorInfo::domain),
+            field(3, "metadata", kind::string, &ErrorInfo::metadata));
 
 /// `google.rpc.RetryInfo`; JSON form of the delay is a Duration string ("1.5s").
 struct RetryInfo {
   std::chrono::milliseconds retry_delay{0};
   friend bool operator==(const RetryInfo&, const RetryInfo&) = default;
 };
+/// The delay is `required` here: a RetryInfo entry without one says nothing and is dropped.
+template <>
+inline constexpr auto descriptor<RetryInfo> =
+    message("google.rpc.RetryInfo",
+            field(1, "retry_delay", kind::duration, &RetryInfo::retry_delay, required));
 
 /// `google.rpc.Status`, the body of every error response. `details` is a list of `Any` in JSON;
 /// the detail types we understand are kept (the first of each kind), the rest are skipped.
@@ -230,5 +298,12 @@ struct Status {
   std::optional<ExecResponse> exec_response;
   friend bool operator==(const Status&, const Status&) = default;
 };
+template <>
+inline constexpr auto descriptor<Status> =
+    message("google.rpc.Status",
+            field(1, "code", kind::int32, &Status::code),
+            field(2, "message", kind::string, &Status::message),
+            any_field(3, "details",
+                      &Status::error_info, &Status::retry_info, &Status::exec_response));
 
 } // namespace sandbox::http::wire

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-// The parts of proto3 JSON that need no parser (codec.hpp adds the simdjson decoder): field-name
-// spellings, the text form of google.protobuf.Duration, and the encoders of the wire messages
-// (lowerCamelCase names, default values omitted, int64 as strings, bytes as base64, enums by name).
+// The parts of proto3 JSON that need no parser (codec.hpp adds the simdjson decoder): the text
+// form of google.protobuf.Duration, and the encoder of every described message (descriptor.hpp):
+// lowerCamelCase names, unset fields omitted, int64 as strings, bytes as base64, enums by name.
 #pragma once
 
+#include <sandbox/transport/http/base64.hpp>
 #include <sandbox/transport/http/json_writer.hpp>
 #include <sandbox/transport/http/wire.hpp>
 
@@ -14,94 +15,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <vector>
+#include <tuple>
 
 namespace sandbox::http::detail::json {
-
-// Declared up front: messages nest, and lookup of `write` for the wire types does not reach this
-// namespace by ADL.
-inline void write(json_writer& w, const wire::Resources& m) noexcept;
-inline void write(json_writer& w, const wire::ResourceRequirements& m) noexcept;
-inline void write(json_writer& w, const wire::FileMount& m) noexcept;
-inline void write(json_writer& w, const wire::Container& m) noexcept;
-inline void write(json_writer& w, const wire::NetworkOptions& m) noexcept;
-inline void write(json_writer& w, const wire::SandboxSpec& m) noexcept;
-inline void write(json_writer& w, const wire::SandboxStatus& m) noexcept;
-inline void write(json_writer& w, const wire::Sandbox& m) noexcept;
-
-/// True when `key` names the proto field `snake`, as snake_case or as lowerCamelCase.
-[[nodiscard]] constexpr bool key_is(std::string_view key, std::string_view snake) noexcept {
-  if (key == snake) return true;
-  std::size_t k = 0;
-  for (std::size_t i = 0; i < snake.size(); ++i, ++k) {
-    char c = snake[i];
-    if (c == '_' && i + 1 < snake.size()) {
-      c = snake[++i];
-      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-    }
-    if (k >= key.size() || key[k] != c) return false;
-  }
-  return k == key.size();
-}
-
-/// lowerCamelCase of a snake_case proto name, for messages about fields that are absent.
-[[nodiscard]] inline std::string camel(std::string_view snake) noexcept {
-  std::string out;
-  for (std::size_t i = 0; i < snake.size(); ++i) {
-    if (snake[i] == '_' && i + 1 < snake.size() && snake[i + 1] >= 'a' && snake[i + 1] <= 'z')
-      out += static_cast<char>(snake[++i] - 'a' + 'A');
-    else
-      out += snake[i];
-  }
-  return out;
-}
-
-// Field writers: each omits the proto3 default value.
-
-inline void put(json_writer& w, std::string_view key, const std::string& s) noexcept {
-  if (!s.empty()) w.key(key).string(s);
-}
-inline void put_bytes(json_writer& w, std::string_view key, const std::string& bytes) noexcept {
-  if (!bytes.empty()) w.key(key).base64(bytes);
-}
-inline void put(json_writer& w, std::string_view key, std::int32_t v) noexcept {
-  if (v != 0) w.key(key).number(v);
-}
-inline void put(json_writer& w, std::string_view key, std::int64_t v) noexcept {
-  if (v != 0) w.key(key).quoted_number(v);
-}
-inline void put(json_writer& w, std::string_view key, bool v) noexcept {
-  if (v) w.key(key).boolean(true);
-}
-inline void put(json_writer& w, std::string_view key, std::optional<bool> v) noexcept {
-  if (v) w.key(key).boolean(*v);
-}
-inline void put(json_writer& w, std::string_view key, std::optional<std::int32_t> v) noexcept {
-  if (v) w.key(key).number(*v);
-}
-inline void put(json_writer& w, std::string_view key, wire::State s) noexcept {
-  if (s == wire::State::STATE_UNSPECIFIED) return;
-  w.key(key);
-  if (auto name = wire::to_string(s); !name.empty())
-    w.string(name);
-  else
-    w.number(static_cast<std::int32_t>(s));
-}
-inline void put(json_writer& w, std::string_view key,
-                const std::vector<std::string>& list) noexcept {
-  if (list.empty()) return;
-  w.key(key).begin_array();
-  for (const auto& s : list)
-    w.string(s);
-  w.end_array();
-}
-inline void put(json_writer& w, std::string_view key, const wire::string_map& map) noexcept {
-  if (map.empty()) return;
-  w.key(key).begin_object();
-  for (const auto& [k, v] : map)
-    w.key(k).string(v);
-  w.end_object();
-}
 
 /// A Duration as proto3 JSON writes it: whole seconds, or 3 fractional digits ("1.500s").
 [[nodiscard]] inline std::string duration_text(std::chrono::milliseconds d) noexcept {
@@ -148,197 +64,141 @@ parse_duration(std::string_view s) noexcept {
   return std::chrono::milliseconds(negative ? -ms : ms);
 }
 
-// Message writers: each writes one object.
+// ---- the encoder ------------------------------------------------------------------------------
+// Templates on the writer: `json_writer` writes, `size_counter` measures first.
 
-inline void write(json_writer& w, const wire::Resources& m) noexcept {
-  w.begin_object();
-  put(w, "cpu", m.cpu);
-  put(w, "memory", m.memory);
-  w.end_object();
+template <class Writer, wire::described_message M>
+void write(Writer& w, const M& m) noexcept;
+
+/// One value of kind `K` (an element of a list, a value of a map, or a singular field).
+template <wire::kind K, class Writer, class T>
+void write_value(Writer& w, const T& v) noexcept {
+  using wire::kind;
+  if constexpr (K == kind::string || K == kind::timestamp)
+    w.string(v);
+  else if constexpr (K == kind::bytes)
+    w.base64(v);
+  else if constexpr (K == kind::int32)
+    w.number(v);
+  else if constexpr (K == kind::int64)
+    w.quoted_number(v);
+  else if constexpr (K == kind::boolean)
+    w.boolean(v);
+  else if constexpr (K == kind::enumeration) {
+    // A number without a name (from a newer peer) goes back as the number.
+    if (auto name = wire::to_string(v); !name.empty())
+      w.string(name);
+    else
+      w.number(static_cast<std::int32_t>(v));
+  } else if constexpr (K == kind::message)
+    write(w, v);
+  else
+    w.string(duration_text(v));
 }
 
-inline void write(json_writer& w, const wire::ResourceRequirements& m) noexcept {
-  w.begin_object();
-  // A message field is present when set; an empty Resources is still worth omitting.
-  if (m.requests != wire::Resources{}) write(w.key("requests"), m.requests);
-  if (m.limits != wire::Resources{}) write(w.key("limits"), m.limits);
-  w.end_object();
+/// The value of field `I` of `M` (held in `v`): a list, a map, or one value.
+template <class M, std::size_t I, class Writer, class Member>
+void write_member(Writer& w, const Member& v) noexcept {
+  constexpr auto& f = wire::field_at<M, I>;
+  using F = std::remove_cvref_t<decltype(f)>;
+  if constexpr (F::repeated) {
+    w.begin_array();
+    for (const auto& e : v)
+      write_value<f.type>(w, e);
+    w.end_array();
+  } else if constexpr (F::map) {
+    w.begin_object();
+    for (const auto& [k, e] : v)
+      write_value<f.type>(w.key(k), e);
+    w.end_object();
+  } else if constexpr (F::explicit_presence) {
+    write_value<f.type>(w, *v);
+  } else {
+    write_value<f.type>(w, v);
+  }
 }
 
-inline void write(json_writer& w, const wire::FileMount& m) noexcept {
-  w.begin_object();
-  put(w, "path", m.path);
-  put_bytes(w, "content", m.content);
-  w.end_object();
+/// The "type.googleapis.com/..." URL that names `M` in a google.protobuf.Any.
+template <wire::described_message M>
+[[nodiscard]] std::string type_url() {
+  return "type.googleapis.com/" + std::string(wire::descriptor<M>.full_name);
 }
 
-template <class Message>
-void put_messages(json_writer& w, std::string_view key, const std::vector<Message>& list) noexcept {
-  if (list.empty()) return;
-  w.key(key).begin_array();
-  for (const auto& m : list)
-    write(w, m);
+template <class Writer, wire::described_message M>
+void write_members(Writer& w, const M& m) noexcept;
+
+/// A list of Any: one object per kept message, its "@type" first.
+template <class Writer, class Message, class... Types>
+void write_any(Writer& w, const wire::any_field<Message, Types...>& f, const Message& m) noexcept {
+  w.begin_array();
+  std::apply(
+      [&](auto... member) {
+        auto entry = [&](const auto& e) {
+          if (!e) return;
+          w.begin_object().key("@type").string(type_url<std::remove_cvref_t<decltype(*e)>>());
+          write_members(w, *e);
+          w.end_object();
+        };
+        (entry(m.*member), ...);
+      },
+      f.members);
   w.end_array();
 }
 
-template <class Message>
-void put_message(json_writer& w, std::string_view key, const std::optional<Message>& m) noexcept {
-  if (m) write(w.key(key), *m);
+/// The set fields of `m`, in the descriptor's order, without the braces.
+template <class Writer, wire::described_message M>
+void write_members(Writer& w, const M& m) noexcept {
+  wire::for_each_field<M>([&]<std::size_t I>() {
+    constexpr auto& f = wire::field_at<M, I>;
+    if (!wire::is_set(f, m)) return;
+    w.key(f.json_name());
+    if constexpr (wire::is_any_field<std::remove_cvref_t<decltype(f)>>)
+      write_any(w, f, m);
+    else
+      write_member<M, I>(w, m.*f.member);
+  });
 }
 
-inline void write(json_writer& w, const wire::Container& m) noexcept {
+/// Writes `m` as one JSON object.
+template <class Writer, wire::described_message M>
+void write(Writer& w, const M& m) noexcept {
   w.begin_object();
-  put(w, "name", m.name);
-  put(w, "image", m.image);
-  put(w, "command", m.command);
-  put(w, "args", m.args);
-  put(w, "environmentVariables", m.environment_variables);
-  put(w, "workingDir", m.working_dir);
-  put_messages(w, "files", m.files);
-  put_message(w, "resourceRequirements", m.resource_requirements);
+  write_members(w, m);
   w.end_object();
 }
 
-inline void write(json_writer& w, const wire::NetworkOptions& m) noexcept {
-  w.begin_object();
-  put(w, "denyEgress", m.deny_egress);
-  put(w, "denyIngress", m.deny_ingress);
-  w.end_object();
-}
-
-inline void write(json_writer& w, const wire::SandboxSpec& m) noexcept {
-  w.begin_object();
-  put_messages(w, "containers", m.containers);
-  put(w, "primaryContainer", m.primary_container);
-  put(w, "tags", m.tags);
-  put(w, "annotations", m.annotations);
-  put(w, "maxLifetimeSeconds", m.max_lifetime_seconds);
-  put_message(w, "network", m.network);
-  w.end_object();
-}
-
-inline void write(json_writer& w, const wire::SandboxStatus& m) noexcept {
-  w.begin_object();
-  put(w, "state", m.state);
-  put(w, "stateReason", m.state_reason);
-  put(w, "createTime", m.create_time);
-  put(w, "startTime", m.start_time);
-  put(w, "endTime", m.end_time);
-  put(w, "exitCode", m.exit_code);
-  put(w, "runnerId", m.runner_id);
-  w.end_object();
-}
-
-inline void write(json_writer& w, const wire::Sandbox& m) noexcept {
-  w.begin_object();
-  put(w, "sandboxId", m.sandbox_id);
-  put_message(w, "spec", m.spec);
-  put_message(w, "status", m.status);
-  w.end_object();
-}
-
-inline void write(json_writer& w, const wire::ListSandboxesResponse& m) noexcept {
-  w.begin_object();
-  put_messages(w, "sandboxes", m.sandboxes);
-  put(w, "nextPageToken", m.next_page_token);
-  w.end_object();
-}
-
-inline void write(json_writer& w, const wire::DeleteSandboxResponse& m) noexcept {
-  w.begin_object();
-  put_message(w, "sandbox", m.sandbox);
-  w.end_object();
-}
-
-inline void write(json_writer& w, const wire::ExecRequest& m) noexcept {
-  w.begin_object();
-  put(w, "command", m.command);
-  put(w, "env", m.env);
-  put(w, "maxOutputBytes", m.max_output_bytes);
-  put(w, "container", m.container);
-  w.end_object();
-}
-
-inline void write(json_writer& w, const wire::ExecResponse& m) noexcept {
-  w.begin_object();
-  put_bytes(w, "stdout", m.stdout_bytes);
-  put_bytes(w, "stderr", m.stderr_bytes);
-  put(w, "exitCode", m.exit_code);
-  put(w, "stdoutTruncated", m.stdout_truncated);
-  put(w, "stderrTruncated", m.stderr_truncated);
-  put(w, "stdoutBytesProduced", m.stdout_bytes_produced);
-  put(w, "stderrBytesProduced", m.stderr_bytes_produced);
-  w.end_object();
-}
-
-inline void write(json_writer& w, const wire::WriteFileRequest& m) noexcept {
-  w.begin_object();
-  put(w, "path", m.path);
-  put_bytes(w, "content", m.content);
-  put(w, "container", m.container);
-  w.end_object();
-}
-
-inline void write(json_writer& w, const wire::ReadFileResponse& m) noexcept {
-  w.begin_object();
-  put_bytes(w, "content", m.content);
-  w.end_object();
-}
-
-/// The grpc-gateway error body: `{"code", "message", "details": [ErrorInfo, RetryInfo,
-/// ExecResponse]}`.
-inline void write(json_writer& w, const wire::Status& m) noexcept {
-  w.begin_object();
-  put(w, "code", m.code);
-  put(w, "message", m.message);
-  if (m.error_info || m.retry_info || m.exec_response) {
-    w.key("details").begin_array();
-    if (const auto& ei = m.error_info) {
-      w.begin_object().key("@type").string("type.googleapis.com/google.rpc.ErrorInfo");
-      put(w, "reason", ei->reason);
-      put(w, "domain", ei->domain);
-      put(w, "metadata", ei->metadata);
-      w.end_object();
-    }
-    if (const auto& ri = m.retry_info) {
-      w.begin_object().key("@type").string("type.googleapis.com/google.rpc.RetryInfo");
-      w.key("retryDelay").string(duration_text(ri->retry_delay));
-      w.end_object();
-    }
-    if (const auto& x = m.exec_response) {
-      w.begin_object().key("@type").string("type.googleapis.com/coreweave.sandbox.v1.ExecResponse");
-      put_bytes(w, "stdout", x->stdout_bytes);
-      put_bytes(w, "stderr", x->stderr_bytes);
-      put(w, "exitCode", x->exit_code);
-      put(w, "stdoutTruncated", x->stdout_truncated);
-      put(w, "stderrTruncated", x->stderr_truncated);
-      put(w, "stdoutBytesProduced", x->stdout_bytes_produced);
-      put(w, "stderrBytesProduced", x->stderr_bytes_produced);
-      w.end_object();
-    }
-    w.end_array();
+/// Stands in for `json_writer` to measure about how much it would write (escapes aside), so that
+/// the real pass reserves once and multi-megabyte bytes fields are written into one allocation.
+class size_counter {
+public:
+  size_counter& begin_object() noexcept { return add(2); }
+  size_counter& end_object() noexcept { return *this; }
+  size_counter& begin_array() noexcept { return add(2); }
+  size_counter& end_array() noexcept { return *this; }
+  size_counter& key(std::string_view k) noexcept { return add(k.size() + 4); }
+  size_counter& string(std::string_view s) noexcept { return add(s.size() + 3); }
+  size_counter& base64(std::string_view b) noexcept {
+    return add(base64_encoded_size(b.size()) + 3);
   }
-  w.end_object();
-}
+  size_counter& number(std::int64_t) noexcept { return add(21); }
+  size_counter& quoted_number(std::int64_t) noexcept { return add(23); }
+  size_counter& boolean(bool) noexcept { return add(6); }
+  [[nodiscard]] std::size_t size() const noexcept { return n_; }
 
-/// Expected size of the encoding, so that multi-megabyte bytes fields are written into one
-/// allocation.
-template <class Message>
-[[nodiscard]] std::size_t size_hint(const Message&) noexcept {
-  return 256;
-}
-[[nodiscard]] inline std::size_t size_hint(const wire::ExecResponse& m) noexcept {
-  return 256 + base64_encoded_size(m.stdout_bytes.size()) +
-         base64_encoded_size(m.stderr_bytes.size());
-}
-[[nodiscard]] inline std::size_t size_hint(const wire::Status& m) noexcept {
-  return 256 + m.message.size() + (m.exec_response ? size_hint(*m.exec_response) : 0);
-}
-[[nodiscard]] inline std::size_t size_hint(const wire::WriteFileRequest& m) noexcept {
-  return 256 + m.path.size() + base64_encoded_size(m.content.size());
-}
-[[nodiscard]] inline std::size_t size_hint(const wire::ReadFileResponse& m) noexcept {
-  return 256 + base64_encoded_size(m.content.size());
+private:
+  size_counter& add(std::size_t n) noexcept {
+    n_ += n;
+    return *this;
+  }
+  std::size_t n_ = 0;
+};
+
+/// What to reserve for the encoding of `m`.
+template <wire::described_message M>
+[[nodiscard]] std::size_t size_hint(const M& m) noexcept {
+  size_counter c;
+  write(c, m);
+  return 256 + c.size();
 }
 
 } // namespace sandbox::http::detail::json
