@@ -334,7 +334,7 @@ TEST_CASE("no cgroup of a sandbox remains after it stops", "[local][limits]") {
     // cgroup namespace shows them as "/").
     std::atomic<bool> up{false};
     sandbox::ExecOptions eo;
-    eo.on_stdout = [&](std::string_view) { up = true; };
+    eo.on_stdout = [&](std::string_view) noexcept { up = true; };
     auto cmd = box.exec({"sh", "-c", "echo up; exec sleep 60"}, eo);
     for (int i = 0; i < 3000 && !up; ++i) { // output is delivered while the caller waits
       (void)cmd.poll();
