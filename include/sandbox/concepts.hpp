@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Every requirement a user-provided type must meet, in one place. Each model the library ships is
-// checked with static_assert right after its definition.
+// checked with static_assert right after its definition; tests/compile/archetypes.hpp holds the
+// smallest model of each concept, and the library's templates are built with those alone, so a
+// concept cannot promise less than the library uses. The values the concepts hand over
+// (`ListFilter`, `RetryState`) are in <sandbox/types.hpp>.
 #pragma once
 
 #include <sandbox/options.hpp>
