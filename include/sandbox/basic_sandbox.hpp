@@ -26,6 +26,12 @@ namespace sandbox {
 /// under `Retry`; failures reach the caller as `Errors` decides (exceptions or `result<T>`).
 /// Move-only. A sandbox leaving scope is stopped.
 ///
+/// Every operation that can fail has a `try_` twin taking the same arguments that returns
+/// `result<T>` and never throws, whatever `Errors` is: `try_run`, `try_list`, `try_state`,
+/// `try_wait`, `try_wait_until_complete`, `try_exec`, `try_stop`, `try_read_file`,
+/// `try_write_file` (and on `Process`: `try_result`, `try_wait`, `try_kill`, `try_write_stdin`,
+/// `try_close_stdin`). Every operation on a moved-from sandbox fails with `errc::validation`.
+///
 ///     auto box = sandbox::Sandbox::run();                 // keep-alive
 ///     auto r = box.exec({"uname", "-n"}).result();        // r.stdout_text: the sandbox id
 template <transport Transport, retry_policy Retry = exponential_backoff<>,
@@ -64,8 +70,8 @@ public:
   }
 
   /// The never-throwing form of `run`.
-  [[nodiscard]] static result<basic_sandbox> try_run(SandboxOptions options,
-                                                     std::shared_ptr<Transport> t) noexcept {
+  [[nodiscard]] static result<basic_sandbox>
+  try_run(SandboxOptions options = {}, std::shared_ptr<Transport> t = nullptr) noexcept {
     if (!t) t = Transport::shared();
     const std::string request_id = detail::uuid4(); // one per sandbox, reused by every retry
     auto info =
@@ -73,12 +79,27 @@ public:
     if (!info) return std::move(info).as_failure();
     return basic_sandbox(std::move(t), std::move(info).assume_value());
   }
+  [[nodiscard]] static result<basic_sandbox> try_run(std::initializer_list<std::string> command,
+                                                     SandboxOptions options = {}) noexcept {
+    options.command.assign(command.begin(), command.end());
+    return try_run(std::move(options));
+  }
+  [[nodiscard]] static result<basic_sandbox> try_run(std::vector<std::string> command,
+                                                     SandboxOptions options = {}) noexcept {
+    options.command = std::move(command);
+    return try_run(std::move(options));
+  }
 
   /// The sandboxes the transport knows (for the local transport: those of this process).
   [[nodiscard]] static ret<std::vector<SandboxInfo>> list(const ListFilter& filter = {},
                                                           std::shared_ptr<Transport> t = nullptr) {
+    return Errors::finish(try_list(filter, std::move(t)));
+  }
+
+  [[nodiscard]] static result<std::vector<SandboxInfo>>
+  try_list(const ListFilter& filter = {}, std::shared_ptr<Transport> t = nullptr) noexcept {
     if (!t) t = Transport::shared();
-    return Errors::finish(detail::with_retry(Retry{}, [&] { return t->list(filter); }));
+    return detail::with_retry(Retry{}, [&] { return t->list(filter); });
   }
 
   basic_sandbox(basic_sandbox&& o) noexcept
@@ -122,7 +143,12 @@ public:
   /// Waits until the sandbox is RUNNING. COMPLETED (it ran and finished already) is fine.
   /// **Errors:** failed, terminated, timeout.
   ret<void> wait(std::chrono::milliseconds timeout = std::chrono::minutes(5)) {
-    return Errors::finish(try_wait(State::RUNNING, timeout, true));
+    return Errors::finish(try_wait(timeout));
+  }
+
+  [[nodiscard]] result<void>
+  try_wait(std::chrono::milliseconds timeout = std::chrono::minutes(5)) noexcept {
+    return wait_for(State::RUNNING, timeout, true);
   }
 
   /// Waits until COMPLETED, FAILED or TERMINATED; `returncode()` then holds the main exit code.
@@ -133,7 +159,13 @@ public:
   ///     int code = *job.returncode();
   ret<void> wait_until_complete(std::chrono::milliseconds timeout = std::chrono::hours(24 * 365),
                                 bool raise_on_termination = true) {
-    return Errors::finish(try_wait(State::COMPLETED, timeout, raise_on_termination));
+    return Errors::finish(try_wait_until_complete(timeout, raise_on_termination));
+  }
+
+  [[nodiscard]] result<void>
+  try_wait_until_complete(std::chrono::milliseconds timeout = std::chrono::hours(24 * 365),
+                          bool raise_on_termination = true) noexcept {
+    return wait_for(State::COMPLETED, timeout, raise_on_termination);
   }
 
   /// Starts `argv` in the sandbox and returns at once; `Process::result()` waits for it.
@@ -141,11 +173,20 @@ public:
   /// not running) throws here; otherwise the error is what `result()` returns.
   template <check_policy Check = no_check>
   [[nodiscard]] process<Check> exec(std::vector<std::string> argv, ExecOptions options = {}) {
-    auto h = transport_ ? transport_->exec(info_.id, argv, options)
-                        : result<typename Transport::process_type>(moved_from());
+    auto h = start(argv, options);
     if constexpr (Errors::throws) {
       if (!h) Errors::finish(result<void>(h.assume_error()));
     }
+    return process<Check>(transport_, std::move(h), std::move(argv), options.check);
+  }
+
+  /// Like `exec`, but a command that cannot start is the error of the returned result, whatever
+  /// `Errors` is; never throws. (The `Process` it returns still reports through `Errors`.)
+  template <check_policy Check = no_check>
+  [[nodiscard]] result<process<Check>> try_exec(std::vector<std::string> argv,
+                                                ExecOptions options = {}) noexcept {
+    auto h = start(argv, options);
+    if (!h) return std::move(h).as_failure();
     return process<Check>(transport_, std::move(h), std::move(argv), options.check);
   }
 
@@ -155,7 +196,8 @@ public:
     return Errors::finish(try_stop(grace, missing_ok));
   }
 
-  [[nodiscard]] result<void> try_stop(std::chrono::milliseconds grace, bool missing_ok) noexcept {
+  [[nodiscard]] result<void> try_stop(std::chrono::milliseconds grace = default_grace,
+                                      bool missing_ok = false) noexcept {
     SANDBOX_TRYV(usable());
     if (is_terminal(info_.state) && stopped_by_us_) return success();
     stopped_by_us_ = true;
@@ -167,17 +209,25 @@ public:
   /// The whole content of `path` in the sandbox.
   /// **Errors:** file_not_found, file_is_directory, file_permission, file_too_large, file_io.
   [[nodiscard]] ret<std::string> read_file(std::string_view path) {
-    if (!transport_) return Errors::finish(result<std::string>(moved_from()));
-    return Errors::finish(
-        detail::with_retry(Retry{}, [&] { return transport_->read_file(info_.id, path); }));
+    return Errors::finish(try_read_file(path));
+  }
+
+  [[nodiscard]] result<std::string> try_read_file(std::string_view path) noexcept {
+    SANDBOX_TRYV(usable());
+    return detail::with_retry(Retry{}, [&] { return transport_->read_file(info_.id, path); });
   }
 
   /// Creates or replaces `path` in the sandbox with `data`.
   ret<void> write_file(std::string_view path, std::string_view data) {
-    if (!transport_) return Errors::finish(result<void>(moved_from()));
-    return Errors::finish(transport_->write_file(info_.id, path, data));
+    return Errors::finish(try_write_file(path, data));
   }
 
+  [[nodiscard]] result<void> try_write_file(std::string_view path, std::string_view data) noexcept {
+    SANDBOX_TRYV(usable());
+    return transport_->write_file(info_.id, path, data);
+  }
+
+  /// The transport this sandbox lives on. Precondition: not moved from.
   [[nodiscard]] Transport& transport() const noexcept { return *transport_; }
 
 private:
@@ -185,8 +235,10 @@ private:
       : transport_(std::move(t)), info_(std::move(info)) {}
 
   /// A moved-from sandbox has no transport: every operation on it is an error, not a crash.
-  [[nodiscard]] static error moved_from() {
-    return error(errc::not_found, "this sandbox object was moved from");
+  /// A moved-from object is the caller's mistake, not a state of the sandbox (which lives on in
+  /// the object it was moved to): errc::validation, as for `Process`.
+  [[nodiscard]] static error moved_from() noexcept {
+    return error(errc::validation, "this sandbox object was moved from");
   }
   [[nodiscard]] result<void> usable() const noexcept {
     if (!transport_) return fail(moved_from());
@@ -199,7 +251,13 @@ private:
     if (i.oom_killed) info_.oom_killed = true;
   }
 
-  [[nodiscard]] result<void> try_wait(State target, std::chrono::milliseconds timeout,
+  [[nodiscard]] result<typename Transport::process_type>
+  start(const std::vector<std::string>& argv, const ExecOptions& options) noexcept {
+    if (!transport_) return fail(moved_from());
+    return transport_->exec(info_.id, argv, options);
+  }
+
+  [[nodiscard]] result<void> wait_for(State target, std::chrono::milliseconds timeout,
                                       bool raise_on_termination) noexcept {
     SANDBOX_TRYV(usable());
     SANDBOX_TRY(i, transport_->wait(info_.id, target, timeout));

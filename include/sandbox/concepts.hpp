@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Every requirement a user-provided type must meet, in one place. Each model the library ships is
-// checked with static_assert right after its definition.
+// checked with static_assert right after its definition; tests/compile/archetypes.hpp holds the
+// smallest model of each concept, and the library's templates are built with those alone, so a
+// concept cannot promise less than the library uses. The values the concepts hand over
+// (`ListFilter`, `RetryState`) are in <sandbox/types.hpp>.
 #pragma once
 
 #include <sandbox/options.hpp>
@@ -15,16 +18,10 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 namespace sandbox {
-
-/// Which sandboxes `list` returns.
-struct ListFilter {
-  std::vector<std::string> tags; ///< all of these tags
-  std::optional<State> state;
-  bool show_terminated = false;
-};
 
 /// A command started by a transport.
 ///
@@ -84,14 +81,6 @@ concept transport = requires(T& t, const SandboxOptions& so, std::string_view id
 template <class T>
 inline constexpr bool supports_stdin = stdin_process<typename T::process_type>;
 
-/// What a retry policy is told about the attempts so far.
-struct RetryState {
-  unsigned attempt = 1;                      ///< attempts made, including the failed one
-  std::chrono::milliseconds elapsed{0};      ///< since the first failure
-  std::chrono::milliseconds previous_delay{0};
-  std::uint32_t random = 0;                  ///< uniform random bits for jitter
-};
-
 /// Decides whether and when to retry a failed operation that is safe to repeat.
 ///
 /// Semantics: pure (same inputs, same answer; randomness comes in through `RetryState::random`);
@@ -107,21 +96,29 @@ concept retry_policy = std::default_initializable<P> && std::copy_constructible<
 
 /// Turns the library's internal `result<T>` into what the caller receives.
 ///
-/// Semantics: `return_type<T>` is the public type; `finish` converts (and for a throwing policy,
-/// throws on error). `throws` says whether errors leave as exceptions. With exceptions disabled,
-/// the throwing policy does not satisfy this concept, so choosing it fails to compile.
+/// Semantics: `return_type<T>` is the public type, for any `T` the library returns (including
+/// `void`); `finish` converts (and for a throwing policy, throws on error). `throws` is a
+/// compile-time constant saying whether errors leave as exceptions: `basic_sandbox` and
+/// `Process` branch on it with `if constexpr`. With exceptions disabled, the throwing policy does
+/// not satisfy this concept, so choosing it fails to compile.
 template <class P>
 concept error_policy = requires(result<int> r, result<void> v) {
   typename P::template return_type<int>;
-  { P::throws } -> std::convertible_to<bool>;
+  typename P::template return_type<void>;
+  requires std::same_as<std::remove_cv_t<decltype(P::throws)>, bool>;
+  typename std::bool_constant<P::throws>; // a constant expression
   { P::finish(std::move(r)) } -> std::same_as<typename P::template return_type<int>>;
   { P::finish(std::move(v)) } -> std::same_as<typename P::template return_type<void>>;
 };
 
 /// Whether a non-zero exit code is an error (`check`) or just a result (`no_check`).
+///
+/// Semantics: `enabled` is a compile-time constant; `exec<P>` makes a non-zero exit an
+/// `errc::execution` error when it is true (as `ExecOptions::check` does at run time).
 template <class P>
 concept check_policy = requires {
-  { P::enabled } -> std::convertible_to<bool>;
+  requires std::same_as<std::remove_cv_t<decltype(P::enabled)>, bool>;
+  typename std::bool_constant<P::enabled>; // a constant expression
 };
 
 } // namespace sandbox

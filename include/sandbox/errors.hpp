@@ -16,7 +16,8 @@ namespace sandbox {
 
 /// Why an operation failed. Mirrors the anchor client's exception classes.
 enum class errc {
-  validation = 1,       ///< bad input: empty argv, relative cwd, malformed option
+  validation = 1,       ///< bad input: empty argv, relative cwd, malformed option, or a call on
+                        ///< a moved-from `basic_sandbox` / `Process`
   not_found,            ///< no sandbox with that id
   not_running,          ///< the sandbox is stopped or was never started
   timeout,              ///< a wait or a request ran past its deadline

@@ -3,12 +3,15 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace sandbox {
@@ -26,7 +29,45 @@ inline constexpr std::uint64_t default_max_output_bytes = std::uint64_t{64} << 2
 inline constexpr std::uint64_t unlimited_output = UINT64_MAX;
 
 /// Called with each chunk of output as the command produces it (not necessarily whole lines).
-using output_callback = std::function<void(std::string_view)>;
+///
+/// **Contract: a callback must not throw.** It runs inside the transport's output loop, which is
+/// `noexcept` (it runs the same with and without exceptions), so an exception leaving it would
+/// end the program. That is enforced where it can be: only a callable that is `noexcept` for a
+/// `std::string_view` argument is accepted, in both exception modes, so one source compiles the
+/// same way in each; anything else is a compile error that says so. A callback that calls code
+/// which may throw catches what it throws itself.
+///
+///     eo.on_stdout = [&](std::string_view chunk) noexcept { log.append(chunk); };
+///
+/// The callback is called from the thread that waits for or polls the command (`result()`,
+/// `wait()`, `poll()`), one chunk at a time, never concurrently with itself.
+class output_callback {
+public:
+  output_callback() noexcept = default;
+  output_callback(std::nullptr_t) noexcept {}
+
+  template <class F>
+    requires(!std::is_same_v<std::remove_cvref_t<F>, output_callback> &&
+             !std::is_same_v<std::remove_cvref_t<F>, std::nullptr_t> &&
+             std::is_invocable_v<std::decay_t<F>&, std::string_view>)
+  output_callback(F&& f) : f_(std::forward<F>(f)) {
+    static_assert(std::is_nothrow_invocable_v<std::decay_t<F>&, std::string_view>,
+                  "sandbox: on_stdout/on_stderr callbacks must not throw: they are called from "
+                  "a noexcept path. Declare the callable noexcept, e.g. "
+                  "[&](std::string_view chunk) noexcept { ... }");
+  }
+
+  /// True when a callable is set.
+  explicit operator bool() const noexcept { return static_cast<bool>(f_); }
+
+  /// Calls the callable with `chunk` (does nothing when none is set).
+  void operator()(std::string_view chunk) const noexcept {
+    if (f_) f_(chunk);
+  }
+
+private:
+  std::function<void(std::string_view)> f_;
+};
 
 /// Options of one `exec`.
 struct ExecOptions {
@@ -44,7 +85,8 @@ struct ExecOptions {
   /// 0: the platform default (local: `default_max_output_bytes`; remote: the service's).
   /// `unlimited_output`: no cap.
   std::uint64_t max_output_bytes = 0;
-  /// Receive output while the command runs (transports with streaming only).
+  /// Receive output while the command runs (transports with streaming only). The callbacks must
+  /// not throw (see `output_callback`): only `noexcept` callables are accepted.
   output_callback on_stdout;
   output_callback on_stderr;
   /// Runtime twin of `exec<sandbox::check>`: a non-zero exit becomes an execution error.

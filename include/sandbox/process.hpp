@@ -17,6 +17,11 @@
 namespace sandbox {
 
 /// A command running in a sandbox. Move-only; use from one thread at a time.
+///
+/// Each operation that can fail has a `try_` twin taking the same arguments that returns
+/// `result<T>` and never throws, whatever `Errors` is: `try_result`, `try_wait`, `try_kill`,
+/// `try_write_stdin`, `try_close_stdin`. Every operation on a moved-from `Process` fails with
+/// `errc::validation` (`poll` and `returncode` give nothing), as on a moved-from `basic_sandbox`.
 template <transport Transport, error_policy Errors, check_policy Check = no_check>
 class Process {
   template <class T>
@@ -28,8 +33,34 @@ public:
   /// from starting; it is then what `result()` reports.
   Process(std::shared_ptr<Transport> t, sandbox::result<handle_type> handle,
           std::vector<std::string> command, bool check) noexcept
-      : transport_(std::move(t)), handle_(std::move(handle)), command_(std::move(command)),
-        check_(check || Check::enabled) {}
+      : transport_(std::move(t)), command_(std::move(command)), check_(check || Check::enabled) {
+    if (handle)
+      handle_.emplace(std::move(handle).assume_value());
+    else
+      error_ = std::move(handle).assume_error();
+  }
+
+  Process(Process&& o) noexcept
+      : transport_(std::move(o.transport_)), handle_(std::move(o.handle_)),
+        error_(std::move(o.error_)), command_(std::move(o.command_)), check_(o.check_) {
+    o.handle_.reset();
+    o.error_ = moved_from();
+  }
+  Process& operator=(Process&& o) noexcept {
+    if (this != &o) {
+      transport_ = std::move(o.transport_);
+      handle_ = std::move(o.handle_);
+      error_ = std::move(o.error_);
+      command_ = std::move(o.command_);
+      check_ = o.check_;
+      o.handle_.reset();
+      o.error_ = moved_from();
+    }
+    return *this;
+  }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  ~Process() = default;
 
   /// Waits for the command (at most `timeout`; unset: no limit) and returns what it produced.
   /// Under check a non-zero exit is an errc::execution error carrying the ExecResult.
@@ -43,39 +74,58 @@ public:
 
   /// Waits like `result()` and returns the exit code.
   ret<int> wait(std::optional<std::chrono::milliseconds> timeout = {}) {
+    return Errors::finish(try_wait(timeout));
+  }
+
+  [[nodiscard]] sandbox::result<int>
+  try_wait(std::optional<std::chrono::milliseconds> timeout = {}) noexcept {
     auto r = try_result(timeout);
-    if (!r) return Errors::finish(sandbox::result<int>(std::move(r).assume_error()));
-    return Errors::finish(sandbox::result<int>(r.assume_value().returncode));
+    if (!r) return std::move(r).as_failure();
+    return r.assume_value().returncode;
   }
 
   /// The exit code if the command has finished (reads pending output; never blocks).
   [[nodiscard]] std::optional<int> poll() noexcept {
-    return handle_ ? handle_.assume_value().poll() : std::nullopt;
+    return handle_ ? handle_->poll() : std::nullopt;
   }
 
   /// The exit code once the command is known to have finished; empty before.
   [[nodiscard]] std::optional<int> returncode() noexcept { return poll(); }
 
   /// Sends `sig` (default SIGKILL) to the command's process group.
-  ret<void> kill(int sig = SIGKILL) {
-    if (!handle_) return Errors::finish(sandbox::result<void>(handle_.assume_error()));
-    return Errors::finish(handle_.assume_value().kill(sig));
+  ret<void> kill(int sig = SIGKILL) { return Errors::finish(try_kill(sig)); }
+
+  [[nodiscard]] sandbox::result<void> try_kill(int sig = SIGKILL) noexcept {
+    if (!handle_) return fail(error_);
+    return handle_->kill(sig);
   }
 
   /// Writes all of `data` to the command's stdin (needs ExecOptions::stdin_pipe).
   ret<void> write_stdin(std::string_view data)
     requires supports_stdin<Transport>
   {
-    if (!handle_) return Errors::finish(sandbox::result<void>(handle_.assume_error()));
-    return Errors::finish(handle_.assume_value().write_stdin(data));
+    return Errors::finish(try_write_stdin(data));
+  }
+
+  [[nodiscard]] sandbox::result<void> try_write_stdin(std::string_view data) noexcept
+    requires supports_stdin<Transport>
+  {
+    if (!handle_) return fail(error_);
+    return handle_->write_stdin(data);
   }
 
   /// Closes the command's stdin (it reads EOF). Idempotent.
   ret<void> close_stdin()
     requires supports_stdin<Transport>
   {
-    if (!handle_) return Errors::finish(sandbox::result<void>(handle_.assume_error()));
-    return Errors::finish(handle_.assume_value().close_stdin());
+    return Errors::finish(try_close_stdin());
+  }
+
+  [[nodiscard]] sandbox::result<void> try_close_stdin() noexcept
+    requires supports_stdin<Transport>
+  {
+    if (!handle_) return fail(error_);
+    return handle_->close_stdin();
   }
 
   /// The argv as the caller gave it.
@@ -84,8 +134,8 @@ public:
   /// The same as `result()` but never throws, whatever the error policy.
   [[nodiscard]] sandbox::result<ExecResult>
   try_result(std::optional<std::chrono::milliseconds> timeout = {}) noexcept {
-    if (!handle_) return handle_.as_failure();
-    auto r = handle_.assume_value().wait(timeout);
+    if (!handle_) return fail(error_);
+    auto r = handle_->wait(timeout);
     if (!r || !check_ || r.assume_value().ok()) return r;
     const ExecResult& x = r.assume_value();
     std::string msg = "command " + detail::join_command(x.command) + " failed with exit code " +
@@ -104,8 +154,17 @@ public:
   }
 
 private:
+  /// The error of every operation on a moved-from `Process` (the same errc as `basic_sandbox`).
+  [[nodiscard]] static error moved_from() noexcept {
+    return error(errc::validation, "this process object was moved from");
+  }
+
   std::shared_ptr<Transport> transport_; // keeps the transport alive while the command runs
-  sandbox::result<handle_type> handle_;
+  // The command, or (empty) why there is none: it could not start, or this object was moved from.
+  // (Not a result<handle_type>: Outcome 2.1 cannot move-assign one whose value type is trivially
+  // copyable but not copy-assignable, and a process handle may be such a type.)
+  std::optional<handle_type> handle_;
+  sandbox::error error_;
   std::vector<std::string> command_;
   bool check_;
 };

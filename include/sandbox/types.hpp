@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Value types shared by every layer: sandbox states and the result of a command.
+// Value types shared by every layer: sandbox states, the result of a command, and what the
+// transport and retry concepts are handed (`ListFilter`, `RetryState`).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -70,6 +72,21 @@ struct SandboxInfo {
   std::vector<std::string> tags;
   /// The main process was killed by the OOM killer because the sandbox reached its memory limit.
   bool oom_killed = false;
+};
+
+/// Which sandboxes `list` returns.
+struct ListFilter {
+  std::vector<std::string> tags; ///< all of these tags
+  std::optional<State> state;
+  bool show_terminated = false;
+};
+
+/// What a retry policy is told about the attempts so far.
+struct RetryState {
+  unsigned attempt = 1;                      ///< attempts made, including the failed one
+  std::chrono::milliseconds elapsed{0};      ///< since the first failure
+  std::chrono::milliseconds previous_delay{0};
+  std::uint32_t random = 0;                  ///< uniform random bits for jitter
 };
 
 } // namespace sandbox

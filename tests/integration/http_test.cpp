@@ -150,7 +150,7 @@ TEST_CASE("what needs a streaming exec is refused clearly", "[http][exec]") {
   REQUIRE_FALSE(in);
   CHECK(in.error().is(errc::unsupported));
   CHECK(in.error().message.find("stdin") != std::string::npos);
-  auto live = box.exec({"echo"}, {.on_stdout = [](std::string_view) {}}).result();
+  auto live = box.exec({"echo"}, {.on_stdout = [](std::string_view) noexcept {}}).result();
   REQUIRE_FALSE(live);
   CHECK(live.error().is(errc::unsupported));
   CHECK(live.error().message.find("on_stdout") != std::string::npos);

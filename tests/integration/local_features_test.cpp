@@ -89,10 +89,10 @@ TEST_CASE("on_stdout receives output while the command runs", "[local][streaming
   std::string err_seen;
   auto r = box.exec({"sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.2; done; echo e >&2"},
                     {.on_stdout =
-                         [&](std::string_view chunk) {
+                         [&](std::string_view chunk) noexcept {
                            seen.emplace_back(std::string(chunk), std::chrono::steady_clock::now());
                          },
-                     .on_stderr = [&](std::string_view chunk) { err_seen += chunk; }})
+                     .on_stderr = [&](std::string_view chunk) noexcept { err_seen += chunk; }})
                .result();
   auto end = std::chrono::steady_clock::now();
   REQUIRE(r);

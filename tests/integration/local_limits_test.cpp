@@ -34,6 +34,7 @@ using sandbox::State;
 namespace cg = sandbox::local::detail::cgroups;
 
 #include "../support/host.hpp"
+#include "../support/skip.hpp"
 
 using test_support::slurp;
 using test_support::eventually;
@@ -105,10 +106,9 @@ constexpr std::uint64_t mib = 1 << 20;
 
 } // namespace
 
-TEST_CASE("a memory hog is OOM-killed and its result says so", "[local][limits]") {
+TEST_CASE("a memory hog is OOM-killed and its result says so", "[local][limits][cgroups]") {
   if (!have_cgroups()) {
-    SUCCEED("no memory, pids and cpu cgroup controllers on this host");
-    return;
+    SANDBOX_SKIP("no memory, pids and cpu cgroup controllers on this host");
   }
   sandbox::Resources r;
   r.memory_bytes = 64 * mib;
@@ -160,10 +160,9 @@ TEST_CASE("a memory hog is OOM-killed and its result says so", "[local][limits]"
   CHECK(failed.error().exec_result->oom_killed);
 }
 
-TEST_CASE("an OOM-killed main process is reported", "[local][limits]") {
+TEST_CASE("an OOM-killed main process is reported", "[local][limits][cgroups]") {
   if (!have_cgroups()) {
-    SUCCEED("no memory cgroup controller on this host");
-    return;
+    SANDBOX_SKIP("no memory cgroup controller on this host");
   }
   sandbox::Resources r;
   r.memory_bytes = 32 * mib;
@@ -182,10 +181,9 @@ TEST_CASE("an OOM-killed main process is reported", "[local][limits]") {
 }
 
 TEST_CASE("files in the sandbox's writable layers count against its memory limit",
-          "[local][limits]") {
+          "[local][limits][cgroups]") {
   if (!have_cgroups()) {
-    SUCCEED("no memory cgroup controller on this host");
-    return;
+    SANDBOX_SKIP("no memory cgroup controller on this host");
   }
   // /tmp (tmpfs) and the root's writable layer (an overlay over tmpfs) are memory: tmpfs pages
   // are charged to the cgroup of the process that writes them, so a writer going past the limit
@@ -210,10 +208,10 @@ TEST_CASE("files in the sandbox's writable layers count against its memory limit
   }
 }
 
-TEST_CASE("a fork bomb stops at the pids limit and the host stays responsive", "[local][limits]") {
+TEST_CASE("a fork bomb stops at the pids limit and the host stays responsive",
+          "[local][limits][cgroups]") {
   if (!have_cgroups()) {
-    SUCCEED("no pids cgroup controller on this host");
-    return;
+    SANDBOX_SKIP("no pids cgroup controller on this host");
   }
   constexpr std::uint32_t limit = 32;
   sandbox::Resources r;
@@ -261,10 +259,9 @@ TEST_CASE("a fork bomb stops at the pids limit and the host stays responsive", "
   CHECK(after.value().returncode == 0);
 }
 
-TEST_CASE("a cpu limit shows in the CPU time a busy loop gets", "[local][limits]") {
+TEST_CASE("a cpu limit shows in the CPU time a busy loop gets", "[local][limits][cgroups]") {
   if (!have_cgroups()) {
-    SUCCEED("no cpu cgroup controller on this host");
-    return;
+    SANDBOX_SKIP("no cpu cgroup controller on this host");
   }
   sandbox::Resources r;
   r.cpus = 0.25;
@@ -316,10 +313,9 @@ TEST_CASE("a cpu limit shows in the CPU time a busy loop gets", "[local][limits]
   CHECK(cpu_s > 0.0);
 }
 
-TEST_CASE("no cgroup of a sandbox remains after it stops", "[local][limits]") {
+TEST_CASE("no cgroup of a sandbox remains after it stops", "[local][limits][cgroups]") {
   if (!have_cgroups()) {
-    SUCCEED("no memory, pids and cpu cgroup controllers on this host");
-    return;
+    SANDBOX_SKIP("no memory, pids and cpu cgroup controllers on this host");
   }
   sandbox::Resources r;
   r.memory_bytes = 64 * mib;
@@ -339,7 +335,7 @@ TEST_CASE("no cgroup of a sandbox remains after it stops", "[local][limits]") {
     // cgroup namespace shows them as "/").
     std::atomic<bool> up{false};
     sandbox::ExecOptions eo;
-    eo.on_stdout = [&](std::string_view) { up = true; };
+    eo.on_stdout = [&](std::string_view) noexcept { up = true; };
     auto cmd = box.exec({"sh", "-c", "echo up; exec sleep 60"}, eo);
     for (int i = 0; i < 3000 && !up; ++i) { // output is delivered while the caller waits
       (void)cmd.poll();
@@ -380,10 +376,9 @@ TEST_CASE("no cgroup of a sandbox remains after it stops", "[local][limits]") {
 }
 
 TEST_CASE("cgroups of a SIGKILLed owner are swept when the transport next starts",
-          "[local][limits]") {
+          "[local][limits][cgroups]") {
   if (!have_cgroups()) {
-    SUCCEED("no memory, pids and cpu cgroup controllers on this host");
-    return;
+    SANDBOX_SKIP("no memory, pids and cpu cgroup controllers on this host");
   }
   int pipe_fds[2];
   REQUIRE(::pipe(pipe_fds) == 0);
@@ -461,10 +456,9 @@ TEST_CASE("cgroups of a SIGKILLed owner are swept when the transport next starts
   }
 }
 
-TEST_CASE("a sweep leaves live owners alone and removes dead ones", "[local][limits]") {
+TEST_CASE("a sweep leaves live owners alone and removes dead ones", "[local][limits][cgroups]") {
   if (!have_cgroups()) {
-    SUCCEED("no memory cgroup controller on this host");
-    return;
+    SANDBOX_SKIP("no memory cgroup controller on this host");
   }
   const cg::layout& l = cg::host_layout();
   std::string base = cg::bases(l, cg::memory).at(0) + "/sandbox";
@@ -501,13 +495,12 @@ TEST_CASE("a sweep leaves live owners alone and removes dead ones", "[local][lim
   }
 }
 
-TEST_CASE("the cgroup v2 code path on a cgroup2 mount", "[local][limits]") {
+TEST_CASE("the cgroup v2 code path on a cgroup2 mount", "[local][limits][cgroup2]") {
   // The hybrid layout mounts a cgroup2 hierarchy without controllers at /sys/fs/cgroup/unified;
   // on a v2 host the real hierarchy is tested by the cases above.
   if (cg::read_text("/proc/self/mountinfo").find(" /sys/fs/cgroup/unified ") == std::string::npos ||
       !exists("/sys/fs/cgroup/unified/cgroup.procs")) {
-    SUCCEED("no cgroup2 mount at /sys/fs/cgroup/unified");
-    return;
+    SANDBOX_SKIP("no cgroup2 mount at /sys/fs/cgroup/unified");
   }
   cg::layout l;
   l.version = 2;
@@ -635,10 +628,10 @@ TEST_CASE("limits the host or the kernel cannot take are clear errors", "[local]
   CHECK(cg::check_host(none, sandbox::Resources{}));
 }
 
-TEST_CASE("limits asked by a caller that is not root are a clear error", "[local][limits]") {
+TEST_CASE("limits asked by a caller that is not root are a clear error",
+          "[local][limits][cgroups]") {
   if (!have_cgroups()) {
-    SUCCEED("no memory cgroup controller on this host");
-    return;
+    SANDBOX_SKIP("no memory cgroup controller on this host");
   }
   int fds[2];
   REQUIRE(::pipe(fds) == 0);

@@ -138,11 +138,11 @@ TEST_CASE("output callbacks see every byte, past the cap too", "[local][security
   std::uint64_t seen_out = 0, seen_err = 0;
   bool out_ok = true, err_ok = true;
   sandbox::ExecOptions o;
-  o.on_stdout = [&](std::string_view s) {
+  o.on_stdout = [&](std::string_view s) noexcept {
     out_ok = out_ok && follows_pattern(s, seen_out);
     seen_out += s.size();
   };
-  o.on_stderr = [&](std::string_view s) {
+  o.on_stderr = [&](std::string_view s) noexcept {
     err_ok = err_ok && follows_pattern(s, seen_err);
     seen_err += s.size();
   };

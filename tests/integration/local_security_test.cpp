@@ -49,6 +49,7 @@ char client_secret[] = "client-secret-5f1c2a77e0";
 
 #include "../support/host.hpp"
 #include "../support/sandbox_helpers.hpp"
+#include "../support/skip.hpp"
 
 using test_support::become_nobody;
 using test_support::in_child;
@@ -190,7 +191,8 @@ TEST_CASE("commands cannot use the system calls Docker's default profile denies"
   CHECK(status.find("Seccomp:\t2") != std::string::npos);
 }
 
-TEST_CASE("system calls through a foreign ABI kill the command", "[local][security][seccomp]") {
+TEST_CASE("system calls through a foreign ABI kill the command",
+          "[local][security][seccomp][foreign-abi]") {
 #if defined(__x86_64__)
   auto box = make_box();
   REQUIRE(install_probe(box));
@@ -223,7 +225,7 @@ TEST_CASE("system calls through a foreign ABI kill the command", "[local][securi
   CHECK(run(box, {"/tmp/probe", "abi", "x32"}).signal == SIGSYS);
   CHECK(run(box, {"/tmp/probe", "abi", "i386"}).signal == i386_death);
 #else
-  SUCCEED("no foreign ABI to test on this architecture");
+  SANDBOX_SKIP("no foreign ABI to test on this architecture");
 #endif
 }
 
@@ -489,12 +491,12 @@ TEST_CASE("commands have no controlling terminal to push keystrokes into",
 }
 
 TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
-          "[local][security][rootless]") {
+          "[local][security][rootless][userns]") {
   if (sandbox::local::detail::read_sysctl("/proc/sys/user/max_user_namespaces") == "0" ||
       sandbox::local::detail::read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == "0")
   {
-    WARN("this host disables unprivileged user namespaces (the next test covers the error)");
-    return;
+    SANDBOX_SKIP(
+        "this host disables unprivileged user namespaces (the next test covers the error)");
   }
   std::string host_file = root_fs_dir() + "/" + unique("rootless-");
   std::string etc_file = "/etc/" + unique("rootless-");
@@ -821,10 +823,9 @@ TEST_CASE("the default root hides the host's secrets and keeps what programs nee
 }
 
 TEST_CASE("a caller that is not root does not see the host's secrets either",
-          "[local][security][rootless]") {
+          "[local][security][rootless][userns]") {
   if (sandbox::local::detail::read_sysctl("/proc/sys/user/max_user_namespaces") == "0") {
-    WARN("this host disables user namespaces");
-    return;
+    SANDBOX_SKIP("this host disables user namespaces");
   }
   planted_secrets s;
   auto out = in_child([&](int fd) {

@@ -119,11 +119,122 @@ TEST_CASE("a moved-from sandbox reports errors instead of crashing", "[sandbox][
   auto t = std::make_shared<Scripted>();
   auto box = Box::run({}, t).value();
   auto other = std::move(box);
-  CHECK(box.state().error().is(errc::not_found)); // NOLINT(bugprone-use-after-move)
-  CHECK(box.stop().error().is(errc::not_found));
-  CHECK(box.wait_until_complete(1s).error().is(errc::not_found));
-  CHECK(box.exec({"x"}).result().error().is(errc::not_found));
-  CHECK(box.read_file("/x").error().is(errc::not_found));
-  CHECK(box.write_file("/x", "y").error().is(errc::not_found));
+  // One errc for every operation on a moved-from object: the caller's mistake (validation).
+  CHECK(box.state().error().is(errc::validation)); // NOLINT(bugprone-use-after-move)
+  CHECK(box.stop().error().is(errc::validation));
+  CHECK(box.wait().error().is(errc::validation));
+  CHECK(box.wait_until_complete(1s).error().is(errc::validation));
+  CHECK(box.exec({"x"}).result().error().is(errc::validation));
+  CHECK(box.try_exec({"x"}).error().is(errc::validation));
+  CHECK(box.read_file("/x").error().is(errc::validation));
+  CHECK(box.write_file("/x", "y").error().is(errc::validation));
+  CHECK(box.read_file("/x").error().message == "this sandbox object was moved from");
+  CHECK(box.id().empty());
   CHECK(other.state().value() == State::RUNNING);
+  CHECK(t->calls == std::vector<std::string>{"create", "get sbx-test"});
+}
+
+TEST_CASE("a moved-from process reports the same error as a moved-from sandbox",
+          "[sandbox][lifetime]") {
+  auto t = std::make_shared<Scripted>();
+  auto box = Box::run({}, t).value();
+  t->exec_results.push_back(exited(0, "out"));
+  auto p = box.exec({"cmd"});
+  auto q = std::move(p);
+  CHECK(p.result().error().is(errc::validation)); // NOLINT(bugprone-use-after-move)
+  CHECK(p.result().error().message == "this process object was moved from");
+  CHECK(p.wait().error().is(errc::validation));
+  CHECK(p.kill().error().is(errc::validation));
+  CHECK_FALSE(p.poll());
+  CHECK_FALSE(p.returncode());
+  CHECK(q.result().value().stdout_text == "out");
+
+  // Assignment moves too, and a process that never started keeps its own error.
+  t->exec_results.push_back(sandbox::fail(errc::not_running, "sandbox sbx-test is not running"));
+  auto never = box.exec({"cmd"});
+  p = std::move(never);
+  CHECK(p.result().error().is(errc::not_running));
+  CHECK(never.result().error().is(errc::validation)); // NOLINT(bugprone-use-after-move)
+}
+
+TEST_CASE("every try_ twin returns a result and mirrors its operation", "[sandbox][try]") {
+  auto t = std::make_shared<Scripted>();
+  auto made = Box::try_run({}, t);
+  REQUIRE(made);
+  Box& box = made.value();
+  CHECK(box.try_state().value() == State::RUNNING);
+  CHECK(box.try_wait(1s));
+  t->wait_results.push_back(sandbox::SandboxInfo{"sbx-test", State::FAILED, 2, {}});
+  CHECK(box.try_wait_until_complete(1s).error().is(errc::failed));
+  t->read_results.push_back(std::string("content"));
+  CHECK(box.try_read_file("/f").value() == "content");
+  CHECK(box.try_write_file("/f", "data"));
+  t->exec_results.push_back(exited(3));
+  auto p = box.try_exec<sandbox::check>({"cmd"});
+  REQUIRE(p);
+  CHECK(p.value().try_wait().error().is(errc::execution));
+  CHECK(p.value().try_kill());
+  CHECK(Box::try_list({}, t).value().empty());
+  CHECK(box.try_stop());
+  CHECK(t->calls == std::vector<std::string>{"create", "get sbx-test", "wait sbx-test RUNNING",
+                                             "wait sbx-test COMPLETED", "read_file", "write_file",
+                                             "exec sbx-test", "list", "stop sbx-test"});
+  // A command given to try_run becomes the main process, as with run.
+  CHECK(Box::try_run({"true"}));
+}
+
+#if SANDBOX_HAS_EXCEPTIONS
+TEST_CASE("try_ twins never throw under the throwing policy", "[sandbox][try][exceptions]") {
+  using ThrowingBox = sandbox::basic_sandbox<Scripted, sandbox::no_retry, sandbox::throw_errors>;
+  auto t = std::make_shared<Scripted>();
+  t->create_results.push_back(sandbox::fail(errc::unavailable, "no capacity"));
+  CHECK(ThrowingBox::try_run({}, t).error().is(errc::unavailable));
+  t->create_results.push_back(sandbox::fail(errc::unavailable, "no capacity"));
+  CHECK_THROWS_AS(ThrowingBox::run({}, t).id(), sandbox::SandboxNotRunningError);
+
+  auto box = ThrowingBox::run({}, t);
+  t->exec_results.push_back(exited(5));
+  auto p = box.try_exec<sandbox::check>({"x"});
+  REQUIRE(p);
+  CHECK(p.value().try_result().error().is(errc::execution));
+  CHECK_THROWS_AS(p.value().result(), sandbox::SandboxExecutionError);
+  t->read_results.push_back(sandbox::fail(errc::file_not_found, "no /f"));
+  CHECK(box.try_read_file("/f").error().is(errc::file_not_found));
+  t->wait_results.push_back(sandbox::SandboxInfo{"sbx-test", State::TERMINATED, {}, {}});
+  CHECK(box.try_wait_until_complete(1s).error().is(errc::terminated));
+
+  // Moved from: the same errc, thrown as SandboxValidationError or returned by the twins.
+  auto other = std::move(box);
+  CHECK_THROWS_AS(box.state(), sandbox::SandboxValidationError); // NOLINT(bugprone-use-after-move)
+  CHECK_THROWS_AS(box.exec({"x"}), sandbox::SandboxValidationError);
+  CHECK_THROWS_AS(box.read_file("/x"), sandbox::SandboxValidationError);
+  CHECK(box.try_stop().error().is(errc::validation));
+  auto moved = std::move(p.value());
+  CHECK_THROWS_AS(p.value().result(), sandbox::SandboxValidationError);
+  CHECK_THROWS_AS(p.value().kill(), sandbox::SandboxValidationError);
+  CHECK(p.value().try_wait().error().is(errc::validation));
+}
+#endif
+
+TEST_CASE("output callbacks are noexcept callables", "[sandbox][callbacks]") {
+  sandbox::output_callback none;
+  CHECK_FALSE(none);
+  none("ignored"); // calling an empty callback does nothing
+  std::string seen;
+  sandbox::ExecOptions eo{.on_stdout = [&](std::string_view s) noexcept { seen += s; }};
+  REQUIRE(eo.on_stdout);
+  eo.on_stdout("a");
+  sandbox::ExecOptions copy = eo; // options stay copyable
+  copy.on_stdout("b");
+  CHECK(seen == "ab");
+  eo.on_stdout = nullptr;
+  CHECK_FALSE(eo.on_stdout);
+  // What is accepted: noexcept callables of a string_view; anything else does not compile
+  // (tests/compile_fail/throwing_callback.cpp shows the message).
+  auto throwing = [](std::string_view) {};
+  auto quiet = [](std::string_view) noexcept {};
+  STATIC_REQUIRE(std::is_convertible_v<decltype(quiet), sandbox::output_callback>);
+  STATIC_REQUIRE(std::is_nothrow_invocable_v<const sandbox::output_callback&, std::string_view>);
+  STATIC_REQUIRE_FALSE(std::is_nothrow_invocable_v<decltype(throwing)&, std::string_view>);
+  STATIC_REQUIRE_FALSE(std::is_convertible_v<int, sandbox::output_callback>);
 }

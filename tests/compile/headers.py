@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+# Lists every header under include/sandbox with the heavy libraries it may use, one per line:
+# "sandbox/x.hpp core", "sandbox/transport/http/codec.hpp simdjson", "... simdjson,httplib".
+# A header may need simdjson or cpp-httplib only inside the HTTP part of the tree (STYLE: heavy
+# dependencies confined); anything else is listed as core, and its compile test then fails if it
+# pulls one in after all.
+import os
+import re
+import sys
+
+root = sys.argv[1]
+http_area = ("sandbox/http.hpp", "sandbox/sandbox.hpp", "sandbox/server.hpp",
+             "sandbox/transport/http.hpp", "sandbox/transport/http/")
+heavy = {"simdjson.h": "simdjson", "httplib.h": "httplib"}
+
+headers = []
+for d, _, files in os.walk(os.path.join(root, "sandbox")):
+    headers += [os.path.relpath(os.path.join(d, f), root) for f in files if f.endswith(".hpp")]
+headers.sort()
+includes = {}
+for h in headers:
+    with open(os.path.join(root, h)) as f:
+        includes[h] = re.findall(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', f.read(), re.M)
+
+
+def needs(h, seen):
+    out = set()
+    for i in includes.get(h, []):
+        if i in heavy:
+            out.add(heavy[i])
+        elif i in includes and i not in seen:
+            seen.add(i)
+            out |= needs(i, seen)
+    return out
+
+
+for h in headers:
+    n = needs(h, set()) if h.startswith(http_area) else set()
+    print(h, ",".join(sorted(n)) or "core")
