@@ -2,7 +2,7 @@
 // The HTTP templates instantiated with archetypes (tests/compile/archetypes.hpp): the server over
 // any transport, and the HTTP transport under any retry policy.
 #include <sandbox/server.hpp>
-#include <sandbox/transport/http.hpp>
+#include <sandbox/transport/http/http_transport.hpp>
 
 #include "archetypes.hpp"
 

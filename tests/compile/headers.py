@@ -11,7 +11,7 @@ import sys
 
 root = sys.argv[1]
 http_area = ("sandbox/http.hpp", "sandbox/sandbox.hpp", "sandbox/server.hpp",
-             "sandbox/transport/http.hpp", "sandbox/transport/http/")
+             "sandbox/transport/http/")
 heavy = {"simdjson.h": "simdjson", "httplib.h": "httplib"}
 
 headers = []

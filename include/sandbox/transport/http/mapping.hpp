@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Wire messages ⇄ library types: what the client (transport/http.hpp) sends for a call and makes of
+// Wire messages ⇄ library types: what the client (http_transport.hpp) sends for a call and makes of
 // the answer, and what the server (server.hpp) makes of a request and answers. Both directions of
 // each mapping live here, so that a client and a server that share this header agree, whatever
 // the encoding (JSON today, binary protobuf next).
