@@ -163,7 +163,7 @@ void run_small() {
   const std::string page_body = to_json(page);
   const std::string sandbox_body = to_json(page.sandboxes[0]);
   const std::string exec_body =
-      to_json(wire::ExecRequest{{"python3", "-c", "print(1)"}, {{"A", "1"}}, 1 << 20, ""});
+      to_json(wire::ExecRequest{{}, {"python3", "-c", "print(1)"}, {{"A", "1"}}, 1 << 20, ""});
   std::printf("Small messages (best of %d): page of 100 sandboxes %zu bytes, sandbox %zu, exec "
               "request %zu\n",
               reps, page_body.size(), sandbox_body.size(), exec_body.size());
@@ -193,7 +193,7 @@ void run_small() {
     ok = ok && r;
   });
   per_call("to_json(ExecRequest)", exec_body.size(), 100, [&] {
-    auto s = to_json(wire::ExecRequest{{"python3", "-c", "print(1)"}, {{"A", "1"}}, 1 << 20, ""});
+    auto s = to_json(wire::ExecRequest{{}, {"python3", "-c", "print(1)"}, {{"A", "1"}}, 1 << 20, ""});
     ok = ok && s.size() == exec_body.size();
   });
   if (!ok) {

@@ -10,7 +10,7 @@ import re
 import sys
 
 root = sys.argv[1]
-http_area = ("sandbox/http.hpp", "sandbox/sandbox.hpp", "sandbox/server.hpp",
+http_area = ("sandbox/http.hpp", "sandbox/sandbox.hpp", "sandbox/server.hpp", "sandbox/server/",
              "sandbox/transport/http/")
 heavy = {"simdjson.h": "simdjson", "httplib.h": "httplib"}
 

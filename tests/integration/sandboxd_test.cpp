@@ -234,6 +234,42 @@ TEST_CASE("sandboxd rejects bad requests naming the field", "[sandboxd]") {
   CHECK(route->body.find(R"("code":5)") != std::string::npos);
 }
 
+TEST_CASE("sandboxd takes the documented bodies that repeat the path's sandboxId", "[sandboxd]") {
+  running_daemon d;
+  std::string auth = "Bearer " + d.token;
+  auto box = sandbox::NoexceptRemoteSandbox::run({}, d.client());
+  REQUIRE(box);
+  const std::string id = box.value().id();
+  const std::string at = "/v1/sandboxes/" + id;
+  // As the API reference shows them, byte for byte but for the id.
+  auto ran = d.raw("POST", at + ":exec", auth,
+                   R"({"sandboxId":")" + id +
+                       R"(","command":["sh","-c","echo hi"],"env":{},"maxOutputBytes":0,)"
+                       R"("container":""})");
+  REQUIRE(ran);
+  CHECK(ran->status == 200);
+  CHECK(ran->body.find(R"("stdout":"aGkK")") != std::string::npos); // "hi\n"
+  auto wrote = d.raw("POST", at + ":writeFile", auth,
+                     R"({"sandboxId":")" + id + R"(","path":"/tmp/f","content":"eA=="})");
+  REQUIRE(wrote);
+  CHECK(wrote->status == 200);
+  CHECK(box.value().read_file("/tmp/f").value() == "x");
+  // A body naming another sandbox than its path is refused, naming both.
+  for (const auto& [op, body] : std::vector<std::pair<std::string, std::string>>{
+           {":exec", R"({"sandboxId":"sbx-other","command":["true"]})"},
+           {":writeFile", R"({"sandboxId":"sbx-other","path":"/tmp/g","content":""})"}}) {
+    INFO(op);
+    auto r = d.raw("POST", at + op, auth, body);
+    REQUIRE(r);
+    CHECK(r->status == 400);
+    CHECK(r->body.find("sandboxId") != std::string::npos);
+    CHECK(r->body.find("sbx-other") != std::string::npos);
+    CHECK(r->body.find(id) != std::string::npos);
+  }
+  CHECK_FALSE(box.value().read_file("/tmp/g"));
+  CHECK(box.value().stop(2s));
+}
+
 TEST_CASE("sandboxd serves the HTTP transport and logs each request without the token",
           "[sandboxd]") {
   running_daemon d;

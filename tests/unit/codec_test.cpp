@@ -299,7 +299,7 @@ TEST_CASE("encoding: lowerCamel names, defaults omitted, int64 as strings", "[co
   CHECK(to_json(wire::ListSandboxesResponse{}) == "{}");
   CHECK(to_json(wire::WriteFileRequest{}) == "{}");
   CHECK(to_json(wire::ReadFileResponse{}) == "{}");
-  CHECK(to_json(wire::ExecRequest{{"ls", "-l"}, {{"A", "b"}}, 1024, "side"}) ==
+  CHECK(to_json(wire::ExecRequest{{}, {"ls", "-l"}, {{"A", "b"}}, 1024, "side"}) ==
         R"({"command":["ls","-l"],"env":{"A":"b"},"maxOutputBytes":1024,"container":"side"})");
   wire::ExecResponse r;
   r.stdout_bytes = "hi";
@@ -310,7 +310,7 @@ TEST_CASE("encoding: lowerCamel names, defaults omitted, int64 as strings", "[co
   r.stderr_bytes_produced = 1;
   CHECK(to_json(r) == R"({"stdout":"aGk=","stderr":"/w==","exitCode":-1,"stdoutTruncated":true,)"
                       R"("stdoutBytesProduced":"9007199254740993","stderrBytesProduced":"1"})");
-  CHECK(to_json(wire::WriteFileRequest{"/a", "x", ""}) == R"({"path":"/a","content":"eA=="})");
+  CHECK(to_json(wire::WriteFileRequest{{}, "/a", "x", ""}) == R"({"path":"/a","content":"eA=="})");
   CHECK(to_json(wire::ReadFileResponse{all_bytes()}) ==
         R"({"content":")" + std::string(all_bytes_b64) + R"("})");
   CHECK(to_json(wire::DeleteSandboxResponse{wire::Sandbox{}}) == R"({"sandbox":{}})");
@@ -502,7 +502,7 @@ TEST_CASE("missing and null fields decode to defaults", "[codec][defaults]") {
   CHECK(decode_ok<wire::DeleteSandboxResponse>(R"({"sandbox":{}})").sandbox.has_value());
   CHECK(decode_ok<wire::ListSandboxesResponse>(R"({"sandboxes":null})").sandboxes.empty());
   CHECK(decode_ok<wire::ExecRequest>(R"({"command":["a"],"env":null,"maxOutputBytes":null})",
-                                     strict) == wire::ExecRequest{{"a"}, {}, 0, ""});
+                                     strict) == wire::ExecRequest{{}, {"a"}, {}, 0, ""});
   CHECK(decode_error<wire::ExecRequest>(R"({"command":["a",null]})") ==
         "command[1]: null is not allowed in a list");
 }

@@ -201,6 +201,7 @@ inline constexpr auto descriptor<DeleteSandboxResponse> =
 
 /// `ExecRequest` body (the sandbox id travels in the path).
 struct ExecRequest {
+  std::string sandbox_id;           ///< also in the request path; a server checks they agree
   std::vector<std::string> command; ///< non-empty in a strict decode
   string_map env;
   std::int32_t max_output_bytes = 0; ///< per stream; 0 = platform default
@@ -210,6 +211,7 @@ struct ExecRequest {
 template <>
 inline constexpr auto descriptor<ExecRequest> =
     message("coreweave.sandbox.v1.ExecRequest",
+            field(1, "sandbox_id", kind::string, &ExecRequest::sandbox_id),
             field(2, "command", kind::string, &ExecRequest::command, required),
             field(3, "env", kind::string, &ExecRequest::env),
             field(4, "max_output_bytes", kind::int32, &ExecRequest::max_output_bytes),
@@ -239,7 +241,8 @@ inline constexpr auto descriptor<ExecResponse> =
 
 /// `WriteFileRequest` body (the sandbox id travels in the path).
 struct WriteFileRequest {
-  std::string path; ///< required in a strict decode
+  std::string sandbox_id; ///< also in the request path; a server checks they agree
+  std::string path;       ///< required in a strict decode
   std::string content;
   std::string container;
   friend bool operator==(const WriteFileRequest&, const WriteFileRequest&) = default;
@@ -247,6 +250,7 @@ struct WriteFileRequest {
 template <>
 inline constexpr auto descriptor<WriteFileRequest> =
     message("coreweave.sandbox.v1.WriteFileRequest",
+            field(1, "sandbox_id", kind::string, &WriteFileRequest::sandbox_id),
             field(2, "path", kind::string, &WriteFileRequest::path, required),
             field(3, "content", kind::bytes, &WriteFileRequest::content),
             field(4, "container", kind::string, &WriteFileRequest::container));

@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: MIT
+// The v1 REST/JSON mapping of PROTOCOL.md, served by cpp-httplib over the SandboxService of
+// server/service.hpp: what `sandboxd` runs over the local transport, and the real peer of
+// http_transport in tests.
+#pragma once
+
+#include <sandbox/concepts.hpp>
+#include <sandbox/detail/text.hpp>
+#include <sandbox/options.hpp>
+#include <sandbox/result.hpp>
+#include <sandbox/server/detail/connection.hpp>
+#include <sandbox/server/options.hpp>
+#include <sandbox/server/service.hpp>
+#include <sandbox/transport/http/codec.hpp>
+#include <sandbox/transport/http/defaults.hpp>
+#include <sandbox/transport/http/mapping.hpp>
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace sandbox {
+
+/// The v1 REST routes (PROTOCOL.md) over `Transport`: CreateSandbox (idempotent per
+/// `requestId`), GetSandbox, ListSandboxes, DeleteSandbox, Exec, WriteFile, ReadFile. Requests
+/// are checked strictly (unknown fields or query parameters, wrong types, missing required fields
+/// → 400 INVALID_ARGUMENT naming the field); errors are google.rpc.Status bodies with the HTTP
+/// status of PROTOCOL.md. An Exec's `grpc-timeout` header becomes the command's timeout; a client
+/// that disconnects during an Exec gets its command killed. Not copyable or movable (the routes
+/// refer to it).
+///
+///     sandbox::server<sandbox::local_transport> srv(sandbox::local_transport::shared(),
+///                                                   {.token = token});
+///     auto port = srv.bind("127.0.0.1", 0);   // 0: any free port
+///     srv.run();                                // until srv.stop()
+template <transport Transport>
+class server {
+public:
+  server(std::shared_ptr<Transport> t, server_options o)
+      : svc_(std::move(t), std::move(o)), o_(svc_.options()),
+        http_(std::make_unique<serve::detail::http_server>()) {
+    routes();
+  }
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+  ~server() { stop(); }
+
+  /// Binds `host:port` (port 0: a free port) and returns the bound port.
+  /// **Errors:** validation (no token), unavailable (cannot bind).
+  [[nodiscard]] result<int> bind(const std::string& host, int port) noexcept {
+    if (o_.token.empty())
+      return fail(errc::validation, "the server needs a bearer token (server_options::token); "
+                                    "it does not serve without authentication");
+    int bound = port;
+    if (port == 0)
+      bound = http_->bind_to_any_port(host);
+    else if (!http_->bind_to_port(host, port))
+      bound = -1;
+    if (bound <= 0)
+      return fail(errc::unavailable, "cannot listen on " + host + ":" + std::to_string(port));
+    (void)http_->raise_backlog(1024);
+    port_ = bound;
+    return bound;
+  }
+
+  /// Serves until `stop()`. Call after `bind`.
+  /// **Errors:** validation (not bound), unavailable (the listening socket failed).
+  [[nodiscard]] result<void> run() noexcept {
+    if (port_ <= 0) return fail(errc::validation, "server::run before a successful bind");
+    if (!http_->listen_after_bind()) return fail(errc::unavailable, "the listening socket failed");
+    return success();
+  }
+
+  /// `bind`, then `run` on a thread of the server's own; returns the port once it accepts.
+  [[nodiscard]] result<int> start(const std::string& host, int port) noexcept {
+    SANDBOX_TRY(bound, bind(host, port));
+    thread_ = std::thread([this] { (void)run(); });
+    while (!http_->is_running())
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return bound;
+  }
+
+  /// Stops accepting and waits for requests in progress to end. Idempotent; safe from any
+  /// thread (not from a signal handler).
+  void stop() noexcept {
+    if (http_ && http_->is_running()) {
+      http_->stop();
+      serve::detail::stop_reading_connections(port_);
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  [[nodiscard]] int port() const noexcept { return port_; }
+
+  /// The sandboxes created through this server that it still remembers (stopped ones are
+  /// forgotten after `retained_terminal` others).
+  [[nodiscard]] std::vector<std::string> created() const { return svc_.created(); }
+
+  /// Stops every sandbox created through this server (what sandboxd does on SIGTERM).
+  /// Returns how many could not be stopped.
+  std::size_t stop_all(std::chrono::milliseconds grace) noexcept { return svc_.stop_all(grace); }
+
+private:
+  using Request = httplib::Request;
+  using Response = httplib::Response;
+  using clock = std::chrono::steady_clock;
+
+  // ---- replies ----------------------------------------------------------------------------
+
+  static void reply(Response& res, int status, std::string body) {
+    res.status = status;
+    res.body = std::move(body); // not set_content: that would copy a large body
+    res.set_header("Content-Type", "application/json");
+  }
+
+  static void reply_error(Response& res, const error& e) {
+    auto st = http::status_from_error(e);
+    reply(res, http::http_status_for(static_cast<http::grpc_code>(st.code)), http::to_json(st));
+  }
+
+  static void reply_error(Response& res, errc code, std::string message) {
+    reply_error(res, error(code, std::move(message)));
+  }
+
+  // ---- request checks ---------------------------------------------------------------------
+
+  /// The query parameters of `req`, each named as one of `allowed` (lowerCamel or snake_case);
+  /// anything else is an error naming it.
+  struct query {
+    std::multimap<std::string, std::string> values; // by lowerCamel name
+    [[nodiscard]] std::optional<std::string> get(const std::string& k) const {
+      auto it = values.find(k);
+      if (it == values.end()) return std::nullopt;
+      return it->second;
+    }
+  };
+
+  [[nodiscard]] static result<query> query_of(const Request& req,
+                                              std::initializer_list<std::string_view> allowed) {
+    // From the target itself: cpp-httplib also puts form-encoded bodies into req.params.
+    httplib::Params params;
+    if (auto at = req.target.find('?'); at != std::string::npos)
+      httplib::detail::parse_query_text(req.target.substr(at + 1), params);
+    query q;
+    for (const auto& [k, v] : params) {
+      std::string name = http::wire::json_name(k);
+      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
+        return fail(errc::validation, "unknown query parameter " + sandbox::detail::shell_quote(k));
+      if (name != "tags" && q.values.count(name))
+        return fail(errc::validation,
+                    "query parameter " + sandbox::detail::shell_quote(k) + " given twice");
+      q.values.emplace(std::move(name), v);
+    }
+    return q;
+  }
+
+  [[nodiscard]] static result<bool> bool_param(const query& q, const std::string& name) {
+    auto v = q.get(name);
+    if (!v || *v == "false" || *v == "0") return false;
+    if (*v == "true" || *v == "1") return true;
+    return fail(errc::validation,
+                name + ": expected true or false, got " + sandbox::detail::shell_quote(*v));
+  }
+
+  [[nodiscard]] static result<std::int32_t> int_param(const query& q, const std::string& name) {
+    auto v = q.get(name);
+    if (!v) return 0;
+    std::int64_t n = 0;
+    bool neg = !v->empty() && (*v)[0] == '-';
+    std::string_view digits = std::string_view(*v).substr(neg ? 1 : 0);
+    if (digits.empty() || digits.size() > 10 ||
+        digits.find_first_not_of("0123456789") != std::string_view::npos)
+      return fail(errc::validation,
+                  name + ": expected an integer, got " + sandbox::detail::shell_quote(*v));
+    for (char c : digits)
+      n = n * 10 + (c - '0');
+    if (neg) n = -n;
+    if (n < INT32_MIN || n > INT32_MAX)
+      return fail(errc::validation, name + ": out of the int32 range");
+    return static_cast<std::int32_t>(n);
+  }
+
+  // ---- routes ---------------------------------------------------------------------------------
+
+  void routes() {
+    auto& h = *http_;
+    h.set_tcp_nodelay(true); // without it a small response waits ~40-88 ms for delayed ACKs
+    h.set_keep_alive_max_count(std::size_t{1} << 30);
+    h.set_keep_alive_timeout(static_cast<time_t>(o_.keep_alive_timeout.count()));
+    h.set_payload_max_length(o_.max_request_bytes);
+    h.set_read_timeout(30, 0);
+    h.set_write_timeout(30, 0);
+    const std::size_t n = std::max<std::size_t>(o_.threads, 2);
+    h.new_task_queue = [n] { return new httplib::ThreadPool(n); };
+
+    h.set_pre_routing_handler([this](const Request& req, Response& res) {
+      started_ = clock::now();
+      if (serve::detail::token_matches(req.get_header_value("Authorization"), o_.token))
+        return httplib::Server::HandlerResponse::Unhandled;
+      reply_error(res, errc::authentication,
+                  req.has_header("Authorization") ? "invalid bearer token"
+                                                  : "missing bearer token (Authorization header)");
+      res.set_header("WWW-Authenticate", "Bearer");
+      // The body (if any) was not read: the connection cannot carry another request.
+      res.set_header("Connection", "close");
+      return httplib::Server::HandlerResponse::Handled;
+    });
+    h.set_error_handler(httplib::Server::HandlerWithResponse([](const Request& req, Response& res) {
+      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+      if (res.status == 413) {
+        bool file = req.path.size() > 10 && req.path.substr(req.path.size() - 10) == ":writeFile";
+        error e(file ? errc::file_too_large : errc::validation,
+                "request body larger than the server's limit");
+        reply_error(res, e);
+      } else {
+        auto code = http::grpc_code_for_http(res.status);
+        http::wire::Status st;
+        st.code = static_cast<std::int32_t>(code);
+        st.message = res.status == 404 ? "no route " + req.method + " " + req.path
+                                       : "HTTP " + std::to_string(res.status);
+        reply(res, res.status, http::to_json(st));
+      }
+      return httplib::Server::HandlerResponse::Handled;
+    }));
+    h.set_logger([this](const Request& req, const Response& res) {
+      if (!o_.log) return;
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started_);
+      char took[32];
+      std::snprintf(took, sizeof took, "%.3f ms", static_cast<double>(us.count()) / 1000.0);
+      o_.log(req.method + " " + req.path + " " + std::to_string(res.status) + " " + took);
+    });
+
+    const std::string id = "/v1/sandboxes/([^/:]+)";
+    h.Post("/v1/sandboxes", [this](const Request& q, Response& r) { create(q, r); });
+    h.Get("/v1/sandboxes", [this](const Request& q, Response& r) { list(q, r); });
+    h.Get(id, [this](const Request& q, Response& r) { get(q, r); });
+    h.Delete(id, [this](const Request& q, Response& r) { remove(q, r); });
+    h.Post(id + ":exec", [this](const Request& q, Response& r) { exec(q, r); });
+    h.Post(id + ":writeFile", [this](const Request& q, Response& r) { write_file(q, r); });
+    h.Get(id + ":readFile", [this](const Request& q, Response& r) { read_file(q, r); });
+  }
+
+  template <class T>
+  [[nodiscard]] static result<T> body_of(const Request& req) {
+    return http::from_json<T>(req.body, http::decode_mode::strict);
+  }
+
+  /// Replies with `r`'s value as JSON, or with its error.
+  template <class T>
+  static void answer(Response& res, const result<T>& r) {
+    if (!r) return reply_error(res, r.assume_error());
+    reply(res, 200, http::to_json(r.assume_value()));
+  }
+
+  void create(const Request& req, Response& res) {
+    auto q = query_of(req, {"requestId"});
+    if (!q) return reply_error(res, q.assume_error());
+    auto body = body_of<http::wire::Sandbox>(req);
+    if (!body) return reply_error(res, body.assume_error());
+    answer(res, svc_.create(body.assume_value(), q.assume_value().get("requestId").value_or("")));
+  }
+
+  void get(const Request& req, Response& res) {
+    auto q = query_of(req, {});
+    if (!q) return reply_error(res, q.assume_error());
+    answer(res, svc_.get(req.matches[1].str()));
+  }
+
+  void list(const Request& req, Response& res) {
+    auto q = query_of(req, {"pageSize", "pageToken", "tags", "state", "showTerminated"});
+    if (!q) return reply_error(res, q.assume_error());
+    const auto& qv = q.assume_value();
+    serve::list_request lr;
+    for (auto [it, end] = qv.values.equal_range("tags"); it != end; ++it)
+      lr.tags.push_back(it->second);
+    if (auto s = qv.get("state")) {
+      auto w = http::wire::state_from_name(*s);
+      if (w == http::wire::State::STATE_UNSPECIFIED && *s != "STATE_UNSPECIFIED")
+        return reply_error(res, errc::validation,
+                           "state: unknown state " + sandbox::detail::shell_quote(*s));
+      if (w != http::wire::State::STATE_UNSPECIFIED) lr.state = http::wire::to_state(w);
+    }
+    auto show = bool_param(qv, "showTerminated");
+    if (!show) return reply_error(res, show.assume_error());
+    lr.show_terminated = show.assume_value();
+    auto size = int_param(qv, "pageSize");
+    if (!size) return reply_error(res, size.assume_error());
+    lr.page_size = size.assume_value();
+    lr.page_token = qv.get("pageToken").value_or("");
+    answer(res, svc_.list(lr));
+  }
+
+  void remove(const Request& req, Response& res) {
+    auto q = query_of(req, {"gracePeriodSeconds", "allowMissing"});
+    if (!q) return reply_error(res, q.assume_error());
+    auto grace = int_param(q.assume_value(), "gracePeriodSeconds");
+    if (!grace) return reply_error(res, grace.assume_error());
+    if (grace.assume_value() < 0)
+      return reply_error(res, errc::validation, "gracePeriodSeconds: must not be negative");
+    auto missing_ok = bool_param(q.assume_value(), "allowMissing");
+    if (!missing_ok) return reply_error(res, missing_ok.assume_error());
+    answer(res, svc_.remove(req.matches[1].str(), std::chrono::seconds(grace.assume_value()),
+                            missing_ok.assume_value()));
+  }
+
+  void exec(const Request& req, Response& res) {
+    auto q = query_of(req, {});
+    if (!q) return reply_error(res, q.assume_error());
+    auto body = body_of<http::wire::ExecRequest>(req);
+    if (!body) return reply_error(res, body.assume_error());
+    std::optional<std::chrono::milliseconds> deadline;
+    if (req.has_header(std::string(http::deadline_header).c_str())) {
+      deadline = http::parse_grpc_timeout(req.get_header_value(std::string(http::deadline_header)));
+      if (!deadline)
+        return reply_error(res, errc::validation,
+                           "grpc-timeout header: malformed (expected e.g. 500m)");
+    }
+    auto p = svc_.exec(req.matches[1].str(), body.assume_value(), deadline);
+    if (!p) return reply_error(res, p.assume_error());
+    auto& proc = p.assume_value();
+
+    // Wait in slices, so that a client that goes away gets its command killed.
+    using std::chrono::milliseconds;
+    int fd = -2;
+    for (;;) {
+      auto r = proc.wait(milliseconds(10));
+      if (!r && r.assume_error().is(errc::timeout)) {
+        if (fd == -2) fd = serve::detail::connection_fd(req);
+        if (fd >= 0 && serve::detail::peer_gone(fd, req.remote_addr, req.remote_port)) {
+          (void)proc.kill(SIGKILL);
+          (void)proc.wait(milliseconds(10'000));
+          return reply_error(res, errc::not_running, "the client went away; command killed");
+        }
+        continue;
+      }
+      if (!r) {
+        // The output of a command its timeout killed travels as an ExecResponse detail.
+        auto status = http::status_from_error(r.assume_error());
+        if (auto partial = r.assume_error().exec_result)
+          status.exec_response = http::response_of(ExecResult(*partial));
+        return reply(res, http::http_status_for(static_cast<http::grpc_code>(status.code)),
+                     http::to_json(status));
+      }
+      return reply(res, 200, http::to_json(http::response_of(std::move(r).assume_value())));
+    }
+  }
+
+  void write_file(const Request& req, Response& res) {
+    auto q = query_of(req, {});
+    if (!q) return reply_error(res, q.assume_error());
+    auto body = body_of<http::wire::WriteFileRequest>(req);
+    if (!body) return reply_error(res, body.assume_error());
+    auto r = svc_.write_file(req.matches[1].str(), body.assume_value());
+    if (!r) return reply_error(res, r.assume_error());
+    reply(res, 200, "{}");
+  }
+
+  void read_file(const Request& req, Response& res) {
+    auto q = query_of(req, {"path", "container"});
+    if (!q) return reply_error(res, q.assume_error());
+    const auto& qv = q.assume_value();
+    answer(res, svc_.read_file(req.matches[1].str(), qv.get("path").value_or(""),
+                               qv.get("container").value_or("")));
+  }
+
+  serve::service<Transport> svc_;
+  const server_options& o_; // the service's
+  std::unique_ptr<serve::detail::http_server> http_;
+  std::thread thread_;
+  int port_ = 0;
+  static inline thread_local clock::time_point started_{};
+};
+
+} // namespace sandbox

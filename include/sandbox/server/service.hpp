@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: MIT
+// The v1 SandboxService over any transport, in terms of wire messages: what every front end of a
+// server shares (the REST mapping today), whatever decodes the requests and encodes the answers.
+// It keeps what the transport does not: each sandbox's spec as requested, one sandbox per create
+// request id, and how long stopped sandboxes stay answerable.
+#pragma once
+
+#include <sandbox/concepts.hpp>
+#include <sandbox/detail/text.hpp>
+#include <sandbox/options.hpp>
+#include <sandbox/result.hpp>
+#include <sandbox/server/options.hpp>
+#include <sandbox/transport/http/defaults.hpp>
+#include <sandbox/transport/http/mapping.hpp>
+#include <sandbox/transport/http/wire.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace sandbox::serve {
+
+namespace wire = http::wire;
+
+/// What ListSandboxes asks for, decoded from whichever front end.
+struct list_request {
+  std::vector<std::string> tags;
+  std::optional<State> state;
+  bool show_terminated = false;
+  std::int32_t page_size = 0; ///< 0: the default page (100); at most 1000
+  std::string page_token;     ///< the last id of the previous page
+};
+
+/// The SandboxService's calls over `Transport`. Thread-safe; not copyable or movable.
+template <transport Transport>
+class service {
+public:
+  using process_type = typename Transport::process_type;
+
+  service(std::shared_ptr<Transport> t, server_options o) : t_(std::move(t)), o_(std::move(o)) {}
+  service(const service&) = delete;
+  service& operator=(const service&) = delete;
+
+  [[nodiscard]] const server_options& options() const noexcept { return o_; }
+
+  /// CreateSandbox. One sandbox per non-empty `request_id`: a repeated create waits for the
+  /// first and answers with its sandbox.
+  /// **Errors:** validation (output-only fields set, a spec the transport cannot run), and the
+  /// transport's.
+  [[nodiscard]] result<wire::Sandbox> create(const wire::Sandbox& sb,
+                                             const std::string& request_id) {
+    if (!sb.sandbox_id.empty())
+      return fail(errc::validation, "sandboxId: output only, must not be set");
+    if (sb.status) return fail(errc::validation, "status: output only, must not be set");
+    wire::SandboxSpec spec = sb.spec.value_or(wire::SandboxSpec{});
+    SANDBOX_TRY(opts, http::options_of(spec, o_.images, o_.native_keep_alive));
+    if (!request_id.empty()) {
+      SANDBOX_TRY(earlier, claim(request_id));
+      if (earlier) return get(*earlier);
+    }
+    auto made = t_->create(opts, request_id);
+    {
+      std::lock_guard lk(m_);
+      if (!request_id.empty()) settle(request_id, made ? made.assume_value().id : std::string());
+      if (made) specs_.emplace(made.assume_value().id, std::move(spec));
+    }
+    cv_.notify_all();
+    if (!made) return made.assume_error();
+    return sandbox_of(made.assume_value());
+  }
+
+  /// GetSandbox. **Errors:** the transport's (not_found).
+  [[nodiscard]] result<wire::Sandbox> get(const std::string& id) const {
+    SANDBOX_TRY(i, t_->get(id));
+    return sandbox_of(i);
+  }
+
+  /// ListSandboxes, ordered by id and paged.
+  /// **Errors:** validation (a negative page size), and the transport's.
+  [[nodiscard]] result<wire::ListSandboxesResponse> list(const list_request& q) const {
+    if (q.page_size < 0) return fail(errc::validation, "pageSize: must not be negative");
+    std::size_t page = q.page_size == 0 ? 100 : static_cast<std::size_t>(std::min(q.page_size, 1000));
+    ListFilter f;
+    f.tags = q.tags;
+    f.state = q.state;
+    f.show_terminated = q.show_terminated;
+    SANDBOX_TRY(all, t_->list(f));
+    std::sort(all.begin(), all.end(),
+              [](const SandboxInfo& a, const SandboxInfo& b) { return a.id < b.id; });
+    wire::ListSandboxesResponse out;
+    for (const auto& i : all) {
+      if (!q.page_token.empty() && i.id <= q.page_token) continue;
+      if (out.sandboxes.size() == page) {
+        out.next_page_token = out.sandboxes.back().sandbox_id;
+        break;
+      }
+      out.sandboxes.push_back(sandbox_of(i));
+    }
+    return out;
+  }
+
+  /// DeleteSandbox: stops the sandbox (after `grace`) and keeps it answerable for a while.
+  /// **Errors:** the transport's (not_found unless `allow_missing`).
+  [[nodiscard]] result<wire::DeleteSandboxResponse> remove(const std::string& id,
+                                                           std::chrono::seconds grace,
+                                                           bool allow_missing) {
+    bool known = t_->get(id).has_value();
+    SANDBOX_TRY(i, t_->stop(id, grace, allow_missing));
+    wire::DeleteSandboxResponse out;
+    if (known) out.sandbox = sandbox_of(i);
+    forget_later(id);
+    return out;
+  }
+
+  /// Starts Exec's command; the front end waits for it (and kills it if its client goes away).
+  /// `deadline` (the request's own, e.g. grpc-timeout) bounds the command's run time.
+  /// **Errors:** validation (a body that disagrees with the path, an unknown container, a
+  /// negative output cap), and the transport's.
+  [[nodiscard]] result<process_type> exec(const std::string& id, const wire::ExecRequest& x,
+                                          std::optional<std::chrono::milliseconds> deadline) {
+    SANDBOX_TRYV(same_sandbox(id, x.sandbox_id));
+    SANDBOX_TRYV(check_container(id, x.container));
+    SANDBOX_TRY(eo, http::exec_options_of(x, o_.default_max_output_bytes));
+    if (deadline) eo.timeout = std::max(*deadline, std::chrono::milliseconds(1));
+    return t_->exec(id, x.command, eo);
+  }
+
+  /// WriteFile. **Errors:** validation (a body that disagrees with the path, an unknown
+  /// container), and the transport's.
+  [[nodiscard]] result<void> write_file(const std::string& id, const wire::WriteFileRequest& w) {
+    SANDBOX_TRYV(same_sandbox(id, w.sandbox_id));
+    SANDBOX_TRYV(check_container(id, w.container));
+    return t_->write_file(id, w.path, w.content);
+  }
+
+  /// ReadFile. **Errors:** validation (no path, an unknown container), and the transport's.
+  [[nodiscard]] result<wire::ReadFileResponse> read_file(const std::string& id,
+                                                         const std::string& path,
+                                                         std::string_view container) {
+    if (path.empty()) return fail(errc::validation, "path: required");
+    SANDBOX_TRYV(check_container(id, container));
+    SANDBOX_TRY(content, t_->read_file(id, path));
+    wire::ReadFileResponse out;
+    out.content = std::move(content);
+    return out;
+  }
+
+  /// The sandboxes created here that are still remembered (stopped ones are forgotten after
+  /// `retained_terminal` others).
+  [[nodiscard]] std::vector<std::string> created() const {
+    std::lock_guard lk(m_);
+    std::vector<std::string> ids;
+    for (const auto& [id, spec] : specs_)
+      ids.push_back(id);
+    return ids;
+  }
+
+  /// Stops every sandbox created here; returns how many could not be stopped.
+  std::size_t stop_all(std::chrono::milliseconds grace) noexcept {
+    std::size_t failed = 0;
+    for (const auto& id : created())
+      if (!t_->stop(id, grace, true)) ++failed;
+    return failed;
+  }
+
+private:
+  /// Takes `request_id` for this call, or returns the sandbox an earlier call with it made
+  /// (waiting while that call is still creating it).
+  [[nodiscard]] result<std::optional<std::string>> claim(const std::string& request_id) {
+    std::unique_lock lk(m_);
+    for (;;) {
+      auto it = by_request_.find(request_id);
+      if (it == by_request_.end()) break;
+      if (!it->second.empty()) return std::optional<std::string>(it->second);
+      cv_.wait(lk);
+    }
+    by_request_.emplace(request_id, std::string());
+    request_order_.push_back(request_id);
+    return std::optional<std::string>();
+  }
+
+  /// Records what a claimed request id made ("" on failure: a retry may try again). Request
+  /// ids are remembered for a while, not forever. Called with `m_` held.
+  void settle(const std::string& request_id, std::string id) {
+    if (id.empty())
+      by_request_.erase(request_id);
+    else
+      by_request_[request_id] = std::move(id);
+    while (request_order_.size() > 10 * o_.retained_terminal + 1000) {
+      by_request_.erase(request_order_.front());
+      request_order_.pop_front();
+    }
+  }
+
+  /// A path-bound field may be repeated in the body, but must then name the same sandbox.
+  [[nodiscard]] static result<void> same_sandbox(std::string_view path_id, std::string_view body_id) {
+    if (body_id.empty() || body_id == path_id) return success();
+    return fail(errc::validation, "sandboxId: the body names " +
+                                      sandbox::detail::shell_quote(body_id) + ", the path " +
+                                      sandbox::detail::shell_quote(path_id));
+  }
+
+  /// The one container of a request: `""` or the primary container's name.
+  [[nodiscard]] result<void> check_container(std::string_view id, std::string_view c) const {
+    if (c.empty()) return success();
+    std::lock_guard lk(m_);
+    auto it = specs_.find(id);
+    std::string_view primary = http::main_container;
+    if (it != specs_.end() && !it->second.containers.empty())
+      primary = it->second.containers.front().name;
+    if (c != primary)
+      return fail(errc::validation, "container: sandbox " + std::string(id) + " has no container " +
+                                        sandbox::detail::shell_quote(c));
+    return success();
+  }
+
+  [[nodiscard]] wire::Sandbox sandbox_of(const SandboxInfo& i) const {
+    wire::Sandbox sb;
+    sb.sandbox_id = i.id;
+    sb.status = http::status_of(i);
+    std::lock_guard lk(m_);
+    if (auto it = specs_.find(i.id); it != specs_.end())
+      sb.spec = it->second;
+    else if (!i.tags.empty())
+      sb.spec = wire::SandboxSpec{.tags = i.tags};
+    return sb;
+  }
+
+  /// Keeps a stopped sandbox answerable for a while, then releases it from the transport.
+  void forget_later(const std::string& id) {
+    std::vector<std::string> release;
+    {
+      std::lock_guard lk(m_);
+      if (std::find(stopped_.begin(), stopped_.end(), id) != stopped_.end()) return;
+      stopped_.push_back(id);
+      while (stopped_.size() > o_.retained_terminal) {
+        release.push_back(stopped_.front());
+        specs_.erase(stopped_.front());
+        stopped_.pop_front();
+      }
+    }
+    for (const auto& r : release)
+      t_->release(r);
+  }
+
+  std::shared_ptr<Transport> t_;
+  server_options o_;
+  mutable std::mutex m_;
+  std::condition_variable cv_;
+  std::map<std::string, std::string, std::less<>> by_request_; // request id → sandbox id ("": pending)
+  std::deque<std::string> request_order_;
+  std::map<std::string, wire::SandboxSpec, std::less<>> specs_;
+  std::deque<std::string> stopped_;
+};
+
+} // namespace sandbox::serve
