@@ -11,10 +11,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -77,7 +80,7 @@ public:
 
   [[nodiscard]] std::shared_ptr<transport_t> client(sandbox::http_options o = {}) const {
     o.base_url = "http://127.0.0.1:" + std::to_string(port_);
-    if (o.api_key.empty()) o.api_key = "test-key-123";
+    if (o.api_key.empty() && o.wandb_api_key.empty()) o.api_key = "test-key-123";
     o.poll_initial = 10ms;
     o.poll_max = 50ms;
     o.exit_code_grace_interval = 30ms;
@@ -331,6 +334,82 @@ TEST_CASE("an error body's reason picks the error, and the key never shows", "[h
   CHECK(r.error().server->metadata.size() == 1);
   CHECK(r.error().message.find("very-secret-key") == std::string::npos);
   CHECK(svc.requests().back().query == "path=%2Fx");
+}
+
+TEST_CASE("a Connect error body keeps its reason and retry delay", "[http][faults]") {
+  scripted_service svc;
+  svc.on([](auto&, auto& r, int n) {
+    // ErrorInfo {CWSANDBOX_FILE_NOT_FOUND, cwsandbox.com, {path: /x}} and RetryInfo {2.5 s} as
+    // protobuf bytes in unpadded base64, as Connect servers send details.
+    if (n == 0)
+      json(r, 404,
+           R"({"code":"not_found","message":"no such file","details":[)"
+           R"({"type":"google.rpc.ErrorInfo","value":)"
+           R"("ChhDV1NBTkRCT1hfRklMRV9OT1RfRk9VTkQSDWN3c2FuZGJveC5jb20aCgoEcGF0aBICL3g"}]})");
+    else
+      json(r, 429,
+           R"({"code":"resource_exhausted","message":"slow down","details":[)"
+           R"({"type":"google.rpc.RetryInfo","value":"CggIAhCAyrXuAQ"}]})");
+  });
+  auto t = svc.client();
+  auto r = t->read_file("sbx-1", "/x");
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::file_not_found)); // not "sandbox not found" from the HTTP status
+  REQUIRE(r.error().server);
+  CHECK(r.error().server->reason == "CWSANDBOX_FILE_NOT_FOUND");
+  CHECK(r.error().server->domain == "cwsandbox.com");
+  CHECK(r.error().message.find("no such file") != std::string::npos);
+  auto busy = t->get("sbx-1");
+  REQUIRE_FALSE(busy);
+  CHECK(busy.error().is(errc::resource_exhausted));
+  REQUIRE(busy.error().server);
+  CHECK(busy.error().server->retry_delay == std::chrono::milliseconds(2500));
+}
+
+TEST_CASE("W&B mode sends the documented headers, the entity from either variable",
+          "[http][faults]") {
+  // The variables this test sets, restored afterwards.
+  struct saved_env {
+    std::vector<std::pair<std::string, std::optional<std::string>>> saved;
+    explicit saved_env(std::initializer_list<const char*> names) {
+      for (const char* n : names) {
+        const char* v = std::getenv(n);
+        saved.emplace_back(n, v ? std::optional<std::string>(v) : std::nullopt);
+        ::unsetenv(n);
+      }
+    }
+    ~saved_env() {
+      for (const auto& [n, v] : saved)
+        v ? ::setenv(n.c_str(), v->c_str(), 1) : ::unsetenv(n.c_str());
+    }
+  } env{"CWSANDBOX_API_KEY", "WANDB_API_KEY", "WANDB_ENTITY", "WANDB_ENTITY_NAME", "WANDB_PROJECT"};
+  ::setenv("WANDB_API_KEY", "wandb-key-1", 1);
+  ::setenv("WANDB_ENTITY_NAME", "team-a", 1);
+  ::setenv("WANDB_PROJECT", "proj", 1);
+  auto o = sandbox::http_options::from_env();
+  CHECK(o.wandb_entity == "team-a");
+  ::setenv("WANDB_ENTITY", "team-b", 1);
+  CHECK(sandbox::http_options::from_env().wandb_entity == "team-b"); // the current name wins
+
+  scripted_service svc;
+  std::mutex mu;
+  httplib::Headers got;
+  svc.on([&](const httplib::Request& q, auto& r, int) {
+    std::lock_guard lk(mu);
+    got = q.headers;
+    json(r, 200, sandbox_json("STATE_RUNNING"));
+  });
+  auto t = svc.client(o);
+  REQUIRE(t->get("sbx-1"));
+  std::lock_guard lk(mu);
+  auto header = [&](const char* k) {
+    auto it = got.find(k);
+    return it == got.end() ? std::string("<absent>") : it->second;
+  };
+  CHECK(header("x-wandb-api-key") == "wandb-key-1");
+  CHECK(header("x-entity-id") == "team-a");
+  CHECK(header("x-project-name") == "proj");
+  CHECK(header("Authorization") == "<absent>");
 }
 
 TEST_CASE("a huge body is refused without exhausting memory", "[http][faults]") {

@@ -342,14 +342,14 @@ TEST_CASE("every message round-trips in both modes", "[codec][roundtrip]") {
   wire::ExecResponse er{all_bytes(), "err", 3, true, false, -5, 1LL << 40};
   CHECK(decode_ok<wire::ExecResponse>(to_json(er)) == er);
   CHECK(decode_ok<wire::ExecResponse>(to_json(er), strict) == er);
-  wire::WriteFileRequest wf{"/f", all_bytes(), "c"};
+  wire::WriteFileRequest wf{"sbx-1", "/f", all_bytes(), "c"};
   CHECK(decode_ok<wire::WriteFileRequest>(to_json(wf), strict) == wf);
   wire::ReadFileResponse rf{all_bytes()};
   CHECK(decode_ok<wire::ReadFileResponse>(to_json(rf)) == rf);
   wire::Status st{5, "gone", wire::ErrorInfo{"R", "d", {{"k", "v"}}},
                   wire::RetryInfo{milliseconds(1500)}};
   CHECK(decode_ok<wire::Status>(to_json(st)) == st);
-  wire::ExecRequest rq{{"a"}, {{"K", "V"}}, -1, "x"};
+  wire::ExecRequest rq{"sbx-1", {"a"}, {{"K", "V"}}, -1, "x"};
   CHECK(decode_ok<wire::ExecRequest>(to_json(rq), strict) == rq);
 }
 
@@ -676,7 +676,7 @@ TEST_CASE("huge strings and bytes", "[codec][limits]") {
   CHECK(back.stdout_bytes == big);
   std::string text(4 << 20, 'a');
   text += "\"\\\n é";
-  wire::ExecRequest rq{{text}, {}, 0, ""};
+  wire::ExecRequest rq{{}, {text}, {}, 0, ""};
   CHECK(decode_ok<wire::ExecRequest>(to_json(rq), strict) == rq);
 }
 

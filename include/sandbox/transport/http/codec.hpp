@@ -6,6 +6,7 @@
 #pragma once
 
 #include <sandbox/result.hpp>
+#include <sandbox/transport/http/decode_mode.hpp>
 #include <sandbox/transport/http/status.hpp>
 #include <sandbox/transport/http/wire.hpp>
 
@@ -31,18 +32,6 @@
 #include <vector>
 
 namespace sandbox::http {
-
-/// How `from_json` treats what it does not expect.
-enum class decode_mode {
-  /// Responses read by the client: unknown fields are skipped (forward compatibility) but still
-  /// checked to be well-formed JSON; malformed JSON or a field of the wrong type is
-  /// errc::protocol.
-  lenient,
-  /// Requests read by our server: an unknown field, a field of the wrong type, a duplicate field
-  /// or a missing required field is errc::validation naming the field path
-  /// (`spec.containers[0].image: ...`).
-  strict,
-};
 
 /// Encodes `msg` (any message described in wire.hpp, or elsewhere with descriptor.hpp) as proto3
 /// JSON: lowerCamelCase names, default values omitted, int64 as JSON strings, bytes as padded

@@ -39,7 +39,7 @@ struct http_options {
   /// Sent as `Authorization: Bearer <key>`. Empty: `CWSANDBOX_API_KEY`.
   std::string api_key;
   /// W&B mode, used when there is no `api_key`: `x-wandb-api-key` (`WANDB_API_KEY`), with
-  /// `x-entity-id` (`WANDB_ENTITY`) and `x-project-name` (`WANDB_PROJECT`).
+  /// `x-entity-id` (`WANDB_ENTITY`, else `WANDB_ENTITY_NAME`) and `x-project-name` (`WANDB_PROJECT`).
   std::string wandb_api_key;
   std::string wandb_entity;
   std::string wandb_project;
@@ -90,6 +90,7 @@ struct http_options {
     if (o.api_key.empty()) o.api_key = env("CWSANDBOX_API_KEY");
     if (o.wandb_api_key.empty()) o.wandb_api_key = env("WANDB_API_KEY");
     if (o.wandb_entity.empty()) o.wandb_entity = env("WANDB_ENTITY");
+    if (o.wandb_entity.empty()) o.wandb_entity = env("WANDB_ENTITY_NAME");
     if (o.wandb_project.empty()) o.wandb_project = env("WANDB_PROJECT");
     return o;
   }
@@ -409,6 +410,12 @@ private:
     auto decoded = r.body.empty()
                        ? sandbox::result<http::wire::Status>(fail(errc::protocol, "empty body"))
                        : http::from_json<http::wire::Status>(r.body, http::decode_mode::lenient);
+    if (!decoded && !r.body.empty()) {
+      // The Connect protocol's error shape: a code by name, details as protobuf bytes.
+      auto connect = http::from_json<http::wire::ConnectError>(r.body, http::decode_mode::lenient);
+      if (connect && !connect.assume_value().code.empty())
+        decoded = http::status_from_connect(connect.assume_value());
+    }
     if (decoded) {
       st = std::move(decoded).assume_value();
     } else {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sandbox/errors.hpp>
+#include <sandbox/transport/http/protobuf.hpp>
 #include <sandbox/transport/http/wire.hpp>
 
 #include <cstdint>
@@ -240,6 +241,40 @@ constexpr status_entry status_for(errc e) noexcept {
   error err{e, std::move(message)};
   err.server = std::move(info);
   return err;
+}
+
+/// The gRPC code a Connect error names (`"not_found"`; Connect spells CANCELLED `"canceled"`);
+/// `unknown` for a name it does not define.
+[[nodiscard]] constexpr grpc_code grpc_code_from_connect(std::string_view name) noexcept {
+  if (name == "canceled" || name == "cancelled") return grpc_code::cancelled;
+  for (std::int32_t c = 2; c <= 16; ++c) {
+    std::string_view upper = to_string(static_cast<grpc_code>(c));
+    bool same = upper.size() == name.size();
+    for (std::size_t i = 0; same && i < name.size(); ++i)
+      same = name[i] == (upper[i] == '_' ? '_' : static_cast<char>(upper[i] - 'A' + 'a'));
+    if (same) return static_cast<grpc_code>(c);
+  }
+  return grpc_code::unknown;
+}
+
+/// A Connect error body as the `google.rpc.Status` it stands for: the code by name, and the
+/// ErrorInfo / RetryInfo details decoded from their protobuf bytes (other details are skipped,
+/// as in a Status).
+[[nodiscard]] inline wire::Status status_from_connect(const wire::ConnectError& c) {
+  wire::Status s;
+  s.code = static_cast<std::int32_t>(grpc_code_from_connect(c.code));
+  s.message = c.message;
+  for (const auto& d : c.details) {
+    std::string_view type = std::string_view(d.type).substr(d.type.rfind('/') + 1);
+    if (type == wire::descriptor<wire::ErrorInfo>.full_name && !s.error_info) {
+      if (auto ei = from_protobuf<wire::ErrorInfo>(d.value, decode_mode::lenient))
+        s.error_info = std::move(ei).assume_value();
+    } else if (type == wire::descriptor<wire::RetryInfo>.full_name && !s.retry_info) {
+      if (auto ri = from_protobuf<wire::RetryInfo>(d.value, decode_mode::lenient))
+        s.retry_info = std::move(ri).assume_value();
+    }
+  }
+  return s;
 }
 
 /// The server's error body for `e`: the inverse of `error_from_status`. When `e.server` carries a

@@ -310,4 +310,31 @@ inline constexpr auto descriptor<Status> =
             any_field(3, "details",
                       &Status::error_info, &Status::retry_info, &Status::exec_response));
 
+/// One detail of a Connect error: its type's full name and the message's protobuf bytes (base64,
+/// usually unpadded, in JSON). Connect's `debug` member is not kept.
+struct ConnectErrorDetail {
+  std::string type;
+  std::string value;
+  friend bool operator==(const ConnectErrorDetail&, const ConnectErrorDetail&) = default;
+};
+template <>
+inline constexpr auto descriptor<ConnectErrorDetail> =
+    message("connect.ErrorDetail", field(1, "type", kind::string, &ConnectErrorDetail::type),
+            field(2, "value", kind::bytes, &ConnectErrorDetail::value));
+
+/// The error body of the Connect protocol (connectrpc.com/docs/protocol), which the hosted service
+/// may send instead of a `google.rpc.Status`: `code` is a name (`"not_found"`), not a number.
+/// Not a proto message; described so that the JSON codec reads it (the numbers are ours).
+struct ConnectError {
+  std::string code;
+  std::string message;
+  std::vector<ConnectErrorDetail> details;
+  friend bool operator==(const ConnectError&, const ConnectError&) = default;
+};
+template <>
+inline constexpr auto descriptor<ConnectError> =
+    message("connect.Error", field(1, "code", kind::string, &ConnectError::code, required),
+            field(2, "message", kind::string, &ConnectError::message),
+            field(3, "details", kind::message, &ConnectError::details));
+
 } // namespace sandbox::http::wire

@@ -1,0 +1,544 @@
+// SPDX-License-Identifier: MIT
+// The protobuf binary encoding of every message described in wire.hpp, driven by its descriptor
+// alone (as the JSON codec is): what gRPC carries, and what Connect puts in an error detail's
+// `value`. Core only: no protobuf library and no generated code.
+#pragma once
+
+#include <sandbox/result.hpp>
+#include <sandbox/transport/http/decode_mode.hpp>
+#include <sandbox/transport/http/descriptor.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+namespace sandbox::http {
+
+namespace detail::pb {
+
+using wire::kind;
+
+// ---- Timestamp text ⇄ seconds and nanos ---------------------------------------------------------
+// Timestamps are held as their RFC 3339 text (descriptor.hpp); the binary form is
+// google.protobuf.Timestamp { int64 seconds = 1; int32 nanos = 2; }.
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
+[[nodiscard]] constexpr std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) noexcept {
+  y -= m <= 2;
+  const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const auto yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<std::int64_t>(doe) - 719468;
+}
+
+struct instant {
+  std::int64_t seconds = 0;
+  std::int32_t nanos = 0;
+};
+
+/// `2024-05-01T12:00:00.5Z` or with an offset (`+02:00`); nullopt when it is not RFC 3339.
+[[nodiscard]] inline std::optional<instant> parse_timestamp(std::string_view s) noexcept {
+  std::size_t i = 0;
+  auto digits = [&](std::size_t n, std::int64_t& out) {
+    out = 0;
+    for (std::size_t k = 0; k < n; ++k, ++i) {
+      if (i >= s.size() || s[i] < '0' || s[i] > '9') return false;
+      out = out * 10 + (s[i] - '0');
+    }
+    return true;
+  };
+  auto expect = [&](char c) { return i < s.size() && (s[i++] == c || (c == 'T' && s[i - 1] == 't')); };
+  std::int64_t y, mo, d, h, mi, se;
+  if (!digits(4, y) || !expect('-') || !digits(2, mo) || !expect('-') || !digits(2, d) ||
+      !expect('T') || !digits(2, h) || !expect(':') || !digits(2, mi) || !expect(':') ||
+      !digits(2, se))
+    return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) return std::nullopt;
+  std::int64_t nanos = 0;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    int n = 0;
+    while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+      if (n < 9) nanos = nanos * 10 + (s[i] - '0'), ++n;
+      ++i;
+    }
+    if (n == 0) return std::nullopt;
+    for (; n < 9; ++n)
+      nanos *= 10;
+  }
+  std::int64_t offset = 0;
+  if (i < s.size() && (s[i] == 'Z' || s[i] == 'z')) {
+    ++i;
+  } else if (i < s.size() && (s[i] == '+' || s[i] == '-')) {
+    const int sign = s[i++] == '-' ? -1 : 1;
+    std::int64_t oh, om;
+    if (!digits(2, oh) || !expect(':') || !digits(2, om) || oh > 23 || om > 59) return std::nullopt;
+    offset = sign * (oh * 3600 + om * 60);
+  } else {
+    return std::nullopt;
+  }
+  if (i != s.size()) return std::nullopt;
+  const std::int64_t days =
+      days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
+  return instant{days * 86400 + h * 3600 + mi * 60 + se - offset, static_cast<std::int32_t>(nanos)};
+}
+
+/// The RFC 3339 text of an instant, in UTC, with 0, 3, 6 or 9 fraction digits (as protobuf's
+/// JSON writes it); empty when out of the years 0001-9999.
+[[nodiscard]] inline std::string timestamp_text(instant t) {
+  if (t.nanos < 0 || t.nanos > 999'999'999) return {};
+  std::int64_t days = t.seconds / 86400, rem = t.seconds % 86400;
+  if (rem < 0) rem += 86400, --days;
+  // civil_from_days
+  days += 719468;
+  const std::int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+  const auto doe = static_cast<unsigned>(days - era * 146097);
+  const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  const unsigned mp = (5 * doy + 2) / 153;
+  const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+  const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+  const std::int64_t y = static_cast<std::int64_t>(yoe) + era * 400 + (m <= 2);
+  if (y < 1 || y > 9999) return {};
+  char buf[48];
+  int n = std::snprintf(buf, sizeof buf, "%04lld-%02u-%02uT%02lld:%02lld:%02lld",
+                        static_cast<long long>(y), m, d, static_cast<long long>(rem / 3600),
+                        static_cast<long long>(rem / 60 % 60), static_cast<long long>(rem % 60));
+  std::string out(buf, static_cast<std::size_t>(n));
+  if (t.nanos != 0) {
+    if (t.nanos % 1'000'000 == 0)
+      n = std::snprintf(buf, sizeof buf, ".%03d", t.nanos / 1'000'000);
+    else if (t.nanos % 1000 == 0)
+      n = std::snprintf(buf, sizeof buf, ".%06d", t.nanos / 1000);
+    else
+      n = std::snprintf(buf, sizeof buf, ".%09d", t.nanos);
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  out += 'Z';
+  return out;
+}
+
+// ---- encoding -----------------------------------------------------------------------------------
+
+inline void put_varint(std::string& out, std::uint64_t v) {
+  while (v >= 0x80) {
+    out += static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  out += static_cast<char>(v);
+}
+
+inline void put_tag(std::string& out, std::uint32_t number, int wire_type) {
+  put_varint(out, (std::uint64_t{number} << 3) | static_cast<unsigned>(wire_type));
+}
+
+inline void put_bytes(std::string& out, std::uint32_t number, std::string_view bytes) {
+  put_tag(out, number, 2);
+  put_varint(out, bytes.size());
+  out.append(bytes);
+}
+
+template <wire::described_message M>
+void encode_message(std::string& out, const M& m);
+
+/// A length-delimited field holding whatever `body` appends (a nested message).
+template <class Body>
+void put_nested(std::string& out, std::uint32_t number, Body&& body) {
+  std::string inner;
+  body(inner);
+  put_bytes(out, number, inner);
+}
+
+inline void put_instant(std::string& out, std::uint32_t number, std::int64_t seconds,
+                        std::int32_t nanos) {
+  put_nested(out, number, [&](std::string& in) {
+    if (seconds != 0) put_tag(in, 1, 0), put_varint(in, static_cast<std::uint64_t>(seconds));
+    if (nanos != 0)
+      put_tag(in, 2, 0), put_varint(in, static_cast<std::uint64_t>(std::int64_t{nanos}));
+  });
+}
+
+/// The varint of a numeric value (an int32 is sign-extended to 64 bits, as protobuf does).
+template <kind K, class T>
+[[nodiscard]] std::uint64_t varint_of(const T& v) noexcept {
+  if constexpr (K == kind::boolean)
+    return v ? 1 : 0;
+  else
+    return static_cast<std::uint64_t>(static_cast<std::int64_t>(v));
+}
+
+/// One value of kind `K` as field `number`.
+template <kind K, class T>
+void put_value(std::string& out, std::uint32_t number, const T& v) {
+  if constexpr (K == kind::string || K == kind::bytes) {
+    put_bytes(out, number, v);
+  } else if constexpr (K == kind::message) {
+    put_nested(out, number, [&](std::string& in) { encode_message(in, v); });
+  } else if constexpr (K == kind::timestamp) {
+    auto t = parse_timestamp(v).value_or(instant{});
+    put_instant(out, number, t.seconds, t.nanos);
+  } else if constexpr (K == kind::duration) {
+    const auto ms = v.count();
+    put_instant(out, number, ms / 1000, static_cast<std::int32_t>(ms % 1000 * 1'000'000));
+  } else {
+    put_tag(out, number, 0);
+    put_varint(out, varint_of<K>(v));
+  }
+}
+
+template <class Message, class... Types>
+void put_any(std::string& out, const wire::any_field<Message, Types...>& f, const Message& m) {
+  std::apply(
+      [&](auto... member) {
+        (
+            [&] {
+              const auto& v = m.*member;
+              if (!v) return;
+              using T = typename std::remove_cvref_t<decltype(v)>::value_type;
+              put_nested(out, f.number, [&](std::string& in) {
+                put_bytes(in, 1, "type.googleapis.com/" + std::string(wire::descriptor<T>.full_name));
+                put_nested(in, 2, [&](std::string& body) { encode_message(body, *v); });
+              });
+            }(),
+            ...);
+      },
+      f.members);
+}
+
+template <wire::described_message M>
+void encode_message(std::string& out, const M& m) {
+  wire::for_each_field<M>([&]<std::size_t I>() {
+    constexpr auto& f = wire::field_at<M, I>;
+    using F = std::remove_cvref_t<decltype(f)>;
+    if constexpr (wire::is_any_field<F>) {
+      put_any(out, f, m);
+    } else {
+      if (!wire::is_set(f, m)) return;
+      const auto& v = m.*f.member;
+      if constexpr (F::map) {
+        for (const auto& [key, value] : v)
+          put_nested(out, f.number, [&](std::string& in) {
+            put_bytes(in, 1, key);
+            put_value<f.type>(in, 2, value);
+          });
+      } else if constexpr (F::repeated && f.packed()) {
+        std::string packed;
+        for (const auto& e : v)
+          put_varint(packed, varint_of<f.type>(e));
+        put_bytes(out, f.number, packed);
+      } else if constexpr (F::repeated) {
+        for (const auto& e : v)
+          put_value<f.type>(out, f.number, e);
+      } else if constexpr (F::explicit_presence) {
+        put_value<f.type>(out, f.number, *v);
+      } else {
+        put_value<f.type>(out, f.number, v);
+      }
+    }
+  });
+}
+
+// ---- decoding -----------------------------------------------------------------------------------
+
+/// A cursor over one message's bytes, with the path of the field being read for errors.
+struct reader {
+  std::string_view in;
+  std::size_t at = 0;
+  decode_mode mode;
+  std::string path; ///< "spec.containers" while reading inside that field
+
+  [[nodiscard]] bool done() const noexcept { return at >= in.size(); }
+
+  [[nodiscard]] error bad(std::string_view what) const {
+    std::string where = path.empty() ? std::string() : path + ": ";
+    return error(mode == decode_mode::strict ? errc::validation : errc::protocol,
+                 where + std::string(what));
+  }
+
+  [[nodiscard]] result<std::uint64_t> varint() {
+    std::uint64_t v = 0;
+    for (int shift = 0; shift < 64; shift += 7) {
+      if (at >= in.size()) return fail(bad("truncated varint"));
+      const auto b = static_cast<unsigned char>(in[at++]);
+      v |= std::uint64_t{b & 0x7fu} << shift;
+      if (!(b & 0x80)) return v;
+    }
+    return fail(bad("varint longer than 10 bytes"));
+  }
+
+  [[nodiscard]] result<std::string_view> length_delimited() {
+    SANDBOX_TRY(n, varint());
+    if (n > in.size() - at) return fail(bad("length beyond the end of the message"));
+    std::string_view v = in.substr(at, static_cast<std::size_t>(n));
+    at += static_cast<std::size_t>(n);
+    return v;
+  }
+
+  /// Skips a value of `wire_type` (a field this message does not describe).
+  [[nodiscard]] result<void> skip(int wire_type) {
+    switch (wire_type) {
+    case 0: {
+      SANDBOX_TRYV(varint());
+      return success();
+    }
+    case 1:
+    case 5: {
+      const std::size_t n = wire_type == 1 ? 8 : 4;
+      if (in.size() - at < n) return fail(bad("truncated fixed-width value"));
+      at += n;
+      return success();
+    }
+    case 2: {
+      SANDBOX_TRYV(length_delimited());
+      return success();
+    }
+    default: return fail(bad("unsupported wire type " + std::to_string(wire_type)));
+    }
+  }
+
+  /// A reader of the nested message `bytes`, inside field `name`.
+  [[nodiscard]] reader nested(std::string_view bytes, std::string_view name) const {
+    return reader{bytes, 0, mode, path.empty() ? std::string(name) : path + "." + std::string(name)};
+  }
+};
+
+template <wire::described_message M>
+[[nodiscard]] result<void> decode_message(reader& r, M& m);
+
+[[nodiscard]] inline result<instant> read_instant(reader r) {
+  instant t;
+  while (!r.done()) {
+    SANDBOX_TRY(tag, r.varint());
+    const auto number = tag >> 3;
+    const int wt = static_cast<int>(tag & 7);
+    if ((number == 1 || number == 2) && wt == 0) {
+      SANDBOX_TRY(v, r.varint());
+      if (number == 1)
+        t.seconds = static_cast<std::int64_t>(v);
+      else
+        t.nanos = static_cast<std::int32_t>(static_cast<std::int64_t>(v));
+    } else {
+      SANDBOX_TRYV(r.skip(wt));
+    }
+  }
+  if (t.nanos < -999'999'999 || t.nanos > 999'999'999) return fail(r.bad("nanos out of range"));
+  return t;
+}
+
+/// One value of kind `K` whose field carried wire type `wt`.
+template <kind K, class T>
+[[nodiscard]] result<void> read_value(reader& r, int wt, T& out) {
+  if constexpr (K == kind::string || K == kind::bytes || K == kind::message ||
+                K == kind::timestamp || K == kind::duration) {
+    if (wt != 2) return fail(r.bad("expected a length-delimited value"));
+    SANDBOX_TRY(bytes, r.length_delimited());
+    if constexpr (K == kind::string || K == kind::bytes) {
+      out.assign(bytes.data(), bytes.size());
+    } else if constexpr (K == kind::message) {
+      reader inner = r.nested(bytes, "");
+      inner.path = r.path;
+      SANDBOX_TRYV(decode_message(inner, out));
+    } else if constexpr (K == kind::timestamp) {
+      SANDBOX_TRY(t, read_instant(r.nested(bytes, "")));
+      out = timestamp_text(t);
+      if (out.empty()) return fail(r.bad("timestamp out of range"));
+    } else {
+      SANDBOX_TRY(t, read_instant(r.nested(bytes, "")));
+      out = std::chrono::milliseconds(t.seconds * 1000 + t.nanos / 1'000'000);
+    }
+    return success();
+  } else {
+    if (wt != 0) return fail(r.bad("expected a varint"));
+    SANDBOX_TRY(v, r.varint());
+    if constexpr (K == kind::boolean)
+      out = v != 0;
+    else
+      out = static_cast<T>(static_cast<std::int64_t>(v));
+    return success();
+  }
+}
+
+/// A map entry `{ string key = 1; V value = 2; }` into `out`.
+template <kind K, class Map>
+[[nodiscard]] result<void> read_entry(reader r, Map& out) {
+  std::string key;
+  typename Map::mapped_type value{};
+  while (!r.done()) {
+    SANDBOX_TRY(tag, r.varint());
+    const auto number = tag >> 3;
+    const int wt = static_cast<int>(tag & 7);
+    if (number == 1) {
+      SANDBOX_TRYV(read_value<kind::string>(r, wt, key));
+    } else if (number == 2) {
+      SANDBOX_TRYV(read_value<K>(r, wt, value));
+    } else {
+      SANDBOX_TRYV(r.skip(wt));
+    }
+  }
+  out.insert_or_assign(std::move(key), std::move(value));
+  return success();
+}
+
+/// An `Any` entry of an any_field: kept when its type is one of the field's (first of each).
+template <class Message, class... Types>
+[[nodiscard]] result<void> read_any(reader r, const wire::any_field<Message, Types...>& f,
+                                    Message& m) {
+  std::string type_url;
+  std::string_view value;
+  while (!r.done()) {
+    SANDBOX_TRY(tag, r.varint());
+    const auto number = tag >> 3;
+    const int wt = static_cast<int>(tag & 7);
+    if (number == 1) {
+      SANDBOX_TRYV(read_value<kind::string>(r, wt, type_url));
+    } else if (number == 2 && wt == 2) {
+      SANDBOX_TRY(v, r.length_delimited());
+      value = v;
+    } else {
+      SANDBOX_TRYV(r.skip(wt));
+    }
+  }
+  const std::string_view type_name = std::string_view(type_url).substr(type_url.rfind('/') + 1);
+  result<void> out = success();
+  std::apply(
+      [&](auto... member) {
+        (
+            [&] {
+              auto& slot = m.*member;
+              using T = typename std::remove_cvref_t<decltype(slot)>::value_type;
+              if (slot || type_name != wire::descriptor<T>.full_name || !out) return;
+              T x{};
+              reader inner = r.nested(value, "");
+              inner.path = r.path;
+              // An entry that does not decode, or lacks a required field, says nothing: dropped.
+              inner.mode = decode_mode::strict;
+              if (decode_message(inner, x)) slot = std::move(x);
+            }(),
+            ...);
+      },
+      f.members);
+  return out;
+}
+
+/// Clears the other members of field `I`'s oneof: on the binary wire the last one given wins.
+template <wire::described_message M, std::size_t I>
+void clear_oneof_siblings(M& m) {
+  constexpr auto& f = wire::field_at<M, I>;
+  wire::for_each_field<M>([&]<std::size_t J>() {
+    constexpr auto& g = wire::field_at<M, J>;
+    if constexpr (J != I && !wire::is_any_field<std::remove_cvref_t<decltype(g)>>)
+      if constexpr (g.options.oneof == f.options.oneof) (m.*g.member).reset();
+  });
+}
+
+/// Field `I` of `m`, whose tag carried wire type `wt`.
+template <wire::described_message M, std::size_t I>
+[[nodiscard]] result<void> read_field(reader& r, int wt, M& m) {
+  constexpr auto& f = wire::field_at<M, I>;
+  using F = std::remove_cvref_t<decltype(f)>;
+  if constexpr (wire::is_any_field<F>) {
+    if (wt != 2) return fail(r.bad("expected a length-delimited value"));
+    SANDBOX_TRY(bytes, r.length_delimited());
+    return read_any(r.nested(bytes, f.json_name()), f, m);
+  } else {
+    auto& v = m.*f.member;
+    if constexpr (F::map) {
+      if (wt != 2) return fail(r.bad("expected a map entry"));
+      SANDBOX_TRY(bytes, r.length_delimited());
+      return read_entry<f.type>(r.nested(bytes, f.json_name()), v);
+    } else if constexpr (F::repeated) {
+      if (f.packed() && wt == 2) { // packed numbers; an unpacked element is accepted too
+        SANDBOX_TRY(bytes, r.length_delimited());
+        reader p = r.nested(bytes, f.json_name());
+        while (!p.done()) {
+          typename F::value_type e{};
+          SANDBOX_TRYV(read_value<f.type>(p, 0, e));
+          v.push_back(std::move(e));
+        }
+        return success();
+      }
+      typename F::value_type e{};
+      SANDBOX_TRYV(read_value<f.type>(r, wt, e));
+      v.push_back(std::move(e));
+      return success();
+    } else if constexpr (F::explicit_presence) {
+      if (!v) v.emplace();
+      SANDBOX_TRYV(read_value<f.type>(r, wt, *v));
+      if constexpr (f.options.oneof != 0) clear_oneof_siblings<M, I>(m);
+      return success();
+    } else {
+      return read_value<f.type>(r, wt, v);
+    }
+  }
+}
+
+/// Reads field number `number` of `m` (from field index `I` on), or skips it when not described.
+template <wire::described_message M, std::size_t I = 0>
+[[nodiscard]] result<void> dispatch(reader& r, std::uint64_t number, int wt, M& m) {
+  if constexpr (I < wire::field_count<M>) {
+    constexpr auto& f = wire::field_at<M, I>;
+    if (number != f.number) return dispatch<M, I + 1>(r, number, wt, m);
+    const std::size_t mark = r.path.size();
+    r.path += r.path.empty() ? "" : ".";
+    r.path += f.json_name();
+    auto done = read_field<M, I>(r, wt, m);
+    r.path.resize(mark);
+    return done;
+  } else {
+    return r.skip(wt);
+  }
+}
+
+template <wire::described_message M>
+[[nodiscard]] result<void> decode_message(reader& r, M& m) {
+  while (!r.done()) {
+    SANDBOX_TRY(tag, r.varint());
+    const std::uint64_t number = tag >> 3;
+    if (number == 0 || number >= (1u << 29)) return fail(r.bad("invalid field number"));
+    SANDBOX_TRYV(dispatch(r, number, static_cast<int>(tag & 7), m));
+  }
+  if (r.mode != decode_mode::strict) return success();
+  std::string_view missing;
+  wire::for_each_field<M>([&]<std::size_t I>() {
+    constexpr auto& f = wire::field_at<M, I>;
+    if constexpr (!wire::is_any_field<std::remove_cvref_t<decltype(f)>>)
+      if (f.options.required && missing.empty() && !wire::is_set(f, m)) missing = f.json_name();
+  });
+  if (!missing.empty()) {
+    std::string p = r.path.empty() ? std::string(missing) : r.path + "." + std::string(missing);
+    return fail(error(errc::validation, p + ": required"));
+  }
+  return success();
+}
+
+} // namespace detail::pb
+
+/// Encodes `msg` (any message described in wire.hpp) in the protobuf binary format: fields in
+/// descriptor order, proto3 defaults omitted (an optional field whenever it is set), repeated
+/// numbers packed, Timestamps from their RFC 3339 text.
+template <wire::described_message M>
+[[nodiscard]] std::string to_protobuf(const M& msg) {
+  std::string out;
+  detail::pb::encode_message(out, msg);
+  return out;
+}
+
+/// Decodes a protobuf binary message. Fields not described are skipped in either mode; a field
+/// of the wrong wire type or truncated input is an error naming the field (errc::protocol, or
+/// errc::validation when `mode` is strict, which also requires every `required` field).
+template <wire::described_message M>
+[[nodiscard]] result<M> from_protobuf(std::string_view bytes, decode_mode mode) {
+  M out{};
+  detail::pb::reader r{bytes, 0, mode, {}};
+  SANDBOX_TRYV(detail::pb::decode_message(r, out));
+  return out;
+}
+
+} // namespace sandbox::http

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT
+// The protobuf binary codec, and the Connect protocol's error bodies (whose details carry it).
+#include <sandbox/transport/http/codec.hpp>
+#include <sandbox/transport/http/protobuf.hpp>
+#include <sandbox/transport/http/status.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <string_view>
+
+using namespace sandbox;
+using namespace sandbox::http;
+using namespace std::string_literals;
+using std::chrono::milliseconds;
+
+namespace {
+
+/// Bytes written by hand from the protobuf encoding rules, independent of the encoder: ErrorInfo
+/// {reason: "CWSANDBOX_FILE_NOT_FOUND", domain: "cwsandbox.com", metadata: {path: "/x"}}.
+const std::string error_info_bytes =
+    "\x0a\x18"
+    "CWSANDBOX_FILE_NOT_FOUND"
+    "\x12\x0d"
+    "cwsandbox.com"
+    "\x1a\x0a\x0a\x04path\x12\x02/x"s;
+/// The same, base64 without padding, as Connect sends a detail's value.
+constexpr std::string_view error_info_base64 =
+    "ChhDV1NBTkRCT1hfRklMRV9OT1RfRk9VTkQSDWN3c2FuZGJveC5jb20aCgoEcGF0aBICL3g";
+/// RetryInfo {retry_delay: 2.5 s} = Duration {seconds: 2, nanos: 500000000}.
+const std::string retry_info_bytes = "\x0a\x08\x08\x02\x10\x80\xca\xb5\xee\x01"s;
+constexpr std::string_view retry_info_base64 = "CggIAhCAyrXuAQ";
+
+template <class M>
+M decode_ok(std::string_view bytes, decode_mode mode = decode_mode::lenient) {
+  auto r = from_protobuf<M>(bytes, mode);
+  if (!r) FAIL_CHECK(r.error().message);
+  return r ? std::move(r).value() : M{};
+}
+
+wire::Sandbox full_sandbox() {
+  wire::Container c;
+  c.name = "main";
+  c.image = "python:3.11";
+  c.command = "/bin/sh";
+  c.args = {"-c", "sleep 1"};
+  c.environment_variables = {{"A", "1"}, {"B", "two words"}};
+  c.files = {{"/etc/motd", "hello\0world"s}};
+  c.resource_requirements = wire::ResourceRequirements{{"500m", "512Mi"}, {"1", "1Gi"}};
+  wire::SandboxSpec spec;
+  spec.containers = {c};
+  spec.tags = {"t1", "t2"};
+  spec.max_lifetime_seconds = 3600;
+  wire::SandboxStatus st;
+  st.state = wire::State::STATE_COMPLETED;
+  st.create_time = "2026-11-26T10:00:00.123Z";
+  st.start_time = "2026-11-26T10:00:01Z";
+  st.end_time = "1969-12-31T23:59:59.000000001Z";
+  st.exit_code = 0; // explicit presence: a zero is written, and read back as set
+  return wire::Sandbox{"sb-123", spec, st};
+}
+
+} // namespace
+
+TEST_CASE("protobuf: the encoder writes what the rules say, byte for byte", "[protobuf]") {
+  wire::ErrorInfo ei{"CWSANDBOX_FILE_NOT_FOUND", "cwsandbox.com", {{"path", "/x"}}};
+  CHECK(to_protobuf(ei) == error_info_bytes);
+  CHECK(to_protobuf(wire::RetryInfo{milliseconds(2500)}) == retry_info_bytes);
+  CHECK(to_protobuf(wire::ExecResponse{}) == ""); // proto3 defaults are not written
+  // An int32 is sign-extended to ten bytes; an optional zero is written.
+  wire::ExecResponse neg;
+  neg.exit_code = -1;
+  CHECK(to_protobuf(neg) == "\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"s);
+  wire::SandboxStatus zero;
+  zero.exit_code = 0;
+  CHECK(to_protobuf(zero) == "\x48\x00"s); // field 9, varint 0
+}
+
+TEST_CASE("protobuf: messages round-trip", "[protobuf]") {
+  auto sb = full_sandbox();
+  CHECK(decode_ok<wire::Sandbox>(to_protobuf(sb)) == sb);
+  CHECK(decode_ok<wire::Sandbox>(to_protobuf(sb), decode_mode::strict) == sb);
+  wire::ListSandboxesResponse list{{sb, wire::Sandbox{"b", {}, wire::SandboxStatus{}}}, "tok"};
+  CHECK(decode_ok<wire::ListSandboxesResponse>(to_protobuf(list)) == list);
+  wire::ExecRequest rq{"sbx-1", {"sh", "-c", "echo \xff"}, {{"K", "V"}, {"E", ""}}, -1, "x"};
+  CHECK(decode_ok<wire::ExecRequest>(to_protobuf(rq), decode_mode::strict) == rq);
+  std::string all;
+  for (int i = 0; i < 256; ++i)
+    all += static_cast<char>(i);
+  wire::ExecResponse er{all, "err", 3, true, false, -5, 1LL << 40};
+  CHECK(decode_ok<wire::ExecResponse>(to_protobuf(er)) == er);
+  wire::Status st{5, "gone", wire::ErrorInfo{"R", "d", {{"k", "v"}}},
+                  wire::RetryInfo{milliseconds(1500)}, std::nullopt};
+  CHECK(decode_ok<wire::Status>(to_protobuf(st)) == st);
+  wire::WriteFileRequest wf{"sbx-1", "/f", all, ""};
+  CHECK(decode_ok<wire::WriteFileRequest>(to_protobuf(wf)) == wf);
+}
+
+TEST_CASE("protobuf: decoding skips unknown fields and names the field of bad input",
+          "[protobuf]") {
+  // Unknown fields of every wire type around a known one are skipped.
+  std::string with_unknown = "\x78\x05"s                  // 15: varint
+                             + "\x81\x01" + std::string(8, 'a') // 16: fixed64
+                             + "\x0a\x02/a"                 // 1: path
+                             + "\x8d\x01" + std::string(4, 'b') // 17: fixed32
+                             + "\x92\x01\x01z";             // 18: bytes
+  CHECK(decode_ok<wire::ReadFileResponse>(with_unknown).content == "/a");
+  // A field of the wrong wire type names it.
+  auto wrong = from_protobuf<wire::ExecResponse>("\x1a\x02\x00\x00"s, decode_mode::lenient);
+  REQUIRE_FALSE(wrong);
+  CHECK(wrong.error().is(errc::protocol));
+  CHECK(wrong.error().message == "exitCode: expected a varint");
+  // Truncated input, nested: the path leads to it.
+  std::string sb = to_protobuf(full_sandbox());
+  for (std::size_t cut = 1; cut < sb.size(); ++cut) {
+    auto r = from_protobuf<wire::Sandbox>(std::string_view(sb).substr(0, cut), decode_mode::strict);
+    if (r) continue; // a cut between fields is a valid, shorter message
+    CHECK(r.error().is(errc::validation));
+  }
+  auto deep = from_protobuf<wire::Sandbox>(sb.substr(0, 20), decode_mode::lenient);
+  REQUIRE_FALSE(deep);
+  CHECK(deep.error().message.rfind("spec", 0) == 0);
+  // Strict: required fields.
+  auto missing = from_protobuf<wire::ExecRequest>("\x0a\x01x"s, decode_mode::strict);
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().message == "command: required");
+  // Not a message at all.
+  CHECK_FALSE(from_protobuf<wire::ExecRequest>("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"s,
+                                               decode_mode::lenient));
+  CHECK_FALSE(from_protobuf<wire::ExecRequest>("\x07"s, decode_mode::lenient)); // field 0
+}
+
+TEST_CASE("protobuf: timestamps travel as seconds and nanos", "[protobuf]") {
+  using detail::pb::parse_timestamp;
+  using detail::pb::timestamp_text;
+  auto t = parse_timestamp("2026-11-26T10:00:00.123Z");
+  REQUIRE(t);
+  CHECK(t->seconds == 1795687200);
+  CHECK(t->nanos == 123000000);
+  CHECK(timestamp_text(*t) == "2026-11-26T10:00:00.123Z");
+  CHECK(parse_timestamp("2026-11-26T12:00:00+02:00")->seconds == 1795687200);
+  CHECK(timestamp_text({0, 0}) == "1970-01-01T00:00:00Z");
+  CHECK(timestamp_text({-1, 1000}) == "1969-12-31T23:59:59.000001Z");
+  CHECK(timestamp_text({253402300799, 999999999}) == "9999-12-31T23:59:59.999999999Z");
+  CHECK(timestamp_text({253402300800, 0}).empty());
+  CHECK_FALSE(parse_timestamp("2026-11-26 10:00:00Z"));
+  CHECK_FALSE(parse_timestamp("2026-13-01T00:00:00Z"));
+  CHECK_FALSE(parse_timestamp("2026-11-26T10:00:00"));
+}
+
+TEST_CASE("Connect error bodies map like google.rpc.Status", "[protobuf][status]") {
+  std::string body = R"({"code":"not_found","message":"no such file","details":[)"
+                     R"({"type":"google.rpc.ErrorInfo","value":")" +
+                     std::string(error_info_base64) +
+                     R"(","debug":{"reason":"CWSANDBOX_FILE_NOT_FOUND"}},)"
+                     R"({"type":"google.rpc.RetryInfo","value":")" +
+                     std::string(retry_info_base64) + R"("},)"
+                     R"({"type":"google.rpc.DebugInfo","value":"CgA"}]})";
+  auto c = from_json<wire::ConnectError>(body, decode_mode::lenient);
+  REQUIRE(c);
+  CHECK(c.value().details.size() == 3);
+  CHECK(c.value().details[0].value == error_info_bytes);
+  auto st = status_from_connect(c.value());
+  CHECK(st.code == 5);
+  CHECK(st.message == "no such file");
+  REQUIRE(st.error_info);
+  CHECK(st.error_info->reason == "CWSANDBOX_FILE_NOT_FOUND");
+  CHECK(st.error_info->metadata.at("path") == "/x");
+  REQUIRE(st.retry_info);
+  CHECK(st.retry_info->retry_delay == milliseconds(2500));
+  auto e = error_from_status(404, st);
+  CHECK(e.is(errc::file_not_found)); // the reason, not "sandbox not found"
+  REQUIRE(e.server);
+  CHECK(e.server->reason == "CWSANDBOX_FILE_NOT_FOUND");
+  CHECK(e.server->retry_delay == milliseconds(2500));
+
+  CHECK(grpc_code_from_connect("canceled") == grpc_code::cancelled);
+  CHECK(grpc_code_from_connect("resource_exhausted") == grpc_code::resource_exhausted);
+  CHECK(grpc_code_from_connect("unauthenticated") == grpc_code::unauthenticated);
+  CHECK(grpc_code_from_connect("NOT_FOUND") == grpc_code::unknown); // Connect names are lower case
+  CHECK(grpc_code_from_connect("teapot") == grpc_code::unknown);
+  // A detail whose bytes do not decode is skipped, as an unknown detail is.
+  wire::ConnectError broken{"unavailable", "later", {{"google.rpc.RetryInfo", "\x0a\xff"s}}};
+  auto bst = status_from_connect(broken);
+  CHECK(bst.code == 14);
+  CHECK_FALSE(bst.retry_info);
+}
