@@ -7,10 +7,14 @@
 #include <sandbox/server.hpp>
 #include <sandbox/transport/http/http_transport.hpp>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
+
+#include <unistd.h>
 
 namespace sandbox::testing {
 
@@ -23,6 +27,8 @@ class loopback_server {
 public:
   explicit loopback_server(server_options o = {}) : token_(detail::random_id("tok-", 32)) {
     o.token = token_;
+    if (const char* dir = std::getenv("SANDBOX_WIRE_CAPTURE"); dir && *dir && !o.trace)
+      o.trace = capture_into(dir);
     srv_ = std::make_unique<server<local_transport>>(local_transport::shared(), std::move(o));
     auto port = srv_->start("127.0.0.1", 0);
     if (!port) {
@@ -56,6 +62,45 @@ public:
   }
 
 private:
+  /// The proto message of a JSON body of the REST mapping ("" for none), by route.
+  static std::string message_of(std::string_view method, std::string_view path, bool request,
+                                int status) {
+    auto ends = [&](std::string_view s) {
+      return path.size() >= s.size() && path.substr(path.size() - s.size()) == s;
+    };
+    const std::string v1 = "coreweave.sandbox.v1.";
+    if (!request && status != 200) return "google.rpc.Status";
+    if (ends(":exec")) return v1 + (request ? "ExecRequest" : "ExecResponse");
+    if (ends(":writeFile")) return v1 + (request ? "WriteFileRequest" : "WriteFileResponse");
+    if (request) return method == "POST" && path == "/v1/sandboxes" ? v1 + "Sandbox" : "";
+    if (ends(":readFile")) return v1 + "ReadFileResponse";
+    if (method == "DELETE") return v1 + "DeleteSandboxResponse";
+    if (path == "/v1/sandboxes" && method == "GET") return v1 + "ListSandboxesResponse";
+    return v1 + "Sandbox";
+  }
+
+  /// Writes each JSON body (up to 1 MiB) to `dir` as `<pid>-<n>.<message>.json`, for a strict
+  /// parse with the API's own descriptors (.ci/wire-json).
+  static decltype(server_options::trace) capture_into(std::string dir) {
+    auto n = std::make_shared<std::atomic<int>>(0);
+    return [dir = std::move(dir), n](std::string_view method, std::string_view path,
+                                     std::string_view request, int status,
+                                     std::string_view response) {
+      auto put = [&](std::string_view body, bool is_request) {
+        std::string type = message_of(method, path, is_request, status);
+        if (type.empty() || body.empty() || body.size() > (1u << 20)) return;
+        std::string file = dir + "/" + std::to_string(::getpid()) + "-" +
+                           std::to_string((*n)++) + "." + type + ".json";
+        if (std::FILE* f = std::fopen(file.c_str(), "wb")) {
+          std::fwrite(body.data(), 1, body.size(), f);
+          std::fclose(f);
+        }
+      };
+      put(request, true);
+      put(response, false);
+    };
+  }
+
   std::string token_;
   std::string url_;
   std::unique_ptr<server<local_transport>> srv_;

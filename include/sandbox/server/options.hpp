@@ -40,6 +40,11 @@ struct server_options {
   std::chrono::seconds keep_alive_timeout{5};
   /// One line per request: method, path, status, duration. Never the token or a body.
   std::function<void(std::string_view line)> log;
+  /// Each exchange whole, for debugging and wire checks: method, path, request body, status,
+  /// response body. Never the headers (so never the token). Called after the response is sent.
+  std::function<void(std::string_view method, std::string_view path, std::string_view request,
+                     int status, std::string_view response)>
+      trace;
 };
 
 } // namespace sandbox

@@ -234,6 +234,7 @@ private:
       return httplib::Server::HandlerResponse::Handled;
     }));
     h.set_logger([this](const Request& req, const Response& res) {
+      if (o_.trace) o_.trace(req.method, req.path, req.body, res.status, res.body);
       if (!o_.log) return;
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - started_);
       char took[32];
