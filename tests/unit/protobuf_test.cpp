@@ -120,6 +120,29 @@ TEST_CASE("protobuf: decoding skips unknown fields and names the field of bad in
   auto deep = from_protobuf<wire::Sandbox>(sb.substr(0, 20), decode_mode::lenient);
   REQUIRE_FALSE(deep);
   CHECK(deep.error().message.rfind("spec", 0) == 0);
+  // The path of a nested error has the list index, as the JSON decoder's has.
+  wire::Sandbox two = full_sandbox();
+  two.spec->containers.push_back(two.spec->containers[0]);
+  std::string bytes = to_protobuf(two);
+  std::string image = "python:3.11";
+  auto last = bytes.rfind(image);
+  REQUIRE(last != std::string::npos);
+  bytes[last - 2] = 0x12 | 0x01; // the second container's image: wire type 3 (a group start)
+  auto indexed = from_protobuf<wire::Sandbox>(bytes, decode_mode::lenient);
+  REQUIRE_FALSE(indexed);
+  CHECK(indexed.error().message.rfind("spec.containers[1].image: ", 0) == 0);
+  // Durations: in protobuf's range, seconds and nanos of one sign; otherwise an error, never an
+  // overflow. RetryInfo {retry_delay {seconds: 2^62}} and {seconds: 1, nanos: -1}.
+  CHECK_FALSE(from_protobuf<wire::RetryInfo>("\x0a\x0a\x08\x80\x80\x80\x80\x80\x80\x80\x80\x40"s,
+                                             decode_mode::lenient));
+  CHECK_FALSE(from_protobuf<wire::RetryInfo>(
+      "\x0a\x0d\x08\x01\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"s, decode_mode::lenient));
+  CHECK(decode_ok<wire::RetryInfo>("\x0a\x04\x08\x00\x10\x01"s).retry_delay == milliseconds(1));
+  CHECK_FALSE(from_protobuf<wire::RetryInfo>("\x0a\x0a\x08\xff\xff\xff\xff\xff\xff\xff\xff\x7f"s,
+                                             decode_mode::lenient)); // INT64_MAX seconds
+  // Strict: a required Duration must be on the wire, even a zero one.
+  CHECK_FALSE(from_protobuf<wire::RetryInfo>("", decode_mode::strict));
+  CHECK(from_protobuf<wire::RetryInfo>("\x0a\x00"s, decode_mode::strict));
   // Strict: required fields.
   auto missing = from_protobuf<wire::ExecRequest>("\x0a\x01x"s, decode_mode::strict);
   REQUIRE_FALSE(missing);
@@ -144,6 +167,13 @@ TEST_CASE("protobuf: timestamps travel as seconds and nanos", "[protobuf]") {
   CHECK(timestamp_text({253402300799, 999999999}) == "9999-12-31T23:59:59.999999999Z");
   CHECK(timestamp_text({253402300800, 0}).empty());
   CHECK_FALSE(parse_timestamp("2026-11-26 10:00:00Z"));
+  CHECK_FALSE(parse_timestamp("2026-02-29T00:00:00Z")); // not a leap year
+  CHECK(parse_timestamp("2024-02-29T00:00:00Z"));
+  CHECK_FALSE(parse_timestamp("2026-04-31T00:00:00Z"));
+  // Text with no binary form is left out of the encoding rather than sent as 1970.
+  wire::SandboxStatus odd;
+  odd.create_time = "yesterday";
+  CHECK(to_protobuf(odd).empty());
   CHECK_FALSE(parse_timestamp("2026-13-01T00:00:00Z"));
   CHECK_FALSE(parse_timestamp("2026-11-26T10:00:00"));
 }
@@ -159,7 +189,7 @@ TEST_CASE("Connect error bodies map like google.rpc.Status", "[protobuf][status]
   auto c = from_json<wire::ConnectError>(body, decode_mode::lenient);
   REQUIRE(c);
   CHECK(c.value().details.size() == 3);
-  CHECK(c.value().details[0].value == error_info_bytes);
+  CHECK(c.value().details[0].value == error_info_base64);
   auto st = status_from_connect(c.value());
   CHECK(st.code == 5);
   CHECK(st.message == "no such file");
@@ -174,14 +204,30 @@ TEST_CASE("Connect error bodies map like google.rpc.Status", "[protobuf][status]
   CHECK(e.server->reason == "CWSANDBOX_FILE_NOT_FOUND");
   CHECK(e.server->retry_delay == milliseconds(2500));
 
+  // A command timeout's partial output travels as an ExecResponse detail here too.
+  wire::ExecResponse partial{"so far", "", 0, false, false, 6, 0};
+  auto timed_out = status_from_connect(wire::ConnectError{
+      "deadline_exceeded", "command timed out",
+      {{"coreweave.sandbox.v1.ExecResponse", base64_encode(to_protobuf(partial))}}});
+  REQUIRE(timed_out.exec_response);
+  CHECK(*timed_out.exec_response == partial);
+
   CHECK(grpc_code_from_connect("canceled") == grpc_code::cancelled);
   CHECK(grpc_code_from_connect("resource_exhausted") == grpc_code::resource_exhausted);
   CHECK(grpc_code_from_connect("unauthenticated") == grpc_code::unauthenticated);
   CHECK(grpc_code_from_connect("NOT_FOUND") == grpc_code::unknown); // Connect names are lower case
   CHECK(grpc_code_from_connect("teapot") == grpc_code::unknown);
-  // A detail whose bytes do not decode is skipped, as an unknown detail is.
-  wire::ConnectError broken{"unavailable", "later", {{"google.rpc.RetryInfo", "\x0a\xff"s}}};
+  // A detail that does not decode is skipped, as an unknown detail is, and the rest is kept:
+  // bad base64, bytes that are not the message, a RetryInfo without its delay.
+  wire::ConnectError broken{"unavailable",
+                            "later",
+                            {{"google.rpc.RetryInfo", "not base64!"},
+                             {"google.rpc.RetryInfo", "Cv8"}, // 0a ff: a length past the end
+                             {"google.rpc.RetryInfo", ""},
+                             {"google.rpc.ErrorInfo", std::string(error_info_base64)}}};
   auto bst = status_from_connect(broken);
   CHECK(bst.code == 14);
   CHECK_FALSE(bst.retry_info);
+  REQUIRE(bst.error_info);
+  CHECK(bst.error_info->domain == "cwsandbox.com");
 }

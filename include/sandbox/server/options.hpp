@@ -38,7 +38,8 @@ struct server_options {
   std::size_t retained_terminal = 1000;
   /// Idle time after which a keep-alive connection is closed.
   std::chrono::seconds keep_alive_timeout{5};
-  /// One line per request: method, path, status, duration. Never the token or a body.
+  /// One line per request: method, path, status, duration. Never the token or a body. Called
+  /// from the connection threads, concurrently (as `trace` is).
   std::function<void(std::string_view line)> log;
   /// Each exchange whole, for debugging and wire checks: method, path, request body, status,
   /// response body. Never the headers (so never the token). Called after the response is sent.

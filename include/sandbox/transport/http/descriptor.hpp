@@ -148,7 +148,8 @@ struct field_options {
   /// the field is absent or not set; an entry of a list of Any without it is dropped.
   bool required = false;
   /// 1-based index of the `oneof` the field belongs to (0: none). Members of a oneof are
-  /// `std::optional`s, and a decode fails when two of them are given.
+  /// `std::optional`s. A JSON decode fails when two of them are given; on the binary wire the
+  /// last one given wins, as protobuf has it.
   std::uint8_t oneof = 0;
 };
 inline constexpr field_options required{true, 0};

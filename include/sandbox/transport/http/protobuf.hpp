@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -60,7 +61,11 @@ struct instant {
       !expect('T') || !digits(2, h) || !expect(':') || !digits(2, mi) || !expect(':') ||
       !digits(2, se))
     return std::nullopt;
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60) return std::nullopt;
+  constexpr int month_days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  if (mo < 1 || mo > 12 || d < 1 || d > month_days[mo - 1] || (mo == 2 && d == 29 && !leap) ||
+      h > 23 || mi > 59 || se > 59)
+    return std::nullopt;
   std::int64_t nanos = 0;
   if (i < s.size() && s[i] == '.') {
     ++i;
@@ -182,8 +187,8 @@ void put_value(std::string& out, std::uint32_t number, const T& v) {
   } else if constexpr (K == kind::message) {
     put_nested(out, number, [&](std::string& in) { encode_message(in, v); });
   } else if constexpr (K == kind::timestamp) {
-    auto t = parse_timestamp(v).value_or(instant{});
-    put_instant(out, number, t.seconds, t.nanos);
+    // Text that is not RFC 3339 has no binary form: the field is left out, as if unset.
+    if (auto t = parse_timestamp(v)) put_instant(out, number, t->seconds, t->nanos);
   } else if constexpr (K == kind::duration) {
     const auto ms = v.count();
     put_instant(out, number, ms / 1000, static_cast<std::int32_t>(ms % 1000 * 1'000'000));
@@ -223,10 +228,10 @@ void encode_message(std::string& out, const M& m) {
       if (!wire::is_set(f, m)) return;
       const auto& v = m.*f.member;
       if constexpr (F::map) {
-        for (const auto& [key, value] : v)
+        for (const auto& entry : v) // not structured bindings: clang 14 cannot capture them
           put_nested(out, f.number, [&](std::string& in) {
-            put_bytes(in, 1, key);
-            put_value<f.type>(in, 2, value);
+            put_bytes(in, 1, entry.first);
+            put_value<f.type>(in, 2, entry.second);
           });
       } else if constexpr (F::repeated && f.packed()) {
         std::string packed;
@@ -252,7 +257,8 @@ struct reader {
   std::string_view in;
   std::size_t at = 0;
   decode_mode mode;
-  std::string path; ///< "spec.containers" while reading inside that field
+  std::string path; ///< "spec.containers[0].image" while reading that field
+  int depth = 0;    ///< nested messages around this one
 
   [[nodiscard]] bool done() const noexcept { return at >= in.size(); }
 
@@ -303,16 +309,21 @@ struct reader {
     }
   }
 
-  /// A reader of the nested message `bytes`, inside field `name`.
-  [[nodiscard]] reader nested(std::string_view bytes, std::string_view name) const {
-    return reader{bytes, 0, mode, path.empty() ? std::string(name) : path + "." + std::string(name)};
+  /// A reader of the nested message `bytes` of the field being read (same path).
+  [[nodiscard]] reader nested(std::string_view bytes) const {
+    return reader{bytes, 0, mode, path, depth + 1};
   }
 };
+
+/// Nesting deeper than this is refused (protobuf's own default limit), so that hostile input
+/// cannot exhaust the stack whatever the messages described.
+inline constexpr int max_depth = 100;
 
 template <wire::described_message M>
 [[nodiscard]] result<void> decode_message(reader& r, M& m);
 
-[[nodiscard]] inline result<instant> read_instant(reader r) {
+/// A Timestamp or Duration message, checked against the ranges protobuf defines for them.
+[[nodiscard]] inline result<instant> read_instant(reader r, bool duration) {
   instant t;
   while (!r.done()) {
     SANDBOX_TRY(tag, r.varint());
@@ -328,7 +339,14 @@ template <wire::described_message M>
       SANDBOX_TRYV(r.skip(wt));
     }
   }
-  if (t.nanos < -999'999'999 || t.nanos > 999'999'999) return fail(r.bad("nanos out of range"));
+  if (duration) {
+    // ±10 000 years, and seconds and nanos of one sign.
+    if (t.seconds < -315'576'000'000 || t.seconds > 315'576'000'000 || t.nanos < -999'999'999 ||
+        t.nanos > 999'999'999 || (t.seconds > 0 && t.nanos < 0) || (t.seconds < 0 && t.nanos > 0))
+      return fail(r.bad("duration out of range"));
+  } else if (t.nanos < 0 || t.nanos > 999'999'999) {
+    return fail(r.bad("timestamp nanos out of range"));
+  }
   return t;
 }
 
@@ -342,16 +360,17 @@ template <kind K, class T>
     if constexpr (K == kind::string || K == kind::bytes) {
       out.assign(bytes.data(), bytes.size());
     } else if constexpr (K == kind::message) {
-      reader inner = r.nested(bytes, "");
-      inner.path = r.path;
+      reader inner = r.nested(bytes);
       SANDBOX_TRYV(decode_message(inner, out));
     } else if constexpr (K == kind::timestamp) {
-      SANDBOX_TRY(t, read_instant(r.nested(bytes, "")));
+      SANDBOX_TRY(t, read_instant(r.nested(bytes), false));
       out = timestamp_text(t);
       if (out.empty()) return fail(r.bad("timestamp out of range"));
     } else {
-      SANDBOX_TRY(t, read_instant(r.nested(bytes, "")));
-      out = std::chrono::milliseconds(t.seconds * 1000 + t.nanos / 1'000'000);
+      SANDBOX_TRY(t, read_instant(r.nested(bytes), true)); // in range: no overflow below
+      // A partial millisecond counts as one, as the JSON decoder has it (a delay never shrinks).
+      out = std::chrono::milliseconds(t.seconds * 1000 + t.nanos / 1'000'000 +
+                                      (t.nanos % 1'000'000 > 0));
     }
     return success();
   } else {
@@ -406,17 +425,15 @@ template <class Message, class... Types>
     }
   }
   const std::string_view type_name = std::string_view(type_url).substr(type_url.rfind('/') + 1);
-  result<void> out = success();
   std::apply(
       [&](auto... member) {
         (
             [&] {
               auto& slot = m.*member;
               using T = typename std::remove_cvref_t<decltype(slot)>::value_type;
-              if (slot || type_name != wire::descriptor<T>.full_name || !out) return;
+              if (slot || type_name != wire::descriptor<T>.full_name) return;
               T x{};
-              reader inner = r.nested(value, "");
-              inner.path = r.path;
+              reader inner = r.nested(value);
               // An entry that does not decode, or lacks a required field, says nothing: dropped.
               inner.mode = decode_mode::strict;
               if (decode_message(inner, x)) slot = std::move(x);
@@ -424,7 +441,7 @@ template <class Message, class... Types>
             ...);
       },
       f.members);
-  return out;
+  return success();
 }
 
 /// Clears the other members of field `I`'s oneof: on the binary wire the last one given wins.
@@ -446,17 +463,17 @@ template <wire::described_message M, std::size_t I>
   if constexpr (wire::is_any_field<F>) {
     if (wt != 2) return fail(r.bad("expected a length-delimited value"));
     SANDBOX_TRY(bytes, r.length_delimited());
-    return read_any(r.nested(bytes, f.json_name()), f, m);
+    return read_any(r.nested(bytes), f, m);
   } else {
     auto& v = m.*f.member;
     if constexpr (F::map) {
       if (wt != 2) return fail(r.bad("expected a map entry"));
       SANDBOX_TRY(bytes, r.length_delimited());
-      return read_entry<f.type>(r.nested(bytes, f.json_name()), v);
+      return read_entry<f.type>(r.nested(bytes), v);
     } else if constexpr (F::repeated) {
       if (f.packed() && wt == 2) { // packed numbers; an unpacked element is accepted too
         SANDBOX_TRY(bytes, r.length_delimited());
-        reader p = r.nested(bytes, f.json_name());
+        reader p = r.nested(bytes);
         while (!p.done()) {
           typename F::value_type e{};
           SANDBOX_TRYV(read_value<f.type>(p, 0, e));
@@ -465,7 +482,11 @@ template <wire::described_message M, std::size_t I>
         return success();
       }
       typename F::value_type e{};
-      SANDBOX_TRYV(read_value<f.type>(r, wt, e));
+      const std::size_t mark = r.path.size();
+      r.path += "[" + std::to_string(v.size()) + "]";
+      auto read = read_value<f.type>(r, wt, e);
+      r.path.resize(mark);
+      SANDBOX_TRYV(std::move(read));
       v.push_back(std::move(e));
       return success();
     } else if constexpr (F::explicit_presence) {
@@ -481,10 +502,12 @@ template <wire::described_message M, std::size_t I>
 
 /// Reads field number `number` of `m` (from field index `I` on), or skips it when not described.
 template <wire::described_message M, std::size_t I = 0>
-[[nodiscard]] result<void> dispatch(reader& r, std::uint64_t number, int wt, M& m) {
+[[nodiscard]] result<void> dispatch(reader& r, std::uint64_t number, int wt, M& m,
+                                    std::uint64_t& given) {
   if constexpr (I < wire::field_count<M>) {
     constexpr auto& f = wire::field_at<M, I>;
-    if (number != f.number) return dispatch<M, I + 1>(r, number, wt, m);
+    if (number != f.number) return dispatch<M, I + 1>(r, number, wt, m, given);
+    given |= std::uint64_t{1} << I;
     const std::size_t mark = r.path.size();
     r.path += r.path.empty() ? "" : ".";
     r.path += f.json_name();
@@ -498,18 +521,23 @@ template <wire::described_message M, std::size_t I = 0>
 
 template <wire::described_message M>
 [[nodiscard]] result<void> decode_message(reader& r, M& m) {
+  if (r.depth > max_depth) return fail(r.bad("nested too deeply"));
+  std::uint64_t given = 0; // a bit per field index: the field was on the wire
   while (!r.done()) {
     SANDBOX_TRY(tag, r.varint());
     const std::uint64_t number = tag >> 3;
     if (number == 0 || number >= (1u << 29)) return fail(r.bad("invalid field number"));
-    SANDBOX_TRYV(dispatch(r, number, static_cast<int>(tag & 7), m));
+    SANDBOX_TRYV(dispatch(r, number, static_cast<int>(tag & 7), m, given));
   }
   if (r.mode != decode_mode::strict) return success();
+  // Required: given, and not the default (a Duration counts as soon as it is given).
   std::string_view missing;
   wire::for_each_field<M>([&]<std::size_t I>() {
     constexpr auto& f = wire::field_at<M, I>;
     if constexpr (!wire::is_any_field<std::remove_cvref_t<decltype(f)>>)
-      if (f.options.required && missing.empty() && !wire::is_set(f, m)) missing = f.json_name();
+      if (f.options.required && missing.empty() &&
+          (!(given & (std::uint64_t{1} << I)) || !wire::is_set(f, m)))
+        missing = f.json_name();
   });
   if (!missing.empty()) {
     std::string p = r.path.empty() ? std::string(missing) : r.path + "." + std::string(missing);
@@ -536,7 +564,7 @@ template <wire::described_message M>
 template <wire::described_message M>
 [[nodiscard]] result<M> from_protobuf(std::string_view bytes, decode_mode mode) {
   M out{};
-  detail::pb::reader r{bytes, 0, mode, {}};
+  detail::pb::reader r{bytes, 0, mode, {}, 0};
   SANDBOX_TRYV(detail::pb::decode_message(r, out));
   return out;
 }

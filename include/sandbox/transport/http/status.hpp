@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sandbox/errors.hpp>
+#include <sandbox/transport/http/base64.hpp>
 #include <sandbox/transport/http/protobuf.hpp>
 #include <sandbox/transport/http/wire.hpp>
 
@@ -258,20 +259,26 @@ constexpr status_entry status_for(errc e) noexcept {
 }
 
 /// A Connect error body as the `google.rpc.Status` it stands for: the code by name, and the
-/// ErrorInfo / RetryInfo details decoded from their protobuf bytes (other details are skipped,
-/// as in a Status).
+/// details a Status keeps (ErrorInfo, RetryInfo, our ExecResponse) decoded from their base64
+/// protobuf bytes. Other details, and details that do not decode (or a RetryInfo without its
+/// delay), are skipped, as in a Status.
 [[nodiscard]] inline wire::Status status_from_connect(const wire::ConnectError& c) {
   wire::Status s;
   s.code = static_cast<std::int32_t>(grpc_code_from_connect(c.code));
   s.message = c.message;
   for (const auto& d : c.details) {
     std::string_view type = std::string_view(d.type).substr(d.type.rfind('/') + 1);
+    auto bytes = base64_decode(d.value);
+    if (!bytes) continue;
     if (type == wire::descriptor<wire::ErrorInfo>.full_name && !s.error_info) {
-      if (auto ei = from_protobuf<wire::ErrorInfo>(d.value, decode_mode::lenient))
+      if (auto ei = from_protobuf<wire::ErrorInfo>(bytes.assume_value(), decode_mode::strict))
         s.error_info = std::move(ei).assume_value();
     } else if (type == wire::descriptor<wire::RetryInfo>.full_name && !s.retry_info) {
-      if (auto ri = from_protobuf<wire::RetryInfo>(d.value, decode_mode::lenient))
+      if (auto ri = from_protobuf<wire::RetryInfo>(bytes.assume_value(), decode_mode::strict))
         s.retry_info = std::move(ri).assume_value();
+    } else if (type == wire::descriptor<wire::ExecResponse>.full_name && !s.exec_response) {
+      if (auto er = from_protobuf<wire::ExecResponse>(bytes.assume_value(), decode_mode::strict))
+        s.exec_response = std::move(er).assume_value();
     }
   }
   return s;

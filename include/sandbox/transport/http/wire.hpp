@@ -199,7 +199,7 @@ inline constexpr auto descriptor<DeleteSandboxResponse> =
     message("coreweave.sandbox.v1.DeleteSandboxResponse",
             field(1, "sandbox", kind::message, &DeleteSandboxResponse::sandbox));
 
-/// `ExecRequest` body (the sandbox id travels in the path).
+/// `ExecRequest`. Over REST the sandbox id travels in the path (the body may repeat it).
 struct ExecRequest {
   std::string sandbox_id;           ///< also in the request path; a server checks they agree
   std::vector<std::string> command; ///< non-empty in a strict decode
@@ -239,7 +239,7 @@ inline constexpr auto descriptor<ExecResponse> =
             field(6, "stdout_bytes_produced", kind::int64, &ExecResponse::stdout_bytes_produced),
             field(7, "stderr_bytes_produced", kind::int64, &ExecResponse::stderr_bytes_produced));
 
-/// `WriteFileRequest` body (the sandbox id travels in the path).
+/// `WriteFileRequest`. Over REST the sandbox id travels in the path (the body may repeat it).
 struct WriteFileRequest {
   std::string sandbox_id; ///< also in the request path; a server checks they agree
   std::string path;       ///< required in a strict decode
@@ -310,8 +310,9 @@ inline constexpr auto descriptor<Status> =
             any_field(3, "details",
                       &Status::error_info, &Status::retry_info, &Status::exec_response));
 
-/// One detail of a Connect error: its type's full name and the message's protobuf bytes (base64,
-/// usually unpadded, in JSON). Connect's `debug` member is not kept.
+/// One detail of a Connect error: its type's full name and the message's protobuf bytes as
+/// base64 text (usually unpadded), decoded when the detail is used, so that one bad detail does
+/// not spoil the body. Connect's `debug` member is not kept.
 struct ConnectErrorDetail {
   std::string type;
   std::string value;
@@ -320,7 +321,7 @@ struct ConnectErrorDetail {
 template <>
 inline constexpr auto descriptor<ConnectErrorDetail> =
     message("connect.ErrorDetail", field(1, "type", kind::string, &ConnectErrorDetail::type),
-            field(2, "value", kind::bytes, &ConnectErrorDetail::value));
+            field(2, "value", kind::string, &ConnectErrorDetail::value));
 
 /// The error body of the Connect protocol (connectrpc.com/docs/protocol), which the hosted service
 /// may send instead of a `google.rpc.Status`: `code` is a name (`"not_found"`), not a number.
