@@ -123,12 +123,19 @@ public:
 
   [[nodiscard]] const std::string& id() const noexcept { return info_.id; }
 
-  /// Exit code of the main process once the sandbox is known to have completed; empty before.
+  /// Exit code of the main process once the sandbox is known to have ended (128 + the signal
+  /// number when a signal ended it; a sandbox stopped while its main process runs reports the
+  /// stopping signal's, 143 or 137, when it is known); empty before and when the main process
+  /// never started.
   [[nodiscard]] std::optional<int> returncode() const noexcept { return info_.returncode; }
 
   /// True once the main process is known to have been killed for exceeding the sandbox's
   /// memory limit (`Resources::memory_bytes`); its returncode is then 137.
   [[nodiscard]] bool oom_killed() const noexcept { return info_.oom_killed; }
+
+  /// Why the sandbox is in its state, when the transport says: for FAILED, what could not start
+  /// or what killed it. Empty otherwise.
+  [[nodiscard]] const std::string& status_reason() const noexcept { return info_.status_reason; }
 
   /// The current state, asked of the transport.
   [[nodiscard]] ret<State> state() { return Errors::finish(try_state()); }
@@ -151,12 +158,14 @@ public:
     return wait_for(State::RUNNING, timeout, true);
   }
 
-  /// Waits until COMPLETED, FAILED or TERMINATED; `returncode()` then holds the main exit code.
-  /// **Errors:** failed (FAILED: start failure or non-zero exit), terminated (when
-  /// `raise_on_termination`), timeout (still running).
+  /// Waits until COMPLETED, FAILED or TERMINATED. The main process exiting, with any code or by
+  /// a signal from inside, is COMPLETED and returns normally: read `returncode()`.
+  /// **Errors:** failed (FAILED: the main command could not start, or the system killed the
+  /// sandbox, e.g. for its memory limit (`oom_killed()`); the message says which), terminated
+  /// (stopped, when `raise_on_termination`), timeout (still running).
   ///
   ///     job.wait_until_complete(3600s);
-  ///     int code = *job.returncode();
+  ///     if (*job.returncode() != 0) …  // the job ran and failed: not an error of the sandbox
   ret<void> wait_until_complete(std::chrono::milliseconds timeout = std::chrono::hours(24 * 365),
                                 bool raise_on_termination = true) {
     return Errors::finish(try_wait_until_complete(timeout, raise_on_termination));
@@ -249,6 +258,7 @@ private:
     info_.state = i.state;
     if (i.returncode) info_.returncode = i.returncode;
     if (i.oom_killed) info_.oom_killed = true;
+    if (!i.status_reason.empty()) info_.status_reason = i.status_reason;
   }
 
   [[nodiscard]] result<typename Transport::process_type>
@@ -263,13 +273,12 @@ private:
     SANDBOX_TRY(i, transport_->wait(info_.id, target, timeout));
     update(i);
     switch (i.state) {
-    case State::FAILED:
-      return fail(errc::failed, "sandbox " + info_.id + " failed" +
-                                    (i.returncode ? " (main process exited with code " +
-                                                        std::to_string(*i.returncode) + ")"
-                                                  : std::string()) +
-                                    (i.oom_killed ? ": killed for exceeding its memory limit"
-                                                  : ""));
+    case State::FAILED: {
+      std::string why = info_.status_reason;
+      if (why.empty() && info_.oom_killed) why = "killed for exceeding its memory limit";
+      return fail(errc::failed,
+                  "sandbox " + info_.id + " failed" + (why.empty() ? "" : ": ") + why);
+    }
     case State::TERMINATED:
       if (!raise_on_termination && is_terminal(target)) return success();
       return fail(errc::terminated, "sandbox " + info_.id + " was terminated");

@@ -53,7 +53,9 @@ concept stdin_process = process_handle<P> && requires(P& p, std::string_view dat
 /// Semantics: every operation names a sandbox by id and reports failure only through its result
 /// (never throws). `create` returns once the sandbox exists (its `request_id` makes a retried
 /// create idempotent). `wait(id, target, timeout)` returns once the state is `target` or later
-/// (any terminal state ends the wait) and fails with `errc::timeout` otherwise. `stop` is
+/// (any terminal state ends the wait) and fails with `errc::timeout` otherwise; the terminal
+/// states mean what `State` says (a main process that exits on its own, with any code, is
+/// COMPLETED, and FAILED carries a `status_reason` when the transport knows it). `stop` is
 /// idempotent and returns at a terminal state; with `missing_ok` an unknown id is a success.
 /// `exec` returns as soon as the command is started (it is never retried). `release` tells the
 /// transport the caller holds no more references to the id. `shared()` is the instance

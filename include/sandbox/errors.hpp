@@ -22,7 +22,7 @@ enum class errc {
   not_running,          ///< the sandbox is stopped or was never started
   timeout,              ///< a wait or a request ran past its deadline
   command_timeout,      ///< ExecOptions::timeout expired and the command was killed
-  failed,               ///< the sandbox reached FAILED (start failure, main command failed)
+  failed,               ///< the sandbox reached FAILED (main command could not start, OOM kill)
   terminated,           ///< the sandbox reached TERMINATED (stopped)
   execution,            ///< under check: the command exited non-zero
   unavailable,          ///< the service or host cannot run sandboxes right now (transient)

@@ -13,7 +13,11 @@
 namespace sandbox {
 
 /// Lifecycle of a sandbox: PENDING → CREATING → RUNNING → COMPLETED | FAILED | TERMINATED.
-/// PAUSED and TERMINATING are reported by remote services; the local transport never pauses.
+/// COMPLETED: the main process ended on its own, whatever its exit code (see `returncode`).
+/// FAILED: the main process could not start, or the system killed the sandbox (its memory limit,
+/// a kill from outside); `SandboxInfo::status_reason` says which. TERMINATED: stopped (by a
+/// caller, or at the end of its lifetime). PAUSED and TERMINATING are reported by remote
+/// services; the local transport never pauses.
 enum class State : std::uint8_t {
   UNSPECIFIED,
   PENDING,
@@ -67,11 +71,15 @@ struct ExecResult {
 struct SandboxInfo {
   std::string id;
   State state = State::UNSPECIFIED;
-  /// Exit code of the main process, once known.
+  /// Exit code of the main process once it has ended (128 + the signal number when a signal
+  /// ended it); empty while it runs and when it never started.
   std::optional<int> returncode;
   std::vector<std::string> tags;
   /// The main process was killed by the OOM killer because the sandbox reached its memory limit.
   bool oom_killed = false;
+  /// Why the sandbox is in its state, when the transport says: for FAILED, what could not start
+  /// or what killed it.
+  std::string status_reason;
 };
 
 /// Which sandboxes `list` returns.

@@ -83,7 +83,8 @@ public:
     if (o.api_key.empty() && o.wandb_api_key.empty()) o.api_key = "test-key-123";
     o.poll_initial = 10ms;
     o.poll_max = 50ms;
-    o.exit_code_grace_interval = 30ms;
+    if (o.exit_code_grace_interval == sandbox::http_options{}.exit_code_grace_interval)
+      o.exit_code_grace_interval = 30ms; // a test that needs the grace sets its own
     return transport_t::make(o).value();
   }
 
@@ -524,6 +525,108 @@ TEST_CASE("a COMPLETED status whose exit code arrives one poll late", "[http][fa
   REQUIRE(z);
   CHECK(z.value().returncode == 0);
   CHECK(zero.requests().size() == 1);
+}
+
+TEST_CASE("a COMPLETED status with a non-zero exit code completes the sandbox",
+          "[http][faults][lifecycle]") {
+  scripted_service svc;
+  svc.on([](const httplib::Request& q, auto& r, int) {
+    if (q.method == "POST") return json(r, 200, sandbox_json("STATE_CREATING"));
+    json(r, 200, sandbox_json("STATE_COMPLETED", R"(,"exitCode":7)"));
+  });
+  auto made = box_t::run({.command = {"sh", "-c", "exit 7"}}, svc.client());
+  REQUIRE(made);
+  auto& job = made.value();
+  CHECK(job.wait_until_complete(10s));
+  CHECK(job.returncode() == 7);
+  CHECK(job.state().value() == State::COMPLETED);
+}
+
+TEST_CASE("a FAILED status says why, and an OOM kill is recognised", "[http][faults][lifecycle]") {
+  scripted_service svc;
+  svc.on([](const httplib::Request& q, auto& r, int) {
+    if (q.method == "POST") return json(r, 200, sandbox_json("STATE_CREATING"));
+    json(r, 200,
+         sandbox_json("STATE_FAILED", R"(,"stateReason":"the main command was not found: 'x'")"));
+  });
+  auto made = box_t::run({.command = {"x"}}, svc.client());
+  REQUIRE(made);
+  auto r = made.value().wait_until_complete(10s);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::failed));
+  CHECK(r.error().message == "sandbox sbx-1 failed: the main command was not found: 'x'");
+  CHECK_FALSE(made.value().oom_killed());
+  CHECK_FALSE(made.value().returncode());
+
+  scripted_service oom;
+  oom.on([](auto&, auto& res, int) {
+    json(res, 200,
+         sandbox_json("STATE_FAILED", R"(,"exitCode":137,"stateReason":"OOMKilled: over 1Gi")"));
+  });
+  auto i = oom.client()->wait("sbx-1", State::COMPLETED, 10s);
+  REQUIRE(i);
+  CHECK(i.value().state == State::FAILED);
+  CHECK(i.value().oom_killed);
+  CHECK(i.value().returncode == 137);
+  CHECK(i.value().status_reason == "OOMKilled: over 1Gi");
+  CHECK(oom.requests().size() == 1); // FAILED is no completion awaiting its code
+
+  // The reason alone does not make a completed sandbox an OOM kill.
+  scripted_service done;
+  done.on([](auto&, auto& res, int) {
+    json(res, 200,
+         sandbox_json("STATE_COMPLETED", R"(,"exitCode":137,"stateReason":"OOMKilled")"));
+  });
+  auto d = done.client()->wait("sbx-1", State::COMPLETED, 10s);
+  REQUIRE(d);
+  CHECK_FALSE(d.value().oom_killed);
+}
+
+TEST_CASE("no exit code is waited for after this client's stop, nor from an old service",
+          "[http][faults][lifecycle]") {
+  // Stopped by this client: the service stamps no exit code, so none is waited for.
+  scripted_service svc;
+  svc.on([](const httplib::Request& q, auto& r, int) {
+    if (q.method == "DELETE")
+      return json(r, 200, R"({"sandbox":)" + sandbox_json("STATE_TERMINATING") + "}");
+    json(r, 200, sandbox_json("STATE_COMPLETED"));
+  });
+  auto t = svc.client();
+  REQUIRE(t->stop("sbx-1", 0s, false));
+  CHECK(svc.requests().size() == 2); // DELETE, one GET
+  auto w = t->wait("sbx-1", State::COMPLETED, 10s);
+  REQUIRE(w);
+  CHECK_FALSE(w.value().returncode);
+  CHECK(svc.requests().size() == 3);
+
+  // A stop that comes while the grace polls wait ends them.
+  scripted_service racing;
+  racing.on([](const httplib::Request& q, auto& r, int) {
+    if (q.method == "DELETE")
+      return json(r, 200, R"({"sandbox":)" + sandbox_json("STATE_TERMINATING") + "}");
+    json(r, 200, sandbox_json("STATE_COMPLETED"));
+  });
+  sandbox::http_options slow_grace;
+  // Long enough for the stop below to land within the first grace interval on a loaded host.
+  slow_grace.exit_code_grace_interval = 5s;
+  auto v = racing.client(slow_grace);
+  bool waited = false;
+  std::thread waiter([&] { waited = bool(v->wait("sbx-1", State::COMPLETED, 60s)); });
+  for (int i = 0; i < 6000 && racing.requests().empty(); ++i)
+    std::this_thread::sleep_for(10ms);
+  bool stopped = bool(v->stop("sbx-1", 0s, false));
+  waiter.join();
+  CHECK(waited);
+  CHECK(stopped);
+  CHECK(racing.requests().size() == 3); // GET, DELETE, GET: no grace poll after the stop
+
+  // UNSPECIFIED comes only from a service that predates exit codes: latched at once.
+  scripted_service old;
+  old.on([](auto&, auto& res, int) { json(res, 200, sandbox_json("STATE_UNSPECIFIED")); });
+  auto o = old.client()->wait("sbx-1", State::COMPLETED, 10s);
+  REQUIRE(o);
+  CHECK(o.value().state == State::COMPLETED);
+  CHECK(old.requests().size() == 1);
 }
 
 TEST_CASE("wait survives transient errors and ends at its deadline", "[http][faults]") {

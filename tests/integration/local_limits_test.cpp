@@ -171,6 +171,8 @@ TEST_CASE("an OOM-killed main process is reported", "[local][limits][cgroups]") 
   REQUIRE_FALSE(done);
   CHECK(done.error().code == errc::failed);
   CHECK_THAT(done.error().message, Catch::Contains("memory limit"));
+  // The system killed it, not the command itself: FAILED, unlike a main that exits 137.
+  CHECK(job.state().value() == sandbox::State::FAILED);
   CHECK(job.returncode() == 137);
   CHECK(job.oom_killed());
 

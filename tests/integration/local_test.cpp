@@ -334,7 +334,7 @@ TEST_CASE("stdin writes never raise SIGPIPE in the caller", "[local][process]") 
 
 TEST_CASE("waits on an ended sandbox return at once, and stop keeps how it ended",
           "[local][lifecycle]") {
-  auto job = local_env::box::run(sandbox::SandboxOptions{.command = {"sh", "-c", "exit 3"}},
+  auto job = local_env::box::run(sandbox::SandboxOptions{.command = {"/no/such/program"}},
                                  local_env::transport());
   REQUIRE(job);
   CHECK(eventually([&] { return job.value().state().value() == sandbox::State::FAILED; }));
@@ -342,14 +342,52 @@ TEST_CASE("waits on an ended sandbox return at once, and stop keeps how it ended
   auto start = std::chrono::steady_clock::now();
   CHECK(job.value().wait_until_complete(std::chrono::hours(1)).error().is(errc::failed));
   CHECK(scenarios::since(start) < 10min);
-  // stop() of a sandbox that ended on its own keeps FAILED (not TERMINATED).
+  CHECK(job.value().stop());
+  CHECK(job.value().state().value() == sandbox::State::FAILED);
+  // stop() of a sandbox that ended on its own keeps COMPLETED (not TERMINATED).
   auto ended = local_env::box::run(sandbox::SandboxOptions{.command = {"sh", "-c", "exit 4"}},
                                    local_env::transport());
   REQUIRE(ended);
-  std::this_thread::sleep_for(300ms);
+  CHECK(eventually([&] { return ended.value().state().value() == sandbox::State::COMPLETED; }));
   CHECK(ended.value().stop());
-  CHECK(ended.value().state().value() == sandbox::State::FAILED);
+  CHECK(ended.value().state().value() == sandbox::State::COMPLETED);
   CHECK(ended.value().returncode() == 4);
+  CHECK(ended.value().wait_until_complete(1h));
+}
+
+TEST_CASE("a sandbox whose init is killed from outside fails, saying so", "[local][lifecycle]") {
+  // The main command carries a marker in its environment: its parent on the host is the
+  // sandbox's init.
+  std::string marker = "SANDBOX_TEST_MARK=" + sandbox::detail::random_id("", 12);
+  auto job = local_env::box::run(
+      sandbox::SandboxOptions{.command = {"sleep", "infinity"},
+                              .env = {{"SANDBOX_TEST_MARK", marker.substr(marker.find('=') + 1)}}},
+      local_env::transport());
+  REQUIRE(job);
+  pid_t init = 0;
+  REQUIRE(eventually([&] {
+    DIR* d = opendir("/proc");
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      std::string dir = std::string("/proc/") + e->d_name;
+      if (slurp(dir + "/environ").find(marker) == std::string::npos) continue;
+      std::string stat = slurp(dir + "/stat");
+      auto close = stat.rfind(')');
+      if (close == std::string::npos) continue;
+      std::istringstream rest(stat.substr(close + 2));
+      std::string state;
+      rest >> state >> init;
+    }
+    closedir(d);
+    return init > 0;
+  }));
+  REQUIRE(slurp("/proc/" + std::to_string(init) + "/comm") == "sandbox-init\n");
+  REQUIRE(kill(init, SIGKILL) == 0);
+  auto r = job.value().wait_until_complete(60s);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::failed));
+  CHECK_THAT(r.error().message, Catch::Contains("killed from outside"));
+  CHECK(job.value().state().value() == sandbox::State::FAILED);
 }
 
 TEST_CASE("a timed wait returns while the command keeps writing", "[local][process]") {

@@ -295,6 +295,33 @@ TEST_CASE("sandboxd serves the HTTP transport and logs each request without the 
   CHECK(log.find(d.token) == std::string::npos);
 }
 
+TEST_CASE("sandboxd reports how a main command ended: exitCode with COMPLETED, 0 included",
+          "[sandboxd][lifecycle]") {
+  running_daemon d;
+  std::string auth = "Bearer " + d.token;
+  // The GetSandbox body once the sandbox is terminal.
+  auto final_body = [&](std::vector<std::string> command) {
+    auto box = sandbox::NoexceptRemoteSandbox::run({.command = std::move(command)}, d.client());
+    REQUIRE(box);
+    auto w = box.value().wait_until_complete(60s);
+    CHECK((w || w.error().is(errc::failed))); // terminal either way; the body tells the rest
+    auto r = d.raw("GET", "/v1/sandboxes/" + box.value().id(), auth);
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    return r->body;
+  };
+  std::string zero = final_body({"sh", "-c", "exit 0"});
+  CHECK_THAT(zero, Catch::Contains(R"("state":"STATE_COMPLETED")"));
+  CHECK_THAT(zero, Catch::Contains(R"("exitCode":0)")); // present: 0 is not "unknown"
+  std::string seven = final_body({"sh", "-c", "exit 7"});
+  CHECK_THAT(seven, Catch::Contains(R"("state":"STATE_COMPLETED")"));
+  CHECK_THAT(seven, Catch::Contains(R"("exitCode":7)"));
+  std::string missing = final_body({"/no/such/program"});
+  CHECK_THAT(missing, Catch::Contains(R"("state":"STATE_FAILED")"));
+  CHECK_THAT(missing, Catch::Contains(R"("stateReason":"the main command was not found: )"));
+  CHECK_THAT(missing, !Catch::Contains("exitCode"));
+}
+
 TEST_CASE("SIGTERM stops every sandbox sandboxd created, then it exits", "[sandboxd]") {
   running_daemon d;
   std::string marker = "SANDBOXD_TEST_MARK=" + sandbox::detail::random_id("", 16);

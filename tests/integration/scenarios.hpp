@@ -42,26 +42,75 @@ TEMPLATE_TEST_CASE("a main command runs to completion and reports its exit code"
   CHECK(job.value().wait_until_complete(30s));
   CHECK(job.value().returncode() == 0);
   CHECK(job.value().state().value() == State::COMPLETED);
+}
 
-  auto failing = TestType::box::run(sandbox::SandboxOptions{.command = {"sh", "-c", "exit 3"}},
+TEMPLATE_TEST_CASE("a main command that exits non-zero or by a signal completes the sandbox",
+                   "[scenario][lifecycle]", SANDBOX_SCENARIO_ENVS) {
+  using namespace scenarios;
+  // The job ran and ended on its own: its exit code is the caller's to judge, not an error.
+  auto failing = TestType::box::run(sandbox::SandboxOptions{.command = {"sh", "-c", "exit 7"}},
                                     TestType::transport());
   REQUIRE(failing);
   auto r = failing.value().wait_until_complete(30s);
-  REQUIRE_FALSE(r);
-  CHECK(r.error().is(errc::failed));
-  CHECK(failing.value().returncode() == 3);
-  CHECK(failing.value().state().value() == State::FAILED);
+  INFO((r ? std::string() : r.error().message));
+  CHECK(r);
+  CHECK(failing.value().returncode() == 7);
+  CHECK(failing.value().state().value() == State::COMPLETED);
+  CHECK(failing.value().status_reason().empty());
+  CHECK(failing.value().wait(30s)); // COMPLETED is no failure to start either
+
+  // A signal from inside (not the memory limit): 128 + the signal number.
+  auto killed = TestType::box::run(
+      sandbox::SandboxOptions{.command = {"sh", "-c", "kill -KILL $$"}}, TestType::transport());
+  REQUIRE(killed);
+  CHECK(killed.value().wait_until_complete(30s));
+  CHECK(killed.value().returncode() == 137);
+  CHECK(killed.value().state().value() == State::COMPLETED);
+  CHECK_FALSE(killed.value().oom_killed());
 }
 
 TEMPLATE_TEST_CASE("a main command that cannot start fails the sandbox", "[scenario][lifecycle]",
                    SANDBOX_SCENARIO_ENVS) {
+  using namespace scenarios;
   auto job = TestType::box::run(
       sandbox::SandboxOptions{.command = {"/definitely/not/a/program"}}, TestType::transport());
   REQUIRE(job);
-  auto r = job.value().wait_until_complete(std::chrono::seconds(30));
+  auto r = job.value().wait_until_complete(30s);
   REQUIRE_FALSE(r);
-  CHECK(r.error().is(sandbox::errc::failed));
-  CHECK(job.value().returncode() == 127);
+  CHECK(r.error().is(errc::failed));
+  CHECK_THAT(r.error().message, Catch::Contains("not found") &&
+                                    Catch::Contains("/definitely/not/a/program"));
+  CHECK(job.value().state().value() == State::FAILED);
+  CHECK_FALSE(job.value().returncode()); // it never ran: there is no exit code
+  CHECK_FALSE(job.value().oom_killed());
+  CHECK_THAT(job.value().status_reason(), Catch::Contains("not found"));
+  // wait() until RUNNING reports the failure to start too.
+  CHECK(job.value().wait(30s).error().is(errc::failed));
+
+  // A file that exists but cannot be executed.
+  auto data = TestType::box::run(sandbox::SandboxOptions{.command = {"/etc/passwd"}},
+                                 TestType::transport());
+  REQUIRE(data);
+  auto d = data.value().wait_until_complete(30s);
+  REQUIRE_FALSE(d);
+  CHECK(d.error().is(errc::failed));
+  CHECK_THAT(d.error().message, Catch::Contains("cannot be executed") &&
+                                    Catch::Contains("/etc/passwd"));
+}
+
+TEMPLATE_TEST_CASE("a sandbox stopped while its main command runs is terminated",
+                   "[scenario][lifecycle]", SANDBOX_SCENARIO_ENVS) {
+  using namespace scenarios;
+  auto job = TestType::box::run(sandbox::SandboxOptions{.command = {"sleep", "infinity"}},
+                                TestType::transport());
+  REQUIRE(job);
+  CHECK(job.value().stop(10s));
+  CHECK(job.value().state().value() == State::TERMINATED);
+  CHECK(job.value().returncode() == 143); // sleep dies of the stop's SIGTERM
+  auto r = job.value().wait_until_complete(30s);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::terminated));
+  CHECK(job.value().wait_until_complete(30s, false));
 }
 
 TEMPLATE_TEST_CASE("a keep-alive sandbox runs several commands", "[scenario][exec]",

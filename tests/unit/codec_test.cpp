@@ -492,6 +492,33 @@ TEST_CASE("exitCode has explicit presence", "[codec][presence]") {
   CHECK_FALSE(decode_ok<wire::NetworkOptions>(R"({})").deny_ingress.has_value());
 }
 
+TEST_CASE("how a main process ended survives the trip through the wire", "[codec][lifecycle]") {
+  auto trip = [](const SandboxInfo& i) {
+    wire::Sandbox sb;
+    sb.sandbox_id = i.id;
+    sb.status = status_of(i);
+    return info_of(decode_ok<wire::Sandbox>(to_json(sb)));
+  };
+  auto zero = trip({"a", State::COMPLETED, 0});
+  CHECK(zero.state == State::COMPLETED);
+  CHECK(zero.returncode == 0);
+  CHECK(trip({"a", State::COMPLETED, 7}).returncode == 7);
+  CHECK_FALSE(trip({"a", State::RUNNING}).returncode);
+
+  auto missing = trip({"a", State::FAILED, {}, {}, false, "the main command was not found: 'x'"});
+  CHECK(missing.state == State::FAILED);
+  CHECK_FALSE(missing.returncode);
+  CHECK(missing.status_reason == "the main command was not found: 'x'");
+  CHECK_FALSE(missing.oom_killed);
+
+  auto oom = trip({"a", State::FAILED, 137, {}, true, "killed for its memory limit"});
+  CHECK(oom.oom_killed);
+  CHECK(oom.returncode == 137);
+  CHECK(oom.status_reason == "OOMKilled: killed for its memory limit");
+  CHECK(trip(oom).status_reason == oom.status_reason); // relayed, not prefixed twice
+  CHECK(trip({"a", State::FAILED, 137, {}, true}).status_reason == "OOMKilled");
+}
+
 TEST_CASE("missing and null fields decode to defaults", "[codec][defaults]") {
   CHECK(decode_ok<wire::ExecResponse>("{}") == wire::ExecResponse{});
   CHECK(decode_ok<wire::Sandbox>("{}") == wire::Sandbox{});

@@ -54,12 +54,27 @@ TEST_CASE("check turns a non-zero exit into an execution error carrying the resu
 TEST_CASE("wait maps FAILED and TERMINATED to their errors", "[sandbox][state]") {
   auto t = std::make_shared<Scripted>();
   auto box = Box::run({}, t).value();
-  t->wait_results.push_back(sandbox::SandboxInfo{"sbx-test", State::FAILED, 2, {}});
+  // The error says why the sandbox failed, as the transport reported it.
+  t->wait_results.push_back(sandbox::SandboxInfo{
+      "sbx-test", State::FAILED, {}, {}, false, "the main command was not found: 'x'"});
   auto r = box.wait_until_complete(1s);
   REQUIRE_FALSE(r);
   CHECK(r.error().is(errc::failed));
-  CHECK(r.error().message == "sandbox sbx-test failed (main process exited with code 2)");
-  CHECK(box.returncode() == 2);
+  CHECK(r.error().message == "sandbox sbx-test failed: the main command was not found: 'x'");
+  CHECK(box.status_reason() == "the main command was not found: 'x'");
+  CHECK_FALSE(box.returncode());
+  // Without a reason, an OOM kill still names the memory limit.
+  auto oom = Box::run({}, t).value();
+  t->wait_results.push_back(sandbox::SandboxInfo{"sbx-test", State::FAILED, 137, {}, true});
+  CHECK(oom.wait_until_complete(1s).error().message ==
+        "sandbox sbx-test failed: killed for exceeding its memory limit");
+  CHECK(oom.oom_killed());
+  CHECK(oom.returncode() == 137);
+  // A main process that exited non-zero completed: no error, the code is the caller's to read.
+  auto done = Box::run({}, t).value();
+  t->wait_results.push_back(sandbox::SandboxInfo{"sbx-test", State::COMPLETED, 2, {}});
+  CHECK(done.wait_until_complete(1s));
+  CHECK(done.returncode() == 2);
 
   t->wait_results.push_back(sandbox::SandboxInfo{"sbx-test", State::TERMINATED, {}, {}});
   CHECK(box.wait_until_complete(1s).error().is(errc::terminated));

@@ -61,8 +61,9 @@ struct http_options {
   std::chrono::milliseconds poll_initial{200};
   unsigned poll_factor_percent = 150;
   std::chrono::milliseconds poll_max{2'000};
-  /// A COMPLETED status without an exit code is asked again this many times, this far apart
-  /// (the service reports exit codes in batches).
+  /// A COMPLETED status without an exit code is asked again this many times, this far apart,
+  /// before it is kept without one (the service reports exit codes in batches); not after this
+  /// client's own stop.
   unsigned exit_code_grace_polls = 2;
   std::chrono::milliseconds exit_code_grace_interval{2'000};
   /// Largest response body accepted (an exec with a larger `max_output_bytes` raises it).
@@ -548,9 +549,11 @@ private:
         return r;
       }
       SandboxInfo i = std::move(r).assume_value();
+      // Only a service that predates exit codes answers UNSPECIFIED: waiting for one is futile.
+      bool completed = i.state == State::COMPLETED;
       if (i.state == State::UNSPECIFIED) i.state = State::COMPLETED;
       if (reached(i.state, target)) {
-        if (i.state == State::COMPLETED && !i.returncode && !after_stop && !stopped_by_us(id))
+        if (completed && !i.returncode && !after_stop && !stopped_by_us(id))
           return with_late_exit_code(std::move(i));
         return remember(std::move(i));
       }
@@ -570,11 +573,13 @@ private:
     return k && k->stopping;
   }
 
-  /// The service may record the exit code after the state: ask again a few times; a failing
-  /// poll keeps what is in hand.
+  /// The service reports exit codes in batches, so COMPLETED may come before its code: ask again
+  /// a few times before the state is latched. A failing poll keeps what is in hand; a stop by
+  /// this client meanwhile ends it (the service stamps no exit code on a stop).
   [[nodiscard]] SandboxInfo with_late_exit_code(SandboxInfo i) noexcept {
     for (unsigned n = 0; n < o_.exit_code_grace_polls && !i.returncode; ++n) {
       std::this_thread::sleep_for(o_.exit_code_grace_interval);
+      if (stopped_by_us(i.id)) break;
       auto again =
           get_once(i.id, std::max(o_.exit_code_grace_interval, std::chrono::milliseconds(100)));
       if (!again) break;

@@ -228,13 +228,20 @@ options_of(const wire::SandboxSpec& spec,
 
 // ---- GetSandbox, ListSandboxes, DeleteSandbox ------------------------------------------------
 
+/// How `stateReason` begins for a sandbox whose main process the OOM killer took: the reason a
+/// Kubernetes container status gives, so that `oom_killed` survives the trip.
+inline constexpr std::string_view oom_reason = "OOMKilled";
+
 /// What the client knows of a sandbox from the service's answer.
 [[nodiscard]] inline SandboxInfo info_of(const wire::Sandbox& sb) {
   SandboxInfo i;
   i.id = sb.sandbox_id;
   if (sb.status) {
     i.state = wire::to_state(sb.status->state);
+    // exitCode has explicit presence: an absent one is "not known", a 0 is a 0.
     if (sb.status->exit_code) i.returncode = *sb.status->exit_code;
+    i.status_reason = sb.status->state_reason;
+    i.oom_killed = i.state == sandbox::State::FAILED && i.status_reason.starts_with(oom_reason);
   }
   if (sb.spec) i.tags = sb.spec->tags;
   return i;
@@ -244,7 +251,11 @@ options_of(const wire::SandboxSpec& spec,
 [[nodiscard]] inline wire::SandboxStatus status_of(const SandboxInfo& i) {
   wire::SandboxStatus st;
   st.state = wire::to_wire(i.state);
-  if (i.returncode) st.exit_code = *i.returncode;
+  if (i.returncode) st.exit_code = *i.returncode; // optional: 0 is sent, not omitted
+  st.state_reason = i.status_reason;
+  if (i.oom_killed && !i.status_reason.starts_with(oom_reason))
+    st.state_reason =
+        std::string(oom_reason) + (i.status_reason.empty() ? "" : ": ") + i.status_reason;
   return st;
 }
 

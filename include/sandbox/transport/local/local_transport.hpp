@@ -53,10 +53,11 @@ public:
     return instance;
   }
 
-  /// Builds a sandbox and starts its main command; returns once it is RUNNING. A main command
-  /// that cannot start (not found, not executable) makes the sandbox FAILED right after, as
-  /// `wait_until_complete` reports. `request_id` is unused: a failed local create leaves
-  /// nothing behind, so repeating it is always safe.
+  /// Builds a sandbox and starts its main command; returns once it is RUNNING. The sandbox ends
+  /// COMPLETED when the main command exits, whatever its code; a main command that cannot start
+  /// (not found, not executable) makes it FAILED right after, as does an OOM kill of the main
+  /// process (`SandboxInfo::status_reason` says which). `request_id` is unused: a failed local
+  /// create leaves nothing behind, so repeating it is always safe.
   /// `SandboxOptions::resources` become cgroup limits (v1 or v2): memory (RAM and swap together;
   /// an OOM-killed command reports ExecResult::oom_killed), pids (every process and thread,
   /// the sandbox's init included) and cpu (a CFS quota of `cpus` × 100 ms per 100 ms).

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -164,7 +165,7 @@ public:
   [[nodiscard]] SandboxInfo info() noexcept {
     std::lock_guard lk(m_);
     if (!is_terminal(state_) && wait_readable(pidfd_.get(), 0)) finish_locked();
-    return SandboxInfo{id, state_, returncode_, tags, oom_killed_};
+    return info_locked();
   }
 
   /// Blocks until the sandbox is terminal or `timeout` passes (then returns its current state).
@@ -172,7 +173,7 @@ public:
     bool done = wait_readable(pidfd_.get(), clamp_ms(timeout));
     std::lock_guard lk(m_);
     if (done && !is_terminal(state_)) finish_locked();
-    return SandboxInfo{id, state_, returncode_, tags, oom_killed_};
+    return info_locked();
   }
 
   /// SIGTERM to everything in the sandbox, `grace`, SIGKILL; returns when nothing of it is left.
@@ -180,7 +181,7 @@ public:
     std::lock_guard lk(m_);
     // A sandbox that already ended on its own keeps its COMPLETED or FAILED.
     if (!is_terminal(state_) && wait_readable(pidfd_.get(), 0)) finish_locked();
-    if (is_terminal(state_)) return SandboxInfo{id, state_, returncode_, tags, oom_killed_};
+    if (is_terminal(state_)) return info_locked();
     stop_requested_ = true;
     request rq{};
     rq.code = op::stop;
@@ -190,7 +191,7 @@ public:
     if (!wait_readable(pidfd_.get(), clamp_ms(grace + std::chrono::milliseconds(2000))))
       ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
     finish_locked();
-    return SandboxInfo{id, state_, returncode_, tags, oom_killed_};
+    return info_locked();
   }
 
   /// A directory fd of the sandbox's root, as its processes see it; fails once it has ended.
@@ -213,6 +214,10 @@ public:
 private:
   struct paths; // the host paths and mount options of one sandbox's setup
 
+  [[nodiscard]] SandboxInfo info_locked() const {
+    return SandboxInfo{id, state_, returncode_, tags, oom_killed_, reason_};
+  }
+
   // The steps of create, in order.
   [[nodiscard]] result<void> clone_supervisor(const supervisor_setup& setup, bool host_network,
                                               bool user_ns) noexcept;
@@ -229,6 +234,20 @@ private:
     return e;
   }
 
+  /// Why the main command could not start, as a shell would say it.
+  [[nodiscard]] std::string start_failure_text(const reply& r) const {
+    std::string name = shell_quote(main_name_);
+    if (r.where == stage::execve && r.err == ENOENT)
+      return "the main command was not found: " + name;
+    if (r.where == stage::execve)
+      return "the main command cannot be executed: " + name + ": " + errno_text(r.err);
+    if (r.where == stage::chdir)
+      return "the main command could not start: cannot change to the working directory " +
+             shell_quote(workdir) + ": " + errno_text(r.err);
+    return "the main command " + name + " could not start: " + to_string(r.where) + ": " +
+           errno_text(r.err);
+  }
+
   /// Reaps the supervisor and settles the final state. Caller holds m_.
   void finish_locked() noexcept {
     if (is_terminal(state_)) return;
@@ -238,27 +257,41 @@ private:
            errno == EINTR) {
     }
     int sup_exit = si.si_code == CLD_EXITED ? si.si_status : -1;
-    // The supervisor reported the main command's exit (if any) before it exited.
-    bool main_done = false;
+    // The supervisor reported the main command's exit or start failure (if any) before it exited.
+    bool main_exited = false;
+    std::optional<reply> start_failure;
     if (main_status_) {
       reply r{};
       while (::recv(main_status_.get(), &r, sizeof r, MSG_DONTWAIT) == sizeof r) {
         if (r.kind == event::exited) {
-          main_done = true;
+          main_exited = true;
           returncode_ = returncode_of(r.value);
         } else if (r.kind == event::start_failed) {
-          main_done = true;
-          returncode_ = r.err == ENOENT ? 127 : 126;
+          start_failure = r;
         }
       }
     }
-    if (stop_requested_ || sup_exit == sv::exit_expired) state_ = State::TERMINATED;
-    else if (main_done) state_ = returncode_ == 0 ? State::COMPLETED : State::FAILED;
-    else state_ = State::FAILED; // the supervisor died without a stop: killed from outside
     if (cgroup_) {
       // The kernel counts an OOM kill before it sends the SIGKILL, so the count is final here.
-      oom_killed_ = main_done && returncode_ == 137 && cgroup_->oom_kills() > 0;
+      oom_killed_ = main_exited && returncode_ == 137 && cgroup_->oom_kills() > 0;
       cgroup_->remove(); // the init is reaped: nothing of the sandbox is left in the cgroup
+    }
+    // Any exit of the main process on its own, non-zero or by a signal from inside, is a
+    // completion (the caller reads returncode); FAILED is kept for what the command did not
+    // choose: it never started, or the system killed it.
+    if (stop_requested_ || sup_exit == sv::exit_expired) {
+      state_ = State::TERMINATED;
+    } else if (oom_killed_) {
+      state_ = State::FAILED;
+      reason_ = "the main process was killed for exceeding the sandbox's memory limit";
+    } else if (main_exited) {
+      state_ = State::COMPLETED;
+    } else if (start_failure) {
+      state_ = State::FAILED;
+      reason_ = start_failure_text(*start_failure);
+    } else {
+      state_ = State::FAILED; // the supervisor died without a stop
+      reason_ = "the sandbox's init process was killed from outside the sandbox";
     }
     ctl_.reset();
     main_status_.reset();
@@ -275,6 +308,8 @@ private:
   unique_fd root_; ///< O_PATH fd of the sandbox's root, from the supervisor
   State state_ = State::CREATING;
   std::optional<int> returncode_;
+  std::string reason_;     ///< SandboxInfo::status_reason
+  std::string main_name_;  ///< argv[0] of the main command, for the reason of a start failure
   bool stop_requested_ = false;
   std::unique_ptr<cgroups::group> cgroup_; ///< set by create only: resource limits
   bool oom_killed_ = false;                ///< the main process was OOM-killed
@@ -503,6 +538,10 @@ inline result<void> box::await_ready(const SandboxOptions& o, bool user_ns) noex
 
 inline result<void> box::start_main(std::span<const std::string> argv) noexcept {
   SANDBOX_TRY(strings, pack_strings(argv, base_env, workdir));
+  {
+    std::lock_guard lk(m_);
+    main_name_ = argv.empty() ? std::string() : argv.front();
+  }
   int st[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, st) != 0)
     return fail(errc::resource_exhausted, "sandbox " + id + ": socketpair: " + errno_text(errno));
