@@ -55,8 +55,8 @@ int main() try {
     box.exec<sandbox::check>({"python3", "-c", "import sys; print('partial'); sys.exit(3)"})
         .result();
   } catch (const sandbox::SandboxExecutionError& e) {
-    std::cout << "[3] " << e.what() << " (returncode " << e.exec_result().returncode
-              << ", stdout " << e.exec_result().stdout_text.size() << " bytes)\n";
+    std::cout << "[3] " << e.what() << " (returncode " << e.exec_result().returncode << ", stdout "
+              << e.exec_result().stdout_text.size() << " bytes)\n";
   }
 
   box.stop();

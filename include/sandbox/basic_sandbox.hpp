@@ -74,8 +74,7 @@ public:
   try_run(SandboxOptions options = {}, std::shared_ptr<Transport> t = nullptr) noexcept {
     if (!t) t = Transport::shared();
     const std::string request_id = detail::uuid4(); // one per sandbox, reused by every retry
-    auto info =
-        detail::with_retry(Retry{}, [&] { return t->create(options, request_id); });
+    auto info = detail::with_retry(Retry{}, [&] { return t->create(options, request_id); });
     if (!info) return std::move(info).as_failure();
     return basic_sandbox(std::move(t), std::move(info).assume_value());
   }

@@ -31,12 +31,15 @@ namespace sandbox {
 /// gives the exit code once known. `kill(sig)` signals the command's process group; killing a
 /// finished command succeeds and does nothing. None of them throws.
 template <class P>
-concept process_handle =
-    std::movable<P> && requires(P& p, std::optional<std::chrono::milliseconds> t, int sig) {
-      { p.wait(t) } noexcept -> std::same_as<result<ExecResult>>;
-      { p.poll() } noexcept -> std::same_as<std::optional<int>>;
-      { p.kill(sig) } noexcept -> std::same_as<result<void>>;
-    };
+concept process_handle = std::movable<P> &&
+    requires(P& p, std::optional<std::chrono::milliseconds> t, int sig) {
+  { p.wait(t) }
+  noexcept->std::same_as<result<ExecResult>>;
+  { p.poll() }
+  noexcept->std::same_as<std::optional<int>>;
+  { p.kill(sig) }
+  noexcept->std::same_as<result<void>>;
+};
 
 /// A process handle that can feed the command's stdin (a transport capability).
 ///
@@ -44,8 +47,10 @@ concept process_handle =
 /// idempotent. Writing without `ExecOptions::stdin_pipe` is a validation error.
 template <class P>
 concept stdin_process = process_handle<P> && requires(P& p, std::string_view data) {
-  { p.write_stdin(data) } noexcept -> std::same_as<result<void>>;
-  { p.close_stdin() } noexcept -> std::same_as<result<void>>;
+  { p.write_stdin(data) }
+  noexcept->std::same_as<result<void>>;
+  { p.close_stdin() }
+  noexcept->std::same_as<result<void>>;
 };
 
 /// Where sandboxes live: the local host, a remote service, or a test double.
@@ -68,15 +73,24 @@ concept transport = requires(T& t, const SandboxOptions& so, std::string_view id
   typename T::process_type;
   requires process_handle<typename T::process_type>;
   { T::shared() } -> std::same_as<std::shared_ptr<T>>;
-  { t.create(so, id) } noexcept -> std::same_as<result<SandboxInfo>>;
-  { t.get(id) } noexcept -> std::same_as<result<SandboxInfo>>;
-  { t.list(f) } noexcept -> std::same_as<result<std::vector<SandboxInfo>>>;
-  { t.wait(id, s, d) } noexcept -> std::same_as<result<SandboxInfo>>;
-  { t.stop(id, d, flag) } noexcept -> std::same_as<result<SandboxInfo>>;
-  { t.exec(id, argv, eo) } noexcept -> std::same_as<result<typename T::process_type>>;
-  { t.read_file(id, id) } noexcept -> std::same_as<result<std::string>>;
-  { t.write_file(id, id, data) } noexcept -> std::same_as<result<void>>;
-  { t.release(id) } noexcept;
+  { t.create(so, id) }
+  noexcept->std::same_as<result<SandboxInfo>>;
+  { t.get(id) }
+  noexcept->std::same_as<result<SandboxInfo>>;
+  { t.list(f) }
+  noexcept->std::same_as<result<std::vector<SandboxInfo>>>;
+  { t.wait(id, s, d) }
+  noexcept->std::same_as<result<SandboxInfo>>;
+  { t.stop(id, d, flag) }
+  noexcept->std::same_as<result<SandboxInfo>>;
+  { t.exec(id, argv, eo) }
+  noexcept->std::same_as<result<typename T::process_type>>;
+  { t.read_file(id, id) }
+  noexcept->std::same_as<result<std::string>>;
+  { t.write_file(id, id, data) }
+  noexcept->std::same_as<result<void>>;
+  { t.release(id) }
+  noexcept;
 };
 
 /// Whether a transport's commands accept stdin (checked at compile time by `Process`).
@@ -90,11 +104,10 @@ inline constexpr bool supports_stdin = stdin_process<typename T::process_type>;
 /// `error::transient()` should be retried; a server's retry delay should be honoured.
 template <class P>
 concept retry_policy = std::default_initializable<P> && std::copy_constructible<P> &&
-                       requires(const P& p, const error& e, const RetryState& s) {
-                         {
-                           p.next_delay(e, s)
-                         } noexcept -> std::same_as<std::optional<std::chrono::milliseconds>>;
-                       };
+    requires(const P& p, const error& e, const RetryState& s) {
+  { p.next_delay(e, s) }
+  noexcept->std::same_as<std::optional<std::chrono::milliseconds>>;
+};
 
 /// Turns the library's internal `result<T>` into what the caller receives.
 ///
@@ -107,7 +120,8 @@ template <class P>
 concept error_policy = requires(result<int> r, result<void> v) {
   typename P::template return_type<int>;
   typename P::template return_type<void>;
-  requires std::same_as<std::remove_cv_t<decltype(P::throws)>, bool>;
+  requires std::same_as < std::remove_cv_t<decltype(P::throws)>,
+  bool > ;
   typename std::bool_constant<P::throws>; // a constant expression
   { P::finish(std::move(r)) } -> std::same_as<typename P::template return_type<int>>;
   { P::finish(std::move(v)) } -> std::same_as<typename P::template return_type<void>>;
@@ -119,7 +133,8 @@ concept error_policy = requires(result<int> r, result<void> v) {
 /// `errc::execution` error when it is true (as `ExecOptions::check` does at run time).
 template <class P>
 concept check_policy = requires {
-  requires std::same_as<std::remove_cv_t<decltype(P::enabled)>, bool>;
+  requires std::same_as < std::remove_cv_t<decltype(P::enabled)>,
+  bool > ;
   typename std::bool_constant<P::enabled>; // a constant expression
 };
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Feature detection and the few macros the library needs; the only place that looks at the compiler.
+// Feature detection and the few macros the library needs; the only place that looks at the
+// compiler.
 #pragma once
 
 #include <boost/version.hpp>

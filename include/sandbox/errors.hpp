@@ -16,28 +16,28 @@ namespace sandbox {
 
 /// Why an operation failed. Mirrors the anchor client's exception classes.
 enum class errc {
-  validation = 1,       ///< bad input: empty argv, relative cwd, malformed option, or a call on
-                        ///< a moved-from `basic_sandbox` / `Process`
-  not_found,            ///< no sandbox with that id
-  not_running,          ///< the sandbox is stopped or was never started
-  timeout,              ///< a wait or a request ran past its deadline
-  command_timeout,      ///< ExecOptions::timeout expired and the command was killed
-  failed,               ///< the sandbox reached FAILED (main command could not start, OOM kill)
-  terminated,           ///< the sandbox reached TERMINATED (stopped)
-  execution,            ///< under check: the command exited non-zero
-  unavailable,          ///< the service or host cannot run sandboxes right now (transient)
-  resource_exhausted,   ///< quota, rate limit, or a host resource ran out (transient)
-  authentication,       ///< missing or rejected credentials
-  conflict,             ///< already exists / aborted
-  file_not_found,       ///< read_file of a path that does not exist
-  file_is_directory,    ///< read_file/write_file on a directory
-  file_permission,      ///< permission denied on a file
-  file_too_large,       ///< file larger than the allowed size
-  file_io,              ///< any other file error
-  transport,            ///< connection or I/O failure talking to the sandbox
-  protocol,             ///< malformed or unexpected response
-  server_error,         ///< the server reported an internal error
-  unsupported,          ///< the transport or server cannot do this
+  validation = 1,     ///< bad input: empty argv, relative cwd, malformed option, or a call on
+                      ///< a moved-from `basic_sandbox` / `Process`
+  not_found,          ///< no sandbox with that id
+  not_running,        ///< the sandbox is stopped or was never started
+  timeout,            ///< a wait or a request ran past its deadline
+  command_timeout,    ///< ExecOptions::timeout expired and the command was killed
+  failed,             ///< the sandbox reached FAILED (main command could not start, OOM kill)
+  terminated,         ///< the sandbox reached TERMINATED (stopped)
+  execution,          ///< under check: the command exited non-zero
+  unavailable,        ///< the service or host cannot run sandboxes right now (transient)
+  resource_exhausted, ///< quota, rate limit, or a host resource ran out (transient)
+  authentication,     ///< missing or rejected credentials
+  conflict,           ///< already exists / aborted
+  file_not_found,     ///< read_file of a path that does not exist
+  file_is_directory,  ///< read_file/write_file on a directory
+  file_permission,    ///< permission denied on a file
+  file_too_large,     ///< file larger than the allowed size
+  file_io,            ///< any other file error
+  transport,          ///< connection or I/O failure talking to the sandbox
+  protocol,           ///< malformed or unexpected response
+  server_error,       ///< the server reported an internal error
+  unsupported,        ///< the transport or server cannot do this
 };
 
 /// The `std::error_category` of `sandbox::errc` (name "sandbox").

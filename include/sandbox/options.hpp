@@ -47,10 +47,10 @@ public:
   output_callback(std::nullptr_t) noexcept {}
 
   template <class F>
-    requires(!std::is_same_v<std::remove_cvref_t<F>, output_callback> &&
-             !std::is_same_v<std::remove_cvref_t<F>, std::nullptr_t> &&
-             std::is_invocable_v<std::decay_t<F>&, std::string_view>)
-  output_callback(F&& f) : f_(std::forward<F>(f)) {
+  requires(!std::is_same_v<std::remove_cvref_t<F>, output_callback> &&
+           !std::is_same_v<std::remove_cvref_t<F>, std::nullptr_t> &&
+           std::is_invocable_v<std::decay_t<F>&, std::string_view>) output_callback(F&& f)
+      : f_(std::forward<F>(f)) {
     static_assert(std::is_nothrow_invocable_v<std::decay_t<F>&, std::string_view>,
                   "sandbox: on_stdout/on_stderr callbacks must not throw: they are called from "
                   "a noexcept path. Declare the callable noexcept, e.g. "

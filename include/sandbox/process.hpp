@@ -101,29 +101,23 @@ public:
   }
 
   /// Writes all of `data` to the command's stdin (needs ExecOptions::stdin_pipe).
-  ret<void> write_stdin(std::string_view data)
-    requires supports_stdin<Transport>
-  {
+  ret<void> write_stdin(std::string_view data) requires supports_stdin<Transport> {
     return Errors::finish(try_write_stdin(data));
   }
 
-  [[nodiscard]] sandbox::result<void> try_write_stdin(std::string_view data) noexcept
-    requires supports_stdin<Transport>
-  {
+  [[nodiscard]] sandbox::result<void>
+  try_write_stdin(std::string_view data) noexcept requires supports_stdin<Transport> {
     if (!handle_) return fail(error_);
     return handle_->write_stdin(data);
   }
 
   /// Closes the command's stdin (it reads EOF). Idempotent.
-  ret<void> close_stdin()
-    requires supports_stdin<Transport>
-  {
+  ret<void> close_stdin() requires supports_stdin<Transport> {
     return Errors::finish(try_close_stdin());
   }
 
-  [[nodiscard]] sandbox::result<void> try_close_stdin() noexcept
-    requires supports_stdin<Transport>
-  {
+  [[nodiscard]] sandbox::result<void>
+  try_close_stdin() noexcept requires supports_stdin<Transport> {
     if (!handle_) return fail(error_);
     return handle_->close_stdin();
   }
@@ -144,7 +138,8 @@ public:
     if (!x.stderr_text.empty()) {
       std::string_view tail(x.stderr_text);
       if (tail.size() > 200) tail = tail.substr(tail.size() - 200);
-      while (!tail.empty() && (tail.back() == '\n' || tail.back() == '\r')) tail.remove_suffix(1);
+      while (!tail.empty() && (tail.back() == '\n' || tail.back() == '\r'))
+        tail.remove_suffix(1);
       msg += ": ";
       msg += tail;
     }

@@ -32,9 +32,9 @@ enum class State : std::uint8_t {
 
 /// `"RUNNING"`, `"COMPLETED"`, …
 [[nodiscard]] constexpr std::string_view to_string(State s) noexcept {
-  constexpr std::string_view names[] = {"UNSPECIFIED", "PENDING",     "CREATING",
-                                        "RUNNING",     "PAUSED",      "TERMINATING",
-                                        "COMPLETED",   "FAILED",      "TERMINATED"};
+  constexpr std::string_view names[] = {"UNSPECIFIED", "PENDING", "CREATING",
+                                        "RUNNING",     "PAUSED",  "TERMINATING",
+                                        "COMPLETED",   "FAILED",  "TERMINATED"};
   auto i = static_cast<std::size_t>(s);
   return i < std::size(names) ? names[i] : "UNSPECIFIED";
 }
@@ -91,10 +91,10 @@ struct ListFilter {
 
 /// What a retry policy is told about the attempts so far.
 struct RetryState {
-  unsigned attempt = 1;                      ///< attempts made, including the failed one
-  std::chrono::milliseconds elapsed{0};      ///< since the first failure
+  unsigned attempt = 1;                 ///< attempts made, including the failed one
+  std::chrono::milliseconds elapsed{0}; ///< since the first failure
   std::chrono::milliseconds previous_delay{0};
-  std::uint32_t random = 0;                  ///< uniform random bits for jitter
+  std::uint32_t random = 0; ///< uniform random bits for jitter
 };
 
 } // namespace sandbox

@@ -138,8 +138,8 @@ wire::Sandbox listed_sandbox(int i) {
                     .environment_variables = {{"A", "1"}, {"PATH", "/usr/bin:/bin"}},
                     .working_dir = "/work",
                     .files = {{"/etc/motd", "hello"}},
-                    .resource_requirements = wire::ResourceRequirements{{"500m", "512Mi"},
-                                                                        {"500m", "512Mi"}}};
+                    .resource_requirements =
+                        wire::ResourceRequirements{{"500m", "512Mi"}, {"500m", "512Mi"}}};
   wire::SandboxSpec spec{.containers = {c},
                          .primary_container = "main",
                          .tags = {"team-a", "eval"},
@@ -193,7 +193,8 @@ void run_small() {
     ok = ok && r;
   });
   per_call("to_json(ExecRequest)", exec_body.size(), 100, [&] {
-    auto s = to_json(wire::ExecRequest{{}, {"python3", "-c", "print(1)"}, {{"A", "1"}}, 1 << 20, ""});
+    auto s =
+        to_json(wire::ExecRequest{{}, {"python3", "-c", "print(1)"}, {{"A", "1"}}, 1 << 20, ""});
     ok = ok && s.size() == exec_body.size();
   });
   if (!ok) {

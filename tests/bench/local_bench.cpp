@@ -11,16 +11,16 @@
 #include <sandbox/local.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-#include <atomic>
-#include <fstream>
-#include <sstream>
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -210,8 +210,10 @@ int main(int argc, char** argv) {
   print("warm exec: exec({\"true\"}).result() in a running sandbox", warm);
 
   std::printf("\ncold start / target 3 ms: %.2fx", cold.median_ms / 3.0);
-  if (have_bwrap) std::printf("   cold start / bwrap: %.2fx (target <= 0.75x)", cold.median_ms / bwrap.median_ms);
-  std::printf("\nwarm exec / posix_spawn: %.2fx (target <= 1.5x)\n", warm.median_ms / spawn.median_ms);
+  if (have_bwrap)
+    std::printf("   cold start / bwrap: %.2fx (target <= 0.75x)", cold.median_ms / bwrap.median_ms);
+  std::printf("\nwarm exec / posix_spawn: %.2fx (target <= 1.5x)\n",
+              warm.median_ms / spawn.median_ms);
 
   // Throughput: 100 live sandboxes, 10 000 execs across them from 4 threads.
   {
@@ -231,7 +233,8 @@ int main(int argc, char** argv) {
           for (int i; (i = next++) < execs;)
             if (!one(i)) ++failed;
         });
-      for (auto& t : ts) t.join();
+      for (auto& t : ts)
+        t.join();
       double s = std::chrono::duration<double>(clock_type::now() - a).count();
       return std::make_pair(execs / s, failed.load());
     };
@@ -239,8 +242,9 @@ int main(int argc, char** argv) {
       auto r = boxes[static_cast<std::size_t>(i % boxes_n)].exec({"true"}).result();
       return r && r.value().returncode == 0;
     });
-    auto [spawned, spawn_failures] =
-        run_threads([](int) { return spawn_wait({"/bin/true", nullptr}); });
+    auto [spawned, spawn_failures] = run_threads([](int) {
+      return spawn_wait({"/bin/true", nullptr});
+    });
     std::printf("\n%-58s %8.0f execs/s (%d failed)\n",
                 "throughput: 10 000 execs across 100 live sandboxes", sandboxed, failures);
     std::printf("%-58s %8.0f execs/s (%d failed)   ratio %.2fx\n",

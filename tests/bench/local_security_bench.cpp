@@ -39,7 +39,9 @@ struct stats {
 
 stats summarize(std::vector<double> t) {
   std::sort(t.begin(), t.end());
-  auto at = [&](double q) { return t[static_cast<std::size_t>(q * static_cast<double>(t.size() - 1))]; };
+  auto at = [&](double q) {
+    return t[static_cast<std::size_t>(q * static_cast<double>(t.size() - 1))];
+  };
   return {at(0.5), at(0.1), at(0.9)};
 }
 
@@ -52,7 +54,8 @@ double time_ms(const std::function<void()>& f) {
 stats measure(int n, const std::function<void()>& f) {
   f(); // warm-up
   std::vector<double> t;
-  for (int i = 0; i < n; ++i) t.push_back(time_ms(f));
+  for (int i = 0; i < n; ++i)
+    t.push_back(time_ms(f));
   return summarize(std::move(t));
 }
 
@@ -86,7 +89,8 @@ bool spawn_wait(const std::vector<const char*>& argv) {
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, out, 1);
   posix_spawn_file_actions_adddup2(&fa, out, 2);
-  int rc = posix_spawnp(&pid, argv[0], &fa, nullptr, const_cast<char* const*>(argv.data()), environ);
+  int rc =
+      posix_spawnp(&pid, argv[0], &fa, nullptr, const_cast<char* const*>(argv.data()), environ);
   posix_spawn_file_actions_destroy(&fa);
   ::close(out);
   int st = 0;
@@ -132,7 +136,8 @@ bool rootless_cold_start(int n, stats& out) {
       ::_exit(1);
     cold_start_once();
     std::vector<double> t;
-    for (int i = 0; i < n; ++i) t.push_back(cold_start_once());
+    for (int i = 0; i < n; ++i)
+      t.push_back(cold_start_once());
     stats s = summarize(std::move(t));
     (void)!::write(p[1], &s, sizeof s);
     ::_exit(0);
@@ -153,8 +158,8 @@ int main(int argc, char** argv) {
   std::printf("local_security_bench: %d iterations, medians of each\n\n", n);
 
   auto with = make_box(true), without = make_box(false);
-  auto [w, wo] = measure_ab(n, [&] { exec_ok(with, {"true"}); },
-                            [&] { exec_ok(without, {"true"}); });
+  auto [w, wo] = measure_ab(
+      n, [&] { exec_ok(with, {"true"}); }, [&] { exec_ok(without, {"true"}); });
   print("warm exec true, seccomp filter", w);
   print("warm exec true, no filter (baseline)", wo);
   print("posix_spawn true (baseline)", measure(n, [] { spawn_wait({"true", nullptr}); }));
@@ -163,14 +168,16 @@ int main(int argc, char** argv) {
 
   int heavy = std::max(5, n / 10);
   std::vector<std::string> dd = {"dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=200000"};
-  auto [dw, dwo] = measure_ab(heavy, [&] { exec_ok(with, dd); }, [&] { exec_ok(without, dd); });
+  auto [dw, dwo] = measure_ab(
+      heavy, [&] { exec_ok(with, dd); }, [&] { exec_ok(without, dd); });
   print("dd 400k read/write calls, seccomp filter", dw);
   print("dd 400k read/write calls, no filter (baseline)", dwo);
   std::printf("  per call: %+.1f ns\n", (dw.median_ms - dwo.median_ms) * 1e6 / 400000);
-  std::vector<std::string> forks = {"sh", "-c", "i=0; while [ $i -lt 200 ]; do /bin/true; "
-                                                "i=$((i+1)); done"};
-  auto [fw, fwo] = measure_ab(heavy, [&] { exec_ok(with, forks); },
-                              [&] { exec_ok(without, forks); });
+  std::vector<std::string> forks = {"sh", "-c",
+                                    "i=0; while [ $i -lt 200 ]; do /bin/true; "
+                                    "i=$((i+1)); done"};
+  auto [fw, fwo] = measure_ab(
+      heavy, [&] { exec_ok(with, forks); }, [&] { exec_ok(without, forks); });
   print("sh forking 200 x true, seccomp filter", fw);
   print("sh forking 200 x true, no filter (baseline)", fwo);
   std::printf("  per fork+exec: %+.1f us\n\n", (fw.median_ms - fwo.median_ms) * 1e3 / 200);
@@ -179,7 +186,8 @@ int main(int argc, char** argv) {
 
   std::vector<double> cold;
   cold_start_once();
-  for (int i = 0; i < n; ++i) cold.push_back(cold_start_once());
+  for (int i = 0; i < n; ++i)
+    cold.push_back(cold_start_once());
   print("cold start run -> exec true -> stop (all protections)", summarize(cold));
   // Hiding the host's secrets from the default root, against the whole host root (A/B).
   std::vector<double> hid, whole;
@@ -193,15 +201,16 @@ int main(int argc, char** argv) {
   std::printf("  hiding costs: %+.3f ms\n", h.median_ms - wh.median_ms);
   bool have_bwrap = spawn_wait({"bwrap", "--ro-bind", "/", "/", "true", nullptr});
   if (have_bwrap)
-    print("bwrap --ro-bind / / --proc --dev --unshare-all true (baseline)",
-          measure(n, [] {
+    print("bwrap --ro-bind / / --proc --dev --unshare-all true (baseline)", measure(n, [] {
             spawn_wait({"bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
                         "--unshare-all", "true", nullptr});
           }));
-  else std::printf("bwrap: not installed, no baseline\n");
+  else
+    std::printf("bwrap: not installed, no baseline\n");
   stats rootless{};
   if (rootless_cold_start(std::max(5, n / 4), rootless))
     print("cold start as uid 65534 (user namespace, mirrored root)", rootless);
-  else std::printf("cold start as uid 65534: not possible on this host\n");
+  else
+    std::printf("cold start as uid 65534: not possible on this host\n");
   return 0;
 }

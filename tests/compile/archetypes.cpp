@@ -49,18 +49,20 @@ void use_member_templates(Box& box) {
   (void)box.exec({"x"});
   (void)box.try_exec({"x"});
 }
-template void use_member_templates(
-    sandbox::basic_sandbox<plain_transport, arch::retry, arch::returning_errors>&);
-template void use_member_templates(
-    sandbox::basic_sandbox<plain_transport, arch::retry, arch::raising_errors>&);
-template void use_member_templates(
-    sandbox::basic_sandbox<stdin_transport, arch::retry, arch::returning_errors>&);
-template void use_member_templates(
-    sandbox::basic_sandbox<stdin_transport, arch::retry, arch::raising_errors>&);
+template void
+use_member_templates(sandbox::basic_sandbox<plain_transport, arch::retry, arch::returning_errors>&);
+template void
+use_member_templates(sandbox::basic_sandbox<plain_transport, arch::retry, arch::raising_errors>&);
+template void
+use_member_templates(sandbox::basic_sandbox<stdin_transport, arch::retry, arch::returning_errors>&);
+template void
+use_member_templates(sandbox::basic_sandbox<stdin_transport, arch::retry, arch::raising_errors>&);
 
 // The stdin members exist exactly when the transport's process type has the capability.
 template <class P>
-concept has_write_stdin = requires(P& p) { p.write_stdin("x"); };
+concept has_write_stdin = requires(P& p) {
+  p.write_stdin("x");
+};
 static_assert(has_write_stdin<sandbox::Process<stdin_transport, arch::returning_errors>>);
 static_assert(!has_write_stdin<sandbox::Process<plain_transport, arch::returning_errors>>);
 

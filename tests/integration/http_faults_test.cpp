@@ -43,7 +43,8 @@ struct seen {
 struct gate {
   std::atomic<bool> open{false};
   void wait() const {
-    for (int i = 0; i < 6000 && !open; ++i) std::this_thread::sleep_for(10ms);
+    for (int i = 0; i < 6000 && !open; ++i)
+      std::this_thread::sleep_for(10ms);
   }
   struct release {
     gate& g;
@@ -574,8 +575,7 @@ TEST_CASE("a FAILED status says why, and an OOM kill is recognised", "[http][fau
   // The reason alone does not make a completed sandbox an OOM kill.
   scripted_service done;
   done.on([](auto&, auto& res, int) {
-    json(res, 200,
-         sandbox_json("STATE_COMPLETED", R"(,"exitCode":137,"stateReason":"OOMKilled")"));
+    json(res, 200, sandbox_json("STATE_COMPLETED", R"(,"exitCode":137,"stateReason":"OOMKilled")"));
   });
   auto d = done.client()->wait("sbx-1", State::COMPLETED, 10s);
   REQUIRE(d);

@@ -132,8 +132,7 @@ TEST_CASE("0 asks for the service's output cap; unlimited_output for the most th
   CHECK_FALSE(all.value().stdout_truncated);
 }
 
-TEST_CASE("a response with both streams at the server's default cap is accepted",
-          "[http][exec]") {
+TEST_CASE("a response with both streams at the server's default cap is accepted", "[http][exec]") {
   // 2 x 64 MiB in base64 is more than the client's default response limit (100 MiB).
   auto box = keep_alive<http_env>();
   auto r = box.exec({"sh", "-c", "head -c 70M /dev/zero; head -c 70M /dev/zero >&2"}).result();

@@ -106,8 +106,7 @@ TEST_CASE("on_stdout receives output while the command runs", "[local][streaming
   CHECK(end - seen[0].second >= 300ms); // the first line came well before the command ended
 }
 
-TEST_CASE("max_output_bytes drops but counts, never blocks, and bounds memory",
-          "[local][output]") {
+TEST_CASE("max_output_bytes drops but counts, never blocks, and bounds memory", "[local][output]") {
   auto box = keep_alive();
   long rss_before = status_kib("VmRSS:");
   auto r = box.exec({"sh", "-c", "head -c 1073741824 /dev/zero; echo done >&2"},
@@ -146,7 +145,8 @@ TEST_CASE("an image directory becomes the sandbox's root", "[local][image]") {
 TEST_CASE("large files round-trip byte for byte", "[local][files]") {
   auto box = keep_alive();
   std::string data(256u << 20, '\0');
-  for (std::size_t i = 0; i < data.size(); i += 4096) data[i] = static_cast<char>(i / 4096);
+  for (std::size_t i = 0; i < data.size(); i += 4096)
+    data[i] = static_cast<char>(i / 4096);
   REQUIRE(box.write_file("/tmp/big", data));
   auto back = box.read_file("/tmp/big");
   REQUIRE(back);
@@ -204,14 +204,16 @@ TEST_CASE("create/exec/stop cycles leak no fd, mount or process", "[local][soak]
 
 TEST_CASE("mounted files are placed read-only", "[local][files]") {
   std::string all;
-  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
+  for (int i = 0; i < 256; ++i)
+    all += static_cast<char>(i);
   auto box = keep_alive(sandbox::SandboxOptions{
       .mounted_files = {{"/etc/app/config.json", "{\"a\": 1}\n"}, {"/tmp/bytes", all}}});
   CHECK(box.read_file("/etc/app/config.json").value() == "{\"a\": 1}\n");
   CHECK(box.read_file("/tmp/bytes").value() == all);
-  auto w = box.exec({"sh", "-c", "echo x >> /etc/app/config.json || echo refused; "
-                                 "rm -f /etc/app/config.json || echo kept; umount /tmp/bytes "
-                                 "2>/dev/null || echo mounted"})
+  auto w = box.exec({"sh", "-c",
+                     "echo x >> /etc/app/config.json || echo refused; "
+                     "rm -f /etc/app/config.json || echo kept; umount /tmp/bytes "
+                     "2>/dev/null || echo mounted"})
                .result();
   REQUIRE(w);
   CHECK(w.value().stdout_text == "refused\nkept\nmounted\n");

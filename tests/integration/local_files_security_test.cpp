@@ -118,7 +118,8 @@ bool script(Box& box, const std::string& text) {
 bool plant_links(Box& box, const std::string& dir,
                  const std::vector<std::pair<std::string, std::string>>& links) {
   std::string s = "mkdir -p " + dir + "\ncd " + dir + "\n";
-  for (const auto& [name, to] : links) s += "ln -s '" + to + "' '" + name + "'\n";
+  for (const auto& [name, to] : links)
+    s += "ln -s '" + to + "' '" + name + "'\n";
   return script(box, s);
 }
 
@@ -126,7 +127,8 @@ bool plant_links(Box& box, const std::string& dir,
 std::vector<std::string> words(const std::string& s) {
   std::vector<std::string> out;
   std::istringstream in(s);
-  for (std::string w; in >> w;) out.push_back(w);
+  for (std::string w; in >> w;)
+    out.push_back(w);
   return out;
 }
 
@@ -234,7 +236,8 @@ TEST_CASE("read_file refuses kernel files behind links planted inside",
       {"/sys/kernel/notes", kernel, true},
       {"/proc/1/root/etc/hostname", magic},
   };
-  for (const auto& c : cases) check_refused(box, s, c);
+  for (const auto& c : cases)
+    check_refused(box, s, c);
   // Still a working sandbox, whose own commands see their own /proc.
   CHECK(run(box, {"cat", "/proc/1/comm"}).out == "sandbox-init\n");
 }
@@ -271,7 +274,8 @@ TEST_CASE("read_file through .. chains and absolute or /proc/1/root links stays 
       {"/../../../.." + s.host_name, missing},
       {"/tmp/../../.." + s.host_victim, missing},
   };
-  for (const auto& c : cases) check_refused(box, s, c);
+  for (const auto& c : cases)
+    check_refused(box, s, c);
   // A `..` chain that resolves inside gives what a command inside reads, nothing else.
   auto own = box.read_file("/tmp/l2/shadow");
   REQUIRE(own);
@@ -559,11 +563,13 @@ ln -s /dev/stdin stdin
     }
     std::string p = "/tmp/fz";
     if (kind < 60) {
-      for (std::size_t n = pick(4); n > 0; --n) p += "/" + any(steps);
+      for (std::size_t n = pick(4); n > 0; --n)
+        p += "/" + any(steps);
       p += "/" + (pick(5) == 0 ? any(vocabulary) : any(leaves));
     } else {
       if (kind >= 85) p.clear();
-      for (std::size_t n = 1 + pick(6); n > 0; --n) p += "/" + any(vocabulary);
+      for (std::size_t n = 1 + pick(6); n > 0; --n)
+        p += "/" + any(vocabulary);
     }
     if (pick(12) == 0) p += "/";
     return p;

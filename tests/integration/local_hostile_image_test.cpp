@@ -39,7 +39,7 @@ namespace {
 /// A directory of the host's root filesystem outside /tmp (which the sandbox's setup covers).
 std::string host_dir() {
   for (const char* d : {"/var/tmp", "/opt", "/srv"}) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(d, &st) == 0 && S_ISDIR(st.st_mode)) return d;
   }
   FAIL("no directory outside /tmp to test with");
@@ -81,8 +81,9 @@ std::string reach(Box& box, const host_marker& m) {
   // Through every directory the setup touched, through "..", and by writing next to the marker.
   return sh(box, "for p in /" + rel + " /../../" + rel + " /sys/" + rel + " /proc/" + rel +
                      " /tmp/" + rel + " /dev/" + rel + " /sys/../" + rel + " /proc/1/root/" + rel +
-                     "; do cat $p 2>/dev/null; done; { echo x > /sys/" + rel + ".w; } 2>/dev/null; " +
-                     "{ echo x > /tmp/../" + rel + ".w; } 2>/dev/null; { echo x > /" + rel +
+                     "; do cat $p 2>/dev/null; done; { echo x > /sys/" + rel +
+                     ".w; } 2>/dev/null; " + "{ echo x > /tmp/../" + rel +
+                     ".w; } 2>/dev/null; { echo x > /" + rel +
                      ".w; } 2>/dev/null; cat /etc/shadow 2>/dev/null");
 }
 
@@ -91,8 +92,8 @@ std::string reach(Box& box, const host_marker& m) {
 TEST_CASE("symlinks where the setup mounts lead nowhere outside the image",
           "[local][security][image]") {
   host_marker marker;
-  const std::vector<std::string> targets = {"/", "../../../../../../..", "/proc/1/root",
-                                            "..", "../.", "/proc/self/root", "//"};
+  const std::vector<std::string> targets = {
+      "/", "../../../../../../..", "/proc/1/root", "..", "../.", "/proc/self/root", "//"};
   for (const char* where : {"sys", "proc", "tmp", "dev"}) {
     for (const auto& target : targets) {
       INFO(where << " -> " << target);
@@ -122,7 +123,8 @@ TEST_CASE("symlinks where the setup mounts lead nowhere outside the image",
 
 TEST_CASE("an image with every setup directory a symlink out", "[local][security][image]") {
   host_marker marker;
-  image img(image::links_t{{"sys", "/"}, {"proc", "../../.."}, {"tmp", "/proc/1/root"}, {"dev", "/"}});
+  image img(
+      image::links_t{{"sys", "/"}, {"proc", "../../.."}, {"tmp", "/proc/1/root"}, {"dev", "/"}});
   auto made = Box::run({.image = img.dir}, sandbox::local_transport::shared());
   REQUIRE(made);
   CHECK(reach(made.value(), marker) == "");

@@ -11,8 +11,8 @@
 
 #include <dirent.h>
 #include <grp.h>
-#include <sys/prctl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,8 +36,8 @@ namespace cg = sandbox::local::detail::cgroups;
 #include "../support/host.hpp"
 #include "../support/skip.hpp"
 
-using test_support::slurp;
 using test_support::eventually;
+using test_support::slurp;
 
 namespace {
 
@@ -51,7 +51,7 @@ Box limited(sandbox::Resources r, std::vector<std::string> command = {}) {
 }
 
 bool exists(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   return ::stat(path.c_str(), &st) == 0;
 }
 
@@ -241,8 +241,10 @@ TEST_CASE("a fork bomb stops at the pids limit and the host stays responsive",
     pid_t child = ::fork();
     if (child == 0) ::_exit(0);
     int ws = 0;
-    if (child > 0 && ::waitpid(child, &ws, 0) == child && WIFEXITED(ws)) ++host_spawns;
-    else ++host_failures;
+    if (child > 0 && ::waitpid(child, &ws, 0) == child && WIFEXITED(ws))
+      ++host_spawns;
+    else
+      ++host_failures;
     std::this_thread::sleep_for(2ms);
   }
   auto res = bomb.result(10s);
@@ -278,9 +280,9 @@ TEST_CASE("a cpu limit shows in the CPU time a busy loop gets", "[local][limits]
   // A busy loop until the quota has throttled it a few times (however loaded the host is), then
   // its own CPU time (utime + stime, in clock ticks), compared with the wall time it had.
   auto start = std::chrono::steady_clock::now();
-  auto busy = box.exec(
-      {"sh", "-c", "while :; do :; done & p=$!; read go; cat /proc/$p/stat; kill $p"},
-      {.stdin_pipe = true});
+  auto busy =
+      box.exec({"sh", "-c", "while :; do :; done & p=$!; read go; cat /proc/$p/stat; kill $p"},
+               {.stdin_pipe = true});
   auto throttled = [&] {
     std::istringstream in(slurp(dir + "/cpu.stat"));
     std::string key;
@@ -308,7 +310,7 @@ TEST_CASE("a cpu limit shows in the CPU time a busy loop gets", "[local][limits]
   double ticks = std::stod(v[11]) + std::stod(v[12]);
   double cpu_s = ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
   INFO("busy loop got " << cpu_s << " s of CPU in at most " << wall_s
-                          << " s with a quota of 0.25 cores");
+                        << " s with a quota of 0.25 cores");
   // The quota caps it: 25 ms per 100 ms period over its lifetime (at most wall_s), plus the
   // period it started in and the clock tick's rounding. A loaded host may give it less.
   CHECK(cpu_s <= 0.25 * wall_s + 0.025 + 0.02);
@@ -650,8 +652,7 @@ TEST_CASE("limits asked by a caller that is not root are a clear error",
     o.resources.memory_bytes = 64 * mib;
     auto made = t->create(o, "");
     std::string out = made ? std::string("created")
-                           : std::to_string(made.error().code.value()) + " " +
-                                 made.error().message;
+                           : std::to_string(made.error().code.value()) + " " + made.error().message;
     (void)!::write(fds[1], out.data(), out.size());
     ::_exit(0);
   }

@@ -10,12 +10,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -112,8 +112,10 @@ int listen_unix(const std::string& path) { // "@name": abstract
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
   std::memcpy(a.sun_path, path.data(), path.size());
-  if (path[0] == '@') a.sun_path[0] = '\0';
-  else ::unlink(path.c_str());
+  if (path[0] == '@')
+    a.sun_path[0] = '\0';
+  else
+    ::unlink(path.c_str());
   auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
   REQUIRE(::bind(s, reinterpret_cast<sockaddr*>(&a), len) == 0);
   REQUIRE(::listen(s, 16) == 0);
@@ -136,11 +138,11 @@ bool host_can_connect(const std::string& path) {
 /// A directory of the host's root filesystem that a sandbox sees through its overlay (so not
 /// /tmp, which the sandbox covers with its own, nor another filesystem mounted on the host).
 std::string root_fs_dir() {
-  struct stat root{};
+  struct stat root {};
   ::stat("/", &root);
   // Not one the default root hides (/root, /var, /srv, …).
   for (const char* d : {"/opt", "/usr/local"}) {
-    struct stat st{};
+    struct stat st {};
     if (::stat(d, &st) == 0 && S_ISDIR(st.st_mode) && st.st_dev == root.st_dev) return d;
   }
   FAIL("no directory of the root filesystem outside /tmp to test with");
@@ -170,12 +172,31 @@ TEST_CASE("commands cannot use the system calls Docker's default profile denies"
   auto box = make_box();
   REQUIRE(install_probe(box));
   auto r = probe(box, {"syscalls"});
-  for (const char* call :
-       {"unshare_user", "unshare_net", "clone_newuser", "keyctl", "add_key", "userfaultfd",
-        "perf_event_open", "io_uring_setup", "process_vm_readv_self", "kcmp_self", "ptrace_child",
-        "personality_bsd", "socket_vsock", "mount_tmpfs", "umount_proc", "pivot_root", "bpf",
-        "setns", "open_by_handle_at", "init_module", "kexec_load", "reboot", "swapoff",
-        "settimeofday", "syslog"}) {
+  for (const char* call : {"unshare_user",
+                           "unshare_net",
+                           "clone_newuser",
+                           "keyctl",
+                           "add_key",
+                           "userfaultfd",
+                           "perf_event_open",
+                           "io_uring_setup",
+                           "process_vm_readv_self",
+                           "kcmp_self",
+                           "ptrace_child",
+                           "personality_bsd",
+                           "socket_vsock",
+                           "mount_tmpfs",
+                           "umount_proc",
+                           "pivot_root",
+                           "bpf",
+                           "setns",
+                           "open_by_handle_at",
+                           "init_module",
+                           "kexec_load",
+                           "reboot",
+                           "swapoff",
+                           "settimeofday",
+                           "syslog"}) {
     INFO(call);
     CHECK(r[call] == "EPERM");
   }
@@ -279,7 +300,8 @@ TEST_CASE("the supervisor cannot be read, traced or killed from inside",
           "[local][security][supervisor]") {
   auto box = make_box();
   REQUIRE(install_probe(box));
-  auto r = probe(box, {"supervisor", std::to_string(reinterpret_cast<std::uintptr_t>(client_secret))});
+  auto r =
+      probe(box, {"supervisor", std::to_string(reinterpret_cast<std::uintptr_t>(client_secret))});
   for (const char* how :
        {"environ", "mem", "process_vm_readv", "ptrace_attach", "fd_link", "root_link"}) {
     INFO(how << ": " << r[how]);
@@ -303,7 +325,7 @@ TEST_CASE("the host's files cannot be modified, and no device node reaches its d
   sh(box, "truncate -s 0 " + path + "; ln -f " + path + " " + path + ".link; mv " + path + " " +
               path + ".moved; rm -f " + path + ".moved");
   CHECK(slurp(path) == "original\n");
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) != 0777);
   CHECK(::access((path + ".link").c_str(), F_OK) != 0);
@@ -311,7 +333,7 @@ TEST_CASE("the host's files cannot be modified, and no device node reaches its d
   ::unlink(path.c_str());
 
   // A block device node for the root filesystem's disk, wherever a command can write.
-  struct stat root{};
+  struct stat root {};
   REQUIRE(::stat("/", &root) == 0);
   auto out = run(box, {"/tmp/probe", "raw-disk", std::to_string(major(root.st_dev)),
                        std::to_string(minor(root.st_dev)), "/,/root,/dev,/dev/shm,/tmp"})
@@ -349,7 +371,8 @@ TEST_CASE("/proc and /sys show nothing sensitive and cannot be written",
   // where this protection failed, the write would succeed and still change nothing.
   std::string core = slurp("/proc/sys/kernel/core_pattern");
   REQUIRE(!core.empty());
-  auto w = run(box, {"sh", "-c", "cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern"});
+  auto w =
+      run(box, {"sh", "-c", "cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern"});
   CHECK(w.code != 0);
   CHECK(w.err.find("Read-only") != std::string::npos);
   CHECK(slurp("/proc/sys/kernel/core_pattern") == core);
@@ -371,10 +394,9 @@ TEST_CASE("/proc/1/root, .. and chroot lead nowhere", "[local][security][filesys
   auto r = probe(box, {"chroot-escape", marker});
   CHECK(r["chroot"] == "ok"); // CAP_SYS_CHROOT is a default capability
   CHECK(r["marker"] == "ENOENT");
-  CHECK(sh(box, "cd /../../..; pwd; ls -d /proc/1/root/dev/shm/* /proc/self/root/../../" +
-                    marker + " " + marker + " 2>/dev/null | wc -l") == "/\n0\n");
-  CHECK(sh(box, "ls /proc/1/root/ >/dev/null 2>&1 && echo readable || echo closed") ==
-        "closed\n");
+  CHECK(sh(box, "cd /../../..; pwd; ls -d /proc/1/root/dev/shm/* /proc/self/root/../../" + marker +
+                    " " + marker + " 2>/dev/null | wc -l") == "/\n0\n");
+  CHECK(sh(box, "ls /proc/1/root/ >/dev/null 2>&1 && echo readable || echo closed") == "closed\n");
   // The file API resolves inside the sandbox too.
   CHECK(box.read_file(marker).error().is(errc::file_not_found));
   CHECK(box.read_file("/../../../../" + marker).error().is(errc::file_not_found));
@@ -493,8 +515,7 @@ TEST_CASE("commands have no controlling terminal to push keystrokes into",
 TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
           "[local][security][rootless][userns]") {
   if (sandbox::local::detail::read_sysctl("/proc/sys/user/max_user_namespaces") == "0" ||
-      sandbox::local::detail::read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == "0")
-  {
+      sandbox::local::detail::read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == "0") {
     SANDBOX_SKIP(
         "this host disables unprivileged user namespaces (the next test covers the error)");
   }
@@ -520,16 +541,18 @@ TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
     auto& box = made.value();
     put(fd, "id", run(box, {"id", "-u"}).out);
     put(fd, "uid_map", sh(box, "cat /proc/self/uid_map | tr -s ' '"));
-    put(fd, "etc", sh(box, "{ echo x > " + etc_file + "; } 2>/dev/null; cat " + etc_file +
-                               " 2>/dev/null"));
+    put(fd, "etc",
+        sh(box, "{ echo x > " + etc_file + "; } 2>/dev/null; cat " + etc_file + " 2>/dev/null"));
     put(fd, "host_file",
         sh(box, "{ echo changed > " + host_file + "; } 2>/dev/null; cat " + host_file));
     put(fd, "tmp", sh(box, "echo hi > /tmp/x && cat /tmp/x"));
-    put(fd, "proc", sh(box, "ls -d /proc/[0-9]* | wc -l; cat /proc/timer_list 2>/dev/null | wc -c"));
+    put(fd, "proc",
+        sh(box, "ls -d /proc/[0-9]* | wc -l; cat /proc/timer_list 2>/dev/null | wc -c"));
     put(fd, "core_pattern",
-        std::to_string(run(box, {"sh", "-c",
-                                 "cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern"})
-                           .code));
+        std::to_string(
+            run(box,
+                {"sh", "-c", "cat /proc/sys/kernel/core_pattern > /proc/sys/kernel/core_pattern"})
+                .code));
     if (!install_probe(box)) return put(fd, "error", "install");
     auto r = parse(run(box, {"/tmp/probe", "syscalls"}).out);
     put(fd, "unshare_user", r["unshare_user"]);
@@ -614,7 +637,8 @@ TEST_CASE("a caller that cannot map a user namespace is told why", "[local][secu
     if (made) return put(fd, "error", "created a sandbox");
     put(fd, "message", made.error().message);
     // A refusal that will not go away is not retried (the default policy would wait 30 s).
-    put(fd, "fast", std::chrono::steady_clock::now() - start < std::chrono::seconds(5) ? "yes" : "no");
+    put(fd, "fast",
+        std::chrono::steady_clock::now() - start < std::chrono::seconds(5) ? "yes" : "no");
   });
   auto m = parse(out);
   INFO(out);
@@ -634,10 +658,9 @@ struct inode_facts {
 };
 
 inode_facts facts_of(const char* path) {
-  struct stat st{};
+  struct stat st {};
   REQUIRE(::stat(path, &st) == 0);
-  return {st.st_mode, st.st_uid, st.st_gid,
-          st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec,
+  return {st.st_mode, st.st_uid, st.st_gid, st.st_ctim.tv_sec * 1000000000LL + st.st_ctim.tv_nsec,
           st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec};
 }
 
@@ -662,13 +685,15 @@ TEST_CASE("nothing done inside changes a host device node or what masks /proc",
           "[local][security][dev]") {
   // The sandbox's nodes are binds of these host inodes; the masked /proc files are binds of
   // /dev/null.
-  const char* nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
-                         "/dev/tty"};
+  const char* nodes[] = {"/dev/null",   "/dev/zero",    "/dev/full",
+                         "/dev/random", "/dev/urandom", "/dev/tty"};
   std::map<std::string, inode_facts> before;
-  for (const char* n : nodes) before[n] = facts_of(n);
+  for (const char* n : nodes)
+    before[n] = facts_of(n);
   auto box = make_box();
   std::vector<std::string> argv = {"python3", "-c", change_metadata};
-  for (const char* n : nodes) argv.push_back(n);
+  for (const char* n : nodes)
+    argv.push_back(n);
   for (const char* f : {"/proc/kcore", "/proc/keys", "/proc/timer_list"})
     if (run(box, {"test", "-c", f}).code == 0) argv.push_back(f); // masked with /dev/null here
   auto o = run(box, argv);
@@ -747,9 +772,9 @@ struct planted_secrets {
   std::string token = unique("host-secret-");
   std::string home = "/home/" + unique("sbx-user-");
   std::string top = "/" + unique("sbx-top-"); // a top-level directory of the host's own
-  std::vector<std::string> files = {"/root/" + token, home + "/" + token,
-                                    "/var/lib/" + token, "/srv/" + token, "/run/" + token,
-                                    "/var/tmp/" + token, top + "/" + token};
+  std::vector<std::string> files = {"/root/" + token, home + "/" + token, "/var/lib/" + token,
+                                    "/srv/" + token,  "/run/" + token,    "/var/tmp/" + token,
+                                    top + "/" + token};
   planted_secrets() {
     REQUIRE(::mkdir(home.c_str(), 0755) == 0);
     REQUIRE(::mkdir(top.c_str(), 0755) == 0);
@@ -759,7 +784,8 @@ struct planted_secrets {
     }
   }
   ~planted_secrets() {
-    for (const auto& f : files) ::unlink(f.c_str());
+    for (const auto& f : files)
+      ::unlink(f.c_str());
     ::rmdir(home.c_str());
     ::rmdir(top.c_str());
   }
@@ -776,9 +802,8 @@ TEST_CASE("the default root hides the host's secrets and keeps what programs nee
     INFO(f);
     CHECK(run(box, {"cat", f}).code != 0);
   }
-  CHECK(sh(box, "cat /root/* /home/*/* /var/lib/* /srv/* /run/* 2>/dev/null; grep -r " +
-                    s.token + " /root /home /var /srv /run /etc /opt 2>/dev/null | head -1") ==
-        "");
+  CHECK(sh(box, "cat /root/* /home/*/* /var/lib/* /srv/* /run/* 2>/dev/null; grep -r " + s.token +
+                    " /root /home /var /srv /run /etc /opt 2>/dev/null | head -1") == "");
   for (const char* f : {"/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/machine-id",
                         "/etc/ssl/private", "/etc/shadow-"}) {
     INFO(f);
@@ -792,7 +817,8 @@ TEST_CASE("the default root hides the host's secrets and keeps what programs nee
   for (const auto& name : [&] {
          std::vector<std::string> v;
          std::istringstream in(sh(box, "ls -A /"));
-         for (std::string n; std::getline(in, n);) v.push_back(n);
+         for (std::string n; std::getline(in, n);)
+           v.push_back(n);
          return v;
        }()) {
     INFO(name);
@@ -834,8 +860,9 @@ TEST_CASE("a caller that is not root does not see the host's secrets either",
     if (!made) return put(fd, "error", made.error().message);
     auto& box = made.value();
     put(fd, "home", sh(box, "cat " + s.home + "/" + s.token + " 2>/dev/null | grep -c " + s.token));
-    put(fd, "listing", sh(box, "for d in /root /home /srv /var/lib; do ls -A $d | wc -l; done; "
-                               "ls -A /run"));
+    put(fd, "listing",
+        sh(box, "for d in /root /home /srv /var/lib; do ls -A $d | wc -l; done; "
+                "ls -A /run"));
     put(fd, "shadow", sh(box, "test -e /etc/shadow && echo present || echo absent"));
     put(fd, "ssh", sh(box, "ls /etc/ssh 2>/dev/null | grep -c ssh_host_"));
     put(fd, "passwd", sh(box, "grep -c ^root: /etc/passwd"));
@@ -852,20 +879,19 @@ TEST_CASE("a caller that is not root does not see the host's secrets either",
   CHECK(m["top"] == "absent|");
 }
 
-TEST_CASE("what a sandbox writes is bounded, and the host is unharmed",
-          "[local][security][disk]") {
+TEST_CASE("what a sandbox writes is bounded, and the host is unharmed", "[local][security][disk]") {
   {
     // The defaults: 1 GiB for the writable layer and /tmp together, 64 MiB of /dev/shm.
     auto box = make_box();
     CHECK(sh(box, "df -B1 --output=size /tmp /dev/shm | tail -2 | tr -s ' \\n' ' '") ==
-          std::to_string(sandbox::default_disk_bytes) + " " +
-              std::to_string(64u << 20) + " ");
+          std::to_string(sandbox::default_disk_bytes) + " " + std::to_string(64u << 20) + " ");
   }
   auto box = make_box({.resources = {.disk_bytes = 32u << 20}});
   for (const char* where : {"/tmp/big", "/var/tmp/big", "/usr/big", "/dev/shm/big"}) {
     INFO(where);
-    auto o = run(box, {"sh", "-c", std::string("head -c 100M /dev/zero > ") + where +
-                                       "; echo $?; stat -c %s " + where + "; rm -f " + where});
+    auto o = run(box, {"sh", "-c",
+                       std::string("head -c 100M /dev/zero > ") + where + "; echo $?; stat -c %s " +
+                           where + "; rm -f " + where});
     INFO(o.out << o.err);
     CHECK(o.err.find("No space left on device") != std::string::npos);
     CHECK(o.out.substr(0, 2) == "1\n");

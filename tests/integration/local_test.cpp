@@ -23,14 +23,14 @@ struct local_env {
 #include <thread>
 
 using namespace std::chrono_literals;
-using scenarios::keep_alive;
 using sandbox::errc;
+using scenarios::keep_alive;
 
 #include "../support/host.hpp"
 
-using test_support::slurp;
 using test_support::count_marked;
 using test_support::eventually;
+using test_support::slurp;
 
 namespace {
 
@@ -49,8 +49,9 @@ TEST_CASE("the sandbox has its own hostname, pid space and network", "[local][is
   CHECK(run_out(box, {"cat", "/proc/1/comm"}) == "sandbox-init\n");
   std::string pids = run_out(box, {"sh", "-c", "ls -d /proc/[0-9]* | wc -l"});
   CHECK(std::stoi(pids) <= 4); // init, sh, ls (and wc)
-  auto self = run_out(box, {"sh", "-c", "test -e /proc/" + std::to_string(getpid()) +
-                                            " && echo visible || echo hidden"});
+  auto self = run_out(
+      box, {"sh", "-c",
+            "test -e /proc/" + std::to_string(getpid()) + " && echo visible || echo hidden"});
   if (getpid() > 10) CHECK(self == "hidden\n");
   // Only loopback, and it is up.
   CHECK(run_out(box, {"ls", "/sys/class/net"}) == "lo\n");
@@ -60,17 +61,17 @@ TEST_CASE("the sandbox has its own hostname, pid space and network", "[local][is
 TEST_CASE("writes inside never reach the host", "[local][isolation]") {
   auto box = keep_alive<local_env>();
   std::string name = "/etc/sandbox-probe-" + box.id();
-  auto w = box.exec({"sh", "-c", "echo x > " + name + " && echo y > /tmp/probe-" + box.id() +
-                                     " && cat " + name})
-               .result();
+  auto w =
+      box.exec({"sh", "-c",
+                "echo x > " + name + " && echo y > /tmp/probe-" + box.id() + " && cat " + name})
+          .result();
   REQUIRE(w);
   CHECK(w.value().stdout_text == "x\n");
   CHECK(access(name.c_str(), F_OK) != 0);
   CHECK(access(("/tmp/probe-" + box.id()).c_str(), F_OK) != 0);
   // Another sandbox does not see them either.
   auto other = keep_alive<local_env>();
-  CHECK(run_out(other, {"sh", "-c", "cat " + name + " 2>/dev/null || echo absent"}) ==
-        "absent\n");
+  CHECK(run_out(other, {"sh", "-c", "cat " + name + " 2>/dev/null || echo absent"}) == "absent\n");
   // /dev holds only the usual safe nodes.
   CHECK(run_out(box, {"ls", "/dev"}) ==
         "fd\nfull\nnull\nptmx\npts\nrandom\nshm\nstderr\nstdin\nstdout\ntty\nurandom\nzero\n");
@@ -85,8 +86,8 @@ TEST_CASE("PID 1 reaps orphans without stealing exit codes", "[local][process]")
   }
   // The orphaned sleeps are reaped: no zombie remains.
   CHECK(eventually([&] {
-    return run_out(box, {"sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null | awk '$3==\"Z\"' | wc -l"}) ==
-           "0\n";
+    return run_out(box, {"sh", "-c",
+                         "cat /proc/[0-9]*/stat 2>/dev/null | awk '$3==\"Z\"' | wc -l"}) == "0\n";
   }));
 }
 
@@ -140,7 +141,8 @@ TEST_CASE("sandboxes work from a multi-threaded caller", "[local][threads]") {
         if (r && r.value().stdout_text == std::to_string(t * 10 + i) + "\n") ++ok;
       }
     });
-  for (auto& th : threads) th.join();
+  for (auto& th : threads)
+    th.join();
   CHECK(ok == 20);
 }
 
@@ -200,7 +202,8 @@ TEST_CASE("sandboxes die with their owner", "[local][cleanup]") {
 }
 
 TEST_CASE("max_lifetime terminates the sandbox", "[local][lifecycle]") {
-  auto box = keep_alive<local_env>(sandbox::SandboxOptions{.max_lifetime = std::chrono::seconds(1)});
+  auto box =
+      keep_alive<local_env>(sandbox::SandboxOptions{.max_lifetime = std::chrono::seconds(1)});
   auto start = std::chrono::steady_clock::now();
   auto r = box.wait_until_complete(120s, false);
   CHECK(r);
@@ -220,8 +223,8 @@ TEST_CASE("bad options are clear errors", "[local][validation]") {
   REQUIRE_FALSE(wd);
   CHECK(wd.error().is(errc::validation));
   CHECK(wd.error().message.find("working_dir") != std::string::npos);
-  auto env = local_env::box::run(sandbox::SandboxOptions{.env = {{"A=B", "x"}}},
-                                 local_env::transport());
+  auto env =
+      local_env::box::run(sandbox::SandboxOptions{.env = {{"A=B", "x"}}}, local_env::transport());
   REQUIRE_FALSE(env);
   CHECK(env.error().is(errc::validation));
   auto big = keep_alive<local_env>();
@@ -233,7 +236,8 @@ TEST_CASE("bad options are clear errors", "[local][validation]") {
 TEST_CASE("files can be written and read back, and paths stay inside", "[local][files]") {
   auto box = keep_alive<local_env>();
   std::string all;
-  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
+  for (int i = 0; i < 256; ++i)
+    all += static_cast<char>(i);
   CHECK(box.write_file("/tmp/bytes", all));
   auto back = box.read_file("/tmp/bytes");
   REQUIRE(back);
@@ -243,8 +247,8 @@ TEST_CASE("files can be written and read back, and paths stay inside", "[local][
   CHECK(box.read_file("/tmp").error().is(errc::file_is_directory));
   CHECK(box.read_file("relative").error().is(errc::validation));
   // A symlink to the host's files resolves inside the sandbox.
-  REQUIRE(box.exec({"sh", "-c", "echo inside > /tmp/mark; ln -s /../../tmp/mark /tmp/link"})
-              .result());
+  REQUIRE(
+      box.exec({"sh", "-c", "echo inside > /tmp/mark; ln -s /../../tmp/mark /tmp/link"}).result());
   CHECK(box.read_file("/tmp/link").value() == "inside\n");
   CHECK(box.read_file("/proc/1/root/etc/hostname").error().is(errc::file_permission));
 }
@@ -311,7 +315,8 @@ TEST_CASE("writing stdin to a command that exited is an error, not SIGPIPE", "[l
   REQUIRE_FALSE(w2);
   CHECK(w2.error().is(errc::not_running));
   std::string all;
-  for (int i = 0; i < 256; ++i) all += static_cast<char>(i);
+  for (int i = 0; i < 256; ++i)
+    all += static_cast<char>(i);
   auto echo = box.exec({"cat"}, {.stdin_pipe = true});
   CHECK(echo.write_stdin(all + all));
   CHECK(echo.close_stdin());
@@ -398,7 +403,7 @@ TEST_CASE("a timed wait returns while the command keeps writing", "[local][proce
   REQUIRE_FALSE(r);
   CHECK(r.error().is(errc::timeout)); // returned at all: the output never stops
   CHECK(scenarios::since(start) >= 250ms);
-  CHECK_FALSE(p.poll());               // returns too: it never blocks
+  CHECK_FALSE(p.poll()); // returns too: it never blocks
   CHECK(p.kill());
   CHECK(p.result(10s).value().term_signal == SIGKILL);
 }

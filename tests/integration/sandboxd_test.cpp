@@ -33,8 +33,8 @@ using sandbox::errc;
 
 #include "../support/host.hpp"
 
-using test_support::slurp;
 using test_support::count_marked;
+using test_support::slurp;
 
 namespace {
 

@@ -72,14 +72,14 @@ TEMPLATE_TEST_CASE("a main command that exits non-zero or by a signal completes 
 TEMPLATE_TEST_CASE("a main command that cannot start fails the sandbox", "[scenario][lifecycle]",
                    SANDBOX_SCENARIO_ENVS) {
   using namespace scenarios;
-  auto job = TestType::box::run(
-      sandbox::SandboxOptions{.command = {"/definitely/not/a/program"}}, TestType::transport());
+  auto job = TestType::box::run(sandbox::SandboxOptions{.command = {"/definitely/not/a/program"}},
+                                TestType::transport());
   REQUIRE(job);
   auto r = job.value().wait_until_complete(30s);
   REQUIRE_FALSE(r);
   CHECK(r.error().is(errc::failed));
-  CHECK_THAT(r.error().message, Catch::Contains("not found") &&
-                                    Catch::Contains("/definitely/not/a/program"));
+  CHECK_THAT(r.error().message,
+             Catch::Contains("not found") && Catch::Contains("/definitely/not/a/program"));
   CHECK(job.value().state().value() == State::FAILED);
   CHECK_FALSE(job.value().returncode()); // it never ran: there is no exit code
   CHECK_FALSE(job.value().oom_killed());
@@ -94,8 +94,8 @@ TEMPLATE_TEST_CASE("a main command that cannot start fails the sandbox", "[scena
   auto d = data.value().wait_until_complete(30s);
   REQUIRE_FALSE(d);
   CHECK(d.error().is(errc::failed));
-  CHECK_THAT(d.error().message, Catch::Contains("cannot be executed") &&
-                                    Catch::Contains("/etc/passwd"));
+  CHECK_THAT(d.error().message,
+             Catch::Contains("cannot be executed") && Catch::Contains("/etc/passwd"));
 }
 
 TEMPLATE_TEST_CASE("a sandbox stopped while its main command runs is terminated",
@@ -123,7 +123,8 @@ TEMPLATE_TEST_CASE("a keep-alive sandbox runs several commands", "[scenario][exe
   CHECK(r.value().stdout_text == "out\n");
   CHECK(r.value().stderr_text == "err\n");
   CHECK(r.value().returncode == 4);
-  CHECK(r.value().command == std::vector<std::string>{"sh", "-c", "echo out; echo err >&2; exit 4"});
+  CHECK(r.value().command ==
+        std::vector<std::string>{"sh", "-c", "echo out; echo err >&2; exit 4"});
   CHECK(r.value().stdout_bytes_produced == 4);
 
   auto second = box.exec({"echo", "again"});
@@ -175,9 +176,9 @@ TEMPLATE_TEST_CASE("an exec timeout kills the whole process group and keeps the 
   using namespace scenarios;
   auto box = keep_alive<TestType>();
   auto start = std::chrono::steady_clock::now();
-  auto r = box.exec({"sh", "-c", "echo started; sleep 60 & sleep 60; echo never"},
-                    {.timeout = 500ms})
-               .result();
+  auto r =
+      box.exec({"sh", "-c", "echo started; sleep 60 & sleep 60; echo never"}, {.timeout = 500ms})
+          .result();
   auto took = since(start);
   REQUIRE_FALSE(r);
   CHECK(r.error().is(errc::command_timeout));
@@ -191,8 +192,7 @@ TEMPLATE_TEST_CASE("an exec timeout kills the whole process group and keeps the 
   CHECK(left.value().stdout_text.find("sleep") == std::string::npos);
 }
 
-TEMPLATE_TEST_CASE("cwd and env apply to one command", "[scenario][exec]",
-                   SANDBOX_SCENARIO_ENVS) {
+TEMPLATE_TEST_CASE("cwd and env apply to one command", "[scenario][exec]", SANDBOX_SCENARIO_ENVS) {
   using namespace scenarios;
   auto box = keep_alive<TestType>(sandbox::SandboxOptions{.env = {{"BASE", "b"}, {"OVER", "1"}}});
   auto r = box.exec({"sh", "-c", "pwd; echo $BASE $OVER $ONLY"},

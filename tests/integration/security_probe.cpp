@@ -4,8 +4,8 @@
 // is "ok" or the errno name; the test decides what is acceptable. Plain libc only, so it runs
 // wherever the test copies it.
 #include <cerrno>
-#include <cstdint>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -80,8 +80,8 @@ int syscalls() {
   }());
   report("clone3", ::syscall(SYS_clone3, nullptr, 0));
   report("keyctl", ::syscall(SYS_keyctl, KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0));
-  report("add_key", ::syscall(SYS_add_key, "user", "sandbox-probe", "x", 1,
-                              KEY_SPEC_PROCESS_KEYRING));
+  report("add_key",
+         ::syscall(SYS_add_key, "user", "sandbox-probe", "x", 1, KEY_SPEC_PROCESS_KEYRING));
   report("userfaultfd", ::syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY));
   perf_event_attr pe{};
   pe.size = sizeof pe;
@@ -164,8 +164,10 @@ int foreign_abi(const char* which) {
 int supervisor(unsigned long addr) {
   char buf[64] = {};
   auto leaked = [&](const char* name, long n) {
-    if (n > 0) std::printf("%s ok %.*s\n", name, static_cast<int>(n), buf);
-    else report(name, -1);
+    if (n > 0)
+      std::printf("%s ok %.*s\n", name, static_cast<int>(n), buf);
+    else
+      report(name, -1);
   };
   int fd = ::open("/proc/1/environ", O_RDONLY);
   leaked("environ", fd < 0 ? -1 : ::pread(fd, buf, sizeof buf - 1, 0));
@@ -279,7 +281,8 @@ int chroot_escape(const char* marker) {
   ::mkdir("/tmp/jail", 0755);
   long rc = ::chroot("/tmp/jail");
   report("chroot", rc);
-  for (int i = 0; i < 64; ++i) (void)!::chdir("..");
+  for (int i = 0; i < 64; ++i)
+    (void)!::chdir("..");
   report("chroot_dot", ::chroot("."));
   report("marker", ::access(marker, F_OK));
   return 0;
@@ -321,7 +324,8 @@ int main(int argc, char** argv) {
     return supervisor(std::strtoul(argv[2], nullptr, 0));
   if (!std::strcmp(mode, "kill-range") && argc == 4)
     return kill_range(std::atol(argv[2]), std::atol(argv[3]));
-  if (!std::strcmp(mode, "connect-tcp") && argc == 4) return connect_tcp(argv[2], std::atoi(argv[3]));
+  if (!std::strcmp(mode, "connect-tcp") && argc == 4)
+    return connect_tcp(argv[2], std::atoi(argv[3]));
   if (!std::strcmp(mode, "loopback")) return loopback_roundtrip();
   if (!std::strcmp(mode, "connect-unix") && argc == 3) return connect_unix(argv[2]);
   if (!std::strcmp(mode, "raw-disk") && argc == 5)

@@ -84,13 +84,12 @@ private:
   static decltype(server_options::trace) capture_into(std::string dir) {
     static std::atomic<int> n{0}; // one count for every server of the process: names never repeat
     return [dir = std::move(dir)](std::string_view method, std::string_view path,
-                                     std::string_view request, int status,
-                                     std::string_view response) {
+                                  std::string_view request, int status, std::string_view response) {
       auto put = [&](std::string_view body, bool is_request) {
         std::string type = message_of(method, path, is_request, status);
         if (type.empty() || body.empty() || body.size() > (1u << 20)) return;
-        std::string file = dir + "/" + std::to_string(::getpid()) + "-" +
-                           std::to_string(n++) + "." + type + ".json";
+        std::string file = dir + "/" + std::to_string(::getpid()) + "-" + std::to_string(n++) +
+                           "." + type + ".json";
         if (std::FILE* f = std::fopen(file.c_str(), "wb")) {
           std::fwrite(body.data(), 1, body.size(), f);
           std::fclose(f);

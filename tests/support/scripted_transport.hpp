@@ -47,8 +47,8 @@ public:
   std::deque<result<SandboxInfo>> create_results, get_results, wait_results, stop_results;
   std::deque<result<ExecResult>> exec_results;
   std::deque<result<std::string>> read_results;
-  std::vector<std::string> calls;         ///< "create", "get id", "stop id", …
-  std::vector<std::string> request_ids;   ///< request id of each create
+  std::vector<std::string> calls;       ///< "create", "get id", "stop id", …
+  std::vector<std::string> request_ids; ///< request id of each create
   std::vector<std::vector<std::string>> exec_argvs;
 
   [[nodiscard]] result<SandboxInfo> create(const SandboxOptions&, std::string_view rid) noexcept {

@@ -116,7 +116,9 @@ M filled() {
     if constexpr (wire::is_any_field<F>) {
       std::apply(
           [&](auto... member) {
-            ((m.*member).emplace(filled<typename std::remove_cvref_t<decltype(m.*member)>::value_type>()), ...);
+            ((m.*member).emplace(
+                 filled<typename std::remove_cvref_t<decltype(m.*member)>::value_type>()),
+             ...);
           },
           f.members);
     } else {
@@ -165,10 +167,10 @@ struct Choice {
 } // namespace test_wire
 
 template <>
-inline constexpr auto sandbox::http::wire::descriptor<test_wire::Choice> = message(
-    "test.Choice", field(1, "text", kind::string, &test_wire::Choice::text, in_oneof(1)),
-    field(2, "big_number", kind::int64, &test_wire::Choice::big_number, in_oneof(1)),
-    field(3, "states", kind::enumeration, &test_wire::Choice::states));
+inline constexpr auto sandbox::http::wire::descriptor<test_wire::Choice> =
+    message("test.Choice", field(1, "text", kind::string, &test_wire::Choice::text, in_oneof(1)),
+            field(2, "big_number", kind::int64, &test_wire::Choice::big_number, in_oneof(1)),
+            field(3, "states", kind::enumeration, &test_wire::Choice::states));
 
 TEST_CASE("base64 encodes standard with padding", "[codec][base64]") {
   CHECK(base64_encode("") == "");
@@ -910,7 +912,8 @@ static_assert(wire::wire_type(wire::field_at<wire::ExecResponse, 5>.type) == 0);
 static_assert(wire::field_at<wire::SandboxStatus, 5>.number == 9);
 static_assert(wire::field_at<wire::SandboxStatus, 5>.explicit_presence);
 static_assert(!wire::field_at<wire::ExecResponse, 2>.explicit_presence);
-static_assert(wire::field_at<wire::Container, 3>.repeated && !wire::field_at<wire::Container, 3>.packed());
+static_assert(wire::field_at<wire::Container, 3>.repeated &&
+              !wire::field_at<wire::Container, 3>.packed());
 static_assert(wire::field_at<wire::Container, 4>.map);
 static_assert(wire::field_at<wire::Container, 4>.json_name() == "environmentVariables");
 static_assert(wire::field_at<wire::Container, 0>.options.required);

@@ -18,12 +18,11 @@ namespace {
 
 /// Bytes written by hand from the protobuf encoding rules, independent of the encoder: ErrorInfo
 /// {reason: "CWSANDBOX_FILE_NOT_FOUND", domain: "cwsandbox.com", metadata: {path: "/x"}}.
-const std::string error_info_bytes =
-    "\x0a\x18"
-    "CWSANDBOX_FILE_NOT_FOUND"
-    "\x12\x0d"
-    "cwsandbox.com"
-    "\x1a\x0a\x0a\x04path\x12\x02/x"s;
+const std::string error_info_bytes = "\x0a\x18"
+                                     "CWSANDBOX_FILE_NOT_FOUND"
+                                     "\x12\x0d"
+                                     "cwsandbox.com"
+                                     "\x1a\x0a\x0a\x04path\x12\x02/x"s;
 /// The same, base64 without padding, as Connect sends a detail's value.
 constexpr std::string_view error_info_base64 =
     "ChhDV1NBTkRCT1hfRklMRV9OT1RfRk9VTkQSDWN3c2FuZGJveC5jb20aCgoEcGF0aBICL3g";
@@ -99,11 +98,11 @@ TEST_CASE("protobuf: messages round-trip", "[protobuf]") {
 TEST_CASE("protobuf: decoding skips unknown fields and names the field of bad input",
           "[protobuf]") {
   // Unknown fields of every wire type around a known one are skipped.
-  std::string with_unknown = "\x78\x05"s                  // 15: varint
+  std::string with_unknown = "\x78\x05"s                        // 15: varint
                              + "\x81\x01" + std::string(8, 'a') // 16: fixed64
-                             + "\x0a\x02/a"                 // 1: path
+                             + "\x0a\x02/a"                     // 1: path
                              + "\x8d\x01" + std::string(4, 'b') // 17: fixed32
-                             + "\x92\x01\x01z";             // 18: bytes
+                             + "\x92\x01\x01z";                 // 18: bytes
   CHECK(decode_ok<wire::ReadFileResponse>(with_unknown).content == "/a");
   // A field of the wrong wire type names it.
   auto wrong = from_protobuf<wire::ExecResponse>("\x1a\x02\x00\x00"s, decode_mode::lenient);
@@ -184,7 +183,8 @@ TEST_CASE("Connect error bodies map like google.rpc.Status", "[protobuf][status]
                      std::string(error_info_base64) +
                      R"(","debug":{"reason":"CWSANDBOX_FILE_NOT_FOUND"}},)"
                      R"({"type":"google.rpc.RetryInfo","value":")" +
-                     std::string(retry_info_base64) + R"("},)"
+                     std::string(retry_info_base64) +
+                     R"("},)"
                      R"({"type":"google.rpc.DebugInfo","value":"CgA"}]})";
   auto c = from_json<wire::ConnectError>(body, decode_mode::lenient);
   REQUIRE(c);
@@ -207,7 +207,8 @@ TEST_CASE("Connect error bodies map like google.rpc.Status", "[protobuf][status]
   // A command timeout's partial output travels as an ExecResponse detail here too.
   wire::ExecResponse partial{"so far", "", 0, false, false, 6, 0};
   auto timed_out = status_from_connect(wire::ConnectError{
-      "deadline_exceeded", "command timed out",
+      "deadline_exceeded",
+      "command timed out",
       {{"coreweave.sandbox.v1.ExecResponse", base64_encode(to_protobuf(partial))}}});
   REQUIRE(timed_out.exec_response);
   CHECK(*timed_out.exec_response == partial);

@@ -22,8 +22,7 @@ TEST_CASE("exponential_backoff retries only transient errors", "[retry]") {
   CHECK_FALSE(p.next_delay(sandbox::error(errc::command_timeout, ""), {}));
 }
 
-TEST_CASE("exponential_backoff delays grow by the factor, jittered, and stay capped",
-          "[retry]") {
+TEST_CASE("exponential_backoff delays grow by the factor, jittered, and stay capped", "[retry]") {
   sandbox::exponential_backoff<200, 150, 2000, 30000> p;
   sandbox::error e(errc::unavailable, "");
   RetryState s;
@@ -67,9 +66,9 @@ TEST_CASE("exponential_backoff gives up when the budget is spent and honours ret
   CHECK(p.next_delay(e, s) == 500ms); // the hint, cut to what is left of the budget
 }
 
-using ScriptedBox = sandbox::basic_sandbox<sandbox::testing::scripted_transport,
-                                           sandbox::exponential_backoff<1, 100, 1, 5000>,
-                                           sandbox::return_errors>;
+using ScriptedBox =
+    sandbox::basic_sandbox<sandbox::testing::scripted_transport,
+                           sandbox::exponential_backoff<1, 100, 1, 5000>, sandbox::return_errors>;
 
 TEST_CASE("run retries a transient create with the same request id", "[retry][sandbox]") {
   auto t = std::make_shared<sandbox::testing::scripted_transport>();
@@ -95,9 +94,9 @@ TEST_CASE("run does not retry a permanent error", "[retry][sandbox]") {
 }
 
 TEST_CASE("the budget ends retrying with the last error", "[retry][sandbox]") {
-  using Tight = sandbox::basic_sandbox<sandbox::testing::scripted_transport,
-                                       sandbox::exponential_backoff<5, 100, 5, 30>,
-                                       sandbox::return_errors>;
+  using Tight =
+      sandbox::basic_sandbox<sandbox::testing::scripted_transport,
+                             sandbox::exponential_backoff<5, 100, 5, 30>, sandbox::return_errors>;
   auto t = std::make_shared<sandbox::testing::scripted_transport>();
   for (int i = 0; i < 100; ++i)
     t->create_results.push_back(sandbox::fail(errc::unavailable, "down " + std::to_string(i)));

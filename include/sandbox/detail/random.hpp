@@ -33,10 +33,9 @@ inline void random_bytes(void* out, std::size_t n) noexcept {
   b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
   b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
   char s[37];
-  std::snprintf(s, sizeof s,
-                "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-                b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-                b[15]);
+  std::snprintf(s, sizeof s, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12],
+                b[13], b[14], b[15]);
   return s;
 }
 
@@ -46,7 +45,8 @@ inline void random_bytes(void* out, std::size_t n) noexcept {
   static constexpr char hex[] = "0123456789abcdef";
   unsigned char b[32];
   random_bytes(b, (n + 1) / 2);
-  for (std::size_t i = 0; i < n; ++i) s += hex[(b[i / 2] >> ((i % 2) * 4)) & 0xf];
+  for (std::size_t i = 0; i < n; ++i)
+    s += hex[(b[i / 2] >> ((i % 2) * 4)) & 0xf];
   return s;
 }
 

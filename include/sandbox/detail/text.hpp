@@ -12,12 +12,14 @@ namespace sandbox::detail {
 /// Quotes a word for a POSIX shell: safe words as they are, others in single quotes.
 [[nodiscard]] inline std::string shell_quote(std::string_view s) {
   if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                         "0123456789@%+=:,./-_") == std::string_view::npos)
+                                        "0123456789@%+=:,./-_") == std::string_view::npos)
     return std::string(s);
   std::string out = "'";
   for (char c : s) {
-    if (c == '\'') out += "'\\''";
-    else out += c;
+    if (c == '\'')
+      out += "'\\''";
+    else
+      out += c;
   }
   out += '\'';
   return out;

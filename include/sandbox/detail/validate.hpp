@@ -32,8 +32,8 @@ namespace sandbox::detail {
                                       ": ExecOptions::cwd must be an absolute path, got " +
                                       shell_quote(*o.cwd));
   if (o.timeout && o.timeout->count() <= 0)
-    return fail(errc::validation, "exec " + join_command(argv) +
-                                      ": ExecOptions::timeout must be positive");
+    return fail(errc::validation,
+                "exec " + join_command(argv) + ": ExecOptions::timeout must be positive");
   return validate_env(o.env, "ExecOptions::env");
 }
 

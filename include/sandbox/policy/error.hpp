@@ -41,9 +41,7 @@ public:
 class SandboxTimeoutError : public SandboxError {
 public:
   using SandboxError::SandboxError;
-  [[nodiscard]] const ExecResult* exec_result() const noexcept {
-    return error().exec_result.get();
-  }
+  [[nodiscard]] const ExecResult* exec_result() const noexcept { return error().exec_result.get(); }
 };
 class SandboxNotFoundError : public SandboxError {
 public:

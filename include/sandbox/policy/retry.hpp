@@ -13,8 +13,8 @@ namespace sandbox {
 
 /// Never retries.
 struct no_retry {
-  [[nodiscard]] std::optional<std::chrono::milliseconds> next_delay(const error&,
-                                                                    const RetryState&) const noexcept {
+  [[nodiscard]] std::optional<std::chrono::milliseconds>
+  next_delay(const error&, const RetryState&) const noexcept {
     return std::nullopt;
   }
 };
@@ -27,8 +27,8 @@ template <unsigned InitialMs = 200, unsigned FactorPercent = 150, unsigned MaxMs
 struct exponential_backoff {
   static_assert(InitialMs > 0 && FactorPercent >= 100 && MaxMs >= InitialMs);
 
-  [[nodiscard]] std::optional<std::chrono::milliseconds> next_delay(const error& e,
-                                                                    const RetryState& s) const noexcept {
+  [[nodiscard]] std::optional<std::chrono::milliseconds>
+  next_delay(const error& e, const RetryState& s) const noexcept {
     using std::chrono::milliseconds;
     if (!e.transient() || BudgetMs == 0) return std::nullopt;
     const std::int64_t remaining = std::int64_t{BudgetMs} - s.elapsed.count();
@@ -38,12 +38,13 @@ struct exponential_backoff {
           {e.server->retry_delay->count(), std::int64_t{MaxHintMs}, remaining}));
     // Decorrelated jitter: uniform in [initial, min(max, previous × factor, remaining)].
     std::int64_t prev = std::max<std::int64_t>(s.previous_delay.count(), InitialMs);
-    std::int64_t hi = std::min<std::int64_t>(
-        {std::int64_t{MaxMs}, prev * FactorPercent / 100, remaining});
+    std::int64_t hi =
+        std::min<std::int64_t>({std::int64_t{MaxMs}, prev * FactorPercent / 100, remaining});
     std::int64_t lo = std::min<std::int64_t>(InitialMs, remaining);
     hi = std::max(hi, lo);
     std::int64_t span = hi - lo + 1;
-    return milliseconds(lo + static_cast<std::int64_t>(s.random % static_cast<std::uint64_t>(span)));
+    return milliseconds(lo +
+                        static_cast<std::int64_t>(s.random % static_cast<std::uint64_t>(span)));
   }
 };
 

@@ -90,7 +90,8 @@ public:
   /// **Errors:** validation (a negative page size), and the transport's.
   [[nodiscard]] result<wire::ListSandboxesResponse> list(const list_request& q) const {
     if (q.page_size < 0) return fail(errc::validation, "pageSize: must not be negative");
-    std::size_t page = q.page_size == 0 ? 100 : static_cast<std::size_t>(std::min(q.page_size, 1000));
+    std::size_t page =
+        q.page_size == 0 ? 100 : static_cast<std::size_t>(std::min(q.page_size, 1000));
     ListFilter f;
     f.tags = q.tags;
     f.state = q.state;
@@ -112,9 +113,8 @@ public:
 
   /// DeleteSandbox: stops the sandbox (after `grace`) and keeps it answerable for a while.
   /// **Errors:** the transport's (not_found unless `allow_missing`).
-  [[nodiscard]] result<wire::DeleteSandboxResponse> remove(const std::string& id,
-                                                           std::chrono::seconds grace,
-                                                           bool allow_missing) {
+  [[nodiscard]] result<wire::DeleteSandboxResponse>
+  remove(const std::string& id, std::chrono::seconds grace, bool allow_missing) {
     bool known = t_->get(id).has_value();
     SANDBOX_TRY(i, t_->stop(id, grace, allow_missing));
     wire::DeleteSandboxResponse out;
@@ -145,9 +145,8 @@ public:
   }
 
   /// ReadFile. **Errors:** validation (no path, an unknown container), and the transport's.
-  [[nodiscard]] result<wire::ReadFileResponse> read_file(const std::string& id,
-                                                         const std::string& path,
-                                                         std::string_view container) {
+  [[nodiscard]] result<wire::ReadFileResponse>
+  read_file(const std::string& id, const std::string& path, std::string_view container) {
     if (path.empty()) return fail(errc::validation, "path: required");
     SANDBOX_TRYV(check_container(id, container));
     SANDBOX_TRY(content, t_->read_file(id, path));
@@ -204,7 +203,8 @@ private:
   }
 
   /// A path-bound field may be repeated in the body, but must then name the same sandbox.
-  [[nodiscard]] static result<void> same_sandbox(std::string_view path_id, std::string_view body_id) {
+  [[nodiscard]] static result<void> same_sandbox(std::string_view path_id,
+                                                 std::string_view body_id) {
     if (body_id.empty() || body_id == path_id) return success();
     return fail(errc::validation, "sandboxId: the body names " +
                                       sandbox::detail::shell_quote(body_id) + ", the path " +
@@ -258,7 +258,8 @@ private:
   server_options o_;
   mutable std::mutex m_;
   std::condition_variable cv_;
-  std::map<std::string, std::string, std::less<>> by_request_; // request id → sandbox id ("": pending)
+  std::map<std::string, std::string, std::less<>>
+      by_request_; // request id → sandbox id ("": pending)
   std::deque<std::string> request_order_;
   std::map<std::string, wire::SandboxSpec, std::less<>> specs_;
   std::deque<std::string> stopped_;

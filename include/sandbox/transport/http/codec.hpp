@@ -564,7 +564,8 @@ template <wire::described_message M>
                 : false) ||
            ...);
     return index;
-  }(std::make_index_sequence<wire::field_count<M>>{});
+  }
+  (std::make_index_sequence<wire::field_count<M>>{});
 }
 
 /// One value of kind `K`.
@@ -767,7 +768,8 @@ read_any_entry(od::value& v, decoder& d, Message& m,
           (void)(((index = field_index<Types>(key)) != no_field ? (index += start(K), true)
                                                                 : false) ||
                  ...);
-        }(Is{});
+        }
+        (Is{});
         return index;
       },
       [&](std::size_t i, od::value& fv) -> sandbox::result<void> {
@@ -779,7 +781,8 @@ read_any_entry(od::value& v, decoder& d, Message& m,
                          true)
                       : false) ||
                  ...);
-        }(Is{});
+        }
+        (Is{});
         return r;
       },
       /*skip_unknown=*/true));
@@ -791,7 +794,8 @@ read_any_entry(od::value& v, decoder& d, Message& m,
         slot = std::move(candidate);
     };
     (keep(m.*std::get<K>(f.members), std::get<K>(candidates), given[K]), ...);
-  }(Is{});
+  }
+  (Is{});
   return success();
 }
 

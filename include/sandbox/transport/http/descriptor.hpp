@@ -327,9 +327,8 @@ inline constexpr const auto& field_at = detail::get<I>(descriptor<M>.fields);
 /// Calls `fn.template operator()<I>()` for each field index of `M`, in order.
 template <described_message M, class Fn>
 constexpr void for_each_field(Fn&& fn) {
-  [&]<std::size_t... I>(std::index_sequence<I...>) {
-    (fn.template operator()<I>(), ...);
-  }(std::make_index_sequence<field_count<M>>{});
+  [&]<std::size_t... I>(std::index_sequence<I...>) { (fn.template operator()<I>(), ...); }
+  (std::make_index_sequence<field_count<M>>{});
 }
 
 } // namespace sandbox::http::wire

@@ -8,9 +8,9 @@
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/validate.hpp>
 #include <sandbox/policy/retry.hpp>
-#include <sandbox/transport/http/detail/client.hpp>
 #include <sandbox/transport/http/codec.hpp>
 #include <sandbox/transport/http/defaults.hpp>
+#include <sandbox/transport/http/detail/client.hpp>
 #include <sandbox/transport/http/detail/exec_state.hpp>
 #include <sandbox/transport/http/mapping.hpp>
 
@@ -39,7 +39,8 @@ struct http_options {
   /// Sent as `Authorization: Bearer <key>`. Empty: `CWSANDBOX_API_KEY`.
   std::string api_key;
   /// W&B mode, used when there is no `api_key`: `x-wandb-api-key` (`WANDB_API_KEY`), with
-  /// `x-entity-id` (`WANDB_ENTITY`, else `WANDB_ENTITY_NAME`) and `x-project-name` (`WANDB_PROJECT`).
+  /// `x-entity-id` (`WANDB_ENTITY`, else `WANDB_ENTITY_NAME`) and `x-project-name`
+  /// (`WANDB_PROJECT`).
   std::string wandb_api_key;
   std::string wandb_entity;
   std::string wandb_project;
@@ -297,8 +298,7 @@ public:
     SANDBOX_TRYV(ensure_running(id, what));
 
     http::detail::http_request rq = request("POST", path_of(id) + ":exec");
-    rq.body =
-        http::to_json(http::exec_request_of(argv, o, static_cast<std::int32_t>(max_output)));
+    rq.body = http::to_json(http::exec_request_of(argv, o, static_cast<std::int32_t>(max_output)));
     rq.idempotent = false;
     std::optional<clock::time_point> deadline;
     if (o.timeout) {
@@ -312,8 +312,8 @@ public:
     }
     // Two streams in base64, and room for the rest of the message; 0 leaves the cap to the
     // server, which sandboxd sets to default_max_output_bytes.
-    const std::uint64_t cap = max_output > 0 ? static_cast<std::uint64_t>(max_output)
-                                             : default_max_output_bytes;
+    const std::uint64_t cap =
+        max_output > 0 ? static_cast<std::uint64_t>(max_output) : default_max_output_bytes;
     rq.max_response_bytes = std::max<std::size_t>(
         rq.max_response_bytes, 2 * ((cap + 2) / 3 * 4) + (std::size_t{64} << 10));
 

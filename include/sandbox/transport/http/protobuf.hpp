@@ -30,7 +30,8 @@ using wire::kind;
 // google.protobuf.Timestamp { int64 seconds = 1; int32 nanos = 2; }.
 
 /// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-[[nodiscard]] constexpr std::int64_t days_from_civil(std::int64_t y, unsigned m, unsigned d) noexcept {
+[[nodiscard]] constexpr std::int64_t days_from_civil(std::int64_t y, unsigned m,
+                                                     unsigned d) noexcept {
   y -= m <= 2;
   const std::int64_t era = (y >= 0 ? y : y - 399) / 400;
   const auto yoe = static_cast<unsigned>(y - era * 400);
@@ -55,7 +56,9 @@ struct instant {
     }
     return true;
   };
-  auto expect = [&](char c) { return i < s.size() && (s[i++] == c || (c == 'T' && s[i - 1] == 't')); };
+  auto expect = [&](char c) {
+    return i < s.size() && (s[i++] == c || (c == 'T' && s[i - 1] == 't'));
+  };
   std::int64_t y, mo, d, h, mi, se;
   if (!digits(4, y) || !expect('-') || !digits(2, mo) || !expect('-') || !digits(2, d) ||
       !expect('T') || !digits(2, h) || !expect(':') || !digits(2, mi) || !expect(':') ||
@@ -90,8 +93,7 @@ struct instant {
     return std::nullopt;
   }
   if (i != s.size()) return std::nullopt;
-  const std::int64_t days =
-      days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
+  const std::int64_t days = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d));
   return instant{days * 86400 + h * 3600 + mi * 60 + se - offset, static_cast<std::int32_t>(nanos)};
 }
 
@@ -208,7 +210,8 @@ void put_any(std::string& out, const wire::any_field<Message, Types...>& f, cons
               if (!v) return;
               using T = typename std::remove_cvref_t<decltype(v)>::value_type;
               put_nested(out, f.number, [&](std::string& in) {
-                put_bytes(in, 1, "type.googleapis.com/" + std::string(wire::descriptor<T>.full_name));
+                put_bytes(in, 1,
+                          "type.googleapis.com/" + std::string(wire::descriptor<T>.full_name));
                 put_nested(in, 2, [&](std::string& body) { encode_message(body, *v); });
               });
             }(),

@@ -38,10 +38,11 @@ enum class State : std::int32_t {
   STATE_PAUSED = 8,
 };
 template <>
-inline constexpr auto descriptor<State> =
-    enumeration("coreweave.sandbox.v1.State", "STATE_UNSPECIFIED", "STATE_CREATING",
-                "STATE_RUNNING", "STATE_COMPLETED", "STATE_FAILED", "STATE_TERMINATING",
-                "STATE_TERMINATED", "STATE_PENDING", "STATE_PAUSED");
+inline constexpr auto
+    descriptor<State> = enumeration("coreweave.sandbox.v1.State", "STATE_UNSPECIFIED",
+                                    "STATE_CREATING", "STATE_RUNNING", "STATE_COMPLETED",
+                                    "STATE_FAILED", "STATE_TERMINATING", "STATE_TERMINATED",
+                                    "STATE_PENDING", "STATE_PAUSED");
 
 /// The wire state named `name`; an unknown name is STATE_UNSPECIFIED (proto3 JSON rule).
 [[nodiscard]] constexpr State state_from_name(std::string_view name) noexcept {
@@ -55,10 +56,10 @@ struct Resources {
   friend bool operator==(const Resources&, const Resources&) = default;
 };
 template <>
-inline constexpr auto descriptor<Resources> =
-    message("coreweave.sandbox.v1.Resources",
-            field(1, "cpu", kind::string, &Resources::cpu),
-            field(2, "memory", kind::string, &Resources::memory));
+inline constexpr auto
+    descriptor<Resources> = message("coreweave.sandbox.v1.Resources",
+                                    field(1, "cpu", kind::string, &Resources::cpu),
+                                    field(2, "memory", kind::string, &Resources::memory));
 
 /// `ResourceRequirements`.
 struct ResourceRequirements {
@@ -79,10 +80,10 @@ struct FileMount {
   friend bool operator==(const FileMount&, const FileMount&) = default;
 };
 template <>
-inline constexpr auto descriptor<FileMount> =
-    message("coreweave.sandbox.v1.FileMount",
-            field(1, "path", kind::string, &FileMount::path, required),
-            field(2, "content", kind::bytes, &FileMount::content));
+inline constexpr auto
+    descriptor<FileMount> = message("coreweave.sandbox.v1.FileMount",
+                                    field(1, "path", kind::string, &FileMount::path, required),
+                                    field(2, "content", kind::bytes, &FileMount::content));
 
 /// `Container`.
 struct Container {
@@ -97,16 +98,15 @@ struct Container {
   friend bool operator==(const Container&, const Container&) = default;
 };
 template <>
-inline constexpr auto descriptor<Container> =
-    message("coreweave.sandbox.v1.Container",
-            field(1, "name", kind::string, &Container::name, required),
-            field(2, "image", kind::string, &Container::image, required),
-            field(3, "command", kind::string, &Container::command),
-            field(4, "args", kind::string, &Container::args),
-            field(5, "environment_variables", kind::string, &Container::environment_variables),
-            field(10, "working_dir", kind::string, &Container::working_dir),
-            field(7, "files", kind::message, &Container::files),
-            field(11, "resource_requirements", kind::message, &Container::resource_requirements));
+inline constexpr auto descriptor<Container> = message(
+    "coreweave.sandbox.v1.Container", field(1, "name", kind::string, &Container::name, required),
+    field(2, "image", kind::string, &Container::image, required),
+    field(3, "command", kind::string, &Container::command),
+    field(4, "args", kind::string, &Container::args),
+    field(5, "environment_variables", kind::string, &Container::environment_variables),
+    field(10, "working_dir", kind::string, &Container::working_dir),
+    field(7, "files", kind::message, &Container::files),
+    field(11, "resource_requirements", kind::message, &Container::resource_requirements));
 
 /// `NetworkOptions` (the two switches we support; rules are not modelled).
 struct NetworkOptions {
@@ -171,11 +171,11 @@ struct Sandbox {
   friend bool operator==(const Sandbox&, const Sandbox&) = default;
 };
 template <>
-inline constexpr auto descriptor<Sandbox> =
-    message("coreweave.sandbox.v1.Sandbox",
-            field(1, "sandbox_id", kind::string, &Sandbox::sandbox_id),
-            field(2, "spec", kind::message, &Sandbox::spec, required),
-            field(3, "status", kind::message, &Sandbox::status));
+inline constexpr auto
+    descriptor<Sandbox> = message("coreweave.sandbox.v1.Sandbox",
+                                  field(1, "sandbox_id", kind::string, &Sandbox::sandbox_id),
+                                  field(2, "spec", kind::message, &Sandbox::spec, required),
+                                  field(3, "status", kind::message, &Sandbox::status));
 
 /// `ListSandboxesResponse`.
 struct ListSandboxesResponse {
@@ -273,11 +273,11 @@ struct ErrorInfo {
   friend bool operator==(const ErrorInfo&, const ErrorInfo&) = default;
 };
 template <>
-inline constexpr auto descriptor<ErrorInfo> =
-    message("google.rpc.ErrorInfo",
-            field(1, "reason", kind::string, &ErrorInfo::reason),
-            field(2, "domain", kind::string, &ErrorInfo::domain),
-            field(3, "metadata", kind::string, &ErrorInfo::metadata));
+inline constexpr auto
+    descriptor<ErrorInfo> = message("google.rpc.ErrorInfo",
+                                    field(1, "reason", kind::string, &ErrorInfo::reason),
+                                    field(2, "domain", kind::string, &ErrorInfo::domain),
+                                    field(3, "metadata", kind::string, &ErrorInfo::metadata));
 
 /// `google.rpc.RetryInfo`; JSON form of the delay is a Duration string ("1.5s").
 struct RetryInfo {
@@ -286,9 +286,9 @@ struct RetryInfo {
 };
 /// The delay is `required` here: a RetryInfo entry without one says nothing and is dropped.
 template <>
-inline constexpr auto descriptor<RetryInfo> =
-    message("google.rpc.RetryInfo",
-            field(1, "retry_delay", kind::duration, &RetryInfo::retry_delay, required));
+inline constexpr auto descriptor<RetryInfo> = message("google.rpc.RetryInfo",
+                                                      field(1, "retry_delay", kind::duration,
+                                                            &RetryInfo::retry_delay, required));
 
 /// `google.rpc.Status`, the body of every error response. `details` is a list of `Any` in JSON;
 /// the detail types we understand are kept (the first of each kind), the rest are skipped.
@@ -303,12 +303,10 @@ struct Status {
   friend bool operator==(const Status&, const Status&) = default;
 };
 template <>
-inline constexpr auto descriptor<Status> =
-    message("google.rpc.Status",
-            field(1, "code", kind::int32, &Status::code),
-            field(2, "message", kind::string, &Status::message),
-            any_field(3, "details",
-                      &Status::error_info, &Status::retry_info, &Status::exec_response));
+inline constexpr auto descriptor<Status> = message(
+    "google.rpc.Status", field(1, "code", kind::int32, &Status::code),
+    field(2, "message", kind::string, &Status::message),
+    any_field(3, "details", &Status::error_info, &Status::retry_info, &Status::exec_response));
 
 /// One detail of a Connect error: its type's full name and the message's protobuf bytes as
 /// base64 text (usually unpadded), decoded when the detail is used, so that one bad detail does

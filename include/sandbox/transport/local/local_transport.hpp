@@ -99,7 +99,8 @@ public:
     std::vector<std::shared_ptr<local::detail::box>> all;
     {
       std::lock_guard lk(m_);
-      for (auto& [id, b] : boxes_) all.push_back(b);
+      for (auto& [id, b] : boxes_)
+        all.push_back(b);
     }
     std::vector<SandboxInfo> out;
     for (auto& b : all) {
@@ -205,7 +206,7 @@ private:
   }
 
   [[nodiscard]] static result<void> check_image(const std::string& image) noexcept {
-    struct stat st{};
+    struct stat st {};
     if (image[0] != '/' || ::stat(image.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       return fail(errc::validation,
                   "image " + detail::shell_quote(image) +

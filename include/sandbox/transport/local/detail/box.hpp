@@ -91,7 +91,8 @@ using namespace sandbox::detail; // text, unique_fd, random: the library-wide he
   mh.msg_control = cbuf;
   mh.msg_controllen = sizeof cbuf;
   ssize_t n;
-  do n = ::recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
+  do
+    n = ::recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
   while (n < 0 && errno == EINTR);
   for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
     if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
@@ -109,8 +110,10 @@ using namespace sandbox::detail; // text, unique_fd, random: the library-wide he
                                                       std::string_view cwd) noexcept {
   std::string s;
   std::size_t total = cwd.size() + 1;
-  for (const auto& a : argv) total += a.size() + 1;
-  for (const auto& e : env) total += e.size() + 1;
+  for (const auto& a : argv)
+    total += a.size() + 1;
+  for (const auto& e : env)
+    total += e.size() + 1;
   if (total > max_request_bytes || argv.size() + env.size() > sv::max_strings)
     return fail(errc::validation, "command and environment too large: " + std::to_string(total) +
                                       " bytes in " + std::to_string(argv.size() + env.size()) +
@@ -120,8 +123,10 @@ using namespace sandbox::detail; // text, unique_fd, random: the library-wide he
     if (a.find('\0') != std::string::npos)
       return fail(errc::validation, "argument contains a NUL byte: " + join_command(argv));
   s.reserve(total);
-  for (const auto& a : argv) s.append(a).push_back('\0');
-  for (const auto& e : env) s.append(e).push_back('\0');
+  for (const auto& a : argv)
+    s.append(a).push_back('\0');
+  for (const auto& e : env)
+    s.append(e).push_back('\0');
   s.append(cwd).push_back('\0');
   return s;
 }
@@ -156,8 +161,8 @@ public:
                                   std::span<const int> fds = {}) noexcept {
     std::lock_guard lk(m_);
     if (!ctl_ || is_terminal(state_))
-      return fail(errc::not_running, "sandbox " + id + " is not running (" +
-                                         std::string(to_string(state_)) + ")");
+      return fail(errc::not_running,
+                  "sandbox " + id + " is not running (" + std::string(to_string(state_)) + ")");
     return send_request(ctl_.get(), rq, strings, fds, id);
   }
 
@@ -308,8 +313,8 @@ private:
   unique_fd root_; ///< O_PATH fd of the sandbox's root, from the supervisor
   State state_ = State::CREATING;
   std::optional<int> returncode_;
-  std::string reason_;     ///< SandboxInfo::status_reason
-  std::string main_name_;  ///< argv[0] of the main command, for the reason of a start failure
+  std::string reason_;    ///< SandboxInfo::status_reason
+  std::string main_name_; ///< argv[0] of the main command, for the reason of a start failure
   bool stop_requested_ = false;
   std::unique_ptr<cgroups::group> cgroup_; ///< set by create only: resource limits
   bool oom_killed_ = false;                ///< the main process was OOM-killed
@@ -322,7 +327,7 @@ private:
     std::string_view dv(d);
     if (image.size() > dv.size() && image.substr(0, dv.size()) == dv && image[dv.size()] == '/')
       continue;
-    struct stat st{};
+    struct stat st {};
     if (::stat(d, &st) == 0 && S_ISDIR(st.st_mode)) return d;
   }
   return nullptr;
@@ -358,14 +363,16 @@ struct client_areas {
 
 /// The environment every command of the sandbox starts from.
 [[nodiscard]] inline std::vector<std::string> make_base_env(const std::string& id,
-                                                             const env_map& extra) {
+                                                            const env_map& extra) {
   env_map env{{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
               {"HOME", "/root"},
               {"HOSTNAME", id}};
-  for (const auto& [k, v] : extra) env.insert_or_assign(k, v);
+  for (const auto& [k, v] : extra)
+    env.insert_or_assign(k, v);
   std::vector<std::string> out;
   out.reserve(env.size());
-  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  for (const auto& [k, v] : env)
+    out.push_back(k + "=" + v);
   return out;
 }
 
@@ -474,8 +481,8 @@ inline result<void> box::clone_supervisor(const supervisor_setup& setup_in, bool
   // Exit signal 0: no SIGCHLD, and a caller's waitpid(-1) cannot reap the supervisor.
   int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD |
               (host_network ? 0 : CLONE_NEWNET) | (user_ns ? CLONE_NEWUSER : 0);
-  pid_t pid = ::clone(sv::supervisor_main, static_cast<char*>(stack) + stack_size, flags, &setup,
-                      &pidfd);
+  pid_t pid =
+      ::clone(sv::supervisor_main, static_cast<char*>(stack) + stack_size, flags, &setup, &pidfd);
   int err = errno;
   ::munmap(stack, stack_size);
   if (pid < 0) {

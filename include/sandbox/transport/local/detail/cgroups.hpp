@@ -525,7 +525,7 @@ private:
 /// Maps the errno of creating or writing a cgroup file to an error that says what to do.
 [[nodiscard]] inline error cgroup_error(std::string_view id, const std::string& what, int err) {
   // A host that refuses (no privilege) will keep refusing: not transient, never retried.
-  errc code = err == ENOSPC || err == EAGAIN || err == ENOMEM  ? errc::resource_exhausted
+  errc code = err == ENOSPC || err == EAGAIN || err == ENOMEM ? errc::resource_exhausted
               : err == EACCES || err == EPERM || err == EROFS ? errc::unsupported
                                                               : errc::unavailable;
   std::string hint = err == EACCES || err == EPERM || err == EROFS

@@ -128,13 +128,13 @@ struct target {
 
 /// Refuses what is not a regular file of an ordinary filesystem. `fd` may be an O_PATH one.
 [[nodiscard]] inline result<void> check_file(int fd, const target& t, bool reading) noexcept {
-  struct statfs fs{};
+  struct statfs fs {};
   if (::fstatfs(fd, &fs) != 0) return fail(from_errno(t, errno));
   if (const char* name = kernel_fs_name(static_cast<std::uint64_t>(fs.f_type)))
     return fail(errc::file_permission, where(t) + " is a kernel interface (/proc, /sys: " + name +
                                            "), not a file: " + (reading ? "read" : "write") +
                                            " it with exec");
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) return fail(from_errno(t, errno));
   if (S_ISDIR(st.st_mode)) return fail(from_errno(t, EISDIR));
   if (!S_ISREG(st.st_mode))
@@ -237,7 +237,8 @@ inline constexpr std::uint64_t in_root = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
       unique_fd file(fd);
       SANDBOX_TRYV(check_file(file.get(), t, false));
       int rc;
-      do rc = ::ftruncate(file.get(), 0);
+      do
+        rc = ::ftruncate(file.get(), 0);
       while (rc != 0 && errno == EINTR);
       if (rc != 0) return fail(from_errno(t, errno));
       return file;
@@ -254,7 +255,7 @@ inline constexpr std::uint64_t in_root = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
       return fail(from_errno(t, -fd));
     }
     unique_fd parent(fd);
-    struct statfs fs{};
+    struct statfs fs {};
     if (::fstatfs(parent.get(), &fs) != 0) return fail(from_errno(t, errno));
     if (const char* kind = kernel_fs_name(static_cast<std::uint64_t>(fs.f_type)))
       return fail(errc::file_permission, where(t) +
@@ -309,7 +310,7 @@ inline constexpr std::size_t chunk = std::size_t{1} << 20;
 /// Reads `fd` to its end, at most `limit` bytes, before the deadline.
 [[nodiscard]] inline result<std::string> read_all(int fd, const target& t,
                                                   std::uint64_t limit) noexcept {
-  struct stat st{};
+  struct stat st {};
   if (::fstat(fd, &st) != 0) return fail(from_errno(t, errno));
   std::string data;
   if (auto size = static_cast<std::uint64_t>(st.st_size); size > limit)

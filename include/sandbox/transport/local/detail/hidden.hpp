@@ -68,8 +68,8 @@ inline constexpr entry paths[] = {
 /// The top-level entries of the host's root a sandbox sees (some of them emptied above); any
 /// other (a project's /work, /data, /container_info.json, kernel images) is hidden.
 inline constexpr const char* top_level_shown[] = {
-    "bin",   "boot", "dev", "etc",  "home", "lib",  "lib32", "lib64", "libx32", "media", "mnt",
-    "opt",   "proc", "root", "run", "sbin", "srv", "sys",   "tmp",   "usr",    "var"};
+    "bin", "boot", "dev",  "etc", "home", "lib", "lib32", "lib64", "libx32", "media", "mnt",
+    "opt", "proc", "root", "run", "sbin", "srv", "sys",   "tmp",   "usr",    "var"};
 
 /// Stands for a top-level entry that is not in top_level_shown.
 inline constexpr entry unlisted_top_level{"", kind::absent};
@@ -77,13 +77,13 @@ inline constexpr entry unlisted_top_level{"", kind::absent};
 /// What an emptied /var and /run still hold, so that programs find the usual places.
 struct skeleton_entry {
   const char* path;
-  mode_t mode;          ///< a directory, or 0 for a symlink
+  mode_t mode;        ///< a directory, or 0 for a symlink
   const char* target; ///< symlinks only
 };
 inline constexpr skeleton_entry skeleton[] = {
-    {"run/lock", 01777, nullptr},  {"var/cache", 0755, nullptr}, {"var/lib", 0755, nullptr},
-    {"var/local", 0755, nullptr},  {"var/log", 0755, nullptr},   {"var/opt", 0755, nullptr},
-    {"var/spool", 0755, nullptr},  {"var/tmp", 01777, nullptr},  {"var/run", 0, "/run"},
+    {"run/lock", 01777, nullptr}, {"var/cache", 0755, nullptr}, {"var/lib", 0755, nullptr},
+    {"var/local", 0755, nullptr}, {"var/log", 0755, nullptr},   {"var/opt", 0755, nullptr},
+    {"var/spool", 0755, nullptr}, {"var/tmp", 01777, nullptr},  {"var/run", 0, "/run"},
     {"var/lock", 0, "/run/lock"},
 };
 
@@ -134,7 +134,7 @@ struct layer {
   std::memcpy(part, rel, len + 1);
   for (char* p = part; (p = std::strchr(p, '/')) != nullptr; ++p) {
     *p = '\0';
-    struct stat st{};
+    struct stat st {};
     if (!join(up, sizeof up, l.upper, part) || !join(low, sizeof low, base, part))
       return ENAMETOOLONG;
     if (::lstat(low, &st) != 0) return errno;
@@ -153,7 +153,7 @@ struct layer {
 /// Hides one entry (`rel` relative to the layer's prefix; `low` its host path). 0 or errno.
 [[nodiscard]] inline int hide_one(const layer& l, const char* rel, const char* low,
                                   kind how) noexcept {
-  struct stat st{};
+  struct stat st {};
   if (::lstat(low, &st) != 0) return 0; // the host has none: nothing to hide
   // Below a parent that is a symlink on the host a whiteout cannot be placed; the entry stays
   // (README: residual risk) rather than no sandbox starting on such a host.
@@ -259,7 +259,7 @@ template <class F>
     std::memcpy(parent, s.path, dlen);
     parent[dlen] = '\0';
     if (!join(at, sizeof at, root, parent)) return ENAMETOOLONG;
-    struct stat st{};
+    struct stat st {};
     if (::lstat(at, &st) != 0 || !S_ISDIR(st.st_mode)) continue; // the host has no such directory
     if (!join(at, sizeof at, root, s.path)) return ENAMETOOLONG;
     int rc = s.target ? ::symlink(s.target, at) : ::mkdir(at, s.mode);

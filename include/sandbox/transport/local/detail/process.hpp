@@ -7,8 +7,8 @@
 #include <sandbox/result.hpp>
 #include <sandbox/transport/local/detail/box.hpp>
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <new>
 #include <optional>
@@ -58,9 +58,11 @@ using namespace sandbox::detail; // text, unique_fd, random: the library-wide he
     auto eq = kv.find('=');
     env.insert_or_assign(kv.substr(0, eq), kv.substr(eq + 1));
   }
-  for (const auto& [k, v] : extra) env.insert_or_assign(k, v);
+  for (const auto& [k, v] : extra)
+    env.insert_or_assign(k, v);
   std::vector<std::string> out;
-  for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+  for (const auto& [k, v] : env)
+    out.push_back(k + "=" + v);
   return out;
 }
 
@@ -72,9 +74,8 @@ public:
   process& operator=(process&&) noexcept = default;
 
   /// Asks the supervisor of `b` to start `argv`; returns as soon as the request is sent.
-  [[nodiscard]] static result<process> start(std::shared_ptr<box> b,
-                                             std::span<const std::string> argv,
-                                             const ExecOptions& o) noexcept {
+  [[nodiscard]] static result<process>
+  start(std::shared_ptr<box> b, std::span<const std::string> argv, const ExecOptions& o) noexcept {
     process p;
     p.box_ = std::move(b);
     p.res_.command.assign(argv.begin(), argv.end());
@@ -265,8 +266,8 @@ private:
       status_.reset();
       if (r.where == stage::fork || r.where == stage::table_full) {
         failure_ = error(r.err == ESRCH ? errc::not_running : errc::resource_exhausted,
-                         "cannot start " + join_command(res_.command) + " in sandbox " +
-                             box_->id + ": " + to_string(r.where) + ": " + errno_text(r.err));
+                         "cannot start " + join_command(res_.command) + " in sandbox " + box_->id +
+                             ": " + to_string(r.where) + ": " + errno_text(r.err));
         break;
       }
       // As a shell reports it: 127 not found, 126 not executable, 2 for a bad cwd.
@@ -308,8 +309,7 @@ private:
       if (err_) p[i_err = n++] = {err_.get(), POLLIN, 0};
       if (stdin_data && in_) p[i_in = n++] = {in_.get(), POLLOUT, 0};
       int rc = ::poll(p, static_cast<nfds_t>(n), poll_timeout_ms(now, deadline));
-      if (rc < 0 && errno != EINTR)
-        return fail(errc::transport, "poll: " + errno_text(errno));
+      if (rc < 0 && errno != EINTR) return fail(errc::transport, "poll: " + errno_text(errno));
       // Checked after every round, not only on an idle poll: steady output must not keep a timed
       // wait (or the non-blocking poll()) from returning. An exit just seen is drained on the
       // next round instead.
@@ -377,7 +377,8 @@ private:
                   join_command(res_.command) + " closed its stdin before reading all input");
     }
     ssize_t w = write_no_sigpipe(in_.get(), data);
-    if (w > 0) data.remove_prefix(static_cast<std::size_t>(w));
+    if (w > 0)
+      data.remove_prefix(static_cast<std::size_t>(w));
     else if (w < 0 && errno != EAGAIN && errno != EINTR) {
       int e = errno;
       in_.reset();
@@ -395,8 +396,8 @@ private:
   [[nodiscard]] result<ExecResult> final_result() const noexcept {
     if (failure_) return fail(*failure_);
     if (timed_out_) {
-      error e(errc::command_timeout, join_command(res_.command) + " in sandbox " + box_->id +
-                                         " timed out and was killed");
+      error e(errc::command_timeout,
+              join_command(res_.command) + " in sandbox " + box_->id + " timed out and was killed");
       e.exec_result = std::make_shared<const ExecResult>(res_);
       return fail(std::move(e));
     }

@@ -23,11 +23,11 @@ enum exec_flags : std::uint32_t {
 struct request {
   op code;
   std::uint32_t flags;
-  std::int32_t pid;  ///< signal: the command (its process group)
-  std::int32_t sig;  ///< signal: the signal number
+  std::int32_t pid; ///< signal: the command (its process group)
+  std::int32_t sig; ///< signal: the signal number
   std::uint32_t argc;
   std::uint32_t envc;
-  std::uint32_t grace_ms; ///< stop
+  std::uint32_t grace_ms;    ///< stop
   std::uint32_t strings_len; ///< argc + envc NUL-terminated strings, then the NUL-terminated cwd
 };
 

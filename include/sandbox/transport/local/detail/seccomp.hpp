@@ -84,36 +84,86 @@ inline constexpr std::uint32_t allowed_personalities[] = {0x0, 0x8, 0x20000, 0x2
 inline constexpr std::uint32_t denied_calls[] = {
 #if defined(__x86_64__)
     // x86_64 only: port I/O, obsolete or never implemented calls.
-    __NR_uselib, __NR_ustat, __NR_sysfs, __NR__sysctl, __NR_iopl, __NR_ioperm,
-    __NR_create_module, __NR_get_kernel_syms, __NR_query_module, __NR_getpmsg, __NR_putpmsg,
-    __NR_afs_syscall, __NR_tuxcall, __NR_security, __NR_vserver,
+    __NR_uselib,
+    __NR_ustat,
+    __NR_sysfs,
+    __NR__sysctl,
+    __NR_iopl,
+    __NR_ioperm,
+    __NR_create_module,
+    __NR_get_kernel_syms,
+    __NR_query_module,
+    __NR_getpmsg,
+    __NR_putpmsg,
+    __NR_afs_syscall,
+    __NR_tuxcall,
+    __NR_security,
+    __NR_vserver,
 #endif
     // The kernel log, accounting, and the machine's clock.
-    __NR_syslog, __NR_acct, __NR_settimeofday, __NR_clock_settime,
+    __NR_syslog,
+    __NR_acct,
+    __NR_settimeofday,
+    __NR_clock_settime,
     // Mounts: the sandbox's mount table is fixed once the supervisor has built it.
-    __NR_pivot_root, __NR_mount, __NR_umount2, __NR_open_tree, __NR_move_mount, __NR_fsopen,
-    __NR_fsconfig, __NR_fsmount, __NR_fspick, __NR_mount_setattr, nr_open_tree_attr,
+    __NR_pivot_root,
+    __NR_mount,
+    __NR_umount2,
+    __NR_open_tree,
+    __NR_move_mount,
+    __NR_fsopen,
+    __NR_fsconfig,
+    __NR_fsmount,
+    __NR_fspick,
+    __NR_mount_setattr,
+    nr_open_tree_attr,
     // Swap, quotas, reboot, host and domain name.
-    __NR_swapon, __NR_swapoff, __NR_quotactl, __NR_quotactl_fd, __NR_reboot, __NR_sethostname,
-    __NR_setdomainname, __NR_vhangup, __NR_nfsservctl,
+    __NR_swapon,
+    __NR_swapoff,
+    __NR_quotactl,
+    __NR_quotactl_fd,
+    __NR_reboot,
+    __NR_sethostname,
+    __NR_setdomainname,
+    __NR_vhangup,
+    __NR_nfsservctl,
     // Kernel modules and kexec.
-    __NR_init_module, __NR_finit_module, __NR_delete_module, __NR_kexec_load,
+    __NR_init_module,
+    __NR_finit_module,
+    __NR_delete_module,
+    __NR_kexec_load,
     __NR_kexec_file_load,
     // Namespaces: entering one.
     __NR_setns,
     // Other processes' memory and files, and kernel-wide tracing.
-    __NR_ptrace, __NR_process_vm_readv, __NR_process_vm_writev, __NR_kcmp, __NR_pidfd_getfd,
-    __NR_process_madvise, __NR_perf_event_open, __NR_bpf, __NR_lookup_dcookie,
-    __NR_fanotify_init, __NR_userfaultfd,
+    __NR_ptrace,
+    __NR_process_vm_readv,
+    __NR_process_vm_writev,
+    __NR_kcmp,
+    __NR_pidfd_getfd,
+    __NR_process_madvise,
+    __NR_perf_event_open,
+    __NR_bpf,
+    __NR_lookup_dcookie,
+    __NR_fanotify_init,
+    __NR_userfaultfd,
     // Files by handle, bypassing path lookup (the "shocker" escape).
     __NR_open_by_handle_at,
     // The kernel keyring is not namespaced.
-    __NR_add_key, __NR_request_key, __NR_keyctl,
+    __NR_add_key,
+    __NR_request_key,
+    __NR_keyctl,
     // NUMA placement (Docker: CAP_SYS_NICE only).
-    __NR_mbind, __NR_set_mempolicy, __NR_get_mempolicy, __NR_migrate_pages, __NR_move_pages,
+    __NR_mbind,
+    __NR_set_mempolicy,
+    __NR_get_mempolicy,
+    __NR_migrate_pages,
+    __NR_move_pages,
     __NR_set_mempolicy_home_node,
     // io_uring.
-    __NR_io_uring_setup, __NR_io_uring_enter, __NR_io_uring_register,
+    __NR_io_uring_setup,
+    __NR_io_uring_enter,
+    __NR_io_uring_register,
 };
 
 /// A BPF program of at most 255 instructions (every jump then fits the 8-bit offsets).
@@ -182,8 +232,10 @@ struct assembler {
       auto& f = fixups[i];
       if (at[f.target] <= f.insn || at[f.target] - f.insn - 1 > 255) invalid_jump();
       auto offset = static_cast<std::uint8_t>(at[f.target] - f.insn - 1);
-      if (f.on_true) p.code[f.insn].jt = offset;
-      else p.code[f.insn].jf = offset;
+      if (f.on_true)
+        p.code[f.insn].jt = offset;
+      else
+        p.code[f.insn].jf = offset;
     }
   }
 };
@@ -207,7 +259,8 @@ constexpr program build() {
   a.jump_if(BPF_JEQ, __NR_unshare, L::unshare);
   a.jump_if(BPF_JEQ, __NR_personality, L::personality);
   a.jump_if(BPF_JEQ, __NR_socket, L::socket);
-  for (std::uint32_t nr : denied_calls) a.jump_if(BPF_JEQ, nr, L::deny);
+  for (std::uint32_t nr : denied_calls)
+    a.jump_if(BPF_JEQ, nr, L::deny);
   a.place(L::allow);
   a.ret(SECCOMP_RET_ALLOW);
 
@@ -223,7 +276,8 @@ constexpr program build() {
 
   a.place(L::personality);
   a.load(arg_low(0));
-  for (std::uint32_t v : allowed_personalities) a.jump_if(BPF_JEQ, v, L::allow_args);
+  for (std::uint32_t v : allowed_personalities)
+    a.jump_if(BPF_JEQ, v, L::allow_args);
   a.ret(SECCOMP_RET_ERRNO | EPERM);
 
   // AF_VSOCK reaches the hypervisor, outside any network namespace.

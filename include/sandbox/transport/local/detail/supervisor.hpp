@@ -64,7 +64,7 @@ struct supervisor_setup {
   const char* overlay_opts = nullptr; ///< lowerdir=…,upperdir=…,workdir=…
   const char* upper = nullptr;
   const char* work = nullptr;
-  const char* workdir = nullptr;      ///< working directory inside the sandbox (absolute)
+  const char* workdir = nullptr; ///< working directory inside the sandbox (absolute)
   bool host_network = false;
   /// Inside a new user namespace (the caller is not root): wait for the client to write the id
   /// maps before setting anything up.
@@ -87,7 +87,7 @@ struct supervisor_setup {
   /// A memory limit is set: commands get oom_score_adj 1000 so that the OOM killer takes them
   /// before the supervisor, whose RSS counts the client memory it was cloned from.
   bool oom_commands_first = false;
-  std::uint32_t lifetime_ms = 0;      ///< 0: no limit
+  std::uint32_t lifetime_ms = 0; ///< 0: no limit
   const mounted_file_spec* files = nullptr;
   std::size_t nfiles = 0;
 };
@@ -96,8 +96,8 @@ namespace sv {
 
 inline constexpr int ctl = 3; // the control socket's fd in the supervisor
 inline constexpr int exit_setup_failed = 1;
-inline constexpr int exit_expired = 3;        // max_lifetime ran out
-inline constexpr std::size_t max_slots = 4096;   // concurrently running commands
+inline constexpr int exit_expired = 3;            // max_lifetime ran out
+inline constexpr std::size_t max_slots = 4096;    // concurrently running commands
 inline constexpr std::size_t max_strings = 16384; // argv + env entries of one request
 inline constexpr std::size_t child_stack_size = 64 * 1024;
 
@@ -121,12 +121,12 @@ struct exec_ctx {
 struct state {
   slot* slots;
   std::size_t nslots;
-  char* buf;          // request buffer
-  char** ptrs;        // argv/env pointer arrays
+  char* buf;   // request buffer
+  char** ptrs; // argv/env pointer arrays
   char* child_stack;
   bool stopping;
   bool oom_commands_first; // see supervisor_setup
-  bool expired; // max_lifetime ran out
+  bool expired;            // max_lifetime ran out
   bool main_exited;
   std::int64_t kill_at_ms; // stop: SIGKILL everything at this time (0 = not scheduled)
   std::int64_t lifetime_end_ms;
@@ -200,15 +200,11 @@ inline bool bind_read_only(const char* src, const char* dst) noexcept {
 inline bool populate_dev() noexcept {
   // nodev: a device node made in /dev cannot be opened (the bound ones below are mounts of
   // their own and keep the host's /dev flags).
-  if (::mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k") !=
-      0)
+  if (::mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755,size=64k") != 0)
     return false;
-  static constexpr const char* nodes[][2] = {{"/dev/null", "dev/null"},
-                                             {"/dev/zero", "dev/zero"},
-                                             {"/dev/full", "dev/full"},
-                                             {"/dev/random", "dev/random"},
-                                             {"/dev/urandom", "dev/urandom"},
-                                             {"/dev/tty", "dev/tty"}};
+  static constexpr const char* nodes[][2] = {
+      {"/dev/null", "dev/null"},     {"/dev/zero", "dev/zero"},       {"/dev/full", "dev/full"},
+      {"/dev/random", "dev/random"}, {"/dev/urandom", "dev/urandom"}, {"/dev/tty", "dev/tty"}};
   for (const auto& n : nodes)
     if (!make_file(n[1]) || !bind_read_only(n[0], n[1])) return false;
   if (::mkdir("dev/pts", 0755) != 0) return false;
@@ -244,10 +240,10 @@ inline bool loopback_up() noexcept {
 /// The capabilities a command can hold: Docker's default set without CAP_MKNOD (Docker keeps it
 /// because its device cgroup refuses to open the nodes; a local sandbox has no device cgroup).
 inline constexpr std::uint64_t command_capabilities =
-    (1ull << CAP_CHOWN) | (1ull << CAP_DAC_OVERRIDE) | (1ull << CAP_FOWNER) |
-    (1ull << CAP_FSETID) | (1ull << CAP_KILL) | (1ull << CAP_SETGID) | (1ull << CAP_SETUID) |
-    (1ull << CAP_SETPCAP) | (1ull << CAP_NET_BIND_SERVICE) | (1ull << CAP_NET_RAW) |
-    (1ull << CAP_SYS_CHROOT) | (1ull << CAP_AUDIT_WRITE) | (1ull << CAP_SETFCAP);
+    (1ull << CAP_CHOWN) | (1ull << CAP_DAC_OVERRIDE) | (1ull << CAP_FOWNER) | (1ull << CAP_FSETID) |
+    (1ull << CAP_KILL) | (1ull << CAP_SETGID) | (1ull << CAP_SETUID) | (1ull << CAP_SETPCAP) |
+    (1ull << CAP_NET_BIND_SERVICE) | (1ull << CAP_NET_RAW) | (1ull << CAP_SYS_CHROOT) |
+    (1ull << CAP_AUDIT_WRITE) | (1ull << CAP_SETFCAP);
 
 /// Limits the bounding set to `command_capabilities` and empties the inheritable and ambient
 /// sets, so commands started later hold no more power than a default container even though the
@@ -278,13 +274,21 @@ inline bool drop_capabilities() noexcept {
 /// /proc/sys/kernel/core_pattern (a program the host kernel runs as root on a crash) or
 /// /proc/sysrq-trigger (reboot the host). Runs inside the new root, before pivot_root.
 inline bool mask_kernel_files() noexcept {
-  static constexpr const char* masked[] = {
-      "proc/acpi",      "proc/asound",     "proc/interrupts",   "proc/kcore",
-      "proc/keys",      "proc/latency_stats", "proc/sched_debug", "proc/scsi",
-      "proc/timer_list", "proc/timer_stats", "sys/devices/virtual/powercap", "sys/firmware"};
+  static constexpr const char* masked[] = {"proc/acpi",
+                                           "proc/asound",
+                                           "proc/interrupts",
+                                           "proc/kcore",
+                                           "proc/keys",
+                                           "proc/latency_stats",
+                                           "proc/sched_debug",
+                                           "proc/scsi",
+                                           "proc/timer_list",
+                                           "proc/timer_stats",
+                                           "sys/devices/virtual/powercap",
+                                           "sys/firmware"};
   static constexpr const char* read_only[] = {"proc/bus", "proc/fs", "proc/irq", "proc/sys",
                                               "proc/sysrq-trigger"};
-  struct stat st{};
+  struct stat st {};
   for (const char* p : masked) {
     if (::lstat(p, &st) != 0) {
       if (errno == ENOENT) continue; // not in this kernel
@@ -304,8 +308,7 @@ inline bool mask_kernel_files() noexcept {
     // The remount keeps proc's nosuid/nodev/noexec: a user namespace may not clear them.
     if (::mount(p, p, nullptr, MS_BIND | MS_REC, nullptr) != 0 ||
         ::mount(nullptr, p, nullptr,
-                MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                nullptr) != 0)
+                MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
       return false;
   }
   return true;
@@ -328,7 +331,7 @@ struct mirror_state {
 /// Whether `path` is the root of a mount (then the kernel shows what is mounted, not the
 /// directory below it).
 inline bool is_mount_root(const char* path, dev_t parent_dev) noexcept {
-  struct statx sx{};
+  struct statx sx {};
   if (::statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &sx) != 0) return true;
   if (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT)
     return (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0;
@@ -341,7 +344,8 @@ inline int overlay_one(mirror_state& m, const char* src, const char* dst) noexce
   unsigned v = m.overlays++;
   int i = sizeof num - 1;
   num[i] = '\0';
-  do num[--i] = static_cast<char>('0' + v % 10);
+  do
+    num[--i] = static_cast<char>('0' + v % 10);
   while ((v /= 10) != 0 && i > 1);
   num[--i] = '/';
   char up[4096] = {}, wk[4096] = {}, opts[8192] = {};
@@ -368,7 +372,7 @@ inline int overlay_one(mirror_state& m, const char* src, const char* dst) noexce
 /// sockets, fifos and device nodes are left out. An overlay gives every file an inode of its own,
 /// so connect() through it never reaches a host process's listening socket.
 inline int mirror_tree(mirror_state& m, const char* src, const char* dst, int depth) noexcept {
-  struct stat here{};
+  struct stat here {};
   if (::stat(src, &here) != 0) return errno;
   int dfd = ::open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return errno;
@@ -393,12 +397,11 @@ inline int mirror_tree(mirror_state& m, const char* src, const char* dst, int de
       const char* name = e->name;
       if (!std::strcmp(name, ".") || !std::strcmp(name, "..")) continue;
       char from[4096] = {}, to[4096] = {};
-      if (!append(from, sizeof from, src) ||
-          (src[1] != '\0' && !append(from, sizeof from, "/")) ||
+      if (!append(from, sizeof from, src) || (src[1] != '\0' && !append(from, sizeof from, "/")) ||
           !append(from, sizeof from, name) || !append(to, sizeof to, dst) ||
           !append(to, sizeof to, "/") || !append(to, sizeof to, name))
         continue; // too long to mirror: left out
-      struct stat st{};
+      struct stat st {};
       if (::lstat(from, &st) != 0) continue; // gone meanwhile
       if (const hidden::entry* h = m.s->hide_host_secrets ? hidden::find(from + 1) : nullptr) {
         if (h->how == hidden::kind::empty_dir && S_ISDIR(st.st_mode) &&
@@ -455,7 +458,7 @@ inline bool make_tree_read_only(const char* path) noexcept {
 /// symlink there (to "/", "../..", /proc/1/root, …) that a mount would follow out of the new
 /// root. The link, or a file, is removed on the private writable layer, never on the image.
 inline bool real_dir(const char* name, mode_t mode) noexcept {
-  struct stat st{};
+  struct stat st {};
   if (::lstat(name, &st) == 0) {
     if (S_ISDIR(st.st_mode)) return true;
     if (::unlink(name) != 0) return false;
@@ -501,7 +504,7 @@ inline void build_root(const supervisor_setup& s) noexcept {
     if (::mount("overlay", s.root, "overlay", MS_NODEV, s.overlay_opts) != 0)
       setup_failed(c, stage::overlay);
   }
-  struct stat new_root{};
+  struct stat new_root {};
   if (::chdir(s.root) != 0 || ::stat(".", &new_root) != 0) setup_failed(c, stage::overlay);
   if (!real_dir("proc", 0555) ||
       ::mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
@@ -523,7 +526,8 @@ inline void build_root(const supervisor_setup& s) noexcept {
   if (::syscall(SYS_pivot_root, ".", ".") != 0) setup_failed(c, stage::pivot_root);
   if (::umount2(".", MNT_DETACH) != 0 || ::chdir("/") != 0) setup_failed(c, stage::pivot_root);
   // The old root must be gone: "/" and "/.." are the new root, nothing of the host above it.
-  struct stat root{}, up{};
+  struct stat root {
+  }, up{};
   if (::stat("/", &root) != 0 || ::stat("/..", &up) != 0) setup_failed(c, stage::verify_root);
   if (root.st_dev != new_root.st_dev || root.st_ino != new_root.st_ino ||
       up.st_dev != root.st_dev || up.st_ino != root.st_ino) {
@@ -535,8 +539,8 @@ inline void build_root(const supervisor_setup& s) noexcept {
 /// Whether `fd` is a regular file of an ordinary filesystem: not a kernel interface of /proc or
 /// /sys that a symlink in the image could point a write of the supervisor (still root) at.
 inline bool plain_file(int fd) noexcept {
-  struct stat st{};
-  struct statfs fs{};
+  struct stat st {};
+  struct statfs fs {};
   return ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && ::fstatfs(fd, &fs) == 0 &&
          fs.f_type != PROC_SUPER_MAGIC && fs.f_type != SYSFS_MAGIC;
 }
@@ -600,7 +604,8 @@ inline void exec_search(exec_ctx& x) noexcept {
     std::size_t dlen = end ? static_cast<std::size_t>(end - p) : std::strlen(p);
     if (dlen + flen + 2 <= sizeof buf) {
       std::size_t n = 0;
-      if (dlen == 0) buf[n++] = '.';
+      if (dlen == 0)
+        buf[n++] = '.';
       else {
         std::memcpy(buf, p, dlen);
         n = dlen;
@@ -608,7 +613,8 @@ inline void exec_search(exec_ctx& x) noexcept {
       buf[n++] = '/';
       std::memcpy(buf + n, file, flen + 1);
       ::execve(buf, x.argv, x.envp);
-      if (errno == EACCES) first_err = EACCES;
+      if (errno == EACCES)
+        first_err = EACCES;
       else if (errno != ENOENT && errno != ENOTDIR) {
         first_err = errno;
         break;
@@ -666,10 +672,12 @@ inline void raise_oom_score(pid_t pid) noexcept {
   char digits[12];
   int n = 0;
   auto v = static_cast<unsigned>(pid);
-  do digits[n++] = static_cast<char>('0' + v % 10);
+  do
+    digits[n++] = static_cast<char>('0' + v % 10);
   while ((v /= 10) != 0);
   std::size_t len = 6;
-  while (n > 0) path[len++] = digits[--n];
+  while (n > 0)
+    path[len++] = digits[--n];
   std::memcpy(path + len, "/oom_score_adj", sizeof "/oom_score_adj");
   int fd = ::open(path, O_WRONLY | O_CLOEXEC);
   if (fd < 0) return;
@@ -708,13 +716,15 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
   char** envp = st.ptrs + rq.argc + 1;
   const char* path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   for (std::uint32_t i = 0; i < rq.argc + rq.envc + 1; ++i) {
-    char* nul =
-        p < end ? static_cast<char*>(std::memchr(p, '\0', static_cast<std::size_t>(end - p))) : nullptr;
+    char* nul = p < end
+                    ? static_cast<char*>(std::memchr(p, '\0', static_cast<std::size_t>(end - p)))
+                    : nullptr;
     if (!nul) {
       give_up(stage::fds, EINVAL);
       return;
     }
-    if (i < rq.argc) argv[i] = p;
+    if (i < rq.argc)
+      argv[i] = p;
     else if (i < rq.argc + rq.envc) {
       envp[i - rq.argc] = p;
       if (std::strncmp(p, "PATH=", 5) == 0) path = p + 5;
@@ -731,8 +741,8 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
     x.fds[1] = fds[k++];
     x.fds[2] = fds[k++];
   }
-  pid_t pid = ::clone(exec_child, st.child_stack + child_stack_size,
-                      CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
+  pid_t pid =
+      ::clone(exec_child, st.child_stack + child_stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
   close_fds(fds + 1, nfds - 1);
   if (pid < 0) {
     give_up(stage::fork, errno);
@@ -811,8 +821,10 @@ inline bool handle_request(state& st) noexcept {
     for (int i = 0; i < cnt; ++i) {
       int fd;
       std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-      if (nfds < 4) fds[nfds++] = fd;
-      else ::close(fd);
+      if (nfds < 4)
+        fds[nfds++] = fd;
+      else
+        ::close(fd);
     }
   }
   request rq;
@@ -841,8 +853,10 @@ inline bool handle_request(state& st) noexcept {
     int timeout = -1;
     std::int64_t now = now_ms();
     if (st.stopping) {
-      if (now >= st.kill_at_ms) ::kill(-1, SIGKILL);
-      else timeout = static_cast<int>(st.kill_at_ms - now);
+      if (now >= st.kill_at_ms)
+        ::kill(-1, SIGKILL);
+      else
+        timeout = static_cast<int>(st.kill_at_ms - now);
     } else if (st.lifetime_end_ms) {
       if (now >= st.lifetime_end_ms) {
         st.expired = true;
@@ -869,7 +883,8 @@ inline bool handle_request(state& st) noexcept {
 inline void await_client() noexcept {
   char go = 0;
   ssize_t n;
-  do n = ::recv(ctl, &go, 1, 0);
+  do
+    n = ::recv(ctl, &go, 1, 0);
   while (n < 0 && errno == EINTR);
   if (n != 1) _exit(exit_setup_failed);
 }
@@ -917,7 +932,8 @@ inline int supervisor_main(void* arg) noexcept {
   sigfillset(&all);
   ::sigprocmask(SIG_SETMASK, &all, nullptr);
   for (int sig = 1; sig < NSIG; ++sig)
-    if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL); // ignored signals stay ignored across exec
+    if (sig != SIGKILL && sig != SIGSTOP)
+      ::signal(sig, SIG_DFL); // ignored signals stay ignored across exec
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
