@@ -282,6 +282,16 @@ struct reader {
     return fail(bad("varint longer than 10 bytes"));
   }
 
+  /// The next field's number and wire type.
+  struct tag_t {
+    std::uint64_t number;
+    int wire_type;
+  };
+  [[nodiscard]] result<tag_t> tag() {
+    SANDBOX_TRY(t, varint());
+    return tag_t{t >> 3, static_cast<int>(t & 7)};
+  }
+
   [[nodiscard]] result<std::string_view> length_delimited() {
     SANDBOX_TRY(n, varint());
     if (n > in.size() - at) return fail(bad("length beyond the end of the message"));
@@ -329,9 +339,8 @@ template <wire::described_message M>
 [[nodiscard]] inline result<instant> read_instant(reader r, bool duration) {
   instant t;
   while (!r.done()) {
-    SANDBOX_TRY(tag, r.varint());
-    const auto number = tag >> 3;
-    const int wt = static_cast<int>(tag & 7);
+    SANDBOX_TRY(tag, r.tag());
+    const auto [number, wt] = tag;
     if ((number == 1 || number == 2) && wt == 0) {
       SANDBOX_TRY(v, r.varint());
       if (number == 1)
@@ -393,9 +402,8 @@ template <kind K, class Map>
   std::string key;
   typename Map::mapped_type value{};
   while (!r.done()) {
-    SANDBOX_TRY(tag, r.varint());
-    const auto number = tag >> 3;
-    const int wt = static_cast<int>(tag & 7);
+    SANDBOX_TRY(tag, r.tag());
+    const auto [number, wt] = tag;
     if (number == 1) {
       SANDBOX_TRYV(read_value<kind::string>(r, wt, key));
     } else if (number == 2) {
@@ -408,16 +416,40 @@ template <kind K, class Map>
   return success();
 }
 
-/// An `Any` entry of an any_field: kept when its type is one of the field's (first of each).
+/// An `Any` entry (`type_url`, the message in `value`'s bytes) of any_field `f` of `m`: decoded
+/// into the member of its type unless that is set already (the first of each type is kept). An
+/// entry of another type, one that does not decode, or one without a required field says nothing:
+/// it is dropped.
+template <class Message, class... Types>
+void keep_any(const wire::any_field<Message, Types...>& f, Message& m, std::string_view type_url,
+              reader value) {
+  const std::string_view type_name = type_url.substr(type_url.rfind('/') + 1);
+  value.mode = decode_mode::strict;
+  std::apply(
+      [&](auto... member) {
+        (
+            [&] {
+              auto& slot = m.*member;
+              using T = typename std::remove_cvref_t<decltype(slot)>::value_type;
+              if (slot || type_name != wire::descriptor<T>.full_name) return;
+              T x{};
+              reader inner = value;
+              if (decode_message(inner, x)) slot = std::move(x);
+            }(),
+            ...);
+      },
+      f.members);
+}
+
+/// An `Any` entry of an any_field, read from the wire.
 template <class Message, class... Types>
 [[nodiscard]] result<void> read_any(reader r, const wire::any_field<Message, Types...>& f,
                                     Message& m) {
   std::string type_url;
   std::string_view value;
   while (!r.done()) {
-    SANDBOX_TRY(tag, r.varint());
-    const auto number = tag >> 3;
-    const int wt = static_cast<int>(tag & 7);
+    SANDBOX_TRY(tag, r.tag());
+    const auto [number, wt] = tag;
     if (number == 1) {
       SANDBOX_TRYV(read_value<kind::string>(r, wt, type_url));
     } else if (number == 2 && wt == 2) {
@@ -427,23 +459,7 @@ template <class Message, class... Types>
       SANDBOX_TRYV(r.skip(wt));
     }
   }
-  const std::string_view type_name = std::string_view(type_url).substr(type_url.rfind('/') + 1);
-  std::apply(
-      [&](auto... member) {
-        (
-            [&] {
-              auto& slot = m.*member;
-              using T = typename std::remove_cvref_t<decltype(slot)>::value_type;
-              if (slot || type_name != wire::descriptor<T>.full_name) return;
-              T x{};
-              reader inner = r.nested(value);
-              // An entry that does not decode, or lacks a required field, says nothing: dropped.
-              inner.mode = decode_mode::strict;
-              if (decode_message(inner, x)) slot = std::move(x);
-            }(),
-            ...);
-      },
-      f.members);
+  keep_any(f, m, type_url, r.nested(value));
   return success();
 }
 
@@ -527,10 +543,9 @@ template <wire::described_message M>
   if (r.depth > max_depth) return fail(r.bad("nested too deeply"));
   std::uint64_t given = 0; // a bit per field index: the field was on the wire
   while (!r.done()) {
-    SANDBOX_TRY(tag, r.varint());
-    const std::uint64_t number = tag >> 3;
-    if (number == 0 || number >= (1u << 29)) return fail(r.bad("invalid field number"));
-    SANDBOX_TRYV(dispatch(r, number, static_cast<int>(tag & 7), m, given));
+    SANDBOX_TRY(tag, r.tag());
+    if (tag.number == 0 || tag.number >= (1u << 29)) return fail(r.bad("invalid field number"));
+    SANDBOX_TRYV(dispatch(r, tag.number, tag.wire_type, m, given));
   }
   if (r.mode != decode_mode::strict) return success();
   // Required: given, and not the default (a Duration counts as soon as it is given).
@@ -559,6 +574,19 @@ template <wire::described_message M>
   std::string out;
   detail::pb::encode_message(out, msg);
   return out;
+}
+
+/// Keeps the detail `type_url` / `bytes` (an Any given apart, as Connect sends error details) in
+/// the any_field of `msg` that holds its type, as a decode of `msg` would: the first of each type,
+/// and only when it decodes with its required fields.
+template <wire::described_message M>
+void keep_any_detail(M& msg, std::string_view type_url, std::string_view bytes) {
+  wire::for_each_field<M>([&]<std::size_t I>() {
+    constexpr auto& f = wire::field_at<M, I>;
+    if constexpr (wire::is_any_field<std::remove_cvref_t<decltype(f)>>)
+      detail::pb::keep_any(f, msg, type_url,
+                           detail::pb::reader{bytes, 0, decode_mode::strict, {}, 1});
+  });
 }
 
 /// Decodes a protobuf binary message. Fields not described are skipped in either mode; a field

@@ -266,21 +266,8 @@ constexpr status_entry status_for(errc e) noexcept {
   wire::Status s;
   s.code = static_cast<std::int32_t>(grpc_code_from_connect(c.code));
   s.message = c.message;
-  for (const auto& d : c.details) {
-    std::string_view type = std::string_view(d.type).substr(d.type.rfind('/') + 1);
-    auto bytes = base64_decode(d.value);
-    if (!bytes) continue;
-    if (type == wire::descriptor<wire::ErrorInfo>.full_name && !s.error_info) {
-      if (auto ei = from_protobuf<wire::ErrorInfo>(bytes.assume_value(), decode_mode::strict))
-        s.error_info = std::move(ei).assume_value();
-    } else if (type == wire::descriptor<wire::RetryInfo>.full_name && !s.retry_info) {
-      if (auto ri = from_protobuf<wire::RetryInfo>(bytes.assume_value(), decode_mode::strict))
-        s.retry_info = std::move(ri).assume_value();
-    } else if (type == wire::descriptor<wire::ExecResponse>.full_name && !s.exec_response) {
-      if (auto er = from_protobuf<wire::ExecResponse>(bytes.assume_value(), decode_mode::strict))
-        s.exec_response = std::move(er).assume_value();
-    }
-  }
+  for (const auto& d : c.details)
+    if (auto bytes = base64_decode(d.value)) keep_any_detail(s, d.type, bytes.assume_value());
   return s;
 }
 
