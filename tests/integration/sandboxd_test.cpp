@@ -267,6 +267,13 @@ TEST_CASE("sandboxd takes the documented bodies that repeat the path's sandboxId
     CHECK(r->body.find(id) != std::string::npos);
   }
   CHECK_FALSE(box.value().read_file("/tmp/g"));
+  // The refusal quotes a value the client chose only in part: it never grows with it.
+  auto huge = d.raw("POST", at + ":exec", auth,
+                    R"({"sandboxId":")" + std::string(1 << 20, '\'') + R"(","command":["true"]})");
+  REQUIRE(huge);
+  CHECK(huge->status == 400);
+  CHECK(huge->body.size() < 1000);
+  CHECK(huge->body.find("1048576 bytes") != std::string::npos);
   CHECK(box.value().stop(2s));
 }
 

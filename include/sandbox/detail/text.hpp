@@ -25,6 +25,13 @@ namespace sandbox::detail {
   return out;
 }
 
+/// A value a client sent, quoted for an error message: at most `max` of its bytes, and its size
+/// when it is longer, so that a message never grows with what a client chose to send.
+[[nodiscard]] inline std::string quoted_excerpt(std::string_view s, std::size_t max = 80) {
+  if (s.size() <= max) return shell_quote(s);
+  return shell_quote(s.substr(0, max)) + "... (" + std::to_string(s.size()) + " bytes)";
+}
+
 /// `argv` joined as a shell would read it, for messages.
 [[nodiscard]] inline std::string join_command(std::span<const std::string> argv) {
   std::string out;

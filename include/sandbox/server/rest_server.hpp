@@ -156,10 +156,11 @@ private:
     for (const auto& [k, v] : params) {
       std::string name = http::wire::json_name(k);
       if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
-        return fail(errc::validation, "unknown query parameter " + sandbox::detail::shell_quote(k));
+        return fail(errc::validation,
+                    "unknown query parameter " + sandbox::detail::quoted_excerpt(k));
       if (name != "tags" && q.values.count(name))
         return fail(errc::validation,
-                    "query parameter " + sandbox::detail::shell_quote(k) + " given twice");
+                    "query parameter " + sandbox::detail::quoted_excerpt(k) + " given twice");
       q.values.emplace(std::move(name), v);
     }
     return q;
@@ -170,7 +171,7 @@ private:
     if (!v || *v == "false" || *v == "0") return false;
     if (*v == "true" || *v == "1") return true;
     return fail(errc::validation,
-                name + ": expected true or false, got " + sandbox::detail::shell_quote(*v));
+                name + ": expected true or false, got " + sandbox::detail::quoted_excerpt(*v));
   }
 
   [[nodiscard]] static result<std::int32_t> int_param(const query& q, const std::string& name) {
@@ -182,7 +183,7 @@ private:
     if (digits.empty() || digits.size() > 10 ||
         digits.find_first_not_of("0123456789") != std::string_view::npos)
       return fail(errc::validation,
-                  name + ": expected an integer, got " + sandbox::detail::shell_quote(*v));
+                  name + ": expected an integer, got " + sandbox::detail::quoted_excerpt(*v));
     for (char c : digits)
       n = n * 10 + (c - '0');
     if (neg) n = -n;
@@ -289,7 +290,7 @@ private:
       auto w = http::wire::state_from_name(*s);
       if (w == http::wire::State::STATE_UNSPECIFIED && *s != "STATE_UNSPECIFIED")
         return reply_error(res, errc::validation,
-                           "state: unknown state " + sandbox::detail::shell_quote(*s));
+                           "state: unknown state " + sandbox::detail::quoted_excerpt(*s));
       if (w != http::wire::State::STATE_UNSPECIFIED) lr.state = http::wire::to_state(w);
     }
     auto show = bool_param(qv, "showTerminated");

@@ -207,8 +207,8 @@ private:
                                                  std::string_view body_id) {
     if (body_id.empty() || body_id == path_id) return success();
     return fail(errc::validation, "sandboxId: the body names " +
-                                      sandbox::detail::shell_quote(body_id) + ", the path " +
-                                      sandbox::detail::shell_quote(path_id));
+                                      sandbox::detail::quoted_excerpt(body_id) + ", the path " +
+                                      sandbox::detail::quoted_excerpt(path_id));
   }
 
   /// The one container of a request: `""` or the primary container's name.
@@ -221,7 +221,7 @@ private:
       primary = it->second.containers.front().name;
     if (c != primary)
       return fail(errc::validation, "container: sandbox " + std::string(id) + " has no container " +
-                                        sandbox::detail::shell_quote(c));
+                                        sandbox::detail::quoted_excerpt(c));
     return success();
   }
 

@@ -174,7 +174,7 @@ options_of(const wire::SandboxSpec& spec,
   const auto& c = spec.containers.front();
   if (!spec.primary_container.empty() && spec.primary_container != c.name)
     return fail(errc::validation, "spec.primaryContainer: no container named " +
-                                      sandbox::detail::shell_quote(spec.primary_container));
+                                      sandbox::detail::quoted_excerpt(spec.primary_container));
   SandboxOptions o;
   if (auto it = images.find(c.image); it != images.end())
     o.image = it->second;
@@ -200,7 +200,7 @@ options_of(const wire::SandboxSpec& spec,
     auto bad = [](std::string_view what, const std::string& quantity) {
       return fail(errc::validation, "spec.containers[0].resourceRequirements: bad " +
                                         std::string(what) + " quantity " +
-                                        sandbox::detail::shell_quote(quantity));
+                                        sandbox::detail::quoted_excerpt(quantity));
     };
     if (const auto& cpu = lim.cpu.empty() ? req.cpu : lim.cpu; !cpu.empty()) {
       auto v = detail::parse_cpu(cpu);
