@@ -234,6 +234,96 @@ TEST_CASE("sandboxd rejects bad requests naming the field", "[sandboxd]") {
   CHECK(route->body.find(R"("code":5)") != std::string::npos);
 }
 
+TEST_CASE("sandboxd answers what a single host lacks as the hosted service does", "[sandboxd]") {
+  running_daemon d;
+  std::string auth = "Bearer " + d.token;
+  namespace wire = sandbox::http::wire;
+  auto unimplemented = [&](const std::string& method, const std::string& path,
+                           const std::string& body, const std::string& named) {
+    INFO(method << " " << path << " " << body);
+    auto r = d.raw(method, path, auth, body);
+    REQUIRE(r);
+    CHECK(r->status == 501);
+    auto st = sandbox::http::from_json<wire::Status>(r->body, sandbox::http::decode_mode::strict);
+    REQUIRE(st);
+    CHECK(st.value().code == 12); // UNIMPLEMENTED
+    CHECK(st.value().error_info ==
+          wire::ErrorInfo{"CWSANDBOX_NOT_IMPLEMENTED", "cwsandbox.com", {}});
+    CHECK_THAT(st.value().message, Catch::Contains(named));
+  };
+  const std::string main = R"({"name":"main","image":"python:3.11")";
+  unimplemented("POST", "/v1/sandboxes",
+                R"({"spec":{"containers":[)" + main + R"(}],"volumes":[{"name":"v"}]}})",
+                "spec.volumes");
+  unimplemented("POST", "/v1/sandboxes",
+                R"({"spec":{"containers":[)" + main + R"(,"resources":{"gpu":{"count":"1"}}}]}})",
+                "spec.containers[0].resources.gpu");
+  unimplemented("POST", "/v1/sandboxes", R"({"spec":{"containers":[)" + main + "}," + main + "}]}}",
+                "spec.containers");
+  unimplemented("POST", "/v1/sandboxes:createFromTemplate", R"({"templateId":"t"})",
+                "CreateSandboxFromTemplate");
+  unimplemented("GET", "/v1/fileSystemSnapshots", "", "ListFileSystemSnapshots");
+  unimplemented("GET", "/v1/fileSystemSnapshots/fss-1", "", "GetFileSystemSnapshot");
+  unimplemented("GET", "/v1/sandboxes?runnerIds=r-1", "", "runnerIds");
+
+  // Output-only fields of a sandbox sent back are ignored; a container other than the primary
+  // is not implemented.
+  auto made =
+      d.raw("POST", "/v1/sandboxes", auth,
+            R"({"sandboxId":"sbx-mine","status":{"state":"STATE_FAILED",)"
+            R"("effectiveRuntimeClass":"x"},"sourceTemplateId":"t","spec":{"containers":[)" +
+                main + "}]}}");
+  REQUIRE(made);
+  CHECK(made->status == 200);
+  auto sb = sandbox::http::from_json<wire::Sandbox>(made->body, sandbox::http::decode_mode::strict);
+  REQUIRE(sb);
+  const std::string id = sb.value().sandbox_id;
+  CHECK(id != "sbx-mine");
+  unimplemented("POST", "/v1/sandboxes/" + id + ":exec",
+                R"({"command":["true"],"container":"sidecar"})", "sidecar");
+  auto ran = d.raw("POST", "/v1/sandboxes/" + id + ":exec", auth,
+                   R"({"command":["true"],"container":"main"})");
+  REQUIRE(ran);
+  CHECK(ran->status == 200);
+  CHECK(d.client()->stop(id, 0s, false));
+}
+
+TEST_CASE("sandboxd purges the sandboxes that carry the given tags", "[sandboxd]") {
+  running_daemon d;
+  std::string auth = "Bearer " + d.token;
+  namespace wire = sandbox::http::wire;
+  auto t = d.client();
+  std::vector<sandbox::NoexceptRemoteSandbox> boxes;
+  for (auto tags : {std::vector<std::string>{"batch", "a"}, {"batch"}, {"keep"}}) {
+    auto b = sandbox::NoexceptRemoteSandbox::run({.tags = tags}, t);
+    REQUIRE(b);
+    boxes.push_back(std::move(b).value());
+  }
+  auto purge = [&](const std::string& body) {
+    auto r = d.raw("POST", "/v1/sandboxes:purge", auth, body);
+    REQUIRE(r);
+    INFO(r->body);
+    REQUIRE(r->status == 200);
+    return sandbox::http::from_json<wire::PurgeSandboxesResponse>(
+               r->body, sandbox::http::decode_mode::strict)
+        .value();
+  };
+  CHECK(purge(R"({"tags":["batch"],"dryRun":true})").purge_count == 2);
+  CHECK(boxes[0].state().value() == sandbox::State::RUNNING);
+  CHECK(purge(R"({"tags":["batch","a"]})").purge_count == 1);
+  CHECK(boxes[0].state().value() == sandbox::State::TERMINATED);
+  CHECK(boxes[1].state().value() == sandbox::State::RUNNING);
+  CHECK(purge(R"({"tags":["batch"],"requestId":"r-1"})").purge_count == 1);
+  CHECK(boxes[1].state().value() == sandbox::State::TERMINATED);
+  CHECK(boxes[2].state().value() == sandbox::State::RUNNING);
+  auto neither = d.raw("POST", "/v1/sandboxes:purge", auth, "{}");
+  REQUIRE(neither);
+  CHECK(neither->status == 400);
+  CHECK(neither->body.find("tags") != std::string::npos);
+  CHECK(purge(R"({"purgeAll":true})").purge_count == 1);
+  CHECK(boxes[2].state().value() == sandbox::State::TERMINATED);
+}
+
 TEST_CASE("sandboxd takes the documented bodies that repeat the path's sandboxId", "[sandboxd]") {
   running_daemon d;
   std::string auth = "Bearer " + d.token;

@@ -146,6 +146,21 @@ TEST_CASE("protobuf: decoding skips unknown fields and names the field of bad in
   auto missing = from_protobuf<wire::ExecRequest>("\x0a\x01x"s, decode_mode::strict);
   REQUIRE_FALSE(missing);
   CHECK(missing.error().message == "command: required");
+  // A field of the proto the library does not model: skipped, unless our server lacks it and it
+  // is set (strict). SandboxSpec.volumes (3) = [{name: "v"}]; instance_type (13) = "";
+  // SandboxStatus.effective_max_lifetime_seconds (11) = 5 is output only.
+  const std::string volumes = "\x1a\x03\x0a\x01v"s, empty_type = "\x6a\x00"s;
+  CHECK(decode_ok<wire::SandboxSpec>(volumes).containers.empty());
+  auto refused = from_protobuf<wire::SandboxSpec>(volumes, decode_mode::strict);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().is(errc::unsupported));
+  CHECK(refused.error().message == "volumes: not implemented by this server");
+  const std::string one_container = "\x0a\x06\x0a\x01m\x12\x01i"s;
+  CHECK(from_protobuf<wire::SandboxSpec>(empty_type + one_container, decode_mode::strict));
+  auto nested = from_protobuf<wire::Sandbox>("\x12\x05"s + volumes, decode_mode::strict);
+  REQUIRE_FALSE(nested);
+  CHECK(nested.error().message == "spec.volumes: not implemented by this server");
+  CHECK(from_protobuf<wire::SandboxStatus>("\x58\x05"s, decode_mode::strict));
   // Not a message at all.
   CHECK_FALSE(from_protobuf<wire::ExecRequest>("\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff"s,
                                                decode_mode::lenient));

@@ -33,7 +33,9 @@
 namespace sandbox {
 
 /// The v1 REST routes (PROTOCOL.md) over `Transport`: CreateSandbox (idempotent per
-/// `requestId`), GetSandbox, ListSandboxes, DeleteSandbox, Exec, WriteFile, ReadFile. Requests
+/// `requestId`), GetSandbox, ListSandboxes, DeleteSandbox, PurgeSandboxes, Exec, WriteFile,
+/// ReadFile; templates and file system snapshots are answered UNIMPLEMENTED, as is any field
+/// of a request that asks for what a single host lacks (volumes, services, GPUs, …). Requests
 /// are checked strictly (unknown fields or query parameters, wrong types, missing required fields
 /// → 400 INVALID_ARGUMENT naming the field); errors are google.rpc.Status bodies with the HTTP
 /// status of PROTOCOL.md. An Exec's `grpc-timeout` header becomes the command's timeout; a client
@@ -251,6 +253,20 @@ private:
     h.Post(id + ":exec", [this](const Request& q, Response& r) { exec(q, r); });
     h.Post(id + ":writeFile", [this](const Request& q, Response& r) { write_file(q, r); });
     h.Get(id + ":readFile", [this](const Request& q, Response& r) { read_file(q, r); });
+    h.Post("/v1/sandboxes:purge", [this](const Request& q, Response& r) { purge(q, r); });
+    // The hosted service's RPCs that need what a single host does not have: answered as the
+    // service answers what it does not offer (UNIMPLEMENTED, reason CWSANDBOX_NOT_IMPLEMENTED).
+    auto lacks = [](std::string what) {
+      return [what](const Request&, Response& r) {
+        reply_error(r, errc::unsupported, what + ": not implemented by this server");
+      };
+    };
+    h.Post("/v1/sandboxes:createFromTemplate", lacks("CreateSandboxFromTemplate (templates)"));
+    h.Post(id + ":snapshot", lacks("CreateFileSystemSnapshot (file system snapshots)"));
+    const std::string snapshots = "/v1/fileSystemSnapshots";
+    h.Get(snapshots, lacks("ListFileSystemSnapshots (file system snapshots)"));
+    h.Get(snapshots + "/([^/]+)", lacks("GetFileSystemSnapshot (file system snapshots)"));
+    h.Delete(snapshots + "/([^/]+)", lacks("DeleteFileSystemSnapshot (file system snapshots)"));
   }
 
   template <class T>
@@ -279,10 +295,20 @@ private:
     answer(res, svc_.get(req.matches[1].str()));
   }
 
+  /// A query parameter naming something this server does not have: refused when given.
+  [[nodiscard]] static result<void> lacks_param(const query& q, const std::string& name) {
+    auto v = q.get(name);
+    if (!v || v->empty()) return success();
+    return fail(errc::unsupported, name + ": not implemented by this server");
+  }
+
   void list(const Request& req, Response& res) {
-    auto q = query_of(req, {"pageSize", "pageToken", "tags", "state", "showTerminated"});
+    auto q = query_of(req, {"pageSize", "pageToken", "tags", "state", "showTerminated", "runnerIds",
+                            "volumeIds"});
     if (!q) return reply_error(res, q.assume_error());
     const auto& qv = q.assume_value();
+    for (const char* lacking : {"runnerIds", "volumeIds"})
+      if (auto r = lacks_param(qv, lacking); !r) return reply_error(res, r.assume_error());
     serve::list_request lr;
     for (auto [it, end] = qv.values.equal_range("tags"); it != end; ++it)
       lr.tags.push_back(it->second);
@@ -304,8 +330,11 @@ private:
   }
 
   void remove(const Request& req, Response& res) {
-    auto q = query_of(req, {"gracePeriodSeconds", "allowMissing"});
+    // A delete is idempotent as it is: requestId needs nothing more.
+    auto q = query_of(req, {"gracePeriodSeconds", "allowMissing", "requestId", "snapshotVolumes"});
     if (!q) return reply_error(res, q.assume_error());
+    if (auto r = lacks_param(q.assume_value(), "snapshotVolumes"); !r)
+      return reply_error(res, r.assume_error());
     auto grace = int_param(q.assume_value(), "gracePeriodSeconds");
     if (!grace) return reply_error(res, grace.assume_error());
     if (grace.assume_value() < 0)
@@ -356,6 +385,14 @@ private:
       }
       return reply(res, 200, http::to_json(http::response_of(std::move(r).assume_value())));
     }
+  }
+
+  void purge(const Request& req, Response& res) {
+    auto q = query_of(req, {});
+    if (!q) return reply_error(res, q.assume_error());
+    auto body = body_of<http::wire::PurgeSandboxesRequest>(req);
+    if (!body) return reply_error(res, body.assume_error());
+    answer(res, svc_.purge(body.assume_value()));
   }
 
   void write_file(const Request& req, Response& res) {

@@ -56,13 +56,12 @@ public:
 
   /// CreateSandbox. One sandbox per non-empty `request_id`: a repeated create waits for the
   /// first and answers with its sandbox.
-  /// **Errors:** validation (output-only fields set, a spec the transport cannot run), and the
-  /// transport's.
+  /// **Errors:** validation (a spec the transport cannot run), unsupported (a spec asking for what
+  /// this server does not implement), and the transport's.
   [[nodiscard]] result<wire::Sandbox> create(const wire::Sandbox& sb,
                                              const std::string& request_id) {
-    if (!sb.sandbox_id.empty())
-      return fail(errc::validation, "sandboxId: output only, must not be set");
-    if (sb.status) return fail(errc::validation, "status: output only, must not be set");
+    // sandboxId and status are output only: ignored, so that a sandbox read back can be sent
+    // again (AIP-203), as the published API has it.
     wire::SandboxSpec spec = sb.spec.value_or(wire::SandboxSpec{});
     SANDBOX_TRY(opts, http::options_of(spec, o_.images, o_.native_keep_alive));
     if (!request_id.empty()) {
@@ -123,10 +122,37 @@ public:
     return out;
   }
 
+  /// PurgeSandboxes: stops the running sandboxes that carry every tag of `q.tags` (all of them
+  /// with `purge_all`), or only counts them in a dry run.
+  /// **Errors:** validation (neither tags nor purge_all), and the transport's (listing).
+  [[nodiscard]] result<wire::PurgeSandboxesResponse> purge(const wire::PurgeSandboxesRequest& q) {
+    if (q.tags.empty() && !q.purge_all)
+      return fail(errc::validation, "tags: required unless purgeAll is set");
+    ListFilter f;
+    f.tags = q.tags;
+    SANDBOX_TRY(all, t_->list(f));
+    wire::PurgeSandboxesResponse out;
+    for (const auto& i : all) {
+      if (is_terminal(i.state)) continue;
+      if (!q.dry_run) {
+        if (auto r = t_->stop(i.id, std::chrono::seconds(0), true); !r) {
+          bool transient = r.assume_error().is(errc::unavailable) ||
+                           r.assume_error().is(errc::resource_exhausted) ||
+                           r.assume_error().is(errc::timeout);
+          (transient ? out.retryable_failed_sandbox_ids : out.failed_sandbox_ids).push_back(i.id);
+          continue;
+        }
+        forget_later(i.id);
+      }
+      ++out.purge_count;
+    }
+    return out;
+  }
+
   /// Starts Exec's command; the front end waits for it (and kills it if its client goes away).
   /// `deadline` (the request's own, e.g. grpc-timeout) bounds the command's run time.
-  /// **Errors:** validation (a body that disagrees with the path, an unknown container, a
-  /// negative output cap), and the transport's.
+  /// **Errors:** validation (a body that disagrees with the path, a negative output cap),
+  /// unsupported (a container other than the primary), and the transport's.
   [[nodiscard]] result<process_type> exec(const std::string& id, const wire::ExecRequest& x,
                                           std::optional<std::chrono::milliseconds> deadline) {
     SANDBOX_TRYV(same_sandbox(id, x.sandbox_id));
@@ -136,15 +162,16 @@ public:
     return t_->exec(id, x.command, eo);
   }
 
-  /// WriteFile. **Errors:** validation (a body that disagrees with the path, an unknown
-  /// container), and the transport's.
+  /// WriteFile. **Errors:** validation (a body that disagrees with the path), unsupported (a
+  /// container other than the primary), and the transport's.
   [[nodiscard]] result<void> write_file(const std::string& id, const wire::WriteFileRequest& w) {
     SANDBOX_TRYV(same_sandbox(id, w.sandbox_id));
     SANDBOX_TRYV(check_container(id, w.container));
     return t_->write_file(id, w.path, w.content);
   }
 
-  /// ReadFile. **Errors:** validation (no path, an unknown container), and the transport's.
+  /// ReadFile. **Errors:** validation (no path), unsupported (a container other than the
+  /// primary), and the transport's.
   [[nodiscard]] result<wire::ReadFileResponse>
   read_file(const std::string& id, const std::string& path, std::string_view container) {
     if (path.empty()) return fail(errc::validation, "path: required");
@@ -219,9 +246,12 @@ private:
     std::string_view primary = http::main_container;
     if (it != specs_.end() && !it->second.containers.empty())
       primary = it->second.containers.front().name;
-    if (c != primary)
-      return fail(errc::validation, "container: sandbox " + std::string(id) + " has no container " +
-                                        sandbox::detail::quoted_excerpt(c));
+    if (c != primary) // the hosted service's sandboxes may have several; ours have one
+      return fail(errc::unsupported, "container: " + sandbox::detail::quoted_excerpt(c) +
+                                         " is not a container of sandbox " + std::string(id) +
+                                         ", whose one container is " +
+                                         sandbox::detail::quoted_excerpt(primary) +
+                                         "; more are not implemented by this server");
     return success();
   }
 

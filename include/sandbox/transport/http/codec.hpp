@@ -139,10 +139,13 @@ public:
 
   /// An error about the value at the current path.
   [[nodiscard]] error fail(std::string_view what) const noexcept {
+    return fail(strict() ? errc::validation : errc::protocol, what);
+  }
+  [[nodiscard]] error fail(errc code, std::string_view what) const noexcept {
     std::string msg = path();
     if (!msg.empty()) msg += ": ";
     msg += what;
-    return error{strict() ? errc::validation : errc::protocol, std::move(msg)};
+    return error{code, std::move(msg)};
   }
   /// An error for a simdjson failure: the JSON itself is broken. Names the byte offset.
   [[nodiscard]] error syntax(simdjson::error_code e) const noexcept {
@@ -305,36 +308,54 @@ template <od::json_type Type, class Fn>
 
 /// Consumes any value, checking that it is well-formed JSON within the depth limit. On-demand
 /// parsing would otherwise skip the unknown fields of a lenient decode without looking at them.
-[[nodiscard]] inline sandbox::result<void> skip(od::value& v, decoder& d) noexcept {
+/// True when the value is not a proto3 default (`null`, `""`, `0`, `false`, `[]`, `{}`).
+[[nodiscard]] inline sandbox::result<bool> skip_value(od::value& v, decoder& d) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
+  bool content = false;
   switch (t) {
   case od::json_type::object: {
     od::object obj;
     if (auto e = v.get_object().get(obj)) return d.syntax(e);
-    return for_each_member(obj, d, [&](std::string_view, od::value& fv) { return skip(fv, d); });
+    SANDBOX_TRYV(
+        for_each_member(obj, d, [&](std::string_view, od::value& fv) -> sandbox::result<void> {
+          content = true;
+          SANDBOX_TRYV(skip_value(fv, d));
+          return success();
+        }));
+    return content;
   }
   case od::json_type::array: {
     od::array arr;
     if (auto e = v.get_array().get(arr)) return d.syntax(e);
-    return for_each_element(arr, d, [&](od::value& ev) { return skip(ev, d); });
+    SANDBOX_TRYV(for_each_element(arr, d, [&](od::value& ev) -> sandbox::result<void> {
+      content = true;
+      SANDBOX_TRYV(skip_value(ev, d));
+      return success();
+    }));
+    return content;
   }
   case od::json_type::string: {
     std::string_view s;
     if (auto e = v.get_string().get(s)) return d.syntax(e);
-    return success();
+    return !s.empty();
   }
   case od::json_type::number: {
     double x = 0;
     if (auto e = v.get_double().get(x)) return d.syntax(e);
-    return success();
+    return x != 0;
   }
-  case od::json_type::boolean: {
-    SANDBOX_TRYV(consume_bool(v, d));
-    return success();
+  case od::json_type::boolean: return consume_bool(v, d);
+  case od::json_type::null: {
+    SANDBOX_TRYV(consume_null(v, d));
+    return false;
   }
-  case od::json_type::null: return consume_null(v, d);
   }
   return d.fail("unexpected JSON value");
+}
+
+[[nodiscard]] inline sandbox::result<void> skip(od::value& v, decoder& d) noexcept {
+  SANDBOX_TRYV(skip_value(v, d));
+  return success();
 }
 
 /// What `lookup` answers for a key that names no field.
@@ -697,6 +718,16 @@ template <wire::described_message M>
   return missing;
 }
 
+/// The value of a field the library does not model: checked and dropped, or, in a strict decode,
+/// refused with errc::unsupported when the field is a capability our server lacks and is set.
+[[nodiscard]] inline sandbox::result<void> read_unmodelled(const wire::unmodelled_field& f,
+                                                           od::value& v, decoder& d) noexcept {
+  SANDBOX_TRY(set, skip_value(v, d));
+  if (set && d.strict() && f.use == wire::unmodelled_use::unsupported)
+    return d.fail(errc::unsupported, "not implemented by this server");
+  return success();
+}
+
 /// JSON members a message reads beside its fields (none, here).
 struct no_extras {
   [[nodiscard]] std::size_t index(std::string_view) const noexcept { return no_field; }
@@ -711,17 +742,24 @@ struct no_extras {
 template <wire::described_message M, class Extras = no_extras>
 [[nodiscard]] sandbox::result<void> read_members(od::object& obj, decoder& d, M& m,
                                                  const Extras& extras = {}) noexcept {
-  constexpr std::size_t n = wire::field_count<M>;
+  static_assert(wire::unmodelled_apart<M>(), "an unmodelled field repeats a field of M");
+  // Indexes: the fields of M, then its unmodelled fields, then the extras.
+  constexpr std::size_t n = wire::field_count<M>, u = wire::unmodelled<M>.size();
+  static_assert(n + u < 60, "read_object tells fields and extras apart by bits of a uint64");
   std::uint64_t given = 0;
   SANDBOX_TRYV(read_object(
       obj, d,
       [&](std::string_view key) {
         if (auto i = field_index<M>(key); i != no_field) return i;
+        for (std::size_t k = 0; k < u; ++k)
+          if (key == wire::unmodelled<M>[k].json_name() || key == wire::unmodelled<M>[k].name)
+            return n + k;
         auto j = extras.index(key);
-        return j == no_field ? no_field : n + j;
+        return j == no_field ? no_field : n + u + j;
       },
       [&](std::size_t i, od::value& v) -> sandbox::result<void> {
-        if (i >= n) return extras.read(i - n, v);
+        if (i >= n + u) return extras.read(i - n - u, v);
+        if (i >= n) return read_unmodelled(wire::unmodelled<M>[i - n], v, d);
         return read_field(i, v, d, m, given);
       }));
   if (!d.strict()) return success();

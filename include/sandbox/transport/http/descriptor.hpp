@@ -7,6 +7,7 @@
 // checked at compile time against the members they point to.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -296,6 +297,54 @@ template <described_enum E>
   return E{};
 }
 
+/// What the codecs do with a proto field the library does not model. They know its number and
+/// name (so a strict decode does not call it unknown) and check that its value is well-formed.
+enum class unmodelled_use : std::uint8_t {
+  /// Read and dropped: an output-only field a request may echo, or one the client never needs.
+  ignored,
+  /// A capability our server does not offer: a strict decode of a value other than the proto3
+  /// default (`null`, `""`, `0`, `false`, `[]`, `{}`, or nothing on the binary wire) fails with
+  /// errc::unsupported naming the field path; a lenient decode drops it.
+  unsupported,
+};
+
+/// A field of a message that has no member (see `unmodelled`).
+struct unmodelled_field {
+  std::uint32_t number;
+  std::string_view name; ///< the proto name, snake_case
+  unmodelled_use use;
+  detail::name_text json;
+
+  constexpr unmodelled_field(std::uint32_t number_, std::string_view name_,
+                             unmodelled_use use_) noexcept
+      : number(number_), name(name_), use(use_), json(detail::json_name_text(name_)) {}
+  [[nodiscard]] constexpr std::string_view json_name() const noexcept {
+    return {json.text, json.size};
+  }
+};
+[[nodiscard]] constexpr unmodelled_field ignored(std::uint32_t number,
+                                                 std::string_view name) noexcept {
+  return {number, name, unmodelled_use::ignored};
+}
+[[nodiscard]] constexpr unmodelled_field unsupported(std::uint32_t number,
+                                                     std::string_view name) noexcept {
+  return {number, name, unmodelled_use::unsupported};
+}
+
+/// The fields of message `M` that the proto has and `descriptor<M>` does not (wire.hpp
+/// specializes it as a `std::array` of `ignored(…)` / `unsupported(…)` entries), so that every
+/// field of the published messages parses.
+template <class M>
+inline constexpr auto unmodelled = std::array<unmodelled_field, 0>{};
+
+/// The entry of `unmodelled<M>` that `pred` picks, or null.
+template <class M, class Pred>
+[[nodiscard]] constexpr const unmodelled_field* find_unmodelled(Pred&& pred) noexcept {
+  for (const auto& u : unmodelled<M>)
+    if (pred(u)) return &u;
+  return nullptr;
+}
+
 /// Whether field `f` of `m` is set (see `field`); what the encoders write and `required` checks.
 template <class Message, class Member>
 [[nodiscard]] constexpr bool is_set(const field<Message, Member>& f, const Message& m) noexcept {
@@ -329,6 +378,18 @@ template <described_message M, class Fn>
 constexpr void for_each_field(Fn&& fn) {
   [&]<std::size_t... I>(std::index_sequence<I...>) { (fn.template operator()<I>(), ...); }
   (std::make_index_sequence<field_count<M>>{});
+}
+
+/// True when no entry of `unmodelled<M>` repeats the number or name of a field of `M` (the codecs
+/// check it where they look fields up).
+template <described_message M>
+[[nodiscard]] consteval bool unmodelled_apart() noexcept {
+  bool apart = true;
+  for (const auto& u : unmodelled<M>)
+    for_each_field<M>([&]<std::size_t I>() {
+      apart = apart && u.number != field_at<M, I>.number && u.name != field_at<M, I>.name;
+    });
+  return apart;
 }
 
 } // namespace sandbox::http::wire

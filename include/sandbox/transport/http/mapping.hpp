@@ -160,13 +160,21 @@ namespace detail {
 
 /// The options the server runs a requested spec with: exactly one container; its image looked
 /// up in `images` (a name not listed is passed on as it is); the clients' keep-alive shell as a
-/// keep-alive sandbox when `native_keep_alive`; limits, or else requests, as the resources.
+/// keep-alive sandbox when `native_keep_alive`; limits, or else requests, or else the older
+/// `resources`, as the resources.
 /// **Errors:** validation (a bad quantity, args without a command, a negative lifetime, a
 /// primary container that is not there), unsupported (several containers, a network that is not
-/// denied).
+/// denied, a placement mode).
 [[nodiscard]] inline result<SandboxOptions>
 options_of(const wire::SandboxSpec& spec,
            const std::map<std::string, std::string, std::less<>>& images, bool native_keep_alive) {
+  if (spec.mode != wire::SandboxMode::SANDBOX_MODE_UNSPECIFIED) {
+    auto name = wire::to_string(spec.mode);
+    return fail(errc::unsupported, "spec.mode: this server places sandboxes on its own host; " +
+                                       (name.empty() ? std::to_string(static_cast<int>(spec.mode))
+                                                     : std::string(name)) +
+                                       " is not implemented");
+  }
   if (spec.containers.size() != 1)
     return fail(errc::unsupported, "spec.containers: this server runs exactly one container "
                                    "per sandbox, got " +
@@ -193,25 +201,37 @@ options_of(const wire::SandboxSpec& spec,
   o.working_dir = c.working_dir;
   for (const auto& f : c.files)
     o.mounted_files.push_back({f.path, f.content});
-  if (c.resource_requirements) {
-    // Limits win; requests stand in when no limit is given (Guaranteed QoS either way here).
-    const auto& lim = c.resource_requirements->limits;
-    const auto& req = c.resource_requirements->requests;
-    auto bad = [](std::string_view what, const std::string& quantity) {
-      return fail(errc::validation, "spec.containers[0].resourceRequirements: bad " +
-                                        std::string(what) + " quantity " +
-                                        sandbox::detail::quoted_excerpt(quantity));
+  // Limits win; requests stand in when no limit is given, and the older `resources` when neither
+  // is (Guaranteed QoS either way here).
+  auto quantity = [&](std::string wire::Resources::*member) {
+    struct found {
+      std::string_view where;
+      const std::string* value;
     };
-    if (const auto& cpu = lim.cpu.empty() ? req.cpu : lim.cpu; !cpu.empty()) {
-      auto v = detail::parse_cpu(cpu);
-      if (!v) return bad("cpu", cpu);
-      o.resources.cpus = *v;
+    if (const auto& rr = c.resource_requirements) {
+      if (!(rr->limits.*member).empty())
+        return found{"resourceRequirements.limits", &(rr->limits.*member)};
+      if (!(rr->requests.*member).empty())
+        return found{"resourceRequirements.requests", &(rr->requests.*member)};
     }
-    if (const auto& mem = lim.memory.empty() ? req.memory : lim.memory; !mem.empty()) {
-      auto v = detail::parse_memory(mem);
-      if (!v) return bad("memory", mem);
-      o.resources.memory_bytes = *v;
-    }
+    if (c.resources && !((*c.resources).*member).empty())
+      return found{"resources", &((*c.resources).*member)};
+    return found{{}, nullptr};
+  };
+  auto bad = [](std::string_view where, std::string_view what, const std::string& q) {
+    return fail(errc::validation, "spec.containers[0]." + std::string(where) + "." +
+                                      std::string(what) + ": bad quantity " +
+                                      sandbox::detail::quoted_excerpt(q));
+  };
+  if (auto cpu = quantity(&wire::Resources::cpu); cpu.value) {
+    auto v = detail::parse_cpu(*cpu.value);
+    if (!v) return bad(cpu.where, "cpu", *cpu.value);
+    o.resources.cpus = *v;
+  }
+  if (auto mem = quantity(&wire::Resources::memory); mem.value) {
+    auto v = detail::parse_memory(*mem.value);
+    if (!v) return bad(mem.where, "memory", *mem.value);
+    o.resources.memory_bytes = *v;
   }
   o.tags = spec.tags;
   o.annotations.insert(spec.annotations.begin(), spec.annotations.end());

@@ -534,7 +534,26 @@ template <wire::described_message M, std::size_t I = 0>
     r.path.resize(mark);
     return done;
   } else {
-    return r.skip(wt);
+    static_assert(wire::unmodelled_apart<M>(), "an unmodelled field repeats a field of M");
+    const auto* u = wire::find_unmodelled<M>([&](const auto& f) { return f.number == number; });
+    if (!u || u->use != wire::unmodelled_use::unsupported || r.mode != decode_mode::strict)
+      return r.skip(wt);
+    // Not implemented by our server: refused when set (a proto3 default is not on the wire,
+    // but an optional scalar's 0 or an empty message may be).
+    bool set = true;
+    if (wt == 0) {
+      SANDBOX_TRY(v, r.varint());
+      set = v != 0;
+    } else if (wt == 2) {
+      SANDBOX_TRY(v, r.length_delimited());
+      set = !v.empty();
+    } else {
+      SANDBOX_TRYV(r.skip(wt));
+    }
+    if (!set) return success();
+    std::string p = r.path.empty() ? std::string() : r.path + ".";
+    return fail(error(errc::unsupported,
+                      p + std::string(u->json_name()) + ": not implemented by this server"));
   }
 }
 

@@ -164,6 +164,7 @@ inline constexpr reason_entry reasons[] = {
     {"CWSANDBOX_COMMAND_TIMEOUT", errc::command_timeout},
     {"CWSANDBOX_RUNNER_UNAVAILABLE", errc::unavailable},
     {"CWSANDBOX_BACKEND_UNAVAILABLE", errc::unavailable},
+    {"CWSANDBOX_NOT_IMPLEMENTED", errc::unsupported},
     {"CWSANDBOX_SANDBOX_NOT_RUNNING", errc::not_running},
     {"CWSANDBOX_SANDBOX_FAILED", errc::failed},
     {"CWSANDBOX_SANDBOX_TERMINATED", errc::terminated},
@@ -198,7 +199,7 @@ constexpr status_entry status_for(errc e) noexcept {
   case errc::transport:
   case errc::protocol:
   case errc::server_error: return {grpc_code::internal, {}};
-  case errc::unsupported: return {grpc_code::unimplemented, {}};
+  case errc::unsupported: return {grpc_code::unimplemented, "CWSANDBOX_NOT_IMPLEMENTED"};
   }
   return {grpc_code::unknown, {}};
 }

@@ -2,13 +2,17 @@
 // Plain structs mirroring the messages of coreweave.sandbox.v1.SandboxService that the HTTP
 // transport and the server exchange, each followed by its descriptor (descriptor.hpp): the one
 // place that says which proto field a member is. Member names are the proto names (snake_case)
-// but for `stdout`/`stderr`, which are macros on some C libraries. Only the fields we use are
-// modelled: a lenient decode skips the others, a strict decode rejects them by name. The fields
-// are listed in the order JSON writes them; the numbers are the proto's.
+// but for `stdout`/`stderr`, which are macros on some C libraries. The fields we use are
+// modelled; every other field of the published messages is listed in `unmodelled<M>`, so that it
+// parses: ignored (output only), or unsupported (a capability our server lacks: a strict decode
+// refuses it with errc::unsupported when it is set). A name in neither list is unknown: a
+// lenient decode skips it, a strict one rejects it. The fields are listed in the order JSON
+// writes them; the numbers are the proto's.
 #pragma once
 
 #include <sandbox/transport/http/descriptor.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -49,6 +53,18 @@ inline constexpr auto
   return enum_from_name<State>(name);
 }
 
+/// `coreweave.sandbox.v1.SandboxMode`: where the hosted service places a sandbox.
+enum class SandboxMode : std::int32_t {
+  SANDBOX_MODE_UNSPECIFIED = 0,
+  SANDBOX_MODE_SERVERLESS = 1,
+  SANDBOX_MODE_CKS = 2,
+};
+template <>
+inline constexpr auto descriptor<SandboxMode> = enumeration("coreweave.sandbox.v1.SandboxMode",
+                                                            "SANDBOX_MODE_UNSPECIFIED",
+                                                            "SANDBOX_MODE_SERVERLESS",
+                                                            "SANDBOX_MODE_CKS");
+
 /// `Resources`: Kubernetes quantities as strings ("500m", "2", "512Mi").
 struct Resources {
   std::string cpu;
@@ -60,6 +76,8 @@ inline constexpr auto
     descriptor<Resources> = message("coreweave.sandbox.v1.Resources",
                                     field(1, "cpu", kind::string, &Resources::cpu),
                                     field(2, "memory", kind::string, &Resources::memory));
+template <>
+inline constexpr auto unmodelled<Resources> = std::array{unsupported(3, "gpu")};
 
 /// `ResourceRequirements`.
 struct ResourceRequirements {
@@ -94,6 +112,7 @@ struct Container {
   string_map environment_variables;
   std::string working_dir;
   std::vector<FileMount> files;
+  std::optional<Resources> resources; ///< the older form of resource_requirements.limits
   std::optional<ResourceRequirements> resource_requirements;
   friend bool operator==(const Container&, const Container&) = default;
 };
@@ -106,9 +125,14 @@ inline constexpr auto descriptor<Container> = message(
     field(5, "environment_variables", kind::string, &Container::environment_variables),
     field(10, "working_dir", kind::string, &Container::working_dir),
     field(7, "files", kind::message, &Container::files),
+    field(6, "resources", kind::message, &Container::resources),
     field(11, "resource_requirements", kind::message, &Container::resource_requirements));
+template <>
+inline constexpr auto unmodelled<Container> =
+    std::array{unsupported(8, "volume_mounts"), unsupported(9, "secret_stores"),
+               unsupported(12, "security_context"), unsupported(13, "image_pull_credentials")};
 
-/// `NetworkOptions` (the two switches we support; rules are not modelled).
+/// `NetworkOptions` (the two switches; rules are not modelled).
 struct NetworkOptions {
   std::optional<bool> deny_egress;
   std::optional<bool> deny_ingress;
@@ -119,6 +143,9 @@ inline constexpr auto descriptor<NetworkOptions> =
     message("coreweave.sandbox.v1.NetworkOptions",
             field(3, "deny_egress", kind::boolean, &NetworkOptions::deny_egress),
             field(4, "deny_ingress", kind::boolean, &NetworkOptions::deny_ingress));
+template <>
+inline constexpr auto unmodelled<NetworkOptions> =
+    std::array{unsupported(1, "ingress"), unsupported(2, "egress")};
 
 /// `SandboxSpec`.
 struct SandboxSpec {
@@ -128,6 +155,7 @@ struct SandboxSpec {
   string_map annotations;
   std::int32_t max_lifetime_seconds = 0; ///< 0 = platform default
   std::optional<NetworkOptions> network;
+  SandboxMode mode = SandboxMode::SANDBOX_MODE_UNSPECIFIED;
   friend bool operator==(const SandboxSpec&, const SandboxSpec&) = default;
 };
 template <>
@@ -138,7 +166,14 @@ inline constexpr auto descriptor<SandboxSpec> =
             field(8, "tags", kind::string, &SandboxSpec::tags),
             field(11, "annotations", kind::string, &SandboxSpec::annotations),
             field(5, "max_lifetime_seconds", kind::int32, &SandboxSpec::max_lifetime_seconds),
-            field(10, "network", kind::message, &SandboxSpec::network));
+            field(10, "network", kind::message, &SandboxSpec::network),
+            field(14, "mode", kind::enumeration, &SandboxSpec::mode));
+template <>
+inline constexpr auto unmodelled<SandboxSpec> =
+    std::array{unsupported(3, "volumes"),        unsupported(4, "services"),
+               unsupported(6, "network_ids"),    unsupported(7, "object_storage_access"),
+               unsupported(9, "runner_ids"),     unsupported(12, "init_containers"),
+               unsupported(13, "instance_type"), unsupported(15, "runtime_class")};
 
 /// `SandboxStatus` (output only). Times are RFC 3339 strings, passed through as sent.
 struct SandboxStatus {
@@ -162,6 +197,19 @@ inline constexpr auto descriptor<SandboxStatus> =
             field(5, "end_time", kind::timestamp, &SandboxStatus::end_time),
             field(9, "exit_code", kind::int32, &SandboxStatus::exit_code),
             field(13, "runner_id", kind::string, &SandboxStatus::runner_id));
+template <>
+inline constexpr auto unmodelled<SandboxStatus> =
+    std::array{ignored(6, "services"),
+               ignored(8, "resource_usage"),
+               ignored(10, "effective_resources"),
+               ignored(11, "effective_max_lifetime_seconds"),
+               ignored(12, "container_statuses"),
+               ignored(14, "runner_group_id"),
+               ignored(15, "effective_ingress"),
+               ignored(16, "effective_egress"),
+               ignored(17, "effective_resource_requirements"),
+               ignored(18, "attached_volume_ids"),
+               ignored(19, "effective_runtime_class")};
 
 /// `Sandbox`: the body of CreateSandbox and the answer of Create/Get.
 struct Sandbox {
@@ -176,6 +224,9 @@ inline constexpr auto
                                   field(1, "sandbox_id", kind::string, &Sandbox::sandbox_id),
                                   field(2, "spec", kind::message, &Sandbox::spec, required),
                                   field(3, "status", kind::message, &Sandbox::status));
+template <>
+inline constexpr auto unmodelled<Sandbox> =
+    std::array{ignored(4, "source_template_id"), ignored(5, "source_template_revision")};
 
 /// `ListSandboxesResponse`.
 struct ListSandboxesResponse {
@@ -198,6 +249,41 @@ template <>
 inline constexpr auto descriptor<DeleteSandboxResponse> =
     message("coreweave.sandbox.v1.DeleteSandboxResponse",
             field(1, "sandbox", kind::message, &DeleteSandboxResponse::sandbox));
+template <>
+inline constexpr auto unmodelled<DeleteSandboxResponse> =
+    std::array{ignored(2, "file_system_snapshot_ids")};
+
+/// `PurgeSandboxesRequest`: stops every sandbox that has all of `tags` (every sandbox, with
+/// `purge_all`).
+struct PurgeSandboxesRequest {
+  std::vector<std::string> tags;
+  bool dry_run = false; ///< count, stop nothing
+  std::string request_id;
+  bool purge_all = false;
+  friend bool operator==(const PurgeSandboxesRequest&, const PurgeSandboxesRequest&) = default;
+};
+template <>
+inline constexpr auto descriptor<PurgeSandboxesRequest> =
+    message("coreweave.sandbox.v1.PurgeSandboxesRequest",
+            field(1, "tags", kind::string, &PurgeSandboxesRequest::tags),
+            field(2, "dry_run", kind::boolean, &PurgeSandboxesRequest::dry_run),
+            field(3, "request_id", kind::string, &PurgeSandboxesRequest::request_id),
+            field(4, "purge_all", kind::boolean, &PurgeSandboxesRequest::purge_all));
+
+/// `PurgeSandboxesResponse`.
+struct PurgeSandboxesResponse {
+  std::int32_t purge_count = 0; ///< stopped (or, in a dry run, that would be)
+  std::vector<std::string> failed_sandbox_ids;
+  std::vector<std::string> retryable_failed_sandbox_ids;
+  friend bool operator==(const PurgeSandboxesResponse&, const PurgeSandboxesResponse&) = default;
+};
+template <>
+inline constexpr auto descriptor<PurgeSandboxesResponse> = message(
+    "coreweave.sandbox.v1.PurgeSandboxesResponse",
+    field(1, "purge_count", kind::int32, &PurgeSandboxesResponse::purge_count),
+    field(2, "failed_sandbox_ids", kind::string, &PurgeSandboxesResponse::failed_sandbox_ids),
+    field(3, "retryable_failed_sandbox_ids", kind::string,
+          &PurgeSandboxesResponse::retryable_failed_sandbox_ids));
 
 /// `ExecRequest`. Over REST the sandbox id travels in the path (the body may repeat it).
 struct ExecRequest {
