@@ -79,6 +79,29 @@ TEST_CASE("a repeated create with the same request id gives the same sandbox", "
   CHECK(t->stop(other.value().id, 1s, false));
 }
 
+TEST_CASE("a request id outlives its sandbox only while the server remembers the sandbox",
+          "[http][create]") {
+  sandbox::server_options small;
+  small.retained_terminal = 1;
+  sandbox::testing::loopback_server server(small);
+  auto t = server.client();
+  std::string rid = sandbox::detail::uuid4();
+  auto a = t->create({}, rid);
+  REQUIRE(a);
+  CHECK(t->stop(a.value().id, 1s, false));
+  auto again = t->create({}, rid); // still remembered: the same (stopped) sandbox
+  REQUIRE(again);
+  CHECK(again.value().id == a.value().id);
+  auto b = t->create({}, sandbox::detail::uuid4());
+  REQUIRE(b);
+  CHECK(t->stop(b.value().id, 1s, false)); // the server lets `a` go
+  auto late = t->create({}, rid);          // a create, not a 404 for a sandbox long gone
+  REQUIRE(late);
+  CHECK(late.value().id != a.value().id);
+  CHECK(late.value().state == sandbox::State::RUNNING);
+  CHECK(t->stop(late.value().id, 1s, false));
+}
+
 TEST_CASE("list finds sandboxes by tag and hides stopped ones", "[http][list]") {
   std::string tag = "t-" + sandbox::detail::random_id("", 8);
   auto a = keep_alive<http_env>(sandbox::SandboxOptions{.tags = {tag, "x"}});

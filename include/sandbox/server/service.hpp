@@ -219,12 +219,17 @@ private:
   /// Records what a claimed request id made ("" on failure: a retry may try again). Request
   /// ids are remembered for a while, not forever. Called with `m_` held.
   void settle(const std::string& request_id, std::string id) {
-    if (id.empty())
+    if (id.empty()) {
       by_request_.erase(request_id);
-    else
+    } else {
+      request_of_[id] = request_id;
       by_request_[request_id] = std::move(id);
+    }
     while (request_order_.size() > 10 * o_.retained_terminal + 1000) {
-      by_request_.erase(request_order_.front());
+      if (auto b = by_request_.find(request_order_.front()); b != by_request_.end()) {
+        request_of_.erase(b->second);
+        by_request_.erase(b);
+      }
       request_order_.pop_front();
     }
   }
@@ -275,8 +280,15 @@ private:
       if (std::find(stopped_.begin(), stopped_.end(), id) != stopped_.end()) return;
       stopped_.push_back(id);
       while (stopped_.size() > o_.retained_terminal) {
-        release.push_back(stopped_.front());
-        specs_.erase(stopped_.front());
+        const std::string& gone = stopped_.front();
+        release.push_back(gone);
+        specs_.erase(gone);
+        // Its request id goes with it: a retry after that makes a new sandbox, never a 404.
+        if (auto r = request_of_.find(gone); r != request_of_.end()) {
+          if (auto b = by_request_.find(r->second); b != by_request_.end() && b->second == gone)
+            by_request_.erase(b);
+          request_of_.erase(r);
+        }
         stopped_.pop_front();
       }
     }
@@ -291,6 +303,7 @@ private:
   std::map<std::string, std::string, std::less<>>
       by_request_; // request id → sandbox id ("": pending)
   std::deque<std::string> request_order_;
+  std::map<std::string, std::string, std::less<>> request_of_; // sandbox id → its request id
   std::map<std::string, wire::SandboxSpec, std::less<>> specs_;
   std::deque<std::string> stopped_;
 };
