@@ -30,7 +30,9 @@ void decode_round_trip(std::string_view in, decode_mode mode) {
   auto r = from_json<T>(in, mode);
   if (!r) {
     const auto expected = mode == decode_mode::strict ? errc::validation : errc::protocol;
-    if (!r.error().is(expected)) finding("unexpected errc", r.error().message);
+    // Strict decodes also refuse the fields our server does not implement.
+    const bool unimplemented = mode == decode_mode::strict && r.error().is(errc::unsupported);
+    if (!r.error().is(expected) && !unimplemented) finding("unexpected errc", r.error().message);
     if (r.error().message.empty()) finding("empty error message", in);
     return;
   }

@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -137,9 +138,11 @@ struct running_daemon {
   httplib::Result raw(const std::string& method, const std::string& path, const std::string& auth,
                       const std::string& body = "") {
     httplib::Client c(url);
+    c.set_read_timeout(120, 0); // a DELETE waits out its grace period
     httplib::Headers h;
     if (!auth.empty()) h.emplace("Authorization", auth);
     if (method == "POST") return c.Post(path.c_str(), h, body, "application/json");
+    if (method == "DELETE") return c.Delete(path.c_str(), h);
     return c.Get(path.c_str(), h);
   }
 
@@ -264,7 +267,14 @@ TEST_CASE("sandboxd answers what a single host lacks as the hosted service does"
                 "CreateSandboxFromTemplate");
   unimplemented("GET", "/v1/fileSystemSnapshots", "", "ListFileSystemSnapshots");
   unimplemented("GET", "/v1/fileSystemSnapshots/fss-1", "", "GetFileSystemSnapshot");
+  unimplemented("DELETE", "/v1/fileSystemSnapshots/fss-1", "", "DeleteFileSystemSnapshot");
+  unimplemented("POST", "/v1/sandboxes/sbx-1:snapshot", "{}", "CreateFileSystemSnapshot");
   unimplemented("GET", "/v1/sandboxes?runnerIds=r-1", "", "runnerIds");
+  // Repeated fields travel as repeated query parameters: any value set is refused.
+  unimplemented("GET", "/v1/sandboxes?volumeIds=&volumeIds=v-1", "", "volumeIds");
+  unimplemented("DELETE", "/v1/sandboxes/sbx-1?snapshotVolumes=a&snapshotVolumes=b", "",
+                "snapshotVolumes");
+  unimplemented("POST", "/v1/sandboxes:purge", R"({"tags":["t"],"requestId":"r-1"})", "requestId");
 
   // Output-only fields of a sandbox sent back are ignored; a container other than the primary
   // is not implemented.
@@ -285,7 +295,90 @@ TEST_CASE("sandboxd answers what a single host lacks as the hosted service does"
                    R"({"command":["true"],"container":"main"})");
   REQUIRE(ran);
   CHECK(ran->status == 200);
+  // A sandbox that does not exist is not found, whatever container the request names.
+  auto none = d.raw("POST", "/v1/sandboxes/sbx-none:exec", auth,
+                    R"({"command":["true"],"container":"sidecar"})");
+  REQUIRE(none);
+  CHECK(none->status == 404);
   CHECK(d.client()->stop(id, 0s, false));
+}
+
+TEST_CASE("sandboxd holds against hostile requests", "[sandboxd]") {
+  running_daemon d;
+  std::string auth = "Bearer " + d.token;
+  auto refused = [&](const std::string& method, const std::string& path, const std::string& body,
+                     const std::string& named) {
+    INFO(method << " " << path << " " << body.substr(0, 200));
+    auto r = d.raw(method, path, auth, body);
+    REQUIRE(r);
+    CHECK(r->status == 400);
+    CHECK_THAT(r->body, Catch::Contains(named));
+    CHECK(r->body.size() < 2000);
+  };
+  auto spec = [](const std::string& image, const std::string& more = "") {
+    return R"({"spec":{"containers":[{"name":"main","image":")" + image + R"("}])" + more + "}}";
+  };
+  // A client never picks a directory of the server's host as its root.
+  refused("POST", "/v1/sandboxes", spec("/"), "not an image of this server");
+  refused("POST", "/v1/sandboxes", spec(std::string(100000, 'z')), "100000 bytes");
+  // Tags bound what every list and purge costs.
+  std::string many = R"(,"tags":[)";
+  for (int i = 0; i < 65; ++i)
+    many += (i ? ",\"" : "\"") + std::to_string(i) + "\"";
+  refused("POST", "/v1/sandboxes", spec("python:3.11", many + "]"), "more than 64");
+  refused("POST", "/v1/sandboxes",
+          spec("python:3.11", R"(,"tags":[")" + std::string(257, 't') + R"("])"), "spec.tags[0]");
+  refused("POST", "/v1/sandboxes:purge", R"({"dryRun":true)" + many + "]}", "more than 64");
+  // Names that are neither the JSON nor the proto name of a field.
+  refused("GET", "/v1/sandboxes?pageSize_=1", "", "pageSize_");
+  refused("GET", "/v1/sandboxes?page__size=1", "", "page__size");
+  CHECK(d.raw("GET", "/v1/sandboxes?page_size=1", auth)->status == 200);
+  // A grace period beyond the server's bound.
+  refused("DELETE", "/v1/sandboxes/sbx-1?gracePeriodSeconds=2147483647", "", "gracePeriodSeconds");
+
+  // A sandbox that ignores SIGTERM, stopped with a grace period: the server keeps answering.
+  auto made = d.raw("POST", "/v1/sandboxes", auth,
+                    R"({"spec":{"containers":[{"name":"main","image":"python:3.11",)"
+                    R"("command":"sh","args":["-c","trap 'touch /tmp/termed' TERM; )"
+                    R"(while :; do sleep 1; done"]}]}})");
+  REQUIRE(made);
+  REQUIRE(made->status == 200);
+  auto sb = sandbox::http::from_json<sandbox::http::wire::Sandbox>(
+      made->body, sandbox::http::decode_mode::lenient);
+  REQUIRE(sb);
+  const std::string id = sb.value().sandbox_id;
+  // A deadline far beyond the clock's range is no deadline, not one already passed.
+  {
+    httplib::Client c(d.url);
+    auto r = c.Post(("/v1/sandboxes/" + id + ":exec").c_str(),
+                    {{"Authorization", auth}, {"grpc-timeout", "99999999H"}},
+                    R"({"command":["echo","ran"]})", "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(r->body.find(R"("stdout":"cmFuCg==")") != std::string::npos); // "ran\n"
+  }
+  std::atomic<bool> deleted{false};
+  std::thread stopper([&] {
+    auto r = d.raw("DELETE", "/v1/sandboxes/" + id + "?gracePeriodSeconds=15", auth);
+    deleted = true;
+    CHECK((r && r->status == 200));
+  });
+  // Once the command has its SIGTERM, the grace period runs (15 s): meanwhile the sandbox and
+  // the list are answered.
+  CHECK(test_support::eventually([&] {
+    auto f = d.raw("GET", "/v1/sandboxes/" + id + ":readFile?path=/tmp/termed", auth);
+    return f && f->status == 200;
+  }));
+  auto got = d.raw("GET", "/v1/sandboxes/" + id, auth);
+  auto listed = d.raw("GET", "/v1/sandboxes", auth);
+  CHECK_FALSE(deleted);
+  REQUIRE(got);
+  CHECK(got->status == 200);
+  CHECK(got->body.find("STATE_RUNNING") != std::string::npos); // answered within the grace
+  REQUIRE(listed);
+  CHECK(listed->status == 200);
+  stopper.join();
+  CHECK(deleted);
 }
 
 TEST_CASE("sandboxd purges the sandboxes that carry the given tags", "[sandboxd]") {
@@ -313,13 +406,17 @@ TEST_CASE("sandboxd purges the sandboxes that carry the given tags", "[sandboxd]
   CHECK(purge(R"({"tags":["batch","a"]})").purge_count == 1);
   CHECK(boxes[0].state().value() == sandbox::State::TERMINATED);
   CHECK(boxes[1].state().value() == sandbox::State::RUNNING);
-  CHECK(purge(R"({"tags":["batch"],"requestId":"r-1"})").purge_count == 1);
+  CHECK(purge(R"({"tags":["batch"]})").purge_count == 1);
   CHECK(boxes[1].state().value() == sandbox::State::TERMINATED);
   CHECK(boxes[2].state().value() == sandbox::State::RUNNING);
-  auto neither = d.raw("POST", "/v1/sandboxes:purge", auth, "{}");
-  REQUIRE(neither);
-  CHECK(neither->status == 400);
-  CHECK(neither->body.find("tags") != std::string::npos);
+  for (const char* body : {"{}", R"({"tags":["keep"],"purgeAll":true})"}) {
+    INFO(body);
+    auto refused = d.raw("POST", "/v1/sandboxes:purge", auth, body);
+    REQUIRE(refused);
+    CHECK(refused->status == 400);
+    CHECK(refused->body.find("tags") != std::string::npos);
+  }
+  CHECK(boxes[2].state().value() == sandbox::State::RUNNING);
   CHECK(purge(R"({"purgeAll":true})").purge_count == 1);
   CHECK(boxes[2].state().value() == sandbox::State::TERMINATED);
 }

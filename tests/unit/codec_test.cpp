@@ -457,6 +457,15 @@ TEST_CASE("enums: by name, by number, unknown name", "[codec][enum]") {
   CHECK(state(R"("STATE_SOMETHING_NEW")") == wire::State::STATE_UNSPECIFIED);
   CHECK(state(R"("running")") == wire::State::STATE_UNSPECIFIED);
   CHECK(state("null") == wire::State::STATE_UNSPECIFIED);
+  // Our server refuses a name it does not know; the 0 value by name is fine.
+  CHECK(decode_error<wire::Sandbox>(R"({"spec":{"mode":"BOGUS","containers":[{"name":"m",)"
+                                    R"("image":"i"}]}})",
+                                    strict) ==
+        "spec.mode: unknown coreweave.sandbox.v1.SandboxMode value BOGUS");
+  CHECK(decode_ok<wire::SandboxSpec>(R"({"mode":"SANDBOX_MODE_UNSPECIFIED","containers":[{"name":)"
+                                     R"("m","image":"i"}]})",
+                                     strict)
+            .mode == wire::SandboxMode::SANDBOX_MODE_UNSPECIFIED);
   // An unknown number is kept (proto3 enums are open) and written back as a number.
   CHECK(static_cast<int>(state("42")) == 42);
   CHECK(to_json(wire::SandboxStatus{.state = static_cast<wire::State>(42)}) == R"({"state":42})");
@@ -1077,30 +1086,44 @@ TEST_CASE("mapping: what the client sends is what the server runs", "[codec][map
                          .annotations = {{"k", "v"}},
                          .max_lifetime = std::chrono::seconds(60)};
   auto spec = decode_ok<wire::SandboxSpec>(to_json(spec_of(o, "default").value()), strict);
-  auto back = options_of(spec, {{"img", "/images/img"}}, true).value();
+  // Only the server's own images: never a directory a client names.
+  const std::map<std::string, std::string, std::less<>> images{{"img", "/images/img"}, {"d", ""}};
+  auto back = options_of(spec, images, true).value();
   CHECK(back.image == "/images/img");
+  auto host_dir = spec;
+  host_dir.containers[0].image = "/";
+  CHECK(options_of(host_dir, images, true).error().message ==
+        "spec.containers[0].image: / is not an image of this server (it has: d, img)");
   CHECK(std::tie(back.command, back.env, back.working_dir, back.tags, back.annotations) ==
         std::tie(o.command, o.env, o.working_dir, o.tags, o.annotations));
   CHECK(back.mounted_files.at(0).content == o.mounted_files[0].content);
   CHECK(std::tie(back.resources.cpus, back.resources.memory_bytes, back.max_lifetime) ==
         std::tie(o.resources.cpus, o.resources.memory_bytes, o.max_lifetime));
   // No command: the keep-alive shell on the wire, a keep-alive sandbox on the server.
-  CHECK(options_of(spec_of({}, "d").value(), {}, true).value().command.empty());
+  CHECK(options_of(spec_of({}, "d").value(), images, true).value().command.empty());
   // The older `resources` stands in when resourceRequirements says nothing; a placement mode is
   // the hosted service's.
   auto older = spec;
   older.containers[0].resource_requirements.reset();
   older.containers[0].resources = wire::Resources{"250m", "64Mi"};
-  auto from_older = options_of(older, {}, true).value();
+  auto from_older = options_of(older, images, true).value();
   CHECK(from_older.resources.cpus == 0.25);
   CHECK(from_older.resources.memory_bytes == 64u << 20);
   older.containers[0].resources->memory = "much";
-  CHECK(options_of(older, {}, true).error().message ==
+  CHECK(options_of(older, images, true).error().message ==
         "spec.containers[0].resources.memory: bad quantity much");
-  older.mode = wire::SandboxMode::SANDBOX_MODE_SERVERLESS;
-  CHECK(options_of(older, {}, true).error().is(errc::unsupported));
+  auto both = older;
+  both.containers[0].resource_requirements = wire::ResourceRequirements{{"1", ""}, {}};
+  CHECK(options_of(both, images, true).error().message ==
+        "spec.containers[0].resources: given with resourceRequirements; the two are mutually "
+        "exclusive");
+  older.containers[0].resources->memory = "64Mi";
+  older.mode = wire::SandboxMode::SANDBOX_MODE_SERVERLESS; // what unset means: this server
+  CHECK(options_of(older, images, true).value().resources.cpus == 0.25);
+  older.mode = wire::SandboxMode::SANDBOX_MODE_CKS; // the caller's own cluster
+  CHECK(options_of(older, images, true).error().is(errc::unsupported));
   spec.containers[0].resource_requirements->limits.cpu = "lots";
-  CHECK(options_of(spec, {}, true).error().message ==
+  CHECK(options_of(spec, images, true).error().message ==
         "spec.containers[0].resourceRequirements.limits.cpu: bad quantity lots");
   ExecOptions eo;
   eo.cwd = "/tmp";

@@ -28,8 +28,8 @@ struct server_options {
   /// default unless changed).
   std::uint64_t default_max_output_bytes = sandbox::default_max_output_bytes;
   /// Image names and what the transport is given for them (`SandboxOptions::image`); a name
-  /// not listed is passed on as it is. By default the client's default image runs on the
-  /// transport's default root.
+  /// not listed is refused, so that a client never names a directory of this host. By default
+  /// the client's default image runs on the transport's default root.
   std::map<std::string, std::string, std::less<>> images{{std::string(http::default_image), ""}};
   /// Run a sandbox whose main command is the clients' default keep-alive shell as a keep-alive
   /// sandbox of the transport (no extra processes in it; the same behaviour on stop).

@@ -156,11 +156,20 @@ private:
       httplib::detail::parse_query_text(req.target.substr(at + 1), params);
     query q;
     for (const auto& [k, v] : params) {
+      // Each field by its JSON name or its proto name exactly (json_name alone would also take
+      // "page__size" or "pageSize_").
       std::string name = http::wire::json_name(k);
-      if (std::find(allowed.begin(), allowed.end(), name) == allowed.end())
+      std::string proto_name;
+      for (char c : name)
+        proto_name += c >= 'A' && c <= 'Z' ? std::string{'_', static_cast<char>(c - 'A' + 'a')}
+                                           : std::string(1, c);
+      if ((k != name && k != proto_name) ||
+          std::find(allowed.begin(), allowed.end(), name) == allowed.end())
         return fail(errc::validation,
                     "unknown query parameter " + sandbox::detail::quoted_excerpt(k));
-      if (name != "tags" && q.values.count(name))
+      constexpr std::string_view repeated[] = {"tags", "runnerIds", "volumeIds", "snapshotVolumes"};
+      if (std::find(std::begin(repeated), std::end(repeated), name) == std::end(repeated) &&
+          q.values.count(name))
         return fail(errc::validation,
                     "query parameter " + sandbox::detail::quoted_excerpt(k) + " given twice");
       q.values.emplace(std::move(name), v);
@@ -295,11 +304,13 @@ private:
     answer(res, svc_.get(req.matches[1].str()));
   }
 
-  /// A query parameter naming something this server does not have: refused when given.
+  /// A query parameter naming something this server does not have: refused when any of its
+  /// values is set.
   [[nodiscard]] static result<void> lacks_param(const query& q, const std::string& name) {
-    auto v = q.get(name);
-    if (!v || v->empty()) return success();
-    return fail(errc::unsupported, name + ": not implemented by this server");
+    for (auto [it, end] = q.values.equal_range(name); it != end; ++it)
+      if (!it->second.empty())
+        return fail(errc::unsupported, name + ": not implemented by this server");
+    return success();
   }
 
   void list(const Request& req, Response& res) {
@@ -337,8 +348,6 @@ private:
       return reply_error(res, r.assume_error());
     auto grace = int_param(q.assume_value(), "gracePeriodSeconds");
     if (!grace) return reply_error(res, grace.assume_error());
-    if (grace.assume_value() < 0)
-      return reply_error(res, errc::validation, "gracePeriodSeconds: must not be negative");
     auto missing_ok = bool_param(q.assume_value(), "allowMissing");
     if (!missing_ok) return reply_error(res, missing_ok.assume_error());
     answer(res, svc_.remove(req.matches[1].str(), std::chrono::seconds(grace.assume_value()),

@@ -89,6 +89,7 @@ public:
   /// **Errors:** validation (a negative page size), and the transport's.
   [[nodiscard]] result<wire::ListSandboxesResponse> list(const list_request& q) const {
     if (q.page_size < 0) return fail(errc::validation, "pageSize: must not be negative");
+    SANDBOX_TRYV(http::check_tags(q.tags, "tags"));
     std::size_t page =
         q.page_size == 0 ? 100 : static_cast<std::size_t>(std::min(q.page_size, 1000));
     ListFilter f;
@@ -110,24 +111,39 @@ public:
     return out;
   }
 
+  /// The longest grace period a DeleteSandbox may ask for (a request waits it out).
+  static constexpr std::chrono::seconds max_grace{3600};
+
   /// DeleteSandbox: stops the sandbox (after `grace`) and keeps it answerable for a while.
-  /// **Errors:** the transport's (not_found unless `allow_missing`).
+  /// **Errors:** validation (a grace period below 0 or above max_grace), the transport's
+  /// (not_found unless `allow_missing`).
   [[nodiscard]] result<wire::DeleteSandboxResponse>
   remove(const std::string& id, std::chrono::seconds grace, bool allow_missing) {
+    if (grace < std::chrono::seconds(0) || grace > max_grace)
+      return fail(errc::validation, "gracePeriodSeconds: " + std::to_string(grace.count()) +
+                                        " is not within 0 to " + std::to_string(max_grace.count()));
     bool known = t_->get(id).has_value();
     SANDBOX_TRY(i, t_->stop(id, grace, allow_missing));
     wire::DeleteSandboxResponse out;
-    if (known) out.sandbox = sandbox_of(i);
+    if (!known) return out; // allow_missing: nothing to remember (nor to push others out)
+    out.sandbox = sandbox_of(i);
     forget_later(id);
     return out;
   }
 
   /// PurgeSandboxes: stops the running sandboxes that carry every tag of `q.tags` (all of them
-  /// with `purge_all`), or only counts them in a dry run.
-  /// **Errors:** validation (neither tags nor purge_all), and the transport's (listing).
+  /// with `purge_all`), or only counts them in a dry run. A sandbox that could not be stopped is
+  /// listed as failed, and also as retryable when its error is transient.
+  /// **Errors:** validation (neither or both of tags and purge_all), unsupported (a request id:
+  /// the published API reserves it), and the transport's (listing).
   [[nodiscard]] result<wire::PurgeSandboxesResponse> purge(const wire::PurgeSandboxesRequest& q) {
-    if (q.tags.empty() && !q.purge_all)
-      return fail(errc::validation, "tags: required unless purgeAll is set");
+    if (q.tags.empty() != q.purge_all)
+      return fail(errc::validation, q.purge_all ? "tags: must be empty when purgeAll is set"
+                                                : "tags: required unless purgeAll is set");
+    if (!q.request_id.empty())
+      return fail(errc::unsupported, "requestId: reserved by the API for a later version; not "
+                                     "implemented by this server");
+    SANDBOX_TRYV(http::check_tags(q.tags, "tags"));
     ListFilter f;
     f.tags = q.tags;
     SANDBOX_TRY(all, t_->list(f));
@@ -136,10 +152,8 @@ public:
       if (is_terminal(i.state)) continue;
       if (!q.dry_run) {
         if (auto r = t_->stop(i.id, std::chrono::seconds(0), true); !r) {
-          bool transient = r.assume_error().is(errc::unavailable) ||
-                           r.assume_error().is(errc::resource_exhausted) ||
-                           r.assume_error().is(errc::timeout);
-          (transient ? out.retryable_failed_sandbox_ids : out.failed_sandbox_ids).push_back(i.id);
+          out.failed_sandbox_ids.push_back(i.id);
+          if (r.assume_error().transient()) out.retryable_failed_sandbox_ids.push_back(i.id);
           continue;
         }
         forget_later(i.id);
@@ -208,11 +222,11 @@ private:
     for (;;) {
       auto it = by_request_.find(request_id);
       if (it == by_request_.end()) break;
-      if (!it->second.empty()) return std::optional<std::string>(it->second);
+      if (!it->second.sandbox.empty()) return std::optional<std::string>(it->second.sandbox);
       cv_.wait(lk);
     }
-    by_request_.emplace(request_id, std::string());
-    request_order_.push_back(request_id);
+    by_request_.emplace(request_id, claimed{{}, ++claims_});
+    request_order_.emplace_back(request_id, claims_);
     return std::optional<std::string>();
   }
 
@@ -223,11 +237,13 @@ private:
       by_request_.erase(request_id);
     } else {
       request_of_[id] = request_id;
-      by_request_[request_id] = std::move(id);
+      by_request_[request_id].sandbox = std::move(id);
     }
+    // The oldest claims go; a request id claimed again since keeps its newer claim.
     while (request_order_.size() > 10 * o_.retained_terminal + 1000) {
-      if (auto b = by_request_.find(request_order_.front()); b != by_request_.end()) {
-        request_of_.erase(b->second);
+      const auto& [oldest, claim] = request_order_.front();
+      if (auto b = by_request_.find(oldest); b != by_request_.end() && b->second.claim == claim) {
+        request_of_.erase(b->second.sandbox);
         by_request_.erase(b);
       }
       request_order_.pop_front();
@@ -243,14 +259,14 @@ private:
                                       sandbox::detail::quoted_excerpt(path_id));
   }
 
-  /// The one container of a request: `""` or the primary container's name.
+  /// The one container of a request: `""` or the primary container's name. A sandbox this
+  /// service does not know is left to the transport (not_found).
   [[nodiscard]] result<void> check_container(std::string_view id, std::string_view c) const {
     if (c.empty()) return success();
     std::lock_guard lk(m_);
     auto it = specs_.find(id);
-    std::string_view primary = http::main_container;
-    if (it != specs_.end() && !it->second.containers.empty())
-      primary = it->second.containers.front().name;
+    if (it == specs_.end() || it->second.containers.empty()) return success();
+    std::string_view primary = it->second.containers.front().name;
     if (c != primary) // the hosted service's sandboxes may have several; ours have one
       return fail(errc::unsupported, "container: " + sandbox::detail::quoted_excerpt(c) +
                                          " is not a container of sandbox " + std::string(id) +
@@ -283,9 +299,11 @@ private:
         const std::string& gone = stopped_.front();
         release.push_back(gone);
         specs_.erase(gone);
-        // Its request id goes with it: a retry after that makes a new sandbox, never a 404.
+        // Its request id goes with it: a retry after that makes a new sandbox rather than
+        // answering 404 for one long gone.
         if (auto r = request_of_.find(gone); r != request_of_.end()) {
-          if (auto b = by_request_.find(r->second); b != by_request_.end() && b->second == gone)
+          if (auto b = by_request_.find(r->second);
+              b != by_request_.end() && b->second.sandbox == gone)
             by_request_.erase(b);
           request_of_.erase(r);
         }
@@ -300,9 +318,13 @@ private:
   server_options o_;
   mutable std::mutex m_;
   std::condition_variable cv_;
-  std::map<std::string, std::string, std::less<>>
-      by_request_; // request id → sandbox id ("": pending)
-  std::deque<std::string> request_order_;
+  struct claimed {
+    std::string sandbox; ///< "" while its create is pending
+    std::uint64_t claim; ///< which claim of the request id this is
+  };
+  std::map<std::string, claimed, std::less<>> by_request_;          // by request id
+  std::deque<std::pair<std::string, std::uint64_t>> request_order_; // claims, oldest first
+  std::uint64_t claims_ = 0;
   std::map<std::string, std::string, std::less<>> request_of_; // sandbox id → its request id
   std::map<std::string, wire::SandboxSpec, std::less<>> specs_;
   std::deque<std::string> stopped_;

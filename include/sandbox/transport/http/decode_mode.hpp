@@ -11,7 +11,8 @@ enum class decode_mode {
   lenient,
   /// Requests read by our server: an unknown field (JSON), a field of the wrong type, a duplicate
   /// field (JSON) or a missing required field is errc::validation naming the field path
-  /// (`spec.containers[0].image: ...`).
+  /// (`spec.containers[0].image: ...`); a field of the API our server does not implement, when
+  /// set, is errc::unsupported naming it.
   strict,
 };
 

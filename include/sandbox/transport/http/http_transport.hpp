@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sandbox/concepts.hpp>
+#include <sandbox/detail/deadline.hpp>
 #include <sandbox/detail/retry_loop.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/validate.hpp>
@@ -230,7 +231,7 @@ public:
   [[nodiscard]] result<SandboxInfo> wait(std::string_view id, State target,
                                          std::chrono::milliseconds timeout) noexcept {
     SANDBOX_TRYV(ready());
-    return poll_until(id, target, clock::now() + timeout, false);
+    return poll_until(id, target, sandbox::detail::deadline_after(timeout), false);
   }
 
   /// DeleteSandbox (grace rounded up to whole seconds), then polls until a terminal state.
@@ -242,7 +243,7 @@ public:
     mark_stopping(id);
     std::int64_t secs = (std::max<std::int64_t>(grace.count(), 0) + 999) / 1000;
     secs = std::min<std::int64_t>(secs, std::numeric_limits<std::int32_t>::max());
-    auto deadline = clock::now() + grace + o_.stop_timeout;
+    auto deadline = sandbox::detail::deadline_after(grace + o_.stop_timeout);
     auto rq = request("DELETE", path_of(id) + "?gracePeriodSeconds=" + std::to_string(secs) +
                                     (missing_ok ? "&allowMissing=true" : ""));
     // The server may hold the response until the sandbox has stopped.
@@ -304,7 +305,7 @@ public:
     if (o.timeout) {
       rq.headers.emplace_back(std::string(http::deadline_header),
                               http::format_grpc_timeout(*o.timeout));
-      deadline = clock::now() + *o.timeout + o_.exec_timeout_grace;
+      deadline = sandbox::detail::deadline_after(*o.timeout + o_.exec_timeout_grace);
       // The deadline above abandons the request first; the read timeout is a backstop.
       rq.read_timeout = *o.timeout + o_.exec_timeout_grace + std::chrono::seconds(1);
     } else {

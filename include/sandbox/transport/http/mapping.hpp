@@ -67,6 +67,16 @@ namespace wire {
 
 namespace detail {
 
+/// A quantity's number: decimal digits with an optional fraction and exponent ("1.5", "2e3"),
+/// nothing strtod takes besides (no sign, space, hex, inf or nan).
+[[nodiscard]] constexpr bool decimal_number(std::string_view q) noexcept {
+  if (q.empty() || !((q[0] >= '0' && q[0] <= '9') || q[0] == '.')) return false;
+  for (char c : q)
+    if (!((c >= '0' && c <= '9') || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-'))
+      return false;
+  return true;
+}
+
 /// Cores from a CPU quantity ("500m", "2", "0.5").
 [[nodiscard]] inline std::optional<double> parse_cpu(std::string_view q) noexcept {
   if (q.empty() || q.size() > 32) return std::nullopt;
@@ -75,6 +85,7 @@ namespace detail {
     scale = 1e-3;
     q.remove_suffix(1);
   }
+  if (!decimal_number(q)) return std::nullopt;
   char* end = nullptr;
   std::string s(q);
   double v = std::strtod(s.c_str(), &end);
@@ -95,6 +106,7 @@ namespace detail {
       q.remove_suffix(sfx.size());
       break;
     }
+  if (!decimal_number(q)) return std::nullopt;
   std::string s(q);
   char* end = nullptr;
   double v = std::strtod(s.c_str(), &end);
@@ -106,6 +118,25 @@ namespace detail {
 } // namespace detail
 
 // ---- CreateSandbox ----------------------------------------------------------------------------
+
+/// Bounds on the tags a server keeps and matches: a sandbox is listed and matched by them, so
+/// their number and size bound what every list, get and purge costs.
+inline constexpr std::size_t max_tags = 64;
+inline constexpr std::size_t max_tag_bytes = 256;
+
+/// **Errors:** validation naming `where` (more than max_tags, or one longer than max_tag_bytes).
+[[nodiscard]] inline result<void> check_tags(const std::vector<std::string>& tags,
+                                             std::string_view where) {
+  if (tags.size() > max_tags)
+    return fail(errc::validation, std::string(where) + ": " + std::to_string(tags.size()) +
+                                      " tags, more than " + std::to_string(max_tags));
+  for (std::size_t i = 0; i < tags.size(); ++i)
+    if (tags[i].size() > max_tag_bytes)
+      return fail(errc::validation, std::string(where) + "[" + std::to_string(i) +
+                                        "]: " + std::to_string(tags[i].size()) +
+                                        " bytes, more than " + std::to_string(max_tag_bytes));
+  return success();
+}
 
 /// The spec the client sends for `o`: one container named `main_container` running `o.command`
 /// (or the keep-alive shell) on `o.image` (or `default_image`), with CPU and memory as Guaranteed
@@ -159,16 +190,20 @@ namespace detail {
 }
 
 /// The options the server runs a requested spec with: exactly one container; its image looked
-/// up in `images` (a name not listed is passed on as it is); the clients' keep-alive shell as a
-/// keep-alive sandbox when `native_keep_alive`; limits, or else requests, or else the older
-/// `resources`, as the resources.
-/// **Errors:** validation (a bad quantity, args without a command, a negative lifetime, a
-/// primary container that is not there), unsupported (several containers, a network that is not
-/// denied, a placement mode).
+/// up in `images` (a name not listed is refused: a client never picks what the transport is
+/// given, such as a directory of the server's host); the clients' keep-alive shell as a
+/// keep-alive sandbox when `native_keep_alive`; limits, or else requests (or the older
+/// `resources`), as the resources.
+/// **Errors:** validation (an image not in `images`, a bad quantity, both resources and
+/// resourceRequirements, args without a command, a negative lifetime, a primary container that
+/// is not there, too many or too long tags), unsupported (several
+/// containers, a network that is not denied, placement on the caller's own cluster).
 [[nodiscard]] inline result<SandboxOptions>
 options_of(const wire::SandboxSpec& spec,
            const std::map<std::string, std::string, std::less<>>& images, bool native_keep_alive) {
-  if (spec.mode != wire::SandboxMode::SANDBOX_MODE_UNSPECIFIED) {
+  // Unset means serverless, which is what this server is; CKS names the caller's own cluster.
+  if (spec.mode != wire::SandboxMode::SANDBOX_MODE_UNSPECIFIED &&
+      spec.mode != wire::SandboxMode::SANDBOX_MODE_SERVERLESS) {
     auto name = wire::to_string(spec.mode);
     return fail(errc::unsupported, "spec.mode: this server places sandboxes on its own host; " +
                                        (name.empty() ? std::to_string(static_cast<int>(spec.mode))
@@ -184,10 +219,17 @@ options_of(const wire::SandboxSpec& spec,
     return fail(errc::validation, "spec.primaryContainer: no container named " +
                                       sandbox::detail::quoted_excerpt(spec.primary_container));
   SandboxOptions o;
-  if (auto it = images.find(c.image); it != images.end())
-    o.image = it->second;
-  else
-    o.image = c.image;
+  auto image = images.find(c.image);
+  if (image == images.end()) {
+    std::string offered;
+    for (const auto& [name, _] : images)
+      offered += (offered.empty() ? "" : ", ") + sandbox::detail::quoted_excerpt(name);
+    return fail(errc::validation,
+                "spec.containers[0].image: " + sandbox::detail::quoted_excerpt(c.image) +
+                    " is not an image of this server (it has: " +
+                    (offered.empty() ? std::string("none") : offered) + ")");
+  }
+  o.image = image->second;
   if (c.command.empty() && !c.args.empty())
     return fail(errc::validation, "spec.containers[0].args: given without a command (this "
                                   "server has no image entrypoint)");
@@ -201,8 +243,11 @@ options_of(const wire::SandboxSpec& spec,
   o.working_dir = c.working_dir;
   for (const auto& f : c.files)
     o.mounted_files.push_back({f.path, f.content});
-  // Limits win; requests stand in when no limit is given, and the older `resources` when neither
-  // is (Guaranteed QoS either way here).
+  // Limits win; requests stand in when no limit is given (Guaranteed QoS either way here). The
+  // older `resources` is the other way to say it, never both.
+  if (c.resources && c.resource_requirements)
+    return fail(errc::validation, "spec.containers[0].resources: given with resourceRequirements; "
+                                  "the two are mutually exclusive");
   auto quantity = [&](std::string wire::Resources::*member) {
     struct found {
       std::string_view where;
@@ -233,6 +278,7 @@ options_of(const wire::SandboxSpec& spec,
     if (!v) return bad(mem.where, "memory", *mem.value);
     o.resources.memory_bytes = *v;
   }
+  SANDBOX_TRYV(check_tags(spec.tags, "spec.tags"));
   o.tags = spec.tags;
   o.annotations.insert(spec.annotations.begin(), spec.annotations.end());
   if (spec.max_lifetime_seconds < 0)

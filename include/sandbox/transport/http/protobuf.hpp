@@ -266,10 +266,20 @@ struct reader {
   [[nodiscard]] bool done() const noexcept { return at >= in.size(); }
 
   [[nodiscard]] error bad(std::string_view what) const {
-    std::string where = path.empty() ? std::string() : path + ": ";
-    return error(mode == decode_mode::strict ? errc::validation : errc::protocol,
-                 where + std::string(what));
+    return bad(mode == decode_mode::strict ? errc::validation : errc::protocol, what);
   }
+  [[nodiscard]] error bad(errc code, std::string_view what) const {
+    std::string where = path.empty() ? std::string() : path + ": ";
+    return error(code, where + std::string(what));
+  }
+  /// Enters field `name` of the message being read; `leave(mark)` returns to it.
+  [[nodiscard]] std::size_t enter(std::string_view name) {
+    const std::size_t mark = path.size();
+    if (!path.empty()) path += '.';
+    path += name;
+    return mark;
+  }
+  void leave(std::size_t mark) { path.resize(mark); }
 
   [[nodiscard]] result<std::uint64_t> varint() {
     std::uint64_t v = 0;
@@ -527,11 +537,9 @@ template <wire::described_message M, std::size_t I = 0>
     constexpr auto& f = wire::field_at<M, I>;
     if (number != f.number) return dispatch<M, I + 1>(r, number, wt, m, given);
     given |= std::uint64_t{1} << I;
-    const std::size_t mark = r.path.size();
-    r.path += r.path.empty() ? "" : ".";
-    r.path += f.json_name();
+    const std::size_t mark = r.enter(f.json_name());
     auto done = read_field<M, I>(r, wt, m);
-    r.path.resize(mark);
+    r.leave(mark);
     return done;
   } else {
     static_assert(wire::unmodelled_apart<M>(), "an unmodelled field repeats a field of M");
@@ -551,9 +559,10 @@ template <wire::described_message M, std::size_t I = 0>
       SANDBOX_TRYV(r.skip(wt));
     }
     if (!set) return success();
-    std::string p = r.path.empty() ? std::string() : r.path + ".";
-    return fail(error(errc::unsupported,
-                      p + std::string(u->json_name()) + ": not implemented by this server"));
+    const std::size_t mark = r.enter(u->json_name());
+    auto refused = r.bad(errc::unsupported, "not implemented by this server");
+    r.leave(mark);
+    return fail(std::move(refused));
   }
 }
 
@@ -577,8 +586,10 @@ template <wire::described_message M>
         missing = f.json_name();
   });
   if (!missing.empty()) {
-    std::string p = r.path.empty() ? std::string(missing) : r.path + "." + std::string(missing);
-    return fail(error(errc::validation, p + ": required"));
+    const std::size_t mark = r.enter(missing);
+    auto err = r.bad(errc::validation, "required");
+    r.leave(mark);
+    return fail(std::move(err));
   }
   return success();
 }
@@ -608,9 +619,11 @@ void keep_any_detail(M& msg, std::string_view type_url, std::string_view bytes) 
   });
 }
 
-/// Decodes a protobuf binary message. Fields not described are skipped in either mode; a field
-/// of the wrong wire type or truncated input is an error naming the field (errc::protocol, or
-/// errc::validation when `mode` is strict, which also requires every `required` field).
+/// Decodes a protobuf binary message. Fields not described are skipped in either mode, but in
+/// strict mode a field our server does not implement (`wire::unmodelled`) that is set is
+/// errc::unsupported naming it; a field of the wrong wire type or truncated input is an error
+/// naming the field (errc::protocol, or errc::validation when `mode` is strict, which also
+/// requires every `required` field).
 template <wire::described_message M>
 [[nodiscard]] result<M> from_protobuf(std::string_view bytes, decode_mode mode) {
   M out{};

@@ -5,6 +5,7 @@
 // connection down; a server that notices (sandbox/server.hpp does) kills the command.
 #pragma once
 
+#include <sandbox/detail/deadline.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/http/detail/client.hpp>
@@ -135,7 +136,7 @@ public:
     using clock = std::chrono::steady_clock;
     if (!s_) return fail(errc::validation, "wait on a moved-from process");
     std::optional<clock::time_point> until;
-    if (timeout) until = clock::now() + *timeout;
+    if (timeout) until = sandbox::detail::deadline_after(*timeout);
     if (deadline_ && (!until || *deadline_ < *until)) {
       if (!s_->wait_until(deadline_)) s_->abandon(abandon_reason::deadline);
     } else if (!s_->wait_until(until)) {

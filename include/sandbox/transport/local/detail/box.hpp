@@ -183,18 +183,23 @@ public:
 
   /// SIGTERM to everything in the sandbox, `grace`, SIGKILL; returns when nothing of it is left.
   [[nodiscard]] SandboxInfo stop(std::chrono::milliseconds grace) noexcept {
-    std::lock_guard lk(m_);
-    // A sandbox that already ended on its own keeps its COMPLETED or FAILED.
-    if (!is_terminal(state_) && wait_readable(pidfd_.get(), 0)) finish_locked();
-    if (is_terminal(state_)) return info_locked();
-    stop_requested_ = true;
-    request rq{};
-    rq.code = op::stop;
-    rq.grace_ms = static_cast<std::uint32_t>(clamp_ms(grace));
-    (void)send_request(ctl_.get(), rq, {}, {}, id);
-    // The supervisor SIGKILLs at the end of grace; this is the backstop if it cannot.
+    {
+      std::lock_guard lk(m_);
+      // A sandbox that already ended on its own keeps its COMPLETED or FAILED.
+      if (!is_terminal(state_) && wait_readable(pidfd_.get(), 0)) finish_locked();
+      if (is_terminal(state_)) return info_locked();
+      stop_requested_ = true;
+      request rq{};
+      rq.code = op::stop;
+      rq.grace_ms = static_cast<std::uint32_t>(clamp_ms(grace));
+      (void)send_request(ctl_.get(), rq, {}, {}, id);
+    }
+    // The grace period passes without the lock, so that the sandbox's state, a listing or
+    // another stop answer meanwhile (the pidfd stays open until the box goes). The supervisor
+    // SIGKILLs at the end of grace; this is the backstop if it cannot.
     if (!wait_readable(pidfd_.get(), clamp_ms(grace + std::chrono::milliseconds(2000))))
       ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    std::lock_guard lk(m_);
     finish_locked();
     return info_locked();
   }

@@ -3,6 +3,7 @@
 // the loop that reads both output streams concurrently until it exits.
 #pragma once
 
+#include <sandbox/detail/deadline.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/local/detail/box.hpp>
@@ -82,7 +83,7 @@ public:
     p.max_output_ = o.max_output_bytes == 0 ? default_max_output_bytes : o.max_output_bytes;
     p.on_out_ = o.on_stdout;
     p.on_err_ = o.on_stderr;
-    if (o.timeout) p.exec_deadline_ = clock::now() + *o.timeout;
+    if (o.timeout) p.exec_deadline_ = sandbox::detail::deadline_after(*o.timeout);
     std::string cwd = o.cwd ? *o.cwd : p.box_->workdir;
     std::vector<std::string> env = merge_env(p.box_->base_env, o.env);
     SANDBOX_TRY(strings, pack_strings(argv, env, cwd));
@@ -132,7 +133,7 @@ public:
   /// ExecOptions::timeout; carries the output), errc::not_running (the sandbox ended first).
   [[nodiscard]] result<ExecResult> wait(std::optional<std::chrono::milliseconds> timeout) noexcept {
     std::optional<clock::time_point> deadline;
-    if (timeout) deadline = clock::now() + *timeout;
+    if (timeout) deadline = sandbox::detail::deadline_after(*timeout);
     SANDBOX_TRYV(pump(deadline, nullptr));
     return final_result();
   }
