@@ -9,9 +9,9 @@ namespace sandbox::detail {
 
 /// `now + d`, saturated at the clock's range; a negative `d` is `now` (already passed).
 template <class Rep, class Period>
-[[nodiscard]] std::chrono::steady_clock::time_point
-deadline_after(std::chrono::duration<Rep, Period> d,
-               std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now()) noexcept {
+[[nodiscard]] std::chrono::steady_clock::time_point deadline_after(
+    std::chrono::duration<Rep, Period> d,
+    std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now()) noexcept {
   using clock = std::chrono::steady_clock;
   using seconds = std::chrono::duration<long double>;
   if (d <= d.zero()) return now;
