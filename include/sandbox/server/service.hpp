@@ -72,7 +72,8 @@ public:
     {
       std::lock_guard lk(m_);
       if (!request_id.empty()) settle(request_id, made ? made.assume_value().id : std::string());
-      if (made) specs_.emplace(made.assume_value().id, std::move(spec));
+      if (made)
+        specs_.emplace(made.assume_value().id, created_sandbox{std::move(spec), request_id});
     }
     cv_.notify_all();
     if (!made) return made.assume_error();
@@ -201,7 +202,7 @@ public:
   [[nodiscard]] std::vector<std::string> created() const {
     std::lock_guard lk(m_);
     std::vector<std::string> ids;
-    for (const auto& [id, spec] : specs_)
+    for (const auto& [id, made] : specs_)
       ids.push_back(id);
     return ids;
   }
@@ -236,16 +237,13 @@ private:
     if (id.empty()) {
       by_request_.erase(request_id);
     } else {
-      request_of_[id] = request_id;
       by_request_[request_id].sandbox = std::move(id);
     }
     // The oldest claims go; a request id claimed again since keeps its newer claim.
     while (request_order_.size() > 10 * o_.retained_terminal + 1000) {
       const auto& [oldest, claim] = request_order_.front();
-      if (auto b = by_request_.find(oldest); b != by_request_.end() && b->second.claim == claim) {
-        request_of_.erase(b->second.sandbox);
+      if (auto b = by_request_.find(oldest); b != by_request_.end() && b->second.claim == claim)
         by_request_.erase(b);
-      }
       request_order_.pop_front();
     }
   }
@@ -265,8 +263,8 @@ private:
     if (c.empty()) return success();
     std::lock_guard lk(m_);
     auto it = specs_.find(id);
-    if (it == specs_.end() || it->second.containers.empty()) return success();
-    std::string_view primary = it->second.containers.front().name;
+    if (it == specs_.end() || it->second.spec.containers.empty()) return success();
+    std::string_view primary = it->second.spec.containers.front().name;
     if (c != primary) // the hosted service's sandboxes may have several; ours have one
       return fail(errc::unsupported, "container: " + sandbox::detail::quoted_excerpt(c) +
                                          " is not a container of sandbox " + std::string(id) +
@@ -282,7 +280,7 @@ private:
     sb.status = http::status_of(i);
     std::lock_guard lk(m_);
     if (auto it = specs_.find(i.id); it != specs_.end())
-      sb.spec = it->second;
+      sb.spec = it->second.spec;
     else if (!i.tags.empty())
       sb.spec = wire::SandboxSpec{.tags = i.tags};
     return sb;
@@ -298,14 +296,13 @@ private:
       while (stopped_.size() > o_.retained_terminal) {
         const std::string& gone = stopped_.front();
         release.push_back(gone);
-        specs_.erase(gone);
-        // Its request id goes with it: a retry after that makes a new sandbox rather than
-        // answering 404 for one long gone.
-        if (auto r = request_of_.find(gone); r != request_of_.end()) {
-          if (auto b = by_request_.find(r->second);
+        if (auto s = specs_.find(gone); s != specs_.end()) {
+          // Its request id goes with it (unless claimed again since): a retry after that makes
+          // a new sandbox rather than answering 404 for one long gone.
+          if (auto b = by_request_.find(s->second.request_id);
               b != by_request_.end() && b->second.sandbox == gone)
             by_request_.erase(b);
-          request_of_.erase(r);
+          specs_.erase(s);
         }
         stopped_.pop_front();
       }
@@ -325,8 +322,11 @@ private:
   std::map<std::string, claimed, std::less<>> by_request_;          // by request id
   std::deque<std::pair<std::string, std::uint64_t>> request_order_; // claims, oldest first
   std::uint64_t claims_ = 0;
-  std::map<std::string, std::string, std::less<>> request_of_; // sandbox id → its request id
-  std::map<std::string, wire::SandboxSpec, std::less<>> specs_;
+  struct created_sandbox {
+    wire::SandboxSpec spec;
+    std::string request_id; ///< the create's, "" without one
+  };
+  std::map<std::string, created_sandbox, std::less<>> specs_; // by sandbox id
   std::deque<std::string> stopped_;
 };
 

@@ -127,6 +127,13 @@ inline constexpr std::size_t keep_parser_capacity = std::size_t{16} << 20;
   }
 }
 
+/// Appends `peer_text` (a key or value the peer chose) made printable and cut at 64 characters.
+inline void append_printable(std::string& out, std::string_view peer_text) {
+  for (unsigned char c : peer_text.substr(0, 64))
+    out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
+  if (peer_text.size() > 64) out += "...";
+}
+
 /// State of one decode: the mode, the path of the field being read (for messages), the nesting
 /// depth, and where the document lives (to turn simdjson positions into byte offsets).
 class decoder {
@@ -181,9 +188,7 @@ public:
         continue;
       }
       if (!out.empty()) out += '.';
-      for (unsigned char c : s.key.substr(0, 64))
-        out += (c >= 0x20 && c < 0x7f) ? static_cast<char>(c) : '?';
-      if (s.key.size() > 64) out += "...";
+      append_printable(out, s.key);
     }
     return out;
   }
@@ -498,11 +503,9 @@ template <wire::described_enum E>
     // A name from a newer API reads as the 0 value for a client; our server refuses what it
     // cannot know (as protobuf's own strict parser does).
     if (d.strict() && out == E{} && name != wire::to_string(E{})) {
-      std::string shown; // the peer's text: printable, and cut short
-      for (unsigned char c : name.substr(0, 64))
-        shown += c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '?';
-      return d.fail("unknown " + std::string(wire::descriptor<E>.full_name) + " value " + shown +
-                    (name.size() > 64 ? "..." : ""));
+      std::string what = "unknown " + std::string(wire::descriptor<E>.full_name) + " value ";
+      append_printable(what, name);
+      return d.fail(what);
     }
     return success();
   }

@@ -272,14 +272,11 @@ struct reader {
     std::string where = path.empty() ? std::string() : path + ": ";
     return error(code, where + std::string(what));
   }
-  /// Enters field `name` of the message being read; `leave(mark)` returns to it.
-  [[nodiscard]] std::size_t enter(std::string_view name) {
-    const std::size_t mark = path.size();
-    if (!path.empty()) path += '.';
-    path += name;
-    return mark;
+  /// An error about field `name` of the message being read.
+  [[nodiscard]] error bad_field(std::string_view name, errc code, std::string_view what) const {
+    return error(code, (path.empty() ? std::string() : path + ".") + std::string(name) + ": " +
+                           std::string(what));
   }
-  void leave(std::size_t mark) { path.resize(mark); }
 
   [[nodiscard]] result<std::uint64_t> varint() {
     std::uint64_t v = 0;
@@ -537,9 +534,11 @@ template <wire::described_message M, std::size_t I = 0>
     constexpr auto& f = wire::field_at<M, I>;
     if (number != f.number) return dispatch<M, I + 1>(r, number, wt, m, given);
     given |= std::uint64_t{1} << I;
-    const std::size_t mark = r.enter(f.json_name());
+    const std::size_t mark = r.path.size();
+    r.path += r.path.empty() ? "" : ".";
+    r.path += f.json_name();
     auto done = read_field<M, I>(r, wt, m);
-    r.leave(mark);
+    r.path.resize(mark);
     return done;
   } else {
     static_assert(wire::unmodelled_apart<M>(), "an unmodelled field repeats a field of M");
@@ -559,10 +558,7 @@ template <wire::described_message M, std::size_t I = 0>
       SANDBOX_TRYV(r.skip(wt));
     }
     if (!set) return success();
-    const std::size_t mark = r.enter(u->json_name());
-    auto refused = r.bad(errc::unsupported, "not implemented by this server");
-    r.leave(mark);
-    return fail(std::move(refused));
+    return fail(r.bad_field(u->json_name(), errc::unsupported, "not implemented by this server"));
   }
 }
 
@@ -585,12 +581,7 @@ template <wire::described_message M>
           (!(given & (std::uint64_t{1} << I)) || !wire::is_set(f, m)))
         missing = f.json_name();
   });
-  if (!missing.empty()) {
-    const std::size_t mark = r.enter(missing);
-    auto err = r.bad(errc::validation, "required");
-    r.leave(mark);
-    return fail(std::move(err));
-  }
+  if (!missing.empty()) return fail(r.bad_field(missing, errc::validation, "required"));
   return success();
 }
 
