@@ -8,6 +8,7 @@
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/local/detail/cgroups.hpp>
+#include <sandbox/transport/local/detail/hidden_layer.hpp>
 #include <sandbox/transport/local/detail/protocol.hpp>
 #include <sandbox/transport/local/detail/supervisor.hpp>
 #include <sandbox/transport/local/detail/userns.hpp>
@@ -386,7 +387,9 @@ struct box::paths {
   std::string lower, upper, work, root, tmp, staging_opts, overlay_opts;
   std::vector<mounted_file_spec> files;
 
-  paths(const char* staging, const SandboxOptions& o, bool user_ns) {
+  /// `hidden`: the shared layer of hidden entries (hidden_layer.hpp), or nullptr.
+  paths(const char* staging, const SandboxOptions& o, bool user_ns,
+        const hidden::shared_layer* hidden) {
     std::string s = staging;
     lower = o.image.empty() ? std::string("/") : o.image;
     upper = s + "/upper";
@@ -395,15 +398,20 @@ struct box::paths {
     tmp = s + "/tmp";
     const std::uint64_t disk = o.resources.disk_bytes ? o.resources.disk_bytes : default_disk_bytes;
     staging_opts = "mode=0755,size=" + std::to_string(disk);
-    overlay_opts = "lowerdir=" + lower + ",upperdir=" + upper + ",workdir=" + work;
+    overlay_opts = "lowerdir=";
+    // Above the host's root; the supervisor keeps the layer's mount as fd sv::hidden_layer_fd.
+    if (hidden) overlay_opts += "/proc/self/fd/" + std::to_string(sv::hidden_layer_fd) + ":";
+    overlay_opts += lower + ",upperdir=" + upper + ",workdir=" + work;
     if (user_ns) overlay_opts += ",userxattr"; // trusted.* xattrs need the host's CAP_SYS_ADMIN
     for (const auto& f : o.mounted_files)
       files.push_back({f.path.c_str(), f.content.data(), f.content.size()});
   }
 
   [[nodiscard]] supervisor_setup setup(const box& b, const char* staging, const SandboxOptions& o,
-                                       bool user_ns) const noexcept {
+                                       bool user_ns,
+                                       const hidden::shared_layer* hidden) const noexcept {
     supervisor_setup st;
+    st.hidden_layer = hidden ? hidden->fd.get() : -1;
     st.hostname = b.id.c_str();
     st.staging = staging;
     st.staging_opts = staging_opts.c_str();
@@ -453,8 +461,11 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
                 "sandbox " + b->id +
                     ": this process is not dumpable (it changed uid, or set PR_SET_DUMPABLE 0), "
                     "so it cannot map the user namespace a sandbox needs when not root");
-  const paths p(staging, o, user_ns);
-  supervisor_setup setup = p.setup(*b, staging, o, user_ns);
+  // Held until the supervisor has mounted its root.
+  std::shared_ptr<const hidden::shared_layer> hidden;
+  if (!user_ns && o.image.empty() && !o.whole_host_root) hidden = hidden::current_layer();
+  const paths p(staging, o, user_ns, hidden.get());
+  supervisor_setup setup = p.setup(*b, staging, o, user_ns, hidden.get());
   setup.seccomp = seccomp_filter;
   SANDBOX_TRYV(b->clone_supervisor(setup, o.host_network, user_ns));
   // A step that fails after the clone leaves the sandbox FAILED, its supervisor killed.
