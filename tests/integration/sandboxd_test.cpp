@@ -340,7 +340,7 @@ TEST_CASE("sandboxd holds against hostile requests", "[sandboxd]") {
   auto made = d.raw("POST", "/v1/sandboxes", auth,
                     R"({"spec":{"containers":[{"name":"main","image":"python:3.11",)"
                     R"("command":"sh","args":["-c","trap 'touch /tmp/termed' TERM; )"
-                    R"(while :; do sleep 1; done"]}]}})");
+                    R"(touch /tmp/trapped; while :; do sleep 1; done"]}]}})");
   REQUIRE(made);
   REQUIRE(made->status == 200);
   auto sb = sandbox::http::from_json<sandbox::http::wire::Sandbox>(
@@ -357,6 +357,11 @@ TEST_CASE("sandboxd holds against hostile requests", "[sandboxd]") {
     CHECK(r->status == 200);
     CHECK(r->body.find(R"("stdout":"cmFuCg==")") != std::string::npos); // "ran\n"
   }
+  // A SIGTERM that came before the trap would end the command at once.
+  REQUIRE(test_support::eventually([&] {
+    auto f = d.raw("GET", "/v1/sandboxes/" + id + ":readFile?path=/tmp/trapped", auth);
+    return f && f->status == 200;
+  }));
   std::atomic<bool> deleted{false};
   std::atomic<int> delete_status{0};
   std::thread stopper([&] { // no Catch2 assertions off the main thread: it is not thread-safe
