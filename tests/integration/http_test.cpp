@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The scenarios over http_transport, against a real server (sandbox/server.hpp over the local
 // transport) on an ephemeral loopback port; then what only the HTTP path can show.
+#include "../support/host.hpp"
 #include "../support/loopback_server.hpp"
 
 #include <sandbox/sandbox.hpp>
@@ -315,4 +316,66 @@ TEST_CASE("a request body over the server's limit is refused with a typed error"
   CHECK(argv.error().is(errc::validation));
   // The connection survives for the next request.
   CHECK(run_out(box, {"echo", "ok"}) == "ok\n");
+}
+
+namespace {
+
+/// A connected loopback TCP pair of `family`: {client, server's accepted socket}, and the
+/// server side's view as cpp-httplib fills a Request.
+struct tcp_pair {
+  int client = -1, server = -1;
+  httplib::Request req;
+  explicit tcp_pair(int family) {
+    const char* loop = family == AF_INET ? "127.0.0.1" : "::1";
+    sockaddr_storage a{};
+    socklen_t len = family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+    a.ss_family = static_cast<sa_family_t>(family);
+    if (family == AF_INET)
+      ::inet_pton(AF_INET, loop, &reinterpret_cast<sockaddr_in&>(a).sin_addr);
+    else
+      ::inet_pton(AF_INET6, loop, &reinterpret_cast<sockaddr_in6&>(a).sin6_addr);
+    int l = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(l >= 0);
+    REQUIRE(::bind(l, reinterpret_cast<sockaddr*>(&a), len) == 0);
+    REQUIRE(::listen(l, 1) == 0);
+    REQUIRE(::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    client = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(::connect(client, reinterpret_cast<sockaddr*>(&a), len) == 0);
+    sockaddr_storage peer{};
+    socklen_t pl = sizeof peer;
+    server = ::accept4(l, reinterpret_cast<sockaddr*>(&peer), &pl, SOCK_CLOEXEC);
+    ::close(l);
+    REQUIRE(server >= 0);
+    auto port = [](const sockaddr_storage& s) {
+      return ntohs(s.ss_family == AF_INET ? reinterpret_cast<const sockaddr_in&>(s).sin_port
+                                          : reinterpret_cast<const sockaddr_in6&>(s).sin6_port);
+    };
+    req.local_addr = req.remote_addr = loop;
+    req.local_port = port(a);
+    req.remote_port = port(peer);
+  }
+  ~tcp_pair() {
+    if (client >= 0) ::close(client);
+    if (server >= 0) ::close(server);
+  }
+};
+
+} // namespace
+
+TEST_CASE("the server tells a client that closed its connection from one still there",
+          "[http][server]") {
+  for (int family : {AF_INET, AF_INET6}) {
+    INFO((family == AF_INET ? "IPv4" : "IPv6"));
+    tcp_pair p(family);
+    sandbox::serve::detail::client_watch w(p.req);
+    CHECK_FALSE(w.gone());
+    CHECK_FALSE(w.gone()); // asked again, same answer
+    // Another connection's endpoints (the client's port off by one) are no connection at all.
+    httplib::Request other = p.req;
+    other.remote_port = p.req.remote_port == 65535 ? 1 : p.req.remote_port + 1;
+    CHECK(sandbox::serve::detail::client_watch(other).gone());
+    ::close(p.client);
+    p.client = -1;
+    CHECK(test_support::eventually([&] { return w.gone(); }));
+  }
 }

@@ -372,12 +372,12 @@ private:
 
     // Wait in slices, so that a client that goes away gets its command killed.
     using std::chrono::milliseconds;
-    int fd = -2;
+    std::optional<serve::detail::client_watch> client; // from the first slice on: most are shorter
     for (;;) {
       auto r = proc.wait(milliseconds(10));
       if (!r && r.assume_error().is(errc::timeout)) {
-        if (fd == -2) fd = serve::detail::connection_fd(req);
-        if (fd >= 0 && serve::detail::peer_gone(fd, req.remote_addr, req.remote_port)) {
+        if (!client) client.emplace(req);
+        if (client->gone()) {
           (void)proc.kill(SIGKILL);
           (void)proc.wait(milliseconds(10'000));
           return reply_error(res, errc::not_running, "the client went away; command killed");
