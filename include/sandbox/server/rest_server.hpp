@@ -370,11 +370,12 @@ private:
     if (!p) return reply_error(res, p.assume_error());
     auto& proc = p.assume_value();
 
-    // Wait in slices, so that a client that goes away gets its command killed.
+    // Wait in slices, so that a client that goes away gets its command killed. They grow (10 ms
+    // to 250 ms): short commands end within the first, and a long one costs few wake-ups.
     using std::chrono::milliseconds;
     std::optional<serve::detail::client_watch> client; // from the first slice on: most are shorter
-    for (;;) {
-      auto r = proc.wait(milliseconds(10));
+    for (milliseconds slice(10);; slice = std::min(slice * 2, milliseconds(250))) {
+      auto r = proc.wait(slice);
       if (!r && r.assume_error().is(errc::timeout)) {
         if (!client) client.emplace(req);
         if (client->gone()) {
