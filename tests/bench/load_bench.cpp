@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Throughput and latency under concurrency, each figure beside a baseline measured in the same
-// run. Every line is one fixed-duration run (after a short warm-up) of N threads or connections
-// doing one operation back to back: completed operations per second, and the p50 / p99 latency
-// of one operation.
+// run. Every line is one fixed-duration run of N threads or connections doing one operation back
+// to back (after a warm-up of a quarter of it, at most 0.5 s, and until every thread has done one
+// operation): completed operations per second, and the p50 / p99 latency of one operation.
 //   spawn      posix_spawn + waitpid of /bin/true, 1/4/16/64 threads (what the machine can do)
 //   local      exec({"true"}) then result(), or try_result(10 ms) until done, from 1/4/16/64
 //              threads, all on one sandbox and spread across 16     vs  spawn, same threads
@@ -15,7 +15,7 @@
 // concurrency never lowers throughput) and sandboxd's exec at 16 connections across 16
 // sandboxes over posix_spawn at 16 threads. Client, server and sandboxes share the machine's
 // cores. Any failed operation (a non-200 answer included) is counted and printed as an error.
-// Usage: load_bench [seconds per measurement]   (default 2; the whole run takes about 50x that)
+// Usage: load_bench [seconds per measurement]   (default 2: about 2 minutes in all; 1: about 70 s)
 #include "../support/loopback_server.hpp"
 
 #include <sandbox/local.hpp>
@@ -23,12 +23,14 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <latch>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -66,18 +68,24 @@ struct figures {
 
 std::chrono::duration<double> measured{2.0}, warm_up{0.5};
 
-/// Runs `threads` threads, each doing its operation back to back for warm_up + measured.
-/// Throughput counts the successful operations that ended within the measured window; the
-/// latencies are those of every operation that ended in it.
+/// Runs `threads` threads, each doing its operation back to back: a warm-up of at least
+/// `warm_up` that lasts until every thread has completed one operation (so that a window never
+/// starts before the pipeline is full), then `measured`. Throughput counts the successful
+/// operations that ended within the measured window; the latencies are those of every operation
+/// that ended in it.
 figures drive(int threads, const make_op& make) {
   struct per_thread {
     std::vector<double> ms;
     long ok = 0, errors = 0;
     std::string first_error;
   };
+  using ticks = clock_type::rep;
+  constexpr ticks never = std::numeric_limits<ticks>::max();
+  auto now = [] { return clock_type::now().time_since_epoch().count(); };
   std::vector<per_thread> out(static_cast<std::size_t>(threads));
   std::latch ready(threads), go(1);
-  clock_type::time_point from, until;
+  std::atomic<ticks> from{never}, until{never};
+  std::atomic<int> warmed{0};
   std::vector<std::thread> ts;
   for (int t = 0; t < threads; ++t)
     ts.emplace_back([&, t] {
@@ -86,22 +94,28 @@ figures drive(int threads, const make_op& make) {
       o.ms.reserve(1 << 14);
       ready.count_down();
       go.wait();
-      for (;;) {
-        auto t0 = clock_type::now();
-        if (t0 >= until) break;
+      for (bool first = true;; first = false) {
+        ticks t0 = now();
+        if (t0 >= until.load()) break;
         std::string err = op();
-        auto t1 = clock_type::now();
+        ticks t1 = now();
+        if (first) ++warmed;
         bool ok = err.empty();
         if (!ok && o.errors++ == 0) o.first_error = std::move(err);
-        if (t1 < from || t1 >= until) continue;
-        o.ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+        if (t1 < from.load() || t1 >= until.load()) continue;
+        o.ms.push_back(
+            std::chrono::duration<double, std::milli>(clock_type::duration(t1 - t0)).count());
         if (ok) ++o.ok;
       }
     });
   ready.wait();
-  from = clock_type::now() + std::chrono::duration_cast<clock_type::duration>(warm_up);
-  until = from + std::chrono::duration_cast<clock_type::duration>(measured);
   go.count_down();
+  std::this_thread::sleep_for(warm_up);
+  while (warmed.load() < threads)
+    std::this_thread::sleep_for(1ms);
+  ticks start = now();
+  from = start;
+  until = start + std::chrono::duration_cast<clock_type::duration>(measured).count();
   for (auto& t : ts)
     t.join();
 
@@ -154,6 +168,7 @@ void run_series(series& s, const std::vector<int>& ns, const make_op& make,
     }
     std::printf("  errors %ld\n", f.errors);
     if (f.errors) std::printf("      first error: %s\n", f.first_error.c_str());
+    if (f.ops == 0) std::printf("      no operation succeeded within the measured window\n");
     std::fflush(stdout);
   }
 }
@@ -341,7 +356,7 @@ int main(int argc, char** argv) {
   series& local_cycles = start_series("local, run + exec true + stop(0)");
   run_series(local_cycles, conn_ns,
              [&](int) -> op_fn { return [&] { return local_cycle(local); }; });
-  series& local_mib = start_series("local, exec of 1 MiB stdout, 16 sandboxes");
+  series& local_mib = start_series("local, exec 1 MiB stdout, 16 sandboxes");
   run_series(local_mib, conn_ns, on_boxes(true, exec_mib));
 
   // ---- sandboxd over REST ----
@@ -384,7 +399,7 @@ int main(int argc, char** argv) {
   series& rest_cycles = start_series("sandboxd, create + exec true + delete");
   run_series(rest_cycles, conn_ns, with_client([](rest_client& c, int) { return rest_cycle(c); }),
              &local_cycles);
-  series& rest_mib = start_series("sandboxd, exec of 1 MiB stdout, 16 sandboxes");
+  series& rest_mib = start_series("sandboxd, exec 1 MiB stdout, 16 sandboxes");
   run_series(rest_mib, conn_ns, with_client([&](rest_client& c, int i) {
                // base64 of 1 MiB: at least 4/3 MiB of body
                return c.exec(ids[static_cast<std::size_t>(i % sandboxes_n)], exec_mib_body,
