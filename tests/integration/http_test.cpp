@@ -320,10 +320,10 @@ TEST_CASE("a request body over the server's limit is refused with a typed error"
 
 namespace {
 
-/// A connected loopback TCP pair of `family`: {client, server's accepted socket}, and the
-/// server side's view as cpp-httplib fills a Request.
+/// A connected loopback TCP pair of `family` (client, the server's accepted socket, its
+/// listener), and the server side's view as cpp-httplib fills a Request.
 struct tcp_pair {
-  int client = -1, server = -1;
+  int client = -1, server = -1, listener = -1;
   httplib::Request req;
   explicit tcp_pair(int family) {
     const char* loop = family == AF_INET ? "127.0.0.1" : "::1";
@@ -334,7 +334,7 @@ struct tcp_pair {
       ::inet_pton(AF_INET, loop, &reinterpret_cast<sockaddr_in&>(a).sin_addr);
     else
       ::inet_pton(AF_INET6, loop, &reinterpret_cast<sockaddr_in6&>(a).sin6_addr);
-    int l = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int l = listener = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     REQUIRE(l >= 0);
     REQUIRE(::bind(l, reinterpret_cast<sockaddr*>(&a), len) == 0);
     REQUIRE(::listen(l, 1) == 0);
@@ -344,7 +344,6 @@ struct tcp_pair {
     sockaddr_storage peer{};
     socklen_t pl = sizeof peer;
     server = ::accept4(l, reinterpret_cast<sockaddr*>(&peer), &pl, SOCK_CLOEXEC);
-    ::close(l);
     REQUIRE(server >= 0);
     auto port = [](const sockaddr_storage& s) {
       return ntohs(s.ss_family == AF_INET ? reinterpret_cast<const sockaddr_in&>(s).sin_port
@@ -355,8 +354,8 @@ struct tcp_pair {
     req.remote_port = port(peer);
   }
   ~tcp_pair() {
-    if (client >= 0) ::close(client);
-    if (server >= 0) ::close(server);
+    for (int fd : {client, server, listener})
+      if (fd >= 0) ::close(fd);
   }
 };
 
@@ -370,12 +369,17 @@ TEST_CASE("the server tells a client that closed its connection from one still t
     sandbox::serve::detail::client_watch w(p.req);
     CHECK_FALSE(w.gone());
     CHECK_FALSE(w.gone()); // asked again, same answer
-    // Another connection's endpoints (the client's port off by one) are no connection at all.
+    // Endpoints of no connection (the client's port off by one) find only the listener.
     httplib::Request other = p.req;
     other.remote_port = p.req.remote_port == 65535 ? 1 : p.req.remote_port + 1;
     CHECK(sandbox::serve::detail::client_watch(other).gone());
+    // The client's FIN leaves the server's socket in CLOSE_WAIT.
     ::close(p.client);
     p.client = -1;
     CHECK(test_support::eventually([&] { return w.gone(); }));
+    // Once the server closed it too, the lookup finds another socket (the listener) or none.
+    ::close(p.server);
+    p.server = -1;
+    CHECK(w.gone());
   }
 }

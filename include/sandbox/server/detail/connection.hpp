@@ -57,14 +57,13 @@ public:
     // The kernel looks the socket up as for a packet from the client: src is this end.
     req_.r.id.idiag_sport = htons(static_cast<std::uint16_t>(req.local_port));
     req_.r.id.idiag_dport = htons(static_cast<std::uint16_t>(req.remote_port));
-    if (::inet_pton(AF_INET, req.local_addr.c_str(), req_.r.id.idiag_src) == 1 &&
-        ::inet_pton(AF_INET, req.remote_addr.c_str(), req_.r.id.idiag_dst) == 1)
+    const std::string local = unscoped(req.local_addr), remote = unscoped(req.remote_addr);
+    if (::inet_pton(AF_INET, local.c_str(), req_.r.id.idiag_src) == 1 &&
+        ::inet_pton(AF_INET, remote.c_str(), req_.r.id.idiag_dst) == 1)
       req_.r.sdiag_family = AF_INET;
-    else if (::inet_pton(AF_INET6, req.local_addr.c_str(), req_.r.id.idiag_src) == 1 &&
-             ::inet_pton(AF_INET6, req.remote_addr.c_str(), req_.r.id.idiag_dst) == 1)
+    else if (::inet_pton(AF_INET6, local.c_str(), req_.r.id.idiag_src) == 1 &&
+             ::inet_pton(AF_INET6, remote.c_str(), req_.r.id.idiag_dst) == 1)
       req_.r.sdiag_family = AF_INET6;
-    if (req_.r.sdiag_family != 0)
-      fd_ = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
   }
   ~client_watch() {
     if (fd_ >= 0) ::close(fd_);
@@ -73,36 +72,73 @@ public:
   client_watch& operator=(const client_watch&) = delete;
 
   /// True once the connection is no longer established: the client sent FIN or RST, or the
-  /// socket is gone. False while it is, and where the kernel cannot be asked (no sock_diag):
-  /// the command then runs to its end.
+  /// socket is gone. False while it is, and whenever the kernel cannot tell (no sock_diag for
+  /// TCP, no descriptor left): the command then runs to its end.
   [[nodiscard]] bool gone() noexcept {
-    if (fd_ < 0) return false;
-    sockaddr_nl kernel{};
-    kernel.nl_family = AF_NETLINK;
-    if (::sendto(fd_, &req_, sizeof req_, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) !=
-        static_cast<ssize_t>(sizeof req_))
-      return false;
-    alignas(nlmsghdr) char buf[1024];
-    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-    if (n < static_cast<ssize_t>(sizeof(nlmsghdr))) return false;
-    const auto* h = reinterpret_cast<const nlmsghdr*>(buf);
-    if (h->nlmsg_type == NLMSG_ERROR) {
-      const auto* e = static_cast<const nlmsgerr*>(NLMSG_DATA(h));
-      return e->error == -ENOENT; // no such socket: closed
+    switch (query()) {
+    case answer::established: seen_ = true; return false;
+    case answer::other_state: return true; // CLOSE_WAIT (the client's FIN), or the listener
+    case answer::no_socket: return seen_;  // also what a kernel without TCP diag answers
+    case answer::unknown: return false;
     }
-    if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || NLMSG_PAYLOAD(h, 0) < sizeof(inet_diag_msg))
-      return false;
-    // A closed connection's lookup can also find the listening socket: anything but
-    // ESTABLISHED is gone (CLOSE_WAIT: the client's FIN).
-    return static_cast<const inet_diag_msg*>(NLMSG_DATA(h))->idiag_state != TCP_ESTABLISHED;
+    return false;
   }
 
 private:
+  enum class answer { established, other_state, no_socket, unknown };
+
+  [[nodiscard]] static std::string unscoped(const std::string& addr) {
+    return addr.substr(0, addr.find('%')); // fe80::1%eth0
+  }
+
+  [[nodiscard]] answer query() noexcept {
+    if (req_.r.sdiag_family == 0) return answer::unknown;
+    if (fd_ < 0) fd_ = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd_ < 0) return answer::unknown;
+    req_.nlh.nlmsg_seq = ++seq_;
+    sockaddr_nl kernel{};
+    kernel.nl_family = AF_NETLINK;
+    ssize_t sent;
+    do
+      sent =
+          ::sendto(fd_, &req_, sizeof req_, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel);
+    while (sent < 0 && errno == EINTR);
+    if (sent != static_cast<ssize_t>(sizeof req_)) return answer::unknown;
+    // The kernel answers within sendto; an older answer left by an interrupted call is skipped.
+    for (;;) {
+      alignas(nlmsghdr) char buf[1024];
+      ssize_t n = ::recv(fd_, buf, sizeof buf, MSG_DONTWAIT);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return answer::unknown;
+      const auto* h = reinterpret_cast<const nlmsghdr*>(buf);
+      if (!NLMSG_OK(h, static_cast<unsigned>(n)) || h->nlmsg_seq != seq_) continue;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        if (NLMSG_PAYLOAD(h, 0) < sizeof(nlmsgerr)) return answer::unknown;
+        // ESTALE: the endpoints now name another socket than the one seen (its cookie).
+        int err = -static_cast<const nlmsgerr*>(NLMSG_DATA(h))->error;
+        return err == ENOENT || err == ESTALE ? answer::no_socket : answer::unknown;
+      }
+      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY || NLMSG_PAYLOAD(h, 0) < sizeof(inet_diag_msg))
+        return answer::unknown;
+      const auto* m = static_cast<const inet_diag_msg*>(NLMSG_DATA(h));
+      if (m->idiag_state != TCP_ESTABLISHED) return answer::other_state;
+      if (m->id.idiag_sport != req_.r.id.idiag_sport || m->id.idiag_dport != req_.r.id.idiag_dport)
+        return answer::unknown;
+      // From now on only this very socket answers: a new connection on the same endpoints is
+      // not the request's.
+      req_.r.id.idiag_cookie[0] = m->id.idiag_cookie[0];
+      req_.r.id.idiag_cookie[1] = m->id.idiag_cookie[1];
+      return answer::established;
+    }
+  }
+
   struct {
     nlmsghdr nlh;
     inet_diag_req_v2 r;
   } req_{};
   int fd_ = -1;
+  std::uint32_t seq_ = 0;
+  bool seen_ = false; ///< the connection was once found established
 };
 
 /// Ends the idle keep-alive waits of a stopping server: every connection accepted on `port`

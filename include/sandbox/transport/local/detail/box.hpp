@@ -399,8 +399,8 @@ struct box::paths {
     const std::uint64_t disk = o.resources.disk_bytes ? o.resources.disk_bytes : default_disk_bytes;
     staging_opts = "mode=0755,size=" + std::to_string(disk);
     overlay_opts = "lowerdir=";
-    // Above the host's root; the supervisor keeps the layer's mount as fd sv::hidden_layer_fd.
-    if (hidden) overlay_opts += "/proc/self/fd/" + std::to_string(sv::hidden_layer_fd) + ":";
+    // Above the host's root; the supervisor keeps the layer's mount as fd sv::hidden_layer.
+    if (hidden) overlay_opts += "/proc/self/fd/" + std::to_string(sv::hidden_layer) + ":";
     overlay_opts += lower + ",upperdir=" + upper + ",workdir=" + work;
     if (user_ns) overlay_opts += ",userxattr"; // trusted.* xattrs need the host's CAP_SYS_ADMIN
     for (const auto& f : o.mounted_files)
@@ -411,7 +411,7 @@ struct box::paths {
                                        bool user_ns,
                                        const hidden::shared_layer* hidden) const noexcept {
     supervisor_setup st;
-    st.hidden_layer = hidden ? hidden->fd.get() : -1;
+    st.hidden_layer_fd = hidden ? hidden->fd.get() : -1;
     st.hostname = b.id.c_str();
     st.staging = staging;
     st.staging_opts = staging_opts.c_str();
@@ -461,7 +461,7 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
                 "sandbox " + b->id +
                     ": this process is not dumpable (it changed uid, or set PR_SET_DUMPABLE 0), "
                     "so it cannot map the user namespace a sandbox needs when not root");
-  // Held until the supervisor has mounted its root.
+  // Held until the supervisor is cloned (it gets a copy of the descriptor).
   std::shared_ptr<const hidden::shared_layer> hidden;
   if (!user_ns && o.image.empty() && !o.whole_host_root) hidden = hidden::current_layer();
   const paths p(staging, o, user_ns, hidden.get());

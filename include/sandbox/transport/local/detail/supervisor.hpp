@@ -78,7 +78,7 @@ struct supervisor_setup {
   bool hide_host_secrets = false;
   /// The client's shared layer of hidden entries (hidden_layer.hpp), already in overlay_opts;
   /// -1: the supervisor prepares them in its own upper layer.
-  int hidden_layer = -1;
+  int hidden_layer_fd = -1;
   /// Resource limits are set: the client moves the supervisor into the sandbox's cgroup and then
   /// sends one byte; the cgroup namespace is made after that, rooted at the sandbox's cgroup.
   bool wait_for_cgroup = false;
@@ -97,8 +97,8 @@ struct supervisor_setup {
 
 namespace sv {
 
-inline constexpr int ctl = 3;             // the control socket's fd in the supervisor
-inline constexpr int hidden_layer_fd = 4; // supervisor_setup::hidden_layer, until the root is built
+inline constexpr int ctl = 3;          // the control socket's fd in the supervisor
+inline constexpr int hidden_layer = 4; // supervisor_setup::hidden_layer_fd, until the root is built
 inline constexpr int exit_setup_failed = 1;
 inline constexpr int exit_expired = 3;            // max_lifetime ran out
 inline constexpr std::size_t max_slots = 4096;    // concurrently running commands
@@ -495,7 +495,7 @@ inline void build_root(const supervisor_setup& s) noexcept {
       setup_failed(c, stage::overlay);
     }
   } else {
-    if (s.hide_host_secrets && s.hidden_layer < 0) {
+    if (s.hide_host_secrets && s.hidden_layer_fd < 0) {
       hidden::layer l{s.lower, "", s.upper, "trusted.overlay.opaque"};
       int err = hidden::prepare_upper(l);
       if (err == 0) err = hidden::make_skeleton(s.upper);
@@ -507,7 +507,6 @@ inline void build_root(const supervisor_setup& s) noexcept {
     // nodev: a device node made on the writable layer cannot be opened.
     if (::mount("overlay", s.root, "overlay", MS_NODEV, s.overlay_opts) != 0)
       setup_failed(c, stage::overlay);
-    if (s.hidden_layer >= 0) ::close(hidden_layer_fd); // the overlay holds the layer now
   }
   struct stat new_root {};
   if (::chdir(s.root) != 0 || ::stat(".", &new_root) != 0) setup_failed(c, stage::overlay);
@@ -913,12 +912,13 @@ inline int supervisor_main(void* arg) noexcept {
   ::umask(0); // setup gives every file the mode it names; commands get 022 below
   // Keep only the control socket (as fd 3), the hidden layer (as fd 4, until the root is built)
   // and /dev/null on 0-2: nothing else of the client.
-  int layer = s.hidden_layer;
-  if (layer == ctl) layer = ::fcntl(layer, F_DUPFD, hidden_layer_fd + 1); // not overwritten next
+  int layer = s.hidden_layer_fd;
+  if (layer == ctl && (layer = ::fcntl(layer, F_DUPFD, hidden_layer + 1)) < 0) _exit(1);
   if (s.ctl_fd != ctl && ::dup2(s.ctl_fd, ctl) < 0) _exit(1);
-  if (layer >= 0 && layer != hidden_layer_fd && ::dup2(layer, hidden_layer_fd) < 0) _exit(1);
-  ::syscall(SYS_close_range, static_cast<unsigned>(layer >= 0 ? hidden_layer_fd + 1 : ctl + 1), ~0u,
+  if (layer >= 0 && layer != hidden_layer && ::dup2(layer, hidden_layer) < 0) _exit(1);
+  ::syscall(SYS_close_range, static_cast<unsigned>(layer >= 0 ? hidden_layer + 1 : ctl + 1), ~0u,
             0u);
+  if (layer >= 0) ::fcntl(hidden_layer, F_SETFD, FD_CLOEXEC);
   int devnull = ::open("/dev/null", O_RDWR);
   if (devnull < 0) setup_failed(ctl, stage::fds);
   for (int i = 0; i < 3; ++i)
@@ -951,6 +951,7 @@ inline int supervisor_main(void* arg) noexcept {
   if (sigfd < 0) setup_failed(ctl, stage::signals);
 
   build_root(s);
+  if (s.hidden_layer_fd >= 0) ::close(hidden_layer); // the overlay holds the layer now
   if (*s.workdir) {
     char wd[4096];
     std::size_t len = std::strlen(s.workdir);
