@@ -134,35 +134,30 @@ struct stamp {
 /// Whether this kernel stacks a detached mount as an overlay layer (Linux 6.15 and later; older
 /// ones refuse it with EINVAL), tried once in a child of a mount namespace of its own.
 [[nodiscard]] inline bool overlay_takes(const std::string& layer_path) noexcept {
-  struct probe {
-    const char* opts;
-    int err = -1;
-  };
   const std::string opts =
       "lowerdir=" + layer_path + ":/,upperdir=/tmp/.sbx-probe/u,workdir=/tmp/.sbx-probe/w";
-  probe p{opts.c_str()};
   alignas(16) static char stack[16 * 1024]; // one probe at a time: under the cache's lock
+  // A copy of this process (no CLONE_VM: a child sharing the caller's memory and thread state
+  // would confuse sanitizers and allocators), answering through its exit status.
   auto child = [](void* arg) noexcept -> int {
-    auto& pr = *static_cast<probe*>(arg);
     if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
         ::mount("tmpfs", "/tmp", "tmpfs", 0, "size=64k") != 0 ||
         ::mkdir("/tmp/.sbx-probe", 0700) != 0 || ::mkdir("/tmp/.sbx-probe/u", 0700) != 0 ||
-        ::mkdir("/tmp/.sbx-probe/w", 0700) != 0 || ::mkdir("/tmp/.sbx-probe/m", 0700) != 0) {
-      pr.err = errno;
-      return 0;
-    }
-    pr.err = ::mount("overlay", "/tmp/.sbx-probe/m", "overlay", 0, pr.opts) == 0 ? 0 : errno;
-    return 0;
+        ::mkdir("/tmp/.sbx-probe/w", 0700) != 0 || ::mkdir("/tmp/.sbx-probe/m", 0700) != 0)
+      return 2;
+    return ::mount("overlay", "/tmp/.sbx-probe/m", "overlay", 0, static_cast<const char*>(arg)) == 0
+               ? 0
+               : 1;
   };
-  // Shares this memory (the result) and runs before the caller goes on; its namespace, and
-  // every mount in it, goes when it exits.
+  // Its mount namespace, and every mount in it, goes when it exits.
   pid_t pid =
-      ::clone(+child, stack + sizeof stack, CLONE_NEWNS | CLONE_VM | CLONE_VFORK | SIGCHLD, &p);
+      ::clone(+child, stack + sizeof stack, CLONE_NEWNS | SIGCHLD, const_cast<char*>(opts.c_str()));
   if (pid < 0) return false;
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return false;
   }
-  return p.err == 0;
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 /// A new layer from the host as it is now, or nullptr where the kernel has no fd-based mount
