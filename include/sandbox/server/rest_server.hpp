@@ -373,7 +373,7 @@ private:
     // Wait in slices, so that a client that goes away gets its command killed. They grow (10 ms
     // to 250 ms): short commands end within the first, and a long one costs few wake-ups.
     using std::chrono::milliseconds;
-    std::optional<serve::detail::client_watch> client; // from the first slice on: most are shorter
+    std::optional<serve::detail::client_watch> client; // made after the first slice: most end in it
     for (milliseconds slice(10);; slice = std::min(slice * 2, milliseconds(250))) {
       auto r = proc.wait(slice);
       if (!r && r.assume_error().is(errc::timeout)) {
