@@ -11,6 +11,7 @@
 #include <sandbox/server.hpp>
 #include <sandbox/transport/http/detail/client.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -24,6 +25,7 @@
 #include <thread>
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/time.h>
 
 namespace {
@@ -31,6 +33,7 @@ namespace {
 constexpr const char* usage =
     "usage: sandboxd --listen HOST:PORT [--token-file FILE] [--threads N]\n"
     "                [--image NAME=DIR]... [--max-request-bytes N] [--max-output-bytes N]\n"
+    "                [--max-sandboxes N] [--max-connections N]\n"
     "The bearer token comes from SANDBOXD_TOKEN or --token-file; there is no default.\n"
     "PORT 0 picks a free port; the first line on stdout is the base URL.\n";
 
@@ -85,6 +88,10 @@ std::string parse_args(int argc, char** argv, config& c) {
       c.opts.max_request_bytes = n;
     else if (a == "--max-output-bytes" && parse_size(v, n) && n > 0)
       c.opts.default_max_output_bytes = n;
+    else if (a == "--max-sandboxes" && parse_size(v, n) && n > 0)
+      c.opts.max_live_sandboxes = n;
+    else if (a == "--max-connections" && parse_size(v, n) && n > 0)
+      c.opts.max_connections = n;
     else if (a == "--image" && std::strchr(v, '=')) {
       std::string kv = v;
       auto eq = kv.find('=');
@@ -142,6 +149,24 @@ int serve(config& c) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
+
+  // Each connection, and each sandbox (its pidfd, even once stopped and retained), holds a
+  // descriptor: raise the soft limit as far as that needs (no further: sandboxes inherit it),
+  // and keep connections within what it allows.
+  const rlim_t need = opts.max_connections + opts.retained_terminal + opts.max_live_sandboxes + 64;
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < need) {
+    files.rlim_cur = std::min(need, files.rlim_max);
+    (void)::setrlimit(RLIMIT_NOFILE, &files);
+  }
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < need) {
+    rlim_t room = files.rlim_cur > need - opts.max_connections
+                      ? files.rlim_cur - (need - opts.max_connections)
+                      : 16;
+    opts.max_connections = room;
+    opts.log("at most " + std::to_string(room) +
+             " connections: the descriptor limit (ulimit -n) is " + std::to_string(files.rlim_cur));
+  }
 
   auto transport = sandbox::local_transport::shared();
   sandbox::server<sandbox::local_transport> srv(transport, opts);

@@ -20,8 +20,21 @@ struct server_options {
   /// Every request must carry `Authorization: Bearer <token>`. Required: a server without a
   /// token refuses to start.
   std::string token;
-  /// Connections served at once (each keeps a thread while it is open, an exec included).
+  /// Requests served at once (each keeps a thread while it runs, an exec included). A connection
+  /// with no request under way keeps none.
   std::size_t threads = 64;
+  /// Open connections, idle ones included; when a new one would exceed it, the connection idle
+  /// the longest is closed (or, with none idle, the new one is answered UNAVAILABLE). Keep it
+  /// below the process's descriptor limit.
+  std::size_t max_connections = 4096;
+  /// Time a client has to send a request's line and headers, in all (a slow trickle is cut off).
+  std::chrono::milliseconds header_timeout{10'000};
+  /// Longest wait for more of a request body, and for a client to take more of a response.
+  std::chrono::milliseconds read_timeout{30'000};
+  std::chrono::milliseconds write_timeout{30'000};
+  /// Sandboxes created here and not yet stopped or ended; a create beyond it is refused with
+  /// RESOURCE_EXHAUSTED and a RetryInfo, so that a flood of creates cannot exhaust the host.
+  std::size_t max_live_sandboxes = 256;
   /// Largest request body; a larger one is refused (400; WriteFile: CWSANDBOX_FILE_TOO_LARGE).
   std::size_t max_request_bytes = std::size_t{64} << 20;
   /// Per-stream output cap of an Exec that sends `maxOutputBytes: 0` (the local transport's own

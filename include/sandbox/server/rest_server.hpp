@@ -9,6 +9,7 @@
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/server/detail/connection.hpp>
+#include <sandbox/server/detail/http_server.hpp>
 #include <sandbox/server/options.hpp>
 #include <sandbox/server/service.hpp>
 #include <sandbox/transport/http/codec.hpp>
@@ -96,10 +97,7 @@ public:
   /// Stops accepting and waits for requests in progress to end. Idempotent; safe from any
   /// thread (not from a signal handler).
   void stop() noexcept {
-    if (http_ && http_->is_running()) {
-      http_->stop();
-      serve::detail::stop_reading_connections(port_);
-    }
+    if (http_ && http_->is_running()) http_->stop();
     if (thread_.joinable()) thread_.join();
   }
 
@@ -133,6 +131,16 @@ private:
 
   static void reply_error(Response& res, errc code, std::string message) {
     reply_error(res, error(code, std::move(message)));
+  }
+
+  /// The whole answer to a connection refused because every other one is busy.
+  [[nodiscard]] static std::string refusal() {
+    auto st = http::status_from_error(
+        error(errc::unavailable, "the server has no room for another connection; retry"));
+    std::string body = http::to_json(st);
+    return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+           "Retry-After: 1\r\nConnection: close\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
   }
 
   // ---- request checks ---------------------------------------------------------------------
@@ -211,10 +219,14 @@ private:
     h.set_keep_alive_max_count(std::size_t{1} << 30);
     h.set_keep_alive_timeout(static_cast<time_t>(o_.keep_alive_timeout.count()));
     h.set_payload_max_length(o_.max_request_bytes);
-    h.set_read_timeout(30, 0);
-    h.set_write_timeout(30, 0);
-    const std::size_t n = std::max<std::size_t>(o_.threads, 2);
-    h.new_task_queue = [n] { return new httplib::ThreadPool(n); };
+    auto& l = h.limits();
+    l.threads = std::max<std::size_t>(o_.threads, 2);
+    l.max_connections = std::max<std::size_t>(o_.max_connections, 1);
+    l.header_timeout = o_.header_timeout;
+    l.read_timeout = o_.read_timeout;
+    l.write_timeout = o_.write_timeout;
+    l.idle_timeout = o_.keep_alive_timeout;
+    l.refusal = refusal();
 
     h.set_pre_routing_handler([this](const Request& req, Response& res) {
       started_ = clock::now();
@@ -377,7 +389,7 @@ private:
     for (milliseconds slice(10);; slice = std::min(slice * 2, milliseconds(250))) {
       auto r = proc.wait(slice);
       if (!r && r.assume_error().is(errc::timeout)) {
-        if (!client) client.emplace(req);
+        if (!client) client.emplace(serve::detail::http_server::current_socket());
         if (client->gone()) {
           (void)proc.kill(SIGKILL);
           (void)proc.wait(milliseconds(10'000));

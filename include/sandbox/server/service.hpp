@@ -24,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -68,12 +69,23 @@ public:
       SANDBOX_TRY(earlier, claim(request_id));
       if (earlier) return get(*earlier);
     }
+    if (auto room = reserve(); !room) {
+      if (!request_id.empty()) {
+        std::lock_guard lk(m_);
+        settle(request_id, {});
+      }
+      cv_.notify_all();
+      return room.assume_error();
+    }
     auto made = t_->create(opts, request_id);
     {
       std::lock_guard lk(m_);
+      --creating_;
       if (!request_id.empty()) settle(request_id, made ? made.assume_value().id : std::string());
-      if (made)
+      if (made) {
         specs_.emplace(made.assume_value().id, created_sandbox{std::move(spec), request_id});
+        live_.insert(made.assume_value().id);
+      }
     }
     cv_.notify_all();
     if (!made) return made.assume_error();
@@ -231,6 +243,35 @@ private:
     return std::optional<std::string>();
   }
 
+  /// Counts a create about to start against `max_live_sandboxes`. At the limit, the sandboxes
+  /// that ended on their own since are asked for first (so that they do not count); still at it,
+  /// the create is refused as the hosted service refuses one over quota.
+  [[nodiscard]] result<void> reserve() {
+    std::unique_lock lk(m_);
+    if (live_.size() + creating_ >= o_.max_live_sandboxes) {
+      std::vector<std::string> ids(live_.begin(), live_.end());
+      lk.unlock();
+      std::vector<std::string> ended;
+      for (const auto& id : ids)
+        if (auto i = t_->get(id); !i || is_terminal(i.assume_value().state)) ended.push_back(id);
+      lk.lock();
+      for (const auto& id : ended)
+        live_.erase(id);
+    }
+    if (live_.size() + creating_ >= o_.max_live_sandboxes) {
+      error e(errc::resource_exhausted,
+              "this server runs at most " + std::to_string(o_.max_live_sandboxes) +
+                  " sandboxes at once (server_options::max_live_sandboxes); stop one, or retry "
+                  "later");
+      auto info = std::make_shared<server_error_info>();
+      info->retry_delay = std::chrono::seconds(1);
+      e.server = std::move(info);
+      return e;
+    }
+    ++creating_;
+    return success();
+  }
+
   /// Records what a claimed request id made ("" on failure: a retry may try again). Request
   /// ids are remembered for a while, not forever. Called with `m_` held.
   void settle(const std::string& request_id, std::string id) {
@@ -291,6 +332,7 @@ private:
     std::vector<std::string> release;
     {
       std::lock_guard lk(m_);
+      live_.erase(id);
       if (std::find(stopped_.begin(), stopped_.end(), id) != stopped_.end()) return;
       stopped_.push_back(id);
       while (stopped_.size() > o_.retained_terminal) {
@@ -327,6 +369,8 @@ private:
     std::string request_id; ///< the create's, "" without one
   };
   std::map<std::string, created_sandbox, std::less<>> specs_; // by sandbox id
+  std::set<std::string, std::less<>> live_; // created here, not stopped, not known to have ended
+  std::size_t creating_ = 0;                // creates under way
   std::deque<std::string> stopped_;
 };
 
