@@ -202,6 +202,44 @@ TEST_CASE("create/exec/stop cycles leak no fd, mount or process", "[local][soak]
   WARN(cycles << " cycles in " << took << " s");
 }
 
+TEST_CASE("a stopped or ended sandbox that is still remembered holds no descriptor",
+          "[local][soak]") {
+  // A server remembers many stopped sandboxes (to answer for them): each must cost no fd.
+  auto t = std::make_shared<sandbox::local_transport>();
+  {
+    auto warm = t->create({}, "");
+    REQUIRE(warm);
+    REQUIRE(t->stop(warm.value().id, 0ms, false));
+  }
+  int fds = count_entries("/proc/self/fd");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 8; ++i) {
+    sandbox::SandboxOptions o;
+    if (i % 2) o.command = {"true"}; // ends on its own
+    auto made = t->create(o, "");
+    REQUIRE(made);
+    ids.push_back(made.value().id);
+  }
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    if (i % 2) {
+      auto done = t->wait(ids[i], sandbox::State::COMPLETED, 60s);
+      REQUIRE(done);
+      CHECK(done.value().state == sandbox::State::COMPLETED);
+    } else {
+      auto stopped = t->stop(ids[i], 0ms, false);
+      REQUIRE(stopped);
+      CHECK(stopped.value().state == sandbox::State::TERMINATED);
+    }
+  }
+  CHECK(count_entries("/proc/self/fd") == fds);
+  for (const auto& id : ids) {
+    auto i = t->get(id); // still answered for
+    REQUIRE(i);
+    CHECK(sandbox::is_terminal(i.value().state));
+    t->release(id);
+  }
+}
+
 TEST_CASE("mounted files are placed read-only", "[local][files]") {
   std::string all;
   for (int i = 0; i < 256; ++i)

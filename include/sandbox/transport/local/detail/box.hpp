@@ -20,6 +20,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
@@ -176,7 +177,7 @@ public:
 
   /// Blocks until the sandbox is terminal or `timeout` passes (then returns its current state).
   [[nodiscard]] SandboxInfo wait_terminal(std::chrono::milliseconds timeout) noexcept {
-    bool done = wait_readable(pidfd_.get(), clamp_ms(timeout));
+    bool done = await_exit(timeout);
     std::lock_guard lk(m_);
     if (done && !is_terminal(state_)) finish_locked();
     return info_locked();
@@ -196,11 +197,12 @@ public:
       (void)send_request(ctl_.get(), rq, {}, {}, id);
     }
     // The grace period passes without the lock, so that the sandbox's state, a listing or
-    // another stop answer meanwhile (the pidfd stays open until the box goes). The supervisor
-    // SIGKILLs at the end of grace; this is the backstop if it cannot.
-    if (!wait_readable(pidfd_.get(), clamp_ms(grace + std::chrono::milliseconds(2000))))
-      ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    // another stop answer meanwhile. The supervisor SIGKILLs at the end of grace; this is the
+    // backstop if it cannot.
+    bool exited = await_exit(grace + std::chrono::milliseconds(2000));
     std::lock_guard lk(m_);
+    if (!exited && !is_terminal(state_))
+      ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
     finish_locked();
     return info_locked();
   }
@@ -224,6 +226,29 @@ public:
 
 private:
   struct paths; // the host paths and mount options of one sandbox's setup
+
+  /// Waits without the lock until the supervisor has exited (or the sandbox is terminal), at
+  /// most `timeout`; true if it has. Polls a duplicate of the pidfd, which finish_locked may
+  /// close meanwhile.
+  [[nodiscard]] bool await_exit(std::chrono::milliseconds timeout) noexcept {
+    unique_fd watch;
+    {
+      std::lock_guard lk(m_);
+      if (is_terminal(state_) || !pidfd_) return true;
+      watch.reset(::fcntl(pidfd_.get(), F_DUPFD_CLOEXEC, 0));
+    }
+    if (watch) return wait_readable(watch.get(), clamp_ms(timeout));
+    // No descriptor to spare: look in short slices instead.
+    auto until = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      {
+        std::lock_guard lk(m_);
+        if (is_terminal(state_) || wait_readable(pidfd_.get(), 0)) return true;
+      }
+      if (std::chrono::steady_clock::now() >= until) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
 
   [[nodiscard]] SandboxInfo info_locked() const {
     return SandboxInfo{id, state_, returncode_, tags, oom_killed_, reason_};
@@ -304,10 +329,11 @@ private:
       state_ = State::FAILED; // the supervisor died without a stop
       reason_ = "the sandbox's init process was killed from outside the sandbox";
     }
+    // Nothing of a terminal sandbox holds a descriptor (a server keeps many of them around);
+    // waiters without the lock poll their own duplicate of the pidfd (await_exit).
     ctl_.reset();
     main_status_.reset();
-    // pidfd_ stays open until the box goes: it keeps polling readable (the supervisor has
-    // exited), so waiters that read it without the lock never see a closed or reused fd.
+    pidfd_.reset();
     root_.reset();
   }
 
