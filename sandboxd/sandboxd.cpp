@@ -168,6 +168,8 @@ int serve(config& c) {
              " connections: the descriptor limit (ulimit -n) is " + std::to_string(files.rlim_cur));
   }
 
+  // What a predecessor killed with SIGKILL left behind goes first.
+  sandbox::local_transport::sweep();
   auto transport = sandbox::local_transport::shared();
   sandbox::server<sandbox::local_transport> srv(transport, opts);
   auto bound = srv.bind(c.host, c.port);

@@ -53,6 +53,12 @@ public:
     return instance;
   }
 
+  /// Removes what the sandboxes of owners that died without cleaning up (SIGKILL) left on the
+  /// host: their cgroups, and whatever still runs in them. Owners of this host's pid namespace
+  /// only. `create` does it once per process anyway; a server calls it when it starts, so that
+  /// a restart after a crash leaves nothing behind even before its first create.
+  static void sweep() noexcept { local::detail::cgroups::sweep_once(); }
+
   /// Builds a sandbox and starts its main command; returns once it is RUNNING. The sandbox ends
   /// COMPLETED when the main command exits, whatever its code; a main command that cannot start
   /// (not found, not executable) makes it FAILED right after, as does an OOM kill of the main
