@@ -20,6 +20,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -33,6 +34,7 @@ using namespace std::chrono_literals;
 using sandbox::errc;
 
 #include "../support/host.hpp"
+#include "../support/skip.hpp"
 
 using test_support::count_marked;
 using test_support::slurp;
@@ -555,4 +557,42 @@ TEST_CASE("SIGTERM stops every sandbox sandboxd created, then it exits", "[sandb
   auto r = p.result(5s);
   CHECK_FALSE((r && r.value().returncode == 0));
   CHECK(d.proc.err().find("received SIGTERM") != std::string::npos);
+}
+
+TEST_CASE("sandboxd sweeps, as it starts, what a predecessor killed with SIGKILL left",
+          "[sandboxd][cgroups]") {
+  std::vector<std::string> dirs;
+  {
+    running_daemon a;
+    auto made = a.raw("POST", "/v1/sandboxes", "Bearer " + a.token,
+                      R"({"spec":{"containers":[{"name":"main","image":"python:3.11",)"
+                      R"("resourceRequirements":{"limits":{"memory":"64Mi"}}}]}})");
+    REQUIRE(made);
+    if (made->status == 501) {
+      SANDBOX_SKIP("no memory cgroup controller on this host: " + made->body);
+    }
+    REQUIRE(made->status == 200);
+    auto sb = sandbox::http::from_json<sandbox::http::wire::Sandbox>(
+        made->body, sandbox::http::decode_mode::lenient);
+    REQUIRE(sb);
+    // The sandbox's cgroup, in whichever hierarchy holds it (v1 or v2).
+    for (const char* pattern : {"/sys/fs/cgroup/*/sandbox/*/", "/sys/fs/cgroup/sandbox/*/"}) {
+      glob_t g{};
+      std::string p = pattern + sb.value().sandbox_id;
+      if (::glob(p.c_str(), GLOB_ONLYDIR, nullptr, &g) == 0)
+        for (std::size_t i = 0; i < g.gl_pathc; ++i)
+          dirs.emplace_back(g.gl_pathv[i]);
+      ::globfree(&g);
+    }
+    REQUIRE_FALSE(dirs.empty());
+    a.proc.signal(SIGKILL);
+    REQUIRE(a.proc.wait_exit(20s) == 128 + SIGKILL);
+  }
+  auto exists = [](const std::string& d) { return ::access(d.c_str(), F_OK) == 0; };
+  for (const auto& d : dirs)
+    CHECK(exists(d)); // left behind: its owner could not remove it
+  running_daemon b;   // and no request to it
+  REQUIRE_FALSE(b.url.empty());
+  for (const auto& d : dirs)
+    CHECK(test_support::eventually([&] { return !exists(d); }, 20s));
 }
