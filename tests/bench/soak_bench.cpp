@@ -167,12 +167,14 @@ std::vector<pid_t> descendants(pid_t pid) {
   return out;
 }
 
-/// Sandbox cgroups on this host (every hierarchy; `<base>/sandbox/<owner>/<id>`).
-long sandbox_cgroups() {
+/// Sandbox cgroups of the process `owner` (every hierarchy; `<base>/sandbox/<pid>-…/<id>`).
+long sandbox_cgroups(pid_t owner) {
   long n = 0;
-  for (const char* pattern : {"/sys/fs/cgroup/*/sandbox/*/*", "/sys/fs/cgroup/sandbox/*/*"}) {
+  const std::string o = std::to_string(owner);
+  for (std::string pattern :
+       {"/sys/fs/cgroup/*/sandbox/" + o + "-*/*", "/sys/fs/cgroup/sandbox/" + o + "-*/*"}) {
     glob_t g{};
-    if (::glob(pattern, GLOB_ONLYDIR, nullptr, &g) == 0) n += static_cast<long>(g.gl_pathc);
+    if (::glob(pattern.c_str(), GLOB_ONLYDIR, nullptr, &g) == 0) n += static_cast<long>(g.gl_pathc);
     ::globfree(&g);
   }
   return n;
@@ -191,7 +193,7 @@ sample measure(pid_t pid) {
   std::ifstream m(proc + "/mountinfo");
   for (std::string line; std::getline(m, line);)
     ++s.mounts;
-  s.cgroups = sandbox_cgroups();
+  s.cgroups = sandbox_cgroups(pid);
   s.processes = static_cast<long>(descendants(pid).size());
   return s;
 }
@@ -395,7 +397,6 @@ int main(int argc, char** argv) {
     std::printf("  %-62s %s\n", what, ok ? "ok" : "FAILED");
     pass = pass && ok;
   };
-  const long cgroups_before = sandbox_cgroups();
 
   // ---- 1. minutes of mixed load --------------------------------------------------------------
   sample start, end;
@@ -442,7 +443,7 @@ int main(int argc, char** argv) {
     row("descriptors", start.fds, end.fds);
     row("threads", start.threads, end.threads);
     row("mounts", start.mounts, end.mounts);
-    row("sandbox cgroups (host)", start.cgroups, end.cgroups);
+    row("sandbox cgroups (its own)", start.cgroups, end.cgroups);
     row("processes under it", start.processes, end.processes);
     std::printf("\n");
     verdict(failed == 0, "every operation answered as expected");
@@ -469,6 +470,7 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(3s);
     auto under = watch(descendants(d.pid()));
     long had = static_cast<long>(under.size());
+    const pid_t pid = d.pid();
     int ws = d.kill_and_reap(SIGTERM);
     stop = true;
     l.join();
@@ -476,11 +478,10 @@ int main(int argc, char** argv) {
     long alive = still_alive(under);
     std::printf("\nSIGTERM under load: exit status %d, %ld of %ld processes under it left, "
                 "%ld sandbox cgroups left\n",
-                WIFEXITED(ws) ? WEXITSTATUS(ws) : -1, alive, had,
-                sandbox_cgroups() - cgroups_before);
+                WIFEXITED(ws) ? WEXITSTATUS(ws) : -1, alive, had, sandbox_cgroups(pid));
     verdict(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "SIGTERM: sandboxd exits 0");
     verdict(alive == 0, "SIGTERM: nothing of its sandboxes runs on");
-    verdict(sandbox_cgroups() == cgroups_before, "SIGTERM: no sandbox cgroup left");
+    verdict(sandbox_cgroups(pid) == 0, "SIGTERM: no sandbox cgroup left");
   }
 
   // ---- 3. SIGKILL under load, then a new start
@@ -488,6 +489,7 @@ int main(int argc, char** argv) {
   {
     std::vector<int> under;
     long had = 0, cgroups_left = 0;
+    pid_t killed = 0;
     {
       daemon_process d(bin, token);
       client c(d.url(), token);
@@ -500,16 +502,17 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(3s);
       under = watch(descendants(d.pid()));
       had = static_cast<long>(under.size());
+      killed = d.pid();
       (void)d.kill_and_reap(SIGKILL);
       stop = true;
       l.join();
       std::this_thread::sleep_for(1s);
-      cgroups_left = sandbox_cgroups() - cgroups_before;
+      cgroups_left = sandbox_cgroups(killed);
     }
     daemon_process next(bin, token); // its transport sweeps what the killed one left
     std::this_thread::sleep_for(1s);
     long alive = still_alive(under);
-    long swept_to = sandbox_cgroups() - cgroups_before;
+    long swept_to = sandbox_cgroups(killed);
     std::printf("\nSIGKILL under load: %ld processes were under it, %ld still run after the next "
                 "start; sandbox cgroups left %ld, after the next start %ld\n",
                 had, alive, cgroups_left, swept_to);

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
-// libFuzzer target for the JSON codec: arbitrary bytes go to every from_json<T> in both modes;
-// whatever decodes must encode and decode again to an equal value. Also exercises base64 and the
-// JSON writer on raw bytes. Any abort, sanitizer report or leak is a finding.
+// libFuzzer target for the wire codecs: arbitrary bytes go to every from_json<T> and every
+// from_protobuf<T> in both modes; whatever decodes must encode and decode again to an equal
+// value, in its own encoding and in the other one. Also exercises base64 and the JSON writer on
+// raw bytes. Any abort, sanitizer report or leak is a finding.
 //
 // Build: a clang build directory (`CXX=clang++ meson setup build-fuzz`), target
 // tests/fuzz/codec_fuzz; run: tests/fuzz/run.sh build-fuzz/tests/fuzz/codec_fuzz 30
 #include <sandbox/transport/http/codec.hpp>
+#include <sandbox/transport/http/protobuf.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -41,6 +43,31 @@ void decode_round_trip(std::string_view in, decode_mode mode) {
   if (!again) finding("re-decoding our own encoding failed", again.error().message);
   if (!(again.value() == r.value())) finding("round trip changed the value", once);
   if (to_json(again.value()) != once) finding("encoding is not stable", once);
+}
+
+/// The same for the protobuf binary encoding. A value that decodes must also cross to JSON and
+/// back unchanged: both codecs are driven by one description of each message.
+template <class T>
+void protobuf_round_trip(std::string_view in, decode_mode mode) {
+  auto r = from_protobuf<T>(in, mode);
+  if (!r) {
+    const auto expected = mode == decode_mode::strict ? errc::validation : errc::protocol;
+    const bool unimplemented = mode == decode_mode::strict && r.error().is(errc::unsupported);
+    if (!r.error().is(expected) && !unimplemented) finding("unexpected errc", r.error().message);
+    if (r.error().message.empty()) finding("empty error message", in);
+    return;
+  }
+  const std::string once = to_protobuf(r.value());
+  auto again = from_protobuf<T>(once, mode);
+  if (!again) finding("re-decoding our own protobuf failed", again.error().message);
+  if (!(again.value() == r.value())) finding("protobuf round trip changed the value", once);
+  if (to_protobuf(again.value()) != once) finding("protobuf encoding is not stable", once);
+  // Strings that are not UTF-8 are the one thing JSON cannot carry unchanged (they become
+  // U+FFFD): the JSON form must decode and encode to itself.
+  const std::string json = to_json(r.value());
+  auto crossed = from_json<T>(json, decode_mode::lenient);
+  if (!crossed) finding("our protobuf value does not survive JSON", crossed.error().message);
+  if (to_json(crossed.value()) != json) finding("protobuf -> JSON -> JSON is not stable", json);
 }
 
 void base64_round_trip(std::string_view in) {
@@ -85,6 +112,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     decode_round_trip<wire::WriteFileRequest>(in, mode);
     decode_round_trip<wire::ReadFileResponse>(in, mode);
     decode_round_trip<wire::Status>(in, mode);
+    protobuf_round_trip<wire::Sandbox>(in, mode);
+    protobuf_round_trip<wire::SandboxSpec>(in, mode);
+    protobuf_round_trip<wire::SandboxStatus>(in, mode);
+    protobuf_round_trip<wire::Container>(in, mode);
+    protobuf_round_trip<wire::ListSandboxesResponse>(in, mode);
+    protobuf_round_trip<wire::DeleteSandboxResponse>(in, mode);
+    protobuf_round_trip<wire::ExecRequest>(in, mode);
+    protobuf_round_trip<wire::ExecResponse>(in, mode);
+    protobuf_round_trip<wire::WriteFileRequest>(in, mode);
+    protobuf_round_trip<wire::ReadFileResponse>(in, mode);
+    protobuf_round_trip<wire::Status>(in, mode);
   }
   base64_round_trip(in);
   writer_round_trip(in);
