@@ -150,10 +150,10 @@ int serve(config& c) {
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  // Each connection, and each sandbox (its pidfd, even once stopped and retained), holds a
-  // descriptor: raise the soft limit as far as that needs (no further: sandboxes inherit it),
-  // and keep connections within what it allows.
-  const rlim_t need = opts.max_connections + opts.retained_terminal + opts.max_live_sandboxes + 64;
+  // Each connection holds a descriptor, each running sandbox about four (and each command in
+  // it four more while it runs): raise the soft limit as far as that needs (no further:
+  // sandboxes inherit it), and keep connections within what it allows.
+  const rlim_t need = opts.max_connections + 16 * opts.max_live_sandboxes + 128;
   rlimit files{};
   if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < need) {
     files.rlim_cur = std::min(need, files.rlim_max);

@@ -128,7 +128,7 @@ std::string request(std::string_view method, std::string_view path, std::string_
 
 TEST_CASE("idle connections and slow headers do not keep a request from being answered",
           "[server][clients]") {
-  allow_descriptors(4096);
+  allow_descriptors(1500);
   sandbox::server_options o;
   o.threads = 4;
   o.keep_alive_timeout = 1h; // nothing is closed for being idle while the test runs
@@ -196,6 +196,47 @@ TEST_CASE("a client that trickles its headers is cut off at the header timeout",
   for (int i = 0; i < 2048 && !stopped; ++i)
     stopped = !flood.send(line);
   CHECK((stopped ? flood.refused() : flood.closed_by_server(60s)));
+}
+
+TEST_CASE("half of a next request waits under the header timeout, not on a thread",
+          "[server][clients]") {
+  sandbox::server_options o;
+  o.header_timeout = 1s;
+  o.keep_alive_timeout = 1h;
+  sandbox::testing::loopback_server srv(o);
+  raw_client c(srv.get().port());
+  // One whole request and the start of another in one go, then nothing more.
+  REQUIRE(c.send(request("GET", "/v1/sandboxes", srv.token()) +
+                 "GET /v1/sandboxes HTTP/1.1\r\nHost: x\r\n"));
+  CHECK(c.closed_by_server(20s));
+  CHECK_THAT(c.received(), Catch::StartsWith("HTTP/1.1 200"));
+}
+
+TEST_CASE("a request refused before its body is read ends its connection", "[server][clients]") {
+  sandbox::server_options o;
+  o.keep_alive_timeout = 1h;
+  o.max_request_bytes = 1 << 20;
+  sandbox::testing::loopback_server srv(o);
+  // A wrong token: what follows the head is a body, never a request of its own.
+  raw_client bad(srv.get().port());
+  REQUIRE(bad.send(
+      request("POST", "/v1/sandboxes", "wrong", "GET /v1/sandboxes HTTP/1.1\r\nHost: x\r\n\r\n")));
+  CHECK(bad.closed_by_server(20s));
+  CHECK_THAT(bad.received(), Catch::StartsWith("HTTP/1.1 401"));
+  CHECK(bad.received().find("HTTP/1.1", 8) == std::string::npos); // one answer only
+  // A body announced larger than the limit is refused before a byte of it is read.
+  raw_client big(srv.get().port());
+  REQUIRE(big.send("POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                   srv.token() + "\r\nContent-Length: 1073741824\r\n\r\n{"));
+  CHECK(big.closed_by_server(20s)); // well before the read timeout (30 s)
+  CHECK_THAT(big.received(), Catch::StartsWith("HTTP/1.1 400"));
+  CHECK(big.received().find("larger than the server's limit") != std::string::npos);
+  // A chunked body, whose size nothing bounds before it is read, is refused outright.
+  raw_client chunked(srv.get().port());
+  REQUIRE(chunked.send("POST /v1/sandboxes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                       srv.token() + "\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n"));
+  CHECK(chunked.closed_by_server(20s));
+  CHECK_THAT(chunked.received(), Catch::StartsWith("HTTP/1.1 411"));
 }
 
 TEST_CASE("a client that stalls its body past the read timeout is cut off", "[server][clients]") {

@@ -24,12 +24,14 @@ struct server_options {
   /// with no request under way keeps none.
   std::size_t threads = 64;
   /// Open connections, idle ones included; when a new one would exceed it, the connection idle
-  /// the longest is closed (or, with none idle, the new one is answered UNAVAILABLE). Keep it
-  /// below the process's descriptor limit.
+  /// the longest is closed (or, with none idle, the new one is answered UNAVAILABLE). Never more
+  /// than the descriptor limit (`ulimit -n`) less 128 allows: raise that limit for more.
   std::size_t max_connections = 4096;
   /// Time a client has to send a request's line and headers, in all (a slow trickle is cut off).
   std::chrono::milliseconds header_timeout{10'000};
-  /// Longest wait for more of a request body, and for a client to take more of a response.
+  /// Longest wait for more of a request body, and for a client to take more of a response (each
+  /// wait; a body that keeps trickling in is not cut off). A body must come with a
+  /// Content-Length no larger than max_request_bytes (chunked bodies are refused: 411).
   std::chrono::milliseconds read_timeout{30'000};
   std::chrono::milliseconds write_timeout{30'000};
   /// Sandboxes created here and not yet stopped or ended; a create beyond it is refused with

@@ -23,6 +23,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <optional>
@@ -143,6 +144,13 @@ private:
            std::to_string(body.size()) + "\r\n\r\n" + body;
   }
 
+  /// A request body over max_request_bytes (for WriteFile: CWSANDBOX_FILE_TOO_LARGE).
+  static void too_large(const Request& req, Response& res) {
+    bool file = req.path.size() > 10 && req.path.substr(req.path.size() - 10) == ":writeFile";
+    reply_error(res, error(file ? errc::file_too_large : errc::validation,
+                           "request body larger than the server's limit"));
+  }
+
   // ---- request checks ---------------------------------------------------------------------
 
   /// The query parameters of `req`, each named as one of `allowed` (lowerCamel or snake_case);
@@ -230,12 +238,25 @@ private:
 
     h.set_pre_routing_handler([this](const Request& req, Response& res) {
       started_ = clock::now();
-      if (serve::detail::token_matches(req.get_header_value("Authorization"), o_.token))
+      if (!serve::detail::token_matches(req.get_header_value("Authorization"), o_.token)) {
+        reply_error(res, errc::authentication,
+                    req.has_header("Authorization")
+                        ? "invalid bearer token"
+                        : "missing bearer token (Authorization header)");
+        res.set_header("WWW-Authenticate", "Bearer");
+      } else if (req.has_header("Transfer-Encoding")) {
+        // cpp-httplib would read a chunked body whole, whatever its size.
+        reply_error(res, errc::validation,
+                    "chunked request bodies are not accepted: send a Content-Length");
+        res.status = 411;
+      } else if (std::uint64_t n =
+                     std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10);
+                 n > o_.max_request_bytes) {
+        // Refused before a byte of it is read.
+        too_large(req, res);
+      } else {
         return httplib::Server::HandlerResponse::Unhandled;
-      reply_error(res, errc::authentication,
-                  req.has_header("Authorization") ? "invalid bearer token"
-                                                  : "missing bearer token (Authorization header)");
-      res.set_header("WWW-Authenticate", "Bearer");
+      }
       // The body (if any) was not read: the connection cannot carry another request.
       res.set_header("Connection", "close");
       return httplib::Server::HandlerResponse::Handled;
@@ -243,10 +264,7 @@ private:
     h.set_error_handler(httplib::Server::HandlerWithResponse([](const Request& req, Response& res) {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
       if (res.status == 413) {
-        bool file = req.path.size() > 10 && req.path.substr(req.path.size() - 10) == ":writeFile";
-        error e(file ? errc::file_too_large : errc::validation,
-                "request body larger than the server's limit");
-        reply_error(res, e);
+        too_large(req, res);
       } else {
         auto code = http::grpc_code_for_http(res.status);
         http::wire::Status st;

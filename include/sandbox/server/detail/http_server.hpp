@@ -34,6 +34,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -98,18 +99,25 @@ public:
 
   [[nodiscard]] bool broken() const noexcept { return broken_; }
   [[nodiscard]] bool buffered() const noexcept { return off_ < len_; }
-  /// Whether the client sent something (or closed) within `wait`.
-  [[nodiscard]] bool readable_within(std::chrono::milliseconds wait) const noexcept {
-    return buffered() || poll_for(POLLIN, wait);
+  /// Whether the socket has something more (or the client closed) within `wait`.
+  [[nodiscard]] bool socket_readable_within(std::chrono::milliseconds wait) const noexcept {
+    return poll_for(POLLIN, wait);
   }
 
-  bool is_readable() const override { return readable_within(l_.read_timeout); }
+  /// Gives the buffer back while nothing is buffered (an idle connection holds no memory).
+  void trim() noexcept {
+    if (buffered()) return;
+    buf_.reset();
+    cap_ = off_ = len_ = scanned_ = 0;
+  }
+
+  bool is_readable() const override { return buffered() || poll_for(POLLIN, l_.read_timeout); }
   bool is_writable() const override { return poll_for(POLLOUT, l_.write_timeout); }
 
   ssize_t read(char* ptr, std::size_t size) override {
     if (broken_) return -1;
     if (!buffered()) {
-      off_ = len_ = 0;
+      off_ = len_ = scanned_ = 0;
       if (size >= 16384) return receive(ptr, size); // most of a body: no copy
       if (!make_room()) return fail();
       ssize_t n = receive(buf_.get(), cap_);
@@ -142,9 +150,14 @@ public:
 
 private:
   /// A head ends with an empty line ("\r\n" after a line's "\n"), as cpp-httplib reads it.
-  [[nodiscard]] bool has_head() const noexcept {
+  /// Each byte is looked at once, however slowly the head trickles in.
+  [[nodiscard]] bool has_head() noexcept {
     std::string_view b(buf_.get() + off_, len_ - off_);
-    return b.starts_with("\r\n") || b.find("\n\r\n") != std::string_view::npos;
+    if (b.starts_with("\r\n")) return true;
+    std::size_t from = scanned_ > off_ + 2 ? scanned_ - off_ - 2 : 0;
+    auto at = b.find("\n\r\n", from);
+    scanned_ = at == std::string_view::npos ? len_ : off_ + at; // a later head is looked for anew
+    return at != std::string_view::npos;
   }
 
   /// Space after the buffered bytes (allocated on first use: an idle connection has none).
@@ -157,6 +170,7 @@ private:
     if (len_ == cap_ && off_ > 0) {
       std::memmove(buf_.get(), buf_.get() + off_, len_ - off_);
       len_ -= off_;
+      scanned_ = scanned_ > off_ ? scanned_ - off_ : 0;
       off_ = 0;
     }
     return len_ < cap_;
@@ -209,6 +223,7 @@ private:
   const connection_limits& l_;
   std::unique_ptr<char[]> buf_;
   std::size_t cap_ = 0, off_ = 0, len_ = 0;
+  std::size_t scanned_ = 0; ///< the head was looked for up to here
   bool broken_ = false;
   clock::time_point head_deadline_{};
 };
@@ -242,17 +257,19 @@ public:
     ev.events = EPOLLIN | EPOLLRDHUP | EPOLLONESHOT;
     ev.data.u64 = id;
     if (::epoll_ctl(ep_, EPOLL_CTL_ADD, c->socket(), &ev) != 0) return;
+    c->trim();
     bool nearest = by_deadline_.empty() || deadline < by_deadline_.begin()->first;
     by_id_.emplace(id, entry{std::move(c), deadline});
     by_deadline_.emplace(deadline, id);
     if (nearest && std::this_thread::get_id() != thread_.get_id()) wake(); // to wait less
   }
 
-  /// Closes the connection idle the longest; false when there is none.
+  /// Closes the connection that has waited here the longest (ids grow with each wait); false
+  /// when there is none.
   bool evict_oldest() {
     std::lock_guard lk(m_);
-    if (by_deadline_.empty()) return false;
-    drop(by_deadline_.begin()->second);
+    if (by_id_.empty()) return false;
+    drop(by_id_.begin()->first);
     return true;
   }
 
@@ -359,6 +376,12 @@ class http_server : public httplib::Server {
 public:
   http_server() {
     new_task_queue = [this] { return new front_door(*this); };
+    // A response that says `Connection: close` (one sent before its request's body was read,
+    // say) ends the connection: what follows on it is not a request.
+    set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+      for (auto [it, end] = res.headers.equal_range("Connection"); it != end; ++it)
+        if (it->second == "close") close_after_ = true;
+    });
   }
 
   [[nodiscard]] connection_limits& limits() noexcept { return l_; }
@@ -383,6 +406,13 @@ private:
           idle_([this](std::shared_ptr<connection> c) { serve_later(std::move(c)); }) {
       s_.door_ = this;
       s_.stopping_ = false;
+      // Past the descriptor limit accept fails and nothing is evicted: stay below it, leaving
+      // some for the sandboxes and files the requests need.
+      s_.max_open_ = s_.l_.max_connections;
+      rlimit files{};
+      if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur != RLIM_INFINITY)
+        s_.max_open_ = std::min<std::size_t>(
+            s_.max_open_, files.rlim_cur > 256 ? files.rlim_cur - 128 : files.rlim_cur / 2);
     }
     void enqueue(std::function<void()> fn) override { fn(); } // -> process_and_close_socket
     void shutdown() override {
@@ -413,7 +443,7 @@ private:
   // cpp-httplib's per-socket entry point, called by the accept loop through front_door.
   bool process_and_close_socket(socket_t sock) override {
     ::fcntl(sock, F_SETFL, ::fcntl(sock, F_GETFL) | O_NONBLOCK);
-    if (++open_ > l_.max_connections && !door_->idle().evict_oldest()) {
+    if (++open_ > max_open_ && !door_->idle().evict_oldest()) {
       // Every connection is busy: say so rather than queue without bound.
       (void)!::send(sock, l_.refusal.data(), l_.refusal.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       ::shutdown(sock, SHUT_RDWR);
@@ -443,16 +473,18 @@ private:
     bool keep = false;
     for (bool next = true; next;) {
       bool closed = false;
+      close_after_ = false;
       bool ok = process_request(*c, stopping_, closed, nullptr);
-      if (!ok || closed || c->broken() || stopping_) break;
+      if (!ok || closed || close_after_ || c->broken() || stopping_) break;
       c->request_done();
       // A client that keeps its connection busy sends its next request within moments; waiting
       // a little for it here saves a round through the idle set.
+      // A part of a head waits in the idle set, where its deadline applies.
       for (next = false;;) {
         auto f = c->fill();
         if (f == connection::filled::head) next = true;
         if (f != connection::filled::more) break;
-        if (!c->readable_within(2ms)) {
+        if (c->buffered() || !c->socket_readable_within(2ms)) {
           keep = true;
           break;
         }
@@ -472,10 +504,12 @@ private:
   connection_limits l_;
   front_door* door_ = nullptr;
   std::atomic<std::size_t> open_{0};
+  std::size_t max_open_ = 0; ///< max_connections, within the descriptor limit
   std::atomic<bool> stopping_{false};
   std::mutex active_m_;
   std::set<int> active_;
   static inline thread_local int current_ = -1;
+  static inline thread_local bool close_after_ = false;
 };
 
 } // namespace sandbox::serve::detail
