@@ -27,17 +27,19 @@ using namespace sandbox::http;
   std::abort();
 }
 
+/// A refused input: the errc of its mode (strict decodes also refuse the fields our server does
+/// not implement), and a message that says why.
+void check_refusal(const error& e, decode_mode mode, std::string_view in) {
+  const auto expected = mode == decode_mode::strict ? errc::validation : errc::protocol;
+  const bool unimplemented = mode == decode_mode::strict && e.is(errc::unsupported);
+  if (!e.is(expected) && !unimplemented) finding("unexpected errc", e.message);
+  if (e.message.empty()) finding("empty error message", in);
+}
+
 template <class T>
 void decode_round_trip(std::string_view in, decode_mode mode) {
   auto r = from_json<T>(in, mode);
-  if (!r) {
-    const auto expected = mode == decode_mode::strict ? errc::validation : errc::protocol;
-    // Strict decodes also refuse the fields our server does not implement.
-    const bool unimplemented = mode == decode_mode::strict && r.error().is(errc::unsupported);
-    if (!r.error().is(expected) && !unimplemented) finding("unexpected errc", r.error().message);
-    if (r.error().message.empty()) finding("empty error message", in);
-    return;
-  }
+  if (!r) return check_refusal(r.error(), mode, in);
   const std::string once = to_json(r.value());
   auto again = from_json<T>(once, mode);
   if (!again) finding("re-decoding our own encoding failed", again.error().message);
@@ -50,13 +52,7 @@ void decode_round_trip(std::string_view in, decode_mode mode) {
 template <class T>
 void protobuf_round_trip(std::string_view in, decode_mode mode) {
   auto r = from_protobuf<T>(in, mode);
-  if (!r) {
-    const auto expected = mode == decode_mode::strict ? errc::validation : errc::protocol;
-    const bool unimplemented = mode == decode_mode::strict && r.error().is(errc::unsupported);
-    if (!r.error().is(expected) && !unimplemented) finding("unexpected errc", r.error().message);
-    if (r.error().message.empty()) finding("empty error message", in);
-    return;
-  }
+  if (!r) return check_refusal(r.error(), mode, in);
   const std::string once = to_protobuf(r.value());
   auto again = from_protobuf<T>(once, mode);
   if (!again) finding("re-decoding our own protobuf failed", again.error().message);
