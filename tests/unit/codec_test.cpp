@@ -82,7 +82,7 @@ wire::Sandbox full_sandbox() {
 }
 
 template <class M>
-M filled();
+M filled(std::size_t pick = 0);
 
 /// A value of kind `K` that is not the default, different for each `n`.
 template <wire::kind K, class T>
@@ -96,6 +96,10 @@ T sample(std::size_t n) {
     return static_cast<std::int32_t>(-1000 - static_cast<int>(n));
   else if constexpr (K == kind::int64)
     return std::int64_t{9007199254740993} + static_cast<std::int64_t>(n); // not a double
+  else if constexpr (K == kind::uint32)
+    return std::uint32_t{4'000'000'000} + static_cast<std::uint32_t>(n); // not an int32
+  else if constexpr (K == kind::uint64)
+    return std::uint64_t{9007199254740993} + n;
   else if constexpr (K == kind::boolean)
     return true;
   else if constexpr (K == kind::enumeration)
@@ -106,13 +110,20 @@ T sample(std::size_t n) {
     return milliseconds(1500 + n);
 }
 
-/// `M` with every field set (lists and maps with two entries), read from its descriptor alone.
+/// `filled`'s pick that sets every member of a oneof (which no valid message does).
+constexpr std::size_t every_member = ~std::size_t{0};
+
+/// `M` with every field set (lists and maps with two entries; of a oneof, the member `pick`
+/// places after its first), read from its descriptor alone.
 template <class M>
-M filled() {
+M filled(std::size_t pick) {
   M m{};
+  std::size_t in_oneof = 0;
   wire::for_each_field<M>([&]<std::size_t I>() {
     constexpr auto& f = wire::field_at<M, I>;
     using F = std::remove_cvref_t<decltype(f)>;
+    if constexpr (!wire::is_any_field<F>)
+      if (f.options.oneof && in_oneof++ != pick && pick != every_member) return;
     if constexpr (wire::is_any_field<F>) {
       std::apply(
           [&](auto... member) {
@@ -138,9 +149,9 @@ M filled() {
 /// A fully set `M` survives the encoder and both decoders, every field written under its JSON
 /// name; an empty one is `{}`.
 template <class M>
-void round_trip_filled() {
+void round_trip_filled(std::size_t pick = 0) {
   INFO(wire::descriptor<M>.full_name);
-  const M m = filled<M>();
+  const M m = filled<M>(pick);
   const std::string body = to_json(m);
   INFO(body);
   CHECK(decode_ok<M>(body) == m);
@@ -148,6 +159,8 @@ void round_trip_filled() {
   CHECK(to_json(decode_ok<M>(body)) == body);
   wire::for_each_field<M>([&]<std::size_t I>() {
     const std::string key = "\"" + std::string(wire::field_at<M, I>.json_name()) + "\":";
+    if constexpr (!wire::is_any_field<std::remove_cvref_t<decltype(wire::field_at<M, I>)>>)
+      if (wire::field_at<M, I>.options.oneof) return;
     CHECK(body.find(key) != std::string::npos);
   });
   if constexpr (!std::is_same_v<M, wire::RetryInfo>) CHECK(to_json(M{}) == "{}");
@@ -1013,6 +1026,21 @@ TEST_CASE("every described message round-trips with every field set", "[codec][d
   round_trip_filled<wire::ErrorInfo>();
   round_trip_filled<wire::RetryInfo>();
   round_trip_filled<wire::Status>();
+  round_trip_filled<wire::CreateSandboxRequest>();
+  round_trip_filled<wire::GetSandboxRequest>();
+  round_trip_filled<wire::ListSandboxesRequest>();
+  round_trip_filled<wire::DeleteSandboxRequest>();
+  round_trip_filled<wire::ReadFileRequest>();
+  round_trip_filled<wire::ExecStreamInit>();
+  round_trip_filled<wire::ExecStreamResize>();
+  for (std::size_t pick : {0, 1, 2, 3}) {
+    round_trip_filled<wire::ExecStreamRequest>(pick);
+    round_trip_filled<wire::ExecStreamResponse>(pick);
+  }
+  round_trip_filled<wire::ExecStreamOutput>();
+  round_trip_filled<wire::ExecStreamExit>();
+  round_trip_filled<wire::StreamLogsRequest>();
+  round_trip_filled<wire::LogEntry>();
 }
 
 TEST_CASE("a oneof admits one field; repeated enums by name or number", "[codec][descriptor]") {
@@ -1028,7 +1056,7 @@ TEST_CASE("a oneof admits one field; repeated enums by name or number", "[codec]
   CHECK(decode_ok<Choice>(R"({"states":["STATE_PAUSED",2,"STATE_NEW"]})").states ==
         std::vector{wire::State::STATE_PAUSED, wire::State::STATE_RUNNING,
                     wire::State::STATE_UNSPECIFIED});
-  auto both = filled<Choice>(); // a oneof with both set is the caller's mistake: both are written
+  auto both = filled<Choice>(every_member); // a oneof with both set is the caller's mistake: both are written
   CHECK(decode_error<Choice>(to_json(both)).find("another field of the same oneof") !=
         std::string::npos);
 }

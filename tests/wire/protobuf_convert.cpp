@@ -49,7 +49,11 @@ int main() {
     auto out = by_name<wire::Sandbox, wire::SandboxSpec, wire::SandboxStatus, wire::Container,
                        wire::ListSandboxesResponse, wire::DeleteSandboxResponse, wire::ExecRequest,
                        wire::ExecResponse, wire::WriteFileRequest, wire::ReadFileResponse,
-                       wire::PurgeSandboxesRequest, wire::PurgeSandboxesResponse, wire::Status>(
+                       wire::PurgeSandboxesRequest, wire::PurgeSandboxesResponse, wire::Status,
+                       wire::CreateSandboxRequest, wire::GetSandboxRequest,
+                       wire::ListSandboxesRequest, wire::DeleteSandboxRequest,
+                       wire::ReadFileRequest, wire::WriteFileResponse, wire::ExecStreamRequest,
+                       wire::ExecStreamResponse, wire::StreamLogsRequest, wire::LogEntry>(
         line.substr(a + 1, b - a - 1), to_pb, input.value());
     if (out)
       std::cout << "ok " << base64_encode(out.value()) << "\n" << std::flush;

@@ -466,7 +466,8 @@ read_integer(od::value& v, decoder& d, std::int64_t lo, std::int64_t hi) noexcep
   return x;
 }
 
-/// An int32 or int64 value.
+/// An int32, int64, uint32 or uint64 value (a uint64 above 2^63 - 1 is refused as out of range:
+/// nothing this API counts comes near it).
 template <class Int>
 [[nodiscard]] sandbox::result<void> read_int(od::value& v, decoder& d, Int& out) noexcept {
   SANDBOX_TRY(t, type_of(v, d));
@@ -474,8 +475,9 @@ template <class Int>
     out = 0;
     return consume_null(v, d);
   }
-  SANDBOX_TRY(x,
-              read_integer(v, d, std::numeric_limits<Int>::min(), std::numeric_limits<Int>::max()));
+  constexpr auto hi = static_cast<std::int64_t>(
+      std::min<std::uint64_t>(std::numeric_limits<Int>::max(), INT64_MAX));
+  SANDBOX_TRY(x, read_integer(v, d, std::numeric_limits<Int>::min(), hi));
   out = static_cast<Int>(x);
   return success();
 }
@@ -611,7 +613,8 @@ template <wire::kind K, class T>
     return read_string(v, d, out);
   else if constexpr (K == kind::bytes)
     return read_bytes(v, d, out);
-  else if constexpr (K == kind::int32 || K == kind::int64)
+  else if constexpr (K == kind::int32 || K == kind::int64 || K == kind::uint32 ||
+                     K == kind::uint64)
     return read_int(v, d, out);
   else if constexpr (K == kind::boolean)
     return read_bool(v, d, out);
@@ -713,9 +716,13 @@ template <wire::described_message M, std::size_t I>
 template <wire::described_message M, std::size_t I = 0>
 [[nodiscard]] sandbox::result<void> read_field(std::size_t i, od::value& v, decoder& d, M& m,
                                                std::uint64_t& given) noexcept {
-  if constexpr (I + 1 < wire::field_count<M>)
-    if (i != I) return read_field<M, I + 1>(i, v, d, m, given);
-  return read_field<M, I>(v, d, m, given);
+  if constexpr (wire::field_count<M> == 0) {
+    return success(); // a message without fields: never called with a field of it
+  } else {
+    if constexpr (I + 1 < wire::field_count<M>)
+      if (i != I) return read_field<M, I + 1>(i, v, d, m, given);
+    return read_field<M, I>(v, d, m, given);
+  }
 }
 
 /// The JSON name of the first required field of `m` that was not given (`given` has a bit per

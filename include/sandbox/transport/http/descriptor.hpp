@@ -30,6 +30,8 @@ enum class kind : std::uint8_t {
   bytes,       ///< `std::string`, any bytes (base64 in JSON)
   int32,       ///< `std::int32_t` (a JSON number)
   int64,       ///< `std::int64_t` (a JSON string)
+  uint32,      ///< `std::uint32_t` (a JSON number)
+  uint64,      ///< `std::uint64_t` (a JSON string)
   boolean,     ///< `bool`
   enumeration, ///< a described enum (by name in JSON)
   message,     ///< a described message
@@ -42,6 +44,8 @@ enum class kind : std::uint8_t {
   switch (k) {
   case kind::int32:
   case kind::int64:
+  case kind::uint32:
+  case kind::uint64:
   case kind::boolean:
   case kind::enumeration: return 0; // varint
   default: return 2;                // length-delimited (text, bytes, messages)
@@ -211,6 +215,8 @@ private:
     case kind::timestamp: return std::is_same_v<T, std::string>;
     case kind::int32: return std::is_same_v<T, std::int32_t>;
     case kind::int64: return std::is_same_v<T, std::int64_t>;
+    case kind::uint32: return std::is_same_v<T, std::uint32_t>;
+    case kind::uint64: return std::is_same_v<T, std::uint64_t>;
     case kind::boolean: return std::is_same_v<T, bool>;
     case kind::enumeration: return described_enum<T>;
     case kind::message: return described_message<T>;

@@ -68,9 +68,12 @@ public:
   json_writer& number(std::int64_t v) noexcept { return integer(v); }
   json_writer& number(std::uint64_t v) noexcept { return integer(v); }
   json_writer& number(std::int32_t v) noexcept { return integer(v); }
+  json_writer& number(std::uint32_t v) noexcept { return integer(v); }
 
   /// An integer as a JSON string, the proto3 JSON form of int64/uint64.
-  json_writer& quoted_number(std::int64_t v) noexcept {
+  template <class Int>
+    requires std::is_same_v<Int, std::int64_t> || std::is_same_v<Int, std::uint64_t>
+  json_writer& quoted_number(Int v) noexcept {
     separate();
     char buf[24];
     auto r = std::to_chars(buf, buf + sizeof buf, v);

@@ -351,6 +351,281 @@ inline constexpr auto descriptor<ReadFileResponse> =
     message("coreweave.sandbox.v1.ReadFileResponse",
             field(1, "content", kind::bytes, &ReadFileResponse::content));
 
+// ---- Requests and streams of the binary (gRPC) mapping ------------------------------------
+// Over REST these requests travel as path and query; over gRPC each is a message of its own.
+
+/// `CreateSandboxRequest`.
+struct CreateSandboxRequest {
+  std::optional<Sandbox> sandbox; ///< required in a strict decode
+  std::string request_id;         ///< one sandbox per non-empty id
+  friend bool operator==(const CreateSandboxRequest&, const CreateSandboxRequest&) = default;
+};
+template <>
+inline constexpr auto descriptor<CreateSandboxRequest> =
+    message("coreweave.sandbox.v1.CreateSandboxRequest",
+            field(1, "sandbox", kind::message, &CreateSandboxRequest::sandbox, required),
+            field(2, "request_id", kind::string, &CreateSandboxRequest::request_id));
+
+/// `GetSandboxRequest`.
+struct GetSandboxRequest {
+  std::string sandbox_id; ///< required in a strict decode
+  friend bool operator==(const GetSandboxRequest&, const GetSandboxRequest&) = default;
+};
+template <>
+inline constexpr auto descriptor<GetSandboxRequest> =
+    message("coreweave.sandbox.v1.GetSandboxRequest",
+            field(1, "sandbox_id", kind::string, &GetSandboxRequest::sandbox_id, required));
+
+/// `ListSandboxesRequest`.
+struct ListSandboxesRequest {
+  std::int32_t page_size = 0;
+  std::string page_token;
+  std::vector<std::string> tags;
+  State state = State::STATE_UNSPECIFIED; ///< unspecified: any state
+  bool show_terminated = false;
+  friend bool operator==(const ListSandboxesRequest&, const ListSandboxesRequest&) = default;
+};
+template <>
+inline constexpr auto descriptor<ListSandboxesRequest> =
+    message("coreweave.sandbox.v1.ListSandboxesRequest",
+            field(1, "page_size", kind::int32, &ListSandboxesRequest::page_size),
+            field(2, "page_token", kind::string, &ListSandboxesRequest::page_token),
+            field(3, "tags", kind::string, &ListSandboxesRequest::tags),
+            field(4, "state", kind::enumeration, &ListSandboxesRequest::state),
+            field(5, "show_terminated", kind::boolean, &ListSandboxesRequest::show_terminated));
+template <>
+inline constexpr auto unmodelled<ListSandboxesRequest> =
+    std::array{unsupported(6, "runner_ids"), unsupported(7, "volume_ids")};
+
+/// `DeleteSandboxRequest`.
+struct DeleteSandboxRequest {
+  std::string sandbox_id; ///< required in a strict decode
+  std::int32_t grace_period_seconds = 0;
+  std::string request_id; ///< a delete is idempotent as it is
+  bool allow_missing = false;
+  friend bool operator==(const DeleteSandboxRequest&, const DeleteSandboxRequest&) = default;
+};
+template <>
+inline constexpr auto descriptor<DeleteSandboxRequest> = message(
+    "coreweave.sandbox.v1.DeleteSandboxRequest",
+    field(1, "sandbox_id", kind::string, &DeleteSandboxRequest::sandbox_id, required),
+    field(2, "grace_period_seconds", kind::int32, &DeleteSandboxRequest::grace_period_seconds),
+    field(4, "request_id", kind::string, &DeleteSandboxRequest::request_id),
+    field(5, "allow_missing", kind::boolean, &DeleteSandboxRequest::allow_missing));
+template <>
+inline constexpr auto unmodelled<DeleteSandboxRequest> =
+    std::array{unsupported(3, "snapshot_volumes")};
+
+/// `ReadFileRequest`.
+struct ReadFileRequest {
+  std::string sandbox_id; ///< required in a strict decode
+  std::string path;       ///< required in a strict decode
+  std::string container;
+  friend bool operator==(const ReadFileRequest&, const ReadFileRequest&) = default;
+};
+template <>
+inline constexpr auto descriptor<ReadFileRequest> =
+    message("coreweave.sandbox.v1.ReadFileRequest",
+            field(1, "sandbox_id", kind::string, &ReadFileRequest::sandbox_id, required),
+            field(2, "path", kind::string, &ReadFileRequest::path, required),
+            field(3, "container", kind::string, &ReadFileRequest::container));
+
+/// `WriteFileResponse` (no fields).
+struct WriteFileResponse {
+  friend bool operator==(const WriteFileResponse&, const WriteFileResponse&) = default;
+};
+template <>
+inline constexpr auto descriptor<WriteFileResponse> =
+    message("coreweave.sandbox.v1.WriteFileResponse");
+
+/// `ExecStreamInit`: the first message of a StreamExec call.
+struct ExecStreamInit {
+  std::string sandbox_id;           ///< required in a strict decode
+  std::vector<std::string> command; ///< required in a strict decode
+  bool tty = false;
+  std::uint32_t tty_width = 0;
+  std::uint32_t tty_height = 0;
+  string_map env;
+  std::string container;
+  friend bool operator==(const ExecStreamInit&, const ExecStreamInit&) = default;
+};
+template <>
+inline constexpr auto descriptor<ExecStreamInit> =
+    message("coreweave.sandbox.v1.ExecStreamInit",
+            field(1, "sandbox_id", kind::string, &ExecStreamInit::sandbox_id, required),
+            field(2, "command", kind::string, &ExecStreamInit::command, required),
+            field(3, "tty", kind::boolean, &ExecStreamInit::tty),
+            field(4, "tty_width", kind::uint32, &ExecStreamInit::tty_width),
+            field(5, "tty_height", kind::uint32, &ExecStreamInit::tty_height),
+            field(6, "env", kind::string, &ExecStreamInit::env),
+            field(7, "container", kind::string, &ExecStreamInit::container));
+
+/// `ExecStreamResize`: a terminal's new size.
+struct ExecStreamResize {
+  std::uint32_t width = 0;
+  std::uint32_t height = 0;
+  friend bool operator==(const ExecStreamResize&, const ExecStreamResize&) = default;
+};
+template <>
+inline constexpr auto descriptor<ExecStreamResize> =
+    message("coreweave.sandbox.v1.ExecStreamResize",
+            field(1, "width", kind::uint32, &ExecStreamResize::width),
+            field(2, "height", kind::uint32, &ExecStreamResize::height));
+
+/// `ExecStreamClose` (no fields): the end of the command's stdin.
+struct ExecStreamClose {
+  friend bool operator==(const ExecStreamClose&, const ExecStreamClose&) = default;
+};
+template <>
+inline constexpr auto descriptor<ExecStreamClose> =
+    message("coreweave.sandbox.v1.ExecStreamClose");
+
+/// `ExecStreamRequest`: one of init (first), stdin bytes, resize, close.
+struct ExecStreamRequest {
+  std::optional<ExecStreamInit> init;
+  std::optional<std::string> stdin_bytes;
+  std::optional<ExecStreamResize> resize;
+  std::optional<ExecStreamClose> close;
+  friend bool operator==(const ExecStreamRequest&, const ExecStreamRequest&) = default;
+};
+template <>
+inline constexpr auto descriptor<ExecStreamRequest> = message(
+    "coreweave.sandbox.v1.ExecStreamRequest",
+    field(1, "init", kind::message, &ExecStreamRequest::init, in_oneof(1)),
+    field(2, "stdin", kind::bytes, &ExecStreamRequest::stdin_bytes, in_oneof(1)),
+    field(3, "resize", kind::message, &ExecStreamRequest::resize, in_oneof(1)),
+    field(4, "close", kind::message, &ExecStreamRequest::close, in_oneof(1)));
+
+/// `ExecStreamReady`: the command has started and takes stdin.
+struct ExecStreamReady {
+  std::string ready_time; ///< RFC 3339
+  friend bool operator==(const ExecStreamReady&, const ExecStreamReady&) = default;
+};
+template <>
+inline constexpr auto descriptor<ExecStreamReady> =
+    message("coreweave.sandbox.v1.ExecStreamReady",
+            field(1, "ready_time", kind::timestamp, &ExecStreamReady::ready_time));
+
+/// `ExecStreamOutput.Stream`.
+enum class OutputStream : std::int32_t {
+  STREAM_UNSPECIFIED = 0,
+  STREAM_STDOUT = 1,
+  STREAM_STDERR = 2,
+};
+template <>
+inline constexpr auto descriptor<OutputStream> =
+    enumeration("coreweave.sandbox.v1.ExecStreamOutput.Stream", "STREAM_UNSPECIFIED",
+                "STREAM_STDOUT", "STREAM_STDERR");
+
+/// `ExecStreamOutput`: a chunk of the command's output, in the order it was read.
+struct ExecStreamOutput {
+  OutputStream stream = OutputStream::STREAM_UNSPECIFIED;
+  std::string data;
+  friend bool operator==(const ExecStreamOutput&, const ExecStreamOutput&) = default;
+};
+template <>
+inline constexpr auto descriptor<ExecStreamOutput> =
+    message("coreweave.sandbox.v1.ExecStreamOutput",
+            field(1, "stream", kind::enumeration, &ExecStreamOutput::stream),
+            field(2, "data", kind::bytes, &ExecStreamOutput::data));
+
+/// `ExecStreamExit`: the command's exit code, the last message of a call that ran it.
+struct ExecStreamExit {
+  std::int32_t exit_code = 0;
+  std::string completed_time; ///< RFC 3339
+  friend bool operator==(const ExecStreamExit&, const ExecStreamExit&) = default;
+};
+template <>
+inline constexpr auto descriptor<ExecStreamExit> =
+    message("coreweave.sandbox.v1.ExecStreamExit",
+            field(1, "exit_code", kind::int32, &ExecStreamExit::exit_code),
+            field(2, "completed_time", kind::timestamp, &ExecStreamExit::completed_time));
+
+/// `ExecStreamError`: why the command could not run or ended without an exit code. `code` is a
+/// gRPC code name (`"NOT_FOUND"`).
+struct ExecStreamError {
+  std::string message;
+  std::string code;
+  friend bool operator==(const ExecStreamError&, const ExecStreamError&) = default;
+};
+template <>
+inline constexpr auto descriptor<ExecStreamError> =
+    message("coreweave.sandbox.v1.ExecStreamError",
+            field(1, "message", kind::string, &ExecStreamError::message),
+            field(2, "code", kind::string, &ExecStreamError::code));
+
+/// `ExecStreamResponse`: one of ready, output, exit, error.
+struct ExecStreamResponse {
+  std::optional<ExecStreamReady> ready;
+  std::optional<ExecStreamOutput> output;
+  std::optional<ExecStreamExit> exit;
+  std::optional<ExecStreamError> error;
+  friend bool operator==(const ExecStreamResponse&, const ExecStreamResponse&) = default;
+};
+template <>
+inline constexpr auto descriptor<ExecStreamResponse> = message(
+    "coreweave.sandbox.v1.ExecStreamResponse",
+    field(1, "ready", kind::message, &ExecStreamResponse::ready, in_oneof(1)),
+    field(2, "output", kind::message, &ExecStreamResponse::output, in_oneof(1)),
+    field(3, "exit", kind::message, &ExecStreamResponse::exit, in_oneof(1)),
+    field(4, "error", kind::message, &ExecStreamResponse::error, in_oneof(1)));
+
+/// `StreamLogsRequest`.
+struct StreamLogsRequest {
+  std::string sandbox_id; ///< required in a strict decode
+  bool follow = false;
+  std::int32_t tail_lines = 0; ///< 0: all that is kept
+  std::string since_time;      ///< RFC 3339; empty: from the start
+  std::string container;
+  bool timestamps = false;
+  std::string resume_log_session_id;
+  std::uint64_t resume_log_offset = 0;
+  friend bool operator==(const StreamLogsRequest&, const StreamLogsRequest&) = default;
+};
+template <>
+inline constexpr auto descriptor<StreamLogsRequest> = message(
+    "coreweave.sandbox.v1.StreamLogsRequest",
+    field(1, "sandbox_id", kind::string, &StreamLogsRequest::sandbox_id, required),
+    field(2, "follow", kind::boolean, &StreamLogsRequest::follow),
+    field(3, "tail_lines", kind::int32, &StreamLogsRequest::tail_lines),
+    field(4, "since_time", kind::timestamp, &StreamLogsRequest::since_time),
+    field(5, "container", kind::string, &StreamLogsRequest::container),
+    field(6, "timestamps", kind::boolean, &StreamLogsRequest::timestamps),
+    field(7, "resume_log_session_id", kind::string, &StreamLogsRequest::resume_log_session_id),
+    field(8, "resume_log_offset", kind::uint64, &StreamLogsRequest::resume_log_offset));
+
+/// `LogStreamError`.
+struct LogStreamError {
+  std::string message;
+  std::string code;
+  friend bool operator==(const LogStreamError&, const LogStreamError&) = default;
+};
+template <>
+inline constexpr auto descriptor<LogStreamError> =
+    message("coreweave.sandbox.v1.LogStreamError",
+            field(1, "message", kind::string, &LogStreamError::message),
+            field(2, "code", kind::string, &LogStreamError::code));
+
+/// `LogEntry`: a piece of the main process's output.
+struct LogEntry {
+  std::string data;
+  std::string timestamp; ///< RFC 3339
+  std::string log_session_id;
+  std::uint64_t next_log_offset = 0;
+  std::optional<LogStreamError> error;
+  friend bool operator==(const LogEntry&, const LogEntry&) = default;
+};
+template <>
+inline constexpr auto
+    descriptor<LogEntry> = message("coreweave.sandbox.v1.LogEntry",
+                                   field(1, "data", kind::bytes, &LogEntry::data),
+                                   field(2, "timestamp", kind::timestamp, &LogEntry::timestamp),
+                                   field(3, "log_session_id", kind::string,
+                                         &LogEntry::log_session_id),
+                                   field(4, "next_log_offset", kind::uint64,
+                                         &LogEntry::next_log_offset),
+                                   field(5, "error", kind::message, &LogEntry::error));
+
 /// `google.rpc.ErrorInfo` (AIP-193).
 struct ErrorInfo {
   std::string reason;

@@ -78,9 +78,9 @@ void write_value(Writer& w, const T& v) noexcept {
     w.string(v);
   else if constexpr (K == kind::bytes)
     w.base64(v);
-  else if constexpr (K == kind::int32)
+  else if constexpr (K == kind::int32 || K == kind::uint32)
     w.number(v);
-  else if constexpr (K == kind::int64)
+  else if constexpr (K == kind::int64 || K == kind::uint64)
     w.quoted_number(v);
   else if constexpr (K == kind::boolean)
     w.boolean(v);
