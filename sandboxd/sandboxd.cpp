@@ -1,15 +1,21 @@
 // SPDX-License-Identifier: MIT
-// sandboxd: a self-hosted sandbox server. It serves the CoreWeave Sandboxes v1 REST API over the
-// local transport, so that `http_transport` (or any v1 client) can run sandboxes on this host.
+// sandboxd: a self-hosted sandbox server. It serves the CoreWeave Sandboxes v1 API over the
+// local transport, as REST (`http_transport`, any REST client) and, with --grpc-listen, as native
+// gRPC (the official Python and TypeScript clients), both on the same sandboxes.
 //
-//   SANDBOXD_TOKEN=$(head -c 24 /dev/urandom | base64) sandboxd --listen 127.0.0.1:8080
-//   CWSANDBOX_BASE_URL=http://127.0.0.1:8080 CWSANDBOX_API_KEY=$SANDBOXD_TOKEN my-client
+//   export SANDBOXD_TOKEN=$(head -c 24 /dev/urandom | base64)
+//   sandboxd --listen 127.0.0.1:8080 --grpc-listen 127.0.0.1:8081
+//   CWSANDBOX_BASE_URL=http://127.0.0.1:8081 CWSANDBOX_API_KEY=$SANDBOXD_TOKEN python3 my.py
 //
-// The first line on stdout is the base URL it listens on (useful with port 0). One line per
-// request goes to stderr. SIGTERM or SIGINT stops every sandbox it created, then it exits.
+// The first line on stdout is the REST base URL (useful with port 0), the second (with
+// --grpc-listen) the gRPC one. One line per REST request goes to stderr. SIGTERM or SIGINT stops
+// every sandbox it created, then it exits.
 #include <sandbox/local.hpp>
 #include <sandbox/server.hpp>
 #include <sandbox/transport/http/detail/client.hpp>
+#if SANDBOXD_GRPC
+#include <sandbox/server/grpc_server.hpp>
+#endif
 
 #include <algorithm>
 #include <cerrno>
@@ -20,6 +26,7 @@
 #include <ctime>
 #include <fstream>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -34,8 +41,10 @@ constexpr const char* usage =
     "usage: sandboxd --listen HOST:PORT [--token-file FILE] [--threads N]\n"
     "                [--image NAME=DIR]... [--max-request-bytes N] [--max-output-bytes N]\n"
     "                [--max-sandboxes N] [--max-connections N]\n"
+    "                [--grpc-listen HOST:PORT [--tls-cert FILE --tls-key FILE]]\n"
     "The bearer token comes from SANDBOXD_TOKEN or --token-file; there is no default.\n"
-    "PORT 0 picks a free port; the first line on stdout is the base URL.\n";
+    "PORT 0 picks a free port; the first line on stdout is the REST base URL, the second\n"
+    "(with --grpc-listen) the gRPC one (http:// for plaintext h2c, https:// with TLS).\n";
 
 int die(const std::string& msg) {
   std::fprintf(stderr, "sandboxd: %s\n", msg.c_str());
@@ -66,12 +75,28 @@ bool parse_size(const char* s, std::uint64_t& out) {
 struct config {
   std::string host, token_file;
   int port = 0;
+  std::string grpc_host, tls_cert, tls_key; // grpc_host empty: no gRPC
+  int grpc_port = 0;
   sandbox::server_options opts;
 };
 
+/// Splits `HOST:PORT` (an IPv6 host in brackets); an error message, or "".
+std::string parse_listen(const std::string& flag, const std::string& listen, std::string& host,
+                         int& port) {
+  auto colon = listen.rfind(':');
+  std::uint64_t n = 0;
+  if (colon == std::string::npos || !parse_size(listen.c_str() + colon + 1, n) || n > 65535)
+    return flag + " wants HOST:PORT, got " + listen;
+  port = static_cast<int>(n);
+  host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  return {};
+}
+
 /// Fills `c` from argv; returns an error message, "" on success, or "help" for --help.
 std::string parse_args(int argc, char** argv, config& c) {
-  std::string listen;
+  std::string listen, grpc_listen;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") return "help";
@@ -82,6 +107,12 @@ std::string parse_args(int argc, char** argv, config& c) {
       listen = v;
     else if (a == "--token-file")
       c.token_file = v;
+    else if (a == "--grpc-listen")
+      grpc_listen = v;
+    else if (a == "--tls-cert")
+      c.tls_cert = v;
+    else if (a == "--tls-key")
+      c.tls_key = v;
     else if (a == "--threads" && parse_size(v, n) && n > 0)
       c.opts.threads = n;
     else if (a == "--max-request-bytes" && parse_size(v, n) && n > 0)
@@ -101,26 +132,39 @@ std::string parse_args(int argc, char** argv, config& c) {
     }
   }
   if (listen.empty()) return "--listen HOST:PORT is required";
-  auto colon = listen.rfind(':');
-  std::uint64_t port = 0;
-  if (colon == std::string::npos || !parse_size(listen.c_str() + colon + 1, port) || port > 65535)
-    return "--listen wants HOST:PORT, got " + listen;
-  c.port = static_cast<int>(port);
-  c.host = listen.substr(0, colon);
-  if (c.host.size() > 2 && c.host.front() == '[' && c.host.back() == ']')
-    c.host = c.host.substr(1, c.host.size() - 2);
+  if (auto bad = parse_listen("--listen", listen, c.host, c.port); !bad.empty()) return bad;
+  if (c.tls_cert.empty() != c.tls_key.empty()) return "--tls-cert and --tls-key go together";
+  if (grpc_listen.empty()) {
+    if (!c.tls_cert.empty()) return "--tls-cert and --tls-key are for --grpc-listen";
+    return {};
+  }
+#if SANDBOXD_GRPC
+  return parse_listen("--grpc-listen", grpc_listen, c.grpc_host, c.grpc_port);
+#else
+  return "--grpc-listen: this sandboxd was built without grpc++";
+#endif
+}
+
+/// The whole of file `path` into `out`; an error message, or "".
+std::string read_file(const std::string& what, const std::string& path, std::string& out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return "cannot read the " + what + " " + path + ": " + std::strerror(errno);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  out = ss.str();
   return {};
+}
+
+std::string url_of(const char* scheme, const std::string& host, int port) {
+  bool v6 = host.find(':') != std::string::npos;
+  return std::string(scheme) + "://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
 
 /// The bearer token from --token-file or SANDBOXD_TOKEN; an error message when there is none.
 std::string load_token(config& c) {
   std::string& token = c.opts.token;
   if (!c.token_file.empty()) {
-    std::ifstream f(c.token_file);
-    if (!f) return "cannot read the token file " + c.token_file + ": " + std::strerror(errno);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    token = ss.str();
+    if (auto bad = read_file("token file", c.token_file, token); !bad.empty()) return bad;
   } else if (const char* t = std::getenv("SANDBOXD_TOKEN")) {
     token = t;
   }
@@ -178,8 +222,30 @@ int serve(config& c) {
     opts.log("warning: serving plain HTTP on " + c.host +
              ", not a loopback address: the bearer token and all data travel in clear; put a "
              "TLS proxy in front of sandboxd or listen on 127.0.0.1");
-  bool v6 = c.host.find(':') != std::string::npos;
-  std::printf("http://%s%s%s:%d\n", v6 ? "[" : "", c.host.c_str(), v6 ? "]" : "", bound.value());
+  std::string urls = url_of("http", c.host, bound.value()) + "\n";
+#if SANDBOXD_GRPC
+  // The same sandboxes over gRPC: one service behind both front ends.
+  std::optional<sandbox::grpc_server<sandbox::local_transport>> rpc;
+  if (!c.grpc_host.empty()) {
+    std::optional<sandbox::tls_identity> tls;
+    if (!c.tls_cert.empty()) {
+      tls.emplace();
+      if (auto bad = read_file("TLS certificate", c.tls_cert, tls->certificate_chain);
+          !bad.empty())
+        return die(bad);
+      if (auto bad = read_file("TLS key", c.tls_key, tls->private_key); !bad.empty())
+        return die(bad);
+    } else if (!sandbox::http::detail::is_loopback_host(c.grpc_host)) {
+      opts.log("warning: serving plaintext gRPC on " + c.grpc_host +
+               ", not a loopback address: pass --tls-cert and --tls-key");
+    }
+    rpc.emplace(srv.service());
+    auto g = rpc->start(c.grpc_host, c.grpc_port, tls);
+    if (!g) return die(g.error().message);
+    urls += url_of(tls ? "https" : "http", c.grpc_host, g.value()) + "\n";
+  }
+#endif
+  std::fputs(urls.c_str(), stdout);
   std::fflush(stdout);
 
   std::thread waiter([&] {
@@ -189,6 +255,9 @@ int serve(config& c) {
              ": stopping every sandbox, then the server");
     // Sandboxes first: a request waiting on a command then ends, and the server can stop.
     (void)srv.stop_all(std::chrono::seconds(5));
+#if SANDBOXD_GRPC
+    if (rpc) rpc->stop();
+#endif
     srv.stop();
   });
   auto served = srv.run();

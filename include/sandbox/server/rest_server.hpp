@@ -52,7 +52,10 @@ template <transport Transport>
 class server {
 public:
   server(std::shared_ptr<Transport> t, server_options o)
-      : svc_(std::move(t), std::move(o)), o_(svc_.options()),
+      : server(std::make_shared<serve::service<Transport>>(std::move(t), std::move(o))) {}
+  /// Serves `svc`, which other front ends (grpc_server) may serve too.
+  explicit server(std::shared_ptr<serve::service<Transport>> svc)
+      : svc_(std::move(svc)), o_(svc_->options()),
         http_(std::make_unique<serve::detail::http_server>()) {
     routes();
   }
@@ -104,13 +107,18 @@ public:
 
   [[nodiscard]] int port() const noexcept { return port_; }
 
+  /// The service this server fronts, to share with another front end.
+  [[nodiscard]] const std::shared_ptr<serve::service<Transport>>& service() const noexcept {
+    return svc_;
+  }
+
   /// The sandboxes created through this server that it still remembers (stopped ones are
   /// forgotten after `retained_terminal` others).
-  [[nodiscard]] std::vector<std::string> created() const { return svc_.created(); }
+  [[nodiscard]] std::vector<std::string> created() const { return svc_->created(); }
 
   /// Stops every sandbox created through this server (what sandboxd does on SIGTERM).
   /// Returns how many could not be stopped.
-  std::size_t stop_all(std::chrono::milliseconds grace) noexcept { return svc_.stop_all(grace); }
+  std::size_t stop_all(std::chrono::milliseconds grace) noexcept { return svc_->stop_all(grace); }
 
 private:
   using Request = httplib::Request;
@@ -325,13 +333,13 @@ private:
     if (!q) return reply_error(res, q.assume_error());
     auto body = body_of<http::wire::Sandbox>(req);
     if (!body) return reply_error(res, body.assume_error());
-    answer(res, svc_.create(body.assume_value(), q.assume_value().get("requestId").value_or("")));
+    answer(res, svc_->create(body.assume_value(), q.assume_value().get("requestId").value_or("")));
   }
 
   void get(const Request& req, Response& res) {
     auto q = query_of(req, {});
     if (!q) return reply_error(res, q.assume_error());
-    answer(res, svc_.get(req.matches[1].str()));
+    answer(res, svc_->get(req.matches[1].str()));
   }
 
   /// A query parameter naming something this server does not have: refused when any of its
@@ -367,7 +375,7 @@ private:
     if (!size) return reply_error(res, size.assume_error());
     lr.page_size = size.assume_value();
     lr.page_token = qv.get("pageToken").value_or("");
-    answer(res, svc_.list(lr));
+    answer(res, svc_->list(lr));
   }
 
   void remove(const Request& req, Response& res) {
@@ -380,7 +388,7 @@ private:
     if (!grace) return reply_error(res, grace.assume_error());
     auto missing_ok = bool_param(q.assume_value(), "allowMissing");
     if (!missing_ok) return reply_error(res, missing_ok.assume_error());
-    answer(res, svc_.remove(req.matches[1].str(), std::chrono::seconds(grace.assume_value()),
+    answer(res, svc_->remove(req.matches[1].str(), std::chrono::seconds(grace.assume_value()),
                             missing_ok.assume_value()));
   }
 
@@ -396,7 +404,7 @@ private:
         return reply_error(res, errc::validation,
                            "grpc-timeout header: malformed (expected e.g. 500m)");
     }
-    auto p = svc_.exec(req.matches[1].str(), body.assume_value(), deadline);
+    auto p = svc_->exec(req.matches[1].str(), body.assume_value(), deadline);
     if (!p) return reply_error(res, p.assume_error());
     auto& proc = p.assume_value();
 
@@ -432,7 +440,7 @@ private:
     if (!q) return reply_error(res, q.assume_error());
     auto body = body_of<http::wire::PurgeSandboxesRequest>(req);
     if (!body) return reply_error(res, body.assume_error());
-    answer(res, svc_.purge(body.assume_value()));
+    answer(res, svc_->purge(body.assume_value()));
   }
 
   void write_file(const Request& req, Response& res) {
@@ -440,7 +448,7 @@ private:
     if (!q) return reply_error(res, q.assume_error());
     auto body = body_of<http::wire::WriteFileRequest>(req);
     if (!body) return reply_error(res, body.assume_error());
-    auto r = svc_.write_file(req.matches[1].str(), body.assume_value());
+    auto r = svc_->write_file(req.matches[1].str(), body.assume_value());
     if (!r) return reply_error(res, r.assume_error());
     reply(res, 200, "{}");
   }
@@ -449,11 +457,11 @@ private:
     auto q = query_of(req, {"path", "container"});
     if (!q) return reply_error(res, q.assume_error());
     const auto& qv = q.assume_value();
-    answer(res, svc_.read_file(req.matches[1].str(), qv.get("path").value_or(""),
+    answer(res, svc_->read_file(req.matches[1].str(), qv.get("path").value_or(""),
                                qv.get("container").value_or("")));
   }
 
-  serve::service<Transport> svc_;
+  std::shared_ptr<serve::service<Transport>> svc_;
   const server_options& o_; // the service's
   std::unique_ptr<serve::detail::http_server> http_;
   std::thread thread_;

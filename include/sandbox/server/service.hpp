@@ -182,10 +182,20 @@ public:
   /// unsupported (a container other than the primary), and the transport's.
   [[nodiscard]] result<process_type> exec(const std::string& id, const wire::ExecRequest& x,
                                           std::optional<std::chrono::milliseconds> deadline) {
+    return exec(id, x, deadline, [](ExecOptions&) noexcept {});
+  }
+
+  /// Exec, with `adjust(ExecOptions&)` applied to what the request asks for before the command
+  /// starts (a streaming front end sets callbacks and stdin there).
+  template <class Adjust>
+  [[nodiscard]] result<process_type> exec(const std::string& id, const wire::ExecRequest& x,
+                                          std::optional<std::chrono::milliseconds> deadline,
+                                          Adjust&& adjust) {
     SANDBOX_TRYV(same_sandbox(id, x.sandbox_id));
     SANDBOX_TRYV(check_container(id, x.container));
     SANDBOX_TRY(eo, http::exec_options_of(x, o_.default_max_output_bytes));
     if (deadline) eo.timeout = std::max(*deadline, std::chrono::milliseconds(1));
+    adjust(eo);
     return t_->exec(id, x.command, eo);
   }
 
@@ -194,7 +204,8 @@ public:
   [[nodiscard]] result<void> write_file(const std::string& id, const wire::WriteFileRequest& w) {
     SANDBOX_TRYV(same_sandbox(id, w.sandbox_id));
     SANDBOX_TRYV(check_container(id, w.container));
-    return t_->write_file(id, w.path, w.content);
+    if (auto r = t_->write_file(id, w.path, w.content); !r) return with_path(r.assume_error(), w.path);
+    return success();
   }
 
   /// ReadFile. **Errors:** validation (no path), unsupported (a container other than the
@@ -203,9 +214,10 @@ public:
   read_file(const std::string& id, const std::string& path, std::string_view container) {
     if (path.empty()) return fail(errc::validation, "path: required");
     SANDBOX_TRYV(check_container(id, container));
-    SANDBOX_TRY(content, t_->read_file(id, path));
+    auto content = t_->read_file(id, path);
+    if (!content) return with_path(content.assume_error(), path);
     wire::ReadFileResponse out;
-    out.content = std::move(content);
+    out.content = std::move(content).assume_value();
     return out;
   }
 
@@ -287,6 +299,28 @@ private:
         by_request_.erase(b);
       request_order_.pop_front();
     }
+  }
+
+  /// A file error names its file in the ErrorInfo metadata (`filepath`), as the hosted service
+  /// does.
+  [[nodiscard]] static error with_path(error e, const std::string& path) {
+    switch (static_cast<errc>(e.code.value())) {
+    case errc::file_not_found:
+    case errc::file_is_directory:
+    case errc::file_permission:
+    case errc::file_too_large:
+    case errc::file_io:
+      if (e.code.category() != error_category()) break;
+      {
+        auto info = e.server ? std::make_shared<server_error_info>(*e.server)
+                             : std::make_shared<server_error_info>();
+        info->metadata.emplace_back("filepath", path);
+        e.server = std::move(info);
+      }
+      break;
+    default: break;
+    }
+    return e;
   }
 
   /// A path-bound field may be repeated in the body, but must then name the same sandbox.

@@ -278,7 +278,7 @@ constexpr status_entry status_for(errc e) noexcept {
 /// reason, so that `error_from_status(http_status_for(code), status_from_error(e))` gives back
 /// `e.code` — for every errc but `execution`, `transport` and `protocol`, which describe a failure
 /// inside the server and reach the client as `server_error`. An error of another category is
-/// INTERNAL. A retry delay in `e.server` becomes a RetryInfo detail.
+/// INTERNAL. Metadata in `e.server` goes with either reason; a retry delay becomes a RetryInfo.
 [[nodiscard]] inline wire::Status status_from_error(const error& e) noexcept {
   wire::Status s;
   s.message = e.message;
@@ -286,14 +286,13 @@ constexpr status_entry status_for(errc e) noexcept {
   if (e.code.category() == error_category())
     entry = detail::status_for(static_cast<errc>(e.code.value()));
   s.code = static_cast<std::int32_t>(entry.code);
-  if (e.server && !e.server->reason.empty()) {
-    wire::ErrorInfo ei{e.server->reason, e.server->domain, {}};
-    for (const auto& [k, v] : e.server->metadata)
-      ei.metadata.insert_or_assign(k, v);
-    s.error_info = std::move(ei);
-  } else if (!entry.reason.empty()) {
+  if (e.server && !e.server->reason.empty())
+    s.error_info = wire::ErrorInfo{e.server->reason, e.server->domain, {}};
+  else if (!entry.reason.empty())
     s.error_info = wire::ErrorInfo{std::string(entry.reason), std::string(cwsandbox_domain), {}};
-  }
+  if (s.error_info && e.server)
+    for (const auto& [k, v] : e.server->metadata)
+      s.error_info->metadata.insert_or_assign(k, v);
   if (e.server && e.server->retry_delay) s.retry_info = wire::RetryInfo{*e.server->retry_delay};
   return s;
 }

@@ -206,7 +206,9 @@ private:
     std::uint64_t& produced = is_out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced;
     const output_callback& cb = is_out ? on_out_ : on_err_;
     std::uint64_t room = buf.size() < max_output_ ? max_output_ - buf.size() : 0;
-    std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(room, chunk));
+    // A read that could cross the cap goes to the scratch buffer whole, and the part under the
+    // cap is copied: the callbacks see the chunks as read, not split where the cap falls.
+    std::size_t want = room >= chunk ? chunk : 0;
     ssize_t n;
     const char* data;
     if (want > 0) {
@@ -229,7 +231,11 @@ private:
       if (!scratch_) return false;
       n = ::read(fd.get(), scratch_.get(), std::size_t{1} << 20);
       data = scratch_.get();
-      if (n > 0) truncated = true;
+      if (n > 0) {
+        std::size_t keep = static_cast<std::size_t>(std::min<std::uint64_t>(room, n));
+        buf.append(data, keep);
+        if (static_cast<std::size_t>(n) > keep) truncated = true;
+      }
     }
     if (n > 0) {
       produced += static_cast<std::uint64_t>(n);

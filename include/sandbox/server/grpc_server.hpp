@@ -1,0 +1,641 @@
+// SPDX-License-Identifier: MIT
+// The v1 SandboxService over native gRPC (HTTP/2, plaintext h2c or TLS), served by grpc++'s
+// generic callback API with the library's protobuf codec: what the official clients speak. The
+// service layer is server/service.hpp, shared with the REST front end (one sandbox seen from both).
+#pragma once
+
+#include <sandbox/concepts.hpp>
+#include <sandbox/detail/text.hpp>
+#include <sandbox/options.hpp>
+#include <sandbox/result.hpp>
+#include <sandbox/server/detail/connection.hpp>
+#include <sandbox/server/detail/grpc_wire.hpp>
+#include <sandbox/server/options.hpp>
+#include <sandbox/server/service.hpp>
+#include <sandbox/transport/http/mapping.hpp>
+#include <sandbox/transport/http/protobuf.hpp>
+#include <sandbox/transport/http/status.hpp>
+
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/security/server_credentials.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace sandbox {
+
+/// The PEM texts of a TLS server: its certificate chain and private key.
+struct tls_identity {
+  std::string certificate_chain;
+  std::string private_key;
+};
+
+/// The v1 SandboxService over gRPC, for every method the service can back: CreateSandbox,
+/// GetSandbox, ListSandboxes, DeleteSandbox, PurgeSandboxes, Exec, StreamExec (live output in
+/// order, stdin, close; the command is killed when the call is cancelled or its deadline passes),
+/// WriteFile, ReadFile. Templates, snapshots and logs are answered UNIMPLEMENTED with reason
+/// CWSANDBOX_NOT_IMPLEMENTED, an unknown method UNIMPLEMENTED. Authentication as the REST side
+/// (`authorization: Bearer <token>`, or the token as `x-wandb-api-key`); errors carry the same
+/// google.rpc.Status details (ErrorInfo, RetryInfo) as REST error bodies. Each call in progress
+/// keeps a thread (at most `server_options::threads`, beyond which a call is refused with
+/// RESOURCE_EXHAUSTED). Not copyable or movable.
+///
+///     auto svc = std::make_shared<sandbox::serve::service<sandbox::local_transport>>(
+///         sandbox::local_transport::shared(), sandbox::server_options{.token = token});
+///     sandbox::grpc_server<sandbox::local_transport> g(svc);
+///     auto port = g.start("127.0.0.1", 0);   // serves on grpc++'s threads until g.stop()
+template <transport Transport>
+class grpc_server {
+public:
+  explicit grpc_server(std::shared_ptr<serve::service<Transport>> svc)
+      : svc_(std::move(svc)), o_(svc_->options()), generic_(this) {}
+  grpc_server(const grpc_server&) = delete;
+  grpc_server& operator=(const grpc_server&) = delete;
+  ~grpc_server() { stop(); }
+
+  /// Listens on `host:port` (port 0: a free port), over TLS when `tls` is given, and serves on
+  /// grpc++'s threads until `stop()`. Returns the bound port.
+  /// **Errors:** validation (no token, or started already), unavailable (cannot listen).
+  [[nodiscard]] result<int> start(const std::string& host, int port,
+                                  const std::optional<tls_identity>& tls = std::nullopt) {
+    if (o_.token.empty())
+      return fail(errc::validation, "the server needs a bearer token (server_options::token); "
+                                    "it does not serve without authentication");
+    if (server_) return fail(errc::validation, "grpc_server::start called twice");
+    std::shared_ptr<grpc::ServerCredentials> creds;
+    if (tls) {
+      grpc::SslServerCredentialsOptions ssl;
+      ssl.pem_key_cert_pairs.push_back({tls->private_key, tls->certificate_chain});
+      creds = grpc::SslServerCredentials(ssl);
+    } else {
+      creds = grpc::InsecureServerCredentials();
+    }
+    bool v6 = host.find(':') != std::string::npos;
+    std::string address = (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+    grpc::ServerBuilder b;
+    int bound = 0;
+    b.AddListeningPort(address, creds, &bound);
+    b.RegisterCallbackGenericService(&generic_);
+    // A message as large as a REST body may be (WriteFile), an answer of any size.
+    b.SetMaxReceiveMessageSize(static_cast<int>(
+        std::min<std::size_t>(o_.max_request_bytes + 1024, std::size_t{INT32_MAX})));
+    b.SetMaxSendMessageSize(-1);
+    server_ = b.BuildAndStart();
+    if (!server_ || bound == 0) {
+      server_.reset();
+      return fail(errc::unavailable, "cannot listen on " + address + " for gRPC");
+    }
+    port_ = bound;
+    return bound;
+  }
+
+  /// Stops accepting, cancels the calls in progress (their commands are killed) and waits for
+  /// them to end. Idempotent; safe from any thread (not from a signal handler).
+  void stop() noexcept {
+    if (!server_) return;
+    stopping_ = true;
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    {
+      std::unique_lock lk(m_);
+      idle_.wait(lk, [&] { return calls_ == 0; });
+    }
+    server_->Wait();
+    server_.reset();
+  }
+
+  [[nodiscard]] int port() const noexcept { return port_; }
+
+private:
+  using clock = std::chrono::steady_clock;
+  using process_type = typename Transport::process_type;
+  static constexpr std::string_view prefix = "/coreweave.sandbox.v1.SandboxService/";
+
+  enum class method {
+    create,
+    get,
+    list,
+    remove,
+    purge,
+    exec,
+    stream_exec,
+    write_file,
+    read_file,
+    lacking, ///< a method of the service that this server does not implement
+    unknown,
+  };
+
+  [[nodiscard]] static method method_of(std::string_view path, std::string& lacking) {
+    if (path.substr(0, prefix.size()) != prefix) return method::unknown;
+    std::string_view m = path.substr(prefix.size());
+    if (m == "CreateSandbox") return method::create;
+    if (m == "GetSandbox") return method::get;
+    if (m == "ListSandboxes") return method::list;
+    if (m == "DeleteSandbox") return method::remove;
+    if (m == "PurgeSandboxes") return method::purge;
+    if (m == "Exec") return method::exec;
+    if (m == "StreamExec") return method::stream_exec;
+    if (m == "WriteFile") return method::write_file;
+    if (m == "ReadFile") return method::read_file;
+    for (auto [name, what] : {std::pair<std::string_view, std::string_view>{
+                                  "CreateSandboxFromTemplate", "templates"},
+                              {"StreamLogs", "logs of the main process"},
+                              {"CreateFileSystemSnapshot", "file system snapshots"},
+                              {"GetFileSystemSnapshot", "file system snapshots"},
+                              {"ListFileSystemSnapshots", "file system snapshots"},
+                              {"DeleteFileSystemSnapshot", "file system snapshots"}})
+      if (m == name) {
+        lacking = std::string(name) + " (" + std::string(what) + "): not implemented by this server";
+        return method::lacking;
+      }
+    return method::unknown;
+  }
+
+  /// One call: a reactor of grpc++ driven on its threads, and (once the request is read) a thread
+  /// of the call's own that runs the method, since a method may block for as long as a command
+  /// runs. The reactor is freed by whichever of the two ends last.
+  class call final : public grpc::ServerGenericBidiReactor {
+  public:
+    call(grpc_server* srv, grpc::GenericCallbackServerContext* ctx) : srv_(srv), ctx_(ctx) {
+      std::string lacking;
+      method_ = method_of(ctx->method(), lacking);
+      if (auto who = authenticate(); !who)
+        finish(who.assume_error());
+      else if (method_ == method::unknown)
+        finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                            "unknown method " + sandbox::detail::quoted_excerpt(ctx->method())));
+      else if (method_ == method::lacking)
+        finish(error(errc::unsupported, lacking));
+      else
+        StartRead(&in_);
+    }
+
+    void OnReadDone(bool ok) override {
+      if (!started_) {
+        started_ = true;
+        if (!ok)
+          return finish(error(errc::validation, "the call ended before its request message"));
+        if (!srv_->admit())
+          return finish(
+              error(errc::resource_exhausted,
+                    "this server runs at most " + std::to_string(srv_->o_.threads) +
+                        " calls at once (server_options::threads); retry later"),
+              std::chrono::seconds(1));
+        refs_.fetch_add(1);
+        std::thread([this, srv = srv_] {
+          run();
+          unref(); // may free this call
+          srv->release();
+        }).detach();
+        return;
+      }
+      {
+        std::lock_guard lk(m_);
+        reading_ = false;
+        if (ok)
+          inbox_.push_back(serve::detail::bytes_of(in_));
+        else
+          half_closed_ = true;
+      }
+      cv_.notify_all();
+    }
+
+    void OnWriteDone(bool ok) override {
+      std::unique_lock lk(m_);
+      writing_ = false;
+      if (!ok) {
+        gone_ = true;
+        outbox_.clear();
+        queued_ = 0;
+      } else if (!outbox_.empty()) {
+        queued_ -= outbox_.front().size;
+        outbox_.pop_front();
+      }
+      lk.unlock();
+      cv_.notify_all();
+      flush();
+    }
+
+    void OnCancel() override {
+      {
+        std::lock_guard lk(m_);
+        gone_ = true;
+      }
+      cv_.notify_all();
+    }
+
+    void OnDone() override { unref(); }
+
+  private:
+    /// A message waiting to be sent.
+    struct outgoing {
+      http::wire::ExecStreamResponse message;
+      std::size_t size = 0; ///< output bytes it carries
+    };
+
+    void unref() {
+      if (refs_.fetch_sub(1) == 1) delete this;
+    }
+
+    [[nodiscard]] result<void> authenticate() const {
+      const auto& md = ctx_->client_metadata();
+      auto value = [&](const char* key) -> std::optional<std::string_view> {
+        auto it = md.find(key);
+        if (it == md.end()) return std::nullopt;
+        return std::string_view(it->second.data(), it->second.size());
+      };
+      const std::string& token = srv_->o_.token;
+      if (auto a = value("authorization")) {
+        if (serve::detail::token_matches(*a, token)) return success();
+        return fail(errc::authentication, "invalid bearer token");
+      }
+      if (auto k = value("x-wandb-api-key")) {
+        std::string bearer = "Bearer " + std::string(*k);
+        if (serve::detail::token_matches(bearer, token)) return success();
+        return fail(errc::authentication, "invalid API key (x-wandb-api-key)");
+      }
+      return fail(errc::authentication,
+                  "missing bearer token (authorization metadata: Bearer <token>)");
+    }
+
+    void finish(grpc::Status st) { Finish(st); }
+    void finish(const error& e) { Finish(serve::detail::grpc_status_of(e)); }
+    void finish(const error& e, std::chrono::milliseconds retry) {
+      auto st = http::status_from_error(e);
+      st.retry_info = http::wire::RetryInfo{retry};
+      Finish(serve::detail::grpc_status_of(st));
+    }
+
+    /// Answers a unary call with `r`'s value, or with its error.
+    template <class T>
+    void answer(const result<T>& r) {
+      if (!r) return finish(r.assume_error());
+      out_ = serve::detail::buffer_of(r.assume_value());
+      StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
+    }
+
+    template <class M>
+    [[nodiscard]] result<M> request() const {
+      return serve::detail::message_of<M>(in_);
+    }
+
+    /// The call's deadline as a command timeout; none when the client set none.
+    [[nodiscard]] std::optional<std::chrono::milliseconds> deadline() const {
+      auto d = ctx_->deadline();
+      if (d >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365))
+        return std::nullopt;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          d - std::chrono::system_clock::now());
+      return std::max(left, std::chrono::milliseconds(1));
+    }
+
+    [[nodiscard]] bool gone() {
+      std::lock_guard lk(m_);
+      return gone_;
+    }
+
+    void run() {
+      auto& svc = *srv_->svc_;
+      switch (method_) {
+      case method::create: {
+        auto q = request<http::wire::CreateSandboxRequest>();
+        if (!q) return finish(q.assume_error());
+        auto& rq = q.assume_value();
+        return answer(svc.create(rq.sandbox.value_or(http::wire::Sandbox{}), rq.request_id));
+      }
+      case method::get: {
+        auto q = request<http::wire::GetSandboxRequest>();
+        if (!q) return finish(q.assume_error());
+        return answer(svc.get(q.assume_value().sandbox_id));
+      }
+      case method::list: {
+        auto q = request<http::wire::ListSandboxesRequest>();
+        if (!q) return finish(q.assume_error());
+        auto& rq = q.assume_value();
+        serve::list_request lr;
+        lr.tags = rq.tags;
+        if (rq.state != http::wire::State::STATE_UNSPECIFIED) lr.state = http::wire::to_state(rq.state);
+        lr.show_terminated = rq.show_terminated;
+        lr.page_size = rq.page_size;
+        lr.page_token = rq.page_token;
+        return answer(svc.list(lr));
+      }
+      case method::remove: {
+        auto q = request<http::wire::DeleteSandboxRequest>();
+        if (!q) return finish(q.assume_error());
+        auto& rq = q.assume_value();
+        return answer(svc.remove(rq.sandbox_id, std::chrono::seconds(rq.grace_period_seconds),
+                                 rq.allow_missing));
+      }
+      case method::purge: {
+        auto q = request<http::wire::PurgeSandboxesRequest>();
+        if (!q) return finish(q.assume_error());
+        return answer(svc.purge(q.assume_value()));
+      }
+      case method::exec: return exec();
+      case method::stream_exec: return stream_exec();
+      case method::write_file: {
+        auto q = request<http::wire::WriteFileRequest>();
+        if (!q) return finish(q.assume_error());
+        auto& rq = q.assume_value();
+        if (rq.sandbox_id.empty())
+          return finish(error(errc::validation, "sandboxId: required"));
+        auto r = svc.write_file(rq.sandbox_id, rq);
+        if (!r) return finish(r.assume_error());
+        return answer(result<http::wire::WriteFileResponse>(http::wire::WriteFileResponse{}));
+      }
+      case method::read_file: {
+        auto q = request<http::wire::ReadFileRequest>();
+        if (!q) return finish(q.assume_error());
+        auto& rq = q.assume_value();
+        return answer(svc.read_file(rq.sandbox_id, rq.path, rq.container));
+      }
+      case method::lacking:
+      case method::unknown: break; // answered when the call began
+      }
+    }
+
+    /// Waits for `proc` in growing slices (10 ms to 250 ms) until it ends, killing it when the
+    /// call is cancelled (the client went away, or its deadline passed).
+    [[nodiscard]] result<ExecResult> await(process_type& proc) {
+      using std::chrono::milliseconds;
+      for (milliseconds slice(10);; slice = std::min(slice * 2, milliseconds(250))) {
+        auto r = proc.wait(slice);
+        if (r || !r.assume_error().is(errc::timeout)) return r;
+        if (gone()) return cancel(proc);
+      }
+    }
+
+    [[nodiscard]] static result<ExecResult> cancel(process_type& proc) {
+      (void)proc.kill(SIGKILL);
+      (void)proc.wait(std::chrono::milliseconds(10'000));
+      return fail(errc::not_running, "the call was cancelled; command killed");
+    }
+
+    void exec() {
+      auto q = request<http::wire::ExecRequest>();
+      if (!q) return finish(q.assume_error());
+      auto& rq = q.assume_value();
+      if (rq.sandbox_id.empty()) return finish(error(errc::validation, "sandboxId: required"));
+      auto p = srv_->svc_->exec(rq.sandbox_id, rq, deadline());
+      if (!p) return finish(p.assume_error());
+      auto r = await(p.assume_value());
+      if (!r) {
+        // As over REST: the output of a command its timeout killed travels as a detail.
+        auto status = http::status_from_error(r.assume_error());
+        if (auto partial = r.assume_error().exec_result)
+          status.exec_response = http::response_of(ExecResult(*partial));
+        return finish(serve::detail::grpc_status_of(status));
+      }
+      answer(result<http::wire::ExecResponse>(http::response_of(std::move(r).assume_value())));
+    }
+
+    // ---- StreamExec ---------------------------------------------------------------------------
+
+    /// Output waiting to be sent beyond which the command's output is no longer read (so that
+    /// a slow client slows the command down instead of filling the server's memory).
+    static constexpr std::size_t max_queued = std::size_t{4} << 20;
+    /// Output chunks queued after one another are sent as one message up to this size.
+    static constexpr std::size_t max_message = std::size_t{1} << 20;
+
+    /// Queues a message; sends it unless a send is under way.
+    void send(http::wire::ExecStreamResponse m, std::size_t size = 0) {
+      {
+        std::lock_guard lk(m_);
+        if (gone_) return;
+        queued_ += size;
+        outbox_.push_back({std::move(m), size});
+      }
+      flush();
+    }
+
+    /// Output of the command: appended to the last queued chunk of the same stream when that is
+    /// not being sent yet; waits while too much is queued.
+    void output(http::wire::OutputStream stream, std::string_view data) {
+      std::unique_lock lk(m_);
+      cv_.wait(lk, [&] { return gone_ || queued_ < max_queued; });
+      if (gone_) return;
+      queued_ += data.size();
+      bool merged = false;
+      if (outbox_.size() > (writing_ ? 1u : 0u)) {
+        auto& last = outbox_.back();
+        if (last.message.output && last.message.output->stream == stream &&
+            last.size + data.size() <= max_message) {
+          last.message.output->data.append(data);
+          last.size += data.size();
+          merged = true;
+        }
+      }
+      if (!merged) {
+        http::wire::ExecStreamResponse m;
+        m.output = http::wire::ExecStreamOutput{stream, std::string(data)};
+        outbox_.push_back({std::move(m), data.size()});
+      }
+      lk.unlock();
+      flush();
+    }
+
+    /// Starts sending the first queued message unless a send is under way; after the last one,
+    /// finishes the call with the status set by `close`.
+    void flush() {
+      std::unique_lock lk(m_);
+      if (writing_ || finished_) return;
+      if (outbox_.empty() || gone_) {
+        if (!closing_) return;
+        finished_ = true;
+        grpc::Status st = gone_ ? grpc::Status::CANCELLED : final_;
+        lk.unlock();
+        Finish(st);
+        return;
+      }
+      writing_ = true;
+      out_ = serve::detail::buffer_of(outbox_.front().message);
+      lk.unlock();
+      StartWrite(&out_);
+    }
+
+    /// Finishes the call once everything queued is sent.
+    void close(grpc::Status st) {
+      {
+        std::lock_guard lk(m_);
+        closing_ = true;
+        final_ = std::move(st);
+      }
+      flush();
+    }
+
+    /// Asks for the next message from the client (one at a time: a client sending stdin faster
+    /// than the command reads it is held back by HTTP/2 flow control).
+    void read_next() {
+      {
+        std::lock_guard lk(m_);
+        if (reading_ || half_closed_ || gone_) return;
+        reading_ = true;
+      }
+      StartRead(&in_);
+    }
+
+    [[nodiscard]] static std::string now_text() {
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                    std::chrono::system_clock::now().time_since_epoch())
+                    .count();
+      return http::detail::pb::timestamp_text({ns / 1'000'000'000, static_cast<std::int32_t>(ns % 1'000'000'000)});
+    }
+
+    void stream_exec() {
+      auto q = request<http::wire::ExecStreamRequest>();
+      if (!q) return finish(q.assume_error());
+      if (!q.assume_value().init)
+        return finish(error(errc::validation, "the first message of StreamExec must be init"));
+      const auto& init = *q.assume_value().init;
+      if (init.tty)
+        return finish(error(errc::unsupported, "tty: a terminal is not implemented by this server"));
+      http::wire::ExecRequest x;
+      x.sandbox_id = init.sandbox_id;
+      x.command = init.command;
+      x.env = init.env;
+      x.container = init.container;
+      auto p = srv_->svc_->exec(init.sandbox_id, x, deadline(), [&](ExecOptions& eo) noexcept {
+        eo.stdin_pipe = true;
+        eo.max_output_bytes = 1; // everything goes out as it comes; the result keeps nothing
+        eo.on_stdout = [this](std::string_view d) noexcept {
+          output(http::wire::OutputStream::STREAM_STDOUT, d);
+        };
+        eo.on_stderr = [this](std::string_view d) noexcept {
+          output(http::wire::OutputStream::STREAM_STDERR, d);
+        };
+      });
+      if (!p) return finish(p.assume_error());
+      auto& proc = p.assume_value();
+      http::wire::ExecStreamResponse ready;
+      ready.ready = http::wire::ExecStreamReady{now_text()};
+      send(std::move(ready));
+      read_next();
+
+      auto r = pump(proc);
+      http::wire::ExecStreamResponse last;
+      if (r) {
+        last.exit = http::wire::ExecStreamExit{r.assume_value().returncode, now_text()};
+        send(std::move(last));
+        return close(grpc::Status::OK);
+      }
+      const error& e = r.assume_error();
+      if (e.is(errc::command_timeout)) // the deadline passed: the client sees DEADLINE_EXCEEDED
+        return close(serve::detail::grpc_status_of(e));
+      auto st = http::status_from_error(e);
+      last.error = http::wire::ExecStreamError{
+          st.message, std::string(http::to_string(static_cast<http::grpc_code>(st.code)))};
+      send(std::move(last));
+      close(grpc::Status::OK);
+    }
+
+    /// Runs the command to its end: stdin from the client's messages as they come, output out
+    /// through `output`, a kill when the call is cancelled.
+    [[nodiscard]] result<ExecResult> pump(process_type& proc) {
+      using std::chrono::milliseconds;
+      bool stdin_open = true;
+      for (;;) {
+        std::deque<std::string> got;
+        bool eof = false, cancelled = false;
+        {
+          std::lock_guard lk(m_);
+          got.swap(inbox_);
+          eof = half_closed_;
+          cancelled = gone_;
+        }
+        if (cancelled) return cancel(proc);
+        for (auto& bytes : got) {
+          auto m = http::from_protobuf<http::wire::ExecStreamRequest>(bytes,
+                                                                      http::decode_mode::strict);
+          if (!m) {
+            (void)cancel(proc);
+            return m.assume_error();
+          }
+          auto& msg = m.assume_value();
+          if (msg.stdin_bytes && stdin_open && !msg.stdin_bytes->empty()) {
+            // A command that closed its stdin or ended takes no more: the rest is dropped.
+            if (!proc.write_stdin(*msg.stdin_bytes)) stdin_open = false;
+          } else if (msg.close && stdin_open) {
+            (void)proc.close_stdin();
+            stdin_open = false;
+          } else if (msg.init) {
+            (void)cancel(proc);
+            return fail(errc::validation, "init: sent twice in one StreamExec call");
+          }
+          // resize: there is no terminal to resize.
+        }
+        if (!got.empty()) read_next();
+        if (eof && stdin_open) {
+          (void)proc.close_stdin();
+          stdin_open = false;
+        }
+        auto r = proc.wait(milliseconds(5));
+        if (r || !r.assume_error().is(errc::timeout)) return r;
+      }
+    }
+
+    grpc_server* srv_;
+    grpc::GenericCallbackServerContext* ctx_;
+    method method_ = method::unknown;
+    bool started_ = false;       // the first read is done (grpc++ threads only)
+    std::atomic<int> refs_{1};   // the reactor's own; +1 while the call's thread runs
+    grpc::ByteBuffer in_, out_;  // the message being read, the one being written
+
+    std::mutex m_;
+    std::condition_variable cv_;
+    std::deque<std::string> inbox_; // StreamExec: messages read, not yet handled
+    bool reading_ = false, half_closed_ = false;
+    std::deque<outgoing> outbox_; // StreamExec: messages to send, the one being sent first
+    std::size_t queued_ = 0;      // output bytes in outbox_
+    bool writing_ = false, gone_ = false, closing_ = false, finished_ = false;
+    grpc::Status final_;
+  };
+
+  class generic final : public grpc::CallbackGenericService {
+  public:
+    explicit generic(grpc_server* s) : s_(s) {}
+    grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
+      return new call(s_, ctx);
+    }
+
+  private:
+    grpc_server* s_;
+  };
+
+  /// Counts a call that is to get a thread; false at the limit or while stopping.
+  [[nodiscard]] bool admit() {
+    std::lock_guard lk(m_);
+    if (stopping_ || calls_ >= std::max<std::size_t>(o_.threads, 1)) return false;
+    ++calls_;
+    return true;
+  }
+
+  void release() {
+    std::lock_guard lk(m_);
+    if (--calls_ == 0) idle_.notify_all();
+  }
+
+  std::shared_ptr<serve::service<Transport>> svc_;
+  const server_options& o_; // the service's
+  generic generic_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  std::mutex m_;
+  std::condition_variable idle_;
+  std::size_t calls_ = 0;
+  std::atomic<bool> stopping_{false};
+};
+
+} // namespace sandbox

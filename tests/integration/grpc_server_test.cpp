@@ -1,0 +1,358 @@
+// SPDX-License-Identifier: MIT
+// The gRPC front end of the server, over the local transport and beside the REST one: every
+// method it serves, errors with their details, and StreamExec's live output, stdin and
+// cancellation.
+#include "../support/grpc_client.hpp"
+#include "../support/loopback_server.hpp"
+
+#include <sandbox/server/grpc_server.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+using namespace std::chrono_literals;
+using sandbox::testing::rpc_client;
+namespace wire = sandbox::http::wire;
+
+namespace {
+
+/// REST and gRPC front ends of one service on loopback ports.
+struct servers {
+  sandbox::testing::loopback_server rest;
+  sandbox::grpc_server<sandbox::local_transport> grpc{rest.get().service()};
+  std::string target;
+
+  servers() {
+    auto port = grpc.start("127.0.0.1", 0);
+    REQUIRE(port);
+    target = "127.0.0.1:" + std::to_string(port.value());
+  }
+  [[nodiscard]] rpc_client client() const { return rpc_client(target, "Bearer " + rest.token()); }
+};
+
+wire::Sandbox keep_alive_spec(std::vector<std::string> tags = {}) {
+  wire::Sandbox sb;
+  sb.spec = wire::SandboxSpec{};
+  wire::Container main;
+  main.name = "main";
+  main.image = "python:3.11";
+  sb.spec->containers = {main};
+  sb.spec->tags = std::move(tags);
+  return sb;
+}
+
+std::string create(rpc_client& c, std::vector<std::string> tags = {}) {
+  wire::CreateSandboxRequest rq;
+  rq.sandbox = keep_alive_spec(std::move(tags));
+  auto r = c.unary<wire::Sandbox>("CreateSandbox", rq);
+  INFO(r.status.error_message());
+  REQUIRE(r.ok());
+  return r.message.sandbox_id;
+}
+
+void remove(rpc_client& c, const std::string& id) {
+  wire::DeleteSandboxRequest rq;
+  rq.sandbox_id = id;
+  CHECK(c.unary<wire::DeleteSandboxResponse>("DeleteSandbox", rq).ok());
+}
+
+wire::ExecStreamRequest init_of(const std::string& id, std::vector<std::string> cmd) {
+  wire::ExecStreamRequest m;
+  m.init = wire::ExecStreamInit{};
+  m.init->sandbox_id = id;
+  m.init->command = std::move(cmd);
+  return m;
+}
+
+wire::ExecStreamRequest stdin_of(std::string bytes) {
+  wire::ExecStreamRequest m;
+  m.stdin_bytes = std::move(bytes);
+  return m;
+}
+
+/// What a StreamExec call delivered: output by stream, the exit, the error frame, the order.
+struct streamed {
+  bool ready_first = false;
+  std::string out, err;
+  std::optional<std::int32_t> exit_code;
+  std::optional<wire::ExecStreamError> error;
+  grpc::Status status;
+};
+
+streamed drain(rpc_client::stream& s) {
+  streamed r;
+  bool first = true;
+  while (auto m = s.read()) {
+    if (first) r.ready_first = m->ready.has_value();
+    first = false;
+    if (m->output) {
+      CHECK(!r.exit_code); // nothing after the exit
+      (m->output->stream == wire::OutputStream::STREAM_STDOUT ? r.out : r.err) += m->output->data;
+    }
+    if (m->exit) r.exit_code = m->exit->exit_code;
+    if (m->error) r.error = m->error;
+  }
+  r.status = s.finish();
+  return r;
+}
+
+} // namespace
+
+TEST_CASE("gRPC: the unary methods, on the sandboxes REST sees too", "[grpc]") {
+  servers s;
+  auto c = s.client();
+  std::string id = create(c, {"grpc-test"});
+
+  wire::GetSandboxRequest get{id};
+  auto got = c.unary<wire::Sandbox>("GetSandbox", get);
+  REQUIRE(got.ok());
+  CHECK(got.message.sandbox_id == id);
+  REQUIRE(got.message.status);
+  CHECK(got.message.status->state == wire::State::STATE_RUNNING);
+  // The same sandbox through REST.
+  auto rest = s.rest.client();
+  auto info = rest->get(id);
+  REQUIRE(info);
+  CHECK(info.value().state == sandbox::State::RUNNING);
+
+  wire::ListSandboxesRequest list;
+  list.tags = {"grpc-test"};
+  auto listed = c.unary<wire::ListSandboxesResponse>("ListSandboxes", list);
+  REQUIRE(listed.ok());
+  REQUIRE(listed.message.sandboxes.size() == 1);
+  CHECK(listed.message.sandboxes[0].sandbox_id == id);
+
+  wire::ExecRequest x;
+  x.sandbox_id = id;
+  x.command = {"sh", "-c", "printf 'out\\0put'; echo err >&2; exit 3"};
+  auto ran = c.unary<wire::ExecResponse>("Exec", x);
+  REQUIRE(ran.ok());
+  CHECK(ran.message.stdout_bytes == std::string("out\0put", 7));
+  CHECK(ran.message.stderr_bytes == "err\n");
+  CHECK(ran.message.exit_code == 3);
+
+  std::string big(20 << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i)
+    big[i] = static_cast<char>(i * 131 % 251);
+  wire::WriteFileRequest w{id, "/tmp/big.bin", big, ""};
+  REQUIRE(c.unary<wire::WriteFileResponse>("WriteFile", w).ok());
+  wire::ReadFileRequest rd{id, "/tmp/big.bin", ""};
+  auto read = c.unary<wire::ReadFileResponse>("ReadFile", rd);
+  REQUIRE(read.ok());
+  CHECK(read.message.content == big);
+
+  wire::PurgeSandboxesRequest purge;
+  purge.tags = {"grpc-test"};
+  purge.dry_run = true;
+  auto counted = c.unary<wire::PurgeSandboxesResponse>("PurgeSandboxes", purge);
+  REQUIRE(counted.ok());
+  CHECK(counted.message.purge_count == 1);
+
+  remove(c, id);
+  auto gone = c.unary<wire::Sandbox>("GetSandbox", get);
+  REQUIRE(gone.ok()); // answerable for a while after the stop
+  CHECK(gone.message.status->state == wire::State::STATE_TERMINATED);
+}
+
+TEST_CASE("gRPC: errors carry the REST mapping's code and details", "[grpc]") {
+  servers s;
+  wire::GetSandboxRequest get{"sbx-nonexistent"};
+
+  SECTION("no token, a wrong token, a wrong API key") {
+    auto none = rpc_client(s.target, "").unary<wire::Sandbox>("GetSandbox", get);
+    CHECK(none.status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+    auto wrong = rpc_client(s.target, "Bearer nope").unary<wire::Sandbox>("GetSandbox", get);
+    CHECK(wrong.status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+    CHECK(wrong.details().code == static_cast<int>(grpc::StatusCode::UNAUTHENTICATED));
+    const std::string key = "x-wandb-api-key";
+    auto bad_key = rpc_client(s.target, "nope").unary<wire::Sandbox>("GetSandbox", get, {}, &key);
+    CHECK(bad_key.status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+    // The token as an API key is accepted.
+    auto by_key =
+        rpc_client(s.target, s.rest.token()).unary<wire::Sandbox>("GetSandbox", get, {}, &key);
+    CHECK(by_key.status.error_code() == grpc::StatusCode::NOT_FOUND);
+  }
+  SECTION("not found, with ErrorInfo") {
+    auto r = s.client().unary<wire::Sandbox>("GetSandbox", get);
+    CHECK(r.status.error_code() == grpc::StatusCode::NOT_FOUND);
+    auto d = r.details();
+    CHECK(d.code == static_cast<int>(grpc::StatusCode::NOT_FOUND));
+    REQUIRE(d.error_info);
+    CHECK(d.error_info->domain == "cwsandbox.com");
+    CHECK(!d.error_info->reason.empty());
+  }
+  SECTION("a file error names its file") {
+    auto c = s.client();
+    std::string id = create(c);
+    wire::ReadFileRequest rd{id, "/no/such/file", ""};
+    auto r = c.unary<wire::ReadFileResponse>("ReadFile", rd);
+    CHECK(r.status.error_code() == grpc::StatusCode::NOT_FOUND);
+    auto d = r.details();
+    REQUIRE(d.error_info);
+    CHECK(d.error_info->reason == "CWSANDBOX_FILE_NOT_FOUND");
+    CHECK(d.error_info->metadata["filepath"] == "/no/such/file");
+    remove(c, id);
+  }
+  SECTION("bad requests: a missing required field, a field this server lacks") {
+    auto c = s.client();
+    auto r = c.unary<wire::Sandbox>("GetSandbox", wire::GetSandboxRequest{});
+    CHECK(r.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    INFO(r.status.error_message());
+    CHECK(r.status.error_message().find("sandboxId") != std::string::npos);
+    // ListSandboxesRequest.runner_ids (field 6): placement on runners this server lacks.
+    auto lacks = c.unary<wire::ListSandboxesResponse>("ListSandboxes", std::string("\x32\x01r"));
+    CHECK(lacks.status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
+    INFO(lacks.status.error_message());
+    CHECK(lacks.status.error_message().find("runnerIds") != std::string::npos);
+    // Bytes that are not a message.
+    auto junk = c.unary<wire::ListSandboxesResponse>("ListSandboxes", std::string("\xff\xff"));
+    CHECK(junk.status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  SECTION("methods it does not serve") {
+    auto c = s.client();
+    auto snap = c.unary<wire::Sandbox>("CreateFileSystemSnapshot", get);
+    CHECK(snap.status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
+    REQUIRE(snap.details().error_info);
+    CHECK(snap.details().error_info->reason == "CWSANDBOX_NOT_IMPLEMENTED");
+    auto unknown = c.unary<wire::Sandbox>("NoSuchMethod", get);
+    CHECK(unknown.status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
+  }
+}
+
+TEST_CASE("gRPC Exec: the call's deadline bounds the command", "[grpc]") {
+  servers s;
+  auto c = s.client();
+  std::string id = create(c);
+  wire::ExecRequest x;
+  x.sandbox_id = id;
+  x.command = {"sleep", "30"};
+  auto r = c.unary<wire::ExecResponse>("Exec", x, 300ms);
+  CHECK(r.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  // The command was killed: nothing named sleep is left in the sandbox.
+  x.command = {"sh", "-c", "cat /proc/[0-9]*/comm"};
+  std::string comms = "sleep";
+  for (int i = 0; i < 100 && comms.find("sleep") != std::string::npos; ++i) {
+    auto ps = c.unary<wire::ExecResponse>("Exec", x);
+    REQUIRE(ps.ok());
+    comms = ps.message.stdout_bytes;
+    if (comms.find("sleep") != std::string::npos) std::this_thread::sleep_for(100ms);
+  }
+  CHECK(comms.find("sleep") == std::string::npos);
+  remove(c, id);
+}
+
+TEST_CASE("gRPC StreamExec: ready, output in order, exit; stdin; errors", "[grpc]") {
+  servers s;
+  auto c = s.client();
+  std::string id = create(c);
+
+  SECTION("both streams, apart, and the exit code") {
+    rpc_client::stream st(c, std::nullopt);
+    REQUIRE(st.write(init_of(id, {"sh", "-c", "for i in 1 2 3; do echo o$i; echo e$i >&2; done; "
+                                              "exit 7"})));
+    REQUIRE(st.writes_done());
+    auto r = drain(st);
+    CHECK(r.status.ok());
+    CHECK(r.ready_first);
+    CHECK(r.out == "o1\no2\no3\n");
+    CHECK(r.err == "e1\ne2\ne3\n");
+    CHECK(r.exit_code == 7);
+  }
+  SECTION("stdin round trip through sort, binary stdin through od") {
+    rpc_client::stream st(c, std::nullopt);
+    REQUIRE(st.write(init_of(id, {"sort"})));
+    REQUIRE(st.write(stdin_of("pear\napple\n")));
+    REQUIRE(st.write(stdin_of("fig\n")));
+    wire::ExecStreamRequest close;
+    close.close = wire::ExecStreamClose{};
+    REQUIRE(st.write(close));
+    auto r = drain(st);
+    CHECK(r.out == "apple\nfig\npear\n");
+    CHECK(r.exit_code == 0);
+
+    rpc_client::stream bin(c, std::nullopt);
+    REQUIRE(bin.write(init_of(id, {"sh", "-c", "wc -c; "})));
+    std::string all;
+    for (int i = 0; i < 256; ++i)
+      all += static_cast<char>(i);
+    for (int i = 0; i < 1000; ++i)
+      REQUIRE(bin.write(stdin_of(all)));
+    REQUIRE(bin.writes_done()); // a half-close ends stdin too
+    auto b = drain(bin);
+    CHECK(b.out == "256000\n");
+  }
+  SECTION("output arrives while the command runs") {
+    // The command prints, then waits for a line of stdin that is only sent once the print has
+    // arrived: it can only finish if its output was delivered before its end.
+    rpc_client::stream st(c, std::nullopt);
+    REQUIRE(st.write(init_of(id, {"sh", "-c", "echo first; read line; echo got $line"})));
+    std::string out;
+    while (out.find("first\n") == std::string::npos) {
+      auto m = st.read();
+      REQUIRE(m);
+      REQUIRE(!m->exit);
+      if (m->output) out += m->output->data;
+    }
+    REQUIRE(st.write(stdin_of("x\n")));
+    auto r = drain(st);
+    CHECK(r.out == "got x\n");
+    CHECK(r.exit_code == 0);
+  }
+  SECTION("large output, every byte in order") {
+    rpc_client::stream st(c, std::nullopt);
+    REQUIRE(st.write(init_of(id, {"sh", "-c", "seq 1 2000000"})));
+    REQUIRE(st.writes_done());
+    auto r = drain(st);
+    std::string expected;
+    for (int i = 1; i <= 2000000; ++i)
+      expected += std::to_string(i) + "\n";
+    CHECK(r.out.size() == expected.size());
+    CHECK(r.out == expected);
+  }
+  SECTION("a sandbox that does not exist, a first message that is not init, a terminal") {
+    rpc_client::stream st(c, std::nullopt);
+    REQUIRE(st.write(init_of("sbx-nonexistent", {"true"})));
+    auto r = drain(st);
+    CHECK(r.status.error_code() == grpc::StatusCode::NOT_FOUND);
+
+    rpc_client::stream no_init(c, std::nullopt);
+    REQUIRE(no_init.write(stdin_of("x")));
+    CHECK(drain(no_init).status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+
+    rpc_client::stream tty(c, std::nullopt);
+    auto m = init_of(id, {"sh"});
+    m.init->tty = true;
+    REQUIRE(tty.write(m));
+    CHECK(drain(tty).status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
+  }
+  SECTION("a cancelled call kills its command") {
+    {
+      rpc_client::stream st(c, std::nullopt);
+      REQUIRE(st.write(init_of(id, {"sh", "-c", "echo started; exec sleep 1000"})));
+      std::string out;
+      while (out.find("started") == std::string::npos) {
+        auto m = st.read();
+        REQUIRE(m);
+        if (m->output) out += m->output->data;
+      }
+      st.cancel();
+      CHECK(st.finish().error_code() == grpc::StatusCode::CANCELLED);
+    }
+    wire::ExecRequest x;
+    x.sandbox_id = id;
+    x.command = {"sh", "-c", "cat /proc/[0-9]*/comm"};
+    std::string comms = "sleep";
+    for (int i = 0; i < 100 && comms.find("sleep") != std::string::npos; ++i) {
+      auto ps = c.unary<wire::ExecResponse>("Exec", x);
+      REQUIRE(ps.ok());
+      comms = ps.message.stdout_bytes;
+      if (comms.find("sleep") != std::string::npos) std::this_thread::sleep_for(100ms);
+    }
+    CHECK(comms.find("sleep") == std::string::npos);
+  }
+  remove(c, id);
+}

@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: MIT
+// A blocking gRPC client of the v1 SandboxService for tests and benchmarks: grpc++'s generic stub
+// on a completion queue, messages through the library's protobuf codec. One operation at a time
+// per call.
+#pragma once
+
+#include <sandbox/server/detail/grpc_wire.hpp>
+#include <sandbox/transport/http/protobuf.hpp>
+#include <sandbox/transport/http/wire.hpp>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <string>
+#include <utility>
+
+namespace sandbox::testing {
+
+namespace wire = http::wire;
+
+/// A call's outcome: its status, and the answer when the status is OK.
+template <class M>
+struct rpc_result {
+  grpc::Status status;
+  M message{};
+  [[nodiscard]] bool ok() const noexcept { return status.ok(); }
+  /// The google.rpc.Status in the call's `grpc-status-details-bin`, decoded.
+  [[nodiscard]] wire::Status details() const {
+    auto s = http::from_protobuf<wire::Status>(status.error_details(), http::decode_mode::lenient);
+    return s ? s.value() : wire::Status{};
+  }
+};
+
+class rpc_client {
+public:
+  /// `target` is HOST:PORT; `auth` the whole authorization value ("" sends none).
+  rpc_client(const std::string& target, std::string auth)
+      : auth_(std::move(auth)), stub_(channel(target)) {}
+
+  static std::shared_ptr<grpc::Channel> channel(const std::string& target) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  }
+
+  static std::string method(const std::string& name) {
+    return "/coreweave.sandbox.v1.SandboxService/" + name;
+  }
+
+  /// A unary call of method `name` (a request given as a std::string is sent as those bytes);
+  /// `deadline` unset: none.
+  template <class Response, class Request>
+  rpc_result<Response> unary(const std::string& name, const Request& rq,
+                             std::optional<std::chrono::milliseconds> deadline = std::nullopt,
+                             const std::string* metadata_key = nullptr) {
+    grpc::ClientContext ctx;
+    prepare(ctx, deadline, metadata_key);
+    grpc::CompletionQueue cq;
+    grpc::ByteBuffer in, out;
+    if constexpr (std::is_same_v<Request, std::string>)
+      in = serve::detail::buffer_of(std::string(rq));
+    else
+      in = serve::detail::buffer_of(rq);
+    auto call = stub_.PrepareUnaryCall(&ctx, method(name), in, &cq);
+    call->StartCall();
+    rpc_result<Response> r;
+    call->Finish(&out, &r.status, tag(1));
+    next(cq);
+    if (r.status.ok()) {
+      auto m = http::from_protobuf<Response>(serve::detail::bytes_of(out), http::decode_mode::lenient);
+      if (m)
+        r.message = std::move(m).value();
+      else
+        r.status = grpc::Status(grpc::StatusCode::INTERNAL, "undecodable answer: " + m.error().message);
+    }
+    return r;
+  }
+
+  /// A bidirectional StreamExec call.
+  class stream {
+  public:
+    stream(rpc_client& c, std::optional<std::chrono::milliseconds> deadline) {
+      c.prepare(ctx_, deadline, nullptr);
+      call_ = c.stub_.PrepareCall(&ctx_, method("StreamExec"), &cq_);
+      call_->StartCall(tag(1));
+      next(cq_);
+    }
+    ~stream() {
+      if (!finished_) {
+        ctx_.TryCancel();
+        (void)finish();
+      }
+      cq_.Shutdown();
+      void* t = nullptr;
+      bool ok = false;
+      while (cq_.Next(&t, &ok)) {
+      }
+    }
+    stream(const stream&) = delete;
+    stream& operator=(const stream&) = delete;
+
+    bool write(const wire::ExecStreamRequest& m) {
+      grpc::ByteBuffer b = serve::detail::buffer_of(m);
+      call_->Write(b, tag(2));
+      return next(cq_);
+    }
+    bool writes_done() {
+      call_->WritesDone(tag(3));
+      return next(cq_);
+    }
+    /// The next message, or nullopt at the end of the stream.
+    std::optional<wire::ExecStreamResponse> read() {
+      grpc::ByteBuffer b;
+      call_->Read(&b, tag(4));
+      if (!next(cq_)) return std::nullopt;
+      auto m = http::from_protobuf<wire::ExecStreamResponse>(serve::detail::bytes_of(b),
+                                                                  http::decode_mode::lenient);
+      if (!m) return std::nullopt;
+      return std::move(m).value();
+    }
+    grpc::Status finish() {
+      grpc::Status st;
+      call_->Finish(&st, tag(5));
+      next(cq_);
+      finished_ = true;
+      return st;
+    }
+    void cancel() { ctx_.TryCancel(); }
+
+  private:
+    grpc::ClientContext ctx_;
+    grpc::CompletionQueue cq_;
+    std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
+    bool finished_ = false;
+  };
+
+private:
+  static void* tag(std::intptr_t n) { return reinterpret_cast<void*>(n); }
+
+  static bool next(grpc::CompletionQueue& cq) {
+    void* t = nullptr;
+    bool ok = false;
+    if (!cq.Next(&t, &ok)) return false;
+    return ok;
+  }
+
+  void prepare(grpc::ClientContext& ctx, std::optional<std::chrono::milliseconds> deadline,
+               const std::string* metadata_key) {
+    if (!auth_.empty()) ctx.AddMetadata(metadata_key ? *metadata_key : "authorization", auth_);
+    if (deadline) ctx.set_deadline(std::chrono::system_clock::now() + *deadline);
+  }
+
+  std::string auth_;
+  grpc::GenericStub stub_;
+};
+
+} // namespace sandbox::testing
