@@ -354,9 +354,18 @@ private:
     sb.sandbox_id = i.id;
     sb.status = http::status_of(i);
     std::lock_guard lk(m_);
-    if (auto it = specs_.find(i.id); it != specs_.end())
+    if (auto it = specs_.find(i.id); it != specs_.end()) {
       sb.spec = it->second.spec;
-    else if (!i.tags.empty())
+      // What the transport was given: the requirements, or the older `resources` as both.
+      if (!sb.spec->containers.empty()) {
+        const auto& c = sb.spec->containers.front();
+        if (c.resource_requirements)
+          sb.status->effective_resource_requirements = c.resource_requirements;
+        else if (c.resources)
+          sb.status->effective_resource_requirements =
+              wire::ResourceRequirements{*c.resources, *c.resources};
+      }
+    } else if (!i.tags.empty())
       sb.spec = wire::SandboxSpec{.tags = i.tags};
     return sb;
   }

@@ -185,6 +185,8 @@ struct SandboxStatus {
   /// Exit code of the primary container: explicit presence, `0` and "unknown" differ.
   std::optional<std::int32_t> exit_code;
   std::string runner_id;
+  /// The resources the sandbox runs with (our server: what its spec asked for).
+  std::optional<ResourceRequirements> effective_resource_requirements;
   friend bool operator==(const SandboxStatus&, const SandboxStatus&) = default;
 };
 template <>
@@ -196,7 +198,9 @@ inline constexpr auto descriptor<SandboxStatus> =
             field(4, "start_time", kind::timestamp, &SandboxStatus::start_time),
             field(5, "end_time", kind::timestamp, &SandboxStatus::end_time),
             field(9, "exit_code", kind::int32, &SandboxStatus::exit_code),
-            field(13, "runner_id", kind::string, &SandboxStatus::runner_id));
+            field(13, "runner_id", kind::string, &SandboxStatus::runner_id),
+            field(17, "effective_resource_requirements", kind::message,
+                  &SandboxStatus::effective_resource_requirements));
 template <>
 inline constexpr auto unmodelled<SandboxStatus> =
     std::array{ignored(6, "services"),
@@ -207,7 +211,6 @@ inline constexpr auto unmodelled<SandboxStatus> =
                ignored(14, "runner_group_id"),
                ignored(15, "effective_ingress"),
                ignored(16, "effective_egress"),
-               ignored(17, "effective_resource_requirements"),
                ignored(18, "attached_volume_ids"),
                ignored(19, "effective_runtime_class")};
 
