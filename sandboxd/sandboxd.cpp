@@ -32,6 +32,7 @@
 #include <thread>
 
 #include <pthread.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 
@@ -211,6 +212,10 @@ int serve(config& c) {
     opts.log("at most " + std::to_string(room) +
              " connections: the descriptor limit (ulimit -n) is " + std::to_string(files.rlim_cur));
   }
+
+  // Sandboxes report this host as their runner.
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) == 0 && *host) opts.runner_id = host;
 
   // What a predecessor killed with SIGKILL left behind goes first.
   sandbox::local_transport::sweep();

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sandbox/concepts.hpp>
+#include <sandbox/detail/deadline.hpp>
 #include <sandbox/detail/random.hpp>
 #include <sandbox/detail/retry_loop.hpp>
 #include <sandbox/detail/validate.hpp>
@@ -12,11 +13,15 @@
 #include <sandbox/policy/retry.hpp>
 #include <sandbox/process.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -233,6 +238,59 @@ public:
   [[nodiscard]] result<void> try_write_file(std::string_view path, std::string_view data) noexcept {
     SANDBOX_TRYV(usable());
     return transport_->write_file(info_.id, path, data);
+  }
+
+  /// What the sandbox's main process has written to stdout and stderr, as far as the transport
+  /// keeps it (locally: the last 1 MiB). Only with a transport that keeps logs (`log_transport`).
+  [[nodiscard]] ret<std::string> logs() requires log_transport<Transport> {
+    return Errors::finish(try_logs());
+  }
+
+  [[nodiscard]] result<std::string> try_logs() noexcept requires log_transport<Transport> {
+    SANDBOX_TRYV(usable());
+    SANDBOX_TRY(read, transport_->logs(info_.id, 0, std::chrono::milliseconds(0)));
+    std::string out;
+    for (const auto& c : read.chunks)
+      out += c.data;
+    return out;
+  }
+
+  /// Calls `on_output(std::string_view)` with the sandbox's log as it is written, from the
+  /// start of what is kept, until the main process's output ends (the sandbox ends): a `tail -f`.
+  /// **Errors:** timeout (`timeout` passed first), and the transport's.
+  template <class OnOutput>
+  ret<void> follow_logs(OnOutput&& on_output, std::optional<std::chrono::milliseconds> timeout =
+                                                  std::nullopt) requires log_transport<Transport> {
+    return Errors::finish(try_follow_logs(std::forward<OnOutput>(on_output), timeout));
+  }
+
+  template <class OnOutput>
+  [[nodiscard]] result<void>
+  try_follow_logs(OnOutput&& on_output,
+                  std::optional<std::chrono::milliseconds> timeout = std::nullopt) noexcept
+      requires log_transport<Transport> {
+    static_assert(std::is_nothrow_invocable_v<OnOutput&, std::string_view>,
+                  "sandbox: follow_logs callbacks must be noexcept: they are called inside a "
+                  "noexcept loop");
+    SANDBOX_TRYV(usable());
+    using clock = std::chrono::steady_clock;
+    std::optional<clock::time_point> deadline;
+    if (timeout) deadline = detail::deadline_after(*timeout);
+    std::uint64_t offset = 0;
+    for (;;) {
+      auto wait = std::chrono::milliseconds(1000);
+      if (deadline) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - clock::now());
+        if (left.count() <= 0)
+          return fail(errc::timeout, "the log of sandbox " + info_.id + " did not end in time");
+        wait = std::min(wait, left);
+      }
+      SANDBOX_TRY(read, transport_->logs(info_.id, offset, wait));
+      for (const auto& c : read.chunks)
+        on_output(std::string_view(c.data));
+      offset = std::max(offset, read.end_offset);
+      if (read.complete && read.end_offset <= offset) return success();
+    }
   }
 
   /// The transport this sandbox lives on. Precondition: not moved from.

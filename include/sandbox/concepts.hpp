@@ -97,6 +97,18 @@ concept transport = requires(T& t, const SandboxOptions& so, std::string_view id
 template <class T>
 inline constexpr bool supports_stdin = stdin_process<typename T::process_type>;
 
+/// A transport that keeps each sandbox's log (a capability, checked by `basic_sandbox::logs`).
+///
+/// Semantics: `logs(id, offset, wait)` returns what is kept of the log from `offset` on (from
+/// the oldest kept byte when `offset` is older); when there is nothing after `offset` yet and
+/// the log is not complete, it first waits up to `wait` for more.
+template <class T>
+concept log_transport = transport<T> && requires(T& t, std::string_view id, std::uint64_t offset,
+                                                 std::chrono::milliseconds d) {
+  { t.logs(id, offset, d) }
+  noexcept->std::same_as<result<LogRead>>;
+};
+
 /// Decides whether and when to retry a failed operation that is safe to repeat.
 ///
 /// Semantics: pure (same inputs, same answer; randomness comes in through `RetryState::random`);

@@ -82,6 +82,23 @@ struct SandboxInfo {
   std::string status_reason;
 };
 
+/// A piece of a sandbox's log: what its main process wrote to stdout and stderr (one stream, as
+/// a terminal would show them), read at one time.
+struct LogChunk {
+  std::string data;
+  std::chrono::system_clock::time_point time; ///< when it was read from the process
+  std::uint64_t end_offset = 0;               ///< offset in the log after this chunk
+};
+
+/// Part of a sandbox's log, from some offset on. Offsets count every byte ever written, so that
+/// a reader can resume where it left off; the transport keeps only the most recent part.
+struct LogRead {
+  std::vector<LogChunk> chunks;
+  std::uint64_t first_offset = 0; ///< where what is kept begins (output older than it is lost)
+  std::uint64_t end_offset = 0;   ///< offset after the last byte written so far
+  bool complete = false;          ///< nothing more will be written (the main process ended)
+};
+
 /// Which sandboxes `list` returns.
 struct ListFilter {
   std::vector<std::string> tags; ///< all of these tags

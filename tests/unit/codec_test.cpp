@@ -569,7 +569,8 @@ TEST_CASE("every field of the published messages parses; what our server lacks i
   // A capability our server does not offer: errc::unsupported naming the field, when it is set.
   const std::pair<std::string_view, std::string_view> refused[] = {
       {R"("volumes":[{"name":"v","scratch":{}}])", "spec.volumes"},
-      {R"("services":[{"port":80}])", "spec.services"},
+      {R"("services":[{"port":80,"endpoint":{"kind":"ENDPOINT_KIND_HTTPS"}}])",
+       "spec.services[0].endpoint"},
       {R"("network_ids":["n"])", "spec.network_ids"},
       {R"("objectStorageAccess":{"buckets":["b"]})", "spec.objectStorageAccess"},
       {R"("runnerIds":["r"])", "spec.runnerIds"},

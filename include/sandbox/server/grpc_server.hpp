@@ -20,6 +20,7 @@
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/security/server_credentials.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -46,7 +47,8 @@ struct tls_identity {
 /// The v1 SandboxService over gRPC, for every method the service can back: CreateSandbox,
 /// GetSandbox, ListSandboxes, DeleteSandbox, PurgeSandboxes, Exec, StreamExec (live output in
 /// order, stdin, close; the command is killed when the call is cancelled or its deadline passes),
-/// WriteFile, ReadFile. Templates, snapshots and logs are answered UNIMPLEMENTED with reason
+/// StreamLogs (the main process's output: tail, since, follow, timestamps, resumable by session
+/// and offset), WriteFile, ReadFile. Templates and snapshots are answered UNIMPLEMENTED with reason
 /// CWSANDBOX_NOT_IMPLEMENTED, an unknown method UNIMPLEMENTED. Authentication as the REST side
 /// (`authorization: Bearer <token>`, or the token as `x-wandb-api-key`); errors carry the same
 /// google.rpc.Status details (ErrorInfo, RetryInfo) as REST error bodies. Each call in progress
@@ -131,6 +133,7 @@ private:
     purge,
     exec,
     stream_exec,
+    stream_logs,
     write_file,
     read_file,
     lacking, ///< a method of the service that this server does not implement
@@ -147,11 +150,11 @@ private:
     if (m == "PurgeSandboxes") return method::purge;
     if (m == "Exec") return method::exec;
     if (m == "StreamExec") return method::stream_exec;
+    if (m == "StreamLogs") return method::stream_logs;
     if (m == "WriteFile") return method::write_file;
     if (m == "ReadFile") return method::read_file;
     for (auto [name, what] : {std::pair<std::string_view, std::string_view>{
                                   "CreateSandboxFromTemplate", "templates"},
-                              {"StreamLogs", "logs of the main process"},
                               {"CreateFileSystemSnapshot", "file system snapshots"},
                               {"GetFileSystemSnapshot", "file system snapshots"},
                               {"ListFileSystemSnapshots", "file system snapshots"},
@@ -220,7 +223,7 @@ private:
         outbox_.clear();
         queued_ = 0;
       } else if (!outbox_.empty()) {
-        queued_ -= outbox_.front().size;
+        queued_ -= sent_;
         outbox_.pop_front();
       }
       lk.unlock();
@@ -239,10 +242,13 @@ private:
     void OnDone() override { unref(); }
 
   private:
-    /// A message waiting to be sent.
+    /// A message waiting to be sent: encoded, or command output still open to more of its
+    /// stream (encoded when its turn comes).
     struct outgoing {
-      http::wire::ExecStreamResponse message;
-      std::size_t size = 0; ///< output bytes it carries
+      std::string bytes;
+      std::optional<http::wire::OutputStream> stream;
+      std::string data;
+      [[nodiscard]] std::size_t size() const noexcept { return stream ? data.size() : bytes.size(); }
     };
 
     void unref() {
@@ -346,6 +352,7 @@ private:
       }
       case method::exec: return exec();
       case method::stream_exec: return stream_exec();
+      case method::stream_logs: return stream_logs();
       case method::write_file: {
         auto q = request<http::wire::WriteFileRequest>();
         if (!q) return finish(q.assume_error());
@@ -410,14 +417,18 @@ private:
     /// Output chunks queued after one another are sent as one message up to this size.
     static constexpr std::size_t max_message = std::size_t{1} << 20;
 
-    /// Queues a message; sends it unless a send is under way.
-    void send(http::wire::ExecStreamResponse m, std::size_t size = 0) {
-      {
-        std::lock_guard lk(m_);
-        if (gone_) return;
-        queued_ += size;
-        outbox_.push_back({std::move(m), size});
-      }
+    /// Queues a message; sends it unless a send is under way. `wait`: first waits while too
+    /// much is queued (a client that reads slowly holds the sender back).
+    template <http::wire::described_message M>
+    void send(const M& m, bool wait = false) {
+      std::unique_lock lk(m_);
+      if (wait) cv_.wait(lk, [&] { return gone_ || queued_ < max_queued; });
+      if (gone_) return;
+      outgoing o;
+      o.bytes = http::to_protobuf(m);
+      queued_ += o.size();
+      outbox_.push_back(std::move(o));
+      lk.unlock();
       flush();
     }
 
@@ -428,21 +439,17 @@ private:
       cv_.wait(lk, [&] { return gone_ || queued_ < max_queued; });
       if (gone_) return;
       queued_ += data.size();
-      bool merged = false;
       if (outbox_.size() > (writing_ ? 1u : 0u)) {
         auto& last = outbox_.back();
-        if (last.message.output && last.message.output->stream == stream &&
-            last.size + data.size() <= max_message) {
-          last.message.output->data.append(data);
-          last.size += data.size();
-          merged = true;
+        if (last.stream == stream && last.data.size() + data.size() <= max_message) {
+          last.data.append(data);
+          return;
         }
       }
-      if (!merged) {
-        http::wire::ExecStreamResponse m;
-        m.output = http::wire::ExecStreamOutput{stream, std::string(data)};
-        outbox_.push_back({std::move(m), data.size()});
-      }
+      outgoing o;
+      o.stream = stream;
+      o.data.assign(data);
+      outbox_.push_back(std::move(o));
       lk.unlock();
       flush();
     }
@@ -461,7 +468,15 @@ private:
         return;
       }
       writing_ = true;
-      out_ = serve::detail::buffer_of(outbox_.front().message);
+      auto& front = outbox_.front();
+      sent_ = front.size();
+      if (front.stream) {
+        http::wire::ExecStreamResponse m;
+        m.output = http::wire::ExecStreamOutput{*front.stream, std::move(front.data)};
+        out_ = serve::detail::buffer_of(m);
+      } else {
+        out_ = serve::detail::buffer_of(std::move(front.bytes));
+      }
       lk.unlock();
       StartWrite(&out_);
     }
@@ -488,10 +503,7 @@ private:
     }
 
     [[nodiscard]] static std::string now_text() {
-      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
-      return http::detail::pb::timestamp_text({ns / 1'000'000'000, static_cast<std::int32_t>(ns % 1'000'000'000)});
+      return http::detail::pb::timestamp_text(std::chrono::system_clock::now());
     }
 
     void stream_exec() {
@@ -539,6 +551,121 @@ private:
           st.message, std::string(http::to_string(static_cast<http::grpc_code>(st.code)))};
       send(std::move(last));
       close(grpc::Status::OK);
+    }
+
+    // ---- StreamLogs ---------------------------------------------------------------------------
+
+    /// A log session names a sandbox's log and how it is shown: offsets stay valid across calls,
+    /// so a client resumes with the session and the last offset it saw.
+    [[nodiscard]] static std::string session_of(const std::string& id, bool timestamps) {
+      return "log-" + id + (timestamps ? "-t" : "");
+    }
+
+    void stream_logs() {
+      auto q = request<http::wire::StreamLogsRequest>();
+      if (!q) return finish(q.assume_error());
+      const auto& rq = q.assume_value();
+      const std::string& id = rq.sandbox_id;
+      bool timestamps = rq.timestamps;
+      std::uint64_t offset = 0;
+      auto reject = [&](const char* code, std::string message) {
+        http::wire::LogEntry e;
+        e.error = http::wire::LogStreamError{std::move(message), code};
+        send(e);
+        close(grpc::Status::OK);
+      };
+      const bool resume = !rq.resume_log_session_id.empty();
+      if (resume) {
+        // The session says how the log was shown; an unknown one is refused in band, so that the
+        // client starts afresh.
+        if (rq.resume_log_session_id == session_of(id, false))
+          timestamps = false;
+        else if (rq.resume_log_session_id == session_of(id, true))
+          timestamps = true;
+        else
+          return reject("SESSION_NOT_FOUND",
+                        "no log session " +
+                            sandbox::detail::quoted_excerpt(rq.resume_log_session_id) +
+                            " for sandbox " + id);
+        offset = rq.resume_log_offset;
+      }
+      std::optional<std::chrono::system_clock::time_point> since;
+      if (!rq.since_time.empty()) {
+        auto t = http::detail::pb::parse_timestamp(rq.since_time);
+        if (!t) return finish(error(errc::validation, "sinceTime: not a timestamp"));
+        since = std::chrono::system_clock::time_point(
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                std::chrono::seconds(t->seconds) + std::chrono::nanoseconds(t->nanos)));
+      }
+      if (rq.tail_lines < 0) return finish(error(errc::validation, "tailLines: negative"));
+      const std::string session = session_of(id, timestamps);
+      bool first = true, line_start = true;
+      for (;;) {
+        auto r = srv_->svc_->logs(id, offset, rq.follow ? std::chrono::milliseconds(500)
+                                                       : std::chrono::milliseconds(0));
+        if (!r) return finish(r.assume_error());
+        auto& got = r.assume_value();
+        if (resume && first && got.first_offset > offset)
+          return reject("REPLAY_GAP", "the log from offset " + std::to_string(offset) +
+                                          " is no longer kept (it begins at " +
+                                          std::to_string(got.first_offset) + ")");
+        if (first && !resume) trim(got.chunks, since, rq.tail_lines);
+        first = false;
+        for (auto& c : got.chunks) {
+          http::wire::LogEntry e;
+          e.timestamp = http::detail::pb::timestamp_text(c.time);
+          e.data = timestamps ? stamped(c.data, e.timestamp, line_start) : std::move(c.data);
+          e.log_session_id = session;
+          e.next_log_offset = c.end_offset;
+          send(e, true);
+          if (gone()) return close(grpc::Status::CANCELLED);
+        }
+        offset = std::max(offset, got.end_offset);
+        if (!rq.follow || (got.complete && offset >= got.end_offset) || gone()) break;
+      }
+      close(grpc::Status::OK);
+    }
+
+    /// The chunks from `since` on, then only the last `tail` lines of them (0: all).
+    static void trim(std::vector<LogChunk>& chunks,
+                     const std::optional<std::chrono::system_clock::time_point>& since,
+                     std::int32_t tail) {
+      if (since)
+        chunks.erase(std::remove_if(chunks.begin(), chunks.end(),
+                                    [&](const LogChunk& c) { return c.time < *since; }),
+                     chunks.end());
+      if (tail <= 0) return;
+      // Back from the end: the start of the tail-th line from the end (a last line without its
+      // newline counts).
+      std::int32_t lines = 0;
+      for (std::size_t i = chunks.size(); i-- > 0;) {
+        std::string& d = chunks[i].data;
+        for (std::size_t j = d.size(); j-- > 0;) {
+          bool last_byte = i == chunks.size() - 1 && j == d.size() - 1;
+          if (d[j] == '\n' && !last_byte && ++lines == tail) {
+            d.erase(0, j + 1);
+            chunks.erase(chunks.begin(), chunks.begin() + static_cast<std::ptrdiff_t>(i));
+            return;
+          }
+        }
+      }
+    }
+
+    /// `data` with `stamp` and a space before each line (`line_start`: data begins a line; left
+    /// saying whether the next data does).
+    [[nodiscard]] static std::string stamped(std::string_view data, std::string_view stamp,
+                                             bool& line_start) {
+      std::string out;
+      out.reserve(data.size() + stamp.size() + 1);
+      for (char c : data) {
+        if (line_start) {
+          out.append(stamp);
+          out += ' ';
+        }
+        out += c;
+        line_start = c == '\n';
+      }
+      return out;
     }
 
     /// Runs the command to its end: stdin from the client's messages as they come, output out
@@ -598,7 +725,8 @@ private:
     std::deque<std::string> inbox_; // StreamExec: messages read, not yet handled
     bool reading_ = false, half_closed_ = false;
     std::deque<outgoing> outbox_; // StreamExec: messages to send, the one being sent first
-    std::size_t queued_ = 0;      // output bytes in outbox_
+    std::size_t queued_ = 0;      // bytes in outbox_
+    std::size_t sent_ = 0;        // of them, in the message being sent
     bool writing_ = false, gone_ = false, closing_ = false, finished_ = false;
     grpc::Status final_;
   };

@@ -49,6 +49,8 @@ struct server_options {
   /// Run a sandbox whose main command is the clients' default keep-alive shell as a keep-alive
   /// sandbox of the transport (no extra processes in it; the same behaviour on stop).
   bool native_keep_alive = true;
+  /// What sandboxes report as the runner they run on (`status.runnerId`): this host.
+  std::string runner_id = "local";
   /// Terminal sandboxes the transport is asked to remember before the oldest is released.
   std::size_t retained_terminal = 1000;
   /// Idle time after which a keep-alive connection is closed.

@@ -12,6 +12,7 @@
 #include <sandbox/server/options.hpp>
 #include <sandbox/transport/http/defaults.hpp>
 #include <sandbox/transport/http/mapping.hpp>
+#include <sandbox/transport/http/protobuf.hpp>
 #include <sandbox/transport/http/wire.hpp>
 
 #include <algorithm>
@@ -77,13 +78,15 @@ public:
       cv_.notify_all();
       return room.assume_error();
     }
+    std::string asked = now_text();
     auto made = t_->create(opts, request_id);
     {
       std::lock_guard lk(m_);
       --creating_;
       if (!request_id.empty()) settle(request_id, made ? made.assume_value().id : std::string());
       if (made) {
-        specs_.emplace(made.assume_value().id, created_sandbox{std::move(spec), request_id});
+        specs_.emplace(made.assume_value().id,
+                       created_sandbox{std::move(spec), request_id, std::move(asked), now_text(), {}});
         live_.insert(made.assume_value().id);
       }
     }
@@ -199,6 +202,17 @@ public:
     return t_->exec(id, x.command, eo);
   }
 
+  /// StreamLogs' reads: the sandbox's log from `offset` on, waiting up to `wait` for more when
+  /// there is none yet. **Errors:** unsupported (a transport that keeps no logs), and the
+  /// transport's (not_found).
+  [[nodiscard]] result<LogRead> logs(const std::string& id, std::uint64_t offset,
+                                     std::chrono::milliseconds wait) {
+    if constexpr (log_transport<Transport>)
+      return t_->logs(id, offset, wait);
+    else
+      return fail(errc::unsupported, "StreamLogs: the sandboxes of this server keep no logs");
+  }
+
   /// WriteFile. **Errors:** validation (a body that disagrees with the path), unsupported (a
   /// container other than the primary), and the transport's.
   [[nodiscard]] result<void> write_file(const std::string& id, const wire::WriteFileRequest& w) {
@@ -301,6 +315,10 @@ private:
     }
   }
 
+  [[nodiscard]] static std::string now_text() {
+    return http::detail::pb::timestamp_text(std::chrono::system_clock::now());
+  }
+
   /// A file error names its file in the ErrorInfo metadata (`filepath`), as the hosted service
   /// does.
   [[nodiscard]] static error with_path(error e, const std::string& path) {
@@ -353,9 +371,16 @@ private:
     wire::Sandbox sb;
     sb.sandbox_id = i.id;
     sb.status = http::status_of(i);
+    sb.status->runner_id = o_.runner_id;
     std::lock_guard lk(m_);
     if (auto it = specs_.find(i.id); it != specs_.end()) {
       sb.spec = it->second.spec;
+      // The times as this service saw them: the request, the start, the first sight of the end.
+      auto& made = it->second;
+      if (is_terminal(i.state) && made.end_time.empty()) made.end_time = now_text();
+      sb.status->create_time = made.create_time;
+      sb.status->start_time = made.start_time;
+      sb.status->end_time = made.end_time;
       // What the transport was given: the requirements, or the older `resources` as both.
       if (!sb.spec->containers.empty()) {
         const auto& c = sb.spec->containers.front();
@@ -410,8 +435,9 @@ private:
   struct created_sandbox {
     wire::SandboxSpec spec;
     std::string request_id; ///< the create's, "" without one
+    std::string create_time, start_time, end_time; ///< RFC 3339; end_time "" until seen ended
   };
-  std::map<std::string, created_sandbox, std::less<>> specs_; // by sandbox id
+  mutable std::map<std::string, created_sandbox, std::less<>> specs_; // by sandbox id
   std::set<std::string, std::less<>> live_; // created here, not stopped, not known to have ended
   std::size_t creating_ = 0;                // creates under way
   std::deque<std::string> stopped_;

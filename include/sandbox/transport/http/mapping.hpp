@@ -210,6 +210,19 @@ options_of(const wire::SandboxSpec& spec,
                                                      : std::string(name)) +
                                        " is not implemented");
   }
+  // A service with no visibility only listens inside the sandbox, which needs nothing of this
+  // server; exposing a port (a URL) does.
+  for (std::size_t i = 0; i < spec.services.size(); ++i) {
+    const auto& sv = spec.services[i];
+    std::string at = "spec.services[" + std::to_string(i) + "]";
+    if (sv.port < 1 || sv.port > 65535)
+      return fail(errc::validation, at + ".port: " + std::to_string(sv.port) +
+                                        " is not within 1 to 65535");
+    if (sv.visibility != wire::Visibility::VISIBILITY_UNSPECIFIED)
+      return fail(errc::unsupported, at + ".visibility: exposing a port (a service URL) is not "
+                                          "implemented by this server; a listen-only service "
+                                          "(no visibility) is");
+  }
   if (spec.containers.size() != 1)
     return fail(errc::unsupported, "spec.containers: this server runs exactly one container "
                                    "per sandbox, got " +

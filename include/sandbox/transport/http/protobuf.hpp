@@ -132,6 +132,14 @@ struct instant {
   return out;
 }
 
+/// The RFC 3339 text of a point of the system clock.
+[[nodiscard]] inline std::string timestamp_text(std::chrono::system_clock::time_point t) {
+  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
+  std::int64_t s = ns / 1'000'000'000, n = ns % 1'000'000'000;
+  if (n < 0) n += 1'000'000'000, --s;
+  return timestamp_text(instant{s, static_cast<std::int32_t>(n)});
+}
+
 // ---- encoding -----------------------------------------------------------------------------------
 
 inline void put_varint(std::string& out, std::uint64_t v) {

@@ -147,6 +147,48 @@ template <>
 inline constexpr auto unmodelled<NetworkOptions> =
     std::array{unsupported(1, "ingress"), unsupported(2, "egress")};
 
+/// `ServiceProtocol`.
+enum class ServiceProtocol : std::int32_t {
+  SERVICE_PROTOCOL_UNSPECIFIED = 0,
+  SERVICE_PROTOCOL_TCP = 1,
+  SERVICE_PROTOCOL_UDP = 2,
+  SERVICE_PROTOCOL_SCTP = 3,
+};
+template <>
+inline constexpr auto descriptor<ServiceProtocol> =
+    enumeration("coreweave.sandbox.v1.ServiceProtocol", "SERVICE_PROTOCOL_UNSPECIFIED",
+                "SERVICE_PROTOCOL_TCP", "SERVICE_PROTOCOL_UDP", "SERVICE_PROTOCOL_SCTP");
+
+/// `Visibility`: who may reach a service's port (unspecified: nobody outside the sandbox).
+enum class Visibility : std::int32_t {
+  VISIBILITY_UNSPECIFIED = 0,
+  VISIBILITY_PUBLIC = 1,
+  VISIBILITY_PRIVATE = 2,
+  VISIBILITY_CUSTOM = 3,
+};
+template <>
+inline constexpr auto descriptor<Visibility> =
+    enumeration("coreweave.sandbox.v1.Visibility", "VISIBILITY_UNSPECIFIED", "VISIBILITY_PUBLIC",
+                "VISIBILITY_PRIVATE", "VISIBILITY_CUSTOM");
+
+/// `Service`: a port the sandbox listens on, and who may reach it.
+struct Service {
+  std::int32_t port = 0; ///< required in a strict decode
+  std::string name;
+  ServiceProtocol protocol = ServiceProtocol::SERVICE_PROTOCOL_UNSPECIFIED;
+  Visibility visibility = Visibility::VISIBILITY_UNSPECIFIED;
+  friend bool operator==(const Service&, const Service&) = default;
+};
+template <>
+inline constexpr auto
+    descriptor<Service> = message("coreweave.sandbox.v1.Service",
+                                  field(1, "port", kind::int32, &Service::port, required),
+                                  field(2, "name", kind::string, &Service::name),
+                                  field(3, "protocol", kind::enumeration, &Service::protocol),
+                                  field(4, "visibility", kind::enumeration, &Service::visibility));
+template <>
+inline constexpr auto unmodelled<Service> = std::array{unsupported(5, "endpoint")};
+
 /// `SandboxSpec`.
 struct SandboxSpec {
   std::vector<Container> containers; ///< at least one in a strict decode
@@ -156,6 +198,7 @@ struct SandboxSpec {
   std::int32_t max_lifetime_seconds = 0; ///< 0 = platform default
   std::optional<NetworkOptions> network;
   SandboxMode mode = SandboxMode::SANDBOX_MODE_UNSPECIFIED;
+  std::vector<Service> services; ///< our server: listen-only ones (no visibility)
   friend bool operator==(const SandboxSpec&, const SandboxSpec&) = default;
 };
 template <>
@@ -167,11 +210,12 @@ inline constexpr auto descriptor<SandboxSpec> =
             field(11, "annotations", kind::string, &SandboxSpec::annotations),
             field(5, "max_lifetime_seconds", kind::int32, &SandboxSpec::max_lifetime_seconds),
             field(10, "network", kind::message, &SandboxSpec::network),
-            field(14, "mode", kind::enumeration, &SandboxSpec::mode));
+            field(14, "mode", kind::enumeration, &SandboxSpec::mode),
+            field(4, "services", kind::message, &SandboxSpec::services));
 template <>
 inline constexpr auto unmodelled<SandboxSpec> =
-    std::array{unsupported(3, "volumes"),        unsupported(4, "services"),
-               unsupported(6, "network_ids"),    unsupported(7, "object_storage_access"),
+    std::array{unsupported(3, "volumes"),        unsupported(6, "network_ids"),
+               unsupported(7, "object_storage_access"),
                unsupported(9, "runner_ids"),     unsupported(12, "init_containers"),
                unsupported(13, "instance_type"), unsupported(15, "runtime_class")};
 

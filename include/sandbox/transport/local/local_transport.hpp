@@ -189,6 +189,33 @@ public:
     return files::write_all(fd.get(), t, data);
   }
 
+  /// The sandbox's log: what its main process writes to stdout and stderr, the last
+  /// `local::detail::logring::data_bytes` (1 MiB) of it kept; from `offset` on, waiting up to
+  /// `wait` for more when there is none yet. A keep-alive sandbox (no main command) has an empty
+  /// log; command output (`exec`) never goes to it. Complete once the sandbox has ended.
+  /// **Errors:** not_found.
+  [[nodiscard]] result<LogRead> logs(std::string_view id, std::uint64_t offset,
+                                     std::chrono::milliseconds wait) noexcept {
+    SANDBOX_TRY(b, find(id));
+    auto s = b->log_from(offset);
+    if (s.end <= offset && !s.closed && wait.count() > 0) {
+      b->await_log(s.seq, wait);
+      s = b->log_from(offset);
+    }
+    LogRead out;
+    out.first_offset = s.first;
+    out.end_offset = s.end;
+    out.complete = s.closed;
+    out.chunks.reserve(s.pieces.size());
+    for (auto& p : s.pieces)
+      out.chunks.push_back(LogChunk{std::move(p.data),
+                                    std::chrono::system_clock::time_point(
+                                        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                            std::chrono::nanoseconds(p.unix_ns))),
+                                    p.end});
+    return out;
+  }
+
   /// Forgets a sandbox (stopping it first if it still runs).
   void release(std::string_view id) noexcept {
     std::shared_ptr<local::detail::box> b;

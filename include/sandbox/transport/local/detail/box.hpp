@@ -8,6 +8,7 @@
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/local/detail/cgroups.hpp>
+#include <sandbox/transport/local/detail/log_ring.hpp>
 #include <sandbox/transport/local/detail/hidden_layer.hpp>
 #include <sandbox/transport/local/detail/protocol.hpp>
 #include <sandbox/transport/local/detail/supervisor.hpp>
@@ -224,6 +225,25 @@ public:
   /// OOM kills in the sandbox so far (0 without a memory limit); see ExecResult::oom_killed.
   [[nodiscard]] std::uint64_t oom_kills() noexcept { return cgroup_ ? cgroup_->oom_kills() : 0; }
 
+  /// The sandbox's log (its main process's stdout and stderr) from offset `from` on; empty for a
+  /// sandbox without a main process. `closed` once nothing more can come: the writer closed it,
+  /// or the sandbox has ended (its supervisor drains the log before it exits).
+  [[nodiscard]] logring::snapshot log_from(std::uint64_t from) noexcept {
+    bool ended = is_terminal(info().state);
+    logring::snapshot s;
+    if (log_.ring) s = logring::read_from(*log_.ring, from);
+    s.closed = s.closed || ended;
+    return s;
+  }
+
+  /// Waits up to `timeout` for the log to grow after a snapshot saw `seq` (or the sandbox to end).
+  void await_log(std::uint32_t seq, std::chrono::milliseconds timeout) noexcept {
+    if (log_.ring)
+      logring::await(*log_.ring, seq, clamp_ms(timeout));
+    else
+      (void)await_exit(timeout);
+  }
+
 private:
   struct paths; // the host paths and mount options of one sandbox's setup
 
@@ -350,6 +370,16 @@ private:
   bool stop_requested_ = false;
   std::unique_ptr<cgroups::group> cgroup_; ///< set by create only: resource limits
   bool oom_killed_ = false;                ///< the main process was OOM-killed
+  /// The log ring, mapped read-only (the supervisor writes it); set once by start_main.
+  struct log_mapping {
+    logring::ring* ring = nullptr;
+    log_mapping() = default;
+    log_mapping(const log_mapping&) = delete;
+    log_mapping& operator=(const log_mapping&) = delete;
+    ~log_mapping() {
+      if (ring) ::munmap(ring, logring::ring_bytes);
+    }
+  } log_;
 };
 
 /// The first existing directory the private tmpfs can be mounted on (in the sandbox's own mount
@@ -596,14 +626,24 @@ inline result<void> box::start_main(std::span<const std::string> argv) noexcept 
     return fail(errc::resource_exhausted, "sandbox " + id + ": socketpair: " + errno_text(errno));
   main_status_.reset(st[0]);
   unique_fd theirs(st[1]);
+  // The log: shared memory sealed at its size (the supervisor, inside the sandbox, could
+  // otherwise shrink it under this process's reads), mapped here read-only.
+  unique_fd log(::memfd_create("sandbox-log", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  void* ring = MAP_FAILED;
+  if (!log || ::ftruncate(log.get(), static_cast<off_t>(logring::ring_bytes)) != 0 ||
+      ::fcntl(log.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0 ||
+      (ring = ::mmap(nullptr, logring::ring_bytes, PROT_READ, MAP_SHARED, log.get(), 0)) ==
+          MAP_FAILED)
+    return fail(errc::resource_exhausted, "sandbox " + id + ": its log: " + errno_text(errno));
+  log_.ring = static_cast<logring::ring*>(ring);
   request rq{};
   rq.code = op::exec;
-  rq.flags = exec_main | exec_null_output;
+  rq.flags = exec_main | exec_log_output;
   rq.argc = static_cast<std::uint32_t>(argv.size());
   rq.envc = static_cast<std::uint32_t>(base_env.size());
   rq.strings_len = static_cast<std::uint32_t>(strings.size());
-  int fd = theirs.get();
-  return send(rq, strings, std::span<const int>(&fd, 1));
+  int fds[2] = {theirs.get(), log.get()};
+  return send(rq, strings, std::span<const int>(fds, 2));
 }
 
 } // namespace sandbox::local::detail

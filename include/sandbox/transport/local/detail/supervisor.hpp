@@ -9,10 +9,12 @@
 #pragma once
 
 #include <sandbox/transport/local/detail/hidden.hpp>
+#include <sandbox/transport/local/detail/log_ring.hpp>
 #include <sandbox/transport/local/detail/protocol.hpp>
 #include <sandbox/transport/local/detail/seccomp.hpp>
 
 #include <cerrno>
+#include <climits>
 #include <csignal>
 #include <cstddef>
 #include <cstdint>
@@ -134,6 +136,8 @@ struct state {
   bool main_exited;
   std::int64_t kill_at_ms; // stop: SIGKILL everything at this time (0 = not scheduled)
   std::int64_t lifetime_end_ms;
+  logring::ring* log; // the sandbox's log, once the main process writes to it
+  int log_in;         // the read end of the main's output pipe (-1: none, or at its end)
 };
 
 inline std::int64_t now_ms() noexcept {
@@ -696,7 +700,10 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
     if (status_fd >= 0) send_reply(status_fd, event::start_failed, 0, err, where);
     close_fds(fds, nfds);
   };
-  int want = 1 + ((rq.flags & exec_stdin_pipe) ? 1 : 0) + ((rq.flags & exec_null_output) ? 0 : 2);
+  int want = 1 + ((rq.flags & exec_stdin_pipe) ? 1 : 0) +
+             ((rq.flags & exec_null_output)  ? 0
+              : (rq.flags & exec_log_output) ? 1
+                                             : 2);
   if (nfds != want || rq.argc == 0 || rq.argc + rq.envc > max_strings) {
     give_up(stage::fds, EINVAL);
     return;
@@ -741,13 +748,34 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
   exec_ctx x{argv, envp, p, path, {-1, -1, -1}, 0, stage::none};
   int k = 1;
   if (rq.flags & exec_stdin_pipe) x.fds[0] = fds[k++];
-  if (!(rq.flags & exec_null_output)) {
+  int log_w = -1;
+  if (rq.flags & exec_null_output) {
+  } else if (rq.flags & exec_log_output) {
+    // One log per sandbox, written by its main process (and whatever inherits its output).
+    if (st.log || !(rq.flags & exec_main)) {
+      give_up(stage::fds, EINVAL);
+      return;
+    }
+    void* m = ::mmap(nullptr, logring::ring_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fds[k++], 0);
+    int pp[2];
+    if (m == MAP_FAILED || ::pipe2(pp, O_CLOEXEC) != 0) {
+      int err = errno;
+      if (m != MAP_FAILED) ::munmap(m, logring::ring_bytes);
+      give_up(stage::fds, err);
+      return;
+    }
+    ::fcntl(pp[0], F_SETFL, O_NONBLOCK);
+    st.log = static_cast<logring::ring*>(m);
+    st.log_in = pp[0];
+    x.fds[1] = x.fds[2] = log_w = pp[1];
+  } else {
     x.fds[1] = fds[k++];
     x.fds[2] = fds[k++];
   }
   pid_t pid =
       ::clone(exec_child, st.child_stack + child_stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
   close_fds(fds + 1, nfds - 1);
+  if (log_w >= 0) ::close(log_w);
   if (pid < 0) {
     give_up(stage::fork, errno);
     return;
@@ -786,10 +814,31 @@ inline void reap(state& st, bool block) noexcept {
   }
 }
 
+/// Moves what the main's output pipe holds into the log (at most `rounds` chunks, so that a
+/// flood of output cannot keep requests waiting); at the pipe's end, closes the log.
+inline void drain_log(state& st, int rounds) noexcept {
+  for (int i = 0; i < rounds && st.log_in >= 0; ++i) {
+    long n = logring::append_from(*st.log, st.log_in);
+    if (n > 0) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    ::close(st.log_in);
+    st.log_in = -1;
+    logring::close(*st.log);
+  }
+}
+
+/// Exits, after moving what is left in the main's output pipe into the log: with every writer
+/// gone, that is at most the pipe's capacity.
+[[noreturn]] inline void finish(state& st) noexcept {
+  drain_log(st, INT_MAX);
+  if (st.log) logring::close(*st.log);
+  _exit(st.expired ? exit_expired : 0);
+}
+
 [[noreturn]] inline void shut_down(state& st) noexcept {
   ::kill(-1, SIGKILL);
   reap(st, true);
-  _exit(st.expired ? exit_expired : 0);
+  finish(st);
 }
 
 inline void begin_stop(state& st, std::uint32_t grace_ms) noexcept {
@@ -853,7 +902,7 @@ inline bool handle_request(state& st) noexcept {
 [[noreturn]] inline void serve(state& st, int sigfd) noexcept {
   for (;;) {
     if (st.main_exited) shut_down(st);
-    if (st.stopping && !has_children()) _exit(st.expired ? exit_expired : 0);
+    if (st.stopping && !has_children()) finish(st);
     int timeout = -1;
     std::int64_t now = now_ms();
     if (st.stopping) {
@@ -869,8 +918,9 @@ inline bool handle_request(state& st) noexcept {
       }
       timeout = static_cast<int>(st.lifetime_end_ms - now);
     }
-    pollfd p[2] = {{ctl, POLLIN, 0}, {sigfd, POLLIN, 0}};
-    if (::poll(p, 2, timeout) < 0 && errno != EINTR) shut_down(st);
+    pollfd p[3] = {{ctl, POLLIN, 0}, {sigfd, POLLIN, 0}, {st.log_in, POLLIN, 0}};
+    if (::poll(p, st.log_in >= 0 ? 3 : 2, timeout) < 0 && errno != EINTR) shut_down(st);
+    if (st.log_in >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) drain_log(st, 16);
     if (p[1].revents & POLLIN) {
       signalfd_siginfo si;
       while (::read(sigfd, &si, sizeof si) > 0) {
@@ -986,6 +1036,7 @@ inline int supervisor_main(void* arg) noexcept {
   if (mem == MAP_FAILED) setup_failed(ctl, stage::fds);
   auto* base = static_cast<char*>(mem);
   state st{};
+  st.log_in = -1;
   st.slots = reinterpret_cast<slot*>(base);
   st.buf = base + slots_bytes;
   st.ptrs = reinterpret_cast<char**>(base + slots_bytes + buf_bytes);
