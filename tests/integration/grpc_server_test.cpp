@@ -356,3 +356,190 @@ TEST_CASE("gRPC StreamExec: ready, output in order, exit; stdin; errors", "[grpc
   }
   remove(c, id);
 }
+
+namespace {
+
+/// A sandbox whose main process prints `lines` numbered lines, then waits for /tmp/go, prints
+/// "last" and ends.
+std::string noisy(rpc_client& c, int lines) {
+  wire::CreateSandboxRequest rq;
+  rq.sandbox = keep_alive_spec();
+  auto& main = rq.sandbox->spec->containers[0];
+  main.command = "sh";
+  main.args = {"-c", "seq 1 " + std::to_string(lines) +
+                         "; while [ ! -e /tmp/go ]; do sleep 0.01; done; echo last"};
+  auto r = c.unary<wire::Sandbox>("CreateSandbox", rq);
+  REQUIRE(r.ok());
+  return r.message.sandbox_id;
+}
+
+/// Waits until the sandbox's log holds `text` (a follow read that stops once it has).
+void await_log(rpc_client& c, const std::string& id, const std::string& text) {
+  wire::StreamLogsRequest rq;
+  rq.sandbox_id = id;
+  rq.follow = true;
+  rpc_client::stream st(c, std::nullopt, "StreamLogs");
+  REQUIRE(st.write(rq));
+  REQUIRE(st.writes_done());
+  std::string seen;
+  while (seen.find(text) == std::string::npos) {
+    auto e = st.read<wire::LogEntry>();
+    REQUIRE(e);
+    seen += e->data;
+  }
+}
+
+struct log_read {
+  std::vector<wire::LogEntry> entries;
+  std::string data;
+  grpc::Status status;
+};
+
+log_read read_logs(rpc_client& c, const wire::StreamLogsRequest& rq) {
+  rpc_client::stream st(c, std::nullopt, "StreamLogs");
+  REQUIRE(st.write(rq));
+  REQUIRE(st.writes_done());
+  log_read out;
+  while (auto e = st.read<wire::LogEntry>()) {
+    out.data += e->data;
+    out.entries.push_back(std::move(*e));
+  }
+  out.status = st.finish();
+  return out;
+}
+
+void go(rpc_client& c, const std::string& id) {
+  wire::ExecRequest x;
+  x.sandbox_id = id;
+  x.command = {"touch", "/tmp/go"};
+  REQUIRE(c.unary<wire::ExecResponse>("Exec", x).ok());
+}
+
+} // namespace
+
+TEST_CASE("gRPC StreamLogs: the main process's output, tail, follow, sessions and offsets",
+          "[grpc][logs]") {
+  servers s;
+  auto c = s.client();
+  std::string id = noisy(c, 1000);
+  await_log(c, id, "1000\n");
+
+  wire::StreamLogsRequest rq;
+  rq.sandbox_id = id;
+  SECTION("all of it, in entries whose offsets count the bytes before them") {
+    auto r = read_logs(c, rq);
+    REQUIRE(r.status.ok());
+    std::string expected;
+    for (int i = 1; i <= 1000; ++i)
+      expected += std::to_string(i) + "\n";
+    CHECK(r.data == expected);
+    std::uint64_t at = 0;
+    for (const auto& e : r.entries) {
+      at += e.data.size();
+      CHECK(e.next_log_offset == at);
+      CHECK(e.log_session_id == r.entries.front().log_session_id);
+      CHECK(!e.timestamp.empty());
+    }
+  }
+  SECTION("the last lines, with timestamps") {
+    rq.tail_lines = 2;
+    rq.timestamps = true;
+    auto r = read_logs(c, rq);
+    REQUIRE(r.status.ok());
+    // "<RFC 3339> 999\n<RFC 3339> 1000\n"
+    auto first = r.data.find(' ');
+    REQUIRE(first != std::string::npos);
+    CHECK(r.data.substr(first + 1, 4) == "999\n");
+    CHECK(r.data.size() > 2 * std::string("2026-01-01T00:00:00Z 999\n").size());
+    CHECK(r.data.substr(r.data.size() - 5) == "1000\n");
+  }
+  SECTION("follow ends with the sandbox; a resumed session continues at its offset") {
+    rq.follow = true;
+    rq.tail_lines = 1;
+    rpc_client::stream st(c, std::nullopt, "StreamLogs");
+    REQUIRE(st.write(rq));
+    REQUIRE(st.writes_done());
+    auto e = st.read<wire::LogEntry>();
+    REQUIRE(e);
+    CHECK(e->data == "1000\n");
+    go(c, id);
+    std::string rest;
+    while (auto more = st.read<wire::LogEntry>())
+      rest += more->data;
+    CHECK(rest == "last\n");
+    CHECK(st.finish().ok());
+
+    wire::StreamLogsRequest resume;
+    resume.sandbox_id = id;
+    resume.resume_log_session_id = e->log_session_id;
+    resume.resume_log_offset = e->next_log_offset;
+    auto r = read_logs(c, resume);
+    REQUIRE(r.status.ok());
+    CHECK(r.data == "last\n");
+  }
+  SECTION("an unknown session is refused in band") {
+    rq.resume_log_session_id = "no-such-session";
+    auto r = read_logs(c, rq);
+    REQUIRE(r.status.ok());
+    REQUIRE(r.entries.size() == 1);
+    REQUIRE(r.entries[0].error);
+    CHECK(r.entries[0].error->code == "SESSION_NOT_FOUND");
+  }
+  SECTION("a sandbox that does not exist") {
+    rq.sandbox_id = "sbx-nonexistent";
+    CHECK(read_logs(c, rq).status.error_code() == grpc::StatusCode::NOT_FOUND);
+  }
+  remove(c, id);
+}
+
+TEST_CASE("gRPC StreamLogs: an offset the log no longer keeps is a gap, said in band",
+          "[grpc][logs]") {
+  servers s;
+  auto c = s.client();
+  std::string id = noisy(c, 300000); // 2 MB: the log keeps the last 1 MiB
+  go(c, id);
+  await_log(c, id, "last\n");
+  wire::StreamLogsRequest rq;
+  rq.sandbox_id = id;
+  auto all = read_logs(c, rq);
+  REQUIRE(!all.entries.empty());
+  wire::StreamLogsRequest resume;
+  resume.sandbox_id = id;
+  resume.resume_log_session_id = all.entries.front().log_session_id;
+  resume.resume_log_offset = 10; // overwritten long ago
+  auto r = read_logs(c, resume);
+  REQUIRE(r.entries.size() == 1);
+  REQUIRE(r.entries[0].error);
+  CHECK(r.entries[0].error->code == "REPLAY_GAP");
+  remove(c, id);
+}
+
+TEST_CASE("gRPC: listen-only services are accepted, exposed ones refused; status says the runner "
+          "and the times",
+          "[grpc]") {
+  servers s;
+  auto c = s.client();
+  wire::CreateSandboxRequest rq;
+  rq.sandbox = keep_alive_spec();
+  rq.sandbox->spec->services = {wire::Service{8000, "web", wire::ServiceProtocol::SERVICE_PROTOCOL_TCP,
+                                              wire::Visibility::VISIBILITY_UNSPECIFIED}};
+  auto made = c.unary<wire::Sandbox>("CreateSandbox", rq);
+  REQUIRE(made.ok());
+  REQUIRE(made.message.status);
+  CHECK(made.message.status->runner_id == "local");
+  CHECK(!made.message.status->create_time.empty());
+  CHECK(!made.message.status->start_time.empty());
+  CHECK(made.message.status->end_time.empty());
+  remove(c, made.message.sandbox_id);
+  auto ended = c.unary<wire::Sandbox>("GetSandbox", wire::GetSandboxRequest{made.message.sandbox_id});
+  REQUIRE(ended.ok());
+  CHECK(!ended.message.status->end_time.empty());
+
+  rq.sandbox->spec->services[0].visibility = wire::Visibility::VISIBILITY_PUBLIC;
+  auto exposed = c.unary<wire::Sandbox>("CreateSandbox", rq);
+  CHECK(exposed.status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
+  CHECK(exposed.status.error_message().find("visibility") != std::string::npos);
+  rq.sandbox->spec->services[0] = wire::Service{70000, "", {}, {}};
+  CHECK(c.unary<wire::Sandbox>("CreateSandbox", rq).status.error_code() ==
+        grpc::StatusCode::INVALID_ARGUMENT);
+}

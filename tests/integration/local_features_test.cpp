@@ -306,3 +306,87 @@ TEST_CASE("file errors are typed, and special files never hang or exhaust memory
   CHECK(comm.error().is(errc::file_permission));
   CHECK(comm.error().message.find("kernel interface") != std::string::npos);
 }
+
+TEST_CASE("the main process's stdout and stderr are the sandbox's log; exec output is not",
+          "[local][logs]") {
+  // The main writes, waits for /tmp/go, writes again and ends.
+  auto made = Box::run(
+      {"sh", "-c", "echo out; echo err >&2; while [ ! -e /tmp/go ]; do sleep 0.01; done; echo after"});
+  REQUIRE(made);
+  auto& box = made.value();
+  // Output of exec never reaches the log.
+  REQUIRE(box.exec({"echo", "exec-only"}).result());
+  REQUIRE(box.exec({"touch", "/tmp/go"}).result());
+  std::string seen;
+  auto followed = box.follow_logs([&](std::string_view c) noexcept { seen += c; });
+  REQUIRE(followed);
+  CHECK(seen == "out\nerr\nafter\n");
+  auto all = box.logs();
+  REQUIRE(all);
+  CHECK(all.value() == seen);
+  CHECK(seen.find("exec-only") == std::string::npos);
+
+  // A keep-alive sandbox (no main command) has an empty log.
+  auto idle = keep_alive();
+  REQUIRE(idle.exec({"sh", "-c", "echo noise; echo noise >&2"}).result());
+  auto none = idle.logs();
+  REQUIRE(none);
+  CHECK(none.value().empty());
+}
+
+TEST_CASE("the log keeps the last 1 MiB with offsets that count every byte; a flood of output "
+          "neither blocks the main nor the sandbox",
+          "[local][logs]") {
+  // 4 MiB of numbered lines: the log keeps the last 1 MiB, the offsets count all of it.
+  auto made = Box::run({"sh", "-c", "seq 1 500000; echo done"});
+  REQUIRE(made);
+  auto& box = made.value();
+  REQUIRE(box.wait_until_complete(60s));
+  auto t = sandbox::local_transport::shared();
+  auto read = t->logs(box.id(), 0, 0ms);
+  REQUIRE(read);
+  const auto& r = read.value();
+  std::string expected;
+  for (int i = 1; i <= 500000; ++i)
+    expected += std::to_string(i) + "\n";
+  expected += "done\n";
+  CHECK(r.complete);
+  CHECK(r.end_offset == expected.size());
+  CHECK(r.first_offset == expected.size() - (std::size_t{1} << 20));
+  std::string kept;
+  std::uint64_t at = r.first_offset;
+  for (const auto& c : r.chunks) {
+    kept += c.data;
+    at += c.data.size();
+    CHECK(c.end_offset == at); // each chunk ends where the next begins
+  }
+  CHECK(kept == expected.substr(expected.size() - (std::size_t{1} << 20)));
+  // From an offset: only what follows it.
+  auto tail = t->logs(box.id(), expected.size() - 5, 0ms);
+  REQUIRE(tail);
+  REQUIRE(!tail.value().chunks.empty());
+  CHECK(tail.value().chunks.back().data.substr(tail.value().chunks.back().data.size() - 5) ==
+        "done\n");
+
+  // A main that never stops writing: the sandbox still serves commands, and the log stays at
+  // its size.
+  auto flood = Box::run({"sh", "-c", "yes flood"});
+  REQUIRE(flood);
+  for (int i = 0; i < 20; ++i) {
+    auto r2 = flood.value().exec({"echo", "served"}).result();
+    REQUIRE(r2);
+    CHECK(r2.value().stdout_text == "served\n");
+  }
+  auto f = t->logs(flood.value().id(), 0, 0ms);
+  REQUIRE(f);
+  CHECK(f.value().end_offset > (std::size_t{1} << 20));
+  std::size_t bytes = 0;
+  for (const auto& c : f.value().chunks)
+    bytes += c.data.size();
+  CHECK(bytes <= (std::size_t{1} << 20));
+  CHECK(!f.value().complete);
+  REQUIRE(flood.value().stop());
+  auto ended = t->logs(flood.value().id(), f.value().end_offset, 5s);
+  REQUIRE(ended);
+  CHECK(ended.value().complete); // nothing more after the end
+}

@@ -80,12 +80,14 @@ public:
     return r;
   }
 
-  /// A bidirectional StreamExec call.
+  /// A streaming call (bidirectional StreamExec by default; StreamLogs: write one request, then
+  /// read).
   class stream {
   public:
-    stream(rpc_client& c, std::optional<std::chrono::milliseconds> deadline) {
+    stream(rpc_client& c, std::optional<std::chrono::milliseconds> deadline,
+           const std::string& name = "StreamExec") {
       c.prepare(ctx_, deadline, nullptr);
-      call_ = c.stub_.PrepareCall(&ctx_, method("StreamExec"), &cq_);
+      call_ = c.stub_.PrepareCall(&ctx_, method(name), &cq_);
       call_->StartCall(tag(1));
       next(cq_);
     }
@@ -103,7 +105,8 @@ public:
     stream(const stream&) = delete;
     stream& operator=(const stream&) = delete;
 
-    bool write(const wire::ExecStreamRequest& m) {
+    template <class M>
+    bool write(const M& m) {
       grpc::ByteBuffer b = serve::detail::buffer_of(m);
       call_->Write(b, tag(2));
       return next(cq_);
@@ -113,12 +116,12 @@ public:
       return next(cq_);
     }
     /// The next message, or nullopt at the end of the stream.
-    std::optional<wire::ExecStreamResponse> read() {
+    template <class M = wire::ExecStreamResponse>
+    std::optional<M> read() {
       grpc::ByteBuffer b;
       call_->Read(&b, tag(4));
       if (!next(cq_)) return std::nullopt;
-      auto m = http::from_protobuf<wire::ExecStreamResponse>(serve::detail::bytes_of(b),
-                                                                  http::decode_mode::lenient);
+      auto m = http::from_protobuf<M>(serve::detail::bytes_of(b), http::decode_mode::lenient);
       if (!m) return std::nullopt;
       return std::move(m).value();
     }
