@@ -27,6 +27,7 @@
 #include <csignal>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -108,12 +109,19 @@ public:
   /// them to end. Idempotent; safe from any thread (not from a signal handler).
   void stop() noexcept {
     if (!server_) return;
-    stopping_ = true;
+    {
+      std::lock_guard lk(m_);
+      stopping_ = true;
+    }
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
     {
       std::unique_lock lk(m_);
       idle_.wait(lk, [&] { return calls_ == 0; });
     }
+    work_.notify_all();
+    for (auto& w : workers_)
+      w.join();
+    workers_.clear();
     server_->Wait();
     server_.reset();
   }
@@ -190,6 +198,8 @@ private:
         started_ = true;
         if (!ok)
           return finish(error(errc::validation, "the call ended before its request message"));
+        // Lookups answer at once: on grpc++'s thread, saving a hand-off to a thread of ours.
+        if (method_ == method::get || method_ == method::list) return run();
         if (!srv_->admit())
           return finish(
               error(errc::resource_exhausted,
@@ -197,11 +207,11 @@ private:
                         " calls at once (server_options::threads); retry later"),
               std::chrono::seconds(1));
         refs_.fetch_add(1);
-        std::thread([this, srv = srv_] {
+        srv_->dispatch([this, srv = srv_] {
           run();
           unref(); // may free this call
           srv->release();
-        }).detach();
+        });
         return;
       }
       {
@@ -755,6 +765,33 @@ private:
     if (--calls_ == 0) idle_.notify_all();
   }
 
+  /// Runs `task` on a thread of the pool: an idle one, or a new one (a call may block as long as
+  /// its command runs, so none waits for another; admit() bounds how many run at once). Threads
+  /// are kept for the next calls (a thread made per call cost ≈ 0.1 ms of each unary call).
+  void dispatch(std::function<void()> task) {
+    std::lock_guard lk(m_);
+    tasks_.push_back(std::move(task));
+    if (idle_workers_ >= tasks_.size())
+      work_.notify_one();
+    else
+      workers_.emplace_back([this] { work(); });
+  }
+
+  void work() {
+    std::unique_lock lk(m_);
+    for (;;) {
+      ++idle_workers_;
+      work_.wait(lk, [&] { return !tasks_.empty() || stopping_; });
+      --idle_workers_;
+      if (tasks_.empty()) return; // stopping, and every call has ended
+      auto task = std::move(tasks_.front());
+      tasks_.pop_front();
+      lk.unlock();
+      task();
+      lk.lock();
+    }
+  }
+
   std::shared_ptr<serve::service<Transport>> svc_;
   const server_options& o_; // the service's
   generic generic_;
@@ -763,7 +800,11 @@ private:
   std::mutex m_;
   std::condition_variable idle_;
   std::size_t calls_ = 0;
-  std::atomic<bool> stopping_{false};
+  bool stopping_ = false;
+  std::condition_variable work_;
+  std::deque<std::function<void()>> tasks_;
+  std::vector<std::thread> workers_;
+  std::size_t idle_workers_ = 0;
 };
 
 } // namespace sandbox

@@ -1,0 +1,200 @@
+// SPDX-License-Identifier: MIT
+// gRPC front end figures, each beside the REST front end and the local transport measured in the
+// same run. Both servers share one service over the local transport in this process (what
+// sandboxd runs with --grpc-listen), on ephemeral loopback ports; client and server share the
+// machine's cores.
+//   warm exec      Exec of `true`: local  vs  REST (http_transport)  vs  unary gRPC Exec
+//   round trip     GetSandbox over REST and gRPC (each protocol's floor)
+//   first byte     StreamExec of `echo x`: init sent to first output message received
+//   stdout         256 MiB of stdout: local (kept)  vs  REST Exec  vs  StreamExec (as it streams)
+//   pipe limit     the same bytes through a plain pipe (dd | dd), the machine's ceiling
+// Usage: grpc_bench [iterations]   (default 300)
+#include "../support/grpc_client.hpp"
+#include "../support/loopback_server.hpp"
+
+#include <sandbox/local.hpp>
+#include <sandbox/server/grpc_server.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+using remote_box = sandbox::basic_sandbox<sandbox::testing::test_http_transport,
+                                          sandbox::testing::test_retry, sandbox::return_errors>;
+namespace wire = sandbox::http::wire;
+
+double ms_since(clock_type::time_point t0) {
+  return std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+}
+
+struct stats {
+  double p50, p10, p90;
+};
+
+stats summary(std::vector<double> t) {
+  std::sort(t.begin(), t.end());
+  auto at = [&](double q) { return t[static_cast<std::size_t>(q * static_cast<double>(t.size() - 1))]; };
+  return {at(0.5), at(0.1), at(0.9)};
+}
+
+void print(const char* what, stats s) {
+  std::printf("  %-40s p50 %8.3f ms   p10 %8.3f   p90 %8.3f\n", what, s.p50, s.p10, s.p90);
+}
+
+[[noreturn]] void die(const std::string& what) {
+  std::fprintf(stderr, "grpc_bench: %s\n", what.c_str());
+  std::exit(1);
+}
+
+/// Seconds for the pipe limit: `bytes` through dd | dd.
+double pipe_seconds(std::size_t bytes) {
+  std::string cmd = "dd if=/dev/zero bs=1M count=" + std::to_string(bytes >> 20) +
+                    " status=none | dd of=/dev/null bs=1M status=none";
+  auto t0 = clock_type::now();
+  if (std::system(cmd.c_str()) != 0) die("dd failed");
+  return ms_since(t0) / 1e3;
+}
+
+} // namespace
+
+int run(int n) {
+  sandbox::testing::loopback_server rest;
+  sandbox::grpc_server<sandbox::local_transport> grpc(rest.get().service());
+  auto port = grpc.start("127.0.0.1", 0);
+  if (!port) die(port.error().message);
+  sandbox::testing::rpc_client c("127.0.0.1:" + std::to_string(port.value()),
+                                 "Bearer " + rest.token());
+  auto local_made = sandbox::NoexceptSandbox::run({}, sandbox::local_transport::shared());
+  auto remote_made = remote_box::run({}, rest.client());
+  if (!local_made || !remote_made) die("cannot start sandboxes");
+  auto& local = local_made.value();
+  auto& remote = remote_made.value();
+  const std::string id = remote.id(); // gRPC calls go to the same sandbox as REST
+
+  auto local_true = [&] {
+    auto r = local.exec({"true"}).result();
+    if (!r || r.value().returncode != 0) die("local exec failed");
+  };
+  auto rest_true = [&] {
+    auto r = remote.exec({"true"}).result();
+    if (!r || r.value().returncode != 0) die("REST exec failed");
+  };
+  wire::ExecRequest x;
+  x.sandbox_id = id;
+  x.command = {"true"};
+  auto grpc_true = [&] {
+    auto r = c.unary<wire::ExecResponse>("Exec", x);
+    if (!r.ok() || r.message.exit_code != 0) die("gRPC exec failed: " + r.status.error_message());
+  };
+  std::vector<double> tl, tr, tg;
+  for (int i = 0; i < 10; ++i)
+    local_true(), rest_true(), grpc_true();
+  for (int i = 0; i < n; ++i) {
+    auto t0 = clock_type::now();
+    local_true();
+    tl.push_back(ms_since(t0));
+    t0 = clock_type::now();
+    rest_true();
+    tr.push_back(ms_since(t0));
+    t0 = clock_type::now();
+    grpc_true();
+    tg.push_back(ms_since(t0));
+  }
+  std::printf("exec of `true` in a running sandbox (%d runs each, interleaved)\n", n);
+  auto sl = summary(tl), sr = summary(tr), sg = summary(tg);
+  print("local transport (baseline)", sl);
+  print("REST (http_transport) on loopback", sr);
+  print("gRPC unary Exec on loopback", sg);
+  double over = sg.p50 - sl.p50;
+  std::printf("  gRPC overhead: %+.3f ms (target <= +0.300 ms) -> %s\n", over,
+              over <= 0.3 ? "met" : "NOT met");
+
+  // The floor of each protocol: a call that does nothing but look the sandbox up.
+  auto client = rest.client();
+  std::vector<double> gr, gg;
+  wire::GetSandboxRequest get{id};
+  for (int i = 0; i < n; ++i) {
+    auto t0 = clock_type::now();
+    if (!client->get(id)) die("REST get failed");
+    gr.push_back(ms_since(t0));
+    t0 = clock_type::now();
+    if (!c.unary<wire::Sandbox>("GetSandbox", get).ok()) die("gRPC get failed");
+    gg.push_back(ms_since(t0));
+  }
+  print("GetSandbox round trip, REST", summary(gr));
+  print("GetSandbox round trip, gRPC", summary(gg));
+
+  std::vector<double> first;
+  for (int i = 0; i < std::max(20, n / 10); ++i) {
+    sandbox::testing::rpc_client::stream st(c, std::nullopt);
+    wire::ExecStreamRequest init;
+    init.init = wire::ExecStreamInit{};
+    init.init->sandbox_id = id;
+    init.init->command = {"echo", "x"};
+    auto t0 = clock_type::now();
+    if (!st.write(init)) die("StreamExec init failed");
+    for (;;) {
+      auto m = st.read();
+      if (!m) die("StreamExec ended before output");
+      if (m->output) break;
+    }
+    first.push_back(ms_since(t0));
+    while (st.read()) {
+    }
+    (void)st.finish();
+  }
+  std::printf("\nStreamExec: init sent to the first output byte received (`echo x`)\n");
+  print("time to first byte", summary(first));
+
+  const std::size_t bytes = std::size_t{256} << 20;
+  const std::vector<std::string> cmd = {"head", "-c", std::to_string(bytes), "/dev/zero"};
+  double best_pipe = 1e9, best_local = 1e9, best_rest = 1e9, best_grpc = 1e9;
+  for (int i = 0; i < 3; ++i) {
+    best_pipe = std::min(best_pipe, pipe_seconds(bytes));
+    auto t0 = clock_type::now();
+    auto lr = local.exec(cmd, {.max_output_bytes = bytes + 1}).result();
+    best_local = std::min(best_local, ms_since(t0) / 1e3);
+    if (!lr || lr.value().stdout_text.size() != bytes) die("local stdout run failed");
+    t0 = clock_type::now();
+    auto rr = remote.exec(cmd, {.max_output_bytes = bytes + 1}).result();
+    best_rest = std::min(best_rest, ms_since(t0) / 1e3);
+    if (!rr || rr.value().stdout_text.size() != bytes) die("REST stdout run failed");
+    sandbox::testing::rpc_client::stream st(c, std::nullopt);
+    wire::ExecStreamRequest init;
+    init.init = wire::ExecStreamInit{};
+    init.init->sandbox_id = id;
+    init.init->command = cmd;
+    t0 = clock_type::now();
+    if (!st.write(init) || !st.writes_done()) die("StreamExec init failed");
+    std::size_t got = 0;
+    while (auto m = st.read())
+      if (m->output) got += m->output->data.size();
+    best_grpc = std::min(best_grpc, ms_since(t0) / 1e3);
+    if (got != bytes || !st.finish().ok()) die("StreamExec stdout run failed");
+  }
+  double mb = static_cast<double>(bytes) / 1e6;
+  std::printf("\n256 MiB of stdout from one command (best of 3)\n");
+  std::printf("  pipe limit (dd | dd)                     %8.0f MB/s\n", mb / best_pipe);
+  std::printf("  local transport, kept in the result      %8.0f MB/s\n", mb / best_local);
+  std::printf("  REST Exec on loopback                    %8.0f MB/s\n", mb / best_rest);
+  std::printf("  gRPC StreamExec on loopback              %8.0f MB/s  (%.2fx the pipe)  "
+              "target >= 500 MB/s -> %s\n",
+              mb / best_grpc, best_pipe / best_grpc, mb / best_grpc >= 500 ? "met" : "NOT met");
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  int n = argc > 1 ? std::atoi(argv[1]) : 300;
+  if (n < 10) n = 10;
+  int rc = 1;
+  std::thread([&] { rc = run(n); }).join(); // as in http_bench: off the main thread's heap
+  return rc;
+}
