@@ -32,9 +32,9 @@
 #include <thread>
 
 #include <pthread.h>
-#include <unistd.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 namespace {
 
@@ -235,8 +235,7 @@ int serve(config& c) {
     std::optional<sandbox::tls_identity> tls;
     if (!c.tls_cert.empty()) {
       tls.emplace();
-      if (auto bad = read_file("TLS certificate", c.tls_cert, tls->certificate_chain);
-          !bad.empty())
+      if (auto bad = read_file("TLS certificate", c.tls_cert, tls->certificate_chain); !bad.empty())
         return die(bad);
       if (auto bad = read_file("TLS key", c.tls_key, tls->private_key); !bad.empty())
         return die(bad);

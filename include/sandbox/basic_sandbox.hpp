@@ -267,8 +267,8 @@ public:
   template <class OnOutput>
   [[nodiscard]] result<void>
   try_follow_logs(OnOutput&& on_output,
-                  std::optional<std::chrono::milliseconds> timeout = std::nullopt) noexcept
-      requires log_transport<Transport> {
+                  std::optional<std::chrono::milliseconds> timeout = std::nullopt) noexcept requires
+      log_transport<Transport> {
     static_assert(std::is_nothrow_invocable_v<OnOutput&, std::string_view>,
                   "sandbox: follow_logs callbacks must be noexcept: they are called inside a "
                   "noexcept loop");

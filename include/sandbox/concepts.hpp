@@ -103,8 +103,8 @@ inline constexpr bool supports_stdin = stdin_process<typename T::process_type>;
 /// the oldest kept byte when `offset` is older); when there is nothing after `offset` yet and
 /// the log is not complete, it first waits up to `wait` for more.
 template <class T>
-concept log_transport = transport<T> && requires(T& t, std::string_view id, std::uint64_t offset,
-                                                 std::chrono::milliseconds d) {
+concept log_transport = transport<T> &&
+    requires(T& t, std::string_view id, std::uint64_t offset, std::chrono::milliseconds d) {
   { t.logs(id, offset, d) }
   noexcept->std::same_as<result<LogRead>>;
 };

@@ -41,7 +41,9 @@ struct stats {
 
 stats summary(std::vector<double> t) {
   std::sort(t.begin(), t.end());
-  auto at = [&](double q) { return t[static_cast<std::size_t>(q * static_cast<double>(t.size() - 1))]; };
+  auto at = [&](double q) {
+    return t[static_cast<std::size_t>(q * static_cast<double>(t.size() - 1))];
+  };
   return {at(0.5), at(0.1), at(0.9)};
 }
 

@@ -252,8 +252,9 @@ TEST_CASE("gRPC StreamExec: ready, output in order, exit; stdin; errors", "[grpc
 
   SECTION("both streams, apart, and the exit code") {
     rpc_client::stream st(c, std::nullopt);
-    REQUIRE(st.write(init_of(id, {"sh", "-c", "for i in 1 2 3; do echo o$i; echo e$i >&2; done; "
-                                              "exit 7"})));
+    REQUIRE(st.write(init_of(id, {"sh", "-c",
+                                  "for i in 1 2 3; do echo o$i; echo e$i >&2; done; "
+                                  "exit 7"})));
     REQUIRE(st.writes_done());
     auto r = drain(st);
     CHECK(r.status.ok());
@@ -521,7 +522,8 @@ TEST_CASE("gRPC: listen-only services are accepted, exposed ones refused; status
   auto c = s.client();
   wire::CreateSandboxRequest rq;
   rq.sandbox = keep_alive_spec();
-  rq.sandbox->spec->services = {wire::Service{8000, "web", wire::ServiceProtocol::SERVICE_PROTOCOL_TCP,
+  rq.sandbox->spec->services = {wire::Service{8000, "web",
+                                              wire::ServiceProtocol::SERVICE_PROTOCOL_TCP,
                                               wire::Visibility::VISIBILITY_UNSPECIFIED}};
   auto made = c.unary<wire::Sandbox>("CreateSandbox", rq);
   REQUIRE(made.ok());
@@ -531,7 +533,8 @@ TEST_CASE("gRPC: listen-only services are accepted, exposed ones refused; status
   CHECK(!made.message.status->start_time.empty());
   CHECK(made.message.status->end_time.empty());
   remove(c, made.message.sandbox_id);
-  auto ended = c.unary<wire::Sandbox>("GetSandbox", wire::GetSandboxRequest{made.message.sandbox_id});
+  auto ended =
+      c.unary<wire::Sandbox>("GetSandbox", wire::GetSandboxRequest{made.message.sandbox_id});
   REQUIRE(ended.ok());
   CHECK(!ended.message.status->end_time.empty());
 

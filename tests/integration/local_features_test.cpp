@@ -310,8 +310,9 @@ TEST_CASE("file errors are typed, and special files never hang or exhaust memory
 TEST_CASE("the main process's stdout and stderr are the sandbox's log; exec output is not",
           "[local][logs]") {
   // The main writes, waits for /tmp/go, writes again and ends.
-  auto made = Box::run(
-      {"sh", "-c", "echo out; echo err >&2; while [ ! -e /tmp/go ]; do sleep 0.01; done; echo after"});
+  auto made =
+      Box::run({"sh", "-c",
+                "echo out; echo err >&2; while [ ! -e /tmp/go ]; do sleep 0.01; done; echo after"});
   REQUIRE(made);
   auto& box = made.value();
   // Output of exec never reaches the log.

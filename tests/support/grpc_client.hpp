@@ -14,8 +14,8 @@
 #include <chrono>
 #include <memory>
 #include <optional>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 namespace sandbox::testing {
@@ -71,11 +71,13 @@ public:
     call->Finish(&out, &r.status, tag(1));
     next(cq);
     if (r.status.ok()) {
-      auto m = http::from_protobuf<Response>(serve::detail::bytes_of(out), http::decode_mode::lenient);
+      auto m =
+          http::from_protobuf<Response>(serve::detail::bytes_of(out), http::decode_mode::lenient);
       if (m)
         r.message = std::move(m).value();
       else
-        r.status = grpc::Status(grpc::StatusCode::INTERNAL, "undecodable answer: " + m.error().message);
+        r.status =
+            grpc::Status(grpc::StatusCode::INTERNAL, "undecodable answer: " + m.error().message);
     }
     return r;
   }

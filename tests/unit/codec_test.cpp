@@ -1057,7 +1057,8 @@ TEST_CASE("a oneof admits one field; repeated enums by name or number", "[codec]
   CHECK(decode_ok<Choice>(R"({"states":["STATE_PAUSED",2,"STATE_NEW"]})").states ==
         std::vector{wire::State::STATE_PAUSED, wire::State::STATE_RUNNING,
                     wire::State::STATE_UNSPECIFIED});
-  auto both = filled<Choice>(every_member); // a oneof with both set is the caller's mistake: both are written
+  auto both = filled<Choice>(
+      every_member); // a oneof with both set is the caller's mistake: both are written
   CHECK(decode_error<Choice>(to_json(both)).find("another field of the same oneof") !=
         std::string::npos);
 }

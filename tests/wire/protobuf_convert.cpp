@@ -46,15 +46,15 @@ int main() {
       continue;
     }
     const bool to_pb = line.substr(0, a) == "pb";
-    auto out = by_name<wire::Sandbox, wire::SandboxSpec, wire::SandboxStatus, wire::Container,
-                       wire::ListSandboxesResponse, wire::DeleteSandboxResponse, wire::ExecRequest,
-                       wire::ExecResponse, wire::WriteFileRequest, wire::ReadFileResponse,
-                       wire::PurgeSandboxesRequest, wire::PurgeSandboxesResponse, wire::Status,
-                       wire::CreateSandboxRequest, wire::GetSandboxRequest,
-                       wire::ListSandboxesRequest, wire::DeleteSandboxRequest,
-                       wire::ReadFileRequest, wire::WriteFileResponse, wire::ExecStreamRequest,
-                       wire::ExecStreamResponse, wire::StreamLogsRequest, wire::LogEntry>(
-        line.substr(a + 1, b - a - 1), to_pb, input.value());
+    auto out =
+        by_name<wire::Sandbox, wire::SandboxSpec, wire::SandboxStatus, wire::Container,
+                wire::ListSandboxesResponse, wire::DeleteSandboxResponse, wire::ExecRequest,
+                wire::ExecResponse, wire::WriteFileRequest, wire::ReadFileResponse,
+                wire::PurgeSandboxesRequest, wire::PurgeSandboxesResponse, wire::Status,
+                wire::CreateSandboxRequest, wire::GetSandboxRequest, wire::ListSandboxesRequest,
+                wire::DeleteSandboxRequest, wire::ReadFileRequest, wire::WriteFileResponse,
+                wire::ExecStreamRequest, wire::ExecStreamResponse, wire::StreamLogsRequest,
+                wire::LogEntry>(line.substr(a + 1, b - a - 1), to_pb, input.value());
     if (out)
       std::cout << "ok " << base64_encode(out.value()) << "\n" << std::flush;
     else

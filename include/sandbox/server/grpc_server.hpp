@@ -161,14 +161,15 @@ private:
     if (m == "StreamLogs") return method::stream_logs;
     if (m == "WriteFile") return method::write_file;
     if (m == "ReadFile") return method::read_file;
-    for (auto [name, what] : {std::pair<std::string_view, std::string_view>{
-                                  "CreateSandboxFromTemplate", "templates"},
-                              {"CreateFileSystemSnapshot", "file system snapshots"},
-                              {"GetFileSystemSnapshot", "file system snapshots"},
-                              {"ListFileSystemSnapshots", "file system snapshots"},
-                              {"DeleteFileSystemSnapshot", "file system snapshots"}})
+    for (auto [name, what] :
+         {std::pair<std::string_view, std::string_view>{"CreateSandboxFromTemplate", "templates"},
+          {"CreateFileSystemSnapshot", "file system snapshots"},
+          {"GetFileSystemSnapshot", "file system snapshots"},
+          {"ListFileSystemSnapshots", "file system snapshots"},
+          {"DeleteFileSystemSnapshot", "file system snapshots"}})
       if (m == name) {
-        lacking = std::string(name) + " (" + std::string(what) + "): not implemented by this server";
+        lacking =
+            std::string(name) + " (" + std::string(what) + "): not implemented by this server";
         return method::lacking;
       }
     return method::unknown;
@@ -201,11 +202,10 @@ private:
         // Lookups answer at once: on grpc++'s thread, saving a hand-off to a thread of ours.
         if (method_ == method::get || method_ == method::list) return run();
         if (!srv_->admit())
-          return finish(
-              error(errc::resource_exhausted,
-                    "this server runs at most " + std::to_string(srv_->o_.threads) +
-                        " calls at once (server_options::threads); retry later"),
-              std::chrono::seconds(1));
+          return finish(error(errc::resource_exhausted,
+                              "this server runs at most " + std::to_string(srv_->o_.threads) +
+                                  " calls at once (server_options::threads); retry later"),
+                        std::chrono::seconds(1));
         refs_.fetch_add(1);
         srv_->dispatch([this, srv = srv_] {
           run();
@@ -258,7 +258,9 @@ private:
       std::string bytes;
       std::optional<http::wire::OutputStream> stream;
       std::string data;
-      [[nodiscard]] std::size_t size() const noexcept { return stream ? data.size() : bytes.size(); }
+      [[nodiscard]] std::size_t size() const noexcept {
+        return stream ? data.size() : bytes.size();
+      }
     };
 
     void unref() {
@@ -342,7 +344,8 @@ private:
         auto& rq = q.assume_value();
         serve::list_request lr;
         lr.tags = rq.tags;
-        if (rq.state != http::wire::State::STATE_UNSPECIFIED) lr.state = http::wire::to_state(rq.state);
+        if (rq.state != http::wire::State::STATE_UNSPECIFIED)
+          lr.state = http::wire::to_state(rq.state);
         lr.show_terminated = rq.show_terminated;
         lr.page_size = rq.page_size;
         lr.page_token = rq.page_token;
@@ -367,8 +370,7 @@ private:
         auto q = request<http::wire::WriteFileRequest>();
         if (!q) return finish(q.assume_error());
         auto& rq = q.assume_value();
-        if (rq.sandbox_id.empty())
-          return finish(error(errc::validation, "sandboxId: required"));
+        if (rq.sandbox_id.empty()) return finish(error(errc::validation, "sandboxId: required"));
         auto r = svc.write_file(rq.sandbox_id, rq);
         if (!r) return finish(r.assume_error());
         return answer(result<http::wire::WriteFileResponse>(http::wire::WriteFileResponse{}));
@@ -523,7 +525,8 @@ private:
         return finish(error(errc::validation, "the first message of StreamExec must be init"));
       const auto& init = *q.assume_value().init;
       if (init.tty)
-        return finish(error(errc::unsupported, "tty: a terminal is not implemented by this server"));
+        return finish(
+            error(errc::unsupported, "tty: a terminal is not implemented by this server"));
       http::wire::ExecRequest x;
       x.sandbox_id = init.sandbox_id;
       x.command = init.command;
@@ -611,8 +614,8 @@ private:
       const std::string session = session_of(id, timestamps);
       bool first = true, line_start = true;
       for (;;) {
-        auto r = srv_->svc_->logs(id, offset, rq.follow ? std::chrono::milliseconds(500)
-                                                       : std::chrono::milliseconds(0));
+        auto r = srv_->svc_->logs(
+            id, offset, rq.follow ? std::chrono::milliseconds(500) : std::chrono::milliseconds(0));
         if (!r) return finish(r.assume_error());
         auto& got = r.assume_value();
         if (resume && first && got.first_offset > offset)
@@ -694,8 +697,8 @@ private:
         }
         if (cancelled) return cancel(proc);
         for (auto& bytes : got) {
-          auto m = http::from_protobuf<http::wire::ExecStreamRequest>(bytes,
-                                                                      http::decode_mode::strict);
+          auto m =
+              http::from_protobuf<http::wire::ExecStreamRequest>(bytes, http::decode_mode::strict);
           if (!m) {
             (void)cancel(proc);
             return m.assume_error();
@@ -726,9 +729,9 @@ private:
     grpc_server* srv_;
     grpc::GenericCallbackServerContext* ctx_;
     method method_ = method::unknown;
-    bool started_ = false;       // the first read is done (grpc++ threads only)
-    std::atomic<int> refs_{1};   // the reactor's own; +1 while the call's thread runs
-    grpc::ByteBuffer in_, out_;  // the message being read, the one being written
+    bool started_ = false;      // the first read is done (grpc++ threads only)
+    std::atomic<int> refs_{1};  // the reactor's own; +1 while the call's thread runs
+    grpc::ByteBuffer in_, out_; // the message being read, the one being written
 
     std::mutex m_;
     std::condition_variable cv_;
@@ -744,7 +747,8 @@ private:
   class generic final : public grpc::CallbackGenericService {
   public:
     explicit generic(grpc_server* s) : s_(s) {}
-    grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
+    grpc::ServerGenericBidiReactor*
+    CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
       return new call(s_, ctx);
     }
 

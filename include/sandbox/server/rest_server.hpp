@@ -389,7 +389,7 @@ private:
     auto missing_ok = bool_param(q.assume_value(), "allowMissing");
     if (!missing_ok) return reply_error(res, missing_ok.assume_error());
     answer(res, svc_->remove(req.matches[1].str(), std::chrono::seconds(grace.assume_value()),
-                            missing_ok.assume_value()));
+                             missing_ok.assume_value()));
   }
 
   void exec(const Request& req, Response& res) {
@@ -458,7 +458,7 @@ private:
     if (!q) return reply_error(res, q.assume_error());
     const auto& qv = q.assume_value();
     answer(res, svc_->read_file(req.matches[1].str(), qv.get("path").value_or(""),
-                               qv.get("container").value_or("")));
+                                qv.get("container").value_or("")));
   }
 
   std::shared_ptr<serve::service<Transport>> svc_;

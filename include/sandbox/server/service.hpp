@@ -85,8 +85,9 @@ public:
       --creating_;
       if (!request_id.empty()) settle(request_id, made ? made.assume_value().id : std::string());
       if (made) {
-        specs_.emplace(made.assume_value().id,
-                       created_sandbox{std::move(spec), request_id, std::move(asked), now_text(), {}});
+        specs_.emplace(
+            made.assume_value().id,
+            created_sandbox{std::move(spec), request_id, std::move(asked), now_text(), {}});
         live_.insert(made.assume_value().id);
       }
     }
@@ -218,7 +219,8 @@ public:
   [[nodiscard]] result<void> write_file(const std::string& id, const wire::WriteFileRequest& w) {
     SANDBOX_TRYV(same_sandbox(id, w.sandbox_id));
     SANDBOX_TRYV(check_container(id, w.container));
-    if (auto r = t_->write_file(id, w.path, w.content); !r) return with_path(r.assume_error(), w.path);
+    if (auto r = t_->write_file(id, w.path, w.content); !r)
+      return with_path(r.assume_error(), w.path);
     return success();
   }
 
@@ -434,7 +436,7 @@ private:
   std::uint64_t claims_ = 0;
   struct created_sandbox {
     wire::SandboxSpec spec;
-    std::string request_id; ///< the create's, "" without one
+    std::string request_id;                        ///< the create's, "" without one
     std::string create_time, start_time, end_time; ///< RFC 3339; end_time "" until seen ended
   };
   mutable std::map<std::string, created_sandbox, std::less<>> specs_; // by sandbox id

@@ -37,8 +37,8 @@ namespace sandbox::serve::detail {
     return grpc::ByteBuffer(&none, 1);
   }
   auto* held = new std::string(std::move(bytes));
-  grpc::Slice s(held->data(), held->size(), [](void* p) { delete static_cast<std::string*>(p); },
-                held);
+  grpc::Slice s(
+      held->data(), held->size(), [](void* p) { delete static_cast<std::string*>(p); }, held);
   return grpc::ByteBuffer(&s, 1);
 }
 

@@ -613,8 +613,7 @@ template <wire::kind K, class T>
     return read_string(v, d, out);
   else if constexpr (K == kind::bytes)
     return read_bytes(v, d, out);
-  else if constexpr (K == kind::int32 || K == kind::int64 || K == kind::uint32 ||
-                     K == kind::uint64)
+  else if constexpr (K == kind::int32 || K == kind::int64 || K == kind::uint32 || K == kind::uint64)
     return read_int(v, d, out);
   else if constexpr (K == kind::boolean)
     return read_bool(v, d, out);

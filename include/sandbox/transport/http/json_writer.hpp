@@ -72,8 +72,8 @@ public:
 
   /// An integer as a JSON string, the proto3 JSON form of int64/uint64.
   template <class Int>
-    requires std::is_same_v<Int, std::int64_t> || std::is_same_v<Int, std::uint64_t>
-  json_writer& quoted_number(Int v) noexcept {
+  requires std::is_same_v<Int, std::int64_t> || std::is_same_v<Int, std::uint64_t> json_writer&
+  quoted_number(Int v) noexcept {
     separate();
     char buf[24];
     auto r = std::to_chars(buf, buf + sizeof buf, v);

@@ -216,8 +216,8 @@ options_of(const wire::SandboxSpec& spec,
     const auto& sv = spec.services[i];
     std::string at = "spec.services[" + std::to_string(i) + "]";
     if (sv.port < 1 || sv.port > 65535)
-      return fail(errc::validation, at + ".port: " + std::to_string(sv.port) +
-                                        " is not within 1 to 65535");
+      return fail(errc::validation,
+                  at + ".port: " + std::to_string(sv.port) + " is not within 1 to 65535");
     if (sv.visibility != wire::Visibility::VISIBILITY_UNSPECIFIED)
       return fail(errc::unsupported, at + ".visibility: exposing a port (a service URL) is not "
                                           "implemented by this server; a listen-only service "

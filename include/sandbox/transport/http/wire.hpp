@@ -167,9 +167,10 @@ enum class Visibility : std::int32_t {
   VISIBILITY_CUSTOM = 3,
 };
 template <>
-inline constexpr auto descriptor<Visibility> =
-    enumeration("coreweave.sandbox.v1.Visibility", "VISIBILITY_UNSPECIFIED", "VISIBILITY_PUBLIC",
-                "VISIBILITY_PRIVATE", "VISIBILITY_CUSTOM");
+inline constexpr auto
+    descriptor<Visibility> = enumeration("coreweave.sandbox.v1.Visibility",
+                                         "VISIBILITY_UNSPECIFIED", "VISIBILITY_PUBLIC",
+                                         "VISIBILITY_PRIVATE", "VISIBILITY_CUSTOM");
 
 /// `Service`: a port the sandbox listens on, and who may reach it.
 struct Service {
@@ -213,11 +214,13 @@ inline constexpr auto descriptor<SandboxSpec> =
             field(14, "mode", kind::enumeration, &SandboxSpec::mode),
             field(4, "services", kind::message, &SandboxSpec::services));
 template <>
-inline constexpr auto unmodelled<SandboxSpec> =
-    std::array{unsupported(3, "volumes"),        unsupported(6, "network_ids"),
-               unsupported(7, "object_storage_access"),
-               unsupported(9, "runner_ids"),     unsupported(12, "init_containers"),
-               unsupported(13, "instance_type"), unsupported(15, "runtime_class")};
+inline constexpr auto unmodelled<SandboxSpec> = std::array{unsupported(3, "volumes"),
+                                                           unsupported(6, "network_ids"),
+                                                           unsupported(7, "object_storage_access"),
+                                                           unsupported(9, "runner_ids"),
+                                                           unsupported(12, "init_containers"),
+                                                           unsupported(13, "instance_type"),
+                                                           unsupported(15, "runtime_class")};
 
 /// `SandboxStatus` (output only). Times are RFC 3339 strings, passed through as sent.
 struct SandboxStatus {
@@ -482,8 +485,8 @@ struct WriteFileResponse {
   friend bool operator==(const WriteFileResponse&, const WriteFileResponse&) = default;
 };
 template <>
-inline constexpr auto descriptor<WriteFileResponse> =
-    message("coreweave.sandbox.v1.WriteFileResponse");
+inline constexpr auto
+    descriptor<WriteFileResponse> = message("coreweave.sandbox.v1.WriteFileResponse");
 
 /// `ExecStreamInit`: the first message of a StreamExec call.
 struct ExecStreamInit {
@@ -524,8 +527,7 @@ struct ExecStreamClose {
   friend bool operator==(const ExecStreamClose&, const ExecStreamClose&) = default;
 };
 template <>
-inline constexpr auto descriptor<ExecStreamClose> =
-    message("coreweave.sandbox.v1.ExecStreamClose");
+inline constexpr auto descriptor<ExecStreamClose> = message("coreweave.sandbox.v1.ExecStreamClose");
 
 /// `ExecStreamRequest`: one of init (first), stdin bytes, resize, close.
 struct ExecStreamRequest {
@@ -536,12 +538,12 @@ struct ExecStreamRequest {
   friend bool operator==(const ExecStreamRequest&, const ExecStreamRequest&) = default;
 };
 template <>
-inline constexpr auto descriptor<ExecStreamRequest> = message(
-    "coreweave.sandbox.v1.ExecStreamRequest",
-    field(1, "init", kind::message, &ExecStreamRequest::init, in_oneof(1)),
-    field(2, "stdin", kind::bytes, &ExecStreamRequest::stdin_bytes, in_oneof(1)),
-    field(3, "resize", kind::message, &ExecStreamRequest::resize, in_oneof(1)),
-    field(4, "close", kind::message, &ExecStreamRequest::close, in_oneof(1)));
+inline constexpr auto descriptor<ExecStreamRequest> =
+    message("coreweave.sandbox.v1.ExecStreamRequest",
+            field(1, "init", kind::message, &ExecStreamRequest::init, in_oneof(1)),
+            field(2, "stdin", kind::bytes, &ExecStreamRequest::stdin_bytes, in_oneof(1)),
+            field(3, "resize", kind::message, &ExecStreamRequest::resize, in_oneof(1)),
+            field(4, "close", kind::message, &ExecStreamRequest::close, in_oneof(1)));
 
 /// `ExecStreamReady`: the command has started and takes stdin.
 struct ExecStreamReady {
@@ -549,9 +551,9 @@ struct ExecStreamReady {
   friend bool operator==(const ExecStreamReady&, const ExecStreamReady&) = default;
 };
 template <>
-inline constexpr auto descriptor<ExecStreamReady> =
-    message("coreweave.sandbox.v1.ExecStreamReady",
-            field(1, "ready_time", kind::timestamp, &ExecStreamReady::ready_time));
+inline constexpr auto descriptor<ExecStreamReady> = message("coreweave.sandbox.v1.ExecStreamReady",
+                                                            field(1, "ready_time", kind::timestamp,
+                                                                  &ExecStreamReady::ready_time));
 
 /// `ExecStreamOutput.Stream`.
 enum class OutputStream : std::int32_t {
@@ -560,9 +562,9 @@ enum class OutputStream : std::int32_t {
   STREAM_STDERR = 2,
 };
 template <>
-inline constexpr auto descriptor<OutputStream> =
-    enumeration("coreweave.sandbox.v1.ExecStreamOutput.Stream", "STREAM_UNSPECIFIED",
-                "STREAM_STDOUT", "STREAM_STDERR");
+inline constexpr auto
+    descriptor<OutputStream> = enumeration("coreweave.sandbox.v1.ExecStreamOutput.Stream",
+                                           "STREAM_UNSPECIFIED", "STREAM_STDOUT", "STREAM_STDERR");
 
 /// `ExecStreamOutput`: a chunk of the command's output, in the order it was read.
 struct ExecStreamOutput {
@@ -610,12 +612,12 @@ struct ExecStreamResponse {
   friend bool operator==(const ExecStreamResponse&, const ExecStreamResponse&) = default;
 };
 template <>
-inline constexpr auto descriptor<ExecStreamResponse> = message(
-    "coreweave.sandbox.v1.ExecStreamResponse",
-    field(1, "ready", kind::message, &ExecStreamResponse::ready, in_oneof(1)),
-    field(2, "output", kind::message, &ExecStreamResponse::output, in_oneof(1)),
-    field(3, "exit", kind::message, &ExecStreamResponse::exit, in_oneof(1)),
-    field(4, "error", kind::message, &ExecStreamResponse::error, in_oneof(1)));
+inline constexpr auto descriptor<ExecStreamResponse> =
+    message("coreweave.sandbox.v1.ExecStreamResponse",
+            field(1, "ready", kind::message, &ExecStreamResponse::ready, in_oneof(1)),
+            field(2, "output", kind::message, &ExecStreamResponse::output, in_oneof(1)),
+            field(3, "exit", kind::message, &ExecStreamResponse::exit, in_oneof(1)),
+            field(4, "error", kind::message, &ExecStreamResponse::error, in_oneof(1)));
 
 /// `StreamLogsRequest`.
 struct StreamLogsRequest {
@@ -663,15 +665,12 @@ struct LogEntry {
   friend bool operator==(const LogEntry&, const LogEntry&) = default;
 };
 template <>
-inline constexpr auto
-    descriptor<LogEntry> = message("coreweave.sandbox.v1.LogEntry",
-                                   field(1, "data", kind::bytes, &LogEntry::data),
-                                   field(2, "timestamp", kind::timestamp, &LogEntry::timestamp),
-                                   field(3, "log_session_id", kind::string,
-                                         &LogEntry::log_session_id),
-                                   field(4, "next_log_offset", kind::uint64,
-                                         &LogEntry::next_log_offset),
-                                   field(5, "error", kind::message, &LogEntry::error));
+inline constexpr auto descriptor<LogEntry> =
+    message("coreweave.sandbox.v1.LogEntry", field(1, "data", kind::bytes, &LogEntry::data),
+            field(2, "timestamp", kind::timestamp, &LogEntry::timestamp),
+            field(3, "log_session_id", kind::string, &LogEntry::log_session_id),
+            field(4, "next_log_offset", kind::uint64, &LogEntry::next_log_offset),
+            field(5, "error", kind::message, &LogEntry::error));
 
 /// `google.rpc.ErrorInfo` (AIP-193).
 struct ErrorInfo {

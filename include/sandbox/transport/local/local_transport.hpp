@@ -208,11 +208,12 @@ public:
     out.complete = s.closed;
     out.chunks.reserve(s.pieces.size());
     for (auto& p : s.pieces)
-      out.chunks.push_back(LogChunk{std::move(p.data),
-                                    std::chrono::system_clock::time_point(
-                                        std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                                            std::chrono::nanoseconds(p.unix_ns))),
-                                    p.end});
+      out.chunks.push_back(
+          LogChunk{std::move(p.data),
+                   std::chrono::system_clock::time_point(
+                       std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                           std::chrono::nanoseconds(p.unix_ns))),
+                   p.end});
     return out;
   }
 

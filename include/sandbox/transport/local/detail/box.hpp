@@ -8,8 +8,8 @@
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/local/detail/cgroups.hpp>
-#include <sandbox/transport/local/detail/log_ring.hpp>
 #include <sandbox/transport/local/detail/hidden_layer.hpp>
+#include <sandbox/transport/local/detail/log_ring.hpp>
 #include <sandbox/transport/local/detail/protocol.hpp>
 #include <sandbox/transport/local/detail/supervisor.hpp>
 #include <sandbox/transport/local/detail/userns.hpp>

@@ -107,10 +107,10 @@ struct piece {
 /// What the ring holds from some offset on.
 struct snapshot {
   std::vector<piece> pieces;
-  std::uint64_t first = 0;  ///< oldest offset still kept (older output was overwritten)
-  std::uint64_t end = 0;    ///< offset after the last byte written so far
-  bool closed = false;      ///< nothing more will be written
-  std::uint32_t seq = 0;    ///< for `await`: the sequence this snapshot saw
+  std::uint64_t first = 0; ///< oldest offset still kept (older output was overwritten)
+  std::uint64_t end = 0;   ///< offset after the last byte written so far
+  bool closed = false;     ///< nothing more will be written
+  std::uint32_t seq = 0;   ///< for `await`: the sequence this snapshot saw
 };
 
 /// Copies what the ring holds from offset `from` on (from the oldest byte kept when `from` is
@@ -151,7 +151,8 @@ struct snapshot {
   std::size_t stale = chunks_now + 1 > max_chunks + oldest_record
                           ? static_cast<std::size_t>(chunks_now + 1 - max_chunks - oldest_record)
                           : 0;
-  recs.erase(recs.begin(), recs.begin() + static_cast<std::ptrdiff_t>(std::min(stale, recs.size())));
+  recs.erase(recs.begin(),
+             recs.begin() + static_cast<std::ptrdiff_t>(std::min(stale, recs.size())));
   s.first = start;
   // Pieces: each record's span within [start, end) (the first also takes what older records,
   // overwritten, covered); records out of order (a writer gone wrong) are passed over. Bytes no
@@ -159,13 +160,14 @@ struct snapshot {
   std::uint64_t at = start;
   for (const auto& rec : recs) {
     if (rec.end <= at || rec.end > end) continue;
-    s.pieces.push_back(piece{bytes.substr(static_cast<std::size_t>(at - start),
-                                          static_cast<std::size_t>(rec.end - at)),
-                             rec.unix_ns, rec.end});
+    s.pieces.push_back(piece{
+        bytes.substr(static_cast<std::size_t>(at - start), static_cast<std::size_t>(rec.end - at)),
+        rec.unix_ns, rec.end});
     at = rec.end;
   }
   if (at < end)
-    s.pieces.push_back(piece{bytes.substr(static_cast<std::size_t>(at - start)), unix_now_ns(), end});
+    s.pieces.push_back(
+        piece{bytes.substr(static_cast<std::size_t>(at - start)), unix_now_ns(), end});
   return s;
 }
 

@@ -15,8 +15,8 @@ enum class op : std::uint32_t {
 };
 
 enum exec_flags : std::uint32_t {
-  exec_main = 1,       ///< the sandbox's main process: its exit ends the sandbox
-  exec_stdin_pipe = 2, ///< an stdin fd follows; otherwise the command reads /dev/null
+  exec_main = 1,        ///< the sandbox's main process: its exit ends the sandbox
+  exec_stdin_pipe = 2,  ///< an stdin fd follows; otherwise the command reads /dev/null
   exec_null_output = 4, ///< no output fds: stdout and stderr go to /dev/null
   exec_log_output = 8   ///< stdout and stderr go to the sandbox's log: one fd, its ring's memfd
 };
