@@ -58,6 +58,29 @@ use_member_templates(sandbox::basic_sandbox<stdin_transport, arch::retry, arch::
 template void
 use_member_templates(sandbox::basic_sandbox<stdin_transport, arch::retry, arch::raising_errors>&);
 
+// The log members exist exactly when the transport keeps logs.
+using log_transport = arch::log_transport<arch::process_handle>;
+static_assert(sandbox::log_transport<log_transport>);
+static_assert(!sandbox::log_transport<plain_transport>);
+template class sandbox::basic_sandbox<log_transport, arch::retry, arch::returning_errors>;
+template class sandbox::basic_sandbox<log_transport, arch::retry, arch::raising_errors>;
+template <class Box>
+void use_log_members(Box& box) {
+  (void)box.follow_logs([](std::string_view) noexcept {});
+  (void)box.try_follow_logs([](std::string_view) noexcept {}, std::chrono::milliseconds(1));
+}
+template void
+use_log_members(sandbox::basic_sandbox<log_transport, arch::retry, arch::returning_errors>&);
+template void
+use_log_members(sandbox::basic_sandbox<log_transport, arch::retry, arch::raising_errors>&);
+template <class B>
+concept has_logs = requires(B& b) {
+  b.logs();
+};
+static_assert(has_logs<sandbox::basic_sandbox<log_transport, arch::retry, arch::returning_errors>>);
+static_assert(
+    !has_logs<sandbox::basic_sandbox<plain_transport, arch::retry, arch::returning_errors>>);
+
 // The stdin members exist exactly when the transport's process type has the capability.
 template <class P>
 concept has_write_stdin = requires(P& p) {

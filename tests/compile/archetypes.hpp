@@ -89,8 +89,23 @@ public:
   }
   void release(std::string_view) noexcept {}
 
-private:
+protected:
   explicit transport(int) noexcept {}
+};
+
+/// log_transport: a transport with `logs(id, offset, wait)`, nothing more.
+template <class Handle>
+class log_transport : public transport<Handle> {
+public:
+  static std::shared_ptr<log_transport> shared() {
+    return std::shared_ptr<log_transport>(new log_transport());
+  }
+  [[nodiscard]] result<LogRead> logs(std::string_view, std::uint64_t, ms) noexcept {
+    return unimplemented();
+  }
+
+private:
+  log_transport() noexcept : transport<Handle>(0) {}
 };
 
 /// retry_policy: default-constructible and copy-constructible (not assignable); a const,
