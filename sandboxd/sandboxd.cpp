@@ -41,6 +41,7 @@ namespace {
 constexpr const char* usage =
     "usage: sandboxd --listen HOST:PORT [--token-file FILE] [--threads N]\n"
     "                [--image NAME=DIR]... [--max-request-bytes N] [--max-output-bytes N]\n"
+    "                [--max-output-bytes-limit N]\n"
     "                [--max-sandboxes N] [--max-connections N]\n"
     "                [--grpc-listen HOST:PORT [--tls-cert FILE --tls-key FILE]]\n"
     "The bearer token comes from SANDBOXD_TOKEN or --token-file; there is no default.\n"
@@ -120,6 +121,8 @@ std::string parse_args(int argc, char** argv, config& c) {
       c.opts.max_request_bytes = n;
     else if (a == "--max-output-bytes" && parse_size(v, n) && n > 0)
       c.opts.default_max_output_bytes = n;
+    else if (a == "--max-output-bytes-limit" && parse_size(v, n) && n > 0)
+      c.opts.max_output_bytes_limit = n;
     else if (a == "--max-sandboxes" && parse_size(v, n) && n > 0)
       c.opts.max_live_sandboxes = n;
     else if (a == "--max-connections" && parse_size(v, n) && n > 0)

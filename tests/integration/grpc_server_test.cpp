@@ -26,7 +26,7 @@ struct servers {
   sandbox::grpc_server<sandbox::local_transport> grpc{rest.get().service()};
   std::string target;
 
-  servers() {
+  explicit servers(sandbox::server_options o = {}) : rest(std::move(o)) {
     auto port = grpc.start("127.0.0.1", 0);
     REQUIRE(port);
     target = "127.0.0.1:" + std::to_string(port.value());
@@ -330,6 +330,33 @@ TEST_CASE("gRPC StreamExec: ready, output in order, exit; stdin; errors", "[grpc
     REQUIRE(tty.write(m));
     CHECK(drain(tty).status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
   }
+  SECTION("a cancelled call kills its command, even one that does not read what it is sent") {
+    {
+      rpc_client::stream st(c, std::nullopt);
+      REQUIRE(st.write(init_of(id, {"sh", "-c", "echo started; exec sleep 1000"})));
+      std::string out;
+      while (out.find("started") == std::string::npos) {
+        auto m = st.read();
+        REQUIRE(m);
+        if (m->output) out += m->output->data;
+      }
+      // 1 MiB for a command that never reads stdin: the pipe takes 64 KiB of it.
+      REQUIRE(st.write(stdin_of(std::string(1 << 20, 'x'))));
+      st.cancel();
+      CHECK(st.finish().error_code() == grpc::StatusCode::CANCELLED);
+    }
+    wire::ExecRequest x;
+    x.sandbox_id = id;
+    x.command = {"sh", "-c", "cat /proc/[0-9]*/comm"};
+    std::string comms = "sleep";
+    for (int i = 0; i < 100 && comms.find("sleep") != std::string::npos; ++i) {
+      auto ps = c.unary<wire::ExecResponse>("Exec", x);
+      REQUIRE(ps.ok());
+      comms = ps.message.stdout_bytes;
+      if (comms.find("sleep") != std::string::npos) std::this_thread::sleep_for(100ms);
+    }
+    CHECK(comms.find("sleep") == std::string::npos);
+  }
   SECTION("a cancelled call kills its command") {
     {
       rpc_client::stream st(c, std::nullopt);
@@ -478,6 +505,16 @@ TEST_CASE("gRPC StreamLogs: the main process's output, tail, follow, sessions an
     REQUIRE(r.status.ok());
     CHECK(r.data == "last\n");
   }
+  SECTION("an offset past the end is refused in band") {
+    auto all = read_logs(c, rq);
+    REQUIRE(!all.entries.empty());
+    rq.resume_log_session_id = all.entries.front().log_session_id;
+    rq.resume_log_offset = all.entries.back().next_log_offset + 100;
+    auto r = read_logs(c, rq);
+    REQUIRE(r.entries.size() == 1);
+    REQUIRE(r.entries[0].error);
+    CHECK(r.entries[0].error->code == "INVALID_RESUME_OFFSET");
+  }
   SECTION("an unknown session is refused in band") {
     rq.resume_log_session_id = "no-such-session";
     auto r = read_logs(c, rq);
@@ -545,4 +582,59 @@ TEST_CASE("gRPC: listen-only services are accepted, exposed ones refused; status
   rq.sandbox->spec->services[0] = wire::Service{70000, "", {}, {}};
   CHECK(c.unary<wire::Sandbox>("CreateSandbox", rq).status.error_code() ==
         grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_CASE("gRPC StreamLogs: a follower the log overtakes is told, not silently skipped",
+          "[grpc][logs]") {
+  servers s;
+  auto c = s.client();
+  wire::CreateSandboxRequest make;
+  make.sandbox = keep_alive_spec();
+  make.sandbox->spec->containers[0].command = "yes";
+  make.sandbox->spec->containers[0].args = {std::string(200, 'y')};
+  auto made = c.unary<wire::Sandbox>("CreateSandbox", make);
+  REQUIRE(made.ok());
+  wire::StreamLogsRequest rq;
+  rq.sandbox_id = made.message.sandbox_id;
+  rq.follow = true;
+  rpc_client::stream st(c, std::nullopt, "StreamLogs");
+  REQUIRE(st.write(rq));
+  REQUIRE(st.writes_done());
+  // A slow reader: the output, GB/s, laps the 1 MiB log while the entries wait to be read.
+  std::optional<wire::LogStreamError> told;
+  std::uint64_t last = 0;
+  bool contiguous = true;
+  for (int i = 0; i < 100000 && !told; ++i) {
+    auto e = st.read<wire::LogEntry>();
+    REQUIRE(e);
+    if (e->error) {
+      told = e->error;
+      break;
+    }
+    if (last != 0 && e->next_log_offset - e->data.size() != last) contiguous = false;
+    last = e->next_log_offset;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  REQUIRE(told);
+  CHECK(told->code == "REPLAY_GAP");
+  CHECK(contiguous); // every entry before the gap followed the one before it
+  remove(c, made.message.sandbox_id);
+}
+
+TEST_CASE("gRPC Exec: the server bounds the output a client may ask to keep", "[grpc]") {
+  sandbox::server_options o;
+  o.max_output_bytes_limit = 1 << 20;
+  servers s(o);
+  auto c = s.client();
+  std::string id = create(c);
+  wire::ExecRequest x;
+  x.sandbox_id = id;
+  x.command = {"head", "-c", "3000000", "/dev/zero"};
+  x.max_output_bytes = INT32_MAX;
+  auto r = c.unary<wire::ExecResponse>("Exec", x);
+  REQUIRE(r.ok());
+  CHECK(r.message.stdout_bytes.size() == (1u << 20));
+  CHECK(r.message.stdout_truncated);
+  CHECK(r.message.stdout_bytes_produced == 3000000);
+  remove(c, id);
 }

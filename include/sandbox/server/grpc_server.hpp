@@ -26,6 +26,7 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -52,9 +53,10 @@ struct tls_identity {
 /// and offset), WriteFile, ReadFile. Templates and snapshots are answered UNIMPLEMENTED with reason
 /// CWSANDBOX_NOT_IMPLEMENTED, an unknown method UNIMPLEMENTED. Authentication as the REST side
 /// (`authorization: Bearer <token>`, or the token as `x-wandb-api-key`); errors carry the same
-/// google.rpc.Status details (ErrorInfo, RetryInfo) as REST error bodies. Each call in progress
-/// keeps a thread (at most `server_options::threads`, beyond which a call is refused with
-/// RESOURCE_EXHAUSTED). Not copyable or movable.
+/// google.rpc.Status details (ErrorInfo, RetryInfo) as REST error bodies. A call that may block
+/// keeps a thread of a pool while it runs (at most `server_options::threads` streams and as many
+/// other calls, beyond which a call is refused with RESOURCE_EXHAUSTED); lookups answer on
+/// grpc++'s thread. Not copyable or movable.
 ///
 ///     auto svc = std::make_shared<sandbox::serve::service<sandbox::local_transport>>(
 ///         sandbox::local_transport::shared(), sandbox::server_options{.token = token});
@@ -77,7 +79,9 @@ public:
     if (o_.token.empty())
       return fail(errc::validation, "the server needs a bearer token (server_options::token); "
                                     "it does not serve without authentication");
-    if (server_) return fail(errc::validation, "grpc_server::start called twice");
+    if (server_ || stopping_)
+      return fail(errc::validation, "grpc_server::start: started already (a stopped server does "
+                                    "not start again; make a new one)");
     std::shared_ptr<grpc::ServerCredentials> creds;
     if (tls) {
       grpc::SslServerCredentialsOptions ssl;
@@ -96,10 +100,19 @@ public:
     b.SetMaxReceiveMessageSize(static_cast<int>(
         std::min<std::size_t>(o_.max_request_bytes + 1024, std::size_t{INT32_MAX})));
     b.SetMaxSendMessageSize(-1);
+    // Never share the port with another process (grpc++ would set SO_REUSEPORT): a second server
+    // must fail to start, not take half the calls.
+    b.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+    // Bounds per connection: streams at once, and how long an idle one is kept.
+    b.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                         static_cast<int>(std::min<std::size_t>(2 * o_.threads + 16, 1024)));
+    b.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 5 * 60 * 1000);
     server_ = b.BuildAndStart();
     if (!server_ || bound == 0) {
       server_.reset();
-      return fail(errc::unavailable, "cannot listen on " + address + " for gRPC");
+      return fail(errc::unavailable,
+                  "cannot listen on " + address + " for gRPC" +
+                      (tls ? " (or the TLS certificate and key do not load)" : ""));
     }
     port_ = bound;
     return bound;
@@ -108,6 +121,7 @@ public:
   /// Stops accepting, cancels the calls in progress (their commands are killed) and waits for
   /// them to end. Idempotent; safe from any thread (not from a signal handler).
   void stop() noexcept {
+    std::lock_guard one(stop_m_);
     if (!server_) return;
     {
       std::lock_guard lk(m_);
@@ -175,9 +189,9 @@ private:
     return method::unknown;
   }
 
-  /// One call: a reactor of grpc++ driven on its threads, and (once the request is read) a thread
-  /// of the call's own that runs the method, since a method may block for as long as a command
-  /// runs. The reactor is freed by whichever of the two ends last.
+  /// One call: a reactor of grpc++ driven on its threads, and (once the request is read) a pool
+  /// thread that runs the method, since a method may block for as long as a command runs. The
+  /// reactor is freed by whichever of the two ends last.
   class call final : public grpc::ServerGenericBidiReactor {
   public:
     call(grpc_server* srv, grpc::GenericCallbackServerContext* ctx) : srv_(srv), ctx_(ctx) {
@@ -201,16 +215,14 @@ private:
           return finish(error(errc::validation, "the call ended before its request message"));
         // Lookups answer at once: on grpc++'s thread, saving a hand-off to a thread of ours.
         if (method_ == method::get || method_ == method::list) return run();
-        if (!srv_->admit())
-          return finish(error(errc::resource_exhausted,
-                              "this server runs at most " + std::to_string(srv_->o_.threads) +
-                                  " calls at once (server_options::threads); retry later"),
-                        std::chrono::seconds(1));
+        const bool streaming = method_ == method::stream_exec || method_ == method::stream_logs;
+        if (auto room = srv_->admit(streaming); !room)
+          return finish(room.assume_error(), std::chrono::seconds(1));
         refs_.fetch_add(1);
-        srv_->dispatch([this, srv = srv_] {
+        srv_->dispatch([this, srv = srv_, streaming] {
           run();
           unref(); // may free this call
-          srv->release();
+          srv->release(streaming);
         });
         return;
       }
@@ -263,6 +275,19 @@ private:
       }
     };
 
+    /// sandboxd's request log: one line per call (method, code, duration), as for REST.
+    void log_end(const grpc::Status& st) const {
+      if (!srv_->o_.log) return;
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - began_);
+      char took[32];
+      std::snprintf(took, sizeof took, "%.3f ms", static_cast<double>(us.count()) / 1000.0);
+      std::string_view name = ctx_->method();
+      if (name.substr(0, prefix.size()) == prefix) name.remove_prefix(prefix.size());
+      srv_->o_.log("gRPC " + sandbox::detail::quoted_excerpt(name) + " " +
+                   std::string(http::to_string(static_cast<http::grpc_code>(st.error_code()))) +
+                   " " + took);
+    }
+
     void unref() {
       if (refs_.fetch_sub(1) == 1) delete this;
     }
@@ -288,20 +313,21 @@ private:
                   "missing bearer token (authorization metadata: Bearer <token>)");
     }
 
-    void finish(grpc::Status st) { Finish(st); }
-    void finish(const error& e) { Finish(serve::detail::grpc_status_of(e)); }
+    // Every end of a call goes through close(): after what is queued, and once.
+    void finish(grpc::Status st) { close(std::move(st)); }
+    void finish(const error& e) { close(serve::detail::grpc_status_of(e)); }
     void finish(const error& e, std::chrono::milliseconds retry) {
       auto st = http::status_from_error(e);
       st.retry_info = http::wire::RetryInfo{retry};
-      Finish(serve::detail::grpc_status_of(st));
+      close(serve::detail::grpc_status_of(st));
     }
 
     /// Answers a unary call with `r`'s value, or with its error.
     template <class T>
     void answer(const result<T>& r) {
       if (!r) return finish(r.assume_error());
-      out_ = serve::detail::buffer_of(r.assume_value());
-      StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
+      send(r.assume_value());
+      close(grpc::Status::OK);
     }
 
     template <class M>
@@ -476,6 +502,7 @@ private:
         finished_ = true;
         grpc::Status st = gone_ ? grpc::Status::CANCELLED : final_;
         lk.unlock();
+        log_end(st);
         Finish(st);
         return;
       }
@@ -497,6 +524,7 @@ private:
     void close(grpc::Status st) {
       {
         std::lock_guard lk(m_);
+        if (closing_) return; // the first end stands
         closing_ = true;
         final_ = std::move(st);
       }
@@ -606,9 +634,12 @@ private:
       if (!rq.since_time.empty()) {
         auto t = http::detail::pb::parse_timestamp(rq.since_time);
         if (!t) return finish(error(errc::validation, "sinceTime: not a timestamp"));
+        // Within what the clock's nanoseconds hold (years 1678 to 2262): beyond, as far as it goes.
+        constexpr std::int64_t limit = 9'000'000'000;
         since = std::chrono::system_clock::time_point(
             std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                std::chrono::seconds(t->seconds) + std::chrono::nanoseconds(t->nanos)));
+                std::chrono::seconds(std::clamp(t->seconds, -limit, limit)) +
+                std::chrono::nanoseconds(t->nanos)));
       }
       if (rq.tail_lines < 0) return finish(error(errc::validation, "tailLines: negative"));
       const std::string session = session_of(id, timestamps);
@@ -618,10 +649,16 @@ private:
             id, offset, rq.follow ? std::chrono::milliseconds(500) : std::chrono::milliseconds(0));
         if (!r) return finish(r.assume_error());
         auto& got = r.assume_value();
-        if (resume && first && got.first_offset > offset)
+        // Output lost to this reader (a resume from too far back, or a follower the log
+        // overtook) is said in band, so that the client starts afresh rather than miss it.
+        if ((resume || !first) && got.first_offset > offset)
           return reject("REPLAY_GAP", "the log from offset " + std::to_string(offset) +
                                           " is no longer kept (it begins at " +
                                           std::to_string(got.first_offset) + ")");
+        if (resume && first && offset > got.end_offset)
+          return reject("INVALID_RESUME_OFFSET", "offset " + std::to_string(offset) +
+                                                     " is past the end of the log (" +
+                                                     std::to_string(got.end_offset) + ")");
         if (first && !resume) trim(got.chunks, since, rq.tail_lines);
         first = false;
         for (auto& c : got.chunks) {
@@ -686,6 +723,7 @@ private:
     [[nodiscard]] result<ExecResult> pump(process_type& proc) {
       using std::chrono::milliseconds;
       bool stdin_open = true;
+      milliseconds slice(5);
       for (;;) {
         std::deque<std::string> got;
         bool eof = false, cancelled = false;
@@ -706,7 +744,10 @@ private:
           auto& msg = m.assume_value();
           if (msg.stdin_bytes && stdin_open && !msg.stdin_bytes->empty()) {
             // A command that closed its stdin or ended takes no more: the rest is dropped.
-            if (!proc.write_stdin(*msg.stdin_bytes)) stdin_open = false;
+            if (auto w = feed(proc, *msg.stdin_bytes); !w) {
+              if (w.assume_error().is(errc::not_running) && gone()) return cancel(proc);
+              stdin_open = false;
+            }
           } else if (msg.close && stdin_open) {
             (void)proc.close_stdin();
             stdin_open = false;
@@ -721,13 +762,34 @@ private:
           (void)proc.close_stdin();
           stdin_open = false;
         }
-        auto r = proc.wait(milliseconds(5));
+        // Stdin that arrives is taken within a slice: short while it flows, longer while the call
+        // is idle (output never waits for a slice: the wait reads it as it comes).
+        slice = got.empty() ? std::min(slice * 2, milliseconds(50)) : milliseconds(5);
+        auto r = proc.wait(slice);
         if (r || !r.assume_error().is(errc::timeout)) return r;
+      }
+    }
+
+    /// Writes `data` to the command's stdin, in slices when the transport can (so that a command
+    /// that does not read cannot keep a cancelled call from ending it).
+    [[nodiscard]] result<void> feed(process_type& proc, std::string_view data) {
+      if constexpr (requires(process_type & p, std::string_view & d) {
+                      p.write_stdin_for(d, std::chrono::milliseconds(1));
+                    }) {
+        while (!data.empty()) {
+          auto w = proc.write_stdin_for(data, std::chrono::milliseconds(100));
+          if (!w && !w.assume_error().is(errc::timeout)) return w;
+          if (gone()) return fail(errc::not_running, "the call was cancelled");
+        }
+        return success();
+      } else {
+        return proc.write_stdin(data);
       }
     }
 
     grpc_server* srv_;
     grpc::GenericCallbackServerContext* ctx_;
+    clock::time_point began_ = clock::now();
     method method_ = method::unknown;
     bool started_ = false;      // the first read is done (grpc++ threads only)
     std::atomic<int> refs_{1};  // the reactor's own; +1 while the call's thread runs
@@ -756,16 +818,26 @@ private:
     grpc_server* s_;
   };
 
-  /// Counts a call that is to get a thread; false at the limit or while stopping.
-  [[nodiscard]] bool admit() {
+  /// Counts a call that is to get a thread. Streams (StreamExec, StreamLogs) and the other
+  /// calls each have `server_options::threads`, so that long streams cannot lock out a create.
+  /// **Errors:** resource_exhausted at the limit, unavailable while stopping.
+  [[nodiscard]] result<void> admit(bool streaming) {
     std::lock_guard lk(m_);
-    if (stopping_ || calls_ >= std::max<std::size_t>(o_.threads, 1)) return false;
+    if (stopping_) return fail(errc::unavailable, "the server is shutting down");
+    std::size_t& n = streaming ? streams_ : unary_;
+    if (n >= std::max<std::size_t>(o_.threads, 1))
+      return fail(errc::resource_exhausted, "this server runs at most " +
+                                                std::to_string(o_.threads) +
+                                                (streaming ? " streams" : " calls") +
+                                                " at once (server_options::threads); retry later");
+    ++n;
     ++calls_;
-    return true;
+    return success();
   }
 
-  void release() {
+  void release(bool streaming) {
     std::lock_guard lk(m_);
+    --(streaming ? streams_ : unary_);
     if (--calls_ == 0) idle_.notify_all();
   }
 
@@ -803,8 +875,9 @@ private:
   int port_ = 0;
   std::mutex m_;
   std::condition_variable idle_;
-  std::size_t calls_ = 0;
+  std::size_t calls_ = 0, streams_ = 0, unary_ = 0;
   bool stopping_ = false;
+  std::mutex stop_m_; // one stop at a time
   std::condition_variable work_;
   std::deque<std::function<void()>> tasks_;
   std::vector<std::thread> workers_;

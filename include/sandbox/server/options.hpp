@@ -42,6 +42,9 @@ struct server_options {
   /// Per-stream output cap of an Exec that sends `maxOutputBytes: 0` (the local transport's own
   /// default unless changed).
   std::uint64_t default_max_output_bytes = sandbox::default_max_output_bytes;
+  /// The most an Exec may keep per stream, whatever its `maxOutputBytes` asks (more is dropped,
+  /// and flagged as truncated): each kept byte is held a few times over until it is sent.
+  std::uint64_t max_output_bytes_limit = std::uint64_t{256} << 20;
   /// Image names and what the transport is given for them (`SandboxOptions::image`); a name
   /// not listed is refused, so that a client never names a directory of this host. By default
   /// the client's default image runs on the transport's default root.

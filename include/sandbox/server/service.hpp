@@ -198,6 +198,8 @@ public:
     SANDBOX_TRYV(same_sandbox(id, x.sandbox_id));
     SANDBOX_TRYV(check_container(id, x.container));
     SANDBOX_TRY(eo, http::exec_options_of(x, o_.default_max_output_bytes));
+    // What a client may ask for is bounded by what the server allows (truncation flags tell).
+    eo.max_output_bytes = std::min(eo.max_output_bytes, o_.max_output_bytes_limit);
     if (deadline) eo.timeout = std::max(*deadline, std::chrono::milliseconds(1));
     adjust(eo);
     return t_->exec(id, x.command, eo);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sandbox/concepts.hpp>
+#include <sandbox/detail/deadline.hpp>
 #include <sandbox/detail/random.hpp>
 #include <sandbox/detail/validate.hpp>
 #include <sandbox/transport/local/detail/box.hpp>
@@ -198,8 +199,14 @@ public:
                                      std::chrono::milliseconds wait) noexcept {
     SANDBOX_TRY(b, find(id));
     auto s = b->log_from(offset);
-    if (s.end <= offset && !s.closed && wait.count() > 0) {
-      b->await_log(s.seq, wait);
+    // Until there is more, the log ends, or `wait` passes; a wake-up without news (the
+    // supervisor is inside the sandbox: it could wake readers in a loop) waits again.
+    auto deadline = sandbox::detail::deadline_after(wait);
+    while (s.end <= offset && !s.closed && wait.count() > 0) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) break;
+      b->await_log(s.seq, left);
       s = b->log_from(offset);
     }
     LogRead out;

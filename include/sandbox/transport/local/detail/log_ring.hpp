@@ -119,8 +119,9 @@ struct snapshot {
   snapshot s;
   s.seq = r.h.seq.load(std::memory_order_acquire);
   s.closed = r.h.closed.load(std::memory_order_acquire) != 0;
-  const std::uint64_t chunks = r.h.chunks.load(std::memory_order_acquire);
+  // The end first: the records (published before it) then cover every byte up to it.
   const std::uint64_t end = r.h.end.load(std::memory_order_acquire);
+  const std::uint64_t chunks = r.h.chunks.load(std::memory_order_acquire);
   s.end = end;
   std::uint64_t start = std::max(from, end > data_bytes ? end - data_bytes : 0);
   if (start >= end) {

@@ -174,6 +174,19 @@ public:
     return pump(std::nullopt, &data);
   }
 
+  /// Writes as much of `data` as the command takes within `timeout` (reading its output
+  /// meanwhile), and drops what was written from `data`: for a caller that must stay able to do
+  /// something else (a server noticing that its client went away) while a command does not read.
+  /// **Errors:** timeout (some of `data` is left; call again), and those of write_stdin.
+  [[nodiscard]] result<void> write_stdin_for(std::string_view& data,
+                                             std::chrono::milliseconds timeout) noexcept {
+    if (done_ && !data.empty())
+      return fail(errc::not_running, join_command(res_.command) + " has ended");
+    if (!in_)
+      return fail(errc::validation, "stdin of " + join_command(res_.command) + " is not open");
+    return pump(sandbox::detail::deadline_after(timeout), &data);
+  }
+
   [[nodiscard]] result<void> close_stdin() noexcept {
     in_.reset();
     return success();

@@ -764,7 +764,14 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
       give_up(stage::fds, err);
       return;
     }
-    ::fcntl(pp[0], F_SETFL, O_NONBLOCK);
+    if (::fcntl(pp[0], F_SETFL, O_NONBLOCK) != 0) { // a blocking read would stall every request
+      int err = errno;
+      ::close(pp[0]);
+      ::close(pp[1]);
+      ::munmap(m, logring::ring_bytes);
+      give_up(stage::fds, err);
+      return;
+    }
     st.log = static_cast<logring::ring*>(m);
     st.log_in = pp[0];
     x.fds[1] = x.fds[2] = log_w = pp[1];
@@ -821,6 +828,12 @@ inline void drain_log(state& st, int rounds) noexcept {
     long n = logring::append_from(*st.log, st.log_in);
     if (n > 0) continue;
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n < 0) {
+      // The ring could not take it (its memory could not be had): the output is dropped rather
+      // than left to block the main, or the pipe closed under it (SIGPIPE).
+      char sink[4096];
+      if (::read(st.log_in, sink, sizeof sink) > 0 || errno == EAGAIN || errno == EINTR) continue;
+    }
     ::close(st.log_in);
     st.log_in = -1;
     logring::close(*st.log);
@@ -828,9 +841,10 @@ inline void drain_log(state& st, int rounds) noexcept {
 }
 
 /// Exits, after moving what is left in the main's output pipe into the log: with every writer
-/// gone, that is at most the pipe's capacity.
+/// gone, that is at most the pipe's capacity (1 MiB at most for an unprivileged writer: 16
+/// chunks; the bound holds even if a writer were left).
 [[noreturn]] inline void finish(state& st) noexcept {
-  drain_log(st, INT_MAX);
+  drain_log(st, 64);
   if (st.log) logring::close(*st.log);
   _exit(st.expired ? exit_expired : 0);
 }
