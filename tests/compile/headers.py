@@ -2,9 +2,9 @@
 # SPDX-License-Identifier: MIT
 # Lists every header under include/sandbox with the heavy libraries it may use, one per line:
 # "sandbox/x.hpp core", "sandbox/transport/http/codec.hpp simdjson", "... simdjson,httplib".
-# A header may need simdjson or cpp-httplib only inside the HTTP part of the tree (STYLE: heavy
-# dependencies confined); anything else is listed as core, and its compile test then fails if it
-# pulls one in after all.
+# A header may need simdjson or cpp-httplib only inside the HTTP part of the tree, and grpc++ only
+# in the gRPC headers (STYLE: heavy dependencies confined); anything else is listed as core, and
+# its compile test then fails if it pulls one in after all.
 import os
 import re
 import sys
@@ -12,7 +12,8 @@ import sys
 root = sys.argv[1]
 http_area = ("sandbox/http.hpp", "sandbox/sandbox.hpp", "sandbox/server.hpp", "sandbox/server/",
              "sandbox/transport/http/")
-heavy = {"simdjson.h": "simdjson", "httplib.h": "httplib"}
+grpc_area = ("sandbox/server/grpc_server.hpp", "sandbox/server/detail/grpc_wire.hpp")
+heavy = {"simdjson.h": "simdjson", "httplib.h": "httplib", "grpcpp/grpcpp.h": "grpc"}
 
 headers = []
 for d, _, files in os.walk(os.path.join(root, "sandbox")):
@@ -37,4 +38,6 @@ def needs(h, seen):
 
 for h in headers:
     n = needs(h, set()) if h.startswith(http_area) else set()
+    if not h.startswith(grpc_area):
+        n.discard("grpc")
     print(h, ",".join(sorted(n)) or "core")
