@@ -401,19 +401,27 @@ std::string noisy(rpc_client& c, int lines) {
   return r.message.sandbox_id;
 }
 
-/// Waits until the sandbox's log holds `text` (a follow read that stops once it has).
+/// Waits until the sandbox's log holds `text` (a follow read that stops once it has; one the
+/// output overtakes starts again, as a client does on REPLAY_GAP).
 void await_log(rpc_client& c, const std::string& id, const std::string& text) {
   wire::StreamLogsRequest rq;
   rq.sandbox_id = id;
   rq.follow = true;
-  rpc_client::stream st(c, std::nullopt, "StreamLogs");
-  REQUIRE(st.write(rq));
-  REQUIRE(st.writes_done());
-  std::string seen;
-  while (seen.find(text) == std::string::npos) {
-    auto e = st.read<wire::LogEntry>();
-    REQUIRE(e);
-    seen += e->data;
+  for (;;) {
+    rpc_client::stream st(c, std::nullopt, "StreamLogs");
+    REQUIRE(st.write(rq));
+    REQUIRE(st.writes_done());
+    std::string seen;
+    for (;;) {
+      auto e = st.read<wire::LogEntry>();
+      REQUIRE(e);
+      if (e->error) {
+        REQUIRE(e->error->code == "REPLAY_GAP");
+        break;
+      }
+      seen += e->data;
+      if (seen.find(text) != std::string::npos) return;
+    }
   }
 }
 
