@@ -100,6 +100,31 @@ streamed drain(rpc_client::stream& s) {
   return r;
 }
 
+/// Reads a StreamExec call's output until it holds `text` (the command has not ended before).
+void read_output_until(rpc_client::stream& st, const std::string& text) {
+  std::string out;
+  while (out.find(text) == std::string::npos) {
+    auto m = st.read();
+    REQUIRE(m);
+    REQUIRE(!m->exit);
+    if (m->output) out += m->output->data;
+  }
+}
+
+/// Whether, within 10 s, no process named `name` is left in the sandbox (as its commands see it).
+bool ends_without(rpc_client& c, const std::string& id, const std::string& name) {
+  wire::ExecRequest x;
+  x.sandbox_id = id;
+  x.command = {"sh", "-c", "cat /proc/[0-9]*/comm"};
+  for (int i = 0; i < 100; ++i) {
+    auto ps = c.unary<wire::ExecResponse>("Exec", x);
+    REQUIRE(ps.ok());
+    if (ps.message.stdout_bytes.find(name) == std::string::npos) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
 } // namespace
 
 TEST_CASE("gRPC: the unary methods, on the sandboxes REST sees too", "[grpc]") {
@@ -233,15 +258,7 @@ TEST_CASE("gRPC Exec: the call's deadline bounds the command", "[grpc]") {
   auto r = c.unary<wire::ExecResponse>("Exec", x, 300ms);
   CHECK(r.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
   // The command was killed: nothing named sleep is left in the sandbox.
-  x.command = {"sh", "-c", "cat /proc/[0-9]*/comm"};
-  std::string comms = "sleep";
-  for (int i = 0; i < 100 && comms.find("sleep") != std::string::npos; ++i) {
-    auto ps = c.unary<wire::ExecResponse>("Exec", x);
-    REQUIRE(ps.ok());
-    comms = ps.message.stdout_bytes;
-    if (comms.find("sleep") != std::string::npos) std::this_thread::sleep_for(100ms);
-  }
-  CHECK(comms.find("sleep") == std::string::npos);
+  CHECK(ends_without(c, id, "sleep"));
   remove(c, id);
 }
 
@@ -291,13 +308,7 @@ TEST_CASE("gRPC StreamExec: ready, output in order, exit; stdin; errors", "[grpc
     // arrived: it can only finish if its output was delivered before its end.
     rpc_client::stream st(c, std::nullopt);
     REQUIRE(st.write(init_of(id, {"sh", "-c", "echo first; read line; echo got $line"})));
-    std::string out;
-    while (out.find("first\n") == std::string::npos) {
-      auto m = st.read();
-      REQUIRE(m);
-      REQUIRE(!m->exit);
-      if (m->output) out += m->output->data;
-    }
+    read_output_until(st, "first\n");
     REQUIRE(st.write(stdin_of("x\n")));
     auto r = drain(st);
     CHECK(r.out == "got x\n");
@@ -334,53 +345,23 @@ TEST_CASE("gRPC StreamExec: ready, output in order, exit; stdin; errors", "[grpc
     {
       rpc_client::stream st(c, std::nullopt);
       REQUIRE(st.write(init_of(id, {"sh", "-c", "echo started; exec sleep 1000"})));
-      std::string out;
-      while (out.find("started") == std::string::npos) {
-        auto m = st.read();
-        REQUIRE(m);
-        if (m->output) out += m->output->data;
-      }
+      read_output_until(st, "started");
       // 1 MiB for a command that never reads stdin: the pipe takes 64 KiB of it.
       REQUIRE(st.write(stdin_of(std::string(1 << 20, 'x'))));
       st.cancel();
       CHECK(st.finish().error_code() == grpc::StatusCode::CANCELLED);
     }
-    wire::ExecRequest x;
-    x.sandbox_id = id;
-    x.command = {"sh", "-c", "cat /proc/[0-9]*/comm"};
-    std::string comms = "sleep";
-    for (int i = 0; i < 100 && comms.find("sleep") != std::string::npos; ++i) {
-      auto ps = c.unary<wire::ExecResponse>("Exec", x);
-      REQUIRE(ps.ok());
-      comms = ps.message.stdout_bytes;
-      if (comms.find("sleep") != std::string::npos) std::this_thread::sleep_for(100ms);
-    }
-    CHECK(comms.find("sleep") == std::string::npos);
+    CHECK(ends_without(c, id, "sleep"));
   }
   SECTION("a cancelled call kills its command") {
     {
       rpc_client::stream st(c, std::nullopt);
       REQUIRE(st.write(init_of(id, {"sh", "-c", "echo started; exec sleep 1000"})));
-      std::string out;
-      while (out.find("started") == std::string::npos) {
-        auto m = st.read();
-        REQUIRE(m);
-        if (m->output) out += m->output->data;
-      }
+      read_output_until(st, "started");
       st.cancel();
       CHECK(st.finish().error_code() == grpc::StatusCode::CANCELLED);
     }
-    wire::ExecRequest x;
-    x.sandbox_id = id;
-    x.command = {"sh", "-c", "cat /proc/[0-9]*/comm"};
-    std::string comms = "sleep";
-    for (int i = 0; i < 100 && comms.find("sleep") != std::string::npos; ++i) {
-      auto ps = c.unary<wire::ExecResponse>("Exec", x);
-      REQUIRE(ps.ok());
-      comms = ps.message.stdout_bytes;
-      if (comms.find("sleep") != std::string::npos) std::this_thread::sleep_for(100ms);
-    }
-    CHECK(comms.find("sleep") == std::string::npos);
+    CHECK(ends_without(c, id, "sleep"));
   }
   remove(c, id);
 }

@@ -24,7 +24,6 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
@@ -234,7 +233,6 @@ private:
         else
           half_closed_ = true;
       }
-      cv_.notify_all();
     }
 
     void OnWriteDone(bool ok) override {
@@ -412,21 +410,10 @@ private:
       }
     }
 
-    /// Waits for `proc` in growing slices (10 ms to 250 ms) until it ends, killing it when the
-    /// call is cancelled (the client went away, or its deadline passed).
-    [[nodiscard]] result<ExecResult> await(process_type& proc) {
-      using std::chrono::milliseconds;
-      for (milliseconds slice(10);; slice = std::min(slice * 2, milliseconds(250))) {
-        auto r = proc.wait(slice);
-        if (r || !r.assume_error().is(errc::timeout)) return r;
-        if (gone()) return cancel(proc);
-      }
-    }
-
-    [[nodiscard]] static result<ExecResult> cancel(process_type& proc) {
-      (void)proc.kill(SIGKILL);
-      (void)proc.wait(std::chrono::milliseconds(10'000));
-      return fail(errc::not_running, "the call was cancelled; command killed");
+    /// Kills the command of a call that was cancelled (the client went away, or its deadline
+    /// passed).
+    [[nodiscard]] static error cancel(process_type& proc) {
+      return serve::service<Transport>::kill(proc, "the call was cancelled");
     }
 
     void exec() {
@@ -436,14 +423,11 @@ private:
       if (rq.sandbox_id.empty()) return finish(error(errc::validation, "sandboxId: required"));
       auto p = srv_->svc_->exec(rq.sandbox_id, rq, deadline());
       if (!p) return finish(p.assume_error());
-      auto r = await(p.assume_value());
-      if (!r) {
-        // As over REST: the output of a command its timeout killed travels as a detail.
-        auto status = http::status_from_error(r.assume_error());
-        if (auto partial = r.assume_error().exec_result)
-          status.exec_response = http::response_of(ExecResult(*partial));
-        return finish(serve::detail::grpc_status_of(status));
-      }
+      auto r = serve::service<Transport>::await(
+          p.assume_value(), [&] { return gone(); }, "the call was cancelled");
+      if (!r)
+        return finish(serve::detail::grpc_status_of(
+            serve::service<Transport>::exec_failure(r.assume_error())));
       answer(result<http::wire::ExecResponse>(http::response_of(std::move(r).assume_value())));
     }
 

@@ -20,7 +20,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -406,33 +405,21 @@ private:
     }
     auto p = svc_->exec(req.matches[1].str(), body.assume_value(), deadline);
     if (!p) return reply_error(res, p.assume_error());
-    auto& proc = p.assume_value();
-
-    // Wait in slices, so that a client that goes away gets its command killed. They grow (10 ms
-    // to 250 ms): short commands end within the first, and a long one costs few wake-ups.
-    using std::chrono::milliseconds;
+    // A client that goes away gets its command killed.
     std::optional<serve::detail::client_watch> client; // made after the first slice: most end in it
-    for (milliseconds slice(10);; slice = std::min(slice * 2, milliseconds(250))) {
-      auto r = proc.wait(slice);
-      if (!r && r.assume_error().is(errc::timeout)) {
-        if (!client) client.emplace(serve::detail::http_server::current_socket());
-        if (client->gone()) {
-          (void)proc.kill(SIGKILL);
-          (void)proc.wait(milliseconds(10'000));
-          return reply_error(res, errc::not_running, "the client went away; command killed");
-        }
-        continue;
-      }
-      if (!r) {
-        // The output of a command its timeout killed travels as an ExecResponse detail.
-        auto status = http::status_from_error(r.assume_error());
-        if (auto partial = r.assume_error().exec_result)
-          status.exec_response = http::response_of(ExecResult(*partial));
-        return reply(res, http::http_status_for(static_cast<http::grpc_code>(status.code)),
-                     http::to_json(status));
-      }
-      return reply(res, 200, http::to_json(http::response_of(std::move(r).assume_value())));
+    auto r = serve::service<Transport>::await(
+        p.assume_value(),
+        [&] {
+          if (!client) client.emplace(serve::detail::http_server::current_socket());
+          return client->gone();
+        },
+        "the client went away");
+    if (!r) {
+      auto status = serve::service<Transport>::exec_failure(r.assume_error());
+      return reply(res, http::http_status_for(static_cast<http::grpc_code>(status.code)),
+                   http::to_json(status));
     }
+    reply(res, 200, http::to_json(http::response_of(std::move(r).assume_value())));
   }
 
   void purge(const Request& req, Response& res) {

@@ -13,11 +13,13 @@
 #include <sandbox/transport/http/defaults.hpp>
 #include <sandbox/transport/http/mapping.hpp>
 #include <sandbox/transport/http/protobuf.hpp>
+#include <sandbox/transport/http/status.hpp>
 #include <sandbox/transport/http/wire.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <csignal>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -214,6 +216,37 @@ public:
       return t_->logs(id, offset, wait);
     else
       return fail(errc::unsupported, "StreamLogs: the sandboxes of this server keep no logs");
+  }
+
+  /// Waits for an Exec's command until it ends, in growing slices (10 ms to 250 ms: short
+  /// commands end within the first, a long one costs few wake-ups), killing it once `gone()`
+  /// says the caller went away. **Errors:** not_running (`gone`: `why`, the command killed), and
+  /// those of the wait.
+  template <class Gone>
+  [[nodiscard]] static result<ExecResult> await(process_type& proc, Gone&& gone,
+                                                std::string_view why) {
+    using std::chrono::milliseconds;
+    for (milliseconds slice(10);; slice = std::min(slice * 2, milliseconds(250))) {
+      auto r = proc.wait(slice);
+      if (r || !r.assume_error().is(errc::timeout)) return r;
+      if (gone()) return kill(proc, why);
+    }
+  }
+
+  /// Kills an Exec's command whose caller went away, and waits for it (at most 10 s).
+  [[nodiscard]] static error kill(process_type& proc, std::string_view why) {
+    (void)proc.kill(SIGKILL);
+    (void)proc.wait(std::chrono::milliseconds(10'000));
+    return error(errc::not_running, std::string(why) + "; command killed");
+  }
+
+  /// The error status of a failed Exec: the output of a command its timeout killed travels as
+  /// an ExecResponse detail.
+  [[nodiscard]] static wire::Status exec_failure(const error& e) {
+    auto status = http::status_from_error(e);
+    if (auto partial = e.exec_result)
+      status.exec_response = http::response_of(ExecResult(*partial));
+    return status;
   }
 
   /// WriteFile. **Errors:** validation (a body that disagrees with the path), unsupported (a
