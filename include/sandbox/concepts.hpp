@@ -44,12 +44,22 @@ concept process_handle = std::movable<P> &&
 /// A process handle that can feed the command's stdin (a transport capability).
 ///
 /// Semantics: `write_stdin` delivers every byte or fails; `close_stdin` sends EOF and is
-/// idempotent. Writing without `ExecOptions::stdin_pipe` is a validation error.
+/// idempotent. Writing without `ExecOptions::stdin_pipe` (or `tty`) is a validation error.
 template <class P>
 concept stdin_process = process_handle<P> && requires(P& p, std::string_view data) {
   { p.write_stdin(data) }
   noexcept->std::same_as<result<void>>;
   { p.close_stdin() }
+  noexcept->std::same_as<result<void>>;
+};
+
+/// A process handle whose command can run on a terminal (`ExecOptions::tty`; a capability).
+///
+/// Semantics: `resize` sets the terminal's size (the command gets SIGWINCH); on a command
+/// without a terminal it is a validation error, on one that has ended it does nothing.
+template <class P>
+concept terminal_process = stdin_process<P> && requires(P& p, TerminalSize size) {
+  { p.resize(size) }
   noexcept->std::same_as<result<void>>;
 };
 
@@ -96,6 +106,10 @@ concept transport = requires(T& t, const SandboxOptions& so, std::string_view id
 /// Whether a transport's commands accept stdin (checked at compile time by `Process`).
 template <class T>
 inline constexpr bool supports_stdin = stdin_process<typename T::process_type>;
+
+/// Whether a transport's commands can run on a terminal (checked at compile time by `Process`).
+template <class T>
+inline constexpr bool supports_terminal = terminal_process<typename T::process_type>;
 
 /// A transport that keeps each sandbox's log (a capability, checked by `basic_sandbox::logs`).
 ///

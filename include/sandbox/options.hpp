@@ -69,6 +69,12 @@ private:
   std::function<void(std::string_view)> f_;
 };
 
+/// The size of a terminal, in character cells.
+struct TerminalSize {
+  std::uint16_t cols = 80;
+  std::uint16_t rows = 24;
+};
+
 /// Options of one `exec`.
 struct ExecOptions {
   /// Working directory; must be absolute. Empty: the sandbox's working directory.
@@ -80,6 +86,12 @@ struct ExecOptions {
   std::optional<std::chrono::milliseconds> timeout;
   /// Open a pipe to the command's stdin (`Process::write_stdin`); otherwise it reads /dev/null.
   bool stdin_pipe = false;
+  /// Run the command on a terminal of its own (a pseudo-terminal of the sandbox, as `ssh -t` or
+  /// `docker exec -t` do; transports with a terminal only): stdin, stdout and stderr are the
+  /// terminal, so everything it prints arrives as stdout (with the terminal's `\r\n` line ends and
+  /// the echo of what it reads), stdin is open (`write_stdin`; `close_stdin` types end-of-file,
+  /// Ctrl-D), and `Process::resize` changes its size. A size of 0 is the default, 80×24.
+  std::optional<TerminalSize> tty;
   /// Per stream, the bytes kept in the result; the rest is dropped but counted
   /// (`ExecResult::*_truncated`, `*_bytes_produced`), and `on_stdout`/`on_stderr` still see it.
   /// 0: the platform default (local: `default_max_output_bytes`; remote: the service's).

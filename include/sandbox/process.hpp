@@ -20,8 +20,9 @@ namespace sandbox {
 ///
 /// Each operation that can fail has a `try_` twin taking the same arguments that returns
 /// `result<T>` and never throws, whatever `Errors` is: `try_result`, `try_wait`, `try_kill`,
-/// `try_write_stdin`, `try_close_stdin`. Every operation on a moved-from `Process` fails with
-/// `errc::validation` (`poll` and `returncode` give nothing), as on a moved-from `basic_sandbox`.
+/// `try_write_stdin`, `try_close_stdin`, `try_resize`. Every operation on a moved-from `Process`
+/// fails with `errc::validation` (`poll` and `returncode` give nothing), as on a moved-from
+/// `basic_sandbox`.
 template <transport Transport, error_policy Errors, check_policy Check = no_check>
 class Process {
   template <class T>
@@ -100,7 +101,7 @@ public:
     return handle_->kill(sig);
   }
 
-  /// Writes all of `data` to the command's stdin (needs ExecOptions::stdin_pipe).
+  /// Writes all of `data` to the command's stdin (needs ExecOptions::stdin_pipe or tty).
   ret<void> write_stdin(std::string_view data) requires supports_stdin<Transport> {
     return Errors::finish(try_write_stdin(data));
   }
@@ -120,6 +121,22 @@ public:
   try_close_stdin() noexcept requires supports_stdin<Transport> {
     if (!handle_) return fail(error_);
     return handle_->close_stdin();
+  }
+
+  /// Sets the size of the command's terminal (one started with `ExecOptions::tty`); the command
+  /// gets SIGWINCH. Does nothing once the command has ended.
+  /// (A member template: a capability member that is not one is instantiated by some compilers
+  /// together with the class, whether its constraint holds or not.)
+  template <class T = Transport>
+  requires supports_terminal<T> ret<void> resize(TerminalSize size) {
+    return Errors::finish(try_resize(size));
+  }
+
+  template <class T = Transport>
+  requires supports_terminal<T>
+  [[nodiscard]] sandbox::result<void> try_resize(TerminalSize size) noexcept {
+    if (!handle_) return fail(error_);
+    return handle_->resize(size);
   }
 
   /// The argv as the caller gave it.

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // The core templates instantiated with nothing but archetypes (tests/compile/archetypes.hpp):
 // every member of basic_sandbox and Process, in both error-policy shapes, with and without the
-// stdin capability. Built in both exception modes; running it checks nothing more.
+// stdin, terminal and log capabilities. Built in both exception modes; running it checks nothing
+// more.
 #include <sandbox/basic_sandbox.hpp>
 #include <sandbox/process.hpp>
 
@@ -88,6 +89,27 @@ concept has_write_stdin = requires(P& p) {
 };
 static_assert(has_write_stdin<sandbox::Process<stdin_transport, arch::returning_errors>>);
 static_assert(!has_write_stdin<sandbox::Process<plain_transport, arch::returning_errors>>);
+
+// The terminal members exist exactly when the transport's process type has the capability
+// (member templates: instantiated by use).
+using terminal_transport = arch::transport<arch::terminal_process_handle>;
+template <class P>
+void use_terminal(P& p) {
+  (void)p.resize({});
+  (void)p.try_resize({.cols = 1, .rows = 1});
+  (void)p.write_stdin("x");
+}
+using terminal_returning =
+    sandbox::Process<terminal_transport, arch::returning_errors, arch::checking>;
+using terminal_raising = sandbox::Process<terminal_transport, arch::raising_errors, arch::checking>;
+template void use_terminal(terminal_returning&);
+template void use_terminal(terminal_raising&);
+template <class P>
+concept has_resize = requires(P& p) {
+  p.resize(sandbox::TerminalSize{});
+};
+static_assert(has_resize<terminal_returning>);
+static_assert(!has_resize<sandbox::Process<stdin_transport, arch::returning_errors>>);
 
 // What the concepts reject: a `throws` or `enabled` that is not a constant expression (the
 // library branches on them with `if constexpr`), or that is not a bool.

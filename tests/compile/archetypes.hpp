@@ -49,6 +49,13 @@ public:
   [[nodiscard]] result<void> close_stdin() noexcept { return unimplemented(); }
 };
 
+/// terminal_process: a stdin_process whose terminal can be resized.
+class terminal_process_handle : public stdin_process_handle {
+public:
+  using stdin_process_handle::stdin_process_handle;
+  [[nodiscard]] result<void> resize(TerminalSize) noexcept { return unimplemented(); }
+};
+
 /// transport: the operations on an id, `process_type` and `shared()`; not copyable, not movable,
 /// not default-constructible (only `shared()` makes one).
 template <class Handle>
@@ -155,6 +162,10 @@ static_assert(sandbox::transport<transport<archetypes::process_handle>>);
 static_assert(sandbox::transport<transport<stdin_process_handle>>);
 static_assert(!supports_stdin<transport<archetypes::process_handle>>);
 static_assert(supports_stdin<transport<stdin_process_handle>>);
+static_assert(!sandbox::terminal_process<stdin_process_handle>);
+static_assert(sandbox::terminal_process<terminal_process_handle>);
+static_assert(!supports_terminal<transport<stdin_process_handle>>);
+static_assert(supports_terminal<transport<terminal_process_handle>>);
 static_assert(retry_policy<retry>);
 static_assert(error_policy<returning_errors>);
 static_assert(error_policy<raising_errors>);

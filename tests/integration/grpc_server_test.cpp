@@ -325,7 +325,7 @@ TEST_CASE("gRPC StreamExec: ready, output in order, exit; stdin; errors", "[grpc
     CHECK(r.out.size() == expected.size());
     CHECK(r.out == expected);
   }
-  SECTION("a sandbox that does not exist, a first message that is not init, a terminal") {
+  SECTION("a sandbox that does not exist, a first message that is not init, a terminal too big") {
     rpc_client::stream st(c, std::nullopt);
     REQUIRE(st.write(init_of("sbx-nonexistent", {"true"})));
     auto r = drain(st);
@@ -338,8 +338,41 @@ TEST_CASE("gRPC StreamExec: ready, output in order, exit; stdin; errors", "[grpc
     rpc_client::stream tty(c, std::nullopt);
     auto m = init_of(id, {"sh"});
     m.init->tty = true;
+    m.init->tty_width = 70000;
     REQUIRE(tty.write(m));
-    CHECK(drain(tty).status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
+    CHECK(drain(tty).status.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  SECTION("a terminal: an interactive shell of the size asked for, resized, ended by its input") {
+    rpc_client::stream st(c, std::nullopt);
+    auto m = init_of(id, {"sh"});
+    m.init->tty = true;
+    m.init->tty_width = 100;
+    m.init->tty_height = 30;
+    REQUIRE(st.write(m));
+    REQUIRE(st.write(stdin_of("stty size; echo on-a-tty >&2\n")));
+    read_output_until(st, "30 100\r\n");
+    wire::ExecStreamRequest resize;
+    resize.resize = wire::ExecStreamResize{132, 43};
+    REQUIRE(st.write(resize));
+    REQUIRE(st.write(stdin_of("stty size\n")));
+    read_output_until(st, "43 132\r\n");
+    REQUIRE(st.write(stdin_of("exit 5\n")));
+    REQUIRE(st.writes_done());
+    auto r = drain(st);
+    CHECK(r.status.ok());
+    CHECK(r.exit_code == 5);
+    CHECK(r.err.empty()); // stderr is the terminal: everything arrives as stdout
+
+    // Half-closing the call types end-of-file: a shell waiting for a line ends.
+    rpc_client::stream eof(c, std::nullopt);
+    auto e = init_of(id, {"cat"});
+    e.init->tty = true;
+    REQUIRE(eof.write(e));
+    REQUIRE(eof.write(stdin_of("line\n")));
+    REQUIRE(eof.writes_done());
+    auto d = drain(eof);
+    CHECK(d.exit_code == 0);
+    CHECK(d.out == "line\r\nline\r\n");
   }
   SECTION("a cancelled call kills its command, even one that does not read what it is sent") {
     {

@@ -536,9 +536,11 @@ private:
       if (!q.assume_value().init)
         return finish(error(errc::validation, "the first message of StreamExec must be init"));
       const auto& init = *q.assume_value().init;
-      if (init.tty)
+      auto size = terminal_size(init.tty_width, init.tty_height, "init");
+      if (!size) return finish(size.assume_error());
+      if (init.tty && !terminal_process<process_type>)
         return finish(
-            error(errc::unsupported, "tty: a terminal is not implemented by this server"));
+            error(errc::unsupported, "tty: the sandboxes of this server have no terminal"));
       http::wire::ExecRequest x;
       x.sandbox_id = init.sandbox_id;
       x.command = init.command;
@@ -546,6 +548,7 @@ private:
       x.container = init.container;
       auto p = srv_->svc_->exec(init.sandbox_id, x, deadline(), [&](ExecOptions& eo) noexcept {
         eo.stdin_pipe = true;
+        if (init.tty) eo.tty = size.assume_value();
         eo.max_output_bytes = 1; // everything goes out as it comes; the result keeps nothing
         eo.on_stdout = [this](std::string_view d) noexcept {
           output(http::wire::OutputStream::STREAM_STDOUT, d);
@@ -702,6 +705,17 @@ private:
       return out;
     }
 
+    /// A terminal size from the wire (0: the default).
+    [[nodiscard]] static result<TerminalSize> terminal_size(std::uint32_t width,
+                                                            std::uint32_t height, const char* in) {
+      constexpr std::uint32_t most = 0xffff;
+      if (width > most || height > most)
+        return fail(errc::validation, std::string(in) + ": a terminal of " + std::to_string(width) +
+                                          "x" + std::to_string(height) +
+                                          " is larger than 65535x65535");
+      return TerminalSize{static_cast<std::uint16_t>(width), static_cast<std::uint16_t>(height)};
+    }
+
     /// Runs the command to its end: stdin from the client's messages as they come, output out
     /// through `output`, a kill when the call is cancelled.
     [[nodiscard]] result<ExecResult> pump(process_type& proc) {
@@ -738,8 +752,15 @@ private:
           } else if (msg.init) {
             (void)cancel(proc);
             return fail(errc::validation, "init: sent twice in one StreamExec call");
+          } else if (msg.resize) {
+            auto size = terminal_size(msg.resize->width, msg.resize->height, "resize");
+            if (!size) {
+              (void)cancel(proc);
+              return std::move(size).as_failure();
+            }
+            // Without a terminal there is nothing to resize: ignored, as a terminal would.
+            if constexpr (terminal_process<process_type>) (void)proc.resize(size.assume_value());
           }
-          // resize: there is no terminal to resize.
         }
         if (!got.empty()) read_next();
         if (eof && stdin_open) {

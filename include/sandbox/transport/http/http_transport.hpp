@@ -111,7 +111,7 @@ struct http_options {
 ///
 /// Not available over this API, and rejected at compile time: stdin (`Process::write_stdin`
 /// needs `supports_stdin<T>`). Rejected at `exec` with errc::unsupported (they are runtime
-/// fields of ExecOptions): `stdin_pipe`, `on_stdout`, `on_stderr`. Thread-safe.
+/// fields of ExecOptions): `stdin_pipe`, `tty`, `on_stdout`, `on_stderr`. Thread-safe.
 template <retry_policy Retry = exponential_backoff<>>
 class basic_http_transport {
 public:
@@ -286,6 +286,9 @@ public:
     if (o.stdin_pipe)
       return fail(errc::unsupported, what + ": stdin needs a streaming exec, which the v1 HTTP "
                                             "API does not have");
+    if (o.tty)
+      return fail(errc::unsupported, what + ": a terminal (tty) needs a streaming exec, which the "
+                                            "v1 HTTP API does not have");
     if (o.on_stdout || o.on_stderr)
       return fail(errc::unsupported, what + ": live output (on_stdout/on_stderr) needs a "
                                             "streaming exec, which the v1 HTTP API does not have");
@@ -648,5 +651,6 @@ using http_transport = basic_http_transport<>;
 
 static_assert(transport<http_transport>);
 static_assert(!supports_stdin<http_transport>);
+static_assert(!supports_terminal<http_transport>);
 
 } // namespace sandbox

@@ -274,5 +274,6 @@ private:
 
 static_assert(transport<local_transport>);
 static_assert(supports_stdin<local_transport>);
+static_assert(supports_terminal<local_transport>);
 
 } // namespace sandbox

@@ -84,8 +84,10 @@ using namespace sandbox::detail; // text, unique_fd, random: the library-wide he
   }
 }
 
-/// Receives the supervisor's first reply; a `ready` one carries an fd of the sandbox's root.
-[[nodiscard]] inline ssize_t receive_ready(int ctl, reply& r, unique_fd& root) noexcept {
+/// Receives one reply from the supervisor, and the fd attached to it if any (`ready`: the
+/// sandbox's root; `started`: a terminal's master). Without `block`, EAGAIN when none is there.
+[[nodiscard]] inline ssize_t receive_reply(int fd, reply& r, unique_fd& attached,
+                                           bool block = false) noexcept {
   iovec iov{&r, sizeof r};
   alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
   msghdr mh{};
@@ -95,14 +97,21 @@ using namespace sandbox::detail; // text, unique_fd, random: the library-wide he
   mh.msg_controllen = sizeof cbuf;
   ssize_t n;
   do
-    n = ::recvmsg(ctl, &mh, MSG_CMSG_CLOEXEC);
-  while (n < 0 && errno == EINTR);
+    n = ::recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | (block ? 0 : MSG_DONTWAIT));
+  while (n < 0 && errno == EINTR && block);
+  if (n < 0) return n;
   for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
     if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    int fd;
-    std::memcpy(&fd, CMSG_DATA(cm), sizeof fd);
-    root.reset(fd);
+    int got;
+    std::memcpy(&got, CMSG_DATA(cm), sizeof got);
+    attached.reset(got);
   }
+  return n;
+}
+
+/// Receives the supervisor's first reply; a `ready` one carries an fd of the sandbox's root.
+[[nodiscard]] inline ssize_t receive_ready(int ctl, reply& r, unique_fd& root) noexcept {
+  ssize_t n = receive_reply(ctl, r, root, true);
   if (n == sizeof r && r.kind == event::ready && !root) return -1;
   return n;
 }

@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -86,13 +87,35 @@ public:
     if (o.timeout) p.exec_deadline_ = sandbox::detail::deadline_after(*o.timeout);
     std::string cwd = o.cwd ? *o.cwd : p.box_->workdir;
     std::vector<std::string> env = merge_env(p.box_->base_env, o.env);
+    // As `docker exec -t`: a terminal's programs want to know what it is.
+    if (o.tty && std::none_of(env.begin(), env.end(),
+                              [](const std::string& kv) { return kv.starts_with("TERM="); }))
+      env.emplace_back("TERM=xterm");
     SANDBOX_TRY(strings, pack_strings(argv, env, cwd));
 
-    int st[2], out[2], err[2], in[2] = {-1, -1};
+    int st[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, st) != 0)
       return p.os_error("socketpair");
     p.status_.reset(st[0]);
     unique_fd st_theirs(st[1]);
+    request rq{};
+    rq.code = op::exec;
+    rq.argc = static_cast<std::uint32_t>(argv.size());
+    rq.envc = static_cast<std::uint32_t>(env.size());
+    rq.strings_len = static_cast<std::uint32_t>(strings.size());
+    p.oom_before_ = p.box_->oom_kills(); // 0 without a memory limit, at no cost
+    if (o.tty) {
+      // The terminal's master comes back with `started` (read_status).
+      p.tty_ = true;
+      rq.flags = exec_tty;
+      rq.tty_cols = o.tty->cols;
+      rq.tty_rows = o.tty->rows;
+      const int fd = st_theirs.get();
+      SANDBOX_TRYV(p.box_->send(rq, strings, std::span<const int>(&fd, 1)));
+      return p;
+    }
+
+    int out[2], err[2], in[2] = {-1, -1};
     if (::pipe2(out, O_CLOEXEC) != 0) return p.os_error("pipe");
     p.out_.reset(out[0]);
     unique_fd out_w(out[1]);
@@ -111,19 +134,13 @@ public:
     // Fewer, larger transfers for big outputs (the kernel caps it at fs.pipe-max-size).
     ::fcntl(p.out_.get(), F_SETPIPE_SZ, 1 << 20);
 
-    request rq{};
-    rq.code = op::exec;
     rq.flags = o.stdin_pipe ? std::uint32_t{exec_stdin_pipe} : 0u;
-    rq.argc = static_cast<std::uint32_t>(argv.size());
-    rq.envc = static_cast<std::uint32_t>(env.size());
-    rq.strings_len = static_cast<std::uint32_t>(strings.size());
     int fds[4];
     int n = 0;
     fds[n++] = st_theirs.get();
     if (o.stdin_pipe) fds[n++] = in_r.get();
     fds[n++] = out_w.get();
     fds[n++] = err_w.get();
-    p.oom_before_ = p.box_->oom_kills(); // 0 without a memory limit, at no cost
     SANDBOX_TRYV(p.box_->send(rq, strings, std::span<const int>(fds, n)));
     return p;
   }
@@ -167,10 +184,7 @@ public:
   [[nodiscard]] result<void> write_stdin(std::string_view data) noexcept {
     if (done_ && !data.empty())
       return fail(errc::not_running, join_command(res_.command) + " has ended");
-    if (!in_)
-      return fail(errc::validation, "stdin of " + join_command(res_.command) +
-                                        " is not open (set ExecOptions::stdin_pipe, and do not "
-                                        "write after close_stdin)");
+    SANDBOX_TRYV(stdin_open());
     return pump(std::nullopt, &data);
   }
 
@@ -182,13 +196,39 @@ public:
                                              std::chrono::milliseconds timeout) noexcept {
     if (done_ && !data.empty())
       return fail(errc::not_running, join_command(res_.command) + " has ended");
-    if (!in_)
-      return fail(errc::validation, "stdin of " + join_command(res_.command) + " is not open");
+    SANDBOX_TRYV(stdin_open());
     return pump(sandbox::detail::deadline_after(timeout), &data);
   }
 
+  /// Closes stdin; on a terminal, which stays open, types end-of-file (Ctrl-D) instead: a
+  /// program reading lines sees the end of its input (after the line under way, if any).
   [[nodiscard]] result<void> close_stdin() noexcept {
+    if (tty_ && in_ && !done_) {
+      SANDBOX_TRYV(await_pid()); // the terminal arrives with `started`
+      std::string_view eof("\x04");
+      auto r = pump(std::nullopt, &eof);
+      in_.reset();
+      if (!r && !r.assume_error().is(errc::not_running)) return r;
+    }
     in_.reset();
+    return success();
+  }
+
+  /// Sets the size of the command's terminal (ExecOptions::tty).
+  [[nodiscard]] result<void> resize(TerminalSize size) noexcept {
+    if (!box_) return fail(errc::not_running, "no command: this process handle was moved from");
+    if (!tty_)
+      return fail(errc::validation,
+                  join_command(res_.command) + " has no terminal to resize (set ExecOptions::tty)");
+    SANDBOX_TRYV(await_pid());
+    int fd = in_ ? in_.get() : out_.get();
+    if (done_ || fd < 0) return success();
+    winsize ws{};
+    ws.ws_col = size.cols ? size.cols : 80;
+    ws.ws_row = size.rows ? size.rows : 24;
+    if (::ioctl(fd, TIOCSWINSZ, &ws) != 0)
+      return fail(errc::transport, "resizing the terminal of " + join_command(res_.command) + ": " +
+                                       errno_text(errno));
     return success();
   }
 
@@ -199,6 +239,13 @@ private:
     return fail(errno == EMFILE || errno == ENFILE ? errc::resource_exhausted : errc::transport,
                 std::string(what) + " for " + join_command(res_.command) + " in " + box_->id +
                     ": " + errno_text(errno));
+  }
+
+  [[nodiscard]] result<void> stdin_open() noexcept {
+    if (in_ || (tty_ && pid_ == 0 && !done_)) return success();
+    return fail(errc::validation, "stdin of " + join_command(res_.command) +
+                                      " is not open (set ExecOptions::stdin_pipe or tty, and do "
+                                      "not write after close_stdin)");
   }
 
   [[nodiscard]] result<void> await_pid() noexcept {
@@ -261,7 +308,8 @@ private:
 
   void read_status() noexcept {
     reply r{};
-    ssize_t n = ::recv(status_.get(), &r, sizeof r, MSG_DONTWAIT);
+    unique_fd attached;
+    ssize_t n = receive_reply(status_.get(), r, attached);
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
     if (n != sizeof r) { // the supervisor closed it without an exit: the sandbox went away
       status_.reset();
@@ -271,7 +319,10 @@ private:
       return;
     }
     switch (r.kind) {
-    case event::started: pid_ = r.value; break;
+    case event::started:
+      pid_ = r.value;
+      if (tty_) take_terminal(std::move(attached));
+      break;
     case event::exited:
       exited_ = true;
       res_.returncode = returncode_of(r.value);
@@ -348,9 +399,23 @@ private:
     }
   }
 
+  /// The terminal's master: output is read from it, stdin written to a second descriptor of it
+  /// (so that closing stdin leaves the output open).
+  void take_terminal(unique_fd master) noexcept {
+    if (!master) { // the supervisor could not attach it: the command runs, unseen
+      failure_ = error(errc::transport, "the terminal of " + join_command(res_.command) +
+                                            " did not arrive from sandbox " + box_->id);
+      return;
+    }
+    ::fcntl(master.get(), F_SETFL, O_NONBLOCK);
+    if (int w = ::fcntl(master.get(), F_DUPFD_CLOEXEC, 3); w >= 0) in_.reset(w);
+    out_ = std::move(master);
+  }
+
   /// After the exit: everything the command wrote is already in the pipes; a background child
   /// that keeps them open does not hold up the result.
   void finish_output() noexcept {
+    if (tty_) drain_terminal();
     while (out_ && read_stream(out_, true)) {
     }
     while (err_ && read_stream(err_, false)) {
@@ -360,6 +425,22 @@ private:
     out_.reset();
     err_.reset();
     in_.reset();
+  }
+
+  /// A terminal's output may still be on its way through the kernel when the exit is seen; it
+  /// is all there once a read fails with EIO (every holder of the terminal closed it). A
+  /// background process that keeps the terminal open holds the result up for 100 ms at most.
+  void drain_terminal() noexcept {
+    const auto until = clock::now() + std::chrono::milliseconds(100);
+    while (out_) {
+      if (read_stream(out_, true)) continue;
+      if (!out_) break;
+      auto now = clock::now();
+      if (now >= until) break;
+      pollfd p{out_.get(), POLLIN, 0};
+      if (::poll(&p, 1, clamp_ms(std::chrono::ceil<std::chrono::milliseconds>(until - now))) == 0)
+        break;
+    }
   }
 
   /// ExecOptions::timeout: kills the command's process group once, when it has passed.
@@ -438,6 +519,7 @@ private:
   bool done_ = false;
   bool kill_sent_ = false;
   bool timed_out_ = false;
+  bool tty_ = false; ///< on a terminal: out_ is its master, in_ a second descriptor of it
 };
 
 } // namespace sandbox::local::detail

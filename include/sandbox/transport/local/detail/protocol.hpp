@@ -18,7 +18,10 @@ enum exec_flags : std::uint32_t {
   exec_main = 1,        ///< the sandbox's main process: its exit ends the sandbox
   exec_stdin_pipe = 2,  ///< an stdin fd follows; otherwise the command reads /dev/null
   exec_null_output = 4, ///< no output fds: stdout and stderr go to /dev/null
-  exec_log_output = 8   ///< stdout and stderr go to the sandbox's log: one fd, its ring's memfd
+  exec_log_output = 8,  ///< stdout and stderr go to the sandbox's log: one fd, its ring's memfd
+  /// stdin, stdout and stderr are a new terminal of the sandbox's devpts (size in the request);
+  /// no fds but the status socket: the terminal's master comes back with `started`
+  exec_tty = 16
 };
 
 struct request {
@@ -30,6 +33,8 @@ struct request {
   std::uint32_t envc;
   std::uint32_t grace_ms;    ///< stop
   std::uint32_t strings_len; ///< argc + envc NUL-terminated strings, then the NUL-terminated cwd
+  std::uint16_t tty_cols;    ///< exec_tty: the terminal's size
+  std::uint16_t tty_rows;
 };
 
 /// The largest request (header + strings); argv and env beyond it are a validation error.
@@ -64,6 +69,7 @@ enum class stage : std::uint32_t {
   hide,
   verify_root,
   cgroup_ns,
+  terminal,
 };
 
 [[nodiscard]] constexpr const char* to_string(stage s) noexcept {
@@ -95,6 +101,7 @@ enum class stage : std::uint32_t {
   case stage::hide: return "hiding the host's secrets";
   case stage::verify_root: return "checking that the host's root is gone";
   case stage::cgroup_ns: return "entering a cgroup namespace";
+  case stage::terminal: return "opening a terminal";
   }
   return "?";
 }
@@ -105,7 +112,7 @@ enum class event : std::uint32_t { ready = 1, setup_failed, started, start_faile
 
 struct reply {
   event kind;
-  std::int32_t value; ///< started: pid in the sandbox; exited: wait status
+  std::int32_t value; ///< started: pid in the sandbox (+ a terminal's master fd); exited: status
   std::int32_t err;   ///< setup_failed / start_failed: errno
   stage where;
 };

@@ -120,6 +120,7 @@ struct exec_ctx {
   const char* cwd;
   const char* path; ///< PATH value for the search, from envp
   int fds[3];       ///< stdin, stdout, stderr; -1 = /dev/null
+  bool tty;         ///< fds are a terminal: the command leads a session of its own on it
   volatile int err;
   volatile stage where;
 };
@@ -138,6 +139,7 @@ struct state {
   std::int64_t lifetime_end_ms;
   logring::ring* log; // the sandbox's log, once the main process writes to it
   int log_in;         // the read end of the main's output pipe (-1: none, or at its end)
+  int pts;            // O_PATH fd of the sandbox's devpts, opened before any command ran (or -1)
 };
 
 inline std::int64_t now_ms() noexcept {
@@ -153,9 +155,9 @@ inline void send_reply(int fd, event kind, std::int32_t value, std::int32_t err,
   (void)::send(fd, &r, sizeof r, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-/// The `ready` reply, with an O_PATH fd of the sandbox's root attached.
-inline void send_ready(int fd, int root_fd) noexcept {
-  reply r{event::ready, ::getpid(), 0, stage::none};
+/// A reply with an fd attached: `ready` with an O_PATH fd of the sandbox's root, `started` with
+/// a terminal's master.
+inline void send_reply_fd(int fd, reply r, int attached) noexcept {
   iovec iov{&r, sizeof r};
   alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
   msghdr mh{};
@@ -167,8 +169,8 @@ inline void send_ready(int fd, int root_fd) noexcept {
   cm->cmsg_level = SOL_SOCKET;
   cm->cmsg_type = SCM_RIGHTS;
   cm->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cm), &root_fd, sizeof root_fd);
-  (void)::sendmsg(fd, &mh, MSG_NOSIGNAL);
+  std::memcpy(CMSG_DATA(cm), &attached, sizeof attached);
+  (void)::sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 [[noreturn]] inline void setup_failed(int ctl_fd, stage where) noexcept {
@@ -640,7 +642,12 @@ inline int exec_child(void* arg) noexcept {
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::setpgid(0, 0);
+  // A command on a terminal leads a session of its own (the terminal's signals, job control);
+  // the others get a process group of their own. Either way the group is the command's pid.
+  if (x.tty)
+    ::setsid();
+  else
+    ::setpgid(0, 0);
   for (int i = 0; i < 3; ++i) {
     int fd = x.fds[i];
     if (fd < 0) fd = ::open("/dev/null", i == 0 ? O_RDONLY : O_WRONLY);
@@ -649,6 +656,11 @@ inline int exec_child(void* arg) noexcept {
       x.where = stage::fds;
       _exit(127);
     }
+  }
+  if (x.tty && ::ioctl(0, TIOCSCTTY, 0) != 0) {
+    x.err = errno;
+    x.where = stage::terminal;
+    _exit(127);
   }
   ::syscall(SYS_close_range, 3u, ~0u, 0u);
   if (x.cwd && *x.cwd && ::chdir(x.cwd) != 0) {
@@ -693,6 +705,28 @@ inline void raise_oom_score(pid_t pid) noexcept {
   ::close(fd);
 }
 
+/// A new terminal of the sandbox's own devpts, unlocked and sized: its master and its slave
+/// (both close-on-exec). Returns 0 or an errno.
+inline int open_terminal(const state& st, const request& rq, int& master, int& slave) noexcept {
+  if (st.pts < 0) return ENODEV;
+  // Through the devpts fd taken before any command ran: a command cannot put something else in
+  // the way (its /dev/ptmx, or a mount over /dev/pts, only changes what it opens itself).
+  master = ::openat(st.pts, "ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0) return errno;
+  int unlock = 0;
+  winsize ws{};
+  ws.ws_col = rq.tty_cols ? rq.tty_cols : 80;
+  ws.ws_row = rq.tty_rows ? rq.tty_rows : 24;
+  if (::ioctl(master, TIOCSPTLCK, &unlock) == 0 && ::ioctl(master, TIOCSWINSZ, &ws) == 0) {
+    slave = ::ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave >= 0) return 0;
+  }
+  int err = errno;
+  ::close(master);
+  master = -1;
+  return err;
+}
+
 /// Handles one exec request. `fds`: status socket, then stdin (if flagged), stdout, stderr.
 inline void start_command(state& st, const request& rq, int* fds, int nfds) noexcept {
   int status_fd = nfds > 0 ? fds[0] : -1;
@@ -700,10 +734,12 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
     if (status_fd >= 0) send_reply(status_fd, event::start_failed, 0, err, where);
     close_fds(fds, nfds);
   };
+  const bool tty = (rq.flags & exec_tty) != 0;
   int want = 1 + ((rq.flags & exec_stdin_pipe) ? 1 : 0) +
-             ((rq.flags & exec_null_output)  ? 0
-              : (rq.flags & exec_log_output) ? 1
-                                             : 2);
+             ((rq.flags & exec_null_output) || tty ? 0
+              : (rq.flags & exec_log_output)       ? 1
+                                                   : 2);
+  if (tty && (rq.flags & (exec_stdin_pipe | exec_log_output | exec_main))) want = -1;
   if (nfds != want || rq.argc == 0 || rq.argc + rq.envc > max_strings) {
     give_up(stage::fds, EINVAL);
     return;
@@ -745,11 +781,20 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
   }
   argv[rq.argc] = nullptr;
   envp[rq.envc] = nullptr;
-  exec_ctx x{argv, envp, p, path, {-1, -1, -1}, 0, stage::none};
+  exec_ctx x{argv, envp, p, path, {-1, -1, -1}, tty, 0, stage::none};
   int k = 1;
+  int master = -1, slave = -1;
+  if (tty) {
+    int err = open_terminal(st, rq, master, slave);
+    if (err != 0) {
+      give_up(stage::terminal, err);
+      return;
+    }
+    x.fds[0] = x.fds[1] = x.fds[2] = slave;
+  }
   if (rq.flags & exec_stdin_pipe) x.fds[0] = fds[k++];
   int log_w = -1;
-  if (rq.flags & exec_null_output) {
+  if (tty || (rq.flags & exec_null_output)) {
   } else if (rq.flags & exec_log_output) {
     // One log per sandbox, written by its main process (and whatever inherits its output).
     if (st.log || !(rq.flags & exec_main)) {
@@ -781,10 +826,13 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
   }
   pid_t pid =
       ::clone(exec_child, st.child_stack + child_stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
+  int clone_err = errno;
   close_fds(fds + 1, nfds - 1);
   if (log_w >= 0) ::close(log_w);
+  if (slave >= 0) ::close(slave);
   if (pid < 0) {
-    give_up(stage::fork, errno);
+    if (master >= 0) ::close(master);
+    give_up(stage::fork, clone_err);
     return;
   }
   if (x.err != 0) {
@@ -793,12 +841,18 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
     ::waitpid(pid, &ws, 0);
     send_reply(status_fd, event::start_failed, 0, x.err, x.where);
     ::close(status_fd);
+    if (master >= 0) ::close(master);
     if (rq.flags & exec_main) st.main_exited = true;
     return;
   }
   if (st.oom_commands_first) raise_oom_score(pid);
   *free_slot = slot{pid, status_fd, (rq.flags & exec_main) != 0};
-  send_reply(status_fd, event::started, pid, 0, stage::none);
+  if (master >= 0) {
+    send_reply_fd(status_fd, reply{event::started, pid, 0, stage::none}, master);
+    ::close(master);
+  } else {
+    send_reply(status_fd, event::started, pid, 0, stage::none);
+  }
 }
 
 inline void signal_command(state& st, const request& rq) noexcept {
@@ -1051,6 +1105,7 @@ inline int supervisor_main(void* arg) noexcept {
   auto* base = static_cast<char*>(mem);
   state st{};
   st.log_in = -1;
+  st.pts = ::open("/dev/pts", O_PATH | O_DIRECTORY | O_CLOEXEC);
   st.slots = reinterpret_cast<slot*>(base);
   st.buf = base + slots_bytes;
   st.ptrs = reinterpret_cast<char**>(base + slots_bytes + buf_bytes);
@@ -1071,7 +1126,7 @@ inline int supervisor_main(void* arg) noexcept {
   // process is closed to a caller without CAP_SYS_PTRACE (any caller, in a user namespace).
   int root_fd = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root_fd < 0) setup_failed(ctl, stage::pivot_root);
-  send_ready(ctl, root_fd);
+  send_reply_fd(ctl, reply{event::ready, ::getpid(), 0, stage::none}, root_fd);
   ::close(root_fd);
   serve(st, sigfd);
 }
