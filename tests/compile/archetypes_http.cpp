@@ -10,7 +10,7 @@ namespace arch = sandbox::archetypes;
 
 template class sandbox::server<arch::transport<arch::process_handle>>;
 template class sandbox::server<arch::transport<arch::stdin_process_handle>>;
-template class sandbox::basic_http_transport<arch::retry>;
+template class sandbox::basic_remote_transport<sandbox::http::detail::rest_channel, arch::retry>;
 static_assert(sandbox::transport<sandbox::basic_http_transport<arch::retry>>);
 
 int main() { return 0; }

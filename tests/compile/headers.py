@@ -12,7 +12,8 @@ import sys
 root = sys.argv[1]
 http_area = ("sandbox/http.hpp", "sandbox/sandbox.hpp", "sandbox/server.hpp", "sandbox/server/",
              "sandbox/transport/http/")
-grpc_area = ("sandbox/server/grpc_server.hpp", "sandbox/server/detail/grpc_wire.hpp")
+grpc_area = ("sandbox/server/grpc_server.hpp", "sandbox/server/detail/grpc_wire.hpp",
+             "sandbox/grpc.hpp", "sandbox/transport/grpc/")
 heavy = {"simdjson.h": "simdjson", "httplib.h": "httplib", "grpcpp/grpcpp.h": "grpc"}
 
 headers = []
@@ -37,7 +38,7 @@ def needs(h, seen):
 
 
 for h in headers:
-    n = needs(h, set()) if h.startswith(http_area) else set()
+    n = needs(h, set()) if h.startswith(http_area + grpc_area) else set()
     if not h.startswith(grpc_area):
         n.discard("grpc")
     print(h, ",".join(sorted(n)) or "core")

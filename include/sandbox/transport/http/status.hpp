@@ -211,7 +211,8 @@ constexpr status_entry status_for(errc e) noexcept {
 /// reason picks it instead (e.g. CWSANDBOX_FILE_NOT_FOUND → errc::file_not_found). The reason,
 /// domain, metadata, retry delay, HTTP status and gRPC code are attached in `error.server`
 /// whatever the domain. The message is the server's message followed by
-/// `(HTTP <status> <CODE>[, <reason>])`.
+/// `(HTTP <status> <CODE>[, <reason>])`, or `(gRPC <CODE>[, <reason>])` for an `http_status` of
+/// 0: a gRPC call's status, whose code `status` carries.
 [[nodiscard]] inline error error_from_status(int http_status, const wire::Status& status) noexcept {
   // A body without a gRPC code (or with an HTTP status in "code", as the Google API form has when
   // "status" is missing) leaves the HTTP status to decide.
@@ -233,7 +234,7 @@ constexpr status_entry status_for(errc e) noexcept {
   if (status.retry_info) info->retry_delay = status.retry_info->retry_delay;
 
   std::string message = status.message.empty() ? std::string("request failed") : status.message;
-  message += " (HTTP " + std::to_string(http_status);
+  message += http_status == 0 ? std::string(" (gRPC") : " (HTTP " + std::to_string(http_status);
   if (auto name = to_string(code); !name.empty())
     (message += ' ') += name;
   else

@@ -345,8 +345,10 @@ private:
       res_.returncode = r.where == stage::chdir ? 2 : (r.err == ENOENT ? 127 : 126);
       std::string what = r.where == stage::chdir ? "cannot change to working directory"
                                                  : "cannot execute " + shell_quote(res_.command[0]);
-      res_.stderr_text += "sandbox: " + what + ": " + errno_text(r.err) + "\n";
+      std::string said = "sandbox: " + what + ": " + errno_text(r.err) + "\n";
+      res_.stderr_text += said;
       res_.stderr_bytes_produced = res_.stderr_text.size();
+      if (on_err_) on_err_(said); // as a shell's message would be: callbacks see all output
       break;
     }
     default: break;

@@ -1,0 +1,500 @@
+// SPDX-License-Identifier: MIT
+// A command running over StreamExec, as the client sees it. grpc++'s threads only move messages
+// (a reactor: one read and one write in flight at a time); the caller's thread decodes them,
+// keeps the output (capped as locally), calls on_stdout/on_stderr and feeds stdin, so the
+// callbacks run where `wait`/`poll` are called, as with a local command.
+#pragma once
+
+#include <sandbox/detail/deadline.hpp>
+#include <sandbox/detail/text.hpp>
+#include <sandbox/options.hpp>
+#include <sandbox/result.hpp>
+#include <sandbox/server/detail/grpc_wire.hpp>
+#include <sandbox/transport/http/protobuf.hpp>
+#include <sandbox/transport/http/status.hpp>
+#include <sandbox/transport/http/wire.hpp>
+#include <sandbox/types.hpp>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/support/client_callback.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace sandbox::rpc::detail {
+
+using clock = std::chrono::steady_clock;
+
+/// The error of a failed call: its google.rpc.Status details when it has them (the same errc,
+/// reason and metadata as a REST error), else its code and message.
+[[nodiscard]] inline error error_of(const grpc::Status& st, std::string_view what) noexcept {
+  http::wire::Status body;
+  if (!st.error_details().empty()) {
+    auto d =
+        http::from_protobuf<http::wire::Status>(st.error_details(), http::decode_mode::lenient);
+    if (d) body = std::move(d).assume_value();
+  }
+  body.code = static_cast<std::int32_t>(st.error_code());
+  if (body.message.empty()) body.message = st.error_message();
+  error e = http::error_from_status(0, body);
+  e.message = std::string(what) + ": " + e.message;
+  return e;
+}
+
+/// The reactor of one StreamExec call. Lives until grpc++ calls OnDone (the handle waits for it).
+class exec_stream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+public:
+  /// Output read ahead of the caller, at most; beyond it reading pauses (the server then stops
+  /// reading the command's output, and the command waits).
+  static constexpr std::size_t read_ahead = std::size_t{8} << 20;
+
+  exec_stream(grpc::GenericStub& stub, std::unique_ptr<grpc::ClientContext> ctx,
+              const std::string& method, std::string init)
+      : ctx_(std::move(ctx)) {
+    stub.PrepareBidiStreamingCall(ctx_.get(), method, grpc::StubOptions(), this);
+    outbox_.push_back(serve::detail::buffer_of(std::move(init)));
+    writing_ = true;
+    StartWrite(&outbox_.front());
+    StartRead(&in_);
+    StartCall();
+  }
+  exec_stream(const exec_stream&) = delete;
+  exec_stream& operator=(const exec_stream&) = delete;
+  ~exec_stream() override = default;
+
+  // ---- grpc++'s threads ----------------------------------------------------------------------
+
+  void OnReadDone(bool ok) override {
+    bool again = false;
+    {
+      std::lock_guard lk(m_);
+      if (ok) {
+        std::string bytes = serve::detail::bytes_of(in_);
+        inbox_bytes_ += bytes.size();
+        inbox_.push_back(std::move(bytes));
+        again = inbox_bytes_ < read_ahead;
+        paused_ = !again;
+      }
+      ++events_;
+    }
+    cv_.notify_all();
+    if (again) StartRead(&in_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    grpc::ByteBuffer* next = nullptr;
+    bool half_close = false;
+    {
+      std::lock_guard lk(m_);
+      outbox_.pop_front();
+      if (!ok) {
+        write_failed_ = true;
+        outbox_.clear();
+      } else if (!outbox_.empty()) {
+        next = &outbox_.front();
+      } else if (close_wanted_ && !close_sent_) {
+        half_close = close_sent_ = true;
+      }
+      writing_ = next != nullptr;
+      ++events_;
+    }
+    cv_.notify_all();
+    if (next) StartWrite(next);
+    if (half_close) StartWritesDone();
+  }
+
+  void OnDone(const grpc::Status& s) override {
+    {
+      std::lock_guard lk(m_);
+      status_ = s;
+      done_ = true;
+      ++events_;
+    }
+    cv_.notify_all();
+  }
+
+  // ---- the caller's thread -------------------------------------------------------------------
+
+  /// Queues a message; false once the call can take no more.
+  bool send(std::string bytes) {
+    grpc::ByteBuffer* start = nullptr;
+    {
+      std::lock_guard lk(m_);
+      if (done_ || write_failed_ || close_wanted_) return false;
+      outbox_.push_back(serve::detail::buffer_of(std::move(bytes)));
+      if (!writing_) {
+        writing_ = true;
+        start = &outbox_.front();
+      }
+    }
+    if (start) StartWrite(start);
+    return true;
+  }
+
+  /// Half-closes the call once what is queued has been written.
+  void close_writes() {
+    bool now = false;
+    {
+      std::lock_guard lk(m_);
+      if (close_wanted_ || done_) return;
+      close_wanted_ = true;
+      if (!writing_ && !write_failed_) now = close_sent_ = true;
+    }
+    if (now) StartWritesDone();
+  }
+
+  /// The messages read so far (reading resumes if it had paused).
+  [[nodiscard]] std::deque<std::string> take() {
+    std::deque<std::string> got;
+    bool resume = false;
+    {
+      std::lock_guard lk(m_);
+      got.swap(inbox_);
+      inbox_bytes_ = 0;
+      if (paused_ && !done_) {
+        paused_ = false;
+        resume = true;
+      }
+    }
+    if (resume) StartRead(&in_);
+    return got;
+  }
+
+  /// Messages queued and not yet written.
+  [[nodiscard]] std::size_t unwritten() {
+    std::lock_guard lk(m_);
+    return outbox_.size();
+  }
+
+  [[nodiscard]] bool write_failed() {
+    std::lock_guard lk(m_);
+    return write_failed_;
+  }
+
+  /// Waits until something happened since `seen` (a message, a write, the end) or `until`.
+  void wait_event(std::uint64_t& seen, std::optional<clock::time_point> until) {
+    std::unique_lock lk(m_);
+    auto changed = [&] { return events_ != seen; };
+    if (until)
+      cv_.wait_until(lk, *until, changed);
+    else
+      cv_.wait(lk, changed);
+    seen = events_;
+  }
+
+  [[nodiscard]] std::uint64_t events() {
+    std::lock_guard lk(m_);
+    return events_;
+  }
+
+  /// The call's status once it has ended, with every message read before it.
+  [[nodiscard]] std::optional<grpc::Status> ended() {
+    std::lock_guard lk(m_);
+    if (!done_ || !inbox_.empty()) return std::nullopt;
+    return status_;
+  }
+
+  void cancel() { ctx_->TryCancel(); }
+
+  /// Cancels the call and waits for grpc++ to be done with it (before the reactor is freed).
+  void finish() {
+    ctx_->TryCancel();
+    std::unique_lock lk(m_);
+    cv_.wait(lk, [&] { return done_; });
+  }
+
+private:
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  grpc::ByteBuffer in_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<std::string> inbox_;
+  std::size_t inbox_bytes_ = 0;
+  std::deque<grpc::ByteBuffer> outbox_; // the message being written first
+  std::uint64_t events_ = 0;
+  grpc::Status status_;
+  bool writing_ = false, paused_ = false, write_failed_ = false;
+  bool close_wanted_ = false, close_sent_ = false, done_ = false;
+};
+
+/// One server-streaming call (StreamLogs): the request, then every message until the end, or
+/// only until the first one (`first_only`, then the call is cancelled).
+class log_stream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
+public:
+  log_stream(grpc::GenericStub& stub, std::unique_ptr<grpc::ClientContext> ctx,
+             const std::string& method, std::string request, bool first_only)
+      : ctx_(std::move(ctx)), out_(serve::detail::buffer_of(std::move(request))),
+        first_only_(first_only) {
+    stub.PrepareBidiStreamingCall(ctx_.get(), method, grpc::StubOptions(), this);
+    StartWriteLast(&out_, grpc::WriteOptions());
+    StartRead(&in_);
+    StartCall();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;
+    bool again;
+    {
+      std::lock_guard lk(m_);
+      got_.push_back(serve::detail::bytes_of(in_));
+      again = !first_only_;
+    }
+    if (again)
+      StartRead(&in_);
+    else
+      ctx_->TryCancel();
+  }
+  void OnDone(const grpc::Status& s) override {
+    std::lock_guard lk(m_);
+    status_ = s;
+    done_ = true;
+    cv_.notify_all();
+  }
+
+  /// Waits for the end of the call: its status and the messages read.
+  [[nodiscard]] std::pair<grpc::Status, std::vector<std::string>> result() {
+    std::unique_lock lk(m_);
+    cv_.wait(lk, [&] { return done_; });
+    return {status_, std::move(got_)};
+  }
+
+private:
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  grpc::ByteBuffer out_, in_;
+  bool first_only_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::vector<std::string> got_;
+  grpc::Status status_;
+  bool done_ = false;
+};
+
+/// A command started over StreamExec: the process handle of `grpc_transport`.
+class exec_call {
+public:
+  exec_call() = default;
+  exec_call(exec_call&&) noexcept = default;
+  exec_call& operator=(exec_call&& o) noexcept {
+    if (this != &o) {
+      release();
+      s_ = std::move(o.s_);
+      res_ = std::move(o.res_);
+      max_output_ = o.max_output_;
+      on_out_ = std::move(o.on_out_);
+      on_err_ = std::move(o.on_err_);
+      failure_ = std::move(o.failure_);
+      what_ = std::move(o.what_);
+      timeout_ = o.timeout_;
+      seen_ = o.seen_;
+      exited_ = o.exited_;
+      done_ = o.done_;
+      killed_ = o.killed_;
+      tty_ = o.tty_;
+      stdin_open_ = o.stdin_open_;
+    }
+    return *this;
+  }
+  ~exec_call() { release(); }
+
+  exec_call(std::unique_ptr<exec_stream> s, std::vector<std::string> command, const ExecOptions& o,
+            std::string what)
+      : s_(std::move(s)), what_(std::move(what)) {
+    res_.command = std::move(command);
+    max_output_ = o.max_output_bytes == 0 ? default_max_output_bytes : o.max_output_bytes;
+    on_out_ = o.on_stdout;
+    on_err_ = o.on_stderr;
+    timeout_ = o.timeout.has_value();
+    tty_ = o.tty.has_value();
+    stdin_open_ = true; // StreamExec always carries stdin; without stdin_pipe it is closed at once
+  }
+
+  /// Waits up to `timeout` (forever if unset) for the command's end.
+  /// **Errors:** timeout (still running; call again), command_timeout (ExecOptions::timeout
+  /// passed; carries the output so far), not_running (killed, or the sandbox ended), and the
+  /// call's errors (unavailable when the server went away).
+  [[nodiscard]] result<ExecResult> wait(std::optional<std::chrono::milliseconds> timeout) noexcept {
+    if (!s_) return fail(errc::not_running, "no command: this process handle was moved from");
+    std::optional<clock::time_point> until;
+    if (timeout) until = sandbox::detail::deadline_after(*timeout);
+    while (!done_) {
+      drain();
+      if (done_) break;
+      if (until && clock::now() >= *until)
+        return fail(errc::timeout, what_ + ": still running after the wait timed out");
+      s_->wait_event(seen_, until);
+    }
+    if (failure_) return fail(*failure_);
+    return res_;
+  }
+
+  /// Handles what has arrived without blocking; the exit code once the command has ended.
+  [[nodiscard]] std::optional<int> poll() noexcept {
+    if (s_ && !done_) drain();
+    if (done_ && !failure_) return res_.returncode;
+    return std::nullopt;
+  }
+
+  /// StreamExec has no signal: any signal cancels the call, and the server kills the command's
+  /// process group. `wait` then reports errc::not_running. Killing an ended command does nothing.
+  [[nodiscard]] result<void> kill(int /*sig*/) noexcept {
+    if (!s_ || done_) return success();
+    killed_ = true;
+    s_->cancel();
+    return success();
+  }
+
+  /// Writes all of `data` to the command's stdin (in messages of at most 1 MiB), handling its
+  /// output meanwhile so that neither side can block the other.
+  [[nodiscard]] result<void> write_stdin(std::string_view data) noexcept {
+    if (!s_) return fail(errc::not_running, "no command: this process handle was moved from");
+    if (done_ && !data.empty()) return fail(errc::not_running, what_ + ": the command has ended");
+    if (!stdin_open_)
+      return fail(errc::validation, what_ + ": stdin is not open (set ExecOptions::stdin_pipe "
+                                            "or tty, and do not write after close_stdin)");
+    constexpr std::size_t chunk = std::size_t{1} << 20;
+    while (!data.empty()) {
+      http::wire::ExecStreamRequest m;
+      m.stdin_bytes = std::string(data.substr(0, chunk));
+      // At most a few messages queued: the rest waits here, not in memory.
+      SANDBOX_TRYV(until_written(3));
+      if (!s_->send(http::to_protobuf(m)))
+        return fail(errc::not_running,
+                    what_ + ": the command ended before reading all of its stdin");
+      data.remove_prefix(std::min(chunk, data.size()));
+    }
+    return until_written(0);
+  }
+
+  /// Ends the command's stdin (a terminal gets end-of-file, Ctrl-D, as locally). Idempotent.
+  [[nodiscard]] result<void> close_stdin() noexcept {
+    if (!s_ || !stdin_open_) return success();
+    stdin_open_ = false;
+    if (done_) return success();
+    http::wire::ExecStreamRequest m;
+    m.close = http::wire::ExecStreamClose{};
+    (void)s_->send(http::to_protobuf(m));
+    s_->close_writes();
+    return success();
+  }
+
+  /// Sets the size of the command's terminal (ExecOptions::tty).
+  [[nodiscard]] result<void> resize(TerminalSize size) noexcept {
+    if (!s_) return fail(errc::not_running, "no command: this process handle was moved from");
+    if (!tty_)
+      return fail(errc::validation, what_ + ": no terminal to resize (set ExecOptions::tty)");
+    if (done_) return success();
+    http::wire::ExecStreamRequest m;
+    m.resize = http::wire::ExecStreamResize{size.cols, size.rows};
+    (void)s_->send(http::to_protobuf(m));
+    return success();
+  }
+
+private:
+  void release() noexcept {
+    if (s_) s_->finish();
+    s_.reset();
+  }
+
+  /// Handles the messages that arrived, and the end of the call.
+  void drain() noexcept {
+    for (auto& bytes : s_->take()) {
+      if (done_) break;
+      auto m =
+          http::from_protobuf<http::wire::ExecStreamResponse>(bytes, http::decode_mode::lenient);
+      if (!m) {
+        end_with(error(errc::protocol, what_ + ": undecodable StreamExec message (" +
+                                           m.assume_error().message + ")"));
+        return;
+      }
+      handle(std::move(m).assume_value());
+    }
+    if (done_) return;
+    auto st = s_->ended();
+    if (!st) return;
+    if (exited_) {
+      done_ = true;
+    } else if (killed_) {
+      end_with(error(errc::not_running, what_ + ": killed (the call was cancelled; StreamExec "
+                                                "has no signal)"));
+    } else if (st->error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && timeout_) {
+      error e(errc::command_timeout, what_ + ": timed out and was killed");
+      e.exec_result = std::make_shared<const ExecResult>(res_);
+      end_with(std::move(e));
+    } else if (st->ok()) {
+      end_with(error(errc::protocol, what_ + ": the call ended without the command's exit"));
+    } else {
+      end_with(error_of(*st, what_));
+    }
+  }
+
+  void handle(http::wire::ExecStreamResponse&& m) noexcept {
+    if (m.output) {
+      bool out = m.output->stream != http::wire::OutputStream::STREAM_STDERR;
+      keep(out, m.output->data);
+    } else if (m.exit) {
+      exited_ = true;
+      res_.returncode = m.exit->exit_code;
+      res_.term_signal = res_.returncode > 128 && res_.returncode < 160 ? res_.returncode - 128 : 0;
+    } else if (m.error) {
+      http::wire::Status st;
+      st.code = static_cast<std::int32_t>(http::grpc_code_from_name(m.error->code));
+      st.message = m.error->message;
+      error e = http::error_from_status(0, st);
+      e.message = what_ + ": " + e.message;
+      end_with(std::move(e));
+    }
+  }
+
+  /// Keeps what fits under the cap, counts all of it, and shows all of it to the callback.
+  void keep(bool out, std::string_view data) noexcept {
+    std::string& buf = out ? res_.stdout_text : res_.stderr_text;
+    std::uint64_t room = buf.size() < max_output_ ? max_output_ - buf.size() : 0;
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(room, data.size()));
+    buf.append(data.data(), n);
+    if (n < data.size()) (out ? res_.stdout_truncated : res_.stderr_truncated) = true;
+    (out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced) += data.size();
+    const output_callback& cb = out ? on_out_ : on_err_;
+    if (cb) cb(data);
+  }
+
+  void end_with(error e) noexcept {
+    failure_ = std::move(e);
+    done_ = true;
+    if (!s_->ended()) s_->cancel();
+  }
+
+  /// Handles output until at most `most` stdin messages are waiting to be written.
+  [[nodiscard]] result<void> until_written(std::size_t most) noexcept {
+    for (;;) {
+      drain();
+      if (s_->write_failed() || done_) {
+        if (failure_ && !failure_->is(errc::not_running)) return fail(*failure_);
+        return fail(errc::not_running, what_ + ": the command ended before reading all of its "
+                                               "stdin");
+      }
+      if (s_->unwritten() <= most) return success();
+      s_->wait_event(seen_, std::nullopt);
+    }
+  }
+
+  std::unique_ptr<exec_stream> s_;
+  ExecResult res_;
+  std::uint64_t max_output_ = default_max_output_bytes;
+  output_callback on_out_, on_err_;
+  std::optional<error> failure_;
+  std::string what_;
+  bool timeout_ = false;
+  std::uint64_t seen_ = 0;
+  bool exited_ = false, done_ = false, killed_ = false, tty_ = false, stdin_open_ = false;
+};
+
+} // namespace sandbox::rpc::detail

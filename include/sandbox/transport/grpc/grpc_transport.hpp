@@ -1,0 +1,322 @@
+// SPDX-License-Identifier: MIT
+// grpc_transport: sandboxes on the CoreWeave Sandboxes service (or a `sandboxd --grpc-listen`)
+// through the v1 SandboxService over gRPC, as the official clients speak it: the channel that
+// carries remote_transport.hpp's calls, and StreamExec for commands with live output, stdin and
+// a terminal. grpc++'s generic API and the library's protobuf codec: no generated code, no
+// libprotobuf. The only transport header that needs grpc++ (namespace `rpc`: `grpc` is grpc++'s).
+#pragma once
+
+#include <sandbox/concepts.hpp>
+#include <sandbox/detail/text.hpp>
+#include <sandbox/policy/retry.hpp>
+#include <sandbox/server/detail/grpc_wire.hpp>
+#include <sandbox/transport/grpc/detail/exec_stream.hpp>
+#include <sandbox/transport/http/endpoint.hpp>
+#include <sandbox/transport/http/mapping.hpp>
+#include <sandbox/transport/http/protobuf.hpp>
+#include <sandbox/transport/remote_transport.hpp>
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace sandbox {
+namespace rpc::detail {
+
+/// The gRPC channel: one HTTP/2 connection (h2c for `http://`, TLS for `https://` with the
+/// system's roots or `ca_cert_path`), the credentials as call metadata, unary calls for the
+/// sandbox operations and StreamExec for commands.
+class grpc_channel {
+public:
+  using process_type = exec_call;
+
+  explicit grpc_channel(const remote_options& o) noexcept : o_(o) {
+    auto ep = http::detail::parse_base_url(o_.base_url, o_.allow_insecure_http);
+    if (!ep) {
+      config_ = std::move(ep).assume_error();
+      return;
+    }
+    metadata_ = o_.auth_headers();
+    for (const auto& [name, value] : metadata_)
+      if (value.find_first_of("\r\n") != std::string::npos || value.find('\0') != value.npos) {
+        config_ = error(errc::validation, "the value of the " + name +
+                                              " header (from the transport's options or the "
+                                              "environment) contains a line break or NUL");
+        return;
+      }
+    const auto& e = ep.assume_value();
+    std::string host = e.host.find(':') != std::string::npos ? "[" + e.host + "]" : e.host;
+    std::string target = host + ":" + std::to_string(e.port);
+    std::shared_ptr<grpc::ChannelCredentials> creds;
+    if (e.tls) {
+      grpc::SslCredentialsOptions ssl;
+      if (!o_.ca_cert_path.empty()) {
+        std::ifstream f(o_.ca_cert_path, std::ios::binary);
+        std::stringstream pem;
+        pem << f.rdbuf();
+        if (!f || pem.str().empty()) {
+          config_ = error(errc::validation, "ca_cert_path " +
+                                                sandbox::detail::shell_quote(o_.ca_cert_path) +
+                                                " cannot be read");
+          return;
+        }
+        ssl.pem_root_certs = pem.str();
+      }
+      creds = grpc::SslCredentials(ssl);
+    } else {
+      creds = grpc::InsecureChannelCredentials();
+    }
+    grpc::ChannelArguments args;
+    args.SetUserAgentPrefix("sandbox-cpp/0.1");
+    args.SetMaxReceiveMessageSize(
+        static_cast<int>(std::min<std::size_t>(o_.max_response_bytes, INT_MAX)));
+    args.SetMaxSendMessageSize(-1);
+    stub_ = std::make_unique<grpc::GenericStub>(grpc::CreateCustomChannel(target, creds, args));
+  }
+
+  /// What makes the options unusable, if anything.
+  [[nodiscard]] const std::optional<error>& config() const noexcept { return config_; }
+
+  [[nodiscard]] result<http::wire::Sandbox> create(const http::wire::CreateSandboxRequest& x,
+                                                   const std::string& what) noexcept {
+    return unary<http::wire::Sandbox>("CreateSandbox", x, o_.read_timeout, what);
+  }
+
+  [[nodiscard]] result<http::wire::Sandbox> get(const http::wire::GetSandboxRequest& x,
+                                                std::chrono::milliseconds timeout,
+                                                const std::string& what) noexcept {
+    return unary<http::wire::Sandbox>("GetSandbox", x, timeout, what);
+  }
+
+  [[nodiscard]] result<http::wire::ListSandboxesResponse>
+  list(const http::wire::ListSandboxesRequest& x, const std::string& what) noexcept {
+    return unary<http::wire::ListSandboxesResponse>("ListSandboxes", x, o_.read_timeout, what);
+  }
+
+  [[nodiscard]] result<http::wire::DeleteSandboxResponse>
+  remove(const http::wire::DeleteSandboxRequest& x, std::chrono::milliseconds timeout,
+         const std::string& what) noexcept {
+    return unary<http::wire::DeleteSandboxResponse>("DeleteSandbox", x, timeout, what);
+  }
+
+  [[nodiscard]] result<http::wire::ReadFileResponse> read_file(const http::wire::ReadFileRequest& x,
+                                                               const std::string& what) noexcept {
+    return unary<http::wire::ReadFileResponse>("ReadFile", x, o_.read_timeout, what);
+  }
+
+  [[nodiscard]] result<void> write_file(const http::wire::WriteFileRequest& x,
+                                        const std::string& what) noexcept {
+    SANDBOX_TRY(r, unary<http::wire::WriteFileResponse>("WriteFile", x, o_.write_timeout, what));
+    (void)r;
+    return success();
+  }
+
+  /// StreamExec carries everything ExecOptions has.
+  [[nodiscard]] static result<void> check_exec(const ExecOptions&, const std::string&) noexcept {
+    return success();
+  }
+
+  /// StreamExec: returns once the call is under way. `cwd` is done by wrapping argv in
+  /// `/bin/sh -c 'cd <cwd> && exec <argv>'` (the API has no cwd); `timeout` is the call's
+  /// deadline (the server kills the command when it passes); the output cap is kept here (the
+  /// server sends everything), as a local command's. Without `stdin_pipe` (or `tty`) stdin is
+  /// closed at once. Never retried: the command may have started.
+  template <class Retry>
+  [[nodiscard]] result<process_type> exec(std::string_view id, std::span<const std::string> argv,
+                                          const ExecOptions& o, const Retry& /*retry*/,
+                                          std::string what) noexcept {
+    http::wire::ExecRequest x = http::exec_request_of(argv, o, 0);
+    http::wire::ExecStreamRequest init;
+    auto& i = init.init.emplace();
+    i.sandbox_id = std::string(id);
+    i.command = std::move(x.command);
+    i.env = std::move(x.env);
+    if (o.tty) {
+      i.tty = true;
+      i.tty_width = o.tty->cols;
+      i.tty_height = o.tty->rows;
+    }
+    auto ctx = context(o.timeout);
+    auto s = std::make_unique<exec_stream>(*stub_, std::move(ctx), method("StreamExec"),
+                                           http::to_protobuf(init));
+    process_type p(std::move(s), std::vector<std::string>(argv.begin(), argv.end()), o,
+                   std::move(what));
+    if (!o.stdin_pipe && !o.tty) (void)p.close_stdin();
+    return p;
+  }
+
+  /// A sandbox's log from `offset` on, through StreamLogs: what is there now (a call that does
+  /// not follow); when that is nothing, a following call of at most `wait`, which returns at the
+  /// first entry, or at the end of the log (then `complete`). Offsets are the service's
+  /// (`next_log_offset`), resumed in the log session the service named; a resume the service
+  /// cannot serve (an unknown session, output no longer kept) starts again from what is kept.
+  /// **Errors:** not_found, unsupported (a service without logs), and the call's errors.
+  [[nodiscard]] result<LogRead> logs(std::string_view id, std::uint64_t offset,
+                                     std::chrono::milliseconds wait) noexcept {
+    SANDBOX_TRY(now, read_log(id, offset, false, std::chrono::milliseconds(0)));
+    if (!now.chunks.empty() || wait.count() <= 0) return now;
+    return read_log(id, offset, true, wait);
+  }
+
+private:
+  /// One StreamLogs call; `follow`: until the first entry, the end of the log, or `wait`.
+  [[nodiscard]] result<LogRead> read_log(std::string_view id, std::uint64_t offset, bool follow,
+                                         std::chrono::milliseconds wait) noexcept {
+    const std::string what = "StreamLogs of sandbox " + std::string(id);
+    http::wire::StreamLogsRequest rq;
+    rq.sandbox_id = std::string(id);
+    rq.follow = follow;
+    std::string session = session_of(id);
+    if (offset > 0 && !session.empty()) {
+      rq.resume_log_session_id = session;
+      rq.resume_log_offset = offset;
+    }
+    auto ctx = context(follow ? wait : o_.read_timeout);
+    log_stream call(*stub_, std::move(ctx), method("StreamLogs"), http::to_protobuf(rq), follow);
+    auto [status, entries] = call.result();
+    LogRead out;
+    out.first_offset = out.end_offset = offset;
+    bool first = true;
+    for (auto& bytes : entries) {
+      auto e = http::from_protobuf<http::wire::LogEntry>(bytes, http::decode_mode::lenient);
+      if (!e)
+        return fail(errc::protocol,
+                    what + ": undecodable entry (" + e.assume_error().message + ")");
+      auto& entry = e.assume_value();
+      if (entry.error) {
+        // A resume the service cannot serve: start again from what it keeps.
+        if (!rq.resume_log_session_id.empty() &&
+            (entry.error->code == "SESSION_NOT_FOUND" || entry.error->code == "REPLAY_GAP")) {
+          forget_session(id);
+          return read_log(id, offset, follow, wait);
+        }
+        return fail(errc::validation,
+                    what + ": " + entry.error->code + ": " + entry.error->message);
+      }
+      if (!entry.log_session_id.empty()) remember_session(id, entry.log_session_id);
+      std::uint64_t end = entry.next_log_offset;
+      std::uint64_t begin = end >= entry.data.size() ? end - entry.data.size() : 0;
+      if (first) out.first_offset = begin; // the oldest byte this read shows
+      first = false;
+      // Read from the start (no session to resume): what the caller has seen is left out.
+      if (end <= offset) continue;
+      if (begin < offset) entry.data.erase(0, static_cast<std::size_t>(offset - begin));
+      LogChunk c;
+      c.data = std::move(entry.data);
+      c.end_offset = end;
+      if (auto t = http::detail::pb::parse_timestamp(entry.timestamp))
+        c.time = std::chrono::system_clock::time_point(
+            std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                std::chrono::seconds(t->seconds) + std::chrono::nanoseconds(t->nanos)));
+      out.end_offset = std::max(out.end_offset, end);
+      out.chunks.push_back(std::move(c));
+    }
+    if (status.ok()) {
+      out.complete = follow; // a following call ends only with the log
+      return out;
+    }
+    // The call ended because it got what it came for, or its wait ran out.
+    if (follow && (status.error_code() == grpc::StatusCode::CANCELLED ||
+                   status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED))
+      return out;
+    return fail(error_of(status, what));
+  }
+
+  void remember_session(std::string_view id, const std::string& session) {
+    std::lock_guard lk(sessions_m_);
+    sessions_.insert_or_assign(std::string(id), session);
+  }
+  void forget_session(std::string_view id) {
+    std::lock_guard lk(sessions_m_);
+    sessions_.erase(std::string(id));
+  }
+
+  [[nodiscard]] std::string session_of(std::string_view id) {
+    std::lock_guard lk(sessions_m_);
+    auto it = sessions_.find(std::string(id));
+    return it == sessions_.end() ? std::string() : it->second;
+  }
+
+  [[nodiscard]] static std::string method(std::string_view name) {
+    return "/coreweave.sandbox.v1.SandboxService/" + std::string(name);
+  }
+
+  [[nodiscard]] std::unique_ptr<grpc::ClientContext>
+  context(std::optional<std::chrono::milliseconds> deadline) const {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    for (const auto& [k, v] : metadata_)
+      ctx->AddMetadata(k, v);
+    if (deadline) ctx->set_deadline(std::chrono::system_clock::now() + *deadline);
+    return ctx;
+  }
+
+  /// One unary call, waited for within `timeout`.
+  template <class Response, class Request>
+  [[nodiscard]] result<Response> unary(std::string_view name, const Request& rq,
+                                       std::chrono::milliseconds timeout,
+                                       const std::string& what) noexcept {
+    auto ctx = context(timeout);
+    grpc::ByteBuffer in = serve::detail::buffer_of(rq), out;
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    grpc::Status status;
+    stub_->UnaryCall(ctx.get(), method(name), grpc::StubOptions(), &in, &out, [&](grpc::Status s) {
+      std::lock_guard lk(m);
+      status = std::move(s);
+      done = true;
+      cv.notify_all();
+    });
+    {
+      std::unique_lock lk(m);
+      cv.wait(lk, [&] { return done; });
+    }
+    if (!status.ok()) return fail(error_of(status, what));
+    auto v =
+        http::from_protobuf<Response>(serve::detail::bytes_of(out), http::decode_mode::lenient);
+    if (!v)
+      return fail(errc::protocol, what + ": undecodable answer (" + v.assume_error().message + ")");
+    return v;
+  }
+
+  remote_options o_;
+  std::optional<error> config_;
+  std::vector<std::pair<std::string, std::string>> metadata_;
+  std::unique_ptr<grpc::GenericStub> stub_;
+  std::mutex sessions_m_;
+  std::map<std::string, std::string> sessions_; ///< the log session each sandbox's log is in
+};
+
+} // namespace rpc::detail
+
+/// Runs sandboxes on a remote service over gRPC (the hosted service, or `sandboxd
+/// --grpc-listen`): every operation of `http_transport` (see `basic_remote_transport`), and
+/// commands through StreamExec: `on_stdout`/`on_stderr` as output arrives, stdin
+/// (`ExecOptions::stdin_pipe`, `write_stdin`, `close_stdin`), a terminal (`ExecOptions::tty`,
+/// `resize`), `kill` (cancels the call; the server kills the command), `ExecOptions::timeout`
+/// as the call's deadline, and output caps with truncation flags as locally; the main process's
+/// log through StreamLogs (`basic_sandbox::logs`, `follow_logs`).
+template <retry_policy Retry = exponential_backoff<>>
+using basic_grpc_transport = basic_remote_transport<rpc::detail::grpc_channel, Retry>;
+
+/// The gRPC transport with the default retry policy.
+using grpc_transport = basic_grpc_transport<>;
+
+static_assert(transport<grpc_transport>);
+static_assert(supports_stdin<grpc_transport>);
+static_assert(supports_terminal<grpc_transport>);
+static_assert(log_transport<grpc_transport>);
+
+} // namespace sandbox

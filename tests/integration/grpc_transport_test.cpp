@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: MIT
+// The scenarios over grpc_transport, against the gRPC front end of a real server (over the local
+// transport) on an ephemeral loopback port; then what only a streaming exec can show: live
+// output, stdin, binary stdin, kill, deadline, a terminal, and a server that goes away.
+#include "../support/loopback_server.hpp"
+
+#include <sandbox/grpc.hpp>
+#include <sandbox/server/grpc_server.hpp>
+
+namespace {
+
+/// REST and gRPC front ends of one service on loopback ports.
+struct servers {
+  sandbox::testing::loopback_server rest;
+  sandbox::grpc_server<sandbox::local_transport> grpc{rest.get().service()};
+  std::string url;
+
+  servers() {
+    auto port = grpc.start("127.0.0.1", 0);
+    if (!port) std::abort();
+    url = "http://127.0.0.1:" + std::to_string(port.value());
+  }
+
+  [[nodiscard]] std::shared_ptr<sandbox::basic_grpc_transport<sandbox::testing::test_retry>>
+  client() const {
+    auto o = rest.client_options();
+    o.base_url = url;
+    auto t = sandbox::basic_grpc_transport<sandbox::testing::test_retry>::make(o);
+    if (!t) std::abort();
+    return t.value();
+  }
+};
+
+servers& service() {
+  static servers instance;
+  return instance;
+}
+
+} // namespace
+
+struct grpc_env {
+  using transport_type = sandbox::basic_grpc_transport<sandbox::testing::test_retry>;
+  using box =
+      sandbox::basic_sandbox<transport_type, sandbox::testing::test_retry, sandbox::return_errors>;
+  static std::shared_ptr<transport_type> transport() {
+    static const auto client = service().client();
+    return client;
+  }
+};
+#define SANDBOX_SCENARIO_ENVS grpc_env
+#include "scenarios.hpp"
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using sandbox::errc;
+using scenarios::keep_alive;
+
+namespace {
+
+/// Whether, within 10 s, no process named `name` is left in the sandbox.
+bool ends_without(grpc_env::box& box, const std::string& name) {
+  for (int i = 0; i < 100; ++i) {
+    auto ps = box.exec({"sh", "-c", "cat /proc/[0-9]*/comm"}).result(10s);
+    REQUIRE(ps);
+    if (ps.value().stdout_text.find(name) == std::string::npos) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+} // namespace
+
+TEST_CASE("gRPC: output arrives as the command writes it", "[grpc][stream]") {
+  auto box = keep_alive<grpc_env>();
+  using clock = std::chrono::steady_clock;
+  std::vector<clock::duration> at;
+  const auto start = clock::now();
+  auto p = box.exec(
+      {"sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do echo $i; sleep 0.2; done"},
+      {.on_stdout = [&](std::string_view) noexcept { at.push_back(clock::now() - start); }});
+  auto r = p.result(30s);
+  REQUIRE(r);
+  CHECK(r.value().stdout_text == "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n");
+  REQUIRE(at.size() >= 2);
+  // Ten lines 0.2 s apart: delivered as they came, spread over more than a second.
+  CHECK(at.back() - at.front() > 1s);
+}
+
+TEST_CASE("gRPC: stdin round trip through sort, binary stdin, and no stdin", "[grpc][stream]") {
+  auto box = keep_alive<grpc_env>();
+  auto p = box.exec({"sort"}, {.stdin_pipe = true});
+  REQUIRE(p.write_stdin("pear\napple\n"));
+  REQUIRE(p.write_stdin("fig\n"));
+  REQUIRE(p.close_stdin());
+  REQUIRE(p.close_stdin()); // idempotent
+  auto r = p.result(30s);
+  REQUIRE(r);
+  CHECK(r.value().stdout_text == "apple\nfig\npear\n");
+  CHECK_FALSE(p.write_stdin("late"));
+
+  std::string all;
+  for (int i = 0; i < 256; ++i)
+    all += static_cast<char>(i);
+  std::string big;
+  for (int i = 0; i < 12000; ++i) // 3 MiB: more than one stdin message
+    big += all;
+  auto cat = box.exec({"cat"}, {.stdin_pipe = true});
+  REQUIRE(cat.write_stdin(big));
+  REQUIRE(cat.close_stdin());
+  auto back = cat.result(30s);
+  REQUIRE(back);
+  CHECK(back.value().stdout_text.size() == big.size());
+  CHECK(back.value().stdout_text == big);
+
+  // Without stdin_pipe the command reads end-of-file at once, and writing is refused.
+  auto none = box.exec({"cat"});
+  auto w = none.write_stdin("x");
+  REQUIRE_FALSE(w);
+  CHECK(w.error().is(errc::validation));
+  auto n = none.result(30s);
+  REQUIRE(n);
+  CHECK(n.value().stdout_text.empty());
+}
+
+TEST_CASE("gRPC: kill mid-stream ends the command", "[grpc][stream]") {
+  auto box = keep_alive<grpc_env>();
+  std::string seen;
+  auto p = box.exec({"sh", "-c", "echo started; exec sleep 77"},
+                    {.on_stdout = [&](std::string_view s) noexcept { seen += s; }});
+  while (seen.find("started") == std::string::npos) {
+    REQUIRE_FALSE(p.poll());
+    (void)p.try_result(10ms);
+  }
+  REQUIRE(p.kill());
+  auto r = p.result(30s);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::not_running));
+  CHECK(ends_without(box, "sleep"));
+}
+
+TEST_CASE("gRPC: the exec timeout is the call's deadline", "[grpc][stream]") {
+  auto box = keep_alive<grpc_env>();
+  auto r = box.exec({"sh", "-c", "echo before; exec sleep 30"}, {.timeout = 500ms}).result(30s);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::command_timeout));
+  REQUIRE(r.error().exec_result);
+  CHECK(r.error().exec_result->stdout_text == "before\n");
+  CHECK(ends_without(box, "sleep"));
+}
+
+TEST_CASE("gRPC: output caps and truncation as locally", "[grpc][stream]") {
+  auto box = keep_alive<grpc_env>();
+  std::uint64_t streamed = 0;
+  auto r = box.exec({"sh", "-c", "head -c 100000 /dev/zero; head -c 7 /dev/zero >&2"},
+                    {.max_output_bytes = 1000,
+                     .on_stdout = [&](std::string_view s) noexcept { streamed += s.size(); }})
+               .result(30s);
+  REQUIRE(r);
+  CHECK(r.value().stdout_text.size() == 1000);
+  CHECK(r.value().stdout_truncated);
+  CHECK(r.value().stdout_bytes_produced == 100000);
+  CHECK(streamed == 100000); // the callback sees everything
+  CHECK(r.value().stderr_text.size() == 7);
+  CHECK_FALSE(r.value().stderr_truncated);
+}
+
+TEST_CASE("gRPC: a command on a terminal, resized", "[grpc][stream][tty]") {
+  auto box = keep_alive<grpc_env>();
+  std::string seen;
+  auto p = box.exec({"sh"}, {.tty = sandbox::TerminalSize{.cols = 100, .rows = 30},
+                             .on_stdout = [&](std::string_view s) noexcept { seen += s; }});
+  REQUIRE(p.write_stdin("stty size\n"));
+  while (seen.find("30 100\r\n") == std::string::npos) {
+    REQUIRE_FALSE(p.poll());
+    (void)p.try_result(10ms);
+  }
+  REQUIRE(p.resize({.cols = 132, .rows = 43}));
+  REQUIRE(p.write_stdin("stty size; exit 4\n"));
+  auto r = p.result(30s);
+  REQUIRE(r);
+  CHECK(r.value().returncode == 4);
+  CHECK(r.value().stdout_text.find("43 132\r\n") != std::string::npos);
+  CHECK(r.value().stderr_text.empty());
+
+  auto plain = box.exec({"true"});
+  CHECK(plain.resize({}).error().is(errc::validation));
+  (void)plain.result(30s);
+}
+
+TEST_CASE("gRPC: errors keep their code, reason and the call that failed", "[grpc]") {
+  auto t = grpc_env::transport();
+  auto g = t->get("sbx-does-not-exist");
+  REQUIRE_FALSE(g);
+  CHECK(g.error().is(errc::not_found));
+  CHECK(g.error().message.find("GetSandbox sbx-does-not-exist") != std::string::npos);
+  CHECK(g.error().message.find("(gRPC NOT_FOUND") != std::string::npos);
+  REQUIRE(g.error().server);
+  CHECK(g.error().server->grpc_code == 5);
+
+  auto box = keep_alive<grpc_env>();
+  CHECK(box.read_file("/tmp/nothing-here").error().is(errc::file_not_found));
+
+  // A wrong key is refused as authentication.
+  auto o = service().rest.client_options();
+  o.base_url = service().url;
+  o.api_key = "wrong";
+  auto bad = sandbox::grpc_transport::make(o).value();
+  CHECK(bad->get(box.id()).error().is(errc::authentication));
+  // Nothing listening: unavailable, at once.
+  o.base_url = "http://127.0.0.1:1";
+  auto nobody = sandbox::basic_grpc_transport<sandbox::no_retry>::make(o).value();
+  CHECK(nobody->get(box.id()).error().is(errc::unavailable));
+  // A bad URL or credential is a validation error at make.
+  o.base_url = "ftp://x";
+  CHECK(sandbox::grpc_transport::make(o).error().is(errc::validation));
+  o.base_url = service().url;
+  o.api_key = "a\nb";
+  CHECK(sandbox::grpc_transport::make(o).error().is(errc::validation));
+}
+
+TEST_CASE("gRPC: a server that goes away mid-stream is a typed error, not a hang",
+          "[grpc][stream]") {
+  auto own = std::make_unique<servers>();
+  auto t = own->client();
+  using box_t = sandbox::basic_sandbox<grpc_env::transport_type, sandbox::testing::test_retry,
+                                       sandbox::return_errors>;
+  auto made = box_t::run({}, t);
+  REQUIRE(made);
+  auto& box = made.value();
+  std::string seen;
+  auto p = box.exec({"sh", "-c", "echo started; exec sleep 60"},
+                    {.on_stdout = [&](std::string_view s) noexcept { seen += s; }});
+  while (seen.find("started") == std::string::npos) {
+    REQUIRE_FALSE(p.poll());
+    (void)p.try_result(10ms);
+  }
+  own->grpc.stop();
+  auto r = p.result(30s);
+  REQUIRE_FALSE(r);
+  CHECK((r.error().is(errc::unavailable) || r.error().is(errc::not_running)));
+  INFO(r.error().message);
+}
+
+TEST_CASE("gRPC: the main process's log, read and followed through StreamLogs", "[grpc][logs]") {
+  auto made = grpc_env::box::run({.command = {"sh", "-c",
+                                              "echo one; echo two >&2; sleep 0.5; "
+                                              "echo three"}},
+                                 grpc_env::transport());
+  REQUIRE(made);
+  auto& box = made.value();
+  std::string followed;
+  REQUIRE(box.follow_logs([&](std::string_view s) noexcept { followed += s; }, 30s));
+  CHECK(followed == "one\ntwo\nthree\n");
+  CHECK(box.wait_until_complete(30s));
+  auto all = box.logs();
+  REQUIRE(all);
+  CHECK(all.value() == "one\ntwo\nthree\n");
+  // Read from an offset: only what came after it (a resume in the service's log session).
+  auto later = grpc_env::transport()->logs(box.id(), 4, 0ms);
+  REQUIRE(later);
+  std::string rest;
+  for (const auto& c : later.value().chunks)
+    rest += c.data;
+  CHECK(rest == "two\nthree\n");
+  CHECK(later.value().end_offset == 14);
+
+  // A keep-alive sandbox writes no log.
+  auto quiet = keep_alive<grpc_env>();
+  auto none = quiet.logs();
+  REQUIRE(none);
+  CHECK(none.value().empty());
+}
