@@ -274,3 +274,42 @@ TEST_CASE("gRPC: the main process's log, read and followed through StreamLogs", 
   REQUIRE(none);
   CHECK(none.value().empty());
 }
+
+TEST_CASE("gRPC: a terminal stays open for resizes after its stdin is closed", "[grpc][tty]") {
+  auto box = keep_alive<grpc_env>();
+  std::string seen;
+  auto p = box.exec({"sh", "-c",
+                     "cat >/dev/null; trap 'stty size; exit 0' WINCH; echo ready; "
+                     "while :; do sleep 0.05; done"},
+                    {.tty = sandbox::TerminalSize{},
+                     .on_stdout = [&](std::string_view s) noexcept { seen += s; }});
+  REQUIRE(p.close_stdin()); // cat ends: end-of-file typed
+  while (seen.find("ready") == std::string::npos) {
+    REQUIRE_FALSE(p.poll());
+    (void)p.try_result(10ms);
+  }
+  REQUIRE(p.resize({.cols = 90, .rows = 20}));
+  auto r = p.result(30s);
+  REQUIRE(r);
+  CHECK(r.value().returncode == 0);
+  CHECK(r.value().stdout_text.find("20 90\r\n") != std::string::npos);
+}
+
+TEST_CASE("gRPC: stdin racing the end of many short commands", "[grpc][stream]") {
+  auto box = keep_alive<grpc_env>();
+  for (int i = 0; i < 40; ++i) {
+    auto p = box.exec({"sh", "-c", "exit 3"}, {.stdin_pipe = true});
+    for (int j = 0; j < 5; ++j)
+      (void)p.write_stdin("x"); // may fail once the command is gone: not crash
+    (void)p.resize({});
+    auto r = p.result(30s);
+    REQUIRE(r);
+    CHECK(r.value().returncode == 3);
+  }
+  // Handles dropped mid-call: the call is cancelled and freed.
+  for (int i = 0; i < 20; ++i) {
+    auto p = box.exec({"sleep", "5"}, {.stdin_pipe = true});
+    (void)p.write_stdin("y");
+  }
+  CHECK(ends_without(box, "sleep"));
+}

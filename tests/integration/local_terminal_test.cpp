@@ -162,3 +162,33 @@ TEST_CASE("a terminal's output is all there when the result is", "[local][tty]")
     REQUIRE(r.value().stdout_text.ends_with("2000\r\n"));
   }
 }
+
+TEST_CASE("end-of-file on a terminal: before the command started, after a partial line, to a "
+          "command that does not read",
+          "[local][tty]") {
+  auto box = keep_alive();
+  // Closed at once, before the terminal has even arrived: cat still sees the end of its input.
+  auto early = box.exec({"cat"}, {.tty = TerminalSize{}});
+  REQUIRE(early.close_stdin());
+  auto e = early.result(20s);
+  REQUIRE(e);
+  CHECK(e.value().returncode == 0);
+  CHECK_FALSE(early.write_stdin("x")); // closed
+
+  // A line under way: it is handed over, then the input ends.
+  auto partial = box.exec({"cat"}, {.tty = TerminalSize{}});
+  REQUIRE(partial.write_stdin("abc"));
+  REQUIRE(partial.close_stdin());
+  auto p = partial.result(20s);
+  REQUIRE(p);
+  CHECK(p.value().returncode == 0);
+  CHECK(p.value().stdout_text == "abcabc"); // the echo, then cat's copy
+
+  // A command that does not read: closing its stdin does not wait for it.
+  auto busy = box.exec({"sh", "-c", "sleep 3; exit 5"}, {.tty = TerminalSize{}});
+  REQUIRE(busy.close_stdin());
+  CHECK_FALSE(busy.poll()); // still sleeping: close_stdin returned without waiting for it
+  auto b = busy.result(20s);
+  REQUIRE(b);
+  CHECK(b.value().returncode == 5);
+}

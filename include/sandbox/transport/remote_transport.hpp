@@ -308,6 +308,7 @@ public:
 
   /// Forgets what this transport remembers of `id` (nothing is sent).
   void release(std::string_view id) noexcept {
+    if constexpr (requires { ch_.forget(id); }) ch_.forget(id);
     std::lock_guard lk(m_);
     if (auto it = known_.find(id); it != known_.end()) known_.erase(it);
   }

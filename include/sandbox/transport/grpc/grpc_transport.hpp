@@ -184,7 +184,8 @@ private:
       rq.resume_log_offset = offset;
     }
     auto ctx = context(follow ? wait : o_.read_timeout);
-    log_stream call(*stub_, std::move(ctx), method("StreamLogs"), http::to_protobuf(rq), follow);
+    log_stream call(*stub_, std::move(ctx), method("StreamLogs"), http::to_protobuf(rq),
+                    follow ? std::optional(offset) : std::nullopt);
     auto [status, entries] = call.result();
     LogRead out;
     out.first_offset = out.end_offset = offset;
@@ -238,6 +239,12 @@ private:
     std::lock_guard lk(sessions_m_);
     sessions_.insert_or_assign(std::string(id), session);
   }
+
+public:
+  /// Forgets the log session of `id` (the transport's `release`).
+  void forget(std::string_view id) noexcept { forget_session(id); }
+
+private:
   void forget_session(std::string_view id) {
     std::lock_guard lk(sessions_m_);
     sessions_.erase(std::string(id));
@@ -258,7 +265,9 @@ private:
     auto ctx = std::make_unique<grpc::ClientContext>();
     for (const auto& [k, v] : metadata_)
       ctx->AddMetadata(k, v);
-    if (deadline) ctx->set_deadline(std::chrono::system_clock::now() + *deadline);
+    // Saturated: a deadline beyond a year is none (and `now + max` would overflow).
+    if (deadline && *deadline < std::chrono::hours(24 * 365))
+      ctx->set_deadline(std::chrono::system_clock::now() + *deadline);
     return ctx;
   }
 

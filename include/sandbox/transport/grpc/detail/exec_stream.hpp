@@ -51,6 +51,13 @@ using clock = std::chrono::steady_clock;
 }
 
 /// The reactor of one StreamExec call. Lives until grpc++ calls OnDone (the handle waits for it).
+///
+/// Reads and writes are also started from the caller's thread (stdin, resuming a paused read),
+/// so the call holds two holds (grpc++ frees a call with no operation and no hold under way):
+/// the read flow's, given back when a read fails (the call is over) or at `finish`, and the
+/// write flow's, given back after the half-close or once the call is over and no write is under
+/// way. Each flag below changes under `m_`; Start*/RemoveHold are called without it (grpc++ may
+/// run a reaction inline, and reactions take `m_`).
 class exec_stream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
 public:
   /// Output read ahead of the caller, at most; beyond it reading pauses (the server then stops
@@ -61,8 +68,9 @@ public:
               const std::string& method, std::string init)
       : ctx_(std::move(ctx)) {
     stub.PrepareBidiStreamingCall(ctx_.get(), method, grpc::StubOptions(), this);
+    AddMultipleHolds(2);
     outbox_.push_back(serve::detail::buffer_of(std::move(init)));
-    writing_ = true;
+    writing_ = reading_ = true;
     StartWrite(&outbox_.front());
     StartRead(&in_);
     StartCall();
@@ -74,52 +82,64 @@ public:
   // ---- grpc++'s threads ----------------------------------------------------------------------
 
   void OnReadDone(bool ok) override {
-    bool again = false;
+    bool again = false, drop_read = false, drop_write = false;
     {
       std::lock_guard lk(m_);
       if (ok) {
         std::string bytes = serve::detail::bytes_of(in_);
         inbox_bytes_ += bytes.size();
         inbox_.push_back(std::move(bytes));
-        again = inbox_bytes_ < read_ahead;
-        paused_ = !again;
+        again = inbox_bytes_ < read_ahead && !finishing_;
+      } else {
+        over_ = true; // the call has ended: no more reads, and writes are pointless
+        if (!writing_) drop_write = release_write_hold(); // else OnWriteDone gives it back
       }
+      reading_ = again;
+      // Paused (read ahead enough): the hold stays, for the caller to resume reading.
+      if (!ok || finishing_) drop_read = release_read_hold();
       ++events_;
+      cv_.notify_all();
     }
-    cv_.notify_all();
     if (again) StartRead(&in_);
+    if (drop_read) RemoveHold();
+    if (drop_write) RemoveHold();
   }
 
   void OnWriteDone(bool ok) override {
     grpc::ByteBuffer* next = nullptr;
-    bool half_close = false;
+    bool half_close = false, drop_write = false;
     {
       std::lock_guard lk(m_);
       outbox_.pop_front();
-      if (!ok) {
-        write_failed_ = true;
+      if (!ok || over_ || finishing_) {
+        write_failed_ = !ok || write_failed_;
         outbox_.clear();
       } else if (!outbox_.empty()) {
         next = &outbox_.front();
       } else if (close_wanted_ && !close_sent_) {
         half_close = close_sent_ = true;
+        write_hold_ = false; // given back below, after the half-close
       }
       writing_ = next != nullptr;
+      if (!writing_ && !half_close && (over_ || finishing_ || write_failed_))
+        drop_write = release_write_hold();
       ++events_;
+      cv_.notify_all();
     }
-    cv_.notify_all();
     if (next) StartWrite(next);
-    if (half_close) StartWritesDone();
+    if (half_close) {
+      StartWritesDone();
+      drop_write = true; // no write follows a half-close
+    }
+    if (drop_write) RemoveHold();
   }
 
   void OnDone(const grpc::Status& s) override {
-    {
-      std::lock_guard lk(m_);
-      status_ = s;
-      done_ = true;
-      ++events_;
-    }
-    cv_.notify_all();
+    std::lock_guard lk(m_);
+    status_ = s;
+    done_ = true;
+    ++events_;
+    cv_.notify_all(); // under the lock: the handle may free this object once it sees done_
   }
 
   // ---- the caller's thread -------------------------------------------------------------------
@@ -129,14 +149,14 @@ public:
     grpc::ByteBuffer* start = nullptr;
     {
       std::lock_guard lk(m_);
-      if (done_ || write_failed_ || close_wanted_) return false;
+      if (over_ || finishing_ || write_failed_ || close_wanted_ || !write_hold_) return false;
       outbox_.push_back(serve::detail::buffer_of(std::move(bytes)));
       if (!writing_) {
         writing_ = true;
         start = &outbox_.front();
       }
     }
-    if (start) StartWrite(start);
+    if (start) StartWrite(start); // the write hold is ours while writing_ is set
     return true;
   }
 
@@ -145,11 +165,17 @@ public:
     bool now = false;
     {
       std::lock_guard lk(m_);
-      if (close_wanted_ || done_) return;
+      if (close_wanted_ || over_ || finishing_ || !write_hold_) return;
       close_wanted_ = true;
-      if (!writing_ && !write_failed_) now = close_sent_ = true;
+      if (!writing_ && !write_failed_) {
+        now = close_sent_ = true;
+        write_hold_ = false;
+      }
     }
-    if (now) StartWritesDone();
+    if (now) {
+      StartWritesDone();
+      RemoveHold();
+    }
   }
 
   /// The messages read so far (reading resumes if it had paused).
@@ -160,12 +186,9 @@ public:
       std::lock_guard lk(m_);
       got.swap(inbox_);
       inbox_bytes_ = 0;
-      if (paused_ && !done_) {
-        paused_ = false;
-        resume = true;
-      }
+      if (!reading_ && read_hold_ && !over_ && !finishing_) resume = reading_ = true;
     }
-    if (resume) StartRead(&in_);
+    if (resume) StartRead(&in_); // the read hold is ours while it is held
     return got;
   }
 
@@ -177,7 +200,7 @@ public:
 
   [[nodiscard]] bool write_failed() {
     std::lock_guard lk(m_);
-    return write_failed_;
+    return write_failed_ || over_;
   }
 
   /// Waits until something happened since `seen` (a message, a write, the end) or `until`.
@@ -191,11 +214,6 @@ public:
     seen = events_;
   }
 
-  [[nodiscard]] std::uint64_t events() {
-    std::lock_guard lk(m_);
-    return events_;
-  }
-
   /// The call's status once it has ended, with every message read before it.
   [[nodiscard]] std::optional<grpc::Status> ended() {
     std::lock_guard lk(m_);
@@ -205,14 +223,36 @@ public:
 
   void cancel() { ctx_->TryCancel(); }
 
-  /// Cancels the call and waits for grpc++ to be done with it (before the reactor is freed).
+  /// Cancels the call, gives back the holds no operation will, and waits for grpc++ to be done
+  /// with it (before the reactor is freed).
   void finish() {
     ctx_->TryCancel();
+    bool drop_read = false, drop_write = false;
+    {
+      std::lock_guard lk(m_);
+      finishing_ = true;
+      if (!reading_) drop_read = release_read_hold();
+      if (!writing_) drop_write = release_write_hold();
+    }
+    if (drop_read) RemoveHold();
+    if (drop_write) RemoveHold();
     std::unique_lock lk(m_);
     cv_.wait(lk, [&] { return done_; });
   }
 
 private:
+  // Each returns whether the caller is to give the hold back (once, after unlocking).
+  bool release_read_hold() {
+    bool held = read_hold_;
+    read_hold_ = false;
+    return held;
+  }
+  bool release_write_hold() {
+    bool held = write_hold_;
+    write_hold_ = false;
+    return held;
+  }
+
   std::unique_ptr<grpc::ClientContext> ctx_;
   grpc::ByteBuffer in_;
   std::mutex m_;
@@ -222,18 +262,19 @@ private:
   std::deque<grpc::ByteBuffer> outbox_; // the message being written first
   std::uint64_t events_ = 0;
   grpc::Status status_;
-  bool writing_ = false, paused_ = false, write_failed_ = false;
-  bool close_wanted_ = false, close_sent_ = false, done_ = false;
+  bool reading_ = false, writing_ = false, write_failed_ = false;
+  bool read_hold_ = true, write_hold_ = true;
+  bool close_wanted_ = false, close_sent_ = false;
+  bool over_ = false, finishing_ = false, done_ = false;
 };
 
-/// One server-streaming call (StreamLogs): the request, then every message until the end, or
-/// only until the first one (`first_only`, then the call is cancelled).
+/// One server-streaming call (StreamLogs): the request, then every entry until the end, or only
+/// until the first that ends past offset `past` (then the call is cancelled).
 class log_stream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
 public:
   log_stream(grpc::GenericStub& stub, std::unique_ptr<grpc::ClientContext> ctx,
-             const std::string& method, std::string request, bool first_only)
-      : ctx_(std::move(ctx)), out_(serve::detail::buffer_of(std::move(request))),
-        first_only_(first_only) {
+             const std::string& method, std::string request, std::optional<std::uint64_t> past)
+      : ctx_(std::move(ctx)), out_(serve::detail::buffer_of(std::move(request))), past_(past) {
     stub.PrepareBidiStreamingCall(ctx_.get(), method, grpc::StubOptions(), this);
     StartWriteLast(&out_, grpc::WriteOptions());
     StartRead(&in_);
@@ -242,11 +283,14 @@ public:
 
   void OnReadDone(bool ok) override {
     if (!ok) return;
-    bool again;
+    bool again = true;
     {
       std::lock_guard lk(m_);
       got_.push_back(serve::detail::bytes_of(in_));
-      again = !first_only_;
+      if (past_) {
+        auto e = http::from_protobuf<http::wire::LogEntry>(got_.back(), http::decode_mode::lenient);
+        again = e && !e.assume_value().error && e.assume_value().next_log_offset <= *past_;
+      }
     }
     if (again)
       StartRead(&in_);
@@ -270,7 +314,7 @@ public:
 private:
   std::unique_ptr<grpc::ClientContext> ctx_;
   grpc::ByteBuffer out_, in_;
-  bool first_only_;
+  std::optional<std::uint64_t> past_;
   std::mutex m_;
   std::condition_variable cv_;
   std::vector<std::string> got_;
@@ -375,6 +419,7 @@ public:
   }
 
   /// Ends the command's stdin (a terminal gets end-of-file, Ctrl-D, as locally). Idempotent.
+  /// Without a terminal the call is half-closed too; a terminal's stays open for resizes.
   [[nodiscard]] result<void> close_stdin() noexcept {
     if (!s_ || !stdin_open_) return success();
     stdin_open_ = false;
@@ -382,7 +427,7 @@ public:
     http::wire::ExecStreamRequest m;
     m.close = http::wire::ExecStreamClose{};
     (void)s_->send(http::to_protobuf(m));
-    s_->close_writes();
+    if (!tty_) s_->close_writes();
     return success();
   }
 
@@ -429,6 +474,12 @@ private:
       error e(errc::command_timeout, what_ + ": timed out and was killed");
       e.exec_result = std::make_shared<const ExecResult>(res_);
       end_with(std::move(e));
+    } else if (st->error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      // A deadline not ours (a proxy's, the server's): the call is over, which errc::timeout
+      // ("still running, wait again") would not say.
+      error e = error_of(*st, what_);
+      e.code = make_error_code(errc::not_running);
+      end_with(std::move(e));
     } else if (st->ok()) {
       end_with(error(errc::protocol, what_ + ": the call ended without the command's exit"));
     } else {
@@ -442,8 +493,7 @@ private:
       keep(out, m.output->data);
     } else if (m.exit) {
       exited_ = true;
-      res_.returncode = m.exit->exit_code;
-      res_.term_signal = res_.returncode > 128 && res_.returncode < 160 ? res_.returncode - 128 : 0;
+      res_.returncode = m.exit->exit_code; // a signal's end is not told apart over the wire
     } else if (m.error) {
       http::wire::Status st;
       st.code = static_cast<std::int32_t>(http::grpc_code_from_name(m.error->code));

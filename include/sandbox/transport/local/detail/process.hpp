@@ -202,14 +202,18 @@ public:
 
   /// Closes stdin; on a terminal, which stays open, types end-of-file (Ctrl-D) instead: a
   /// program reading lines sees the end of its input (after the line under way, if any).
+  /// The Ctrl-D is written as the terminal takes it (by later waits, if it is full): this never
+  /// blocks on a command that does not read.
   [[nodiscard]] result<void> close_stdin() noexcept {
-    if (tty_ && in_ && !done_) {
+    if (tty_ && !stdin_closed_ && !done_) {
+      stdin_closed_ = true;
       SANDBOX_TRYV(await_pid()); // the terminal arrives with `started`
-      std::string_view eof("\x04");
-      auto r = pump(std::nullopt, &eof);
-      in_.reset();
-      if (!r && !r.assume_error().is(errc::not_running)) return r;
+      // A line under way takes one Ctrl-D to be read, and a second to end the input.
+      if (in_) eof_pending_ = last_typed_ == '\n' || last_typed_ == 0 ? "\x04" : "\x04\x04";
+      write_pending_eof();
+      return success();
     }
+    stdin_closed_ = true;
     in_.reset();
     return success();
   }
@@ -242,7 +246,7 @@ private:
   }
 
   [[nodiscard]] result<void> stdin_open() noexcept {
-    if (in_ || (tty_ && pid_ == 0 && !done_)) return success();
+    if (!stdin_closed_ && (in_ || (tty_ && pid_ == 0 && !done_))) return success();
     return fail(errc::validation, "stdin of " + join_command(res_.command) +
                                       " is not open (set ExecOptions::stdin_pipe or tty, and do "
                                       "not write after close_stdin)");
@@ -335,6 +339,14 @@ private:
     case event::start_failed: {
       exited_ = true;
       status_.reset();
+      if (r.where == stage::terminal && r.err != ENOENT && r.err != EACCES) {
+        // No terminal to be had (too many open, none left): not the command's own failure.
+        bool spent = r.err == ENOSPC || r.err == EMFILE || r.err == ENFILE || r.err == EAGAIN;
+        failure_ = error(spent ? errc::resource_exhausted : errc::transport,
+                         "cannot start " + join_command(res_.command) + " in sandbox " + box_->id +
+                             ": " + to_string(r.where) + ": " + errno_text(r.err));
+        break;
+      }
       if (r.where == stage::fork || r.where == stage::table_full) {
         failure_ = error(r.err == ESRCH ? errc::not_running : errc::resource_exhausted,
                          "cannot start " + join_command(res_.command) + " in sandbox " + box_->id +
@@ -380,7 +392,7 @@ private:
       if (status_) p[i_status = n++] = {status_.get(), POLLIN, 0};
       if (out_) p[i_out = n++] = {out_.get(), POLLIN, 0};
       if (err_) p[i_err = n++] = {err_.get(), POLLIN, 0};
-      if (stdin_data && in_) p[i_in = n++] = {in_.get(), POLLOUT, 0};
+      if (in_ && (stdin_data || !eof_pending_.empty())) p[i_in = n++] = {in_.get(), POLLOUT, 0};
       int rc = ::poll(p, static_cast<nfds_t>(n), poll_timeout_ms(now, deadline));
       if (rc < 0 && errno != EINTR) return fail(errc::transport, "poll: " + errno_text(errno));
       // Checked after every round, not only on an idle poll: steady output must not keep a timed
@@ -394,7 +406,11 @@ private:
       if (i_out >= 0 && p[i_out].revents) read_stream(out_, true);
       if (i_err >= 0 && p[i_err].revents) read_stream(err_, false);
       if (i_in >= 0 && p[i_in].revents) {
-        SANDBOX_TRYV(feed_stdin(p[i_in].revents, *stdin_data));
+        if (!stdin_data) {
+          write_pending_eof();
+        } else {
+          SANDBOX_TRYV(feed_stdin(p[i_in].revents, *stdin_data));
+        }
       }
       if (i_status >= 0 && p[i_status].revents) read_status();
       if (timed_out()) return wait_timeout();
@@ -404,9 +420,15 @@ private:
   /// The terminal's master: output is read from it, stdin written to a second descriptor of it
   /// (so that closing stdin leaves the output open).
   void take_terminal(unique_fd master) noexcept {
-    if (!master) { // the supervisor could not attach it: the command runs, unseen
-      failure_ = error(errc::transport, "the terminal of " + join_command(res_.command) +
-                                            " did not arrive from sandbox " + box_->id);
+    if (!master) { // it did not arrive (this process at its fd limit?): the command may not run
+      failure_ = error(errc::resource_exhausted, "the terminal of " + join_command(res_.command) +
+                                                     " did not arrive from sandbox " + box_->id);
+      kill_sent_ = true;
+      request rq{};
+      rq.code = op::signal;
+      rq.pid = pid_;
+      rq.sig = SIGKILL;
+      (void)box_->send(rq);
       return;
     }
     ::fcntl(master.get(), F_SETFL, O_NONBLOCK);
@@ -435,14 +457,29 @@ private:
   void drain_terminal() noexcept {
     const auto until = clock::now() + std::chrono::milliseconds(100);
     while (out_) {
-      if (read_stream(out_, true)) continue;
-      if (!out_) break;
       auto now = clock::now();
       if (now >= until) break;
+      if (read_stream(out_, true)) continue;
+      if (!out_) break;
       pollfd p{out_.get(), POLLIN, 0};
       if (::poll(&p, 1, clamp_ms(std::chrono::ceil<std::chrono::milliseconds>(until - now))) == 0)
         break;
     }
+  }
+
+  /// Writes what the terminal takes of a pending end-of-file; stdin closes once it is written
+  /// (or cannot be).
+  void write_pending_eof() noexcept {
+    while (in_ && !eof_pending_.empty()) {
+      ssize_t w = write_no_sigpipe(in_.get(), eof_pending_);
+      if (w > 0) {
+        eof_pending_.erase(0, static_cast<std::size_t>(w));
+        continue;
+      }
+      if (w < 0 && (errno == EAGAIN || errno == EINTR)) return; // the next pump writes it
+      eof_pending_.clear();
+    }
+    in_.reset();
   }
 
   /// ExecOptions::timeout: kills the command's process group once, when it has passed.
@@ -480,9 +517,10 @@ private:
                   join_command(res_.command) + " closed its stdin before reading all input");
     }
     ssize_t w = write_no_sigpipe(in_.get(), data);
-    if (w > 0)
+    if (w > 0) {
+      last_typed_ = data[static_cast<std::size_t>(w) - 1];
       data.remove_prefix(static_cast<std::size_t>(w));
-    else if (w < 0 && errno != EAGAIN && errno != EINTR) {
+    } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
       int e = errno;
       in_.reset();
       return fail(e == EPIPE ? errc::not_running : errc::transport,
@@ -522,6 +560,9 @@ private:
   bool kill_sent_ = false;
   bool timed_out_ = false;
   bool tty_ = false; ///< on a terminal: out_ is its master, in_ a second descriptor of it
+  bool stdin_closed_ = false;
+  char last_typed_ = 0;     ///< the last byte written to stdin (a terminal's line under way)
+  std::string eof_pending_; ///< a terminal's Ctrl-D not yet written
 };
 
 } // namespace sandbox::local::detail

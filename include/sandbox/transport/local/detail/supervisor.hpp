@@ -218,8 +218,10 @@ inline bool populate_dev() noexcept {
   for (const auto& n : nodes)
     if (!make_file(n[1]) || !bind_read_only(n[0], n[1])) return false;
   if (::mkdir("dev/pts", 0755) != 0) return false;
+  // Its own instance, of at most 256 terminals: the host's pool (kernel.pty.max) is shared by
+  // every instance, and one sandbox must not take it all.
   if (::mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=0620") != 0)
+              "newinstance,ptmxmode=0666,mode=0620,max=256") != 0)
     return false;
   if (::symlink("pts/ptmx", "dev/ptmx") != 0) return false;
   if (::mkdir("dev/shm", 01777) != 0) return false;
