@@ -51,6 +51,9 @@ struct grpc_env {
 #include "scenarios.hpp"
 
 #include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -312,4 +315,50 @@ TEST_CASE("gRPC: stdin racing the end of many short commands", "[grpc][stream]")
     (void)p.write_stdin("y");
   }
   CHECK(ends_without(box, "sleep"));
+}
+
+TEST_CASE("gRPC over TLS: the server's certificate checked against the configured roots",
+          "[grpc][tls]") {
+  // A certificate for 127.0.0.1 made for this test (Debian's openssl command).
+  char dir[] = "/tmp/sandbox-tls-XXXXXX";
+  REQUIRE(mkdtemp(dir));
+  const std::string d = dir, cert = d + "/cert.pem", key = d + "/key.pem";
+  const std::string make = "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 "
+                           "-addext subjectAltName=IP:127.0.0.1 -keyout " +
+                           key + " -out " + cert + " 2>/dev/null";
+  REQUIRE(std::system(make.c_str()) == 0);
+  auto slurp = [](const std::string& path) {
+    std::ifstream f(path);
+    std::stringstream s;
+    s << f.rdbuf();
+    return s.str();
+  };
+  sandbox::grpc_server<sandbox::local_transport> tls_front(service().rest.get().service());
+  auto port = tls_front.start("127.0.0.1", 0, sandbox::tls_identity{slurp(cert), slurp(key)});
+  REQUIRE(port);
+  auto o = service().rest.client_options();
+  o.base_url = "https://127.0.0.1:" + std::to_string(port.value());
+  o.ca_cert_path = cert;
+  auto t = sandbox::basic_grpc_transport<sandbox::no_retry>::make(o);
+  REQUIRE(t);
+  auto box = keep_alive<grpc_env>();
+  auto info = t.value()->get(box.id());
+  REQUIRE(info);
+  CHECK(info.value().state == sandbox::State::RUNNING);
+  auto p = t.value()->exec(box.id(), std::vector<std::string>{"echo", "over tls"}, {});
+  REQUIRE(p);
+  auto r = p.value().wait(30s);
+  REQUIRE(r);
+  CHECK(r.value().stdout_text == "over tls\n");
+
+  // The system's roots do not know this certificate: refused, not trusted.
+  o.ca_cert_path.clear();
+  auto strict = sandbox::basic_grpc_transport<sandbox::no_retry>::make(o).value();
+  auto refused = strict->get(box.id());
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().is(errc::unavailable));
+  // A roots file that cannot be read is said at once.
+  o.ca_cert_path = d + "/missing.pem";
+  CHECK(sandbox::grpc_transport::make(o).error().is(errc::validation));
+  std::system(("rm -rf " + d).c_str());
 }
