@@ -98,6 +98,18 @@ struct remote_options {
     return o;
   }
 
+  /// Why `headers` cannot be sent (a value with a line break or NUL), if they cannot. Never
+  /// echoes the value: it may be a credential.
+  [[nodiscard]] static std::optional<error>
+  header_error(const std::vector<std::pair<std::string, std::string>>& headers) {
+    for (const auto& [name, value] : headers)
+      if (value.find_first_of("\r\n") != std::string::npos || value.find('\0') != value.npos)
+        return error(errc::validation, "the value of the " + name +
+                                           " header (from the transport's options or the "
+                                           "environment) contains a line break or NUL");
+    return std::nullopt;
+  }
+
   /// The credential headers: `authorization: Bearer`, or the W&B ones.
   [[nodiscard]] std::vector<std::pair<std::string, std::string>> auth_headers() const {
     std::vector<std::pair<std::string, std::string>> h;

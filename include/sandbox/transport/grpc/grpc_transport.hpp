@@ -49,13 +49,7 @@ public:
       return;
     }
     metadata_ = o_.auth_headers();
-    for (const auto& [name, value] : metadata_)
-      if (value.find_first_of("\r\n") != std::string::npos || value.find('\0') != value.npos) {
-        config_ = error(errc::validation, "the value of the " + name +
-                                              " header (from the transport's options or the "
-                                              "environment) contains a line break or NUL");
-        return;
-      }
+    if ((config_ = remote_options::header_error(metadata_))) return;
     const auto& e = ep.assume_value();
     std::string host = e.host.find(':') != std::string::npos ? "[" + e.host + "]" : e.host;
     std::string target = host + ":" + std::to_string(e.port);

@@ -53,14 +53,7 @@ public:
     cs.headers.emplace_back("User-Agent", "sandbox-cpp/0.1");
     for (auto& h : o_.auth_headers())
       cs.headers.push_back(std::move(h));
-    for (const auto& [name, value] : cs.headers)
-      if (value.find_first_of("\r\n") != std::string::npos || value.find('\0') != value.npos) {
-        // Never echo the value: it is a credential.
-        config_ = error(errc::validation, "the value of the " + name +
-                                              " header (from the transport's options or the "
-                                              "environment) contains a line break or NUL");
-        return;
-      }
+    if ((config_ = remote_options::header_error(cs.headers))) return;
     pool_ = std::make_shared<connection_pool>(std::move(cs));
   }
 
