@@ -1099,7 +1099,8 @@ inline int supervisor_main(void* arg) noexcept {
   }
 
   constexpr std::size_t slots_bytes = max_slots * sizeof(slot);
-  constexpr std::size_t buf_bytes = sizeof(request) + max_request_bytes;
+  // Rounded up: the pointer arrays that follow must be aligned whatever the request's size.
+  constexpr std::size_t buf_bytes = (sizeof(request) + max_request_bytes + 15) & ~std::size_t{15};
   constexpr std::size_t ptr_bytes = (max_strings + 2) * sizeof(char*);
   constexpr std::size_t total = slots_bytes + buf_bytes + ptr_bytes + child_stack_size;
   void* mem = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
