@@ -17,7 +17,8 @@ int main() try {
   // Live output: each line is printed as the command writes it, not at its end.
   auto job = box.exec({"sh", "-c", "for i in 1 2 3; do echo step $i; sleep 0.3; done"},
                       {.on_stdout = [](std::string_view s) noexcept { std::cout << "[1] " << s; }});
-  std::cout << "[1] exit code " << job.wait() << "\n";
+  int code = job.wait(); // the lines above are printed while it waits
+  std::cout << "[1] exit code " << code << "\n";
 
   // Stdin: fed while the command runs, then closed.
   auto sort = box.exec({"sort"}, {.stdin_pipe = true});
