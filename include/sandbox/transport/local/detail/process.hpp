@@ -172,11 +172,7 @@ public:
     if (done_) return success();
     SANDBOX_TRYV(await_pid());
     if (done_) return success();
-    request rq{};
-    rq.code = op::signal;
-    rq.pid = pid_;
-    rq.sig = sig;
-    return box_->send(rq);
+    return signal_command(sig);
   }
 
   /// Writes all of `data` to the command's stdin, reading its output meanwhile so that neither
@@ -421,18 +417,14 @@ private:
     }
   }
 
-  /// The terminal's master: output is read from it, stdin written to a second descriptor of it
-  /// (so that closing stdin leaves the output open).
+  /// The terminal's master: output is read from it, stdin written to a second descriptor of it,
+  /// which also keeps the terminal open until the command ends (see write_pending_eof).
   void take_terminal(unique_fd master) noexcept {
     if (!master) { // it did not arrive (this process at its fd limit?): the command may not run
       failure_ = error(errc::resource_exhausted, "the terminal of " + join_command(res_.command) +
                                                      " did not arrive from sandbox " + box_->id);
       kill_sent_ = true;
-      request rq{};
-      rq.code = op::signal;
-      rq.pid = pid_;
-      rq.sig = SIGKILL;
-      (void)box_->send(rq);
+      (void)signal_command(SIGKILL);
       return;
     }
     ::fcntl(master.get(), F_SETFL, O_NONBLOCK);
@@ -491,11 +483,16 @@ private:
   void kill_if_expired(clock::time_point now) noexcept {
     if (!exec_deadline_ || now < *exec_deadline_ || kill_sent_ || pid_ == 0) return;
     kill_sent_ = timed_out_ = true;
+    (void)signal_command(SIGKILL);
+  }
+
+  /// Asks the supervisor to send `sig` to the command's process group.
+  [[nodiscard]] result<void> signal_command(int sig) noexcept {
     request rq{};
     rq.code = op::signal;
     rq.pid = pid_;
-    rq.sig = SIGKILL;
-    (void)box_->send(rq);
+    rq.sig = sig;
+    return box_->send(rq);
   }
 
   /// How long one poll may sleep: until the caller's deadline or the command's, -1 for neither.
