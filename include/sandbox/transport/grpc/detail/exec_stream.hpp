@@ -327,31 +327,12 @@ class exec_call {
 public:
   exec_call() = default;
   exec_call(exec_call&&) noexcept = default;
-  exec_call& operator=(exec_call&& o) noexcept {
-    if (this != &o) {
-      release();
-      s_ = std::move(o.s_);
-      res_ = std::move(o.res_);
-      max_output_ = o.max_output_;
-      on_out_ = std::move(o.on_out_);
-      on_err_ = std::move(o.on_err_);
-      failure_ = std::move(o.failure_);
-      what_ = std::move(o.what_);
-      timeout_ = o.timeout_;
-      seen_ = o.seen_;
-      exited_ = o.exited_;
-      done_ = o.done_;
-      killed_ = o.killed_;
-      tty_ = o.tty_;
-      stdin_open_ = o.stdin_open_;
-    }
-    return *this;
-  }
-  ~exec_call() { release(); }
+  exec_call& operator=(exec_call&&) noexcept = default;
+  ~exec_call() = default;
 
   exec_call(std::unique_ptr<exec_stream> s, std::vector<std::string> command, const ExecOptions& o,
             std::string what)
-      : s_(std::move(s)), what_(std::move(what)) {
+      : s_(s.release()), what_(std::move(what)) {
     res_.command = std::move(command);
     max_output_ = o.max_output_bytes == 0 ? default_max_output_bytes : o.max_output_bytes;
     on_out_ = o.on_stdout;
@@ -444,11 +425,6 @@ public:
   }
 
 private:
-  void release() noexcept {
-    if (s_) s_->finish();
-    s_.reset();
-  }
-
   /// Handles the messages that arrived, and the end of the call.
   void drain() noexcept {
     for (auto& bytes : s_->take()) {
@@ -536,7 +512,15 @@ private:
     }
   }
 
-  std::unique_ptr<exec_stream> s_;
+  /// A call is freed only after grpc++ is done with it: cancelled, then waited for.
+  struct finisher {
+    void operator()(exec_stream* s) const noexcept {
+      s->finish();
+      delete s;
+    }
+  };
+
+  std::unique_ptr<exec_stream, finisher> s_;
   ExecResult res_;
   std::uint64_t max_output_ = default_max_output_bytes;
   output_callback on_out_, on_err_;
