@@ -195,6 +195,20 @@ TEST_CASE("end-of-file on a terminal: before the command started, after a partia
   CHECK(p.value().returncode == 0);
   CHECK(p.value().stdout_text == "abcabc"); // the echo, then cat's copy
 
+  // A line ended by Enter typed as `\r`, or killed by Ctrl-U, is no line under way: one
+  // end-of-file, not two (a second would also end the next reader).
+  for (const char* typed : {"x\r", "abc\x15"}) {
+    auto twice = box.exec({"sh", "-c", "cat >/dev/null; echo SECOND; cat >/dev/null; echo DONE"},
+                          {.tty = TerminalSize{}});
+    REQUIRE(twice.write_stdin(typed));
+    REQUIRE(twice.close_stdin());
+    auto t = twice.result(std::chrono::milliseconds(1500));
+    REQUIRE_FALSE(t); // the second cat still waits for its input
+    CHECK(t.error().is(errc::timeout));
+    REQUIRE(twice.kill());
+    (void)twice.result(20s);
+  }
+
   // A command that does not read: closing its stdin does not wait for it.
   auto busy = box.exec({"sh", "-c", "sleep 3; exit 5"}, {.tty = TerminalSize{}});
   REQUIRE(busy.close_stdin());

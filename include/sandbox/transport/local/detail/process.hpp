@@ -208,8 +208,12 @@ public:
       }
       stdin_closed_ = true;
       SANDBOX_TRYV(await_pid()); // the terminal arrives with `started`
-      // A line under way takes one Ctrl-D to be read, and a second to end the input.
-      if (in_) eof_pending_ = last_typed_ == '\n' || last_typed_ == 0 ? "\x04" : "\x04\x04";
+      // A line under way takes one Ctrl-D to be read, and a second to end the input. No line is
+      // under way after Enter (`\n`, or `\r`, which the terminal turns into `\n`), a line kill
+      // (Ctrl-U), an interrupt (Ctrl-C) or an end-of-file, or before anything was typed.
+      const bool line_empty =
+          std::string_view("\n\r\x15\x03\x04", 6).find(last_typed_) != std::string_view::npos;
+      if (in_) eof_pending_ = line_empty ? "\x04" : "\x04\x04";
       write_pending_eof();
       return success();
     }
