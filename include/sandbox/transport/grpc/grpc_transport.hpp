@@ -7,6 +7,7 @@
 #pragma once
 
 #include <sandbox/concepts.hpp>
+#include <sandbox/detail/retry_loop.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/policy/retry.hpp>
 #include <sandbox/server/detail/grpc_wire.hpp>
@@ -72,12 +73,16 @@ public:
     } else {
       creds = grpc::InsecureChannelCredentials();
     }
-    grpc::ChannelArguments args;
-    args.SetUserAgentPrefix("sandbox-cpp/0.1");
-    args.SetMaxReceiveMessageSize(
+    args_.SetUserAgentPrefix("sandbox-cpp/0.1");
+    args_.SetMaxReceiveMessageSize(
         static_cast<int>(std::min<std::size_t>(o_.max_response_bytes, INT_MAX)));
-    args.SetMaxSendMessageSize(-1);
-    stub_ = std::make_unique<grpc::GenericStub>(grpc::CreateCustomChannel(target, creds, args));
+    args_.SetMaxSendMessageSize(-1);
+    // A channel of its own connections: one opened anew (see `usable`) must not take over the
+    // failed connection of the one it replaces, with its backoff.
+    args_.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    target_ = std::move(target);
+    creds_ = std::move(creds);
+    link_ = open();
   }
 
   /// What makes the options unusable, if anything.
@@ -126,10 +131,10 @@ public:
   /// `/bin/sh -c 'cd <cwd> && exec <argv>'` (the API has no cwd); `timeout` is the call's
   /// deadline (the server kills the command when it passes); the output cap is kept here (the
   /// server sends everything), as a local command's. Without `stdin_pipe` (or `tty`) stdin is
-  /// closed at once. Never retried: the command may have started.
+  /// closed at once. Connecting is retried under `retry`; the call itself never is.
   template <class Retry>
   [[nodiscard]] result<process_type> exec(std::string_view id, std::span<const std::string> argv,
-                                          const ExecOptions& o, const Retry& /*retry*/,
+                                          const ExecOptions& o, const Retry& retry,
                                           std::string what) noexcept {
     http::wire::ExecRequest x = http::exec_request_of(argv, o, 0);
     http::wire::ExecStreamRequest init;
@@ -142,9 +147,14 @@ public:
       i.tty_width = o.tty->cols;
       i.tty_height = o.tty->rows;
     }
+    // Only connecting is repeated: a StreamExec that failed may have started the command.
+    auto l = sandbox::detail::with_retry(
+        retry, [&] { return connected(what); }, {}, sandbox::detail::plain_sleep{},
+        [](const error& e) { return e.is(errc::unavailable); });
+    if (!l) return fail(std::move(l).assume_error());
     auto ctx = context(o.timeout);
-    auto s = std::make_unique<exec_stream>(*stub_, std::move(ctx), method("StreamExec"),
-                                           http::to_protobuf(init));
+    auto s = std::make_unique<exec_stream>(l.assume_value().stub, std::move(ctx),
+                                           method("StreamExec"), http::to_protobuf(init));
     process_type p(std::move(s), std::vector<std::string>(argv.begin(), argv.end()), o,
                    std::move(what));
     if (!o.stdin_pipe && !o.tty) (void)p.close_stdin();
@@ -178,7 +188,8 @@ private:
       rq.resume_log_offset = offset;
     }
     auto ctx = context(follow ? wait : o_.read_timeout);
-    log_stream call(*stub_, std::move(ctx), method("StreamLogs"), http::to_protobuf(rq),
+    link l = usable(); // held until the call is over
+    log_stream call(*l.stub, std::move(ctx), method("StreamLogs"), http::to_protobuf(rq),
                     follow ? std::optional(offset) : std::nullopt);
     auto [status, entries] = call.result();
     LogRead out;
@@ -265,6 +276,45 @@ private:
     return ctx;
   }
 
+  /// A channel and the stub that calls through it.
+  struct link {
+    std::shared_ptr<grpc::Channel> channel;
+    std::shared_ptr<grpc::GenericStub> stub;
+  };
+
+  [[nodiscard]] link open() const {
+    link l;
+    l.channel = grpc::CreateCustomChannel(target_, creds_, args_);
+    l.stub = std::make_shared<grpc::GenericStub>(l.channel);
+    return l;
+  }
+
+  /// The channel to call through. One whose last connection attempt failed is replaced by a new
+  /// one, which connects at once: grpc++ would fail every call until its own reconnect backoff
+  /// (one second, growing) has passed, whatever the retry policy says.
+  [[nodiscard]] link usable() {
+    std::lock_guard lk(link_m_);
+    if (link_.channel->GetState(false) == GRPC_CHANNEL_TRANSIENT_FAILURE) link_ = open();
+    return link_;
+  }
+
+  /// The channel, connected within `connect_timeout`: errc::unavailable when the attempt fails
+  /// (the retry policy decides whether to make another).
+  [[nodiscard]] result<link> connected(const std::string& what) {
+    link l = usable();
+    const auto deadline = std::chrono::system_clock::now() + o_.connect_timeout;
+    for (auto s = l.channel->GetState(true); s != GRPC_CHANNEL_READY;
+         s = l.channel->GetState(true)) {
+      if (s == GRPC_CHANNEL_TRANSIENT_FAILURE || s == GRPC_CHANNEL_SHUTDOWN)
+        return fail(errc::unavailable, what + ": cannot connect to " + target_);
+      if (!l.channel->WaitForStateChange(s, deadline))
+        return fail(errc::unavailable, what + ": no connection to " + target_ + " within " +
+                                           std::to_string(o_.connect_timeout.count()) +
+                                           " ms (connect_timeout)");
+    }
+    return l;
+  }
+
   /// One unary call, waited for within `timeout`.
   template <class Response, class Request>
   [[nodiscard]] result<Response> unary(std::string_view name, const Request& rq,
@@ -276,7 +326,8 @@ private:
     std::condition_variable cv;
     bool done = false;
     grpc::Status status;
-    stub_->UnaryCall(ctx.get(), method(name), grpc::StubOptions(), &in, &out, [&](grpc::Status s) {
+    link l = usable(); // held until the call is over
+    l.stub->UnaryCall(ctx.get(), method(name), grpc::StubOptions(), &in, &out, [&](grpc::Status s) {
       std::lock_guard lk(m);
       status = std::move(s);
       done = true;
@@ -297,7 +348,11 @@ private:
   remote_options o_;
   std::optional<error> config_;
   std::vector<std::pair<std::string, std::string>> metadata_;
-  std::unique_ptr<grpc::GenericStub> stub_;
+  std::string target_;
+  std::shared_ptr<grpc::ChannelCredentials> creds_;
+  grpc::ChannelArguments args_;
+  std::mutex link_m_;
+  link link_;
   std::mutex sessions_m_;
   std::map<std::string, std::string> sessions_; ///< the log session each sandbox's log is in
 };

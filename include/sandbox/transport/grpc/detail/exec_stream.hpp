@@ -64,10 +64,11 @@ public:
   /// reading the command's output, and the command waits).
   static constexpr std::size_t read_ahead = std::size_t{8} << 20;
 
-  exec_stream(grpc::GenericStub& stub, std::unique_ptr<grpc::ClientContext> ctx,
+  /// Holds `stub` (and its channel) until the call is over.
+  exec_stream(std::shared_ptr<grpc::GenericStub> stub, std::unique_ptr<grpc::ClientContext> ctx,
               const std::string& method, std::string init)
-      : ctx_(std::move(ctx)) {
-    stub.PrepareBidiStreamingCall(ctx_.get(), method, grpc::StubOptions(), this);
+      : stub_(std::move(stub)), ctx_(std::move(ctx)) {
+    stub_->PrepareBidiStreamingCall(ctx_.get(), method, grpc::StubOptions(), this);
     AddMultipleHolds(2);
     outbox_.push_back(serve::detail::buffer_of(std::move(init)));
     writing_ = reading_ = true;
@@ -253,6 +254,7 @@ private:
     return held;
   }
 
+  std::shared_ptr<grpc::GenericStub> stub_;
   std::unique_ptr<grpc::ClientContext> ctx_;
   grpc::ByteBuffer in_;
   std::mutex m_;

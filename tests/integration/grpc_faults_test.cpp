@@ -1,0 +1,410 @@
+// SPDX-License-Identifier: MIT
+// grpc_transport against a loopback gRPC server whose every answer the test scripts: refused
+// and late connections, UNAVAILABLE and RESOURCE_EXHAUSTED with RetryInfo, a stream cut after
+// some output, slow and silent servers, undecodable messages. Each case ends in the right typed
+// error or the right result, and none hangs.
+#include <sandbox/grpc.hpp>
+#include <sandbox/server/detail/grpc_wire.hpp>
+
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/grpcpp.h>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using sandbox::errc;
+using std::chrono::milliseconds;
+using clk = std::chrono::steady_clock;
+namespace wire = sandbox::http::wire;
+
+namespace {
+
+/// Retries quickly within a 600 ms budget, so that giving up is observable in a test.
+using quick_retry = sandbox::exponential_backoff<20, 150, 100, 600, 2000>;
+using transport_t = sandbox::basic_grpc_transport<quick_retry>;
+
+milliseconds since(clk::time_point t) {
+  return std::chrono::duration_cast<milliseconds>(clk::now() - t);
+}
+
+std::string running_sandbox() {
+  wire::Sandbox s;
+  s.sandbox_id = "sbx-1";
+  s.status.emplace().state = wire::State::STATE_RUNNING;
+  return sandbox::http::to_protobuf(s);
+}
+
+/// What the server does with one call, once its first request has arrived.
+struct answer {
+  milliseconds delay{0};             ///< before anything is sent
+  bool silent = false;               ///< sends nothing until the client gives up (cancels)
+  std::vector<std::string> messages; ///< sent in order (raw bytes: they may be garbage)
+  grpc::Status status = grpc::Status::OK;
+};
+
+struct seen {
+  std::string method, request;
+  clk::time_point at;
+};
+
+/// A loopback gRPC server; `script` decides each call's answer (n counts calls from 0).
+class scripted_service {
+public:
+  using script_fn = std::function<answer(const std::string& method, int n)>;
+
+  explicit scripted_service(int port = 0) {
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(),
+                       &port_);
+    b.RegisterCallbackGenericService(&service_);
+    server_ = b.BuildAndStart();
+    if (!server_ || port_ == 0) std::abort();
+  }
+  ~scripted_service() {
+    server_->Shutdown(std::chrono::system_clock::now()); // cancels what is still under way
+    std::vector<std::thread> ts;
+    {
+      std::lock_guard lk(m_);
+      ts.swap(threads_);
+    }
+    for (auto& t : ts)
+      t.join();
+  }
+
+  void on(script_fn f) {
+    std::lock_guard lk(m_);
+    script_ = std::move(f);
+  }
+  /// StreamExec gets `a`; GetSandbox (what an exec asks first) a RUNNING sandbox.
+  void on_exec(answer a) {
+    on([a](const std::string& method, int) {
+      return method == "StreamExec" ? a : answer{{}, false, {running_sandbox()}};
+    });
+  }
+  [[nodiscard]] std::size_t count(const std::string& method) const {
+    std::lock_guard lk(m_);
+    return static_cast<std::size_t>(std::count_if(
+        seen_.begin(), seen_.end(), [&](const seen& c) { return c.method == method; }));
+  }
+  [[nodiscard]] int port() const { return port_; }
+  [[nodiscard]] std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  [[nodiscard]] std::vector<seen> calls() const {
+    std::lock_guard lk(m_);
+    return seen_;
+  }
+
+  [[nodiscard]] std::shared_ptr<transport_t> client(sandbox::remote_options o = {}) const {
+    o.base_url = url();
+    o.api_key = "test-key-123";
+    return transport_t::make(o).value();
+  }
+
+private:
+  /// One call: reads its requests; answers from a thread of its own (an answer may wait).
+  class call final : public grpc::ServerGenericBidiReactor {
+  public:
+    call(scripted_service& svc, grpc::GenericCallbackServerContext* ctx) : svc_(svc), ctx_(ctx) {
+      StartRead(&in_);
+    }
+    void OnReadDone(bool ok) override {
+      if (!ok) return;
+      if (first_) {
+        first_ = false;
+        svc_.start(this, ctx_->method(), sandbox::serve::detail::bytes_of(in_));
+      }
+      StartRead(&in_); // stdin, close: read and dropped
+    }
+    void OnWriteDone(bool) override {
+      std::lock_guard lk(m_);
+      written_ = true;
+      cv_.notify_all();
+    }
+    void OnCancel() override {
+      std::lock_guard lk(m_);
+      cancelled_ = true;
+      cv_.notify_all();
+    }
+    void OnDone() override { delete this; }
+
+    /// The answer, on the call's thread. Finish is its last use of the call.
+    void play(const answer& a) {
+      std::unique_lock lk(m_);
+      if (cv_.wait_for(lk, a.delay, [&] { return cancelled_; }) || a.silent) {
+        cv_.wait(lk, [&] { return cancelled_; });
+        lk.unlock();
+        Finish(grpc::Status::CANCELLED);
+        return;
+      }
+      for (const auto& m : a.messages) {
+        out_ = sandbox::serve::detail::buffer_of(m);
+        written_ = false;
+        lk.unlock();
+        StartWrite(&out_);
+        lk.lock();
+        cv_.wait(lk, [&] { return written_; });
+      }
+      lk.unlock();
+      Finish(a.status);
+    }
+
+  private:
+    scripted_service& svc_;
+    grpc::GenericCallbackServerContext* ctx_;
+    grpc::ByteBuffer in_, out_;
+    bool first_ = true;
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool written_ = false, cancelled_ = false;
+  };
+
+  class generic final : public grpc::CallbackGenericService {
+  public:
+    explicit generic(scripted_service& s) : s_(s) {}
+    grpc::ServerGenericBidiReactor*
+    CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
+      return new call(s_, ctx);
+    }
+
+  private:
+    scripted_service& s_;
+  };
+
+  void start(call* c, std::string method, std::string request) {
+    std::lock_guard lk(m_);
+    auto name = method.substr(method.rfind('/') + 1);
+    seen_.push_back({name, std::move(request), clk::now()});
+    answer a = script_ ? script_(name, static_cast<int>(seen_.size()) - 1) : answer{};
+    threads_.emplace_back([c, a = std::move(a)] { c->play(a); });
+  }
+
+  generic service_{*this};
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  mutable std::mutex m_;
+  script_fn script_;
+  std::vector<seen> seen_;
+  std::vector<std::thread> threads_;
+};
+
+std::string output(const std::string& data) {
+  wire::ExecStreamResponse r;
+  auto& o = r.output.emplace();
+  o.stream = wire::OutputStream::STREAM_STDOUT;
+  o.data = data;
+  return sandbox::http::to_protobuf(r);
+}
+
+std::string exited(int code) {
+  wire::ExecStreamResponse r;
+  r.exit.emplace().exit_code = code;
+  return sandbox::http::to_protobuf(r);
+}
+
+/// A status with a RetryInfo of `delay` in its details, as the service sends them.
+grpc::Status retry_later(grpc::StatusCode code, milliseconds delay) {
+  wire::Status st;
+  st.code = static_cast<std::int32_t>(code);
+  st.message = "try later";
+  st.retry_info = wire::RetryInfo{delay};
+  return {code, st.message, sandbox::http::to_protobuf(st)};
+}
+
+/// A port that was just free, and is closed again.
+int free_port() {
+  scripted_service gone;
+  return gone.port();
+}
+
+} // namespace
+
+TEST_CASE("gRPC faults: connection refused is retried within the budget, then unavailable",
+          "[grpc][faults]") {
+  const int port = free_port();
+  auto t = transport_t::make({.base_url = "http://127.0.0.1:" + std::to_string(port)}).value();
+  auto start = clk::now();
+  auto got = t->get("sbx-1");
+  REQUIRE_FALSE(got);
+  CHECK(got.error().is(errc::unavailable));
+  CHECK(since(start) < 30s); // the retry budget (600 ms) bounds it
+
+  // Exec: only connecting is repeated, and the error says where it could not connect.
+  start = clk::now();
+  auto p = t->exec("sbx-1", std::vector<std::string>{"true"}, {});
+  REQUIRE_FALSE(p);
+  CHECK(p.error().is(errc::unavailable));
+  CHECK(p.error().message.find("127.0.0.1:" + std::to_string(port)) != std::string::npos);
+  CHECK(since(start) >= 500ms); // it retried, for most of the 600 ms budget
+  CHECK(since(start) < 30s);
+}
+
+TEST_CASE("gRPC faults: an exec retries connecting until a late server is up, and runs once",
+          "[grpc][faults]") {
+  const int port = free_port();
+  auto t = transport_t::make({.base_url = "http://127.0.0.1:" + std::to_string(port)}).value();
+  // Fail the first attempt: the channel is then in grpc++'s reconnect backoff (a second), which
+  // the retry policy's own delays (20–150 ms) must not wait out.
+  REQUIRE_FALSE(t->get("sbx-1"));
+
+  std::unique_ptr<scripted_service> svc;
+  std::thread late([&] {
+    std::this_thread::sleep_for(200ms);
+    svc = std::make_unique<scripted_service>(port);
+    svc->on_exec(answer{{}, false, {output("hi\n"), exited(0)}});
+  });
+  auto start = clk::now();
+  auto p = t->exec("sbx-1", std::vector<std::string>{"echo", "hi"}, {});
+  late.join();
+  REQUIRE(p);
+  auto r = p.value().wait(std::nullopt);
+  REQUIRE(r);
+  CHECK(r.value().stdout_text == "hi\n");
+  CHECK(r.value().returncode == 0);
+  CHECK(since(start) < 900ms);          // within the policy's budget, not after grpc++'s backoff
+  CHECK(svc->count("StreamExec") == 1); // the command was sent once
+}
+
+TEST_CASE("gRPC faults: UNAVAILABLE and RESOURCE_EXHAUSTED wait as long as RetryInfo asks",
+          "[grpc][faults]") {
+  auto code = GENERATE(grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::RESOURCE_EXHAUSTED);
+  scripted_service svc;
+  svc.on([code](const std::string&, int n) {
+    if (n == 0) return answer{{}, false, {}, retry_later(code, 300ms)};
+    return answer{{}, false, {running_sandbox()}};
+  });
+  auto t = svc.client();
+  auto r = sandbox::detail::with_retry(quick_retry{}, [&] { return t->get("sbx-1"); });
+  REQUIRE(r);
+  CHECK(r.value().state == sandbox::State::RUNNING);
+  auto calls = svc.calls();
+  REQUIRE(calls.size() == 2);
+  CHECK(calls[0].method == "GetSandbox");
+  auto gap = std::chrono::duration_cast<milliseconds>(calls[1].at - calls[0].at);
+  CHECK(gap >= 300ms); // the server's hint, not the policy's own backoff (at most 150 ms)
+
+  // Without retrying, the error carries what the server said.
+  scripted_service once;
+  once.on([code](const std::string&, int) {
+    return answer{{}, false, {}, retry_later(code, 1500ms)};
+  });
+  auto e = once.client()->get("sbx-1");
+  REQUIRE_FALSE(e);
+  CHECK(e.error().is(code == grpc::StatusCode::UNAVAILABLE ? errc::unavailable
+                                                           : errc::resource_exhausted));
+  REQUIRE(e.error().server);
+  CHECK(e.error().server->retry_delay == 1500ms);
+}
+
+TEST_CASE("gRPC faults: a stream cut after some output", "[grpc][faults]") {
+  scripted_service svc;
+  svc.on_exec(answer{{},
+                     false,
+                     {output("partial\n")},
+                     grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection reset")});
+  std::string live;
+  sandbox::ExecOptions o;
+  o.on_stdout = [&](std::string_view s) noexcept { live += s; };
+  auto p = svc.client()->exec("sbx-1", std::vector<std::string>{"yes"}, o);
+  REQUIRE(p);
+  auto r = p.value().wait(std::nullopt);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::unavailable));
+  CHECK(r.error().message.find("connection reset") != std::string::npos);
+  CHECK(live == "partial\n");          // what arrived before the cut was delivered
+  CHECK(svc.count("StreamExec") == 1); // a started command is never sent again
+}
+
+TEST_CASE("gRPC faults: slow and silent servers", "[grpc][faults]") {
+  scripted_service svc;
+  svc.on([](const std::string&, int) {
+    return answer{milliseconds(0), true, {}, grpc::Status::OK};
+  });
+  sandbox::remote_options o;
+  o.read_timeout = 300ms;
+  auto t = svc.client(o);
+
+  SECTION("a unary call ends at the read timeout") {
+    auto start = clk::now();
+    auto r = t->get("sbx-1");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is(errc::timeout));
+    CHECK(since(start) >= 300ms);
+    CHECK(since(start) < 30s); // the read timeout ended it, not the server
+  }
+  SECTION("an exec ends at the command's timeout") {
+    svc.on_exec(answer{milliseconds(0), true, {}, grpc::Status::OK});
+    sandbox::ExecOptions x;
+    x.timeout = 300ms;
+    auto start = clk::now();
+    auto p = t->exec("sbx-1", std::vector<std::string>{"sleep", "60"}, x);
+    REQUIRE(p);
+    auto r = p.value().wait(std::nullopt);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is(errc::command_timeout));
+    CHECK(since(start) < 30s);
+  }
+  SECTION("an exec without a timeout waits, and kill ends it") {
+    svc.on_exec(answer{milliseconds(0), true, {}, grpc::Status::OK});
+    sandbox::ExecOptions x;
+    x.stdin_pipe = true;
+    auto p = t->exec("sbx-1", std::vector<std::string>{"cat"}, x);
+    REQUIRE(p);
+    auto early = p.value().wait(300ms);
+    REQUIRE_FALSE(early);
+    CHECK(early.error().is(errc::timeout)); // still running
+    REQUIRE(p.value().kill(9));
+    auto r = p.value().wait(std::nullopt);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is(errc::not_running));
+  }
+  SECTION("a delayed answer within the timeout is taken") {
+    svc.on([](const std::string&, int) {
+      return answer{milliseconds(100), false, {running_sandbox()}};
+    });
+    auto r = t->get("sbx-1");
+    REQUIRE(r);
+    CHECK(r.value().state == sandbox::State::RUNNING);
+  }
+}
+
+TEST_CASE("gRPC faults: undecodable and incomplete answers are protocol errors", "[grpc][faults]") {
+  scripted_service svc;
+  const std::string garbage = "\xff\xff\xff\xff\x0f\x01"; // a field number out of range
+  auto t = svc.client();
+
+  SECTION("a unary answer") {
+    svc.on([&](const std::string&, int) { return answer{{}, false, {garbage}}; });
+    auto r = t->get("sbx-1");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is(errc::protocol));
+    CHECK(r.error().message.find("GetSandbox") != std::string::npos);
+  }
+  SECTION("a StreamExec message") {
+    svc.on_exec(answer{{}, false, {output("ok\n"), garbage, exited(0)}});
+    auto p = t->exec("sbx-1", std::vector<std::string>{"true"}, {});
+    REQUIRE(p);
+    auto r = p.value().wait(std::nullopt);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is(errc::protocol));
+  }
+  SECTION("a StreamExec that ends without an exit code") {
+    svc.on_exec(answer{{}, false, {output("ok\n")}});
+    auto p = t->exec("sbx-1", std::vector<std::string>{"true"}, {});
+    REQUIRE(p);
+    auto r = p.value().wait(std::nullopt);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is(errc::protocol));
+    CHECK(r.error().message.find("without the command's exit") != std::string::npos);
+  }
+}
