@@ -324,8 +324,7 @@ private:
     template <class T>
     void answer(const result<T>& r) {
       if (!r) return finish(r.assume_error());
-      send(r.assume_value());
-      close(grpc::Status::OK);
+      send_last(r.assume_value(), grpc::Status::OK);
     }
 
     template <class M>
@@ -500,8 +499,32 @@ private:
       } else {
         out_ = serve::detail::buffer_of(std::move(front.bytes));
       }
+      // The last message carries the status (one operation, one flush; no OnWriteDone).
+      const bool last = closing_ && outbox_.size() == 1;
+      if (last) finished_ = true;
+      grpc::Status st = last ? final_ : grpc::Status::OK;
       lk.unlock();
-      StartWrite(&out_);
+      if (!last) return StartWrite(&out_);
+      log_end(st);
+      StartWriteAndFinish(&out_, grpc::WriteOptions(), st);
+    }
+
+    /// Queues `m` as the last message and finishes the call with `st` after it.
+    template <http::wire::described_message M>
+    void send_last(const M& m, grpc::Status st) {
+      {
+        std::lock_guard lk(m_);
+        if (closing_) return; // the first end stands
+        if (!gone_) {
+          outgoing o;
+          o.bytes = http::to_protobuf(m);
+          queued_ += o.size();
+          outbox_.push_back(std::move(o));
+        }
+        closing_ = true;
+        final_ = std::move(st);
+      }
+      flush();
     }
 
     /// Finishes the call once everything queued is sent.
@@ -568,8 +591,7 @@ private:
       http::wire::ExecStreamResponse last;
       if (r) {
         last.exit = http::wire::ExecStreamExit{r.assume_value().returncode, now_text()};
-        send(std::move(last));
-        return close(grpc::Status::OK);
+        return send_last(last, grpc::Status::OK);
       }
       const error& e = r.assume_error();
       if (e.is(errc::command_timeout)) // the deadline passed: the client sees DEADLINE_EXCEEDED
@@ -577,8 +599,7 @@ private:
       auto st = http::status_from_error(e);
       last.error = http::wire::ExecStreamError{
           st.message, std::string(http::to_string(static_cast<http::grpc_code>(st.code)))};
-      send(std::move(last));
-      close(grpc::Status::OK);
+      send_last(last, grpc::Status::OK);
     }
 
     // ---- StreamLogs ---------------------------------------------------------------------------
@@ -599,8 +620,7 @@ private:
       auto reject = [&](const char* code, std::string message) {
         http::wire::LogEntry e;
         e.error = http::wire::LogStreamError{std::move(message), code};
-        send(e);
-        close(grpc::Status::OK);
+        send_last(e, grpc::Status::OK);
       };
       const bool resume = !rq.resume_log_session_id.empty();
       if (resume) {

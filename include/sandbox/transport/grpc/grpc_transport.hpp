@@ -153,11 +153,18 @@ public:
         [](const error& e) { return e.is(errc::unavailable); });
     if (!l) return fail(std::move(l).assume_error());
     auto ctx = context(o.timeout);
+    // Without stdin, its close follows the init in the same flush, and the call half-closes.
+    std::optional<std::string> close;
+    if (!o.stdin_pipe && !o.tty) {
+      http::wire::ExecStreamRequest c;
+      c.close = http::wire::ExecStreamClose{};
+      close = http::to_protobuf(c);
+    }
     auto s = std::make_unique<exec_stream>(l.assume_value().stub, std::move(ctx),
-                                           method("StreamExec"), http::to_protobuf(init));
+                                           method("StreamExec"), http::to_protobuf(init),
+                                           std::move(close));
     process_type p(std::move(s), std::vector<std::string>(argv.begin(), argv.end()), o,
                    std::move(what));
-    if (!o.stdin_pipe && !o.tty) (void)p.close_stdin();
     return p;
   }
 

@@ -64,15 +64,23 @@ public:
   /// reading the command's output, and the command waits).
   static constexpr std::size_t read_ahead = std::size_t{8} << 20;
 
-  /// Holds `stub` (and its channel) until the call is over.
+  /// Holds `stub` (and its channel) until the call is over. `last`: a message that follows
+  /// `init` at once, with the half-close (all in one flush).
   exec_stream(std::shared_ptr<grpc::GenericStub> stub, std::unique_ptr<grpc::ClientContext> ctx,
-              const std::string& method, std::string init)
+              const std::string& method, std::string init,
+              std::optional<std::string> last = std::nullopt)
       : stub_(std::move(stub)), ctx_(std::move(ctx)) {
     stub_->PrepareBidiStreamingCall(ctx_.get(), method, grpc::StubOptions(), this);
     AddMultipleHolds(2);
     outbox_.push_back(serve::detail::buffer_of(std::move(init)));
+    grpc::WriteOptions corked;
+    if (last) {
+      outbox_.push_back(serve::detail::buffer_of(std::move(*last)));
+      close_wanted_ = true;
+      corked.set_buffer_hint();
+    }
     writing_ = reading_ = true;
-    StartWrite(&outbox_.front());
+    StartWrite(&outbox_.front(), corked);
     StartRead(&in_);
     StartCall();
   }
@@ -108,7 +116,7 @@ public:
 
   void OnWriteDone(bool ok) override {
     grpc::ByteBuffer* next = nullptr;
-    bool half_close = false, drop_write = false;
+    bool half_close = false, drop_write = false, last = false;
     {
       std::lock_guard lk(m_);
       outbox_.pop_front();
@@ -117,6 +125,11 @@ public:
         outbox_.clear();
       } else if (!outbox_.empty()) {
         next = &outbox_.front();
+        // The last message before a half-close carries it (one operation, not two).
+        if (outbox_.size() == 1 && close_wanted_ && !close_sent_) {
+          last = close_sent_ = true;
+          write_hold_ = false; // given back below: no write follows this one
+        }
       } else if (close_wanted_ && !close_sent_) {
         half_close = close_sent_ = true;
         write_hold_ = false; // given back below, after the half-close
@@ -127,7 +140,12 @@ public:
       ++events_;
       cv_.notify_all();
     }
-    if (next) StartWrite(next);
+    if (next && last) {
+      StartWriteLast(next, grpc::WriteOptions());
+      drop_write = true;
+    } else if (next) {
+      StartWrite(next);
+    }
     if (half_close) {
       StartWritesDone();
       drop_write = true; // no write follows a half-close
@@ -191,6 +209,12 @@ public:
     }
     if (resume) StartRead(&in_); // the read hold is ours while it is held
     return got;
+  }
+
+  /// Whether the call is to be half-closed (nothing more is sent).
+  [[nodiscard]] bool closing() {
+    std::lock_guard lk(m_);
+    return close_wanted_;
   }
 
   /// Messages queued and not yet written.
@@ -341,7 +365,7 @@ public:
     on_err_ = o.on_stderr;
     timeout_ = o.timeout.has_value();
     tty_ = o.tty.has_value();
-    stdin_open_ = true; // StreamExec always carries stdin; without stdin_pipe it is closed at once
+    stdin_open_ = !s_->closing(); // a call without stdin half-closes after its init
   }
 
   /// Waits up to `timeout` (forever if unset) for the command's end.
