@@ -63,6 +63,19 @@ concept terminal_process = stdin_process<P> && requires(P& p, TerminalSize size)
   noexcept->std::same_as<result<void>>;
 };
 
+/// A process handle that can hand its result over instead of copying it (a capability, for a
+/// caller that waits no more: `box.exec(...).result()` on a temporary).
+///
+/// Semantics: `take(timeout)` waits as `wait` does; once the command has ended successfully,
+/// its output (the texts) moves into the returned result and the handle keeps the rest (a later
+/// `wait` shows empty texts). Failures are as `wait` returns them.
+template <class P>
+concept taking_process = process_handle<P> &&
+    requires(P& p, std::optional<std::chrono::milliseconds> t) {
+  { p.take(t) }
+  noexcept->std::same_as<result<ExecResult>>;
+};
+
 /// Where sandboxes live: the local host, a remote service, or a test double.
 ///
 /// Semantics: every operation names a sandbox by id and reports failure only through its result

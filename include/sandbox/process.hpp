@@ -69,8 +69,14 @@ public:
   /// timeout (this wait; the command keeps running, call again), not_running, transport.
   ///
   ///     auto r = box.exec({"echo", "hi"}).result();   // r.stdout_text == "hi\n"
-  ret<ExecResult> result(std::optional<std::chrono::milliseconds> timeout = {}) {
+  ret<ExecResult> result(std::optional<std::chrono::milliseconds> timeout = {}) & {
     return Errors::finish(try_result(timeout));
+  }
+
+  /// On a temporary (`box.exec(...).result()`): the same, the output moved into the result
+  /// rather than copied, where the transport can hand it over (`taking_process`).
+  ret<ExecResult> result(std::optional<std::chrono::milliseconds> timeout = {}) && {
+    return Errors::finish(std::move(*this).try_result(timeout));
   }
 
   /// Waits like `result()` and returns the exit code.
@@ -144,9 +150,24 @@ public:
 
   /// The same as `result()` but never throws, whatever the error policy.
   [[nodiscard]] sandbox::result<ExecResult>
-  try_result(std::optional<std::chrono::milliseconds> timeout = {}) noexcept {
+  try_result(std::optional<std::chrono::milliseconds> timeout = {}) & noexcept {
     if (!handle_) return fail(error_);
-    auto r = handle_->wait(timeout);
+    return checked(handle_->wait(timeout));
+  }
+
+  /// `try_result` on a temporary: the output moved, as `result() &&`.
+  [[nodiscard]] sandbox::result<ExecResult>
+  try_result(std::optional<std::chrono::milliseconds> timeout = {}) && noexcept {
+    if (!handle_) return fail(error_);
+    if constexpr (taking_process<handle_type>)
+      return checked(handle_->take(timeout));
+    else
+      return checked(handle_->wait(timeout));
+  }
+
+private:
+  /// Under check, a non-zero exit becomes an errc::execution error carrying the result.
+  [[nodiscard]] sandbox::result<ExecResult> checked(sandbox::result<ExecResult> r) const noexcept {
     if (!r || !check_ || r.assume_value().ok()) return r;
     const ExecResult& x = r.assume_value();
     std::string msg = "command " + detail::join_command(x.command) + " failed with exit code " +
@@ -165,7 +186,6 @@ public:
     return fail(std::move(e));
   }
 
-private:
   /// The error of every operation on a moved-from `Process` (the same errc as `basic_sandbox`).
   [[nodiscard]] static error moved_from() noexcept {
     return error(errc::validation, "this process object was moved from");

@@ -21,6 +21,10 @@ template class sandbox::basic_sandbox<stdin_transport, arch::retry, arch::return
 template class sandbox::basic_sandbox<stdin_transport, arch::retry, arch::raising_errors>;
 template class sandbox::Process<stdin_transport, arch::returning_errors, arch::checking>;
 template class sandbox::Process<stdin_transport, arch::raising_errors, arch::checking>;
+// A handle that hands its result over: `result() &&` takes it.
+using taking_transport = arch::transport<arch::taking_process_handle>;
+template class sandbox::Process<taking_transport, arch::returning_errors, arch::checking>;
+template class sandbox::Process<taking_transport, arch::raising_errors, arch::checking>;
 
 // Without the stdin capability, by use (clang 14 instantiates members whose constraints fail).
 template <class P>

@@ -56,6 +56,13 @@ public:
   [[nodiscard]] result<void> resize(TerminalSize) noexcept { return unimplemented(); }
 };
 
+/// taking_process: a process_handle that can hand its result over.
+class taking_process_handle : public process_handle {
+public:
+  using process_handle::process_handle;
+  [[nodiscard]] result<ExecResult> take(std::optional<ms>) noexcept { return unimplemented(); }
+};
+
 /// transport: the operations on an id, `process_type` and `shared()`; not copyable, not movable,
 /// not default-constructible (only `shared()` makes one).
 template <class Handle>
@@ -166,6 +173,8 @@ static_assert(!sandbox::terminal_process<stdin_process_handle>);
 static_assert(sandbox::terminal_process<terminal_process_handle>);
 static_assert(!supports_terminal<transport<stdin_process_handle>>);
 static_assert(supports_terminal<transport<terminal_process_handle>>);
+static_assert(!sandbox::taking_process<process_handle>);
+static_assert(sandbox::taking_process<taking_process_handle>);
 static_assert(retry_policy<retry>);
 static_assert(error_policy<returning_errors>);
 static_assert(error_policy<raising_errors>);

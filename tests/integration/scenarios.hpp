@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <string>
+#include <string_view>
 
 namespace scenarios {
 
@@ -230,6 +231,49 @@ TEMPLATE_TEST_CASE("large output on both streams at once arrives whole", "[scena
   CHECK(r.value().stdout_text.size() == 1u << 20);
   CHECK(r.value().stderr_text.size() == 1u << 20);
   CHECK(r.value().returncode == 0);
+}
+
+TEMPLATE_TEST_CASE("binary output keeps every byte around the read, page and growth boundaries",
+                   "[scenario][exec][output]", SANDBOX_SCENARIO_ENVS) {
+  using namespace scenarios;
+  auto box = keep_alive<TestType>();
+  // Every byte value, in an order that repeats only every 251 bytes (no page or buffer size is
+  // a multiple of it): a byte lost, doubled or moved shows.
+  std::string data((2u << 20) + 3, '\0');
+  for (std::size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<char>((i % 251) * 97 % 256);
+  REQUIRE(box.write_file("/tmp/bin", data));
+  const std::string twice = data + data;
+  constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;
+  for (std::size_t n :
+       {std::size_t{1}, 4 * KiB - 1, 4 * KiB, 4 * KiB + 1, 16 * KiB - 1, 16 * KiB, 16 * KiB + 1,
+        64 * KiB + 1, MiB - 1, MiB, MiB + 1, 2 * MiB + 1, 4 * MiB - 1, 4 * MiB + 1}) {
+    INFO("n = " << n);
+    // Both streams at once: the same bytes on each.
+    const std::string cmd = "cat /tmp/bin /tmp/bin | head -c " + std::to_string(n) +
+                            " & cat /tmp/bin /tmp/bin | head -c " + std::to_string(n) +
+                            " >&2; wait";
+    auto r = box.exec({"sh", "-c", cmd}, {.timeout = 120s}).result();
+    REQUIRE(r);
+    const auto& x = r.value();
+    CHECK(x.stdout_text.size() == n);
+    CHECK(x.stderr_text.size() == n);
+    CHECK((x.stdout_text == std::string_view(twice).substr(0, n)));
+    CHECK((x.stderr_text == std::string_view(twice).substr(0, n)));
+    CHECK(x.stdout_bytes_produced == n);
+    CHECK(x.stderr_bytes_produced == n);
+    CHECK_FALSE(x.stdout_truncated);
+    CHECK_FALSE(x.stderr_truncated);
+  }
+  // Capped around the same boundaries: the kept part is the exact prefix, the rest is counted.
+  for (std::size_t cap : {16 * KiB - 1, 16 * KiB, MiB - 1, MiB, MiB + 1}) {
+    INFO("cap = " << cap);
+    auto r = box.exec({"cat", "/tmp/bin"}, {.timeout = 120s, .max_output_bytes = cap}).result();
+    REQUIRE(r);
+    CHECK((r.value().stdout_text == std::string_view(data).substr(0, cap)));
+    CHECK(r.value().stdout_truncated);
+    CHECK(r.value().stdout_bytes_produced == data.size());
+  }
 }
 
 TEMPLATE_TEST_CASE("stop ends the sandbox; it is idempotent; exec afterwards fails",

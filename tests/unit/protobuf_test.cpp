@@ -168,8 +168,8 @@ TEST_CASE("protobuf: decoding skips unknown fields and names the field of bad in
 }
 
 TEST_CASE("protobuf: timestamps travel as seconds and nanos", "[protobuf]") {
-  using detail::pb::parse_timestamp;
-  using detail::pb::timestamp_text;
+  using http::detail::pb::parse_timestamp;
+  using http::detail::pb::timestamp_text;
   auto t = parse_timestamp("2026-11-26T10:00:00.123Z");
   REQUIRE(t);
   CHECK(t->seconds == 1795687200);

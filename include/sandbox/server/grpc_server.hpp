@@ -324,7 +324,7 @@ private:
     template <class T>
     void answer(const result<T>& r) {
       if (!r) return finish(r.assume_error());
-      send_last(r.assume_value(), grpc::Status::OK);
+      send(r.assume_value(), false, grpc::Status::OK);
     }
 
     template <class M>
@@ -439,17 +439,26 @@ private:
     static constexpr std::size_t max_message = std::size_t{1} << 20;
 
     /// Queues a message; sends it unless a send is under way. `wait`: first waits while too
-    /// much is queued (a client that reads slowly holds the sender back).
+    /// much is queued (a client that reads slowly holds the sender back). `last`: the call
+    /// finishes with that status after the message. Nothing is queued once the call is ending.
     template <http::wire::described_message M>
-    void send(const M& m, bool wait = false) {
-      std::unique_lock lk(m_);
-      if (wait) cv_.wait(lk, [&] { return gone_ || queued_ < max_queued; });
-      if (gone_) return;
-      outgoing o;
-      o.bytes = http::to_protobuf(m);
-      queued_ += o.size();
-      outbox_.push_back(std::move(o));
-      lk.unlock();
+    void send(const M& m, bool wait = false, std::optional<grpc::Status> last = std::nullopt) {
+      {
+        std::unique_lock lk(m_);
+        if (wait) cv_.wait(lk, [&] { return gone_ || closing_ || queued_ < max_queued; });
+        if (closing_) return; // the first end stands
+        if (!gone_) {
+          outgoing o;
+          o.bytes = http::to_protobuf(m);
+          queued_ += o.size();
+          outbox_.push_back(std::move(o));
+        }
+        if (last) {
+          closing_ = true;
+          final_ = std::move(*last);
+        }
+      }
+      if (last) cv_.notify_all(); // a sender waiting for room sends nothing more
       flush();
     }
 
@@ -457,8 +466,8 @@ private:
     /// not being sent yet; waits while too much is queued.
     void output(http::wire::OutputStream stream, std::string_view data) {
       std::unique_lock lk(m_);
-      cv_.wait(lk, [&] { return gone_ || queued_ < max_queued; });
-      if (gone_) return;
+      cv_.wait(lk, [&] { return gone_ || closing_ || queued_ < max_queued; });
+      if (gone_ || closing_) return;
       queued_ += data.size();
       if (outbox_.size() > (writing_ ? 1u : 0u)) {
         auto& last = outbox_.back();
@@ -509,24 +518,6 @@ private:
       StartWriteAndFinish(&out_, grpc::WriteOptions(), st);
     }
 
-    /// Queues `m` as the last message and finishes the call with `st` after it.
-    template <http::wire::described_message M>
-    void send_last(const M& m, grpc::Status st) {
-      {
-        std::lock_guard lk(m_);
-        if (closing_) return; // the first end stands
-        if (!gone_) {
-          outgoing o;
-          o.bytes = http::to_protobuf(m);
-          queued_ += o.size();
-          outbox_.push_back(std::move(o));
-        }
-        closing_ = true;
-        final_ = std::move(st);
-      }
-      flush();
-    }
-
     /// Finishes the call once everything queued is sent.
     void close(grpc::Status st) {
       {
@@ -535,6 +526,7 @@ private:
         closing_ = true;
         final_ = std::move(st);
       }
+      cv_.notify_all(); // a sender waiting for room sends nothing more
       flush();
     }
 
@@ -591,7 +583,7 @@ private:
       http::wire::ExecStreamResponse last;
       if (r) {
         last.exit = http::wire::ExecStreamExit{r.assume_value().returncode, now_text()};
-        return send_last(last, grpc::Status::OK);
+        return send(last, false, grpc::Status::OK);
       }
       const error& e = r.assume_error();
       if (e.is(errc::command_timeout)) // the deadline passed: the client sees DEADLINE_EXCEEDED
@@ -599,7 +591,7 @@ private:
       auto st = http::status_from_error(e);
       last.error = http::wire::ExecStreamError{
           st.message, std::string(http::to_string(static_cast<http::grpc_code>(st.code)))};
-      send_last(last, grpc::Status::OK);
+      send(last, false, grpc::Status::OK);
     }
 
     // ---- StreamLogs ---------------------------------------------------------------------------
@@ -620,7 +612,7 @@ private:
       auto reject = [&](const char* code, std::string message) {
         http::wire::LogEntry e;
         e.error = http::wire::LogStreamError{std::move(message), code};
-        send_last(e, grpc::Status::OK);
+        send(e, false, grpc::Status::OK);
       };
       const bool resume = !rq.resume_log_session_id.empty();
       if (resume) {

@@ -20,6 +20,7 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -78,7 +79,8 @@ public:
         static_cast<int>(std::min<std::size_t>(o_.max_response_bytes, INT_MAX)));
     args_.SetMaxSendMessageSize(-1);
     // A channel of its own connections: one opened anew (see `usable`) must not take over the
-    // failed connection of the one it replaces, with its backoff.
+    // failed connection of the one it replaces, with its backoff. (So two transports to one
+    // service do not share a connection: each has its own.)
     args_.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     target_ = std::move(target);
     creds_ = std::move(creds);
@@ -127,7 +129,8 @@ public:
     return success();
   }
 
-  /// StreamExec: returns once the call is under way. `cwd` is done by wrapping argv in
+  /// StreamExec: returns once the call is under way (after connecting, when the channel is not
+  /// connected: attempts under `retry` within `connect_timeout`). `cwd` is done by wrapping argv in
   /// `/bin/sh -c 'cd <cwd> && exec <argv>'` (the API has no cwd); `timeout` is the call's
   /// deadline (the server kills the command when it passes); the output cap is kept here (the
   /// server sends everything), as a local command's. Without `stdin_pipe` (or `tty`) stdin is
@@ -147,9 +150,11 @@ public:
       i.tty_width = o.tty->cols;
       i.tty_height = o.tty->rows;
     }
-    // Only connecting is repeated: a StreamExec that failed may have started the command.
+    // Only connecting is repeated (a StreamExec that failed may have started the command), all
+    // of it within connect_timeout.
+    const auto until = sandbox::detail::deadline_after(o_.connect_timeout);
     auto l = sandbox::detail::with_retry(
-        retry, [&] { return connected(what); }, {}, sandbox::detail::plain_sleep{},
+        retry, [&] { return connected(what, until); }, {until}, sandbox::detail::plain_sleep{},
         [](const error& e) { return e.is(errc::unavailable); });
     if (!l) return fail(std::move(l).assume_error());
     auto ctx = context(o.timeout);
@@ -160,9 +165,9 @@ public:
       c.close = http::wire::ExecStreamClose{};
       close = http::to_protobuf(c);
     }
-    auto s = std::make_unique<exec_stream>(l.assume_value().stub, std::move(ctx),
-                                           method("StreamExec"), http::to_protobuf(init),
-                                           std::move(close));
+    auto s =
+        std::make_unique<exec_stream>(l.assume_value().stub, std::move(ctx), method("StreamExec"),
+                                      http::to_protobuf(init), std::move(close));
     process_type p(std::move(s), std::vector<std::string>(argv.begin(), argv.end()), o,
                    std::move(what));
     return p;
@@ -305,11 +310,15 @@ private:
     return link_;
   }
 
-  /// The channel, connected within `connect_timeout`: errc::unavailable when the attempt fails
-  /// (the retry policy decides whether to make another).
-  [[nodiscard]] result<link> connected(const std::string& what) {
+  /// The channel, connected by `until`: errc::unavailable when the attempt fails (the retry
+  /// policy decides whether to make another).
+  [[nodiscard]] result<link> connected(const std::string& what, clock::time_point until) {
     link l = usable();
-    const auto deadline = std::chrono::system_clock::now() + o_.connect_timeout;
+    // Saturated: a year is as good as never (and `now + max` would overflow).
+    const auto left = std::clamp<clock::duration>(until - clock::now(), clock::duration::zero(),
+                                                  std::chrono::hours(24 * 365));
+    const auto deadline = std::chrono::system_clock::now() +
+                          std::chrono::duration_cast<std::chrono::system_clock::duration>(left);
     for (auto s = l.channel->GetState(true); s != GRPC_CHANNEL_READY;
          s = l.channel->GetState(true)) {
       if (s == GRPC_CHANNEL_TRANSIENT_FAILURE || s == GRPC_CHANNEL_SHUTDOWN)
@@ -327,13 +336,13 @@ private:
   [[nodiscard]] result<Response> unary(std::string_view name, const Request& rq,
                                        std::chrono::milliseconds timeout,
                                        const std::string& what) noexcept {
+    link l = usable(); // held until the call is over (and its context gone)
     auto ctx = context(timeout);
     grpc::ByteBuffer in = serve::detail::buffer_of(rq), out;
     std::mutex m;
     std::condition_variable cv;
     bool done = false;
     grpc::Status status;
-    link l = usable(); // held until the call is over
     l.stub->UnaryCall(ctx.get(), method(name), grpc::StubOptions(), &in, &out, [&](grpc::Status s) {
       std::lock_guard lk(m);
       status = std::move(s);
@@ -382,6 +391,7 @@ using grpc_transport = basic_grpc_transport<>;
 static_assert(transport<grpc_transport>);
 static_assert(supports_stdin<grpc_transport>);
 static_assert(supports_terminal<grpc_transport>);
+static_assert(taking_process<grpc_transport::process_type>);
 static_assert(log_transport<grpc_transport>);
 
 } // namespace sandbox

@@ -3,6 +3,7 @@
 // decoding accepts the standard and the URL-safe alphabet, padded or not.
 #pragma once
 
+#include <sandbox/detail/output_buffer.hpp>
 #include <sandbox/result.hpp>
 
 #include <array>
@@ -79,6 +80,7 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
   const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
   const std::size_t n = bytes.size();
   const std::size_t start = out.size();
+  sandbox::detail::reserve_output(out, start + base64_encoded_size(n), SIZE_MAX);
   out.resize(start + base64_encoded_size(n));
   char* o = out.data() + start;
   std::size_t i = 0;
@@ -166,7 +168,9 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
   }
 
   const std::size_t start = out.size();
-  out.resize(start + n / 4 * 3 + (n % 4 == 0 ? 0 : n % 4 - 1));
+  const std::size_t size = start + n / 4 * 3 + (n % 4 == 0 ? 0 : n % 4 - 1);
+  sandbox::detail::reserve_output(out, size, size);
+  out.resize(size);
   auto* o = reinterpret_cast<unsigned char*>(out.data() + start);
   const auto& t = decode_tables;
   std::size_t i = 0;

@@ -3,6 +3,7 @@
 // strings written straight from bytes. It produces compact, always-valid UTF-8 JSON text.
 #pragma once
 
+#include <sandbox/detail/output_buffer.hpp>
 #include <sandbox/transport/http/base64.hpp>
 
 #include <charconv>
@@ -57,7 +58,8 @@ public:
   /// A JSON string holding the padded standard base64 encoding of `bytes`.
   json_writer& base64(std::string_view bytes) noexcept {
     separate();
-    out_.reserve(out_.size() + base64_encoded_size(bytes.size()) + 2);
+    sandbox::detail::reserve_output(out_, out_.size() + base64_encoded_size(bytes.size()) + 2,
+                                    SIZE_MAX);
     out_ += '"';
     base64_encode_into(out_, bytes);
     out_ += '"';
@@ -88,7 +90,7 @@ public:
   json_writer& null() noexcept { return literal("null"); }
 
   /// Pre-allocates for a document of about `n` bytes.
-  void reserve(std::size_t n) noexcept { out_.reserve(n); }
+  void reserve(std::size_t n) noexcept { sandbox::detail::reserve_output(out_, n, n); }
 
   [[nodiscard]] const std::string& str() const& noexcept { return out_; }
   [[nodiscard]] std::string take() && noexcept { return std::move(out_); }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <sandbox/detail/deadline.hpp>
+#include <sandbox/detail/output_buffer.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
@@ -55,9 +56,10 @@ using clock = std::chrono::steady_clock;
 /// Reads and writes are also started from the caller's thread (stdin, resuming a paused read),
 /// so the call holds two holds (grpc++ frees a call with no operation and no hold under way):
 /// the read flow's, given back when a read fails (the call is over) or at `finish`, and the
-/// write flow's, given back after the half-close or once the call is over and no write is under
-/// way. Each flag below changes under `m_`; Start*/RemoveHold are called without it (grpc++ may
-/// run a reaction inline, and reactions take `m_`).
+/// write flow's, given back after the half-close (alone, or with the last message:
+/// StartWriteLast) or once the call is over and no write is under way. Each flag below changes
+/// under `m_`; Start*/RemoveHold are called without it (grpc++ may run a reaction inline, and
+/// reactions take `m_`).
 class exec_stream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
 public:
   /// Output read ahead of the caller, at most; beyond it reading pauses (the server then stops
@@ -373,18 +375,14 @@ public:
   /// passed; carries the output so far), not_running (killed, or the sandbox ended), and the
   /// call's errors (unavailable when the server went away).
   [[nodiscard]] result<ExecResult> wait(std::optional<std::chrono::milliseconds> timeout) noexcept {
-    if (!s_) return fail(errc::not_running, "no command: this process handle was moved from");
-    std::optional<clock::time_point> until;
-    if (timeout) until = sandbox::detail::deadline_after(*timeout);
-    while (!done_) {
-      drain();
-      if (done_) break;
-      if (until && clock::now() >= *until)
-        return fail(errc::timeout, what_ + ": still running after the wait timed out");
-      s_->wait_event(seen_, until);
-    }
-    if (failure_) return fail(*failure_);
+    SANDBOX_TRYV(wait_ended(timeout));
     return res_;
+  }
+
+  /// As `wait`, but a successful result takes the output with it (see `taking_process`).
+  [[nodiscard]] result<ExecResult> take(std::optional<std::chrono::milliseconds> timeout) noexcept {
+    SANDBOX_TRYV(wait_ended(timeout)); // a failure carries its own copy of the output
+    return sandbox::detail::take_output(res_);
   }
 
   /// Handles what has arrived without blocking; the exit code once the command has ended.
@@ -451,6 +449,22 @@ public:
   }
 
 private:
+  /// Waits up to `timeout` (forever if unset) for the end; the call's failure, if it failed.
+  [[nodiscard]] result<void> wait_ended(std::optional<std::chrono::milliseconds> timeout) noexcept {
+    if (!s_) return fail(errc::not_running, "no command: this process handle was moved from");
+    std::optional<clock::time_point> until;
+    if (timeout) until = sandbox::detail::deadline_after(*timeout);
+    while (!done_) {
+      drain();
+      if (done_) break;
+      if (until && clock::now() >= *until)
+        return fail(errc::timeout, what_ + ": still running after the wait timed out");
+      s_->wait_event(seen_, until);
+    }
+    if (failure_) return fail(*failure_);
+    return success();
+  }
+
   /// Handles the messages that arrived, and the end of the call.
   void drain() noexcept {
     for (auto& bytes : s_->take()) {
@@ -508,12 +522,9 @@ private:
 
   /// Keeps what fits under the cap, counts all of it, and shows all of it to the callback.
   void keep(bool out, std::string_view data) noexcept {
-    std::string& buf = out ? res_.stdout_text : res_.stderr_text;
-    std::uint64_t room = buf.size() < max_output_ ? max_output_ - buf.size() : 0;
-    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(room, data.size()));
-    buf.append(data.data(), n);
-    if (n < data.size()) (out ? res_.stdout_truncated : res_.stderr_truncated) = true;
-    (out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced) += data.size();
+    sandbox::detail::append_capped(out ? res_.stdout_text : res_.stderr_text, data, max_output_,
+                                   out ? res_.stdout_truncated : res_.stderr_truncated,
+                                   out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced);
     const output_callback& cb = out ? on_out_ : on_err_;
     if (cb) cb(data);
   }

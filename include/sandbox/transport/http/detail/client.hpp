@@ -4,6 +4,7 @@
 // client header that includes <httplib.h>.
 #pragma once
 
+#include <sandbox/detail/output_buffer.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/http/endpoint.hpp>
@@ -162,7 +163,9 @@ public:
       }
       // Room for the codec's 64 bytes of read-past padding: it then parses in place.
       if (off == 0 && total > 0 && out.body.empty())
-        out.body.reserve(static_cast<std::size_t>(total) + 64);
+        sandbox::detail::reserve_output(out.body, static_cast<std::size_t>(total) + 64,
+                                        std::uint64_t{total} + 64);
+      sandbox::detail::reserve_output(out.body, out.body.size() + n, r.max_response_bytes + 64);
       out.body.append(data, n);
       return true;
     };

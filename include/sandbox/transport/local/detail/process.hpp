@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sandbox/detail/deadline.hpp>
+#include <sandbox/detail/output_buffer.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/local/detail/box.hpp>
@@ -149,10 +150,15 @@ public:
   /// **Errors:** errc::timeout (still running; call again), errc::command_timeout (killed by
   /// ExecOptions::timeout; carries the output), errc::not_running (the sandbox ended first).
   [[nodiscard]] result<ExecResult> wait(std::optional<std::chrono::milliseconds> timeout) noexcept {
-    std::optional<clock::time_point> deadline;
-    if (timeout) deadline = sandbox::detail::deadline_after(*timeout);
-    SANDBOX_TRYV(pump(deadline, nullptr));
+    SANDBOX_TRYV(wait_ended(timeout));
     return final_result();
+  }
+
+  /// As `wait`, but a successful result takes the output with it (see `taking_process`).
+  [[nodiscard]] result<ExecResult> take(std::optional<std::chrono::milliseconds> timeout) noexcept {
+    SANDBOX_TRYV(wait_ended(timeout));
+    if (failure_ || timed_out_) return final_result(); // kept: the error carries a copy
+    return take_output(res_);
   }
 
   /// Reads what is available without blocking; the exit code once the command has finished.
@@ -263,50 +269,41 @@ private:
     return success();
   }
 
-  /// Reads one chunk of a stream straight into its result buffer (no intermediate copy), or
-  /// into a scratch buffer once the cap is reached; false at EOF or when nothing is available.
-  /// Callbacks see every chunk, kept or dropped.
+  /// Reads one chunk of a stream. Below 1 MiB kept, straight into the result (16 KiB reads,
+  /// growing with it); from there on, into a 1 MiB scratch buffer and appended: the copy out of
+  /// a cache-hot buffer costs less than zero-filling fresh memory for the read, and a full
+  /// result is not grown only to read the end of the stream. Past the cap, chunks go to the
+  /// scratch buffer and the part under the cap is kept: the callbacks see every chunk as read,
+  /// kept or dropped, not split where the cap falls. False at EOF or when nothing is available.
   bool read_stream(unique_fd& fd, bool is_out) noexcept {
+    constexpr std::size_t scratch_size = std::size_t{1} << 20;
     std::string& buf = is_out ? res_.stdout_text : res_.stderr_text;
-    // Small outputs stay cheap (a few pages); large ones grow to the 1 MiB pipe size.
-    const std::size_t chunk = std::clamp<std::size_t>(buf.size(), 16 * 1024, 1 << 20);
+    const std::size_t chunk = std::clamp<std::size_t>(buf.size(), 16 * 1024, scratch_size);
     bool& truncated = is_out ? res_.stdout_truncated : res_.stderr_truncated;
     std::uint64_t& produced = is_out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced;
     const output_callback& cb = is_out ? on_out_ : on_err_;
-    std::uint64_t room = buf.size() < max_output_ ? max_output_ - buf.size() : 0;
-    // A read that could cross the cap goes to the scratch buffer whole, and the part under the
-    // cap is copied: the callbacks see the chunks as read, not split where the cap falls.
-    std::size_t want = room >= chunk ? chunk : 0;
+    const std::uint64_t room = buf.size() < max_output_ ? max_output_ - buf.size() : 0;
     ssize_t n;
     const char* data;
-    if (want > 0) {
+    if (buf.size() < scratch_size && room >= chunk) {
       std::size_t old = buf.size();
-      if (buf.capacity() < old + want) {
-        // Doubling keeps appends cheap; the cap bounds it, so memory follows what is kept. A
-        // fresh string gets exactly that: `reserve` on this one may double past it.
-        std::uint64_t grown = std::max(old + want, 2 * buf.capacity());
-        std::string next;
-        next.reserve(static_cast<std::size_t>(std::min(grown, max_output_)));
-        next.append(buf);
-        buf.swap(next);
-      }
-      buf.resize(old + want);
-      n = ::read(fd.get(), buf.data() + old, want);
+      sandbox::detail::reserve_output(buf, old + chunk, max_output_);
+      buf.resize(old + chunk);
+      n = ::read(fd.get(), buf.data() + old, chunk);
       buf.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
       data = buf.data() + old;
+      if (n > 0) produced += static_cast<std::uint64_t>(n);
     } else {
-      if (!scratch_) scratch_.reset(new (std::nothrow) char[1 << 20]);
-      if (!scratch_) return false;
-      n = ::read(fd.get(), scratch_.get(), std::size_t{1} << 20);
-      data = scratch_.get();
-      if (n > 0) {
-        std::size_t keep = static_cast<std::size_t>(std::min<std::uint64_t>(room, n));
-        buf.append(data, keep);
-        if (static_cast<std::size_t>(n) > keep) truncated = true;
-      }
+      if (!scratch_) scratch_.reset(new (std::nothrow) char[scratch_size]);
+      char small[16 * 1024]; // when even 1 MiB cannot be had: slower, but the stream is read
+      char* into = scratch_ ? scratch_.get() : small;
+      n = ::read(fd.get(), into, scratch_ ? scratch_size : sizeof small);
+      data = into;
+      if (n > 0)
+        sandbox::detail::append_capped(buf, std::string_view(data, static_cast<std::size_t>(n)),
+                                       max_output_, truncated, produced);
     }
     if (n > 0) {
-      produced += static_cast<std::uint64_t>(n);
       if (cb) cb(std::string_view(data, static_cast<std::size_t>(n)));
       return true;
     }
@@ -535,6 +532,13 @@ private:
     return success();
   }
 
+  /// Waits up to `timeout` (forever if unset) for the end: errc::timeout while it runs.
+  [[nodiscard]] result<void> wait_ended(std::optional<std::chrono::milliseconds> timeout) noexcept {
+    std::optional<clock::time_point> deadline;
+    if (timeout) deadline = sandbox::detail::deadline_after(*timeout);
+    return pump(deadline, nullptr);
+  }
+
   [[nodiscard]] sandbox::result<void> wait_timeout() const noexcept {
     return fail(errc::timeout, join_command(res_.command) + " in sandbox " + box_->id +
                                    " still running after the wait timed out");
@@ -556,7 +560,7 @@ private:
   ExecResult res_;
   std::uint64_t max_output_ = default_max_output_bytes; ///< per stream, never 0
   output_callback on_out_, on_err_;
-  std::unique_ptr<char[]> scratch_; // output beyond max_output_bytes is read here and dropped
+  std::unique_ptr<char[]> scratch_; // large outputs, and output beyond the cap, are read here
   std::optional<clock::time_point> exec_deadline_;
   std::optional<error> failure_;
   pid_t pid_ = 0;
