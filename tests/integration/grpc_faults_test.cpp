@@ -262,6 +262,14 @@ private:
 
 } // namespace
 
+TEST_CASE("gRPC faults: a timeout that leaves no time for a call is refused", "[grpc][faults]") {
+  auto never = transport_t::make({.base_url = "http://127.0.0.1:1", .connect_timeout = -5ms});
+  REQUIRE_FALSE(never);
+  CHECK(never.error().is(errc::validation));
+  CHECK(never.error().message.find("connect_timeout is -5 ms") != std::string::npos);
+  CHECK_FALSE(transport_t::make({.base_url = "http://127.0.0.1:1", .read_timeout = 0ms}));
+}
+
 TEST_CASE("gRPC faults: connection refused", "[grpc][faults]") {
   held_port port;
   auto t = transport_t::make({.base_url = port.url()}).value();

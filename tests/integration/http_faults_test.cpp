@@ -164,6 +164,10 @@ TEST_CASE("base URLs are checked", "[http][faults][unit]") {
   auto header = transport_t::make({.base_url = "https://h", .api_key = "a\r\nX-Evil: 1"});
   REQUIRE_FALSE(header);
   CHECK(header.error().message.find("Evil") == std::string::npos);
+  auto never = transport_t::make({.base_url = "https://h", .connect_timeout = 0ms});
+  REQUIRE_FALSE(never);
+  CHECK(never.error().is(errc::validation));
+  CHECK(never.error().message.find("connect_timeout") != std::string::npos);
 }
 
 TEST_CASE("grpc-timeout values round-trip", "[http][faults][unit]") {

@@ -110,6 +110,17 @@ struct remote_options {
     return std::nullopt;
   }
 
+  /// Why a timeout cannot be used (zero or negative: no call could ever be made), if one cannot.
+  [[nodiscard]] std::optional<error> timeout_error() const {
+    for (auto [name, t] :
+         {std::pair{"connect_timeout", connect_timeout}, std::pair{"read_timeout", read_timeout},
+          std::pair{"write_timeout", write_timeout}})
+      if (t.count() <= 0)
+        return error(errc::validation, std::string(name) + " is " + std::to_string(t.count()) +
+                                           " ms: it must be positive");
+    return std::nullopt;
+  }
+
   /// The credential headers: `authorization: Bearer`, or the W&B ones.
   [[nodiscard]] std::vector<std::pair<std::string, std::string>> auth_headers() const {
     std::vector<std::pair<std::string, std::string>> h;
@@ -154,7 +165,8 @@ public:
       : o_(std::move(o)), ch_(o_) {}
 
   /// A transport for `o`, or the error that makes `o` unusable.
-  /// **Errors:** validation (bad base URL, a credential with a line break).
+  /// **Errors:** validation (bad base URL, a credential with a line break, a timeout that is not
+  /// positive).
   [[nodiscard]] static result<std::shared_ptr<basic_remote_transport>>
   make(remote_options o = remote_options::from_env()) noexcept {
     auto t = std::make_shared<basic_remote_transport>(std::move(o));

@@ -52,6 +52,7 @@ public:
     }
     metadata_ = o_.auth_headers();
     if ((config_ = remote_options::header_error(metadata_))) return;
+    if ((config_ = o_.timeout_error())) return;
     const auto& e = ep.assume_value();
     std::string host = e.host.find(':') != std::string::npos ? "[" + e.host + "]" : e.host;
     std::string target = host + ":" + std::to_string(e.port);

@@ -54,6 +54,7 @@ public:
     for (auto& h : o_.auth_headers())
       cs.headers.push_back(std::move(h));
     if ((config_ = remote_options::header_error(cs.headers))) return;
+    if ((config_ = o_.timeout_error())) return;
     pool_ = std::make_shared<connection_pool>(std::move(cs));
   }
 
