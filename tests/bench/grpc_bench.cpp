@@ -13,6 +13,7 @@
 // Usage: grpc_bench [iterations]   (default 300)
 #include "../support/grpc_client.hpp"
 #include "../support/loopback_server.hpp"
+#include "../support/pipe_limit.hpp"
 
 #include <sandbox/grpc.hpp>
 #include <sandbox/local.hpp>
@@ -63,11 +64,9 @@ void print(const char* what, stats s) {
 
 /// Seconds for the pipe limit: `bytes` through dd | dd.
 double pipe_seconds(std::size_t bytes) {
-  std::string cmd = "dd if=/dev/zero bs=1M count=" + std::to_string(bytes >> 20) +
-                    " status=none | dd of=/dev/null bs=1M status=none";
-  auto t0 = clock_type::now();
-  if (std::system(cmd.c_str()) != 0) die("dd failed");
-  return ms_since(t0) / 1e3;
+  double s = test_support::pipe_seconds(bytes);
+  if (s < 0) die("dd failed");
+  return s;
 }
 
 } // namespace

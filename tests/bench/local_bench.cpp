@@ -12,6 +12,8 @@
 //   big caller  cold start and warm exec with 256 MiB resident in the caller
 // Usage: local_bench [iterations]   (default 200); local_bench --rss-probe: one 256 MiB result,
 // prints the growth of the peak RSS as a multiple of it
+#include "../support/pipe_limit.hpp"
+
 #include <sandbox/local.hpp>
 
 #include <algorithm>
@@ -125,17 +127,9 @@ std::size_t spawn_count(const std::vector<const char*>& argv, bool collect) {
   return total;
 }
 
-/// A field of /proc/self/status in KiB (VmRSS:, VmHWM:).
-long status_kib(const char* field) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + std::strlen(field));
-  return -1;
-}
-
-long meminfo_kib(const char* field) {
-  std::ifstream f("/proc/meminfo");
+/// A field in KiB of a /proc file of "Name:  value kB" lines (/proc/meminfo, /proc/self/status).
+long proc_kib(const char* file, const char* field) {
+  std::ifstream f(file);
   std::string line;
   while (std::getline(f, line))
     if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + std::strlen(field));
@@ -177,14 +171,14 @@ int rss_probe() {
     std::fputs("5", f);
     std::fclose(f);
   }
-  long before = status_kib("VmRSS:");
+  long before = proc_kib("/proc/self/status", "VmRSS:");
   auto r = made.value()
                .exec({"head", "-c", "268435456", "/dev/zero"},
                      {.max_output_bytes = sandbox::unlimited_output})
                .result();
   if (!r || r.value().stdout_text.size() != (256u << 20)) die("256 MiB exec failed");
-  std::printf("%.3f\n", static_cast<double>(status_kib("VmHWM:") - before) * 1024.0 /
-                            static_cast<double>(256u << 20));
+  std::printf("%.3f\n", static_cast<double>(proc_kib("/proc/self/status", "VmHWM:") - before) *
+                            1024.0 / static_cast<double>(256u << 20));
   return 0;
 }
 
@@ -294,12 +288,9 @@ int main(int argc, char** argv) {
     const char* cmd = "head -c 268435456 /dev/zero";
     double pipe = 0;
     for (int i = 0; i < 3; ++i) {
-      auto a = clock_type::now();
-      if (std::system("dd if=/dev/zero bs=1M count=2048 status=none | dd of=/dev/null bs=1M "
-                      "status=none") != 0)
-        die("dd failed");
-      pipe = std::max(pipe, 2048.0 * 1.048576 /
-                                std::chrono::duration<double>(clock_type::now() - a).count());
+      double s = test_support::pipe_seconds(std::size_t{2048} << 20);
+      if (s < 0) die("dd failed");
+      pipe = std::max(pipe, 2048.0 * 1.048576 / s);
     }
     std::printf("\n%-58s %8.0f MB/s (best of 3)\n", "pipe limit: dd | dd, 2 GiB, bs=1M", pipe);
     enum class how { kept, callback, dropped };
@@ -350,7 +341,7 @@ int main(int argc, char** argv) {
   {
     constexpr int idle_n = 100;
     long pss_before = children_pss_kib();
-    long avail_before = meminfo_kib("MemAvailable:");
+    long avail_before = proc_kib("/proc/meminfo", "MemAvailable:");
     std::vector<Box> idle;
     for (int i = 0; i < idle_n; ++i) {
       auto b = Box::run();
@@ -358,7 +349,7 @@ int main(int argc, char** argv) {
       idle.push_back(std::move(b).value());
     }
     usleep(200000);
-    long avail_after = meminfo_kib("MemAvailable:");
+    long avail_after = proc_kib("/proc/meminfo", "MemAvailable:");
     long pss_after = children_pss_kib();
     std::printf("\n%-58s %8.2f MiB (MemAvailable drop / %d)\n", "memory per idle sandbox",
                 double(avail_before - avail_after) / 1024.0 / idle_n, idle_n);

@@ -60,7 +60,7 @@ struct answer {
 };
 
 struct seen {
-  std::string method, request;
+  std::string method;
   clk::time_point at;
 };
 
@@ -94,11 +94,12 @@ public:
     script_ = std::move(f);
   }
   /// StreamExec gets `a`; GetSandbox (what an exec asks first) a RUNNING sandbox.
-  void on_exec(answer a) {
-    on([a](const std::string& method, int) {
+  static script_fn exec_script(answer a) {
+    return [a](const std::string& method, int) {
       return method == "StreamExec" ? a : answer{{}, false, {running_sandbox()}};
-    });
+    };
   }
+  void on_exec(answer a) { on(exec_script(std::move(a))); }
   [[nodiscard]] std::size_t count(const std::string& method) const {
     std::lock_guard lk(m_);
     return static_cast<std::size_t>(std::count_if(
@@ -132,7 +133,7 @@ private:
       }
       if (first_) {
         first_ = false;
-        svc_.start(this, ctx_->method(), sandbox::serve::detail::bytes_of(in_));
+        svc_.start(this, ctx_->method());
       }
       StartRead(&in_); // stdin, close: read and dropped
     }
@@ -191,10 +192,10 @@ private:
     scripted_service& s_;
   };
 
-  void start(call* c, std::string method, std::string request) {
+  void start(call* c, const std::string& method) {
     std::lock_guard lk(m_);
     auto name = method.substr(method.rfind('/') + 1);
-    seen_.push_back({name, std::move(request), clk::now()});
+    seen_.push_back({name, clk::now()});
     answer a = script_ ? script_(name, static_cast<int>(seen_.size()) - 1) : answer{};
     threads_.emplace_back([c, a = std::move(a)] { c->play(a); });
   }
@@ -260,6 +261,17 @@ private:
   int port_ = 0;
 };
 
+/// Makes `t` know sbx-1 as RUNNING (so that an exec goes straight to connecting) through a
+/// server on `port` that then goes away; a call finds out (the channel may still look connected
+/// until one does), so the channel's connection has failed.
+void seen_running_then_gone(const held_port& port, transport_t& t) {
+  {
+    scripted_service up(port.port(), scripted_service::exec_script({}));
+    REQUIRE(t.get("sbx-1"));
+  }
+  REQUIRE_FALSE(t.get("sbx-1"));
+}
+
 } // namespace
 
 TEST_CASE("gRPC faults: a timeout that leaves no time for a call is refused", "[grpc][faults]") {
@@ -282,14 +294,7 @@ TEST_CASE("gRPC faults: connection refused", "[grpc][faults]") {
 
   // Exec of a sandbox known to run: only connecting is repeated, within the budget, and the
   // error says where it could not connect.
-  {
-    scripted_service up(port.port(), [](const std::string&, int) {
-      return answer{{}, false, {running_sandbox()}};
-    });
-    REQUIRE(t->get("sbx-1"));
-  }
-  // The server is gone; a call finds out (the channel may still look connected until one does).
-  REQUIRE_FALSE(t->get("sbx-1"));
+  seen_running_then_gone(port, *t);
   start = clk::now();
   auto p = t->exec("sbx-1", std::vector<std::string>{"true"}, {});
   REQUIRE_FALSE(p);
@@ -304,22 +309,14 @@ TEST_CASE("gRPC faults: an exec retries connecting until a late server is up, an
           "[grpc][faults]") {
   held_port port;
   auto t = transport_t::make({.base_url = port.url()}).value();
-  {
-    scripted_service up(port.port(), [](const std::string&, int) {
-      return answer{{}, false, {running_sandbox()}};
-    });
-    REQUIRE(t->get("sbx-1")); // known to run: the exec goes straight to connecting
-  }
-  // The server is gone: the channel's connection fails, and grpc++ would try again only after
-  // its reconnect backoff (about a second), past the retry policy's whole budget (600 ms).
-  REQUIRE_FALSE(t->get("sbx-1"));
+  // grpc++ would try the failed connection again only after its reconnect backoff (about a
+  // second), past the retry policy's whole budget (600 ms).
+  seen_running_then_gone(port, *t);
   std::unique_ptr<scripted_service> svc;
   std::thread late([&] {
     std::this_thread::sleep_for(150ms);
-    svc = std::make_unique<scripted_service>(port.port(), [](const std::string& method, int) {
-      return method == "StreamExec" ? answer{{}, false, {output("hi\n"), exited(0)}}
-                                    : answer{{}, false, {running_sandbox()}};
-    });
+    svc = std::make_unique<scripted_service>(
+        port.port(), scripted_service::exec_script({{}, false, {output("hi\n"), exited(0)}}));
   });
   auto p = t->exec("sbx-1", std::vector<std::string>{"echo", "hi"}, {});
   late.join();

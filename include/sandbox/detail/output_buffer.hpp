@@ -39,16 +39,16 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   buf.swap(next);
 }
 
-/// A copy of `r` that takes its output (the texts) with it; `r` keeps the rest.
+/// A copy of `r` that takes its output (the texts) with it; `r` keeps the rest, texts empty.
 template <class Result>
 [[nodiscard]] Result take_output(Result& r) {
-  Result out;
-  out.stdout_text.swap(r.stdout_text);
-  out.stderr_text.swap(r.stderr_text);
-  Result rest = r; // everything but the texts, now empty
-  rest.stdout_text.swap(out.stdout_text);
-  rest.stderr_text.swap(out.stderr_text);
-  return rest;
+  std::string out, err;
+  out.swap(r.stdout_text);
+  err.swap(r.stderr_text);
+  Result taken = r; // all but the texts: copying them is what this avoids
+  taken.stdout_text = std::move(out);
+  taken.stderr_text = std::move(err);
+  return taken;
 }
 
 /// Keeps what of `data` fits under `cap` in `buf`, counts all of it in `produced`, and sets
