@@ -253,3 +253,34 @@ TEST_CASE("output callbacks are noexcept callables", "[sandbox][callbacks]") {
   STATIC_REQUIRE_FALSE(std::is_nothrow_invocable_v<decltype(throwing)&, std::string_view>);
   STATIC_REQUIRE_FALSE(std::is_convertible_v<int, sandbox::output_callback>);
 }
+
+TEST_CASE("kept output grows geometrically, within its cap, and a cap below the need bounds "
+          "nothing",
+          "[unit][output]") {
+  using sandbox::detail::reserve_output;
+  // Counts the buffers a run of 4 KiB appends goes through.
+  auto growths = [](std::uint64_t cap, std::size_t appends) {
+    std::string buf;
+    int n = 0;
+    for (std::size_t i = 0; i < appends; ++i) {
+      const auto before = buf.capacity();
+      reserve_output(buf, buf.size() + 4096, cap);
+      buf.append(4096, 'x');
+      if (buf.capacity() != before) ++n;
+    }
+    return n;
+  };
+  CHECK(growths(UINT64_MAX, 4000) <= 12); // 16 MB in 4 KiB appends: fourfold steps
+  // A cap that wrapped around (max + 64 on an "unlimited" maximum) is below every need: the
+  // buffer must not grow by exactly one append each time (a copy of all of it per append).
+  CHECK(growths(63, 4000) <= 12);
+  // Within a cap the buffer never reserves past it.
+  std::string capped;
+  reserve_output(capped, 5000, 6000);
+  reserve_output(capped, 5500, 6000);
+  CHECK(capped.capacity() >= 5000);
+  std::string big(5000, 'x');
+  big.reserve(5000);
+  reserve_output(big, 5001, 6000);
+  CHECK(big.capacity() <= 6000 + 15);
+}

@@ -23,6 +23,9 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   if (buf.capacity() >= need) return;
   constexpr std::uint64_t step = std::uint64_t{256} << 20;
   const std::uint64_t have = buf.capacity();
+  // A cap below what is needed bounds nothing: growing by exactly `need` each time would copy
+  // the whole buffer for every append.
+  if (cap < need) cap = UINT64_MAX;
   std::uint64_t grown = std::min(4 * have, have + step);
   grown = std::max<std::uint64_t>(need, std::min(grown, cap));
   std::string next;

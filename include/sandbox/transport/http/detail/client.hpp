@@ -154,19 +154,20 @@ public:
     }
     http_response out;
     bool too_large = false;
-    req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t /*offset*/,
+    req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t off,
                                std::uint64_t total) {
       if (cancel && cancel->cancelled()) return false;
       if (total > r.max_response_bytes || out.body.size() + n > r.max_response_bytes) {
         too_large = true;
         return false;
       }
-      // A body of known length gets its room at once, with the codec's 64 bytes of read-past
-      // padding (it then parses in place); one of unknown length grows as it comes.
-      if (total > 0)
+      // A body whose length the first call gives gets its room at once, with the codec's 64
+      // bytes of read-past padding (it then parses in place); the rest (a chunked body: there the
+      // first call gives only its first chunk's length) grows as it comes.
+      if (off == 0 && total > 0 && out.body.empty())
         sandbox::detail::reserve_output(out.body, static_cast<std::size_t>(total) + 64, total + 64);
       else
-        sandbox::detail::reserve_output(out.body, out.body.size() + n, r.max_response_bytes + 64);
+        sandbox::detail::reserve_output(out.body, out.body.size() + n, r.max_response_bytes);
       out.body.append(data, n);
       return true;
     };
