@@ -462,3 +462,30 @@ TEST_CASE("gRPC faults: undecodable and incomplete answers are protocol errors",
     CHECK(r.error().message.find("without the command's exit") != std::string::npos);
   }
 }
+
+TEST_CASE("gRPC faults: a log without end is read in parts of at most max_response_bytes",
+          "[grpc][faults]") {
+  constexpr std::size_t MiB = std::size_t{1} << 20;
+  std::vector<std::string> entries;
+  for (std::uint64_t i = 0; i < 40; ++i) {
+    wire::LogEntry e;
+    e.data = std::string(MiB, static_cast<char>('a' + i % 26));
+    e.next_log_offset = (i + 1) * MiB;
+    entries.push_back(sandbox::http::to_protobuf(e));
+  }
+  scripted_service svc(0, [&](const std::string&, int) { return answer{{}, false, entries}; });
+  sandbox::remote_options o;
+  o.max_response_bytes = 4 * MiB;
+  auto t = svc.client(o);
+  auto r = t->logs("sbx-1", 0, 0ms);
+  REQUIRE(r);
+  std::size_t got = 0;
+  for (const auto& c : r.value().chunks)
+    got += c.data.size();
+  CHECK(got >= 3 * MiB);
+  CHECK(got <= 5 * MiB); // not the 40 MiB the server would send
+  CHECK(r.value().end_offset == got);
+  CHECK_FALSE(r.value().complete);
+  REQUIRE_FALSE(r.value().chunks.empty());
+  CHECK(r.value().chunks.back().data == std::string(MiB, static_cast<char>('a' + got / MiB - 1)));
+}

@@ -203,7 +203,7 @@ private:
     auto ctx = context(follow ? wait : o_.read_timeout);
     link l = usable(); // held until the call is over
     log_stream call(*l.stub, std::move(ctx), method("StreamLogs"), http::to_protobuf(rq),
-                    follow ? std::optional(offset) : std::nullopt);
+                    follow ? std::optional(offset) : std::nullopt, o_.max_response_bytes);
     auto [status, entries] = call.result();
     LogRead out;
     out.first_offset = out.end_offset = offset;
@@ -246,9 +246,10 @@ private:
       out.complete = follow; // a following call ends only with the log
       return out;
     }
-    // The call ended because it got what it came for, or its wait ran out.
-    if (follow && (status.error_code() == grpc::StatusCode::CANCELLED ||
-                   status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED))
+    // The call ended because it got what it came for, or its wait ran out, or it read as much
+    // as one answer may hold (max_response_bytes: the caller reads on from `end_offset`).
+    if (call.full() || (follow && (status.error_code() == grpc::StatusCode::CANCELLED ||
+                                   status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)))
       return out;
     return fail(error_of(status, what));
   }

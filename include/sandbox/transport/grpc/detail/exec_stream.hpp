@@ -300,9 +300,12 @@ private:
 /// until the first that ends past offset `past` (then the call is cancelled).
 class log_stream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
 public:
+  /// `most`: bytes read at most; the call is ended there (a log without end is read in parts).
   log_stream(grpc::GenericStub& stub, std::unique_ptr<grpc::ClientContext> ctx,
-             const std::string& method, std::string request, std::optional<std::uint64_t> past)
-      : ctx_(std::move(ctx)), out_(serve::detail::buffer_of(std::move(request))), past_(past) {
+             const std::string& method, std::string request, std::optional<std::uint64_t> past,
+             std::size_t most)
+      : ctx_(std::move(ctx)), out_(serve::detail::buffer_of(std::move(request))), past_(past),
+        most_(most) {
     stub.PrepareBidiStreamingCall(ctx_.get(), method, grpc::StubOptions(), this);
     StartWriteLast(&out_, grpc::WriteOptions());
     StartRead(&in_);
@@ -315,10 +318,12 @@ public:
     {
       std::lock_guard lk(m_);
       got_.push_back(serve::detail::bytes_of(in_));
+      bytes_ += got_.back().size();
       if (past_) {
         auto e = http::from_protobuf<http::wire::LogEntry>(got_.back(), http::decode_mode::lenient);
         again = e && !e.assume_value().error && e.assume_value().next_log_offset <= *past_;
       }
+      if (bytes_ >= most_) full_ = true, again = false;
     }
     if (again)
       StartRead(&in_);
@@ -339,6 +344,12 @@ public:
     return {status_, std::move(got_)};
   }
 
+  /// Whether the call was ended for having read `most` bytes.
+  [[nodiscard]] bool full() {
+    std::lock_guard lk(m_);
+    return full_;
+  }
+
 private:
   std::unique_ptr<grpc::ClientContext> ctx_;
   grpc::ByteBuffer out_, in_;
@@ -346,8 +357,9 @@ private:
   std::mutex m_;
   std::condition_variable cv_;
   std::vector<std::string> got_;
+  std::size_t most_, bytes_ = 0;
   grpc::Status status_;
-  bool done_ = false;
+  bool done_ = false, full_ = false;
 };
 
 /// A command started over StreamExec: the process handle of `grpc_transport`.
