@@ -133,13 +133,13 @@ int run(int n) {
   print("local transport (baseline)", sl);
   print("REST (http_transport) on loopback", sr);
   print("gRPC unary Exec on loopback", sg);
-  auto st = summary(tt);
-  print("grpc_transport (StreamExec) on loopback", st);
+  auto stt = summary(tt);
+  print("grpc_transport (StreamExec) on loopback", stt);
   double over = sg.p50 - sl.p50;
   std::printf("  gRPC overhead: %+.3f ms (target <= +0.300 ms) -> %s\n", over,
               over <= 0.3 ? "met" : "NOT met");
-  std::printf("  grpc_transport vs REST transport: %+.3f ms (target <= 0) -> %s\n", st.p50 - sr.p50,
-              st.p50 <= sr.p50 ? "met" : "NOT met");
+  std::printf("  grpc_transport vs REST transport: %+.3f ms (target <= 0) -> %s\n",
+              stt.p50 - sr.p50, stt.p50 <= sr.p50 ? "met" : "NOT met");
 
   // The floor of each protocol: a call that does nothing but look the sandbox up.
   auto client = rest.client();

@@ -297,6 +297,48 @@ TEST_CASE("clients that never read their responses do not hold the server's thre
   (void)c->Delete("/v1/sandboxes/" + id);
 }
 
+TEST_CASE("a Range header on a large answer gets those bytes, and the connection stays usable",
+          "[server][clients]") {
+  // Large answers are encoded as they are sent, in pieces; a range must still get exactly its
+  // bytes, or the next response on the connection would start inside this one.
+  sandbox::testing::loopback_server srv;
+  auto c = client_of(srv);
+  c->set_keep_alive(true);
+  auto made =
+      c->Post("/v1/sandboxes", R"({"spec":{"containers":[{"name":"main","image":"python:3.11"}]}})",
+              "application/json");
+  REQUIRE(made);
+  REQUIRE(made->status == 200);
+  auto sb =
+      sandbox::http::from_json<wire::Sandbox>(made->body, sandbox::http::decode_mode::lenient);
+  REQUIRE(sb);
+  const std::string path = "/v1/sandboxes/" + sb.value().sandbox_id;
+  const std::string exec = R"({"command":["sh","-c","head -c 3000000 /dev/zero | tr '\\0' x"]})";
+  auto whole = c->Post(path + ":exec", exec, "application/json");
+  REQUIRE(whole);
+  INFO(whole->body.substr(0, 300));
+  REQUIRE(whole->status == 200);
+  auto all = sandbox::http::from_json<wire::ExecResponse>(whole->body,
+                                                          sandbox::http::decode_mode::lenient);
+  REQUIRE(all);
+  CHECK(all.value().stdout_bytes == std::string(3000000, 'x'));
+  for (const char* range : {"bytes=2000000-2000099", "bytes=0-10,1500000-1500010", "bytes=-5"}) {
+    INFO(range);
+    auto part = c->Post(path + ":exec", {{"Range", range}}, exec, "application/json");
+    REQUIRE(part);
+    if (std::string_view(range) == "bytes=2000000-2000099")
+      CHECK(part->body == whole->body.substr(2000000, 100));
+    if (std::string_view(range) == "bytes=-5")
+      CHECK(part->body == whole->body.substr(whole->body.size() - 5));
+    // The same connection answers the next request whole.
+    auto next = c->Get(path);
+    REQUIRE(next);
+    CHECK(next->status == 200);
+    CHECK(sandbox::http::from_json<wire::Sandbox>(next->body, sandbox::http::decode_mode::lenient));
+  }
+  (void)c->Delete(path);
+}
+
 TEST_CASE("a flood of creates is refused with RESOURCE_EXHAUSTED and a RetryInfo at the limit",
           "[server][clients]") {
   sandbox::server_options o;

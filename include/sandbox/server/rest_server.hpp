@@ -14,6 +14,7 @@
 #include <sandbox/server/service.hpp>
 #include <sandbox/transport/http/codec.hpp>
 #include <sandbox/transport/http/defaults.hpp>
+#include <sandbox/transport/http/detail/spliced_json.hpp>
 #include <sandbox/transport/http/mapping.hpp>
 
 #include <httplib.h>
@@ -322,9 +323,30 @@ private:
 
   /// Replies with `r`'s value as JSON, or with its error.
   template <class T>
-  static void answer(Response& res, const result<T>& r) {
+  void answer(Response& res, result<T>&& r) const {
     if (!r) return reply_error(res, r.assume_error());
-    reply(res, 200, http::to_json(r.assume_value()));
+    reply_message(res, std::move(r).assume_value());
+  }
+
+  /// Replies 200 with `m` as JSON. Large bytes values (command output, file contents) are
+  /// encoded as the body is sent, never held whole as text (unless `trace` wants the text).
+  template <http::wire::described_message M>
+  void reply_message(Response& res, M m) const {
+    if (o_.trace) return reply(res, 200, http::to_json(m));
+    struct body {
+      M message;
+      http::detail::json::spliced_json json;
+    };
+    auto b = std::make_shared<body>(body{std::move(m), {}});
+    b->json = http::detail::json::spliced_json::of(b->message);
+    if (b->json.whole()) return reply(res, 200, std::move(b->json).take_text());
+    res.status = 200;
+    res.set_content_provider(b->json.size(), "application/json",
+                             [b](std::size_t offset, std::size_t most, httplib::DataSink& sink) {
+                               // `most`: what is left of the range asked for (a Range header)
+                               auto piece = b->json.piece(offset).substr(0, most);
+                               return !piece.empty() && sink.write(piece.data(), piece.size());
+                             });
   }
 
   void create(const Request& req, Response& res) {
@@ -419,7 +441,7 @@ private:
       return reply(res, http::http_status_for(static_cast<http::grpc_code>(status.code)),
                    http::to_json(status));
     }
-    reply(res, 200, http::to_json(http::response_of(std::move(r).assume_value())));
+    reply_message(res, http::response_of(std::move(r).assume_value()));
   }
 
   void purge(const Request& req, Response& res) {

@@ -227,7 +227,13 @@ public:
                                                 std::string_view why) {
     using std::chrono::milliseconds;
     for (milliseconds slice(10);; slice = std::min(slice * 2, milliseconds(250))) {
-      auto r = proc.wait(slice);
+      // The result is the caller's alone: taken rather than copied where the handle can.
+      auto r = [&] {
+        if constexpr (taking_process<process_type>)
+          return proc.take(slice);
+        else
+          return proc.wait(slice);
+      }();
       if (r || !r.assume_error().is(errc::timeout)) return r;
       if (gone()) return kill(proc, why);
     }

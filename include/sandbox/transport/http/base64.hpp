@@ -126,9 +126,10 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
 ///
 /// **Errors:** errc::protocol with a message naming the offset and the offending byte: a byte
 /// outside both alphabets (whitespace included), '=' anywhere but at the end, padding that does
-/// not complete a 4-character group, or a length that no encoding can have (4k + 1).
-[[nodiscard]] inline sandbox::result<void> base64_decode_into(std::string& out,
-                                                              std::string_view text) noexcept {
+/// not complete a 4-character group, or a length that no encoding can have (4k + 1). Offsets
+/// and lengths in messages count from `offset`: where `text` starts in a value decoded in parts.
+[[nodiscard]] inline sandbox::result<void>
+base64_decode_into(std::string& out, std::string_view text, std::size_t offset = 0) noexcept {
   using namespace detail::b64;
   const auto* in = reinterpret_cast<const unsigned char*>(text.data());
   std::size_t n = text.size();
@@ -140,6 +141,7 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
   }
 
   // Names the first byte outside both alphabets at or after `from`, if there is one.
+  const std::size_t base = offset;
   auto bad_byte = [&](std::size_t from) -> std::optional<sandbox::error> {
     std::size_t at = from;
     while (at < n && sextet(in[at]) != bad)
@@ -152,24 +154,26 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
             ? std::string("character '") + static_cast<char>(c) + "'"
             : "byte 0x" + std::string(1, "0123456789abcdef"[c >> 4]) + "0123456789abcdef"[c & 15];
     return sandbox::error{errc::protocol,
-                          "invalid base64: " + what + " at offset " + std::to_string(at)};
+                          "invalid base64: " + what + " at offset " + std::to_string(base + at)};
   };
   // A bad length is checked before decoding; a stray character explains it better when there is
   // one.
   if (pad > 0 && (n + pad) % 4 != 0) {
     if (auto e = bad_byte(0)) return fail(std::move(*e));
-    return fail(errc::protocol, "invalid base64: padding at offset " + std::to_string(n) +
+    return fail(errc::protocol, "invalid base64: padding at offset " + std::to_string(base + n) +
                                     " does not complete a 4-character group");
   }
   if (n % 4 == 1) {
     if (auto e = bad_byte(0)) return fail(std::move(*e));
-    return fail(errc::protocol,
-                "invalid base64: length " + std::to_string(text.size()) + " is not possible");
+    return fail(errc::protocol, "invalid base64: length " + std::to_string(base + text.size()) +
+                                    " is not possible");
   }
 
   const std::size_t start = out.size();
   const std::size_t size = start + n / 4 * 3 + (n % 4 == 0 ? 0 : n % 4 - 1);
-  sandbox::detail::reserve_output(out, size, size);
+  // Exact for a whole value; an append in parts grows geometrically (a cap of `size` would
+  // grow the buffer by each part alone and copy it every time).
+  sandbox::detail::reserve_output(out, size, start == 0 ? size : SIZE_MAX);
   out.resize(size);
   auto* o = reinterpret_cast<unsigned char*>(out.data() + start);
   const auto& t = decode_tables;

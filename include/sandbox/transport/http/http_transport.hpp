@@ -65,7 +65,7 @@ public:
                                              const std::string& what) noexcept {
     http_request rq = request("POST", "/v1/sandboxes?requestId=" + percent_encode(x.request_id));
     rq.body = to_json(x.sandbox.value_or(wire::Sandbox{}));
-    return call<wire::Sandbox>(rq, what);
+    return call<wire::Sandbox>(std::move(rq), what);
   }
 
   [[nodiscard]] result<wire::Sandbox> get(const wire::GetSandboxRequest& x,
@@ -73,7 +73,7 @@ public:
                                           const std::string& what) noexcept {
     auto rq = request("GET", path_of(x.sandbox_id));
     rq.read_timeout = read_timeout;
-    return call<wire::Sandbox>(rq, what);
+    return call<wire::Sandbox>(std::move(rq), what);
   }
 
   [[nodiscard]] result<wire::ListSandboxesResponse> list(const wire::ListSandboxesRequest& x,
@@ -95,7 +95,7 @@ public:
                                     std::to_string(x.grace_period_seconds) +
                                     (x.allow_missing ? "&allowMissing=true" : ""));
     rq.read_timeout = read_timeout;
-    return call<wire::DeleteSandboxResponse>(rq, what);
+    return call<wire::DeleteSandboxResponse>(std::move(rq), what);
   }
 
   [[nodiscard]] result<wire::ReadFileResponse> read_file(const wire::ReadFileRequest& x,
@@ -159,6 +159,7 @@ public:
     http_request rq = request("POST", path_of(id) + ":exec");
     rq.body = to_json(exec_request_of(argv, o, static_cast<std::int32_t>(max_output)));
     rq.idempotent = false;
+    rq.splice = json::spliceable_fields<wire::ExecResponse>();
     std::optional<clock::time_point> deadline;
     if (o.timeout) {
       rq.headers.emplace_back(std::string(deadline_header), format_grpc_timeout(*o.timeout));
@@ -243,7 +244,8 @@ private:
 
   /// Sends `rq` and decodes a 2xx body as `T` (leniently) or the error body.
   template <class T>
-  [[nodiscard]] result<T> call(const http_request& rq, std::string_view what) noexcept {
+  [[nodiscard]] result<T> call(http_request rq, std::string_view what) noexcept {
+    rq.splice = json::spliceable_fields<T>();
     auto r = pool_->send(rq);
     if (!r) {
       error e = std::move(r).assume_error();
@@ -253,14 +255,16 @@ private:
     return decode<T>(r.assume_value(), what);
   }
 
+  /// The 2xx body of `r` as `T` (its spliced values moved in), or the error of another status.
   template <class T>
-  [[nodiscard]] static result<T> decode(const http_response& r, std::string_view what) noexcept {
+  [[nodiscard]] static result<T> decode(http_response& r, std::string_view what) noexcept {
     if (r.status < 200 || r.status >= 300) return fail(error_of(r, what));
     if (r.body.empty() && r.status == 204) return T{};
     auto v = from_json<T>(r.body, http::decode_mode::lenient);
     if (!v)
       return fail(errc::protocol,
                   std::string(what) + ": bad response body (" + v.assume_error().message + ")");
+    json::put_spliced(v.assume_value(), r.spliced);
     return v;
   }
 
@@ -293,7 +297,7 @@ private:
         [&](std::chrono::milliseconds d) { return !cancel.sleep_for(d); },
         [&](const error& e) { return e.is(errc::unavailable) && !cancel.cancelled(); });
     if (!r) return abandoned(r.assume_error());
-    const auto& resp = r.assume_value();
+    auto& resp = r.assume_value();
     if (resp.status < 200 || resp.status >= 300) {
       error e = error_of(resp, what);
       // The deadline we sent expired on the server: that is the command's timeout.
@@ -329,5 +333,6 @@ using http_transport = basic_http_transport<>;
 static_assert(transport<http_transport>);
 static_assert(!supports_stdin<http_transport>);
 static_assert(!supports_terminal<http_transport>);
+static_assert(taking_process<http_transport::process_type>);
 
 } // namespace sandbox

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace sandbox::http {
 
@@ -55,9 +56,17 @@ public:
     return *this;
   }
 
-  /// A JSON string holding the padded standard base64 encoding of `bytes`.
+  /// A JSON string holding the padded standard base64 encoding of `bytes`. From
+  /// `defer_base64_from` bytes on, the string is written empty and its place recorded instead
+  /// (`deferred()`), for a sender that encodes it as it sends it.
   json_writer& base64(std::string_view bytes) noexcept {
     separate();
+    if (bytes.size() >= defer_from_) {
+      out_ += "\"\"";
+      deferred_.push_back({out_.size() - 1, bytes});
+      need_comma_ = true;
+      return *this;
+    }
     sandbox::detail::reserve_output(out_, out_.size() + base64_encoded_size(bytes.size()) + 2,
                                     SIZE_MAX);
     out_ += '"';
@@ -66,6 +75,16 @@ public:
     need_comma_ = true;
     return *this;
   }
+
+  /// A bytes value left out of the text: its base64 belongs at offset `at` (between the quotes).
+  struct deferred_bytes {
+    std::size_t at;
+    std::string_view bytes; ///< the caller's, which must outlive the use of `deferred()`
+  };
+
+  /// Bytes values of at least `n` bytes are deferred (see `base64`).
+  void defer_base64_from(std::size_t n) noexcept { defer_from_ = n; }
+  [[nodiscard]] const std::vector<deferred_bytes>& deferred() const noexcept { return deferred_; }
 
   json_writer& number(std::int64_t v) noexcept { return integer(v); }
   json_writer& number(std::uint64_t v) noexcept { return integer(v); }
@@ -190,6 +209,8 @@ private:
   }
 
   std::string out_;
+  std::vector<deferred_bytes> deferred_;
+  std::size_t defer_from_ = SIZE_MAX;
   bool need_comma_ = false;
 };
 

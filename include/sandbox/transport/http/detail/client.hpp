@@ -7,6 +7,7 @@
 #include <sandbox/detail/output_buffer.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/result.hpp>
+#include <sandbox/transport/http/detail/spliced_json.hpp>
 #include <sandbox/transport/http/endpoint.hpp>
 
 #include <httplib.h>
@@ -17,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -54,13 +56,17 @@ struct http_request {
   /// (transient). Otherwise (exec) it is `transport`: the server may have acted on it.
   bool idempotent = true;
   std::vector<std::pair<std::string, std::string>> headers;
+  /// Top-level members of the JSON body whose base64 string values are decoded as the body
+  /// arrives, into `http_response::spliced` (json::spliceable_fields of the expected message).
+  std::vector<std::string_view> splice;
 };
 
 /// What came back, whatever the status.
 struct http_response {
   int status = 0;
-  std::string body;
+  std::string body;        ///< with the values of `http_request::splice` members left as ""
   std::string retry_after; ///< the Retry-After header, if any
+  std::vector<std::string> spliced; ///< the decoded values, in the order of `splice`
 };
 
 /// Lets another thread abandon a request in flight (its connection is shut down).
@@ -154,12 +160,23 @@ public:
     }
     http_response out;
     bool too_large = false;
+    std::optional<json::json_splicer> splicer;
+    if (!r.splice.empty()) splicer.emplace(r.splice);
+    std::optional<error> bad_body;
+    std::uint64_t received = 0;
     req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t off,
                                std::uint64_t total) {
       if (cancel && cancel->cancelled()) return false;
-      if (total > r.max_response_bytes || out.body.size() + n > r.max_response_bytes) {
+      if (total > r.max_response_bytes || received + n > r.max_response_bytes) {
         too_large = true;
         return false;
+      }
+      received += n;
+      if (splicer) {
+        if (off == 0 && total > 0) splicer->expect(total);
+        auto fed = splicer->feed({data, n});
+        if (!fed) bad_body = std::move(fed).assume_error();
+        return fed.has_value();
       }
       // A body whose length the first call gives gets its room at once, with the codec's 64
       // bytes of read-past padding (it then parses in place); the rest (a chunked body: there the
@@ -183,10 +200,16 @@ public:
       if (too_large)
         return fail(errc::protocol, where() + ": response larger than " +
                                         std::to_string(r.max_response_bytes) + " bytes");
+      if (bad_body)
+        return fail(errc::protocol, where() + ": bad response body (" + bad_body->message + ")");
       return fail(map_error(err, took, rt, r.idempotent, where()));
     }
     out.status = res.status;
     out.retry_after = res.get_header_value("Retry-After");
+    if (splicer) {
+      out.body = std::move(splicer->text());
+      out.spliced = std::move(splicer->values());
+    }
     release(std::move(cli));
     return out;
   }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <sandbox/detail/deadline.hpp>
+#include <sandbox/detail/output_buffer.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/http/detail/client.hpp>
@@ -63,6 +64,13 @@ public:
   [[nodiscard]] std::optional<sandbox::result<ExecResult>> outcome() const {
     std::lock_guard lk(m_);
     return outcome_;
+  }
+
+  /// As `outcome`, but a success hands its output over (see `taking_process`).
+  [[nodiscard]] sandbox::result<ExecResult> take_outcome() {
+    std::lock_guard lk(m_);
+    if (outcome_->has_value()) return sandbox::detail::take_output(outcome_->assume_value());
+    return *outcome_;
   }
 
   /// The exit code, once the command is known to have finished.
@@ -133,18 +141,15 @@ public:
   /// (killed before its result came), and the errors of the request.
   [[nodiscard]] sandbox::result<ExecResult>
   wait(std::optional<std::chrono::milliseconds> timeout) noexcept {
-    using clock = std::chrono::steady_clock;
-    if (!s_) return fail(errc::validation, "wait on a moved-from process");
-    std::optional<clock::time_point> until;
-    if (timeout) until = sandbox::detail::deadline_after(*timeout);
-    if (deadline_ && (!until || *deadline_ < *until)) {
-      if (!s_->wait_until(deadline_)) s_->abandon(abandon_reason::deadline);
-    } else if (!s_->wait_until(until)) {
-      return fail(errc::timeout, "command " + sandbox::detail::join_command(command_) +
-                                     " still running after " + std::to_string(timeout->count()) +
-                                     " ms (it keeps running; wait again)");
-    }
+    SANDBOX_TRYV(ended(timeout));
     return *s_->outcome();
+  }
+
+  /// As `wait`, but a successful result takes the output with it (see `taking_process`).
+  [[nodiscard]] sandbox::result<ExecResult>
+  take(std::optional<std::chrono::milliseconds> timeout) noexcept {
+    SANDBOX_TRYV(ended(timeout));
+    return s_->take_outcome();
   }
 
   [[nodiscard]] std::optional<int> poll() noexcept { return s_ ? s_->exit_code() : std::nullopt; }
@@ -158,6 +163,22 @@ public:
   }
 
 private:
+  /// Waits until the request has its outcome (at most `timeout`).
+  [[nodiscard]] sandbox::result<void> ended(std::optional<std::chrono::milliseconds> timeout) {
+    using clock = std::chrono::steady_clock;
+    if (!s_) return fail(errc::validation, "wait on a moved-from process");
+    std::optional<clock::time_point> until;
+    if (timeout) until = sandbox::detail::deadline_after(*timeout);
+    if (deadline_ && (!until || *deadline_ < *until)) {
+      if (!s_->wait_until(deadline_)) s_->abandon(abandon_reason::deadline);
+    } else if (!s_->wait_until(until)) {
+      return fail(errc::timeout, "command " + sandbox::detail::join_command(command_) +
+                                     " still running after " + std::to_string(timeout->count()) +
+                                     " ms (it keeps running; wait again)");
+    }
+    return success();
+  }
+
   std::unique_ptr<exec_state> s_;
   std::vector<std::string> command_;
   std::optional<std::chrono::steady_clock::time_point> deadline_;

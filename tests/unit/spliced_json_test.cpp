@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: MIT
+// Large base64 values outside the JSON text: a body sent in pieces is the codec's text byte for
+// byte, and a body taken apart as it arrives decodes to what the codec decodes from it whole,
+// however it is cut.
+#include <sandbox/transport/http/codec.hpp>
+#include <sandbox/transport/http/detail/spliced_json.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+using namespace sandbox;
+using namespace sandbox::http;
+using sandbox::http::detail::json::json_splicer;
+using sandbox::http::detail::json::spliced_json;
+
+namespace {
+
+std::string bytes_of(std::size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i)
+    s[i] = static_cast<char>((i * 131 + seed * 7 + (i >> 9)) & 0xff);
+  return s;
+}
+
+/// `body` as the client reads it: fed to a splicer in pieces of `cut` bytes, its text decoded,
+/// the taken values put back.
+template <class T>
+result<T> spliced_decode(std::string_view body, std::size_t cut) {
+  json_splicer s(sandbox::http::detail::json::spliceable_fields<T>());
+  s.expect(body.size());
+  for (std::size_t at = 0; at < body.size(); at += cut) {
+    SANDBOX_TRYV(s.feed(body.substr(at, cut)));
+  }
+  SANDBOX_TRY(v, from_json<T>(s.text(), decode_mode::lenient));
+  sandbox::http::detail::json::put_spliced(v, s.values());
+  return v;
+}
+
+/// Every way of cutting `body` in two, and pieces of 1 to 7 bytes, decode as the whole does.
+template <class T>
+void same_as_whole(std::string_view body) {
+  INFO(body.substr(0, 300));
+  auto whole = from_json<T>(body, decode_mode::lenient);
+  std::vector<std::size_t> cuts = {1, 2, 3, 4, 5, 7, body.size() + 1};
+  for (std::size_t c : cuts) {
+    INFO("pieces of " << c);
+    auto r = spliced_decode<T>(body, c);
+    REQUIRE(r.has_value() == whole.has_value());
+    if (whole) CHECK(r.value() == whole.value());
+  }
+}
+
+wire::ExecResponse response(std::size_t out, std::size_t err) {
+  wire::ExecResponse r;
+  r.stdout_bytes = bytes_of(out, 1);
+  r.stderr_bytes = bytes_of(err, 2);
+  r.exit_code = 3;
+  r.stdout_truncated = true;
+  r.stdout_bytes_produced = static_cast<std::int64_t>(out) + 10;
+  return r;
+}
+
+} // namespace
+
+TEST_CASE("a spliced body is the codec's text, from any offset", "[codec][splice]") {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{2}, std::size_t{3},
+                        std::size_t{100}, (std::size_t{768} << 10) - 1, std::size_t{768} << 10,
+                        (std::size_t{768} << 10) + 1, std::size_t{2} << 20}) {
+    INFO("stdout of " << n << " bytes");
+    const auto msg = response(n, n / 3 + 5);
+    const std::string expected = to_json(msg);
+    auto body = spliced_json::of(msg, 1);
+    REQUIRE(body.size() == expected.size());
+    CHECK_FALSE(body.whole());
+    // Sent in order, piece by piece.
+    std::string sent;
+    while (sent.size() < body.size()) {
+      auto piece = body.piece(sent.size());
+      REQUIRE(!piece.empty());
+      sent.append(piece);
+    }
+    CHECK(sent == expected);
+    // Asked for at any offset (a range, a restart): the same bytes there.
+    for (std::size_t at : {std::size_t{0}, std::size_t{1}, std::size_t{11}, std::size_t{12},
+                           std::size_t{13}, expected.size() / 2, expected.size() - 1}) {
+      auto piece = body.piece(at);
+      REQUIRE(!piece.empty());
+      CHECK(piece == std::string_view(expected).substr(at, piece.size()));
+    }
+  }
+  // Small values stay in the text: one string, nothing to encode later.
+  auto small = spliced_json::of(response(10, 10));
+  CHECK(small.whole());
+  CHECK(std::move(small).take_text() == to_json(response(10, 10)));
+}
+
+TEST_CASE("a body taken apart as it arrives decodes as the whole does", "[codec][splice]") {
+  SECTION("our own encoding, cut everywhere") {
+    for (std::size_t n : {0, 1, 2, 3, 4, 5, 6, 7, 100}) {
+      auto msg = response(n, n / 2);
+      const std::string body = to_json(msg);
+      same_as_whole<wire::ExecResponse>(body);
+      for (std::size_t cut = 1; cut < body.size(); ++cut) {
+        auto r = spliced_decode<wire::ExecResponse>(body, cut);
+        REQUIRE(r);
+        CHECK(r.value() == msg);
+      }
+    }
+  }
+  SECTION("what another server may write") {
+    // Whitespace, unpadded and URL-safe base64, escapes inside the value, members in any order.
+    same_as_whole<wire::ExecResponse>(
+        R"( { "exitCode" : 2 , "stdout" : "aGVsbG8" , "stderr":"-_-_" } )");
+    same_as_whole<wire::ExecResponse>(R"({"stdout":"a\/\/\u0041Q\u003d\u003d"})");
+    same_as_whole<wire::ExecResponse>(R"({"stdout":"QUJD","stdout":"REVG"})");
+    same_as_whole<wire::ExecResponse>(R"({"stdout":"QUJD","stdout":null})");
+    same_as_whole<wire::ExecResponse>(R"({"stdout":null,"stderr":""})");
+    // A key with an escape is the codec's to read; so is one nested below the top level.
+    same_as_whole<wire::ExecResponse>(R"({"std\u006fut":"QUJD"})");
+    same_as_whole<wire::ExecResponse>(
+        R"({"x":{"stdout":"!!"},"y":[{"stdout":"!"}],"stdout":"QUJD"})");
+    // Keys and strings that look like structure.
+    same_as_whole<wire::ExecResponse>(R"({"x\":{\"stdout":"[{,:","stdout":"QUJD"})");
+  }
+  SECTION("bad input is refused as whole") {
+    for (std::string_view bad :
+         {R"({"stdout":"QUJ"})", R"({"stdout":"Q"})", R"({"stdout":"QQ==QUJD"})",
+          R"({"stdout":"QQ=="   )", R"({"stdout":"QU!D"})", R"({"stdout":"QUJD)",
+          R"({"stdout":"\q"})", R"({"stdout":"\u00e9AAA"})", R"({"stdout":"\uZZZZ"})",
+          R"({"stdout":"QU)"
+          "\n"
+          R"(JD"})",
+          R"({"stdout":"QUJD",})", R"({"stdout":7})"})
+      same_as_whole<wire::ExecResponse>(bad);
+  }
+  SECTION("an error names the member and the offset in its value") {
+    auto r = spliced_decode<wire::ExecResponse>(R"({"stdout":"QUJDQUJD!UJD"})", 3);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is(errc::protocol));
+    CHECK(r.error().message == "stdout: invalid base64: character '!' at offset 8");
+    auto pad = spliced_decode<wire::ExecResponse>(R"({"stderr":"QUJDQQ==QUJD"})", 5);
+    REQUIRE_FALSE(pad);
+    CHECK(pad.error().message == "stderr: invalid base64: '=' before the end at offset 6");
+    auto len = spliced_decode<wire::ExecResponse>(R"({"stdout":"QUJDQUJDQ"})", 4);
+    REQUIRE_FALSE(len);
+    CHECK(len.error().message == "stdout: invalid base64: length 9 is not possible");
+  }
+}
+
+TEST_CASE("large values decoded in parts grow their buffer geometrically", "[codec][splice]") {
+  // Without the body's length (chunked), each part appends; a buffer grown by each part alone
+  // would be copied whole every time (this many parts would then take minutes).
+  const std::string raw = bytes_of(std::size_t{8} << 20, 5);
+  const std::string body = "{\"stdout\":\"" + base64_encode(raw) + "\"}";
+  json_splicer s(sandbox::http::detail::json::spliceable_fields<wire::ExecResponse>());
+  std::size_t grown = 0, capacity = 0;
+  for (std::size_t at = 0; at < body.size(); at += 4096) {
+    REQUIRE(s.feed(std::string_view(body).substr(at, 4096)));
+    if (s.values()[0].capacity() != capacity) ++grown, capacity = s.values()[0].capacity();
+  }
+  CHECK(s.values()[0] == raw);
+  CHECK(grown < 20);
+}
