@@ -8,6 +8,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -39,6 +40,34 @@ enum class errc {
   server_error,       ///< the server reported an internal error
   unsupported,        ///< the transport or server cannot do this
 };
+
+/// The name of `e` as it is spelled in code ("not_found"), for messages and command lines.
+[[nodiscard]] constexpr std::string_view to_string(errc e) noexcept {
+  switch (e) {
+  case errc::validation: return "validation";
+  case errc::not_found: return "not_found";
+  case errc::not_running: return "not_running";
+  case errc::timeout: return "timeout";
+  case errc::command_timeout: return "command_timeout";
+  case errc::failed: return "failed";
+  case errc::terminated: return "terminated";
+  case errc::execution: return "execution";
+  case errc::unavailable: return "unavailable";
+  case errc::resource_exhausted: return "resource_exhausted";
+  case errc::authentication: return "authentication";
+  case errc::conflict: return "conflict";
+  case errc::file_not_found: return "file_not_found";
+  case errc::file_is_directory: return "file_is_directory";
+  case errc::file_permission: return "file_permission";
+  case errc::file_too_large: return "file_too_large";
+  case errc::file_io: return "file_io";
+  case errc::transport: return "transport";
+  case errc::protocol: return "protocol";
+  case errc::server_error: return "server_error";
+  case errc::unsupported: return "unsupported";
+  }
+  return "unknown";
+}
 
 /// The `std::error_category` of `sandbox::errc` (name "sandbox").
 class error_category_impl final : public std::error_category {
