@@ -33,6 +33,8 @@
 #include <csignal>
 
 #include <poll.h>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <unistd.h>
 
 namespace {
@@ -62,6 +64,8 @@ Remote (--url URL or CWSANDBOX_BASE_URL; key from CWSANDBOX_API_KEY):
   get ID                     show one sandbox
   exec ID [--timeout S] [--workdir DIR] [--env NAME=VALUE]... -- CMD...
                              run CMD in it, output live, stdin passed on; exits with its status
+  shell ID [--workdir DIR] [--env NAME=VALUE]... [-- CMD...]
+                             a terminal in it (CMD, default /bin/sh), as ssh or docker exec -it
   logs ID [-f]               its main command's output (-f: follow until it ends)
   cp SRC DST                 copy a file; one side is ID:PATH, the other a local file or -
   stop ID [--grace SECONDS]  stop it (SIGTERM, then SIGKILL after the grace; default 10)
@@ -290,11 +294,12 @@ sandbox::ExecOptions live_options(bool streaming) {
 /// Runs a started command to its end: this process's stdin goes to it (until end of file) while
 /// its output goes out live through the callbacks. One thread: a process handle is not shared.
 /// Returns the command's exit status, or the error's.
-template <class Proc>
-int drive(Proc& proc, bool streaming) {
+template <class Proc, class Tick = void (*)(Proc&)>
+int drive(Proc& proc, bool streaming, Tick tick = [](Proc&) {}) {
   bool open = streaming;
   char buf[65536];
   for (;;) {
+    tick(proc);
     if (open) {
       pollfd in{STDIN_FILENO, POLLIN, 0};
       if (::poll(&in, 1, 0) > 0) {
@@ -488,6 +493,66 @@ int cmd_exec(int argc, char** argv) {
   return drive(proc, sandbox::supports_stdin<remote>);
 }
 
+// ---- shell: a terminal in the sandbox -----------------------------------------------------------
+
+std::atomic<bool> window_changed{false};
+
+/// This terminal in raw mode while it lives: every key goes to the sandbox's terminal as typed
+/// (Ctrl-C and Ctrl-D included), which echoes and interprets them itself.
+class raw_terminal {
+public:
+  raw_terminal() {
+    if (::tcgetattr(STDIN_FILENO, &saved_) != 0) return;
+    termios raw = saved_;
+    ::cfmakeraw(&raw);
+    active_ = ::tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+  }
+  raw_terminal(const raw_terminal&) = delete;
+  raw_terminal& operator=(const raw_terminal&) = delete;
+  ~raw_terminal() {
+    if (active_) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+  }
+
+private:
+  termios saved_{};
+  bool active_ = false;
+};
+
+sandbox::TerminalSize window_size() {
+  winsize ws{};
+  if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) return {};
+  return {ws.ws_col, ws.ws_row};
+}
+
+int cmd_shell(int argc, char** argv) {
+  auto a = parse(argc, argv, 2, {"--workdir", "--env"});
+  const std::string id = one_id(a, "shell");
+  if constexpr (!sandbox::supports_terminal<remote>) {
+    throw sandbox::error(sandbox::errc::unsupported,
+                         "shell: this build speaks REST, which has no terminal (build with grpc++)");
+  } else {
+    if (!::isatty(STDIN_FILENO) || !::isatty(STDOUT_FILENO))
+      throw usage_error{"shell needs a terminal (stdin and stdout); use exec on a pipe"};
+    sandbox::ExecOptions eo;
+    eo.tty = window_size();
+    eo.env = env_of(a);
+    if (const char* term = std::getenv("TERM"); term && !eo.env.count("TERM")) eo.env["TERM"] = term;
+    if (auto w = a.get("--workdir")) eo.cwd = *w;
+    eo.max_output_bytes = 1;
+    eo.on_stdout = [](std::string_view d) noexcept { write_out(STDOUT_FILENO, d); };
+    std::vector<std::string> command = a.command;
+    if (command.empty()) command = {"/bin/sh"};
+    auto proc = or_throw(connect(a)->exec(id, command, eo));
+    struct sigaction sa{};
+    sa.sa_handler = [](int) { window_changed = true; };
+    ::sigaction(SIGWINCH, &sa, nullptr);
+    raw_terminal raw;
+    return drive(proc, true, [](remote::process_type& p) {
+      if (window_changed.exchange(false)) (void)p.resize(window_size());
+    });
+  }
+}
+
 int cmd_logs(int argc, char** argv) {
   auto a = parse(argc, argv, 2, {"-f", "--follow"});
   const std::string id = one_id(a, "logs");
@@ -564,6 +629,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "get") return cmd_get(argc, argv);
   if (cmd == "exec") return cmd_exec(argc, argv);
   if (cmd == "logs") return cmd_logs(argc, argv);
+  if (cmd == "shell") return cmd_shell(argc, argv);
   if (cmd == "cp") return cmd_cp(argc, argv);
   if (cmd == "stop") return cmd_stop(argc, argv, false);
   if (cmd == "delete" || cmd == "rm") return cmd_stop(argc, argv, true);

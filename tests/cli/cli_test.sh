@@ -121,6 +121,19 @@ tmux send-keys -t "$session" "$cli run -- sh -c 'echo first; sleep 3; echo secon
 wait_pane '^first$' 10 || fail "terminal: no live output: $(pane)"
 pane | grep -q '^second$' && fail "terminal: the second line came with the first"
 wait_pane '^second$' 10 || fail "terminal: the command did not finish: $(pane)"
+# A shell: keys go to the sandbox's terminal, its exit status comes back.
+if [ $streaming = 1 ]; then
+  box=$("$cli" create -- sleep 600)
+  tmux send-keys -t "$session" "clear; $cli shell $box; echo shell-exit-\$?" Enter
+  sleep 1
+  tmux send-keys -t "$session" 'echo in-$((6*7)) $(hostname | wc -c)' Enter
+  wait_pane '^in-42 [0-9]' 10 || fail "terminal: the shell did not answer: $(pane)"
+  tmux send-keys -t "$session" 'exit 5' Enter
+  wait_pane '^shell-exit-5$' 10 || fail "terminal: the shell did not end with its status: $(pane)"
+  "$cli" delete "$box" || fail "delete after shell"
+  echo | "$cli" shell "$box" 2>/dev/null
+  expect_eq "shell without a terminal" "$?" 2
+fi
 # A stop that waits out its grace shows that it is waiting, then clears the line.
 slow=$("$cli" create -- sh -c 'trap "" TERM; sleep 600')
 tmux send-keys -t "$session" "clear; $cli stop $slow --grace 3; echo stopped-\$?" Enter
