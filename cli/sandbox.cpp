@@ -20,8 +20,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <iostream>
-#include <iterator>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -32,7 +30,9 @@
 
 #include <csignal>
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -54,7 +54,8 @@ Local (a sandbox on this host, no daemon):
     --env NAME=VALUE         environment (repeatable)
     --workdir DIR            working directory
     --network none|host      none: loopback only (default); host: the host's network
-    --mount-file FILE:PATH   place FILE read-only at PATH (repeatable)
+    --mount-file FILE:/PATH  place FILE read-only at PATH (repeatable)
+    -n                       stdin from /dev/null (keep the caller's stdin for the caller)
 
 Remote (--url URL or CWSANDBOX_BASE_URL; key from CWSANDBOX_API_KEY):
   create [--image NAME] [--tag T]... [--env NAME=VALUE]... [--memory SIZE] [--cpus N]
@@ -62,7 +63,7 @@ Remote (--url URL or CWSANDBOX_BASE_URL; key from CWSANDBOX_API_KEY):
   ls [--tag T]... [--state STATE] [--all]
                              list sandboxes (--all: stopped ones too)
   get ID                     show one sandbox
-  exec ID [--timeout S] [--workdir DIR] [--env NAME=VALUE]... -- CMD...
+  exec ID [-n] [--timeout S] [--workdir DIR] [--env NAME=VALUE]... -- CMD...
                              run CMD in it, output live, stdin passed on; exits with its status
   shell ID [--workdir DIR] [--env NAME=VALUE]... [-- CMD...]
                              a terminal in it (CMD, default /bin/sh), as ssh or docker exec -it
@@ -90,15 +91,22 @@ struct usage_error {
   std::string what;
 };
 
+/// One line, whatever the message holds (a server's message may echo input with line breaks).
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  return s;
+}
+
 int fail_usage(const std::string& what) {
-  std::fprintf(stderr, "sandbox: %s (see sandbox --help)\n", what.c_str());
+  std::fprintf(stderr, "sandbox: usage: %s (see sandbox --help)\n", one_line(what).c_str());
   return 2;
 }
 
 int fail_with(const sandbox::error& e) {
   const auto code = static_cast<sandbox::errc>(e.code.value());
   std::fprintf(stderr, "sandbox: %s: %s\n", std::string(sandbox::to_string(code)).c_str(),
-               e.message.c_str());
+               one_line(e.message).c_str());
   return 64 + e.code.value();
 }
 
@@ -168,7 +176,7 @@ struct args {
 
 /// Options that take no value; every other `--name` takes the next argument.
 bool is_flag(std::string_view name) {
-  return name == "--json" || name == "--all" || name == "-f" || name == "--follow";
+  return name == "--json" || name == "--all" || name == "-f" || name == "--follow" || name == "-n";
 }
 
 args parse(int argc, char** argv, int from, std::initializer_list<std::string_view> allowed) {
@@ -197,20 +205,30 @@ args parse(int argc, char** argv, int from, std::initializer_list<std::string_vi
   return a;
 }
 
-std::uint64_t number(std::string_view what, const std::string& v) {
+/// A whole number in [0, most].
+std::uint64_t number(std::string_view what, const std::string& v, std::uint64_t most = UINT64_MAX) {
   std::uint64_t n = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec == std::errc::result_out_of_range || (ec == std::errc{} && n > most))
+    throw usage_error{std::string(what) + " is too large (at most " + std::to_string(most) + ")"};
   if (ec != std::errc{} || p != v.data() + v.size())
     throw usage_error{std::string(what) + " wants a whole number, got '" + v + "'"};
   return n;
 }
 
-double decimal(std::string_view what, const std::string& v) {
-  char* end = nullptr;
-  errno = 0;
-  double d = std::strtod(v.c_str(), &end);
-  if (errno || v.empty() || *end || !(d > 0))
-    throw usage_error{std::string(what) + " wants a positive number, got '" + v + "'"};
+/// Seconds: at most about 30 years, so that any count fits the clocks it is added to.
+std::chrono::seconds seconds_of(std::string_view what, const std::string& v) {
+  return std::chrono::seconds(number(what, v, 1'000'000'000));
+}
+
+/// A positive decimal number, at most `most`.
+double decimal(std::string_view what, const std::string& v, double most) {
+  double d = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+  if (ec != std::errc{} || p != v.data() + v.size() || !(d > 0) || d > most)
+    throw usage_error{std::string(what) + " wants a number above 0 and at most " +
+                      std::to_string(static_cast<long long>(most)) + ", got '" + v.substr(0, 40) +
+                      "'"};
   return d;
 }
 
@@ -239,20 +257,63 @@ sandbox::env_map env_of(const args& a) {
   return env;
 }
 
-std::string read_all(std::istream& in) {
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+/// The whole of `fd` (a regular file or a stream); nullopt with `why` set on a read error.
+std::optional<std::string> read_fd(int fd, std::string& why) {
+  std::string data;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      why = std::strerror(errno);
+      return std::nullopt;
+    }
+    if (n == 0) return data;
+    data.append(buf, static_cast<std::size_t>(n));
+  }
+}
+
+/// The contents of the file at `path` (- for stdin), or the error saying why not.
+sandbox::result<std::string> read_file_at(const std::string& path) {
+  using sandbox::errc;
+  int fd = path == "-" ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return sandbox::fail(errno == ENOENT ? errc::file_not_found : errc::file_io,
+                         path + ": " + std::strerror(errno));
+  struct stat st {};
+  std::string why;
+  std::optional<std::string> data;
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+    why = "is a directory (copy one file at a time)";
+  else
+    data = read_fd(fd, why);
+  if (fd != STDIN_FILENO) ::close(fd);
+  if (!data)
+    return sandbox::fail(S_ISDIR(st.st_mode) ? errc::file_is_directory : errc::file_io,
+                         path + ": " + why);
+  return std::move(*data);
 }
 
 // ---- output ------------------------------------------------------------------------------------
+
+/// Set once stdout or stderr cannot be written (a closed pipe, a full disk): the command
+/// running is then stopped, as a command writing to a closed pipe would be by SIGPIPE.
+std::atomic<bool> output_gone{false};
 
 void write_out(int fd, std::string_view data) noexcept {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return; // a closed pipe: the output has no reader
+    if (n <= 0) {
+      output_gone = true;
+      return;
+    }
     data.remove_prefix(static_cast<std::size_t>(n));
   }
 }
+
+/// The exit status of a tool whose output went away: a command's death by SIGPIPE.
+constexpr int output_gone_status = 128 + SIGPIPE;
 
 void write_info(sandbox::http::json_writer& w, const sandbox::SandboxInfo& i) {
   w.begin_object().key("id").string(i.id).key("state").string(sandbox::to_string(i.state));
@@ -294,17 +355,23 @@ sandbox::ExecOptions live_options(bool streaming) {
 /// Runs a started command to its end: this process's stdin goes to it (until end of file) while
 /// its output goes out live through the callbacks. One thread: a process handle is not shared.
 /// Returns the command's exit status, or the error's.
+/// False when the caller closed stdin (see main): the command then reads end of file.
+bool stdin_usable = true;
+
 template <class Proc, class Tick = void (*)(Proc&)>
-int drive(Proc& proc, bool streaming, Tick tick = [](Proc&) {}) {
-  bool open = streaming;
+int drive(Proc& proc, bool with_stdin, bool streaming, Tick tick = [](Proc&) {}) {
+  bool open = with_stdin && streaming && stdin_usable;
+  if (streaming && !open) (void)proc.close_stdin();
   char buf[65536];
   for (;;) {
     tick(proc);
+    bool fed = false;
     if (open) {
       pollfd in{STDIN_FILENO, POLLIN, 0};
       if (::poll(&in, 1, 0) > 0) {
         ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
         if (n > 0) {
+          fed = true;
           // Fails once the command has ended or closed its stdin: the wait below tells which.
           if (!proc.write_stdin(std::string_view(buf, static_cast<std::size_t>(n)))) open = false;
         } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
@@ -313,17 +380,26 @@ int drive(Proc& proc, bool streaming, Tick tick = [](Proc&) {}) {
         }
       }
     }
-    auto r = proc.wait(open ? std::optional(20ms) : std::nullopt);
+    if (output_gone) { // nobody reads what it prints: stop it
+      (void)proc.kill(SIGKILL);
+      (void)proc.wait(10s);
+      return output_gone_status;
+    }
+    // While input flows, only what is ready is read out; while none comes, a short wait; once it
+    // has ended, a wait for the end (output keeps flowing to the callbacks meanwhile).
+    const std::optional<std::chrono::milliseconds> slice =
+        fed ? std::optional(0ms) : open || streaming ? std::optional(20ms) : std::nullopt;
+    auto r = proc.wait(slice);
     if (r) {
       if (!streaming) {
         write_out(STDOUT_FILENO, r.value().stdout_text);
         write_out(STDERR_FILENO, r.value().stderr_text);
       }
-      return r.value().returncode;
+      return output_gone ? output_gone_status : r.value().returncode;
     }
-    if (r.error().is(sandbox::errc::timeout)) continue; // still running: more stdin
+    if (r.error().is(sandbox::errc::timeout)) continue; // still running
     if (r.error().is(sandbox::errc::command_timeout)) {
-      std::fprintf(stderr, "sandbox: command_timeout: %s\n", r.error().message.c_str());
+      std::fprintf(stderr, "sandbox: command_timeout: %s\n", one_line(r.error().message).c_str());
       return 124;
     }
     return fail_with(r.error());
@@ -344,14 +420,14 @@ std::string request_id() {
 int cmd_run(int argc, char** argv) {
   auto a = parse(argc, argv, 2,
                  {"--image", "--memory", "--cpus", "--pids", "--timeout", "--env", "--workdir",
-                  "--network", "--mount-file"});
+                  "--network", "--mount-file", "-n"});
   if (a.command.empty()) throw usage_error{"run wants a command after --"};
   if (!a.positional.empty()) throw usage_error{"unexpected '" + a.positional[0] + "' (put the command after --)"};
   sandbox::SandboxOptions o;
   o.image = a.get("--image").value_or("");
   if (auto m = a.get("--memory")) o.resources.memory_bytes = size_of("--memory", *m);
-  if (auto c = a.get("--cpus")) o.resources.cpus = decimal("--cpus", *c);
-  if (auto p = a.get("--pids")) o.resources.max_pids = static_cast<std::uint32_t>(number("--pids", *p));
+  if (auto c = a.get("--cpus")) o.resources.cpus = decimal("--cpus", *c, 4096);
+  if (auto p = a.get("--pids")) o.resources.max_pids = static_cast<std::uint32_t>(number("--pids", *p, UINT32_MAX));
   o.env = env_of(a);
   o.working_dir = a.get("--workdir").value_or("");
   if (auto n = a.get("--network")) {
@@ -359,15 +435,15 @@ int cmd_run(int argc, char** argv) {
     o.host_network = *n == "host";
   }
   for (const auto& spec : a.all("--mount-file")) {
-    auto colon = spec.find(':');
-    if (colon == 0 || colon == std::string::npos || colon + 1 == spec.size())
-      throw usage_error{"--mount-file wants FILE:PATH, got '" + spec + "'"};
-    std::ifstream f(spec.substr(0, colon), std::ios::binary);
-    if (!f) throw usage_error{"--mount-file: cannot read " + spec.substr(0, colon)};
-    o.mounted_files.push_back({spec.substr(colon + 1), read_all(f)});
+    auto colon = spec.rfind(":/"); // PATH is absolute; FILE may hold colons of its own
+    if (colon == 0 || colon == std::string::npos)
+      throw usage_error{"--mount-file wants FILE:/PATH, got '" + spec + "'"};
+    auto content = read_file_at(spec.substr(0, colon));
+    if (!content) throw content.error();
+    o.mounted_files.push_back({spec.substr(colon + 1), std::move(content).value()});
   }
   auto eo = live_options(true);
-  if (auto t = a.get("--timeout")) eo.timeout = std::chrono::seconds(number("--timeout", *t));
+  if (auto t = a.get("--timeout")) eo.timeout = seconds_of("--timeout", *t);
   eo.cwd = o.working_dir.empty() ? std::nullopt : std::optional<std::string>(o.working_dir);
 
   auto t = sandbox::local_transport::shared();
@@ -381,7 +457,7 @@ int cmd_run(int argc, char** argv) {
   const std::string id = made->id;
   int status = 0;
   if (auto proc = t->exec(id, a.command, eo))
-    status = drive(proc.value(), true);
+    status = drive(proc.value(), !a.has("-n"), true);
   else
     status = fail_with(proc.error());
   (void)t->stop(id, 0ms, true);
@@ -411,6 +487,12 @@ T or_throw(sandbox::result<T> r) {
   return std::move(r).value();
 }
 
+void no_positional(const args& a, std::string_view cmd) {
+  if (!a.positional.empty())
+    throw usage_error{std::string(cmd) + ": unexpected '" + a.positional[0] +
+                      "' (a command goes after --)"};
+}
+
 std::string one_id(const args& a, std::string_view cmd) {
   if (a.positional.size() != 1) throw usage_error{std::string(cmd) + " wants one sandbox id"};
   return a.positional[0];
@@ -418,12 +500,13 @@ std::string one_id(const args& a, std::string_view cmd) {
 
 int cmd_create(int argc, char** argv) {
   auto a = parse(argc, argv, 2, {"--image", "--tag", "--env", "--memory", "--cpus"});
+  no_positional(a, "create");
   sandbox::SandboxOptions o;
   o.image = a.get("--image").value_or("");
   o.tags = a.all("--tag");
   o.env = env_of(a);
   if (auto m = a.get("--memory")) o.resources.memory_bytes = size_of("--memory", *m);
-  if (auto c = a.get("--cpus")) o.resources.cpus = decimal("--cpus", *c);
+  if (auto c = a.get("--cpus")) o.resources.cpus = decimal("--cpus", *c, 4096);
   o.command = a.command;
   auto t = connect(a);
   sandbox::SandboxInfo info;
@@ -444,6 +527,7 @@ int cmd_create(int argc, char** argv) {
 
 int cmd_ls(int argc, char** argv) {
   auto a = parse(argc, argv, 2, {"--tag", "--state", "--all"});
+  no_positional(a, "ls");
   sandbox::ListFilter f;
   f.tags = a.all("--tag");
   f.show_terminated = a.has("--all");
@@ -482,40 +566,50 @@ int cmd_get(int argc, char** argv) {
 }
 
 int cmd_exec(int argc, char** argv) {
-  auto a = parse(argc, argv, 2, {"--timeout", "--workdir", "--env"});
+  auto a = parse(argc, argv, 2, {"--timeout", "--workdir", "--env", "-n"});
   const std::string id = one_id(a, "exec");
   if (a.command.empty()) throw usage_error{"exec wants a command after --"};
   auto eo = live_options(sandbox::supports_stdin<remote>);
   eo.env = env_of(a);
   if (auto w = a.get("--workdir")) eo.cwd = *w;
-  if (auto t = a.get("--timeout")) eo.timeout = std::chrono::seconds(number("--timeout", *t));
+  if (auto t = a.get("--timeout")) eo.timeout = seconds_of("--timeout", *t);
   auto proc = or_throw(connect(a)->exec(id, a.command, eo));
-  return drive(proc, sandbox::supports_stdin<remote>);
+  return drive(proc, !a.has("-n"), sandbox::supports_stdin<remote>);
 }
 
 // ---- shell: a terminal in the sandbox -----------------------------------------------------------
 
 std::atomic<bool> window_changed{false};
 
+/// The terminal's settings before raw mode, restored however the tool ends.
+termios saved_terminal{};
+std::atomic<bool> terminal_raw{false};
+
+/// A signal that ends the tool while the terminal is raw: the terminal back first, then the
+/// signal's own end (tcsetattr and raise are async-signal-safe).
+extern "C" void restore_and_die(int sig) {
+  if (terminal_raw) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_terminal);
+  ::signal(sig, SIG_DFL);
+  ::raise(sig);
+}
+
 /// This terminal in raw mode while it lives: every key goes to the sandbox's terminal as typed
 /// (Ctrl-C and Ctrl-D included), which echoes and interprets them itself.
 class raw_terminal {
 public:
   raw_terminal() {
-    if (::tcgetattr(STDIN_FILENO, &saved_) != 0) return;
-    termios raw = saved_;
+    if (::tcgetattr(STDIN_FILENO, &saved_terminal) != 0) return;
+    for (int sig : {SIGTERM, SIGHUP, SIGINT, SIGQUIT})
+      ::signal(sig, restore_and_die);
+    termios raw = saved_terminal;
     ::cfmakeraw(&raw);
-    active_ = ::tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+    terminal_raw = ::tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
   }
   raw_terminal(const raw_terminal&) = delete;
   raw_terminal& operator=(const raw_terminal&) = delete;
   ~raw_terminal() {
-    if (active_) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+    if (terminal_raw.exchange(false)) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_terminal);
   }
-
-private:
-  termios saved_{};
-  bool active_ = false;
 };
 
 sandbox::TerminalSize window_size() {
@@ -547,7 +641,7 @@ int cmd_shell(int argc, char** argv) {
     sa.sa_handler = [](int) { window_changed = true; };
     ::sigaction(SIGWINCH, &sa, nullptr);
     raw_terminal raw;
-    return drive(proc, true, [](remote::process_type& p) {
+    return drive(proc, true, true, [](remote::process_type& p) {
       if (window_changed.exchange(false)) (void)p.resize(window_size());
     });
   }
@@ -564,6 +658,7 @@ int cmd_logs(int argc, char** argv) {
       auto r = or_throw(t->logs(id, offset, follow ? 1000ms : 0ms));
       for (const auto& c : r.chunks)
         write_out(STDOUT_FILENO, c.data);
+      if (output_gone) return output_gone_status;
       offset = r.end_offset;
       if (!follow || r.complete) return 0;
     }
@@ -598,14 +693,7 @@ int cmd_cp(int argc, char** argv) {
     }
     return 0;
   }
-  std::string data;
-  if (src == "-") {
-    data = read_all(std::cin);
-  } else {
-    std::ifstream f(src, std::ios::binary);
-    if (!f) throw sandbox::error(sandbox::errc::file_not_found, "cp: cannot read " + src);
-    data = read_all(f);
-  }
+  std::string data = or_throw(read_file_at(src));
   or_throw(t->write_file(to->first, to->second, data));
   return 0;
 }
@@ -614,7 +702,7 @@ int cmd_stop(int argc, char** argv, bool remove) {
   auto a = parse(argc, argv, 2, remove ? std::initializer_list<std::string_view>{}
                                        : std::initializer_list<std::string_view>{"--grace"});
   const std::string id = one_id(a, remove ? "delete" : "stop");
-  auto grace = remove ? 0s : std::chrono::seconds(number("--grace", a.get("--grace").value_or("10")));
+  auto grace = remove ? 0s : seconds_of("--grace", a.get("--grace").value_or("10"));
   auto t = connect(a);
   progress p(remove ? "deleting " + id : "stopping " + id);
   or_throw(t->stop(id, grace, remove));
@@ -648,7 +736,21 @@ int main(int argc, char** argv) {
                argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
-  std::signal(SIGPIPE, SIG_IGN); // output to a closed pipe is dropped, not fatal
+  // A closed stdin, stdout or stderr gets /dev/null: otherwise the next descriptor the library
+  // opens would take its number, and the tool would read or write it as if it were the stream.
+  // One that is close-on-exec was opened in this process (by a library, before main: grpc's
+  // eventfd takes a closed stdin's number) and is not the caller's: a stdin is then read as
+  // empty; an output cannot be moved out of the library's way, so the tool refuses to run.
+  for (int fd = 0; fd <= 2; ++fd) {
+    const int flags = ::fcntl(fd, F_GETFD);
+    if (flags < 0 && errno == EBADF) {
+      if (::open("/dev/null", O_RDWR) != fd) return 2;
+    } else if (flags >= 0 && (flags & FD_CLOEXEC)) {
+      if (fd != STDIN_FILENO) return 2;
+      stdin_usable = false;
+    }
+  }
+  std::signal(SIGPIPE, SIG_IGN); // a closed pipe is noticed by write (output_gone)
   try {
     return dispatch(argc, argv);
   } catch (const usage_error& e) {

@@ -45,6 +45,27 @@ expect_eq "run: one line" "$(wc -l <"$work/err")" 1
 grep -q '^sandbox: validation: .*/nonexistent' "$work/err" || fail "run: image message: $(cat "$work/err")"
 "$cli" nonsense 2>/dev/null
 expect_eq "unknown command" "$?" 2
+# A reader that goes away stops the command, as SIGPIPE would (not a command left running).
+out=$(timeout 60 "$cli" run -- yes | head -1)
+expect_eq "run into a closed pipe: status" "${PIPESTATUS[0]}" 141
+expect_eq "run into a closed pipe: output" "$out" y
+# Closed standard descriptors are not mistaken for what the tool opens next.
+expect_eq "run with stdin closed" "$(timeout 60 "$cli" run -- sh -c 'cat; echo end' <&-)" end
+# -n keeps the caller's stdin for the caller.
+expect_eq "run -n" "$(printf 'a\nb\n' | while read -r l; do echo "$l"; "$cli" run -n -- true; done | tr '\n' ' ')" "a b "
+# Input in bulk arrives whole.
+expect_eq "run: 16 MiB of stdin" "$(head -c 16777216 /dev/zero | "$cli" run -- wc -c)" 16777216
+# Numbers out of range and directories are refused in one line, not wrapped or crashed on.
+"$cli" run --timeout 18446744073709552 -- true 2>"$work/err"
+expect_eq "run: huge --timeout" "$?" 2
+"$cli" run --pids 4294967296 -- true 2>"$work/err"
+expect_eq "run: --pids past 2^32" "$?" 2
+"$cli" run --cpus 0x10 -- true 2>"$work/err"
+expect_eq "run: --cpus in hex" "$?" 2
+mkdir -p "$work/dir"
+"$cli" run --mount-file "$work/dir:/etc/x" -- true 2>"$work/err"
+expect_eq "run: --mount-file of a directory" "$?" 78
+expect_eq "run: --mount-file of a directory, one line" "$(wc -l <"$work/err")" 1
 "$cli" --help | grep -q 'Exit status' || fail "--help documents the exit statuses"
 
 # ---- remote ----------------------------------------------------------------------------------
@@ -95,6 +116,12 @@ CWSANDBOX_API_KEY=wrong "$cli" ls 2>"$work/err"
 expect_eq "wrong key: exit status" "$?" 75
 "$cli" exec "$id" -- 2>/dev/null
 expect_eq "exec without a command" "$?" 2
+"$cli" create stray words 2>/dev/null
+expect_eq "create with stray words" "$?" 2
+"$cli" cp "$work/dir" "$id:/tmp/dir" 2>"$work/err"
+expect_eq "cp of a directory" "$?" 78
+out=$(timeout 60 "$cli" exec "$id" -- yes | head -1)
+expect_eq "exec into a closed pipe" "${PIPESTATUS[0]}" 141
 "$cli" stop "$id" --grace 1 || fail "stop"
 expect_eq "stopped" "$("$cli" get "$id" --json | sed 's/.*"state":"\([A-Z]*\)".*/\1/')" TERMINATED
 "$cli" delete "$id" || fail "delete of a stopped sandbox"

@@ -342,6 +342,22 @@ TEST_CASE("an error body's reason picks the error, and the key never shows", "[h
   CHECK(svc.requests().back().query == "path=%2Fx");
 }
 
+TEST_CASE("an error body is an error's, whatever members it has", "[http][faults]") {
+  // A success's bytes members are decoded as they arrive; an error status's body is not that
+  // message, and is read whole as an error (a proxy's page or a status with such a member).
+  scripted_service svc;
+  svc.on([](auto&, auto& r, int) { json(r, 503, R"({"content":"Service Unavailable"})"); });
+  auto t = svc.client();
+  auto r = t->read_file("sbx-1", "/x");
+  REQUIRE_FALSE(r);
+  INFO(r.error().message);
+  CHECK(r.error().is(errc::unavailable));
+  svc.on([](auto&, auto& res, int) { json(res, 200, R"({"content":"aGVsbG8="})"); });
+  auto ok = t->read_file("sbx-1", "/x");
+  REQUIRE(ok);
+  CHECK(ok.value() == "hello");
+}
+
 TEST_CASE("a Connect error body keeps its reason and retry delay", "[http][faults]") {
   scripted_service svc;
   svc.on([](auto&, auto& r, int n) {

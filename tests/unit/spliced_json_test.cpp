@@ -85,6 +85,17 @@ TEST_CASE("a spliced body is the codec's text, from any offset", "[codec][splice
       sent.append(piece);
     }
     CHECK(sent == expected);
+    // Sent in small ranges: what is asked for is what comes.
+    for (std::size_t most : {1, 2, 3, 5, 4096}) {
+      if (n > 100000 && most < 4096) continue; // tiny ranges of megabytes show nothing new
+      std::string ranged;
+      while (ranged.size() < body.size()) {
+        auto piece = body.piece(ranged.size(), most).substr(0, most);
+        if (piece.empty()) FAIL("no progress at offset " << ranged.size());
+        ranged.append(piece);
+      }
+      CHECK(ranged == expected);
+    }
     // Asked for at any offset (a range, a restart): the same bytes there.
     for (std::size_t at : {std::size_t{0}, std::size_t{1}, std::size_t{11}, std::size_t{12},
                            std::size_t{13}, expected.size() / 2, expected.size() - 1}) {
@@ -120,8 +131,14 @@ TEST_CASE("a body taken apart as it arrives decodes as the whole does", "[codec]
     same_as_whole<wire::ExecResponse>(R"({"stdout":"QUJD","stdout":"REVG"})");
     same_as_whole<wire::ExecResponse>(R"({"stdout":"QUJD","stdout":null})");
     same_as_whole<wire::ExecResponse>(R"({"stdout":null,"stderr":""})");
-    // A key with an escape is the codec's to read; so is one nested below the top level.
+    // A key with escapes names the same member (the codec undoes them); one nested below the
+    // top level is not a member of this message.
     same_as_whole<wire::ExecResponse>(R"({"std\u006fut":"QUJD"})");
+    same_as_whole<wire::ExecResponse>(R"({"stdout":"QUJD","std\u006fut":"REVG"})");
+    same_as_whole<wire::ExecResponse>(R"({"stdout":"QUJD","std\u006fut":null})");
+    same_as_whole<wire::ExecResponse>(R"({"std\u006fut":"QUJD","stdout":""})");
+    same_as_whole<wire::ExecResponse>(R"({"s\/tdout":"QUJD","stdout\u0000":"QUJD"})");
+    same_as_whole<wire::ReadFileResponse>(R"({"content":"QUJD","cont\u0065nt":"REVG"})");
     same_as_whole<wire::ExecResponse>(
         R"({"x":{"stdout":"!!"},"y":[{"stdout":"!"}],"stdout":"QUJD"})");
     // Keys and strings that look like structure.
@@ -137,6 +154,19 @@ TEST_CASE("a body taken apart as it arrives decodes as the whole does", "[codec]
           R"(JD"})",
           R"({"stdout":"QUJD",})", R"({"stdout":7})"})
       same_as_whole<wire::ExecResponse>(bad);
+  }
+  SECTION("an error is the same however the body is cut") {
+    for (std::string_view bad : {R"({"stdout":"QU!DQQ==QQ"})", R"({"stdout":"=QUJDRA=="})",
+                                 R"({"stdout":"QUJDQQ==\tQ"})", R"({"stdout":"QUJD\u00e9Q=="})"}) {
+      INFO(bad);
+      auto whole = spliced_decode<wire::ExecResponse>(bad, bad.size());
+      REQUIRE_FALSE(whole);
+      for (std::size_t cut = 1; cut < bad.size(); ++cut) {
+        auto r = spliced_decode<wire::ExecResponse>(bad, cut);
+        REQUIRE_FALSE(r);
+        CHECK(r.error().message == whole.error().message);
+      }
+    }
   }
   SECTION("an error names the member and the offset in its value") {
     auto r = spliced_decode<wire::ExecResponse>(R"({"stdout":"QUJDQUJD!UJD"})", 3);

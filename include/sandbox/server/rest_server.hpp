@@ -344,7 +344,7 @@ private:
     res.set_content_provider(b->json.size(), "application/json",
                              [b](std::size_t offset, std::size_t most, httplib::DataSink& sink) {
                                // `most`: what is left of the range asked for (a Range header)
-                               auto piece = b->json.piece(offset).substr(0, most);
+                               auto piece = b->json.piece(offset, most).substr(0, most);
                                return !piece.empty() && sink.write(piece.data(), piece.size());
                              });
   }

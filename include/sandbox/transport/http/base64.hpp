@@ -127,15 +127,18 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
 /// **Errors:** errc::protocol with a message naming the offset and the offending byte: a byte
 /// outside both alphabets (whitespace included), '=' anywhere but at the end, padding that does
 /// not complete a 4-character group, or a length that no encoding can have (4k + 1). Offsets
-/// and lengths in messages count from `offset`: where `text` starts in a value decoded in parts.
-[[nodiscard]] inline sandbox::result<void>
-base64_decode_into(std::string& out, std::string_view text, std::size_t offset = 0) noexcept {
+/// and lengths in messages count from `offset`: where `text` starts in a value decoded in parts,
+/// whose parts before the last (`last` false) are whole groups of four with no padding.
+[[nodiscard]] inline sandbox::result<void> base64_decode_into(std::string& out,
+                                                              std::string_view text,
+                                                              std::size_t offset = 0,
+                                                              bool last = true) noexcept {
   using namespace detail::b64;
   const auto* in = reinterpret_cast<const unsigned char*>(text.data());
   std::size_t n = text.size();
   // Strip one or two '=' of padding; they must then complete a group of four.
   std::size_t pad = 0;
-  while (pad < 2 && n > 0 && in[n - 1] == '=') {
+  while (last && pad < 2 && n > 0 && in[n - 1] == '=') {
     --n;
     ++pad;
   }

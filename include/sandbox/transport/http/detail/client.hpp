@@ -164,6 +164,11 @@ public:
     if (!r.splice.empty()) splicer.emplace(r.splice);
     std::optional<error> bad_body;
     std::uint64_t received = 0;
+    // Only a success carries the expected message; an error's body goes to its own decoder whole.
+    req.response_handler = [&](const httplib::Response& head) {
+      if (head.status < 200 || head.status >= 300) splicer.reset();
+      return true;
+    };
     req.content_receiver = [&](const char* data, std::size_t n, std::uint64_t off,
                                std::uint64_t total) {
       if (cancel && cancel->cancelled()) return false;

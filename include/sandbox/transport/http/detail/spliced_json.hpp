@@ -51,9 +51,10 @@ public:
   [[nodiscard]] bool whole() const noexcept { return holes_.empty(); }
   [[nodiscard]] std::string take_text() && noexcept { return std::move(text_); }
 
-  /// The document's text from `offset` on: at least one byte, at most about 1 MiB (none past
-  /// the end). Valid until the next call. Any offset may be asked for (a range, a restart).
-  [[nodiscard]] std::string_view piece(std::size_t offset) noexcept {
+  /// The document's text from `offset` on: at least one byte (none past the end), at most about
+  /// 1 MiB, and not much more than `most` (what a range asks for: no more is encoded). Valid until
+  /// the next call. Any offset may be asked for (a range, a restart).
+  [[nodiscard]] std::string_view piece(std::size_t offset, std::size_t most = SIZE_MAX) noexcept {
     if (offset >= size_) return {};
     std::size_t text_at = 0; // where in text_ the current segment starts
     for (const auto& h : holes_) {
@@ -67,7 +68,8 @@ public:
       if (offset < encoded) {
         const std::size_t group = offset / 4;
         const std::size_t from = group * 3;
-        const std::size_t n = std::min(h.bytes.size() - from, chunk_bytes);
+        const std::size_t groups = std::min(most, chunk_bytes) / 3 + 1; // covers offset % 4 + most
+        const std::size_t n = std::min(h.bytes.size() - from, std::min(groups * 3, chunk_bytes));
         scratch_.clear();
         base64_encode_into(scratch_, h.bytes.substr(from, n));
         return std::string_view(scratch_).substr(offset % 4);
@@ -165,14 +167,15 @@ private:
     text_ += c;
     if (in_string_) {
       if (escaped_)
-        escaped_ = false, key_plain_ = false;
+        escaped_ = false;
       else if (c == '\\')
         escaped_ = true;
       else if (c == '"') {
         in_string_ = false;
         if (in_key_) in_key_ = false, after_key_ = true;
-      } else if (in_key_ && key_.size() < 64)
-        key_ += c;
+        return;
+      }
+      if (in_key_ && key_.size() < 400) key_ += c; // as written: escapes are undone by slot_of
       return;
     }
     if (c == ' ' || c == '\t' || c == '\n' || c == '\r') return;
@@ -187,7 +190,7 @@ private:
     case '"':
       in_string_ = true;
       in_key_ = depth_ == 1 && expect_key_;
-      if (in_key_) key_.clear(), key_plain_ = true, expect_key_ = false;
+      if (in_key_) key_.clear(), expect_key_ = false;
       break;
     case '{':
     case '[':
@@ -206,11 +209,57 @@ private:
     if (c != '"') after_key_ = false;
   }
 
-  [[nodiscard]] int slot_of(std::string_view key) const noexcept {
-    if (!key_plain_) return none;
+  /// The slot of the member named by `raw` (a key as written, escapes and all), or none. The
+  /// codec undoes escapes in keys, so a name written with them is the same name.
+  [[nodiscard]] int slot_of(std::string_view raw) const noexcept {
+    char key[64];
+    std::size_t n = 0;
+    for (std::size_t i = 0; i < raw.size(); ++i) {
+      if (n == sizeof key) return none; // longer than any name
+      if (raw[i] != '\\') {
+        key[n++] = raw[i];
+        continue;
+      }
+      const std::size_t len = i + 1 < raw.size() && raw[i + 1] == 'u' ? 6 : 2;
+      const int c = escaped(raw.substr(i, len));
+      if (c < 0 || c >= 0x80) return none; // names are ASCII
+      key[n++] = static_cast<char>(c);
+      i += len - 1;
+    }
     for (std::size_t i = 0; i < names_.size(); ++i)
-      if (names_[i] == key) return static_cast<int>(i);
+      if (names_[i] == std::string_view(key, n)) return static_cast<int>(i);
     return none;
+  }
+
+  /// The character a JSON escape (`\n`, `\u0041`, ...) stands for: 0x80 for one beyond ASCII
+  /// (no base64 character or member name is), -1 for an escape JSON does not have.
+  [[nodiscard]] static int escaped(std::string_view e) noexcept {
+    if (e.size() < 2) return -1;
+    switch (e[1]) {
+    case '"':
+    case '\\':
+    case '/': return e[1];
+    case 'b': return '\b';
+    case 'f': return '\f';
+    case 'n': return '\n';
+    case 'r': return '\r';
+    case 't': return '\t';
+    case 'u': {
+      if (e.size() != 6) return -1;
+      unsigned code = 0;
+      for (std::size_t i = 2; i < 6; ++i) {
+        const char h = e[i];
+        const int d = h >= '0' && h <= '9'   ? h - '0'
+                      : h >= 'a' && h <= 'f' ? h - 'a' + 10
+                      : h >= 'A' && h <= 'F' ? h - 'A' + 10
+                                             : -1;
+        if (d < 0) return -1;
+        code = code * 16 + static_cast<unsigned>(d);
+      }
+      return code < 0x80 ? static_cast<int>(code) : 0x80;
+    }
+    default: return -1;
+    }
   }
 
   // ---- a taken value ----
@@ -222,7 +271,9 @@ private:
     auto& out = values_[static_cast<std::size_t>(slot)];
     // At most 3/4 of the rest of the body; untouched room costs no memory.
     if (total_ > fed_) {
-      const std::uint64_t most = (total_ - fed_) / 4 * 3 + 3;
+      // Bounded: a body may claim more than it sends; beyond this the buffer grows as it fills.
+      const std::uint64_t most =
+          std::min<std::uint64_t>((total_ - fed_) / 4 * 3 + 3, std::uint64_t{512} << 20);
       sandbox::detail::reserve_output(out, static_cast<std::size_t>(most), most);
     }
   }
@@ -257,37 +308,13 @@ private:
     return escape_.size() >= 2 && (escape_[1] != 'u' || escape_.size() == 6);
   }
 
-  /// The character a complete JSON escape stands for, decoded like any other.
+  /// A complete JSON escape in a taken value: its character, decoded like any other.
   [[nodiscard]] result<void> unescape() noexcept {
-    char c = 0;
-    switch (escape_[1]) {
-    case '"':
-    case '\\':
-    case '/': c = escape_[1]; break;
-    case 'b': c = '\b'; break;
-    case 'f': c = '\f'; break;
-    case 'n': c = '\n'; break;
-    case 'r': c = '\r'; break;
-    case 't': c = '\t'; break;
-    case 'u': {
-      unsigned code = 0;
-      for (std::size_t i = 2; i < 6; ++i) {
-        const char h = escape_[i];
-        const unsigned d = h >= '0' && h <= '9'   ? unsigned(h - '0')
-                           : h >= 'a' && h <= 'f' ? unsigned(h - 'a' + 10)
-                           : h >= 'A' && h <= 'F' ? unsigned(h - 'A' + 10)
-                                                  : 16u;
-        if (d == 16) return fail(bad("invalid \\u escape in the JSON string"));
-        code = code * 16 + d;
-      }
-      // Not ASCII: not base64 either, which the decoder reports.
-      c = code < 0x80 ? static_cast<char>(code) : '\x80';
-      break;
-    }
-    default: return fail(bad("invalid escape in the JSON string"));
-    }
+    const int c = escaped(escape_);
+    if (c < 0) return fail(bad("invalid escape in the JSON string"));
     escape_.clear();
-    return add({&c, 1});
+    const char ch = static_cast<char>(c); // 0x80 (not ASCII) is not base64: the decoder says so
+    return add({&ch, 1});
   }
 
   /// Decodes all but the last group of four (it may be the padded end) of what is pending.
@@ -321,16 +348,10 @@ private:
   }
 
   [[nodiscard]] result<void> decode(std::string_view text, bool last) noexcept {
-    // Padding ends a value: before more text it is a misplaced '='.
-    if (!last && !text.empty() && text.back() == '=') {
-      std::size_t at = text.size() - 1;
-      while (at > 0 && text[at - 1] == '=')
-        --at;
-      return fail(
-          bad("invalid base64: '=' before the end at offset " + std::to_string(decoded_ + at)));
-    }
     auto& out = values_[static_cast<std::size_t>(taking_)];
-    if (auto r = base64_decode_into(out, text, decoded_); !r) return fail(bad(r.error().message));
+    // Not the last part: padding there is a misplaced '=', reported in order with other bytes.
+    if (auto r = base64_decode_into(out, text, decoded_, last); !r)
+      return fail(bad(r.error().message));
     decoded_ += text.size();
     return success();
   }
@@ -346,9 +367,9 @@ private:
   std::string text_;
   std::uint64_t total_ = 0, fed_ = 0;
   // The lexer.
-  int depth_ = 0;
+  std::int64_t depth_ = 0; // a body may hold more brackets than an int counts
   bool in_string_ = false, escaped_ = false;
-  bool expect_key_ = false, in_key_ = false, after_key_ = false, key_plain_ = false;
+  bool expect_key_ = false, in_key_ = false, after_key_ = false;
   std::string key_;
   int value_slot_ = none;
   // The value being taken.
