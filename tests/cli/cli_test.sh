@@ -6,16 +6,19 @@
 set -uo pipefail
 cli=${1:?usage: cli_test.sh SANDBOX SANDBOXD}
 sandboxd=${2:?usage: cli_test.sh SANDBOX SANDBOXD}
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=.ci/peers-lib.sh
+. "$here/../../.ci/peers-lib.sh" # start_sandboxd
 work=$(mktemp -d)
-daemon=""
+pid=""
 session="sandbox-cli-test-$$"
 failures=0
 cleanup() {
   command -v tmux >/dev/null && tmux kill-session -t "$session" 2>/dev/null
-  if [ -n "$daemon" ] && kill -0 "$daemon" 2>/dev/null; then
-    kill -TERM "$daemon"
-    for _ in $(seq 100); do kill -0 "$daemon" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$daemon" 2>/dev/null
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
   fi
   rm -rf "$work"
 }
@@ -69,18 +72,13 @@ expect_eq "run: --mount-file of a directory, one line" "$(wc -l <"$work/err")" 1
 "$cli" --help | grep -q 'Exit status' || fail "--help documents the exit statuses"
 
 # ---- remote ----------------------------------------------------------------------------------
-token=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
-SANDBOXD_TOKEN=$token "$sandboxd" --listen 127.0.0.1:0 --grpc-listen 127.0.0.1:0 >"$work/urls" \
-  2>"$work/daemon.log" &
-daemon=$!
-for _ in $(seq 100); do [ "$(wc -l <"$work/urls")" -ge 2 ] && break; sleep 0.1; done
-[ "$(wc -l <"$work/urls")" -ge 2 ] || { echo "sandboxd did not start"; cat "$work/daemon.log"; exit 1; }
+start_sandboxd cli "$sandboxd"
 # The tool speaks gRPC to a service when it was built with it (live output, stdin), else REST.
 streaming=0
-url=$(sed -n 1p "$work/urls")
+url=$rest_url
 if "$cli" --help | grep -q 'speaks gRPC'; then
   streaming=1
-  url=$(sed -n 2p "$work/urls")
+  url=$grpc_url
 fi
 export CWSANDBOX_API_KEY=$token CWSANDBOX_BASE_URL=$url
 unset WANDB_API_KEY

@@ -114,6 +114,19 @@ std::unique_ptr<httplib::Client> client_of(const sandbox::testing::loopback_serv
   return c;
 }
 
+/// A keep-alive sandbox created through `c`; its id.
+std::string create_sandbox(httplib::Client& c) {
+  auto made =
+      c.Post("/v1/sandboxes", R"({"spec":{"containers":[{"name":"main","image":"python:3.11"}]}})",
+             "application/json");
+  REQUIRE(made);
+  REQUIRE(made->status == 200);
+  auto sb =
+      sandbox::http::from_json<wire::Sandbox>(made->body, sandbox::http::decode_mode::lenient);
+  REQUIRE(sb);
+  return sb.value().sandbox_id;
+}
+
 std::string request(std::string_view method, std::string_view path, std::string_view token,
                     std::string_view body = "") {
   std::string r =
@@ -270,15 +283,7 @@ TEST_CASE("clients that never read their responses do not hold the server's thre
   o.keep_alive_timeout = 1h;
   sandbox::testing::loopback_server srv(o);
   auto c = client_of(srv);
-  auto made =
-      c->Post("/v1/sandboxes", R"({"spec":{"containers":[{"name":"main","image":"python:3.11"}]}})",
-              "application/json");
-  REQUIRE(made);
-  REQUIRE(made->status == 200);
-  auto sb =
-      sandbox::http::from_json<wire::Sandbox>(made->body, sandbox::http::decode_mode::lenient);
-  REQUIRE(sb);
-  const std::string id = sb.value().sandbox_id;
+  const std::string id = create_sandbox(*c);
 
   // As many as the server has threads, each asking for ~64 MB of JSON and reading none of it.
   std::vector<std::unique_ptr<raw_client>> deaf;
@@ -304,15 +309,7 @@ TEST_CASE("a Range header on a large answer gets those bytes, and the connection
   sandbox::testing::loopback_server srv;
   auto c = client_of(srv);
   c->set_keep_alive(true);
-  auto made =
-      c->Post("/v1/sandboxes", R"({"spec":{"containers":[{"name":"main","image":"python:3.11"}]}})",
-              "application/json");
-  REQUIRE(made);
-  REQUIRE(made->status == 200);
-  auto sb =
-      sandbox::http::from_json<wire::Sandbox>(made->body, sandbox::http::decode_mode::lenient);
-  REQUIRE(sb);
-  const std::string path = "/v1/sandboxes/" + sb.value().sandbox_id;
+  const std::string path = "/v1/sandboxes/" + create_sandbox(*c);
   const std::string exec = R"({"command":["sh","-c","head -c 3000000 /dev/zero | tr '\\0' x"]})";
   auto whole = c->Post(path + ":exec", exec, "application/json");
   REQUIRE(whole);
