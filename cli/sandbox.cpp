@@ -257,7 +257,11 @@ sandbox::env_map env_of(const args& a) {
   return env;
 }
 
-/// The whole of `fd` (a regular file or a stream); nullopt with `why` set on a read error.
+/// The most the tool reads from one file or stdin: it is sent whole, in one message.
+constexpr std::size_t max_file_bytes = std::size_t{1} << 30;
+
+/// The whole of `fd` (a regular file or a stream), at most max_file_bytes; nullopt with `why`
+/// set on a read error or when there is more.
 std::optional<std::string> read_fd(int fd, std::string& why) {
   std::string data;
   char buf[65536];
@@ -269,28 +273,42 @@ std::optional<std::string> read_fd(int fd, std::string& why) {
       return std::nullopt;
     }
     if (n == 0) return data;
+    if (data.size() + static_cast<std::size_t>(n) > max_file_bytes) {
+      why = "larger than " + std::to_string(max_file_bytes) + " bytes";
+      return std::nullopt;
+    }
     data.append(buf, static_cast<std::size_t>(n));
   }
 }
 
-/// The contents of the file at `path` (- for stdin), or the error saying why not.
+/// The contents of the regular file at `path` (- for stdin), or the error saying why not. A
+/// FIFO, a device or a directory is refused, never waited on or read without end.
 sandbox::result<std::string> read_file_at(const std::string& path) {
   using sandbox::errc;
-  int fd = path == "-" ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = path == "-" ? STDIN_FILENO : ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0)
     return sandbox::fail(errno == ENOENT ? errc::file_not_found : errc::file_io,
                          path + ": " + std::strerror(errno));
   struct stat st {};
   std::string why;
   std::optional<std::string> data;
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+  errc code = errc::file_io;
+  if (::fstat(fd, &st) != 0) {
+    why = std::strerror(errno);
+  } else if (S_ISDIR(st.st_mode)) {
     why = "is a directory (copy one file at a time)";
-  else
+    code = errc::file_is_directory;
+  } else if (fd != STDIN_FILENO && !S_ISREG(st.st_mode)) {
+    why = "not a regular file (a device or a FIFO; pipe it in as - instead)";
+  } else if (fd != STDIN_FILENO && static_cast<std::uint64_t>(st.st_size) > max_file_bytes) {
+    why = "larger than " + std::to_string(max_file_bytes) + " bytes";
+    code = errc::file_too_large;
+  } else {
     data = read_fd(fd, why);
+    if (!data && why.starts_with("larger")) code = errc::file_too_large;
+  }
   if (fd != STDIN_FILENO) ::close(fd);
-  if (!data)
-    return sandbox::fail(S_ISDIR(st.st_mode) ? errc::file_is_directory : errc::file_io,
-                         path + ": " + why);
+  if (!data) return sandbox::fail(code, path + ": " + why);
   return std::move(*data);
 }
 

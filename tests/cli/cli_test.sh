@@ -69,6 +69,12 @@ mkdir -p "$work/dir"
 "$cli" run --mount-file "$work/dir:/etc/x" -- true 2>"$work/err"
 expect_eq "run: --mount-file of a directory" "$?" 78
 expect_eq "run: --mount-file of a directory, one line" "$(wc -l <"$work/err")" 1
+# Devices and FIFOs are refused, not read without end or waited on.
+timeout 30 "$cli" run -n --mount-file /dev/zero:/x -- true 2>"$work/err"
+expect_eq "run: --mount-file of a device" "$?" 81
+mkfifo "$work/fifo"
+timeout 30 "$cli" run -n --mount-file "$work/fifo:/x" -- true 2>"$work/err"
+expect_eq "run: --mount-file of a FIFO" "$?" 81
 "$cli" --help | grep -q 'Exit status' || fail "--help documents the exit statuses"
 
 # ---- remote ----------------------------------------------------------------------------------

@@ -302,10 +302,11 @@ TEST_CASE("clients that never read their responses do not hold the server's thre
   (void)c->Delete("/v1/sandboxes/" + id);
 }
 
-TEST_CASE("a Range header on a large answer gets those bytes, and the connection stays usable",
+TEST_CASE("a Range header is refused, and the next request is answered whole",
           "[server][clients]") {
-  // Large answers are encoded as they are sent, in pieces; a range must still get exactly its
-  // bytes, or the next response on the connection would start inside this one.
+  // Large answers are encoded as they are sent, in pieces; cpp-httplib would apply a range to
+  // them (even on POST) and gets one past the end wrong: a wrapped Content-Length, or more bytes
+  // promised than sent, after which a kept-alive connection reads the next answer out of step.
   sandbox::testing::loopback_server srv;
   auto c = client_of(srv);
   c->set_keep_alive(true);
@@ -319,15 +320,17 @@ TEST_CASE("a Range header on a large answer gets those bytes, and the connection
                                                           sandbox::http::decode_mode::lenient);
   REQUIRE(all);
   CHECK(all.value().stdout_bytes == std::string(3000000, 'x'));
-  for (const char* range : {"bytes=2000000-2000099", "bytes=0-10,1500000-1500010", "bytes=-5"}) {
+  for (const char* range : {"bytes=2000000-2000099", "bytes=0-10,1500000-1500010", "bytes=-5",
+                            "bytes=7000000-", "bytes=3999990-99999999999"}) {
     INFO(range);
     auto part = c->Post(path + ":exec", {{"Range", range}}, exec, "application/json");
     REQUIRE(part);
-    if (std::string_view(range) == "bytes=2000000-2000099")
-      CHECK(part->body == whole->body.substr(2000000, 100));
-    if (std::string_view(range) == "bytes=-5")
-      CHECK(part->body == whole->body.substr(whole->body.size() - 5));
-    // The same connection answers the next request whole.
+    // 416 says it; cpp-httplib cuts even an error's body to the range, so it is not read here.
+    CHECK(part->status == 416);
+    auto small = c->Get(path, {{"Range", range}});
+    REQUIRE(small);
+    CHECK(small->status == 416);
+    // The same client's next request is answered whole.
     auto next = c->Get(path);
     REQUIRE(next);
     CHECK(next->status == 200);
