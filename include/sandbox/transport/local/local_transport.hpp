@@ -6,6 +6,7 @@
 #include <sandbox/detail/deadline.hpp>
 #include <sandbox/detail/random.hpp>
 #include <sandbox/detail/validate.hpp>
+#include <sandbox/image/options.hpp>
 #include <sandbox/transport/local/detail/box.hpp>
 #include <sandbox/transport/local/detail/files.hpp>
 #include <sandbox/transport/local/detail/process.hpp>
@@ -15,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,8 @@ public:
     /// read_file and write_file give up with errc::timeout once this much time has passed
     /// (the transfer is checked between reads and writes of at most 1 MiB each).
     std::chrono::milliseconds file_timeout = std::chrono::seconds(60);
+    /// Where container images are kept and how they are fetched (with <sandbox/image.hpp>).
+    image::image_options images;
   };
 
   local_transport() noexcept = default;
@@ -79,10 +83,13 @@ public:
     SANDBOX_TRYV(cg::validate(o.resources));
     SANDBOX_TRYV(cg::check_host(cg::host_layout(), o.resources));
     cg::sweep_once(); // cgroups of owners that died without cleaning up (SIGKILL)
+    std::optional<image::prepared_image> img;
     if (!o.image.empty()) {
-      SANDBOX_TRYV(check_image(o.image));
+      SANDBOX_TRY(prepared, prepare_image(o.image));
+      img = std::move(prepared);
     }
-    SANDBOX_TRY(b, local::detail::box::create(detail::random_id("sbx-", 12), o));
+    SANDBOX_TRY(b, local::detail::box::create(detail::random_id("sbx-", 12), o, true,
+                                              img ? &*img : nullptr));
     if (!o.command.empty()) {
       auto started = b->start_main(o.command);
       if (!started) {
@@ -246,6 +253,29 @@ private:
     return it->second;
   }
 
+  /// A directory holding a root filesystem is used as it is (nullopt); an OCI layout
+  /// directory, an archive or a registry name goes to the image resolver (<sandbox/image.hpp>).
+  [[nodiscard]] result<std::optional<image::prepared_image>>
+  prepare_image(const std::string& image) noexcept {
+    struct stat st {};
+    const bool dir = image[0] == '/' && ::stat(image.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    const bool layout = dir && ::stat((image + "/oci-layout").c_str(), &st) == 0;
+    if (image[0] == '/' && !layout) {
+      SANDBOX_TRYV(check_image(image));
+      return std::optional<image::prepared_image>();
+    }
+    auto resolve = local::detail::installed_image_resolver();
+    if (!resolve)
+      return fail(errc::validation,
+                  "image " + detail::shell_quote(image) +
+                      ": container images (registry names, oci:, docker-archive:, OCI layouts) "
+                      "need #include <sandbox/image.hpp> (libarchive, libcrypto, cpp-httplib, "
+                      "simdjson); without it the local transport takes a root filesystem "
+                      "directory only");
+    SANDBOX_TRY(p, resolve(options_.images, layout ? "oci:" + image : image));
+    return std::optional<image::prepared_image>(std::move(p));
+  }
+
   [[nodiscard]] static result<void> check_image(const std::string& image) noexcept {
     struct stat st {};
     if (image[0] != '/' || ::stat(image.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
@@ -253,7 +283,7 @@ private:
                   "image " + detail::shell_quote(image) +
                       " not found: the local transport takes an absolute path to a directory "
                       "holding a root filesystem (e.g. one made by debootstrap or an unpacked "
-                      "container image)");
+                      "container image), or a container image with <sandbox/image.hpp>");
     if (image.find_first_of(",:\\") != std::string::npos)
       return fail(errc::validation, "image path " + detail::shell_quote(image) +
                                         " contains ',', ':' or '\\', which overlayfs cannot take");

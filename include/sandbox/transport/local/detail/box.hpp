@@ -5,6 +5,7 @@
 
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/unique_fd.hpp>
+#include <sandbox/image/options.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/local/detail/cgroups.hpp>
@@ -157,9 +158,11 @@ public:
 
   /// Clones the supervisor into new namespaces (and a user namespace when the caller is not
   /// root) and waits until the sandbox is built. `seccomp_filter` false is for measuring the
-  /// filter's cost only.
-  [[nodiscard]] static result<std::shared_ptr<box>> create(std::string id, const SandboxOptions& o,
-                                                           bool seccomp_filter = true) noexcept;
+  /// filter's cost only. `img`: the image `o.image` names, prepared (its layers are the root,
+  /// its config the defaults), or nullptr when `o.image` is a directory or empty.
+  [[nodiscard]] static result<std::shared_ptr<box>>
+  create(std::string id, const SandboxOptions& o, bool seccomp_filter = true,
+         const image::prepared_image* img = nullptr) noexcept;
 
   box() = default;
   box(const box&) = delete;
@@ -378,6 +381,7 @@ private:
   std::string main_name_; ///< argv[0] of the main command, for the reason of a start failure
   bool stop_requested_ = false;
   std::unique_ptr<cgroups::group> cgroup_; ///< set by create only: resource limits
+  std::shared_ptr<const void> image_lease_; ///< keeps the image's layers from the store's gc
   bool oom_killed_ = false;                ///< the main process was OOM-killed
   /// The log ring, mapped read-only (the supervisor writes it); set once by start_main.
   struct log_mapping {
@@ -432,12 +436,19 @@ struct client_areas {
   return areas;
 }
 
-/// The environment every command of the sandbox starts from.
+/// The environment every command of the sandbox starts from: defaults, then the image's
+/// (`K=V` entries of its config), then the options'.
 [[nodiscard]] inline std::vector<std::string> make_base_env(const std::string& id,
-                                                            const env_map& extra) {
+                                                            const env_map& extra,
+                                                            const image::prepared_image* img = nullptr) {
   env_map env{{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
               {"HOME", "/root"},
               {"HOSTNAME", id}};
+  if (img)
+    for (const auto& kv : img->env) {
+      auto eq = kv.find('=');
+      if (eq != std::string::npos && eq > 0) env.insert_or_assign(kv.substr(0, eq), kv.substr(eq + 1));
+    }
   for (const auto& [k, v] : extra)
     env.insert_or_assign(k, v);
   std::vector<std::string> out;
@@ -454,9 +465,14 @@ struct box::paths {
 
   /// `hidden`: the shared layer of hidden entries (hidden_layer.hpp), or nullptr.
   paths(const char* staging, const SandboxOptions& o, bool user_ns,
-        const hidden::shared_layer* hidden) {
+        const hidden::shared_layer* hidden, const image::prepared_image* img) {
     std::string s = staging;
     lower = o.image.empty() ? std::string("/") : o.image;
+    if (img) { // its layers, topmost first
+      lower.clear();
+      for (const auto& l : img->layers)
+        lower += (lower.empty() ? "" : ":") + l;
+    }
     upper = s + "/upper";
     work = s + "/work";
     root = s + "/root";
@@ -506,14 +522,18 @@ struct box::paths {
 };
 
 inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOptions& o,
-                                                bool seccomp_filter) noexcept {
+                                                bool seccomp_filter,
+                                                const image::prepared_image* img) noexcept {
   auto b = std::make_shared<box>();
   b->id = std::move(id);
   b->tags = o.tags;
-  b->workdir = o.working_dir.empty() ? "/" : o.working_dir;
-  b->base_env = make_base_env(b->id, o.env);
+  b->workdir = !o.working_dir.empty()               ? o.working_dir
+               : img && !img->working_dir.empty() ? img->working_dir
+                                                  : "/";
+  b->base_env = make_base_env(b->id, o.env, img);
+  if (img) b->image_lease_ = img->lease;
 
-  const char* staging = staging_dir(o.image);
+  const char* staging = staging_dir(img && !img->layers.empty() ? img->layers.front() : o.image);
   if (!staging)
     return fail(errc::unsupported, "sandbox " + b->id +
                                        ": no directory to mount the private layer on (/tmp, "
@@ -529,7 +549,12 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   // Held until the supervisor is cloned (it gets a copy of the descriptor).
   std::shared_ptr<const hidden::shared_layer> hidden;
   if (!user_ns && o.image.empty() && !o.whole_host_root) hidden = hidden::current_layer();
-  const paths p(staging, o, user_ns, hidden.get());
+  const paths p(staging, o, user_ns, hidden.get(), img);
+  if (p.overlay_opts.size() > 4000) // the kernel takes one page of mount options
+    return fail(errc::validation, "sandbox " + b->id + ": the image has too many layers (" +
+                                      std::to_string(img ? img->layers.size() : 1) +
+                                      ") for one overlay mount; its layer paths take " +
+                                      std::to_string(p.overlay_opts.size()) + " bytes of 4000");
   supervisor_setup setup = p.setup(*b, staging, o, user_ns, hidden.get());
   setup.seccomp = seccomp_filter;
   SANDBOX_TRYV(b->clone_supervisor(setup, o.host_network, user_ns));

@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: MIT
+// Container images for the local transport: registry names, OCI layouts and `docker save` /
+// OCI archives, fetched into the content-addressed store (image/store.hpp) and run as an
+// overlay of their unpacked layers. Including this header is what lets `SandboxOptions::image`
+// name an image rather than only a directory (the local transport alone needs none of the
+// libraries this brings: libarchive, OpenSSL's libcrypto, cpp-httplib, simdjson).
+#pragma once
+
+#include <sandbox/image/detail/manifest.hpp>
+#include <sandbox/image/detail/registry.hpp>
+#include <sandbox/image/detail/sha256.hpp>
+#include <sandbox/image/detail/unpack.hpp>
+#include <sandbox/image/options.hpp>
+#include <sandbox/image/reference.hpp>
+#include <sandbox/image/store.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <sys/file.h>
+#include <sys/stat.h>
+
+namespace sandbox::image {
+
+namespace detail {
+
+/// Copies a file into the store as blob `digest`, verifying it (skipped when stored already).
+[[nodiscard]] inline result<void> import_file(const store& s, const std::string& path,
+                                              const std::string& digest, const image_options& o,
+                                              const std::string& image) {
+  if (s.has_blob(digest)) {
+    if (o.on_progress) o.on_progress(pull_progress{image, digest, 0, 0, true});
+    return success();
+  }
+  sandbox::detail::unique_fd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  struct stat st {};
+  if (!in || ::fstat(in.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    return fail(errc::validation, "image " + image + ": blob " + digest + " missing (" +
+                                      sandbox::detail::shell_quote(path) + ")");
+  SANDBOX_TRY(fetching, s.lock(store::hex(digest) + ".pull", LOCK_EX));
+  if (s.has_blob(digest)) return success();
+  std::string tmp = s.tmp_path("import-" + sandbox::detail::random_id("", 12));
+  sandbox::detail::unique_fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!out) return fail(errc::file_io, "image store: " + tmp + ": " + sandbox::detail::errno_text(errno));
+  sha256 h;
+  std::vector<char> buf(1 << 20);
+  std::uint64_t done = 0, total = static_cast<std::uint64_t>(st.st_size);
+  for (;;) {
+    ssize_t n = ::read(in.get(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::unlink(tmp.c_str());
+      return fail(errc::file_io, "image " + image + ": reading " + path + ": " + sandbox::detail::errno_text(errno));
+    }
+    if (n == 0) break;
+    h.update(buf.data(), static_cast<std::size_t>(n));
+    if (::write(out.get(), buf.data(), static_cast<std::size_t>(n)) != n) {
+      int err = errno;
+      ::unlink(tmp.c_str());
+      return fail(err == ENOSPC ? errc::resource_exhausted : errc::file_io,
+                  "image store: writing " + tmp + ": " + sandbox::detail::errno_text(err));
+    }
+    done += static_cast<std::uint64_t>(n);
+    if (o.on_progress) o.on_progress(pull_progress{image, digest, done, total, false});
+  }
+  std::string got = h.digest();
+  if (got != digest) {
+    ::unlink(tmp.c_str());
+    return fail(errc::protocol, "image " + image + ": blob " + sandbox::detail::shell_quote(path) +
+                                    " does not match its digest " + digest + " (it hashes to " +
+                                    got + "); nothing was kept");
+  }
+  (void)fetching;
+  return s.commit(tmp, digest);
+}
+
+/// Imports the image `ref` of the OCI layout `dir` (its only image, or the one for this
+/// platform, when `ref` is empty). Returns the manifest digest.
+[[nodiscard]] inline result<std::string> import_layout(const store& s, const std::string& dir,
+                                                       const std::string& ref,
+                                                       const image_options& o,
+                                                       const std::string& image) {
+  SANDBOX_TRY(index_text, store::read_file(dir + "/index.json", 4u << 20, "image " + image + ": index.json"));
+  const std::string what = "image " + image + ": index.json";
+  SANDBOX_TRY(index, parse_document(index_text, what));
+  if (!index.is_index) return fail(errc::validation, what + " is not an image index");
+  SANDBOX_TRY(m, pick_manifest(index, ref, what));
+  auto blob = [&](const std::string& digest) { return dir + "/blobs/sha256/" + store::hex(digest); };
+  for (int depth = 0; depth < 2; ++depth) {
+    SANDBOX_TRYV(import_file(s, blob(m.digest), m.digest, o, image));
+    SANDBOX_TRY(text, s.read_blob(m.digest, 4u << 20));
+    SANDBOX_TRY(doc, parse_document(text, "image " + image + ": manifest " + m.digest));
+    if (!doc.is_index) {
+      SANDBOX_TRYV(import_file(s, blob(doc.config.digest), doc.config.digest, o, image));
+      for (const auto& l : doc.layers)
+        if (!s.has_layer(l.digest)) {
+          SANDBOX_TRYV(import_file(s, blob(l.digest), l.digest, o, image));
+        }
+      return m.digest;
+    }
+    SANDBOX_TRY(inner, pick_manifest(doc, "", what));
+    m = std::move(inner);
+  }
+  return fail(errc::validation, what + ": an index points at another index");
+}
+
+/// Unpacks an archive (a tar of an OCI layout, or `docker save`'s) into a fresh directory of
+/// the store's tmp/, confined like a layer; removed when the returned holder goes.
+struct unpacked_archive {
+  std::string dir;
+  unpacked_archive() = default;
+  unpacked_archive(unpacked_archive&& o) noexcept : dir(std::exchange(o.dir, {})) {}
+  unpacked_archive& operator=(unpacked_archive&&) = delete;
+  ~unpacked_archive() {
+    if (!dir.empty()) (void)remove_tree(AT_FDCWD, dir.c_str());
+  }
+};
+
+[[nodiscard]] inline result<unpacked_archive> unpack_archive(const store& s, const std::string& file,
+                                                             const image_options& o,
+                                                             const std::string& image) {
+  sandbox::detail::unique_fd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) return fail(errc::validation, "image " + image + ": cannot open the archive: " +
+                                             sandbox::detail::errno_text(errno));
+  unpacked_archive u;
+  u.dir = s.tmp_path("archive-" + sandbox::detail::random_id("", 12));
+  if (::mkdir(u.dir.c_str(), 0700) != 0) {
+    u.dir.clear();
+    return fail(errc::file_io, "image store: tmp/: " + sandbox::detail::errno_text(errno));
+  }
+  sandbox::detail::unique_fd root(::open(u.dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  layer_unpacker up(root.get(), "image " + image, o.max_layer_bytes);
+  SANDBOX_TRYV(up.run(in.get()));
+  return u;
+}
+
+/// A manifest for an image of `docker save` (which has none of its own, only file names), so
+/// that it is kept and named like any other. Returns its digest.
+[[nodiscard]] inline result<std::string> import_docker_archive(const store& s, const std::string& dir,
+                                                               const std::string& ref,
+                                                               const image_options& o,
+                                                               const std::string& image) {
+  const std::string what = "image " + image + ": manifest.json";
+  SANDBOX_TRY(text, store::read_file(dir + "/manifest.json", 4u << 20, what));
+  SANDBOX_TRY(saved, parse_saved(text, what));
+  const saved_image* pick = nullptr;
+  for (const auto& si : saved) {
+    bool named = ref.empty();
+    for (const auto& t : si.tags)
+      if (t == ref || (ref.find(':') == std::string::npos && t == ref + ":latest")) named = true;
+    if (named) {
+      pick = &si;
+      break;
+    }
+  }
+  if (!pick)
+    return fail(errc::validation, what + (saved.empty() ? std::string(" lists no image")
+                                                        : " has no image tagged " +
+                                                              sandbox::detail::shell_quote(ref)));
+  // Every file name is taken as untrusted: confined below the unpacked archive.
+  auto file_digest = [&](const std::string& name) -> result<std::pair<std::string, std::uint64_t>> {
+    SANDBOX_TRY(parts, name_components(name, what));
+    if (parts.empty()) return fail(errc::validation, what + ": an empty file name");
+    std::string path = dir;
+    for (const auto& p : parts)
+      path += "/" + p;
+    sandbox::detail::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+      return fail(errc::validation, what + ": " + sandbox::detail::shell_quote(name) +
+                                        " is not a file of the archive");
+    sha256 h;
+    std::vector<char> buf(1 << 20);
+    for (ssize_t n; (n = ::read(fd.get(), buf.data(), buf.size())) > 0;)
+      h.update(buf.data(), static_cast<std::size_t>(n));
+    std::string d = h.digest();
+    SANDBOX_TRYV(import_file(s, path, d, o, image));
+    return std::pair{d, static_cast<std::uint64_t>(st.st_size)};
+  };
+  SANDBOX_TRY(cfg, file_digest(pick->config));
+  std::string manifest = "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+                         "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"" +
+                         cfg.first + "\",\"size\":" + std::to_string(cfg.second) + "},\"layers\":[";
+  for (std::size_t i = 0; i < pick->layers.size(); ++i) {
+    SANDBOX_TRY(l, file_digest(pick->layers[i]));
+    manifest += std::string(i ? "," : "") +
+                "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"" + l.first +
+                "\",\"size\":" + std::to_string(l.second) + "}";
+  }
+  manifest += "]}";
+  return s.put_bytes(manifest, "", what);
+}
+
+/// What a manifest reaches (its config and layers), for gc.
+inline void reached_by(const store& s, const std::string& manifest, std::vector<std::string>& out) {
+  auto text = s.read_blob(manifest, 4u << 20);
+  if (!text) return;
+  auto doc = parse_document(text.value(), "manifest");
+  if (!doc || doc.value().is_index) return;
+  out.push_back(doc.value().config.digest);
+  for (const auto& l : doc.value().layers)
+    out.push_back(l.digest);
+}
+
+/// The in-use locks a running sandbox holds on its layers.
+struct layer_lease {
+  std::vector<sandbox::detail::unique_fd> locks;
+};
+
+/// The layers of the stored manifest `digest`, unpacked and leased, and its config.
+[[nodiscard]] inline result<prepared_image> from_manifest(const store& s, const std::string& digest,
+                                                          const image_options& o,
+                                                          const std::string& image,
+                                                          registry_client* fetch) {
+  SANDBOX_TRY(text, s.read_blob(digest, 4u << 20));
+  SANDBOX_TRY(doc, parse_document(text, "image " + image + ": manifest " + digest));
+  if (doc.is_index) return fail(errc::protocol, "image " + image + ": " + digest + " is an index, not a manifest");
+  if (fetch) {
+          SANDBOX_TRYV(fetch->blob(doc.config.digest, doc.config.size));
+        }
+  SANDBOX_TRY(cfg_text, s.read_blob(doc.config.digest, 16u << 20));
+  SANDBOX_TRY(cfg, parse_config(cfg_text, "image " + image + ": config " + doc.config.digest));
+  if (!cfg.os.empty() && cfg.os != "linux")
+    return fail(errc::validation, "image " + image + " is for " + cfg.os + ", not linux");
+  auto lease = std::make_shared<layer_lease>();
+  prepared_image out;
+  for (const auto& l : doc.layers) {
+    // Leased before it is looked at: gc cannot remove it from now on.
+    SANDBOX_TRY(held, s.lock(store::hex(l.digest), LOCK_SH));
+    lease->locks.push_back(std::move(held));
+    if (!s.has_layer(l.digest) && fetch) {
+          SANDBOX_TRYV(fetch->blob(l.digest, l.size));
+        }
+    SANDBOX_TRY(dir, s.unpack(l.digest, o.max_layer_bytes, image));
+    out.layers.push_back(std::move(dir));
+  }
+  std::reverse(out.layers.begin(), out.layers.end()); // overlayfs lists the topmost first
+  out.env = std::move(cfg.env);
+  out.working_dir = std::move(cfg.working_dir);
+  out.user = std::move(cfg.user);
+  out.entrypoint = std::move(cfg.entrypoint);
+  out.cmd = std::move(cfg.cmd);
+  out.digest = digest;
+  out.lease = std::move(lease);
+  return out;
+}
+
+/// The store's name for an archive: its path and identity (a rewritten archive is new).
+[[nodiscard]] inline result<std::string> archive_name(const source& src, const std::string& image) {
+  struct stat st {};
+  if (::stat(src.path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+    return fail(errc::validation, "image " + image + ": " + sandbox::detail::shell_quote(src.path) +
+                                      " is not a file");
+  return image + "@" + std::to_string(st.st_dev) + "." + std::to_string(st.st_ino) + "." +
+         std::to_string(st.st_size) + "." + std::to_string(st.st_mtim.tv_sec) + "." +
+         std::to_string(st.st_mtim.tv_nsec);
+}
+
+} // namespace detail
+
+/// Makes `image` ready to run: fetches or imports it into the store (unless there already),
+/// unpacks its layers, and returns them with the image's config. A directory is returned as
+/// its only layer.
+/// **Errors:** validation (a malformed name, a missing file, a hostile layer, no image for this
+/// platform), not_found (the registry has no such image), authentication, protocol (a digest
+/// mismatch: nothing is kept), unavailable / timeout (the registry, after retries),
+/// file_io / resource_exhausted (the store's disk).
+[[nodiscard]] inline result<prepared_image> prepare(std::string_view image,
+                                                    const image_options& o = {}) noexcept {
+  SANDBOX_TRY(src, parse_source(image));
+  const std::string name(image);
+  if (src.kind == source_kind::directory) {
+    prepared_image p;
+    p.layers.push_back(src.path);
+    return p;
+  }
+  SANDBOX_TRY(s, store::open(o));
+  switch (src.kind) {
+  case source_kind::registry: {
+    std::string key = src.remote.str();
+    detail::registry_client client(src.remote, o, s, name);
+    std::string digest;
+    if (!src.remote.digest.empty() && s.has_blob(src.remote.digest)) digest = src.remote.digest;
+    else if (!o.always_pull && src.remote.digest.empty()) digest = s.ref(key);
+    if (digest.empty()) {
+      SANDBOX_TRY(d, client.manifest(src.remote.digest.empty() ? src.remote.tag : src.remote.digest));
+      digest = std::move(d);
+      SANDBOX_TRYV(s.set_ref(key, digest));
+    }
+    return detail::from_manifest(s, digest, o, name, &client);
+  }
+  case source_kind::oci_layout: {
+    std::string key = "oci:" + src.path + ":" + src.ref;
+    SANDBOX_TRY(digest, detail::import_layout(s, src.path, src.ref, o, name));
+    SANDBOX_TRYV(s.set_ref(key, digest));
+    return detail::from_manifest(s, digest, o, name, nullptr);
+  }
+  case source_kind::oci_archive:
+  case source_kind::docker_archive: {
+    SANDBOX_TRY(key, detail::archive_name(src, name));
+    std::string digest = s.ref(key);
+    if (digest.empty()) {
+      SANDBOX_TRY(tree, detail::unpack_archive(s, src.path, o, name));
+      if (src.kind == source_kind::oci_archive) {
+        SANDBOX_TRY(d, detail::import_layout(s, tree.dir, src.ref, o, name));
+        digest = std::move(d);
+      } else {
+        SANDBOX_TRY(d, detail::import_docker_archive(s, tree.dir, src.ref, o, name));
+        digest = std::move(d);
+      }
+      SANDBOX_TRYV(s.set_ref(key, digest));
+    }
+    return detail::from_manifest(s, digest, o, name, nullptr);
+  }
+  case source_kind::directory: break;
+  }
+  return fail(errc::validation, "image " + name + ": unknown form");
+}
+
+/// Removes from the store every layer and blob that no known name reaches and no running
+/// sandbox uses.
+[[nodiscard]] inline result<gc_stats> gc(const image_options& o = {}) noexcept {
+  SANDBOX_TRY(s, store::open(o));
+  return s.gc(detail::reached_by);
+}
+
+/// Forgets a name (as `prepare` was given it: a registry name is normalised); its layers go at
+/// the next `gc` unless another name reaches them. True when the store knew it.
+[[nodiscard]] inline result<bool> forget(std::string_view image, const image_options& o = {}) noexcept {
+  SANDBOX_TRY(src, parse_source(image));
+  SANDBOX_TRY(s, store::open(o));
+  std::string key = std::string(image);
+  if (src.kind == source_kind::registry) key = src.remote.str();
+  else if (src.kind == source_kind::oci_layout) key = "oci:" + src.path + ":" + src.ref;
+  return s.forget(key);
+}
+
+namespace detail {
+[[nodiscard]] inline result<prepared_image> resolve_for_transport(const image_options& o,
+                                                                  std::string_view image) noexcept {
+  return prepare(image, o);
+}
+/// Including this header is what makes the local transport resolve images.
+inline const bool resolver_installed =
+    (sandbox::local::detail::installed_image_resolver() = &resolve_for_transport, true);
+} // namespace detail
+
+} // namespace sandbox::image

@@ -1,0 +1,421 @@
+// SPDX-License-Identifier: MIT
+// Pulling from a registry with the OCI distribution API over cpp-httplib: manifests (an index
+// resolved to this host's platform), blobs streamed to the store while hashed, resumed with a
+// Range request after an interruption, verified before they are kept. Authentication as Docker
+// does it: a 401's WWW-Authenticate challenge, Bearer (a token from the realm, anonymously or
+// with credentials) or Basic; credentials from image_options or Docker's config.json.
+#pragma once
+
+#include <sandbox/detail/retry_loop.hpp>
+#include <sandbox/detail/text.hpp>
+#include <sandbox/detail/unique_fd.hpp>
+#include <sandbox/image/detail/manifest.hpp>
+#include <sandbox/image/store.hpp>
+#include <sandbox/policy/retry.hpp>
+#include <sandbox/transport/http/base64.hpp>
+#include <sandbox/transport/http/endpoint.hpp>
+
+#include <cstdlib>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <httplib.h>
+#include <simdjson.h>
+
+namespace sandbox::image::detail {
+
+/// The key="value" parameters of a WWW-Authenticate challenge, and its scheme (lower-cased).
+struct challenge {
+  std::string scheme;
+  std::map<std::string, std::string> params;
+};
+
+[[nodiscard]] inline challenge parse_challenge(std::string_view h) {
+  challenge c;
+  std::size_t i = 0;
+  while (i < h.size() && h[i] != ' ')
+    c.scheme += static_cast<char>(std::tolower(static_cast<unsigned char>(h[i++])));
+  while (i < h.size()) {
+    while (i < h.size() && (h[i] == ' ' || h[i] == ','))
+      ++i;
+    std::size_t k = i;
+    while (i < h.size() && h[i] != '=')
+      ++i;
+    std::string key(h.substr(k, i - k));
+    for (auto& ch : key)
+      ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (i++ >= h.size()) break;
+    std::string value;
+    if (i < h.size() && h[i] == '"') {
+      for (++i; i < h.size() && h[i] != '"'; ++i) {
+        if (h[i] == '\\' && i + 1 < h.size()) ++i;
+        value += h[i];
+      }
+      ++i;
+    } else {
+      while (i < h.size() && h[i] != ',')
+        value += h[i++];
+    }
+    c.params[key] = value;
+  }
+  return c;
+}
+
+/// Credentials for `host` from Docker's config.json (`auths`), if it names them.
+[[nodiscard]] inline std::optional<credentials> docker_config_credentials(std::string_view host) {
+  std::string path;
+  if (const char* d = std::getenv("DOCKER_CONFIG"); d && *d) path = std::string(d) + "/config.json";
+  else if (const char* h = std::getenv("HOME"); h && *h) path = std::string(h) + "/.docker/config.json";
+  else return std::nullopt;
+  auto text = store::read_file(path, 1u << 20, path);
+  if (!text) return std::nullopt;
+  simdjson::dom::parser p;
+  simdjson::dom::object auths;
+  if (p.parse(text.value()).at_key("auths").get(auths)) return std::nullopt;
+  std::vector<std::string> keys{std::string(host), "https://" + std::string(host),
+                                "http://" + std::string(host)};
+  if (host == "docker.io")
+    keys.insert(keys.end(), {"https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"});
+  for (const auto& k : keys) {
+    simdjson::dom::object entry;
+    if (auths.at_key(k).get(entry)) continue;
+    std::string_view auth, user, pass;
+    if (!entry.at_key("auth").get(auth) && !auth.empty()) {
+      auto decoded = http::base64_decode(auth);
+      if (!decoded) continue;
+      auto colon = decoded.value().find(':');
+      if (colon == std::string::npos) continue;
+      return credentials{decoded.value().substr(0, colon), decoded.value().substr(colon + 1)};
+    }
+    if (!entry.at_key("username").get(user) && !entry.at_key("password").get(pass))
+      return credentials{std::string(user), std::string(pass)};
+  }
+  return std::nullopt;
+}
+
+/// A client of one repository of one registry.
+class registry_client {
+public:
+  registry_client(const registry_ref& r, const image_options& o, const store& s, std::string image)
+      : ref_(r), o_(o), store_(s), image_(std::move(image)) {
+    host_ = r.registry == "docker.io" ? "registry-1.docker.io" : r.registry;
+    if (auto it = o.auth.find(r.registry); it != o.auth.end()) creds_ = it->second;
+    else creds_ = docker_config_credentials(r.registry);
+  }
+
+  /// The manifest `reference` (a tag or digest) of this repository, stored; an index is
+  /// resolved to this host's platform. Returns the manifest's digest.
+  /// **Errors:** not_found (no such image), authentication, protocol (a digest mismatch, a
+  /// malformed document), unavailable / timeout (after retries), unsupported.
+  [[nodiscard]] result<std::string> manifest(std::string reference) {
+    for (int depth = 0; depth < 2; ++depth) {
+      SANDBOX_TRY(body, small("/manifests/" + reference, manifest_types, 4u << 20));
+      std::string what = "image " + image_ + ": manifest " + reference;
+      std::string want = is_sha256_digest(reference) ? reference : std::string();
+      SANDBOX_TRY(digest, store_.put_bytes(body, want, what));
+      SANDBOX_TRY(doc, parse_document(body, what));
+      if (!doc.is_index) return digest;
+      SANDBOX_TRY(m, pick_manifest(doc, "", what));
+      reference = m.digest;
+    }
+    return fail(errc::protocol, "image " + image_ + ": an index points at another index");
+  }
+
+  /// Fetches blob `digest` into the store unless it is there. Resumes a download left in tmp/
+  /// by an interrupted pull. The caller holds no lock; this takes the blob's fetch lock.
+  [[nodiscard]] result<void> blob(const std::string& digest, std::uint64_t size) {
+    if (store_.has_blob(digest)) {
+      report(digest, size, size, true);
+      return success();
+    }
+    SANDBOX_TRY(fetching, store_.lock(store::hex(digest) + ".pull", LOCK_EX));
+    if (store_.has_blob(digest)) {
+      report(digest, size, size, true);
+      return success();
+    }
+    auto r = sandbox::detail::with_retry(exponential_backoff<>{}, [&] { return download(digest, size); });
+    (void)fetching;
+    return r;
+  }
+
+private:
+  static constexpr const char* manifest_types =
+      "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
+      "application/vnd.docker.distribution.manifest.list.v2+json, "
+      "application/vnd.docker.distribution.manifest.v2+json";
+
+  void report(const std::string& digest, std::uint64_t done, std::uint64_t total, bool cached) const {
+    if (o_.on_progress) o_.on_progress(pull_progress{image_, digest, done, total, cached});
+  }
+
+  [[nodiscard]] bool plain_http(std::string_view host) const {
+    std::string_view name = host;
+    if (auto c = name.rfind(':'); c != std::string_view::npos) name = name.substr(0, c);
+    if (http::detail::is_loopback_host(name)) return true;
+    for (const auto& h : o_.insecure_registries)
+      if (h == host) return true;
+    return false;
+  }
+
+  [[nodiscard]] std::unique_ptr<httplib::Client> client_for(const std::string& origin) const {
+    auto c = std::make_unique<httplib::Client>(origin);
+    c->set_tcp_nodelay(true);
+    c->set_follow_location(false); // redirects are followed here, without credentials
+    auto rt = o_.read_timeout.count();
+    c->set_read_timeout(static_cast<time_t>(rt / 1000), static_cast<time_t>((rt % 1000) * 1000));
+    c->set_connection_timeout(10, 0);
+#ifdef CPPHTTPLIB_OPENSSL_SUPPORT
+    if (!o_.ca_cert_path.empty()) c->set_ca_cert_path(o_.ca_cert_path.c_str());
+    c->enable_server_certificate_verification(true);
+#endif
+    return c;
+  }
+
+  [[nodiscard]] std::string origin() const { return (plain_http(host_) ? "http://" : "https://") + host_; }
+  [[nodiscard]] std::string where(std::string_view path) const {
+    return "image " + image_ + ": GET " + origin() + "/v2/" + ref_.repository + std::string(path);
+  }
+
+  /// An error for a response that is not a success.
+  [[nodiscard]] error status_error(int status, std::string_view path, std::string_view body) const {
+    std::string w = where(path) + ": HTTP " + std::to_string(status);
+    std::string detail(body.substr(0, 300));
+    if (!detail.empty()) w += " (" + detail + ")";
+    errc c = status == 401 || status == 403 ? errc::authentication
+             : status == 404               ? errc::not_found
+             : status == 429               ? errc::resource_exhausted
+             : status >= 500               ? errc::unavailable
+                                           : errc::protocol;
+    if (status == 401 && !creds_)
+      w += "; no credentials for " + ref_.registry +
+           " (image_options::auth, or `docker login` into ~/.docker/config.json)";
+    return {c, std::move(w)};
+  }
+
+  [[nodiscard]] error transport_error(httplib::Error e, std::string_view path) const {
+    errc c = e == httplib::Error::Read ? errc::timeout : errc::unavailable;
+    if (e == httplib::Error::SSLServerVerification || e == httplib::Error::SSLConnection) c = errc::transport;
+    return {c, where(path) + ": " + httplib::to_string(e)};
+  }
+
+  /// Answers a 401's challenge: the Authorization header to send from now on.
+  [[nodiscard]] result<void> authenticate(std::string_view header, std::string_view path) {
+    challenge c = parse_challenge(header);
+    if (c.scheme == "basic") {
+      if (!creds_)
+        return fail(errc::authentication, where(path) + ": the registry asks for credentials and "
+                                                        "none are known for " + ref_.registry +
+                                                        " (image_options::auth, or `docker login`)");
+      authorization_ = httplib::make_basic_authentication_header(creds_->username, creds_->password).second;
+      return success();
+    }
+    if (c.scheme != "bearer" || c.params["realm"].empty())
+      return fail(errc::authentication,
+                  where(path) + ": unsupported authentication challenge " +
+                      sandbox::detail::shell_quote(std::string(header.substr(0, 200))));
+    auto realm = c.params["realm"];
+    std::string_view rest = realm;
+    bool tls = rest.substr(0, 8) == "https://";
+    if (!tls && rest.substr(0, 7) != "http://")
+      return fail(errc::protocol, where(path) + ": token realm " + sandbox::detail::shell_quote(realm) +
+                                      " is not an http(s) URL");
+    rest.remove_prefix(tls ? 8 : 7);
+    auto slash = rest.find('/');
+    std::string host(rest.substr(0, slash));
+    std::string realm_path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+    if (!tls && !plain_http(host))
+      return fail(errc::authentication,
+                  where(path) + ": token realm " + sandbox::detail::shell_quote(realm) +
+                      " is plain http to a host that is not loopback (credentials would be "
+                      "sent in the clear; list it in image_options::insecure_registries)");
+    std::string scope = c.params.count("scope") ? c.params["scope"]
+                                                : "repository:" + ref_.repository + ":pull";
+    realm_path += realm_path.find('?') == std::string::npos ? "?" : "&";
+    realm_path += "scope=" + httplib::detail::encode_query_param(scope);
+    if (c.params.count("service"))
+      realm_path += "&service=" + httplib::detail::encode_query_param(c.params["service"]);
+    auto cli = client_for((tls ? "https://" : "http://") + host);
+    httplib::Headers h;
+    if (creds_) h.insert(httplib::make_basic_authentication_header(creds_->username, creds_->password));
+    auto res = cli->Get(realm_path, h);
+    if (!res) return fail(errc::unavailable, where(path) + ": token request to " + host + ": " +
+                                                 httplib::to_string(res.error()));
+    if (res->status != 200)
+      return fail(errc::authentication, where(path) + ": token request to " + host + ": HTTP " +
+                                            std::to_string(res->status) +
+                                            (creds_ ? " (credentials refused?)" : ""));
+    simdjson::dom::parser p;
+    simdjson::dom::element doc;
+    std::string_view token;
+    if (p.parse(res->body).get(doc) ||
+        (doc["token"].get(token) && doc["access_token"].get(token)) || token.empty())
+      return fail(errc::protocol, where(path) + ": the token response holds no token");
+    authorization_ = "Bearer " + std::string(token);
+    return success();
+  }
+
+  /// A small document (manifest) of the repository, authenticating and retrying as needed.
+  [[nodiscard]] result<std::string> small(const std::string& path, const char* accept, std::size_t max) {
+    return sandbox::detail::with_retry(exponential_backoff<>{}, [&]() -> result<std::string> {
+      for (int attempt = 0;; ++attempt) {
+        auto cli = client_for(origin());
+        httplib::Headers h{{"Accept", accept}};
+        if (!authorization_.empty()) h.emplace("Authorization", authorization_);
+        std::string body;
+        bool too_big = false;
+        auto res = cli->Get("/v2/" + ref_.repository + path, h,
+                            [&](const char* d, std::size_t n) {
+                              if (body.size() + n > max) return !(too_big = true);
+                              body.append(d, n);
+                              return true;
+                            });
+        if (too_big) return fail(errc::protocol, where(path) + ": larger than " + std::to_string(max) + " bytes");
+        if (!res) return fail(transport_error(res.error(), path));
+        if (res->status == 401 && attempt == 0 && res->has_header("WWW-Authenticate")) {
+          SANDBOX_TRYV(authenticate(res->get_header_value("WWW-Authenticate"), path));
+          continue;
+        }
+        if (res->status != 200) return fail(status_error(res->status, path, body));
+        return body;
+      }
+    });
+  }
+
+  /// One attempt at a blob: resumes what tmp/ holds, hashes as it writes, keeps it if verified.
+  [[nodiscard]] result<void> download(const std::string& digest, std::uint64_t size) {
+    const std::string path = "/blobs/" + digest;
+    const std::string tmp = store_.tmp_path(store::hex(digest) + ".partial");
+    sandbox::detail::unique_fd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+    if (!fd) return fail(errc::file_io, "image store: " + tmp + ": " + sandbox::detail::errno_text(errno));
+    // What an interrupted pull left: hashed again (the hash state is not kept), then resumed.
+    sha256 h;
+    std::uint64_t have = 0;
+    {
+      std::vector<char> buf(1 << 20);
+      for (;;) {
+        ssize_t n = ::read(fd.get(), buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        h.update(buf.data(), static_cast<std::size_t>(n));
+        have += static_cast<std::uint64_t>(n);
+      }
+    }
+    if (size && have > size) { // not what this blob is: start over
+      (void)::ftruncate(fd.get(), 0);
+      (void)::lseek(fd.get(), 0, SEEK_SET);
+      h = sha256();
+      have = 0;
+    }
+    std::string origin_now = origin();
+    std::string target = "/v2/" + ref_.repository + path;
+    bool send_auth = true;
+    for (int hops = 0;; ++hops) {
+      auto cli = client_for(origin_now);
+      httplib::Headers hd;
+      if (send_auth && !authorization_.empty()) hd.emplace("Authorization", authorization_);
+      if (have) hd.emplace("Range", "bytes=" + std::to_string(have) + "-");
+      int status = 0;
+      std::string location, challenge_header, err_body;
+      bool write_failed = false, restarted = false;
+      std::uint64_t total = size;
+      auto res = cli->Get(
+          target, hd,
+          [&](const httplib::Response& r) {
+            status = r.status;
+            location = r.get_header_value("Location");
+            challenge_header = r.get_header_value("WWW-Authenticate");
+            if (status == 200 && have) { // the server ignored the range: from the start
+              (void)::ftruncate(fd.get(), 0);
+              (void)::lseek(fd.get(), 0, SEEK_SET);
+              h = sha256();
+              have = 0;
+              restarted = true;
+            }
+            return true;
+          },
+          [&](const char* d, std::size_t n) {
+            if (status != 200 && status != 206) {
+              if (err_body.size() < 4096) err_body.append(d, std::min<std::size_t>(n, 4096));
+              return true;
+            }
+            if (size && have + n > size) return !(write_failed = true);
+            for (std::size_t off = 0; off < n;) {
+              ssize_t w = ::write(fd.get(), d + off, n - off);
+              if (w < 0 && errno == EINTR) continue;
+              if (w < 0) return !(write_failed = true);
+              off += static_cast<std::size_t>(w);
+            }
+            h.update(d, n);
+            have += n;
+            report(digest, have, total, false);
+            return true;
+          });
+      (void)restarted;
+      if (write_failed) {
+        if (size && have + 1 > size) {
+          (void)::ftruncate(fd.get(), 0);
+          return fail(errc::protocol, where(path) + ": the registry sent more than the " +
+                                          std::to_string(size) + " bytes the manifest gives");
+        }
+        return fail(errc::file_io, "image store: writing " + tmp + ": " + sandbox::detail::errno_text(errno));
+      }
+      if (!res && status != 200 && status != 206) return fail(transport_error(res.error(), path));
+      if (status == 401 && hops == 0 && !challenge_header.empty()) {
+        SANDBOX_TRYV(authenticate(challenge_header, path));
+        continue;
+      }
+      if ((status == 301 || status == 302 || status == 303 || status == 307 || status == 308) &&
+          hops < 5 && !location.empty()) {
+        if (location[0] == '/') {
+          target = location;
+        } else {
+          std::string_view l = location;
+          bool tls = l.substr(0, 8) == "https://";
+          if (!tls && l.substr(0, 7) != "http://")
+            return fail(errc::protocol, where(path) + ": redirect to " + sandbox::detail::shell_quote(location));
+          auto slash = l.find('/', tls ? 8 : 7);
+          std::string o(l.substr(0, slash));
+          if (o != origin_now) send_auth = false; // credentials stay with the registry
+          origin_now = o;
+          target = slash == std::string_view::npos ? "/" : std::string(l.substr(slash));
+          if (!tls && !plain_http(o.substr(7)))
+            return fail(errc::protocol, where(path) + ": redirect to plain http " + sandbox::detail::shell_quote(o));
+        }
+        continue;
+      }
+      if (status == 416 && have) { // what tmp/ holds is all there is, or wrong: start over
+        (void)::ftruncate(fd.get(), 0);
+        return fail(errc::unavailable, where(path) + ": resume refused (HTTP 416); starting over");
+      }
+      if (status != 200 && status != 206) return fail(status_error(status, path, err_body));
+      if (!res) // cut off: what arrived stays in tmp/ for the next attempt
+        return fail(errc::unavailable, where(path) + ": connection lost after " +
+                                           std::to_string(have) + " bytes (" +
+                                           httplib::to_string(res.error()) + ")");
+      break;
+    }
+    if (size && have != size)
+      return fail(errc::unavailable, where(path) + ": " + std::to_string(have) + " of " +
+                                         std::to_string(size) + " bytes arrived");
+    std::string got = h.digest();
+    if (got != digest) {
+      (void)::ftruncate(fd.get(), 0);
+      ::unlink(tmp.c_str());
+      return fail(errc::protocol, where(path) + ": content does not match its digest (it hashes to " +
+                                      got + "); nothing was kept");
+    }
+    return store_.commit(tmp, digest);
+  }
+
+  registry_ref ref_;
+  const image_options& o_;
+  const store& store_;
+  std::string image_;
+  std::string host_;
+  std::optional<credentials> creds_;
+  std::string authorization_;
+};
+
+} // namespace sandbox::image::detail
