@@ -11,6 +11,9 @@
 // --grpc-listen) the gRPC one. One line per REST request goes to stderr. SIGTERM or SIGINT stops
 // every sandbox it created, then it exits.
 #include <sandbox/local.hpp>
+#if SANDBOXD_IMAGES
+#include <sandbox/image.hpp>
+#endif
 #include <sandbox/server.hpp>
 #include <sandbox/transport/http/detail/client.hpp>
 #if SANDBOXD_GRPC
@@ -40,11 +43,16 @@ namespace {
 
 constexpr const char* usage =
     "usage: sandboxd --listen HOST:PORT [--token-file FILE] [--threads N]\n"
-    "                [--image NAME=DIR]... [--max-request-bytes N] [--max-output-bytes N]\n"
+    "                [--image NAME=DIR|IMAGE]... [--pull] [--image-store DIR]\n"
+    "                [--max-request-bytes N] [--max-output-bytes N]\n"
     "                [--max-output-bytes-limit N]\n"
     "                [--max-sandboxes N] [--max-connections N]\n"
     "                [--grpc-listen HOST:PORT [--tls-cert FILE --tls-key FILE]]\n"
     "The bearer token comes from SANDBOXD_TOKEN or --token-file; there is no default.\n"
+    "Images: a client's image name must be one of --image (python:3.11 runs on this host's\n"
+    "root unless given otherwise); with --pull, any other registry name is pulled into the\n"
+    "image store (--image-store, default $XDG_CACHE_HOME/sandbox or /var/cache/sandbox), and\n"
+    "--image python:3.11=python:3.11 pulls the real default image too.\n"
     "PORT 0 picks a free port; the first line on stdout is the REST base URL, the second\n"
     "(with --grpc-listen) the gRPC one (http:// for plaintext h2c, https:// with TLS).\n";
 
@@ -78,6 +86,7 @@ struct config {
   std::string host, token_file;
   int port = 0;
   std::string grpc_host, tls_cert, tls_key; // grpc_host empty: no gRPC
+  std::string image_store;
   int grpc_port = 0;
   sandbox::server_options opts;
 };
@@ -102,11 +111,21 @@ std::string parse_args(int argc, char** argv, config& c) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") return "help";
+    if (a == "--pull") {
+#if SANDBOXD_IMAGES
+      c.opts.pull_images = true;
+      continue;
+#else
+      return "--pull: this sandboxd was built without image support (libarchive, libcrypto)";
+#endif
+    }
     if (i + 1 >= argc) return "missing value after " + a;
     const char* v = argv[++i];
     std::uint64_t n = 0;
     if (a == "--listen")
       listen = v;
+    else if (a == "--image-store")
+      c.image_store = v;
     else if (a == "--token-file")
       c.token_file = v;
     else if (a == "--grpc-listen")
@@ -222,7 +241,14 @@ int serve(config& c) {
 
   // What a predecessor killed with SIGKILL left behind goes first.
   sandbox::local_transport::sweep();
-  auto transport = sandbox::local_transport::shared();
+  sandbox::local_transport::options lo;
+  lo.images.store = c.image_store;
+  // A line per blob fetched, when it is complete (a layer can take a while: say which).
+  lo.images.on_progress = [&opts](const sandbox::image::pull_progress& p) {
+    if (!p.cached && p.done == p.total && p.total > 0)
+      opts.log("pulled " + p.image + ": " + p.digest + " (" + std::to_string(p.total) + " bytes)");
+  };
+  auto transport = std::make_shared<sandbox::local_transport>(std::move(lo));
   sandbox::server<sandbox::local_transport> srv(transport, opts);
   auto bound = srv.bind(c.host, c.port);
   if (!bound) return die(bound.error().message);

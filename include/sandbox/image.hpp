@@ -145,11 +145,17 @@ struct unpacked_archive {
   const std::string what = "image " + image + ": manifest.json";
   SANDBOX_TRY(text, store::read_file(dir + "/manifest.json", 4u << 20, what));
   SANDBOX_TRY(saved, parse_saved(text, what));
+  // Tags compare as registry names do (`team/app` is `docker.io/team/app:latest`).
+  auto normal = [](const std::string& t) {
+    auto r = parse_registry_ref(t);
+    return r ? r.value().str() : t;
+  };
+  const std::string want = ref.empty() ? ref : normal(ref);
   const saved_image* pick = nullptr;
   for (const auto& si : saved) {
     bool named = ref.empty();
     for (const auto& t : si.tags)
-      if (t == ref || (ref.find(':') == std::string::npos && t == ref + ":latest")) named = true;
+      if (normal(t) == want) named = true;
     if (named) {
       pick = &si;
       break;

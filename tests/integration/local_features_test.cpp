@@ -142,6 +142,17 @@ TEST_CASE("an image directory becomes the sandbox's root", "[local][image]") {
   std::system(("rm -rf " + image).c_str());
 }
 
+TEST_CASE("a container image name without <sandbox/image.hpp> is refused, saying what to include",
+          "[local][image]") {
+  // This file does not include <sandbox/image.hpp>: the local transport takes directories only.
+  for (const char* name : {"python:3.11", "oci:/srv/layout", "docker-archive:/tmp/a.tar"}) {
+    auto box = Box::try_run(sandbox::SandboxOptions{.image = name});
+    REQUIRE_FALSE(box);
+    CHECK(box.error().code == errc::validation);
+    CHECK(box.error().message.find("#include <sandbox/image.hpp>") != std::string::npos);
+  }
+}
+
 TEST_CASE("large files round-trip byte for byte", "[local][files]") {
   auto box = keep_alive();
   std::string data(256u << 20, '\0');

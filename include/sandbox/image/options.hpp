@@ -55,8 +55,9 @@ struct image_options {
   std::uint64_t max_layer_bytes = std::uint64_t{32} << 30;
   /// Each request gives up after this long without progress.
   std::chrono::milliseconds read_timeout{60000};
-  /// Transient failures (connection refused or lost, 429, 5xx) are retried this many times.
-  unsigned retries = 4;
+  /// Transient failures (connection refused or lost, 429, 5xx, a cut-off download) are retried
+  /// with exponential backoff for this long; 0: never.
+  std::chrono::milliseconds retry_for{30000};
 };
 
 /// An image ready to be a sandbox's root: its layers unpacked in the store, and its config.

@@ -49,6 +49,10 @@ struct server_options {
   /// not listed is refused, so that a client never names a directory of this host. By default
   /// the client's default image runs on the transport's default root.
   std::map<std::string, std::string, std::less<>> images{{std::string(http::default_image), ""}};
+  /// Any other registry name a client gives (never a path, a layout or an archive) is pulled
+  /// by the transport (the local one needs <sandbox/image.hpp> for it). Names in `images` still
+  /// map as listed: remove the default's entry to pull the real default image.
+  bool pull_images = false;
   /// Run a sandbox whose main command is the clients' default keep-alive shell as a keep-alive
   /// sandbox of the transport (no extra processes in it; the same behaviour on stop).
   bool native_keep_alive = true;

@@ -97,6 +97,14 @@ struct challenge {
 
 /// A client of one repository of one registry.
 class registry_client {
+  /// `op` under exponential backoff, within image_options::retry_for.
+  template <class Op>
+  [[nodiscard]] auto retrying(Op&& op) const {
+    sandbox::detail::retry_bounds b;
+    b.deadline = std::chrono::steady_clock::now() + o_.retry_for;
+    return sandbox::detail::with_retry(exponential_backoff<>{}, std::forward<Op>(op), b);
+  }
+
 public:
   registry_client(const registry_ref& r, const image_options& o, const store& s, std::string image)
       : ref_(r), o_(o), store_(s), image_(std::move(image)) {
@@ -135,7 +143,7 @@ public:
       report(digest, size, size, true);
       return success();
     }
-    auto r = sandbox::detail::with_retry(exponential_backoff<>{}, [&] { return download(digest, size); });
+    auto r = retrying([&] { return download(digest, size); });
     (void)fetching;
     return r;
   }
@@ -258,7 +266,7 @@ private:
 
   /// A small document (manifest) of the repository, authenticating and retrying as needed.
   [[nodiscard]] result<std::string> small(const std::string& path, const char* accept, std::size_t max) {
-    return sandbox::detail::with_retry(exponential_backoff<>{}, [&]() -> result<std::string> {
+    return retrying([&]() -> result<std::string> {
       for (int attempt = 0;; ++attempt) {
         auto cli = client_for(origin());
         httplib::Headers h{{"Accept", accept}};
@@ -308,6 +316,7 @@ private:
       h = sha256();
       have = 0;
     }
+    const std::uint64_t resumed_from = have;
     std::string origin_now = origin();
     std::string target = "/v2/" + ref_.repository + path;
     bool send_auth = true;
@@ -403,6 +412,10 @@ private:
     if (got != digest) {
       (void)::ftruncate(fd.get(), 0);
       ::unlink(tmp.c_str());
+      if (resumed_from) // what an earlier pull left was not this blob's start: once more, whole
+        return fail(errc::unavailable, where(path) + ": a download resumed after " +
+                                           std::to_string(resumed_from) +
+                                           " bytes does not match its digest; starting over");
       return fail(errc::protocol, where(path) + ": content does not match its digest (it hashes to " +
                                       got + "); nothing was kept");
     }

@@ -7,6 +7,7 @@
 
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/validate.hpp>
+#include <sandbox/image/reference.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/http/defaults.hpp>
@@ -191,7 +192,9 @@ inline constexpr std::size_t max_tag_bytes = 256;
 
 /// The options the server runs a requested spec with: exactly one container; its image looked
 /// up in `images` (a name not listed is refused: a client never picks what the transport is
-/// given, such as a directory of the server's host); the clients' keep-alive shell as a
+/// given, such as a directory of the server's host), or, when `pull`, any other registry name
+/// (`python:3.11`, `host:5000/team/app@sha256:…`: never a path, a layout or an archive) given
+/// to the transport as it is, to pull; the clients' keep-alive shell as a
 /// keep-alive sandbox when `native_keep_alive`; limits, or else requests (or the older
 /// `resources`), as the resources.
 /// **Errors:** validation (an image not in `images`, a bad quantity, both resources and
@@ -200,7 +203,8 @@ inline constexpr std::size_t max_tag_bytes = 256;
 /// containers, a network that is not denied, placement on the caller's own cluster).
 [[nodiscard]] inline result<SandboxOptions>
 options_of(const wire::SandboxSpec& spec,
-           const std::map<std::string, std::string, std::less<>>& images, bool native_keep_alive) {
+           const std::map<std::string, std::string, std::less<>>& images, bool native_keep_alive,
+           bool pull = false) {
   // Unset means serverless, which is what this server is; CKS names the caller's own cluster.
   if (spec.mode != wire::SandboxMode::SANDBOX_MODE_UNSPECIFIED &&
       spec.mode != wire::SandboxMode::SANDBOX_MODE_SERVERLESS) {
@@ -233,7 +237,18 @@ options_of(const wire::SandboxSpec& spec,
                                       sandbox::detail::quoted_excerpt(spec.primary_container));
   SandboxOptions o;
   auto image = images.find(c.image);
-  if (image == images.end()) {
+  if (image == images.end() && pull) {
+    auto named = sandbox::image::parse_source(c.image);
+    if (named && named.value().kind == sandbox::image::source_kind::registry &&
+        c.image.substr(0, 9) != "docker://")
+      o.image = c.image;
+    else if (named)
+      return fail(errc::validation, "spec.containers[0].image: " +
+                                        sandbox::detail::quoted_excerpt(c.image) +
+                                        " is not a registry image name");
+    else
+      return fail(errc::validation, "spec.containers[0].image: " + named.error().message);
+  } else if (image == images.end()) {
     std::string offered;
     for (const auto& [name, _] : images)
       offered += (offered.empty() ? "" : ", ") + sandbox::detail::quoted_excerpt(name);
@@ -242,7 +257,7 @@ options_of(const wire::SandboxSpec& spec,
                     " is not an image of this server (it has: " +
                     (offered.empty() ? std::string("none") : offered) + ")");
   }
-  o.image = image->second;
+  if (image != images.end()) o.image = image->second;
   if (c.command.empty() && !c.args.empty())
     return fail(errc::validation, "spec.containers[0].args: given without a command (this "
                                   "server has no image entrypoint)");
