@@ -243,6 +243,11 @@ struct layer_lease {
     out.layers.push_back(std::move(dir));
   }
   std::reverse(out.layers.begin(), out.layers.end()); // overlayfs lists the topmost first
+  // A layer listed twice (an empty one, typically) is kept where it is topmost: what it holds
+  // and hides lower down, it holds and hides again there; overlayfs takes each directory once.
+  for (std::size_t i = 0; i < out.layers.size(); ++i)
+    for (std::size_t j = out.layers.size(); j-- > i + 1;)
+      if (out.layers[j] == out.layers[i]) out.layers.erase(out.layers.begin() + static_cast<std::ptrdiff_t>(j));
   out.env = std::move(cfg.env);
   out.working_dir = std::move(cfg.working_dir);
   out.user = std::move(cfg.user);

@@ -5,6 +5,8 @@
 // realm); tampered blobs; an interrupted pull resumed; concurrent pulls sharing one download;
 // gc leaving what runs alone.
 #include "../support/image_fixtures.hpp"
+#include "../support/sandbox_helpers.hpp"
+#include "../support/skip.hpp"
 
 #include <sandbox/http.hpp>
 #include <sandbox/image.hpp>
@@ -23,7 +25,6 @@
 
 using namespace test_support;
 namespace img = sandbox::image;
-using Box = sandbox::basic_sandbox<sandbox::local_transport, sandbox::no_retry, sandbox::return_errors>;
 
 namespace {
 
@@ -47,7 +48,7 @@ std::string run_in(const std::string& image, const std::string& store, const std
   return r.value().stdout_text + r.value().stderr_text;
 }
 
-std::string busybox_layer() { return make_tar(busybox_entries(), true); }
+std::string busybox_layer() { return make_tar(busybox_entries(), compression::gzip); }
 
 std::set<std::string> stored_blobs(const std::string& store) {
   auto names = img::store::list(store + "/blobs/sha256");
@@ -171,16 +172,18 @@ TEST_CASE("devices, setuid bits and oversized layers are not unpacked as given",
 
   // A layer that unpacks to more than the limit is refused, whatever it compresses to.
   temp_dir bomb;
-  make_layout(bomb.path, {make_tar({{tar_entry::file, "zeros", std::string(8 << 20, '\0')}}, true)});
+  make_layout(bomb.path, {make_tar({{tar_entry::file, "zeros", std::string(8 << 20, '\0')}}, compression::zstd)});
   auto big = img::prepare("oci:" + bomb.path, {.store = store, .max_layer_bytes = 1 << 20});
   REQUIRE_FALSE(big);
   CHECK(big.error().code == sandbox::errc::validation);
   CHECK(big.error().message.find("more than 1048576 bytes") != std::string::npos);
 }
 
-TEST_CASE("layers stack: whiteouts remove, opaque directories replace", "[image]") {
-  temp_dir work, layout;
-  const std::string store = work.path + "/store";
+namespace {
+
+/// A busybox base under a layer that whites out /etc/gone and /keep/gone, makes /data opaque
+/// (only c in it) and adds /keep/y; its config sets FOO, PATH and WorkingDir /keep.
+void make_stacked_layout(const std::string& dir) {
   auto base = busybox_entries();
   base.push_back({tar_entry::dir, "data"});
   base.push_back({tar_entry::file, "data/a", "a"});
@@ -194,12 +197,23 @@ TEST_CASE("layers stack: whiteouts remove, opaque directories replace", "[image]
                               {tar_entry::file, "data/c", "c"},
                               {tar_entry::file, "keep/.wh.gone", ""},
                               {tar_entry::file, "etc/.wh.gone", ""},
-                              {tar_entry::file, "keep/y", "y"}});
-  make_layout(layout.path, {make_tar(base, true), top},
+                              {tar_entry::file, "keep/y", "y"}},
+                             compression::zstd);
+  make_layout(dir, {make_tar(base, compression::gzip), top},
               R"({"Env":["FOO=from-image","PATH=/bin"],"WorkingDir":"/keep"})");
-  CHECK(run_in("oci:" + layout.path, store,
-               "ls /data; ls /keep; test -e /etc/gone || echo no-etc-gone; echo $FOO $PATH; pwd") ==
-        "c\nx\ny\nno-etc-gone\nfrom-image /bin\n/keep\n");
+}
+
+constexpr const char* stacked_probe =
+    "ls /data; ls /keep; test -e /etc/gone || echo no-etc-gone; echo $FOO $PATH; pwd";
+constexpr const char* stacked_expected = "c\nx\ny\nno-etc-gone\nfrom-image /bin\n/keep\n";
+
+} // namespace
+
+TEST_CASE("layers stack: whiteouts remove, opaque directories replace", "[image]") {
+  temp_dir work, layout;
+  const std::string store = work.path + "/store";
+  make_stacked_layout(layout.path);
+  CHECK(run_in("oci:" + layout.path, store, stacked_probe) == stacked_expected);
   // The same image, named as a layout directory: the store's layers are used again.
   auto before = img::store::list(store + "/layers").size();
   CHECK(run_in(layout.path, store, "cat /data/c") == "c");
@@ -217,6 +231,47 @@ TEST_CASE("layers stack: whiteouts remove, opaque directories replace", "[image]
   // What a sandbox writes stays in its own layer.
   CHECK(box.value().exec({"sh", "-c", "echo changed > /data/c"}).result().value().returncode == 0);
   CHECK(run_in(layout.path, store, "cat /data/c") == "c");
+}
+
+TEST_CASE("a layer listed twice (an empty one) stacks once", "[image]") {
+  temp_dir work, layout;
+  std::string empty = make_tar({});
+  make_layout(layout.path, {empty, busybox_layer(), empty, make_tar({{tar_entry::file, "etc/x", "x"}}), empty});
+  auto p = img::prepare("oci:" + layout.path, {.store = work.path + "/store"});
+  REQUIRE(p);
+  CHECK(p.value().layers.size() == 3);
+  CHECK(run_in("oci:" + layout.path, work.path + "/store", "cat /etc/x") == "x");
+}
+
+TEST_CASE("without root: the caller's own store, layers stacked in a user namespace",
+          "[image][rootless][userns]") {
+  temp_dir work, layout;
+  make_stacked_layout(layout.path);
+  for (const auto* d : {&work, &layout})
+    REQUIRE(std::system(("chmod -R a+rX " + d->path).c_str()) == 0);
+  REQUIRE(::chown(work.path.c_str(), 65534, 65534) == 0);
+  const std::string store = work.path + "/store";
+  auto out = in_child([&](int fd) {
+    if (!become_nobody()) return put(fd, "error", "could not drop to 65534");
+    sandbox::SandboxOptions so;
+    so.image = "oci:" + layout.path;
+    auto box = Box::try_run(so, transport_with(store));
+    if (!box) return put(fd, box.error().is(sandbox::errc::unsupported) ? "unsupported" : "error",
+                         box.error().message);
+    auto r = box.value().exec({"sh", "-c", stacked_probe}).result();
+    put(fd, "out", r ? r.value().stdout_text : r.error().message);
+    struct stat st {};
+    put(fd, "owner", ::stat(store.c_str(), &st) == 0 ? std::to_string(st.st_uid) : "none");
+  });
+  auto m = parse(out);
+  if (m.count("unsupported")) SANDBOX_SKIP("user namespaces: " + m["unsupported"]);
+  INFO(out);
+  CHECK(m.count("error") == 0);
+  std::string want = stacked_expected;
+  for (char& c : want)
+    if (c == '\n') c = '|';
+  CHECK(m["out"] == want);
+  CHECK(m["owner"] == "65534");
 }
 
 TEST_CASE("images made by umoci and skopeo run: OCI layout, docker-archive, oci-archive", "[image][tools]") {
@@ -493,9 +548,9 @@ TEST_CASE("gc removes what no name reaches and nothing a sandbox runs on", "[ima
   temp_dir work, a, b;
   const std::string store = work.path + "/store";
   auto base = busybox_entries();
-  make_layout(a.path, {make_tar(base, true)});
+  make_layout(a.path, {make_tar(base, compression::gzip)});
   base.push_back({tar_entry::file, "etc/b", "b"});
-  make_layout(b.path, {make_tar(base, true)});
+  make_layout(b.path, {make_tar(base, compression::gzip)});
   auto t = transport_with(store);
   sandbox::SandboxOptions so;
   so.image = "oci:" + a.path;

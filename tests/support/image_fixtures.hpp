@@ -61,11 +61,15 @@ struct tar_entry {
   int major = 0, minor = 0;
 };
 
-/// A tar (gzip-compressed when `gzip`) of `entries`, in memory.
-inline std::string make_tar(const std::vector<tar_entry>& entries, bool gzip = false) {
+enum class compression { none, gzip, zstd };
+
+/// A tar of `entries`, in memory.
+inline std::string make_tar(const std::vector<tar_entry>& entries,
+                            compression c = compression::none) {
   archive* a = archive_write_new();
   archive_write_set_format_pax_restricted(a);
-  if (gzip) archive_write_add_filter_gzip(a);
+  if (c == compression::gzip) archive_write_add_filter_gzip(a);
+  if (c == compression::zstd) archive_write_add_filter_zstd(a);
   archive_write_set_bytes_in_last_block(a, 1); // no zero padding after the compressed stream
   std::string out;
   archive_write_open(
@@ -160,7 +164,10 @@ inline std::string make_layout(const std::string& dir, const std::vector<std::st
     diff_ids += std::string(diff_ids.empty() ? "" : ",") + "\"" + digest_of(uncompressed(l)) + "\"";
     layer_list += std::string(layer_list.empty() ? "" : ",") +
                   "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar" +
-                  (l.substr(0, 2) == "\x1f\x8b" ? "+gzip" : "") + "\",\"digest\":\"" + d +
+                  (l.substr(0, 2) == "\x1f\x8b"           ? "+gzip"
+                   : l.substr(0, 4) == "\x28\xb5\x2f\xfd" ? "+zstd"
+                                                          : "") +
+                  "\",\"digest\":\"" + d +
                   "\",\"size\":" + std::to_string(l.size()) + "}";
   }
   std::string config = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":" + config_json +

@@ -20,6 +20,7 @@
 #include <sandbox/image/reference.hpp>
 
 #include <cstdlib>
+#include <ctime>
 #include <set>
 #include <string>
 #include <string_view>
@@ -58,6 +59,9 @@ public:
     if (root.find_first_of(",:\\") != std::string::npos)
       return fail(errc::validation, "image store path " + sandbox::detail::shell_quote(root) +
                                         " contains ',', ':' or '\\', which overlayfs cannot take");
+    // Its parents too (~/.cache may not exist yet).
+    for (auto slash = root.find('/', 1); slash != std::string::npos; slash = root.find('/', slash + 1))
+      (void)::mkdir(root.substr(0, slash).c_str(), 0755);
     for (const char* sub : {"", "/blobs", "/blobs/sha256", "/layers", "/refs", "/locks", "/tmp"}) {
       std::string d = root + sub;
       if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST)
@@ -220,8 +224,9 @@ public:
     std::string tmp = tmp_path("ref-" + sandbox::detail::random_id("", 12));
     sandbox::detail::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (!fd || ::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
+      int err = errno;
       ::unlink(tmp.c_str());
-      return io_error("writing " + tmp);
+      return io_error("writing " + tmp, err);
     }
     if (::rename(tmp.c_str(), ref_path(name).c_str()) != 0) return io_error("storing a ref");
     return success();
@@ -233,7 +238,8 @@ public:
   }
 
   /// Removes every blob and unpacked layer that no name in refs/ reaches and no sandbox uses,
-  /// and downloads abandoned in tmp/ by processes that are gone (no lock held on them).
+  /// and what processes that died while unpacking or importing left in tmp/ (older than an
+  /// hour; interrupted downloads stay, to be resumed).
   /// `reachable(store, manifest_digest, out)` adds the digests a manifest reaches.
   template <class Reach>
   [[nodiscard]] result<gc_stats> gc(Reach&& reachable) const noexcept {
@@ -259,6 +265,14 @@ public:
       auto in_use = lock(h, LOCK_EX | LOCK_NB);
       if (!in_use) continue;
       if (detail::remove_tree(AT_FDCWD, (root_ + "/layers/" + h).c_str()) == 0) ++st.layers;
+    }
+    const auto hour_ago = ::time(nullptr) - 3600;
+    for (const auto& t : list(root_ + "/tmp")) {
+      struct stat st {};
+      std::string p = root_ + "/tmp/" + t;
+      if (t.size() > 8 && t.compare(t.size() - 8, 8, ".partial") == 0) continue;
+      if (::lstat(p.c_str(), &st) == 0 && st.st_mtime < hour_ago)
+        (void)detail::remove_tree(AT_FDCWD, p.c_str());
     }
     for (const auto& h : list(root_ + "/blobs/sha256")) {
       if (keep.count(h)) continue;
