@@ -6,6 +6,9 @@
 //   sandbox run --memory 512Mi -- python3 -c 'print(1)'
 //   id=$(sandbox create --tag ci -- sleep 600); sandbox exec "$id" -- uname -a; sandbox delete "$id"
 #include <sandbox/sandbox.hpp>
+#if SANDBOX_CLI_IMAGES
+#include <sandbox/image.hpp>
+#endif
 #if SANDBOX_CLI_GRPC
 #include <sandbox/grpc.hpp>
 #endif
@@ -46,14 +49,19 @@ constexpr const char* usage = R"(usage: sandbox COMMAND [OPTIONS] [-- CMD...]
 Local (a sandbox on this host, no daemon):
   run [OPTIONS] -- CMD...    run CMD in a fresh sandbox, its output live, stdin passed on;
                              exits with CMD's exit status; the sandbox is gone afterwards
-    --image DIR              root filesystem (default: the host's, read-only)
+    --image IMAGE            root filesystem (default: the host's, read-only): a directory,
+                             or, when built with image support, python:3.11, oci:DIR[:TAG],
+                             docker-archive:FILE, oci-archive:FILE (pulled into the store)
     --memory SIZE            memory limit (bytes, or with K M G Ki Mi Gi)
     --cpus N                 CPU limit in cores (0.5 = half a core)
     --pids N                 most processes
     --timeout SECONDS        kill CMD after this long (exit status 124)
     --env NAME=VALUE         environment (repeatable)
     --workdir DIR            working directory
-    --network none|host      none: loopback only (default); host: the host's network
+    --network MODE           none: loopback only (default); host: the host's network;
+                             egress: outbound through a NAT, without the host's loopback,
+                             its addresses, link-local and private ranges
+    --allow CIDR             with egress: reachable although blocked (repeatable)
     --mount-file FILE:/PATH  place FILE read-only at PATH (repeatable)
     -n                       stdin from /dev/null (keep the caller's stdin for the caller)
 
@@ -438,7 +446,7 @@ std::string request_id() {
 int cmd_run(int argc, char** argv) {
   auto a = parse(argc, argv, 2,
                  {"--image", "--memory", "--cpus", "--pids", "--timeout", "--env", "--workdir",
-                  "--network", "--mount-file", "-n"});
+                  "--network", "--allow", "--mount-file", "-n"});
   if (a.command.empty()) throw usage_error{"run wants a command after --"};
   if (!a.positional.empty()) throw usage_error{"unexpected '" + a.positional[0] + "' (put the command after --)"};
   sandbox::SandboxOptions o;
@@ -449,9 +457,13 @@ int cmd_run(int argc, char** argv) {
   o.env = env_of(a);
   o.working_dir = a.get("--workdir").value_or("");
   if (auto n = a.get("--network")) {
-    if (*n != "none" && *n != "host") throw usage_error{"--network wants none or host"};
-    o.host_network = *n == "host";
+    if (*n != "none" && *n != "host" && *n != "egress")
+      throw usage_error{"--network wants none, host or egress"};
+    o.network = *n == "host" ? sandbox::network_mode::host
+                : *n == "egress" ? sandbox::network_mode::egress
+                                 : sandbox::network_mode::none;
   }
+  for (const auto& allow : a.all("--allow")) o.network_allow.push_back(allow);
   for (const auto& spec : a.all("--mount-file")) {
     auto colon = spec.rfind(":/"); // PATH is absolute; FILE may hold colons of its own
     if (colon == 0 || colon == std::string::npos)

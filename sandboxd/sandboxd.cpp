@@ -43,7 +43,7 @@ namespace {
 
 constexpr const char* usage =
     "usage: sandboxd --listen HOST:PORT [--token-file FILE] [--threads N]\n"
-    "                [--image NAME=DIR|IMAGE]... [--pull] [--image-store DIR]\n"
+    "                [--image NAME=DIR|IMAGE]... [--pull] [--image-store DIR] [--egress]\n"
     "                [--max-request-bytes N] [--max-output-bytes N]\n"
     "                [--max-output-bytes-limit N]\n"
     "                [--max-sandboxes N] [--max-connections N]\n"
@@ -53,6 +53,9 @@ constexpr const char* usage =
     "root unless given otherwise); with --pull, any other registry name is pulled into the\n"
     "image store (--image-store, default $XDG_CACHE_HOME/sandbox or /var/cache/sandbox), and\n"
     "--image python:3.11=python:3.11 pulls the real default image too.\n"
+    "Network: a sandbox has its own loopback only; with --egress a client may ask for outbound\n"
+    "access (network.denyEgress false), through a NAT that keeps this host's loopback and\n"
+    "addresses and private, link-local and reserved ranges out of reach.\n"
     "PORT 0 picks a free port; the first line on stdout is the REST base URL, the second\n"
     "(with --grpc-listen) the gRPC one (http:// for plaintext h2c, https:// with TLS).\n";
 
@@ -111,6 +114,10 @@ std::string parse_args(int argc, char** argv, config& c) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") return "help";
+    if (a == "--egress") {
+      c.opts.allow_egress = true;
+      continue;
+    }
     if (a == "--pull") {
 #if SANDBOXD_IMAGES
       c.opts.pull_images = true;

@@ -126,6 +126,20 @@ struct MountedFile {
   std::string content;
 };
 
+/// How a sandbox reaches the network.
+enum class network_mode {
+  /// Its own loopback only. The local transport's default; remote, `deny_egress` (the hosted
+  /// service's default is decided by the service).
+  none,
+  /// The host's network, shared (local transport only).
+  host,
+  /// Outbound TCP and UDP, and DNS, through a user-mode NAT (local: slirp4netns, for root and
+  /// non-root callers, ending with the sandbox). The host's own addresses and loopback,
+  /// link-local (169.254.0.0/16: cloud metadata), private, shared, multicast and reserved
+  /// IPv4 ranges stay unreachable unless `SandboxOptions::network_allow` lists them.
+  egress,
+};
+
 /// Options of a sandbox.
 struct SandboxOptions {
   /// Root filesystem. Local transport: empty = the host's root, read-only under a private
@@ -143,8 +157,12 @@ struct SandboxOptions {
   /// Working directory of the main process and default cwd of exec (absolute). Empty: "/".
   std::string working_dir;
   Resources resources;
-  /// Local transport: share the host's network instead of an own loopback-only network.
-  bool host_network = false;
+  /// Unset: the transport's default (local: `none`; remote: the service's).
+  std::optional<network_mode> network;
+  /// With `egress`: IPv4 destinations (`10.1.2.0/24`, `127.0.0.1`, `169.254.169.254/32`) that
+  /// are reachable although a blocked range holds them. `127.0.0.0/8` (or part of it) is the
+  /// host's loopback, reached at the NAT's gateway 10.0.2.2 inside the sandbox.
+  std::vector<std::string> network_allow;
   std::vector<MountedFile> mounted_files;
   std::vector<std::string> tags;
   env_map annotations;

@@ -423,9 +423,9 @@ TEST_CASE("host unix sockets cannot be reached", "[local][security][network]") {
   // The file is there (the overlay shows it), only the listener is not.
   CHECK(run(box, {"test", "-S", on_root}).code == 0);
 
-  // host_network shares the host's abstract socket namespace (it belongs to the network
+  // network_mode::host shares the host's abstract socket namespace (it belongs to the network
   // namespace): that opt-in reaches abstract sockets, never the ones on the filesystem.
-  auto shared = make_box({.host_network = true});
+  auto shared = make_box({.network = sandbox::network_mode::host});
   REQUIRE(install_probe(shared));
   CHECK(probe(shared, {"connect-unix", abstract})["connect"] == "ok HOST");
   CHECK(probe(shared, {"connect-unix", on_root})["connect"] == "ECONNREFUSED");
@@ -464,7 +464,7 @@ TEST_CASE("host processes are invisible and cannot be signalled", "[local][secur
   CHECK(WTERMSIG(ws) == SIGKILL);
 }
 
-TEST_CASE("the network is the sandbox's own loopback unless host_network is asked for",
+TEST_CASE("the network is the sandbox's own loopback unless the host's network is asked for",
           "[local][security][network]") {
   int srv = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
@@ -483,7 +483,7 @@ TEST_CASE("the network is the sandbox's own loopback unless host_network is aske
     CHECK(sh(box, "ls /sys/class/net") == "lo\n");
   }
   {
-    auto box = make_box({.host_network = true});
+    auto box = make_box({.network = sandbox::network_mode::host});
     REQUIRE(install_probe(box));
     CHECK(probe(box, {"connect-tcp", "127.0.0.1", port})["connect"] == "ok");
   }
@@ -561,9 +561,9 @@ TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
     put(fd, "socket", parse(run(box, {"/tmp/probe", "connect-unix", on_root}).out)["connect"]);
     auto back = box.read_file("/tmp/x");
     put(fd, "read_back", back ? back.value() : "error: " + back.error().message);
-    // host_network: sysfs cannot be mounted for the host's network namespace; /sys is the
+    // network_mode::host: sysfs cannot be mounted for the host's network namespace; /sys is the
     // host's, read-only.
-    auto shared = Box::run({.host_network = true}, sandbox::local_transport::shared());
+    auto shared = Box::run({.network = sandbox::network_mode::host}, sandbox::local_transport::shared());
     if (!shared) return put(fd, "error", shared.error().message);
     put(fd, "sys_ro", sh(shared.value(), "touch /sys/x 2>&1 | grep -c Read-only"));
     // An image directory is one overlay, as for root.

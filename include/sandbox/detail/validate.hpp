@@ -6,6 +6,8 @@
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 
+#include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -37,6 +39,57 @@ namespace sandbox::detail {
   return validate_env(o.env, "ExecOptions::env");
 }
 
+/// An IPv4 range: network address (host order) and prefix length.
+struct cidr {
+  std::uint32_t addr = 0;
+  unsigned prefix = 32;
+  [[nodiscard]] std::uint32_t mask() const noexcept {
+    return prefix == 0 ? 0 : ~std::uint32_t{0} << (32 - prefix);
+  }
+  [[nodiscard]] bool contains(std::uint32_t a) const noexcept { return (a & mask()) == addr; }
+  [[nodiscard]] bool overlaps(const cidr& o) const noexcept {
+    auto m = prefix < o.prefix ? mask() : o.mask();
+    return (addr & m) == (o.addr & m);
+  }
+  [[nodiscard]] std::string str() const {
+    return std::to_string(addr >> 24) + "." + std::to_string((addr >> 16) & 255) + "." +
+           std::to_string((addr >> 8) & 255) + "." + std::to_string(addr & 255) + "/" +
+           std::to_string(prefix);
+  }
+};
+
+/// `a.b.c.d` or `a.b.c.d/n` (host bits must be zero), in decimal without leading zeros.
+[[nodiscard]] inline std::optional<cidr> parse_cidr(std::string_view s) noexcept {
+  cidr c;
+  auto slash = s.find('/');
+  std::string_view a = s.substr(0, slash);
+  std::uint32_t v = 0;
+  std::size_t b = 0;
+  for (int i = 0; i < 4; ++i) {
+    auto e = i < 3 ? a.find('.', b) : a.size();
+    if (e == std::string_view::npos) return std::nullopt;
+    std::string_view p = a.substr(b, e - b);
+    if (p.empty() || p.size() > 3 || (p.size() > 1 && p[0] == '0') ||
+        p.find_first_not_of("0123456789") != p.npos)
+      return std::nullopt;
+    unsigned n = 0;
+    for (char ch : p)
+      n = n * 10 + static_cast<unsigned>(ch - '0');
+    if (n > 255) return std::nullopt;
+    v = (v << 8) | n;
+    b = e + 1;
+  }
+  if (slash != std::string_view::npos) {
+    std::string_view p = s.substr(slash + 1);
+    if (p.empty() || p.size() > 2 || p.find_first_not_of("0123456789") != p.npos) return std::nullopt;
+    c.prefix = static_cast<unsigned>(p.size() == 1 ? p[0] - '0' : (p[0] - '0') * 10 + (p[1] - '0'));
+    if (c.prefix > 32) return std::nullopt;
+  }
+  c.addr = v;
+  if ((c.addr & c.mask()) != c.addr) return std::nullopt;
+  return c;
+}
+
 [[nodiscard]] inline result<void> validate_options(const SandboxOptions& o) noexcept {
   if (!o.command.empty() && o.command[0].empty())
     return fail(errc::validation, "SandboxOptions::command: the program name is empty");
@@ -52,6 +105,12 @@ namespace sandbox::detail {
                                     "path, got " +
                                         shell_quote(f.path));
   }
+  if (!o.network_allow.empty() && o.network != network_mode::egress)
+    return fail(errc::validation, "SandboxOptions::network_allow is for network_mode::egress");
+  for (const auto& a : o.network_allow)
+    if (!parse_cidr(a))
+      return fail(errc::validation, "SandboxOptions::network_allow: " + shell_quote(a) +
+                                        " is not an IPv4 address or CIDR (a.b.c.d or a.b.c.d/n)");
   return validate_env(o.env, "SandboxOptions::env");
 }
 

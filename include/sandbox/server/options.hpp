@@ -53,6 +53,9 @@ struct server_options {
   /// by the transport (the local one needs <sandbox/image.hpp> for it). Names in `images` still
   /// map as listed: remove the default's entry to pull the real default image.
   bool pull_images = false;
+  /// A spec asking for egress (`network.denyEgress: false`) gets network_mode::egress; without
+  /// it such a spec is refused (UNIMPLEMENTED).
+  bool allow_egress = false;
   /// Run a sandbox whose main command is the clients' default keep-alive shell as a keep-alive
   /// sandbox of the transport (no extra processes in it; the same behaviour on stop).
   bool native_keep_alive = true;

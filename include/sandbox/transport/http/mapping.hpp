@@ -147,9 +147,12 @@ inline constexpr std::size_t max_tag_bytes = 256;
 [[nodiscard]] inline result<wire::SandboxSpec> spec_of(const SandboxOptions& o,
                                                        std::string_view default_image) noexcept {
   SANDBOX_TRYV(sandbox::detail::validate_options(o));
-  if (o.host_network)
-    return fail(errc::unsupported, "SandboxOptions::host_network is an option of the local "
-                                   "transport; the v1 API has no such field");
+  if (o.network == network_mode::host)
+    return fail(errc::unsupported, "SandboxOptions::network host is an option of the local "
+                                   "transport; the v1 API has no such mode");
+  if (!o.network_allow.empty())
+    return fail(errc::unsupported, "SandboxOptions::network_allow is an option of the local "
+                                   "transport (the v1 API's egress rules are not modelled)");
   if (o.resources.max_pids)
     return fail(errc::unsupported,
                 "SandboxOptions::resources.max_pids: the v1 API has no pids limit");
@@ -187,6 +190,7 @@ inline constexpr std::size_t max_tag_bytes = 256;
   spec.annotations.insert(o.annotations.begin(), o.annotations.end());
   if (o.max_lifetime)
     spec.max_lifetime_seconds = static_cast<std::int32_t>(o.max_lifetime->count());
+  if (o.network) spec.network = wire::NetworkOptions{*o.network == network_mode::none, std::nullopt};
   return spec;
 }
 
@@ -200,11 +204,11 @@ inline constexpr std::size_t max_tag_bytes = 256;
 /// **Errors:** validation (an image not in `images`, a bad quantity, both resources and
 /// resourceRequirements, args without a command, a negative lifetime, a primary container that
 /// is not there, too many or too long tags), unsupported (several
-/// containers, a network that is not denied, placement on the caller's own cluster).
+/// containers, egress when `egress` is false, ingress, placement on the caller's own cluster).
 [[nodiscard]] inline result<SandboxOptions>
 options_of(const wire::SandboxSpec& spec,
            const std::map<std::string, std::string, std::less<>>& images, bool native_keep_alive,
-           bool pull = false) {
+           bool pull = false, bool egress = false) {
   // Unset means serverless, which is what this server is; CKS names the caller's own cluster.
   if (spec.mode != wire::SandboxMode::SANDBOX_MODE_UNSPECIFIED &&
       spec.mode != wire::SandboxMode::SANDBOX_MODE_SERVERLESS) {
@@ -313,10 +317,16 @@ options_of(const wire::SandboxSpec& spec,
     return fail(errc::validation, "spec.maxLifetimeSeconds: must not be negative");
   if (spec.max_lifetime_seconds > 0)
     o.max_lifetime = std::chrono::seconds(spec.max_lifetime_seconds);
-  if (spec.network && ((spec.network->deny_egress && !*spec.network->deny_egress) ||
-                       (spec.network->deny_ingress && !*spec.network->deny_ingress)))
-    return fail(errc::unsupported, "spec.network: sandboxes of this server have no network "
-                                   "beyond their own loopback; egress/ingress cannot be allowed");
+  if (spec.network && spec.network->deny_ingress && !*spec.network->deny_ingress)
+    return fail(errc::unsupported, "spec.network.denyIngress: this server exposes nothing of a "
+                                   "sandbox; ingress cannot be allowed");
+  if (spec.network && spec.network->deny_egress && !*spec.network->deny_egress) {
+    if (!egress)
+      return fail(errc::unsupported, "spec.network.denyEgress: sandboxes of this server have no "
+                                     "network beyond their own loopback (its operator can allow "
+                                     "egress: sandboxd --egress)");
+    o.network = network_mode::egress;
+  }
   return o;
 }
 

@@ -9,6 +9,7 @@
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/local/detail/cgroups.hpp>
+#include <sandbox/transport/local/detail/egress.hpp>
 #include <sandbox/transport/local/detail/hidden_layer.hpp>
 #include <sandbox/transport/local/detail/log_ring.hpp>
 #include <sandbox/transport/local/detail/protocol.hpp>
@@ -289,9 +290,25 @@ private:
   // The steps of create, in order.
   [[nodiscard]] result<void> clone_supervisor(const supervisor_setup& setup, bool host_network,
                                               bool user_ns) noexcept;
-  [[nodiscard]] result<void> map_user_ns() noexcept;
+  /// `keep_ns`: also opens the supervisor's user and network namespaces (for egress).
+  [[nodiscard]] result<void> map_user_ns(bool keep_ns) noexcept;
   [[nodiscard]] result<void> join_cgroup(const Resources& r) noexcept;
   [[nodiscard]] result<void> await_ready(const SandboxOptions& o, bool user_ns) noexcept;
+  /// network_mode::egress: the filter first, then the NAT (nothing leaves unfiltered).
+  [[nodiscard]] result<void> start_egress(const SandboxOptions& o, bool user_ns) noexcept {
+    std::vector<sandbox::detail::cidr> allow;
+    for (const auto& a : o.network_allow)
+      allow.push_back(*sandbox::detail::parse_cidr(a)); // validated
+    if (!user_ns) ns_net_.reset(::open(("/proc/" + std::to_string(pid_) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns_net_) return fail(errc::failed, "sandbox " + id + ": opening its network namespace: " + errno_text(errno));
+    SANDBOX_TRYV(egress::apply_rules(ns_user_.get(), ns_net_.get(), egress::ruleset(allow), id));
+    SANDBOX_TRY(nat, egress::start_nat(ns_user_.get(), ns_net_.get(), egress::allows_host_loopback(allow), id));
+    ns_user_.reset();
+    ns_net_.reset();
+    std::lock_guard lk(m_);
+    nat_ = std::move(nat);
+    return success();
+  }
   /// Kills a sandbox that failed during create and leaves it FAILED; returns `e`.
   [[nodiscard]] error abort_create(error e) noexcept {
     std::lock_guard lk(m_);
@@ -324,6 +341,7 @@ private:
                     WEXITED | __WALL) != 0 &&
            errno == EINTR) {
     }
+    nat_.stop(); // its network namespace is gone with the supervisor
     int sup_exit = si.si_code == CLD_EXITED ? si.si_status : -1;
     // The supervisor reported the main command's exit or start failure (if any) before it exited.
     bool main_exited = false;
@@ -382,6 +400,8 @@ private:
   bool stop_requested_ = false;
   std::unique_ptr<cgroups::group> cgroup_; ///< set by create only: resource limits
   std::shared_ptr<const void> image_lease_; ///< keeps the image's layers from the store's gc
+  egress::nat_process nat_; ///< network_mode::egress
+  unique_fd ns_user_, ns_net_; ///< egress, during create: the supervisor's namespaces
   bool oom_killed_ = false;                ///< the main process was OOM-killed
   /// The log ring, mapped read-only (the supervisor writes it); set once by start_main.
   struct log_mapping {
@@ -461,6 +481,7 @@ struct client_areas {
 /// The strings a supervisor_setup points at; they live as long as the create call.
 struct box::paths {
   std::string lower, upper, work, root, tmp, staging_opts, overlay_opts;
+  std::string resolv_conf; ///< egress: the NAT's resolver, unless the options mount their own
   std::vector<mounted_file_spec> files;
 
   /// `hidden`: the shared layer of hidden entries (hidden_layer.hpp), or nullptr.
@@ -486,6 +507,13 @@ struct box::paths {
     if (user_ns) overlay_opts += ",userxattr"; // trusted.* xattrs need the host's CAP_SYS_ADMIN
     for (const auto& f : o.mounted_files)
       files.push_back({f.path.c_str(), f.content.data(), f.content.size()});
+    bool own_resolv = false;
+    for (const auto& f : o.mounted_files)
+      own_resolv = own_resolv || f.path == "/etc/resolv.conf";
+    if (o.network == network_mode::egress && !own_resolv) {
+      resolv_conf = "nameserver " + std::string(egress::dns) + "\n";
+      files.push_back({"/etc/resolv.conf", resolv_conf.data(), resolv_conf.size()});
+    }
   }
 
   [[nodiscard]] supervisor_setup setup(const box& b, const char* staging, const SandboxOptions& o,
@@ -502,7 +530,7 @@ struct box::paths {
     st.work = work.c_str();
     st.overlay_opts = overlay_opts.c_str();
     st.workdir = b.workdir.c_str();
-    st.host_network = o.host_network;
+    st.host_network = o.network == network_mode::host;
     st.user_ns = user_ns;
     st.mirror_root = user_ns && o.image.empty();
     st.lower = lower.c_str();
@@ -557,11 +585,12 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
                                       std::to_string(p.overlay_opts.size()) + " bytes of 4000");
   supervisor_setup setup = p.setup(*b, staging, o, user_ns, hidden.get());
   setup.seccomp = seccomp_filter;
-  SANDBOX_TRYV(b->clone_supervisor(setup, o.host_network, user_ns));
+  SANDBOX_TRYV(b->clone_supervisor(setup, o.network == network_mode::host, user_ns));
   // A step that fails after the clone leaves the sandbox FAILED, its supervisor killed.
-  auto done = user_ns ? b->map_user_ns() : success();
+  auto done = user_ns ? b->map_user_ns(o.network == network_mode::egress) : success();
   if (done && cgroups::requested(o.resources)) done = b->join_cgroup(o.resources);
   if (done) done = b->await_ready(o, user_ns);
+  if (done && o.network == network_mode::egress) done = b->start_egress(o, user_ns);
   if (!done) return fail(b->abort_create(std::move(done).assume_error()));
   b->state_ = State::RUNNING;
   return b;
@@ -610,12 +639,20 @@ inline result<void> box::clone_supervisor(const supervisor_setup& setup_in, bool
 }
 
 /// Maps the supervisor's user namespace; it waits for the byte sent after that.
-inline result<void> box::map_user_ns() noexcept {
+inline result<void> box::map_user_ns(bool keep_ns) noexcept {
   auto fail_map = [&](const std::string& why) {
     return fail(errc::failed,
                 "sandbox " + id + " failed to start: mapping the user namespace: " + why);
   };
   if (auto mapped = write_id_maps(pid_); !mapped) return fail_map(mapped.error().message);
+  if (keep_ns) {
+    // Now or never: the supervisor is still dumpable (waiting for "g"), so its namespaces can
+    // be opened by this unprivileged process.
+    const std::string ns = "/proc/" + std::to_string(pid_) + "/ns/";
+    ns_user_.reset(::open((ns + "user").c_str(), O_RDONLY | O_CLOEXEC));
+    ns_net_.reset(::open((ns + "net").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns_user_ || !ns_net_) return fail_map("opening its namespaces: " + errno_text(errno));
+  }
   if (::send(ctl_.get(), "g", 1, MSG_NOSIGNAL) != 1)
     return fail_map("the supervisor exited before its user namespace was mapped");
   return success();

@@ -557,6 +557,45 @@ inline bool plain_file(int fd) noexcept {
          fs.f_type != PROC_SUPER_MAGIC && fs.f_type != SYSFS_MAGIC;
 }
 
+/// Writes all of `data` to `fd`.
+inline bool write_all(int fd, const char* data, std::size_t size) noexcept {
+  for (std::size_t done = 0; done < size;) {
+    ssize_t n = ::write(fd, data + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+/// Covers the existing file `f.path` with a read-only bind mount of a file of the sandbox's /tmp
+/// holding the content: for a file of the lower layer that this root may not write (in a user
+/// namespace, the host's files belong to an unmapped owner).
+inline bool cover_file(const mounted_file_spec& f) noexcept {
+  int target = ::open(f.path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (target < 0) return false;
+  bool plain = plain_file(target);
+  ::close(target);
+  if (!plain) {
+    errno = EPERM;
+    return false;
+  }
+  // Named only while the setup runs (nothing else runs in the sandbox yet), then unlinked: the
+  // mount keeps the file, and no name is left to write it through.
+  const char* src = "/tmp/.sandbox-mounted-file";
+  ::unlink(src);
+  int fd = ::open(src, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0444);
+  if (fd < 0) return false;
+  bool ok = write_all(fd, f.data, f.size);
+  ::close(fd);
+  ok = ok && ::mount(src, f.path, nullptr, MS_BIND, nullptr) == 0 &&
+       ::mount(nullptr, f.path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) == 0;
+  int err = errno;
+  ::unlink(src);
+  errno = err;
+  return ok;
+}
+
 /// Writes each mounted file and makes it a read-only bind mount of itself. Runs after pivot_root
 /// (verified), so symlinks in an image resolve inside the sandbox, never on the host.
 inline bool place_files(const supervisor_setup& s) noexcept {
@@ -575,6 +614,10 @@ inline bool place_files(const supervisor_setup& s) noexcept {
     }
     // No O_TRUNC before the check; O_NONBLOCK: a FIFO in the image does not block the setup.
     int fd = ::open(f.path, O_CREAT | O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0444);
+    if (fd < 0 && (errno == EACCES || errno == EPERM)) {
+      if (!cover_file(f)) return false;
+      continue;
+    }
     if (fd < 0) return false;
     bool plain = plain_file(fd);
     if (!plain || ::ftruncate(fd, 0) != 0) {
@@ -583,14 +626,9 @@ inline bool place_files(const supervisor_setup& s) noexcept {
       errno = err;
       return false;
     }
-    for (std::size_t done = 0; done < f.size;) {
-      ssize_t n = ::write(fd, f.data + done, f.size - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        ::close(fd);
-        return false;
-      }
-      done += static_cast<std::size_t>(n);
+    if (!write_all(fd, f.data, f.size)) {
+      ::close(fd);
+      return false;
     }
     ::close(fd);
     if (::mount(f.path, f.path, nullptr, MS_BIND, nullptr) != 0 ||
