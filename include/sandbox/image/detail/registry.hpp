@@ -138,6 +138,9 @@ public:
       report(digest, size, size, true);
       return success();
     }
+    if (size > o_.max_layer_bytes)
+      return fail(errc::validation, "image " + image_ + ": blob " + digest + " is " +
+                                        std::to_string(size) + " bytes, more than max_layer_bytes");
     SANDBOX_TRY(fetching, store_.lock(store::hex(digest) + ".pull", LOCK_EX));
     if (store_.has_blob(digest)) {
       report(digest, size, size, true);
@@ -317,6 +320,7 @@ private:
       have = 0;
     }
     const std::uint64_t resumed_from = have;
+    const std::uint64_t limit = size ? size : o_.max_layer_bytes; // a size is not optional
     std::string origin_now = origin();
     std::string target = "/v2/" + ref_.repository + path;
     bool send_auth = true;
@@ -327,7 +331,7 @@ private:
       if (have) hd.emplace("Range", "bytes=" + std::to_string(have) + "-");
       int status = 0;
       std::string location, challenge_header, err_body;
-      bool write_failed = false, restarted = false;
+      bool write_failed = false;
       std::uint64_t total = size;
       auto res = cli->Get(
           target, hd,
@@ -340,7 +344,6 @@ private:
               (void)::lseek(fd.get(), 0, SEEK_SET);
               h = sha256();
               have = 0;
-              restarted = true;
             }
             return true;
           },
@@ -349,7 +352,7 @@ private:
               if (err_body.size() < 4096) err_body.append(d, std::min<std::size_t>(n, 4096));
               return true;
             }
-            if (size && have + n > size) return !(write_failed = true);
+            if (have + n > limit) return !(write_failed = true);
             for (std::size_t off = 0; off < n;) {
               ssize_t w = ::write(fd.get(), d + off, n - off);
               if (w < 0 && errno == EINTR) continue;
@@ -361,12 +364,12 @@ private:
             report(digest, have, total, false);
             return true;
           });
-      (void)restarted;
       if (write_failed) {
-        if (size && have + 1 > size) {
+        if (have + 1 > limit) {
           (void)::ftruncate(fd.get(), 0);
           return fail(errc::protocol, where(path) + ": the registry sent more than the " +
-                                          std::to_string(size) + " bytes the manifest gives");
+                                          std::to_string(limit) + " bytes " +
+                                          (size ? "the manifest gives" : "a blob may have"));
         }
         return fail(errc::file_io, "image store: writing " + tmp + ": " + sandbox::detail::errno_text(errno));
       }

@@ -341,7 +341,8 @@ private:
                     WEXITED | __WALL) != 0 &&
            errno == EINTR) {
     }
-    nat_.stop(); // its network namespace is gone with the supervisor
+    nat_.stop();           // its network namespace is gone with the supervisor
+    image_lease_.reset(); // and its overlay of the image's layers
     int sup_exit = si.si_code == CLD_EXITED ? si.si_status : -1;
     // The supervisor reported the main command's exit or start failure (if any) before it exited.
     bool main_exited = false;
