@@ -119,7 +119,7 @@ inline std::vector<tar_entry> busybox_entries() {
   std::vector<tar_entry> e{{tar_entry::dir, "bin", "", 0755}, {tar_entry::dir, "tmp", "", 01777},
                            {tar_entry::dir, "etc", "", 0755}};
   e.push_back({tar_entry::file, "bin/busybox", read_all("/bin/busybox"), 0755});
-  for (const char* t : {"sh", "echo", "cat", "ls", "env", "pwd", "test", "id", "stat", "wc"})
+  for (const char* t : {"sh", "echo", "cat", "ls", "env", "pwd", "test", "id", "stat", "wc", "true"})
     e.push_back({tar_entry::symlink, std::string("bin/") + t, "busybox", 0777});
   return e;
 }
