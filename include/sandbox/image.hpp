@@ -42,8 +42,10 @@ namespace detail {
   SANDBOX_TRY(fetching, s.lock(store::hex(digest) + ".pull", LOCK_EX));
   if (s.has_blob(digest)) return success();
   std::string tmp = s.tmp_path("import-" + sandbox::detail::random_id("", 12));
-  sandbox::detail::unique_fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
-  if (!out) return fail(errc::file_io, "image store: " + tmp + ": " + sandbox::detail::errno_text(errno));
+  sandbox::detail::unique_fd out(
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  if (!out)
+    return fail(errc::file_io, "image store: " + tmp + ": " + sandbox::detail::errno_text(errno));
   sha256 h;
   std::vector<char> buf(1 << 20);
   std::uint64_t done = 0, total = static_cast<std::uint64_t>(st.st_size);
@@ -52,7 +54,8 @@ namespace detail {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       ::unlink(tmp.c_str());
-      return fail(errc::file_io, "image " + image + ": reading " + path + ": " + sandbox::detail::errno_text(errno));
+      return fail(errc::file_io, "image " + image + ": reading " + path + ": " +
+                                     sandbox::detail::errno_text(errno));
     }
     if (n == 0) break;
     h.update(buf.data(), static_cast<std::size_t>(n));
@@ -82,12 +85,15 @@ namespace detail {
                                                        const std::string& ref,
                                                        const image_options& o,
                                                        const std::string& image) {
-  SANDBOX_TRY(index_text, store::read_file(dir + "/index.json", 4u << 20, "image " + image + ": index.json"));
+  SANDBOX_TRY(index_text,
+              store::read_file(dir + "/index.json", 4u << 20, "image " + image + ": index.json"));
   const std::string what = "image " + image + ": index.json";
   SANDBOX_TRY(index, parse_document(index_text, what));
   if (!index.is_index) return fail(errc::validation, what + " is not an image index");
   SANDBOX_TRY(m, pick_manifest(index, ref, what));
-  auto blob = [&](const std::string& digest) { return dir + "/blobs/sha256/" + store::hex(digest); };
+  auto blob = [&](const std::string& digest) {
+    return dir + "/blobs/sha256/" + store::hex(digest);
+  };
   for (int depth = 0; depth < 2; ++depth) {
     SANDBOX_TRYV(import_file(s, blob(m.digest), m.digest, o, image));
     SANDBOX_TRY(text, s.read_blob(m.digest, 4u << 20));
@@ -118,12 +124,14 @@ struct unpacked_archive {
   }
 };
 
-[[nodiscard]] inline result<unpacked_archive> unpack_archive(const store& s, const std::string& file,
+[[nodiscard]] inline result<unpacked_archive> unpack_archive(const store& s,
+                                                             const std::string& file,
                                                              const image_options& o,
                                                              const std::string& image) {
   sandbox::detail::unique_fd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) return fail(errc::validation, "image " + image + ": cannot open the archive: " +
-                                             sandbox::detail::errno_text(errno));
+  if (!in)
+    return fail(errc::validation, "image " + image + ": cannot open the archive: " +
+                                      sandbox::detail::errno_text(errno));
   unpacked_archive u;
   u.dir = s.tmp_path("archive-" + sandbox::detail::random_id("", 12));
   if (::mkdir(u.dir.c_str(), 0700) != 0) {
@@ -138,10 +146,9 @@ struct unpacked_archive {
 
 /// A manifest for an image of `docker save` (which has none of its own, only file names), so
 /// that it is kept and named like any other. Returns its digest.
-[[nodiscard]] inline result<std::string> import_docker_archive(const store& s, const std::string& dir,
-                                                               const std::string& ref,
-                                                               const image_options& o,
-                                                               const std::string& image) {
+[[nodiscard]] inline result<std::string>
+import_docker_archive(const store& s, const std::string& dir, const std::string& ref,
+                      const image_options& o, const std::string& image) {
   const std::string what = "image " + image + ": manifest.json";
   SANDBOX_TRY(text, store::read_file(dir + "/manifest.json", 4u << 20, what));
   SANDBOX_TRY(saved, parse_saved(text, what));
@@ -186,14 +193,15 @@ struct unpacked_archive {
     return std::pair{d, static_cast<std::uint64_t>(st.st_size)};
   };
   SANDBOX_TRY(cfg, file_digest(pick->config));
-  std::string manifest = "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
-                         "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"" +
-                         cfg.first + "\",\"size\":" + std::to_string(cfg.second) + "},\"layers\":[";
+  std::string manifest =
+      "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+      "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"" +
+      cfg.first + "\",\"size\":" + std::to_string(cfg.second) + "},\"layers\":[";
   for (std::size_t i = 0; i < pick->layers.size(); ++i) {
     SANDBOX_TRY(l, file_digest(pick->layers[i]));
     manifest += std::string(i ? "," : "") +
-                "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"" + l.first +
-                "\",\"size\":" + std::to_string(l.second) + "}";
+                "{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar\",\"digest\":\"" +
+                l.first + "\",\"size\":" + std::to_string(l.second) + "}";
   }
   manifest += "]}";
   return s.put_bytes(manifest, "", what);
@@ -222,10 +230,11 @@ struct layer_lease {
                                                           registry_client* fetch) {
   SANDBOX_TRY(text, s.read_blob(digest, 4u << 20));
   SANDBOX_TRY(doc, parse_document(text, "image " + image + ": manifest " + digest));
-  if (doc.is_index) return fail(errc::protocol, "image " + image + ": " + digest + " is an index, not a manifest");
+  if (doc.is_index)
+    return fail(errc::protocol, "image " + image + ": " + digest + " is an index, not a manifest");
   if (fetch) {
-          SANDBOX_TRYV(fetch->blob(doc.config.digest, doc.config.size));
-        }
+    SANDBOX_TRYV(fetch->blob(doc.config.digest, doc.config.size));
+  }
   SANDBOX_TRY(cfg_text, s.read_blob(doc.config.digest, 16u << 20));
   SANDBOX_TRY(cfg, parse_config(cfg_text, "image " + image + ": config " + doc.config.digest));
   if (!cfg.os.empty() && cfg.os != "linux")
@@ -237,8 +246,8 @@ struct layer_lease {
     SANDBOX_TRY(held, s.lock(store::hex(l.digest), LOCK_SH));
     lease->locks.push_back(std::move(held));
     if (!s.has_layer(l.digest) && fetch) {
-          SANDBOX_TRYV(fetch->blob(l.digest, l.size));
-        }
+      SANDBOX_TRYV(fetch->blob(l.digest, l.size));
+    }
     SANDBOX_TRY(dir, s.unpack(l.digest, o.max_layer_bytes, image));
     out.layers.push_back(std::move(dir));
   }
@@ -247,7 +256,8 @@ struct layer_lease {
   // and hides lower down, it holds and hides again there; overlayfs takes each directory once.
   for (std::size_t i = 0; i < out.layers.size(); ++i)
     for (std::size_t j = out.layers.size(); j-- > i + 1;)
-      if (out.layers[j] == out.layers[i]) out.layers.erase(out.layers.begin() + static_cast<std::ptrdiff_t>(j));
+      if (out.layers[j] == out.layers[i])
+        out.layers.erase(out.layers.begin() + static_cast<std::ptrdiff_t>(j));
   out.env = std::move(cfg.env);
   out.working_dir = std::move(cfg.working_dir);
   out.user = std::move(cfg.user);
@@ -293,10 +303,13 @@ struct layer_lease {
     std::string key = src.remote.str();
     detail::registry_client client(src.remote, o, s, name);
     std::string digest;
-    if (!src.remote.digest.empty() && s.has_blob(src.remote.digest)) digest = src.remote.digest;
-    else if (!o.always_pull && src.remote.digest.empty()) digest = s.ref(key);
+    if (!src.remote.digest.empty() && s.has_blob(src.remote.digest))
+      digest = src.remote.digest;
+    else if (!o.always_pull && src.remote.digest.empty())
+      digest = s.ref(key);
     if (digest.empty()) {
-      SANDBOX_TRY(d, client.manifest(src.remote.digest.empty() ? src.remote.tag : src.remote.digest));
+      SANDBOX_TRY(d,
+                  client.manifest(src.remote.digest.empty() ? src.remote.tag : src.remote.digest));
       digest = std::move(d);
       SANDBOX_TRYV(s.set_ref(key, digest));
     }
@@ -339,12 +352,15 @@ struct layer_lease {
 
 /// Forgets a name (as `prepare` was given it: a registry name is normalised); its layers go at
 /// the next `gc` unless another name reaches them. True when the store knew it.
-[[nodiscard]] inline result<bool> forget(std::string_view image, const image_options& o = {}) noexcept {
+[[nodiscard]] inline result<bool> forget(std::string_view image,
+                                         const image_options& o = {}) noexcept {
   SANDBOX_TRY(src, parse_source(image));
   SANDBOX_TRY(s, store::open(o));
   std::string key = std::string(image);
-  if (src.kind == source_kind::registry) key = src.remote.str();
-  else if (src.kind == source_kind::oci_layout) key = "oci:" + src.path + ":" + src.ref;
+  if (src.kind == source_kind::registry)
+    key = src.remote.str();
+  else if (src.kind == source_kind::oci_layout)
+    key = "oci:" + src.path + ":" + src.ref;
   return s.forget(key);
 }
 

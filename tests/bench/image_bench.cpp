@@ -13,9 +13,9 @@
 #include <sandbox/local.hpp>
 
 #include <algorithm>
-#include <cstring>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -76,8 +76,9 @@ int main(int argc, char** argv) {
   std::printf("images, %d iterations each (busybox: %s)\n", n, dir.c_str());
 
   stats bwrap = measure(n, [] {
-    const char* argv[] = {"/usr/bin/bwrap", "--ro-bind", "/", "/", "--proc", "/proc", "--dev",
-                          "/dev", "--unshare-all", "true", nullptr};
+    const char* argv[] = {"/usr/bin/bwrap", "--ro-bind", "/",     "/",
+                          "--proc",         "/proc",     "--dev", "/dev",
+                          "--unshare-all",  "true",      nullptr};
     pid_t pid = -1;
     int st = 0;
     if (posix_spawn(&pid, argv[0], nullptr, nullptr, const_cast<char**>(argv), environ) != 0 ||
@@ -114,7 +115,8 @@ int main(int argc, char** argv) {
   print("cold start: image = REGISTRY/NAME:TAG (in the store)", from_registry);
   std::printf("\ncold start from a cached image / from a directory: %.2fx (layout), %.2fx (name); "
               "target <= 1.10x\n",
-              from_layout.median_ms / from_dir.median_ms, from_registry.median_ms / from_dir.median_ms);
+              from_layout.median_ms / from_dir.median_ms,
+              from_registry.median_ms / from_dir.median_ms);
   std::printf("cold start from a cached image / bwrap: %.2fx\n\n",
               from_registry.median_ms / bwrap.median_ms);
 
@@ -157,8 +159,9 @@ int main(int argc, char** argv) {
   std::printf("pull of a %.0f MiB layer from a loopback registry, verified and unpacked: "
               "%.3f s (%.0f MiB/s)\n",
               mib, pull, mib / pull);
-  std::printf("  of which unpacking alone (gzip + tar, libarchive):              %.3f s (%.0f MiB/s)\n",
-              unpack, mib / unpack);
+  std::printf(
+      "  of which unpacking alone (gzip + tar, libarchive):              %.3f s (%.0f MiB/s)\n",
+      unpack, mib / unpack);
   std::printf("baseline: skopeo copy of the same image to an OCI layout (no unpack): %.3f s "
               "(%.0f MiB/s)\n",
               skopeo, mib / skopeo);

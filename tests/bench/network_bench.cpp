@@ -128,7 +128,8 @@ std::string in_box(sandbox::NoexceptSandbox& box, const std::vector<std::string>
   std::vector<std::string> argv{"python3", "-c", client};
   argv.insert(argv.end(), args.begin(), args.end());
   auto r = box.exec(argv).result();
-  if (!r || r.value().returncode != 0) die("client in the sandbox failed: " + (r ? r.value().stderr_text : r.error().message));
+  if (!r || r.value().returncode != 0)
+    die("client in the sandbox failed: " + (r ? r.value().stderr_text : r.error().message));
   std::string out = r.value().stdout_text;
   while (!out.empty() && out.back() == '\n')
     out.pop_back();
@@ -151,7 +152,8 @@ int main(int argc, char** argv) {
   std::printf("TCP from a server on the host's loopback (%d connects; %zu MiB download)\n",
               connects, mib);
   std::printf("%-44s %14s %14s\n", "client", "connect ms", "download MB/s");
-  std::printf("%-44s %14s %14s\n", "baseline: on the host", on_host({"lat", "127.0.0.1", lat, n}).c_str(),
+  std::printf("%-44s %14s %14s\n", "baseline: on the host",
+              on_host({"lat", "127.0.0.1", lat, n}).c_str(),
               on_host({"get", "127.0.0.1", get}).c_str());
   std::printf("%-44s %14s %14s\n", "sandbox, network_mode::host",
               in_box(host_box.value(), {"lat", "127.0.0.1", lat, n}).c_str(),
@@ -166,7 +168,8 @@ int main(int argc, char** argv) {
     auto r = b.value().exec({"true"}).result();
     if (!r) die(r.error().message);
   }
-  auto egress_cold = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  auto egress_cold =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   start = std::chrono::steady_clock::now();
   {
     auto b = sandbox::NoexceptSandbox::try_run({});
@@ -174,8 +177,9 @@ int main(int argc, char** argv) {
     auto r = b.value().exec({"true"}).result();
     if (!r) die(r.error().message);
   }
-  auto none_cold = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  std::printf("cold start + exec(true) + stop: egress %.1f ms, none %.1f ms (one each)\n", egress_cold,
-              none_cold);
+  auto none_cold =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  std::printf("cold start + exec(true) + stop: egress %.1f ms, none %.1f ms (one each)\n",
+              egress_cold, none_cold);
   return 0;
 }

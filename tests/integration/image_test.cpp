@@ -107,17 +107,25 @@ TEST_CASE("a hostile layer writes nothing outside itself and is not kept", "[ima
     const char* says;
   };
   std::vector<attack> attacks{
-      {"'..' out of the root", {{tar_entry::file, "../../../" + outside.path.substr(1) + "/dotdot", "x"}}, "climbs out"},
-      {"'..' after a directory", {{tar_entry::dir, "a"}, {tar_entry::file, "a/../../escape", "x"}}, "climbs out"},
+      {"'..' out of the root",
+       {{tar_entry::file, "../../../" + outside.path.substr(1) + "/dotdot", "x"}},
+       "climbs out"},
+      {"'..' after a directory",
+       {{tar_entry::dir, "a"}, {tar_entry::file, "a/../../escape", "x"}},
+       "climbs out"},
       {"an absolute symlink, then a file through it",
        {{tar_entry::symlink, "evil", outside.path}, {tar_entry::file, "evil/abs", "x"}},
        "symlink"},
       {"a relative symlink climbing out, then a file through it",
-       {{tar_entry::symlink, "up", "../../../../../../../../"}, {tar_entry::file, "up/" + outside.path.substr(1) + "/rel", "x"}},
+       {{tar_entry::symlink, "up", "../../../../../../../../"},
+        {tar_entry::file, "up/" + outside.path.substr(1) + "/rel", "x"}},
        "symlink"},
-      {"a hard link to a host file", {{tar_entry::hardlink, "passwd", "../../../../etc/passwd"}}, "climbs out"},
+      {"a hard link to a host file",
+       {{tar_entry::hardlink, "passwd", "../../../../etc/passwd"}},
+       "climbs out"},
       {"a hard link through a symlink",
-       {{tar_entry::symlink, "etc-link", "/etc"}, {tar_entry::hardlink, "shadow", "etc-link/passwd"}},
+       {{tar_entry::symlink, "etc-link", "/etc"},
+        {tar_entry::hardlink, "shadow", "etc-link/passwd"}},
        "no such"},
       {"a hard link to nothing", {{tar_entry::hardlink, "dangling", "missing"}}, "no such"},
   };
@@ -139,7 +147,8 @@ TEST_CASE("a hostile layer writes nothing outside itself and is not kept", "[ima
   CHECK(st.st_nlink == 1); // no link to it was made
 }
 
-TEST_CASE("devices, setuid bits and oversized layers are not unpacked as given", "[image][hostile]") {
+TEST_CASE("devices, setuid bits and oversized layers are not unpacked as given",
+          "[image][hostile]") {
   temp_dir work, layout;
   const std::string store = work.path + "/store";
   make_layout(layout.path, {make_tar({{tar_entry::dir, "dev"},
@@ -172,7 +181,8 @@ TEST_CASE("devices, setuid bits and oversized layers are not unpacked as given",
 
   // A layer that unpacks to more than the limit is refused, whatever it compresses to.
   temp_dir bomb;
-  make_layout(bomb.path, {make_tar({{tar_entry::file, "zeros", std::string(8 << 20, '\0')}}, compression::zstd)});
+  make_layout(bomb.path, {make_tar({{tar_entry::file, "zeros", std::string(8 << 20, '\0')}},
+                                   compression::zstd)});
   auto big = img::prepare("oci:" + bomb.path, {.store = store, .max_layer_bytes = 1 << 20});
   REQUIRE_FALSE(big);
   CHECK(big.error().code == sandbox::errc::validation);
@@ -236,7 +246,8 @@ TEST_CASE("layers stack: whiteouts remove, opaque directories replace", "[image]
 TEST_CASE("a layer listed twice (an empty one) stacks once", "[image]") {
   temp_dir work, layout;
   std::string empty = make_tar({});
-  make_layout(layout.path, {empty, busybox_layer(), empty, make_tar({{tar_entry::file, "etc/x", "x"}}), empty});
+  make_layout(layout.path,
+              {empty, busybox_layer(), empty, make_tar({{tar_entry::file, "etc/x", "x"}}), empty});
   auto p = img::prepare("oci:" + layout.path, {.store = work.path + "/store"});
   REQUIRE(p);
   CHECK(p.value().layers.size() == 3);
@@ -256,8 +267,9 @@ TEST_CASE("without root: the caller's own store, layers stacked in a user namesp
     sandbox::SandboxOptions so;
     so.image = "oci:" + layout.path;
     auto box = Box::try_run(so, transport_with(store));
-    if (!box) return put(fd, box.error().is(sandbox::errc::unsupported) ? "unsupported" : "error",
-                         box.error().message);
+    if (!box)
+      return put(fd, box.error().is(sandbox::errc::unsupported) ? "unsupported" : "error",
+                 box.error().message);
     auto r = box.value().exec({"sh", "-c", stacked_probe}).result();
     put(fd, "out", r ? r.value().stdout_text : r.error().message);
     struct stat st {};
@@ -274,32 +286,46 @@ TEST_CASE("without root: the caller's own store, layers stacked in a user namesp
   CHECK(m["owner"] == "65534");
 }
 
-TEST_CASE("images made by umoci and skopeo run: OCI layout, docker-archive, oci-archive", "[image][tools]") {
+TEST_CASE("images made by umoci and skopeo run: OCI layout, docker-archive, oci-archive",
+          "[image][tools]") {
   temp_dir work;
   const std::string store = work.path + "/store", oci = work.path + "/oci";
   // A base of busybox from an OCI layout of ours, given a config and a layer by umoci.
   make_layout(oci, {busybox_layer()}, "{}", "base");
   std::string bundle = work.path + "/bundle";
-  std::string cmd = "umoci unpack --image " + oci + ":base " + bundle + " >/dev/null && "
-                    "echo from-umoci > " + bundle + "/rootfs/etc/made-by && "
-                    "umoci repack --image " + oci + ":base " + bundle + " >/dev/null && "
-                    "umoci config --image " + oci + ":base --tag v1 --config.env GREETING=hello "
+  std::string cmd = "umoci unpack --image " + oci + ":base " + bundle +
+                    " >/dev/null && "
+                    "echo from-umoci > " +
+                    bundle +
+                    "/rootfs/etc/made-by && "
+                    "umoci repack --image " +
+                    oci + ":base " + bundle +
+                    " >/dev/null && "
+                    "umoci config --image " +
+                    oci +
+                    ":base --tag v1 --config.env GREETING=hello "
                     "--config.workingdir /etc >/dev/null";
   REQUIRE(std::system(cmd.c_str()) == 0);
-  CHECK(run_in("oci:" + oci + ":v1", store, "cat made-by; echo $GREETING") == "from-umoci\nhello\n");
+  CHECK(run_in("oci:" + oci + ":v1", store, "cat made-by; echo $GREETING") ==
+        "from-umoci\nhello\n");
 
   REQUIRE(std::system(("skopeo copy -q oci:" + oci + ":v1 docker-archive:" + work.path +
-                       "/saved.tar:team/app:v1 >/dev/null").c_str()) == 0);
+                       "/saved.tar:team/app:v1 >/dev/null")
+                          .c_str()) == 0);
   CHECK(run_in("docker-archive:" + work.path + "/saved.tar", store, "cat /etc/made-by; pwd") ==
         "from-umoci\n/etc\n");
-  CHECK(run_in("docker-archive:" + work.path + "/saved.tar:team/app:v1", store, "echo $GREETING") == "hello\n");
-  CHECK(run_in("docker-archive:" + work.path + "/saved.tar:docker.io/team/app:v1", store, "echo $GREETING") == "hello\n");
+  CHECK(run_in("docker-archive:" + work.path + "/saved.tar:team/app:v1", store, "echo $GREETING") ==
+        "hello\n");
+  CHECK(run_in("docker-archive:" + work.path + "/saved.tar:docker.io/team/app:v1", store,
+               "echo $GREETING") == "hello\n");
   CHECK(run_in("docker-archive:" + work.path + "/saved.tar:team/app:v2", store, "true")
             .find("no image tagged team/app:v2") != std::string::npos);
 
   REQUIRE(std::system(("skopeo copy -q oci:" + oci + ":v1 oci-archive:" + work.path +
-                       "/oci.tar:v1 >/dev/null").c_str()) == 0);
-  CHECK(run_in("oci-archive:" + work.path + "/oci.tar", store, "cat /etc/made-by") == "from-umoci\n");
+                       "/oci.tar:v1 >/dev/null")
+                          .c_str()) == 0);
+  CHECK(run_in("oci-archive:" + work.path + "/oci.tar", store, "cat /etc/made-by") ==
+        "from-umoci\n");
   CHECK(img::store::list(store + "/tmp").empty()); // the unpacked archives are gone
 }
 
@@ -343,11 +369,13 @@ TEST_CASE("pulled from a registry on loopback, with and without credentials", "[
     {
       auto box = Box::try_run(so, t);
       REQUIRE(box);
-      CHECK(box.value().exec({"sh", "-c", "echo $WHERE"}).result().value().stdout_text == "registry\n");
+      CHECK(box.value().exec({"sh", "-c", "echo $WHERE"}).result().value().stdout_text ==
+            "registry\n");
     }
     bool layer_done = false;
     for (const auto& p : seen)
-      if (p.digest == digest_of(layer) && !p.cached && p.done == layer.size() && p.total == layer.size())
+      if (p.digest == digest_of(layer) && !p.cached && p.done == layer.size() &&
+          p.total == layer.size())
         layer_done = true;
     CHECK(layer_done);
     CHECK(stored_blobs(store).count(digest_of(layer).substr(7)) == 1);
@@ -427,9 +455,10 @@ TEST_CASE("a registry behind a bearer token realm", "[image][registry]") {
     if (req.get_header_value("Authorization") != "Bearer tok-123") {
       ++challenged;
       res.status = 401;
-      res.set_header("WWW-Authenticate",
-                     "Bearer realm=\"http://127.0.0.1:" + std::to_string(front_port) +
-                         "/token\",service=\"test-registry\",scope=\"repository:team/busybox:pull\"");
+      res.set_header(
+          "WWW-Authenticate",
+          "Bearer realm=\"http://127.0.0.1:" + std::to_string(front_port) +
+              "/token\",service=\"test-registry\",scope=\"repository:team/busybox:pull\"");
       return;
     }
     httplib::Client back("127.0.0.1", reg.port);
@@ -454,7 +483,8 @@ TEST_CASE("a registry behind a bearer token realm", "[image][registry]") {
   CHECK(scope_seen == "repository:team/busybox:pull|test-registry");
 }
 
-TEST_CASE("a blob tampered with in the registry is refused, nothing kept", "[image][registry][hostile]") {
+TEST_CASE("a blob tampered with in the registry is refused, nothing kept",
+          "[image][registry][hostile]") {
   temp_dir work, layout;
   const std::string store = work.path + "/store";
   std::string layer = busybox_layer();
@@ -568,7 +598,11 @@ TEST_CASE("gc removes what no name reaches and nothing a sandbox runs on", "[ima
   st = img::gc({.store = store});
   REQUIRE(st);
   CHECK(st.value().layers == 1);
-  CHECK(running.value().exec({"cat", "/bin/busybox"}, {.max_output_bytes = 1}).result().value().returncode == 0);
+  CHECK(running.value()
+            .exec({"cat", "/bin/busybox"}, {.max_output_bytes = 1})
+            .result()
+            .value()
+            .returncode == 0);
   REQUIRE(running.value().stop());
   running = Box::try_run({}, t); // drop the old one (its lease with it)
   st = img::gc({.store = store});
@@ -595,7 +629,8 @@ TEST_CASE("sandboxd --pull runs a client's registry image; names outside the reg
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   posix_spawn_file_actions_addopen(&fa, 2, (work.path + "/log").c_str(), O_WRONLY | O_CREAT, 0644);
   std::string store = work.path + "/store";
-  const char* argv[] = {bin, "--listen", "127.0.0.1:0", "--pull", "--image-store", store.c_str(), nullptr};
+  const char* argv[] = {bin,           "--listen", "127.0.0.1:0", "--pull", "--image-store",
+                        store.c_str(), nullptr};
   ::setenv("SANDBOXD_TOKEN", token.c_str(), 1);
   pid_t pid = -1;
   REQUIRE(posix_spawn(&pid, bin, &fa, nullptr, const_cast<char**>(argv), environ) == 0);
@@ -617,7 +652,9 @@ TEST_CASE("sandboxd --pull runs a client's registry image; names outside the reg
   {
     auto box = sandbox::NoexceptRemoteSandbox::try_run(so, remote);
     if (box) {
-      auto r = box.value().exec({"sh", "-c", "echo $FROM; cat /bin/sh >/dev/null && echo busybox"}).result();
+      auto r = box.value()
+                   .exec({"sh", "-c", "echo $FROM; cat /bin/sh >/dev/null && echo busybox"})
+                   .result();
       got = r ? r.value().stdout_text : r.error().message;
     } else {
       got = box.error().message;

@@ -17,8 +17,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
-#include <sys/stat.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -117,17 +117,19 @@ struct test_netns {
   std::string priv = "10.213." + std::to_string(std::rand() % 200 + 10) + ".";
   bool ok = false;
   test_netns() {
-    std::string cmd =
-        "ip netns add " + name + " && ip link add " + veth + " type veth peer name eth0 netns " +
-        name + " && ip addr add " + priv + "1/30 dev " + veth + " && ip addr add 169.254.213.1/30 dev " +
-        veth + " && ip link set " + veth + " up && ip -n " + name + " addr add " + priv +
-        "2/30 dev eth0 && ip -n " + name + " addr add 169.254.213.2/30 dev eth0 && ip -n " + name +
-        " link set eth0 up && ip -n " + name + " link set lo up";
+    std::string cmd = "ip netns add " + name + " && ip link add " + veth +
+                      " type veth peer name eth0 netns " + name + " && ip addr add " + priv +
+                      "1/30 dev " + veth + " && ip addr add 169.254.213.1/30 dev " + veth +
+                      " && ip link set " + veth + " up && ip -n " + name + " addr add " + priv +
+                      "2/30 dev eth0 && ip -n " + name +
+                      " addr add 169.254.213.2/30 dev eth0 && ip -n " + name +
+                      " link set eth0 up && ip -n " + name + " link set lo up";
     ok = std::system((cmd + " 2>/dev/null").c_str()) == 0;
   }
   test_netns(const test_netns&) = delete;
   ~test_netns() {
-    (void)std::system(("ip link del " + veth + " 2>/dev/null; ip netns del " + name + " 2>/dev/null").c_str());
+    (void)std::system(
+        ("ip link del " + veth + " 2>/dev/null; ip netns del " + name + " 2>/dev/null").c_str());
   }
 };
 
@@ -175,8 +177,7 @@ TEST_CASE("egress: the host's loopback only when allowed, through the NAT's gate
   CHECK(host.accepted() == 1);
 }
 
-TEST_CASE("egress: private and link-local ranges stay blocked unless allowed",
-          "[local][network]") {
+TEST_CASE("egress: private and link-local ranges stay blocked unless allowed", "[local][network]") {
   test_netns ns;
   REQUIRE(ns.ok);
   hello_server priv(ns.priv + "2", ns.name), link(std::string("169.254.213.2"), ns.name);
@@ -215,11 +216,12 @@ TEST_CASE("egress without root: the NAT and the filter in the caller's user name
   REQUIRE(host.ok());
   auto out = in_child([&](int fd) {
     if (!become_nobody()) return put(fd, "error", "could not drop to 65534");
-    auto made = Box::try_run(sandbox::SandboxOptions{.network = network_mode::egress,
-                                                     .network_allow = {"127.0.0.0/8"}},
-                             sandbox::local_transport::shared());
-    if (!made) return put(fd, made.error().is(errc::unsupported) ? "unsupported" : "error",
-                          made.error().message);
+    auto made = Box::try_run(
+        sandbox::SandboxOptions{.network = network_mode::egress, .network_allow = {"127.0.0.0/8"}},
+        sandbox::local_transport::shared());
+    if (!made)
+      return put(fd, made.error().is(errc::unsupported) ? "unsupported" : "error",
+                 made.error().message);
     put(fd, "allowed", probe(made.value(), "10.0.2.2", host.port()));
     auto blocked = Box::try_run(sandbox::SandboxOptions{.network = network_mode::egress},
                                 sandbox::local_transport::shared());
@@ -240,7 +242,8 @@ TEST_CASE("network options are checked", "[local][network]") {
   REQUIRE_FALSE(r);
   CHECK(r.error().code == errc::validation);
   CHECK(r.error().message.find("network_allow is for network_mode::egress") != std::string::npos);
-  for (const char* bad : {"10.0.0.1/8", "256.1.1.1", "1.2.3", "1.2.3.4/33", "01.2.3.4", "::1", "a.b.c.d", ""}) {
+  for (const char* bad :
+       {"10.0.0.1/8", "256.1.1.1", "1.2.3", "1.2.3.4/33", "01.2.3.4", "::1", "a.b.c.d", ""}) {
     auto b = Box::try_run(
         sandbox::SandboxOptions{.network = network_mode::egress, .network_allow = {bad}},
         sandbox::local_transport::shared());

@@ -563,7 +563,8 @@ TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
     put(fd, "read_back", back ? back.value() : "error: " + back.error().message);
     // network_mode::host: sysfs cannot be mounted for the host's network namespace; /sys is the
     // host's, read-only.
-    auto shared = Box::run({.network = sandbox::network_mode::host}, sandbox::local_transport::shared());
+    auto shared =
+        Box::run({.network = sandbox::network_mode::host}, sandbox::local_transport::shared());
     if (!shared) return put(fd, "error", shared.error().message);
     put(fd, "sys_ro", sh(shared.value(), "touch /sys/x 2>&1 | grep -c Read-only"));
     // An image directory is one overlay, as for root.

@@ -56,7 +56,7 @@ inline void write_all(const std::string& path, const std::string& data) {
 struct tar_entry {
   enum kind_t { file, dir, symlink, hardlink, chardev, fifo } kind = file;
   std::string name;
-  std::string data;   ///< file content; symlink / hardlink target
+  std::string data; ///< file content; symlink / hardlink target
   int mode = 0644;
   int major = 0, minor = 0;
 };
@@ -106,7 +106,8 @@ inline std::string make_tar(const std::vector<tar_entry>& entries,
     case tar_entry::fifo: archive_entry_set_filetype(ae, AE_IFIFO); break;
     }
     archive_write_header(a, ae);
-    if (e.kind == tar_entry::file && !e.data.empty()) archive_write_data(a, e.data.data(), e.data.size());
+    if (e.kind == tar_entry::file && !e.data.empty())
+      archive_write_data(a, e.data.data(), e.data.size());
     archive_entry_free(ae);
   }
   archive_write_close(a);
@@ -116,10 +117,12 @@ inline std::string make_tar(const std::vector<tar_entry>& entries,
 
 /// The entries of a busybox root filesystem: /bin/busybox and the applets the tests use.
 inline std::vector<tar_entry> busybox_entries() {
-  std::vector<tar_entry> e{{tar_entry::dir, "bin", "", 0755}, {tar_entry::dir, "tmp", "", 01777},
+  std::vector<tar_entry> e{{tar_entry::dir, "bin", "", 0755},
+                           {tar_entry::dir, "tmp", "", 01777},
                            {tar_entry::dir, "etc", "", 0755}};
   e.push_back({tar_entry::file, "bin/busybox", read_all("/bin/busybox"), 0755});
-  for (const char* t : {"sh", "echo", "cat", "ls", "env", "pwd", "test", "id", "stat", "wc", "true"})
+  for (const char* t :
+       {"sh", "echo", "cat", "ls", "env", "pwd", "test", "id", "stat", "wc", "true"})
     e.push_back({tar_entry::symlink, std::string("bin/") + t, "busybox", 0777});
   return e;
 }
@@ -167,8 +170,7 @@ inline std::string make_layout(const std::string& dir, const std::vector<std::st
                   (l.substr(0, 2) == "\x1f\x8b"           ? "+gzip"
                    : l.substr(0, 4) == "\x28\xb5\x2f\xfd" ? "+zstd"
                                                           : "") +
-                  "\",\"digest\":\"" + d +
-                  "\",\"size\":" + std::to_string(l.size()) + "}";
+                  "\",\"digest\":\"" + d + "\",\"size\":" + std::to_string(l.size()) + "}";
   }
   std::string config = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":" + config_json +
                        ",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[" + diff_ids + "]}}";
@@ -179,11 +181,11 @@ inline std::string make_layout(const std::string& dir, const std::vector<std::st
       cd + "\",\"size\":" + std::to_string(config.size()) + "},\"layers\":[" + layer_list + "]}";
   std::string md = put(manifest);
   write_all(dir + "/oci-layout", "{\"imageLayoutVersion\":\"1.0.0\"}");
-  write_all(dir + "/index.json",
-            "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/"
-            "vnd.oci.image.manifest.v1+json\",\"digest\":\"" +
-                md + "\",\"size\":" + std::to_string(manifest.size()) +
-                ",\"annotations\":{\"org.opencontainers.image.ref.name\":\"" + tag + "\"}}]}");
+  write_all(dir + "/index.json", "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"application/"
+                                 "vnd.oci.image.manifest.v1+json\",\"digest\":\"" +
+                                     md + "\",\"size\":" + std::to_string(manifest.size()) +
+                                     ",\"annotations\":{\"org.opencontainers.image.ref.name\":\"" +
+                                     tag + "\"}}]}");
   return md;
 }
 
@@ -224,7 +226,8 @@ struct registry {
     port = free_port();
     std::string auth;
     if (!user.empty()) {
-      std::string cmd = "htpasswd -Bbn '" + user + "' '" + password + "' > " + dir.path + "/htpasswd";
+      std::string cmd =
+          "htpasswd -Bbn '" + user + "' '" + password + "' > " + dir.path + "/htpasswd";
       if (std::system(cmd.c_str()) != 0) return;
       auth = "auth:\n  htpasswd:\n    realm: test\n    path: " + dir.path + "/htpasswd\n";
     }
@@ -261,15 +264,17 @@ struct registry {
   bool push(const std::string& layout, const std::string& tag, const std::string& name,
             const std::string& creds = "") const {
     std::string cmd = "skopeo copy -q --dest-tls-verify=false " +
-                      (creds.empty() ? std::string() : "--dest-creds '" + creds + "' ") + "oci:" +
-                      layout + ":" + tag + " docker://" + host() + "/" + name + " >/dev/null";
+                      (creds.empty() ? std::string() : "--dest-creds '" + creds + "' ") +
+                      "oci:" + layout + ":" + tag + " docker://" + host() + "/" + name +
+                      " >/dev/null";
     return std::system(cmd.c_str()) == 0;
   }
 
   /// The file holding blob `digest` in the registry's storage.
   [[nodiscard]] std::string blob_file(const std::string& digest) const {
     std::string hex = digest.substr(7);
-    return dir.path + "/data/docker/registry/v2/blobs/sha256/" + hex.substr(0, 2) + "/" + hex + "/data";
+    return dir.path + "/data/docker/registry/v2/blobs/sha256/" + hex.substr(0, 2) + "/" + hex +
+           "/data";
   }
 };
 

@@ -81,7 +81,8 @@ struct cidr {
   }
   if (slash != std::string_view::npos) {
     std::string_view p = s.substr(slash + 1);
-    if (p.empty() || p.size() > 2 || p.find_first_not_of("0123456789") != p.npos) return std::nullopt;
+    if (p.empty() || p.size() > 2 || p.find_first_not_of("0123456789") != p.npos)
+      return std::nullopt;
     c.prefix = static_cast<unsigned>(p.size() == 1 ? p[0] - '0' : (p[0] - '0') * 10 + (p[1] - '0'));
     if (c.prefix > 32) return std::nullopt;
   }

@@ -39,8 +39,8 @@ enum class source_kind {
 /// A parsed `SandboxOptions::image`.
 struct source {
   source_kind kind = source_kind::directory;
-  std::string path;   ///< directory, layout or archive (absolute)
-  std::string ref;    ///< `:REF` of oci / oci-archive / docker-archive, or empty
+  std::string path;    ///< directory, layout or archive (absolute)
+  std::string ref;     ///< `:REF` of oci / oci-archive / docker-archive, or empty
   registry_ref remote; ///< kind == registry
 };
 
@@ -191,7 +191,8 @@ namespace detail {
     s.path = std::string(image);
     return s;
   }
-  if (image.substr(0, 4) == "oci:") return with_path(source_kind::oci_layout, image.substr(4), "layout directory");
+  if (image.substr(0, 4) == "oci:")
+    return with_path(source_kind::oci_layout, image.substr(4), "layout directory");
   if (image.substr(0, 12) == "oci-archive:")
     return with_path(source_kind::oci_archive, image.substr(12), "archive");
   if (image.substr(0, 15) == "docker-archive:")

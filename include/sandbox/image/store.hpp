@@ -60,7 +60,8 @@ public:
       return fail(errc::validation, "image store path " + sandbox::detail::shell_quote(root) +
                                         " contains ',', ':' or '\\', which overlayfs cannot take");
     // Its parents too (~/.cache may not exist yet).
-    for (auto slash = root.find('/', 1); slash != std::string::npos; slash = root.find('/', slash + 1))
+    for (auto slash = root.find('/', 1); slash != std::string::npos;
+         slash = root.find('/', slash + 1))
       (void)::mkdir(root.substr(0, slash).c_str(), 0755);
     for (const char* sub : {"", "/blobs", "/blobs/sha256", "/layers", "/refs", "/locks", "/tmp"}) {
       std::string d = root + sub;
@@ -84,7 +85,9 @@ public:
   [[nodiscard]] std::string layer_path(std::string_view digest) const {
     return root_ + "/layers/" + hex(digest);
   }
-  [[nodiscard]] std::string tmp_path(std::string_view name) const { return root_ + "/tmp/" + std::string(name); }
+  [[nodiscard]] std::string tmp_path(std::string_view name) const {
+    return root_ + "/tmp/" + std::string(name);
+  }
 
   [[nodiscard]] bool has_blob(std::string_view digest) const noexcept {
     struct stat st {};
@@ -97,14 +100,17 @@ public:
 
   /// An advisory lock on a file of locks/: shared (in use) or exclusive (fetching, removing).
   /// **Errors:** file_io.
-  [[nodiscard]] result<sandbox::detail::unique_fd> lock(std::string_view name, int how) const noexcept {
+  [[nodiscard]] result<sandbox::detail::unique_fd> lock(std::string_view name,
+                                                        int how) const noexcept {
     std::string p = root_ + "/locks/" + std::string(name);
     sandbox::detail::unique_fd fd(::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!fd) return fail(errc::file_io, "image store: " + p + ": " + sandbox::detail::errno_text(errno));
+    if (!fd)
+      return fail(errc::file_io, "image store: " + p + ": " + sandbox::detail::errno_text(errno));
     while (::flock(fd.get(), how) != 0) {
       if (errno == EINTR) continue;
       if (errno == EWOULDBLOCK) return fail(errc::conflict, "image store: " + p + " is locked");
-      return fail(errc::file_io, "image store: locking " + p + ": " + sandbox::detail::errno_text(errno));
+      return fail(errc::file_io,
+                  "image store: locking " + p + ": " + sandbox::detail::errno_text(errno));
     }
     return fd;
   }
@@ -120,7 +126,8 @@ public:
                                       std::string(digest) + " (it hashes to " + got + ")");
     if (has_blob(got)) return got;
     std::string tmp = tmp_path("put-" + sandbox::detail::random_id("", 12));
-    sandbox::detail::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    sandbox::detail::unique_fd fd(
+        ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (!fd) return io_error("creating " + tmp);
     for (std::size_t off = 0; off < data.size();) {
       ssize_t w = ::write(fd.get(), data.data() + off, data.size() - off);
@@ -137,7 +144,8 @@ public:
   }
 
   /// Moves a verified download into blobs/ under `digest`.
-  [[nodiscard]] result<void> commit(const std::string& tmp, std::string_view digest) const noexcept {
+  [[nodiscard]] result<void> commit(const std::string& tmp,
+                                    std::string_view digest) const noexcept {
     if (::rename(tmp.c_str(), blob_path(digest).c_str()) != 0) {
       int err = errno;
       ::unlink(tmp.c_str());
@@ -188,7 +196,8 @@ public:
     std::string where = "image " + std::string(image_name) + ": layer " + std::string(digest);
     sandbox::detail::unique_fd blob(::open(blob_path(digest).c_str(), O_RDONLY | O_CLOEXEC));
     if (!blob) return fail(errc::not_found, where + ": blob not in the store");
-    std::string tmp = tmp_path("layer-" + hex(digest).substr(0, 16) + "-" + sandbox::detail::random_id("", 8));
+    std::string tmp =
+        tmp_path("layer-" + hex(digest).substr(0, 16) + "-" + sandbox::detail::random_id("", 8));
     if (::mkdir(tmp.c_str(), 0755) != 0) return io_error("creating " + tmp);
     auto done = [&]() -> result<void> {
       sandbox::detail::unique_fd root(::open(tmp.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -219,10 +228,12 @@ public:
   }
 
   /// Records that `name` resolves to the manifest `digest` (replacing what it was).
-  [[nodiscard]] result<void> set_ref(std::string_view name, std::string_view digest) const noexcept {
+  [[nodiscard]] result<void> set_ref(std::string_view name,
+                                     std::string_view digest) const noexcept {
     std::string text = std::string(name) + "\n" + std::string(digest) + "\n";
     std::string tmp = tmp_path("ref-" + sandbox::detail::random_id("", 12));
-    sandbox::detail::unique_fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+    sandbox::detail::unique_fd fd(
+        ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
     if (!fd || ::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size())) {
       int err = errno;
       ::unlink(tmp.c_str());
@@ -303,7 +314,8 @@ private:
     if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x == '/')
       return std::string(x) + "/sandbox";
     if (::geteuid() == 0) return "/var/cache/sandbox";
-    if (const char* h = std::getenv("HOME"); h && *h == '/') return std::string(h) + "/.cache/sandbox";
+    if (const char* h = std::getenv("HOME"); h && *h == '/')
+      return std::string(h) + "/.cache/sandbox";
     return {};
   }
 

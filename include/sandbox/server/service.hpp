@@ -68,7 +68,7 @@ public:
     // again (AIP-203), as the published API has it.
     wire::SandboxSpec spec = sb.spec.value_or(wire::SandboxSpec{});
     SANDBOX_TRY(opts, http::options_of(spec, o_.images, o_.native_keep_alive, o_.pull_images,
-                                            o_.allow_egress));
+                                       o_.allow_egress));
     if (!request_id.empty()) {
       SANDBOX_TRY(earlier, claim(request_id));
       if (earlier) return get(*earlier);

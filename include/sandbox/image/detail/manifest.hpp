@@ -76,9 +76,8 @@ namespace json = simdjson::dom;
   return std::string(s);
 }
 
-[[nodiscard]] inline result<std::vector<std::string>> opt_strings(json::object o,
-                                                                  std::string_view key,
-                                                                  std::string_view what) {
+[[nodiscard]] inline result<std::vector<std::string>>
+opt_strings(json::object o, std::string_view key, std::string_view what) {
   std::vector<std::string> out;
   json::element v;
   if (o.at_key(key).get(v) || v.is_null()) return out;
@@ -144,9 +143,9 @@ namespace json = simdjson::dom;
   json::element v;
   std::int64_t schema = 0;
   if (!o.at_key("schemaVersion").get(v) && !v.get(schema) && schema == 1)
-    return fail(errc::unsupported,
-                std::string(what) + ": Docker schema 1 manifests are not supported (long "
-                                    "deprecated; push the image again with a current tool)");
+    return fail(errc::unsupported, std::string(what) +
+                                       ": Docker schema 1 manifests are not supported (long "
+                                       "deprecated; push the image again with a current tool)");
   if (!o.at_key("manifests").get(v)) {
     json::array a;
     if (v.get(a)) return bad_doc(what, "\"manifests\" is not an array");

@@ -66,9 +66,12 @@ struct challenge {
 /// Credentials for `host` from Docker's config.json (`auths`), if it names them.
 [[nodiscard]] inline std::optional<credentials> docker_config_credentials(std::string_view host) {
   std::string path;
-  if (const char* d = std::getenv("DOCKER_CONFIG"); d && *d) path = std::string(d) + "/config.json";
-  else if (const char* h = std::getenv("HOME"); h && *h) path = std::string(h) + "/.docker/config.json";
-  else return std::nullopt;
+  if (const char* d = std::getenv("DOCKER_CONFIG"); d && *d)
+    path = std::string(d) + "/config.json";
+  else if (const char* h = std::getenv("HOME"); h && *h)
+    path = std::string(h) + "/.docker/config.json";
+  else
+    return std::nullopt;
   auto text = store::read_file(path, 1u << 20, path);
   if (!text) return std::nullopt;
   simdjson::dom::parser p;
@@ -77,7 +80,8 @@ struct challenge {
   std::vector<std::string> keys{std::string(host), "https://" + std::string(host),
                                 "http://" + std::string(host)};
   if (host == "docker.io")
-    keys.insert(keys.end(), {"https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"});
+    keys.insert(keys.end(),
+                {"https://index.docker.io/v1/", "index.docker.io", "registry-1.docker.io"});
   for (const auto& k : keys) {
     simdjson::dom::object entry;
     if (auths.at_key(k).get(entry)) continue;
@@ -109,8 +113,10 @@ public:
   registry_client(const registry_ref& r, const image_options& o, const store& s, std::string image)
       : ref_(r), o_(o), store_(s), image_(std::move(image)) {
     host_ = r.registry == "docker.io" ? "registry-1.docker.io" : r.registry;
-    if (auto it = o.auth.find(r.registry); it != o.auth.end()) creds_ = it->second;
-    else creds_ = docker_config_credentials(r.registry);
+    if (auto it = o.auth.find(r.registry); it != o.auth.end())
+      creds_ = it->second;
+    else
+      creds_ = docker_config_credentials(r.registry);
   }
 
   /// The manifest `reference` (a tag or digest) of this repository, stored; an index is
@@ -157,7 +163,8 @@ private:
       "application/vnd.docker.distribution.manifest.list.v2+json, "
       "application/vnd.docker.distribution.manifest.v2+json";
 
-  void report(const std::string& digest, std::uint64_t done, std::uint64_t total, bool cached) const {
+  void report(const std::string& digest, std::uint64_t done, std::uint64_t total,
+              bool cached) const {
     if (o_.on_progress) o_.on_progress(pull_progress{image_, digest, done, total, cached});
   }
 
@@ -184,7 +191,9 @@ private:
     return c;
   }
 
-  [[nodiscard]] std::string origin() const { return (plain_http(host_) ? "http://" : "https://") + host_; }
+  [[nodiscard]] std::string origin() const {
+    return (plain_http(host_) ? "http://" : "https://") + host_;
+  }
   [[nodiscard]] std::string where(std::string_view path) const {
     return "image " + image_ + ": GET " + origin() + "/v2/" + ref_.repository + std::string(path);
   }
@@ -195,10 +204,10 @@ private:
     std::string detail(body.substr(0, 300));
     if (!detail.empty()) w += " (" + detail + ")";
     errc c = status == 401 || status == 403 ? errc::authentication
-             : status == 404               ? errc::not_found
-             : status == 429               ? errc::resource_exhausted
-             : status >= 500               ? errc::unavailable
-                                           : errc::protocol;
+             : status == 404                ? errc::not_found
+             : status == 429                ? errc::resource_exhausted
+             : status >= 500                ? errc::unavailable
+                                            : errc::protocol;
     if (status == 401 && !creds_)
       w += "; no credentials for " + ref_.registry +
            " (image_options::auth, or `docker login` into ~/.docker/config.json)";
@@ -207,7 +216,8 @@ private:
 
   [[nodiscard]] error transport_error(httplib::Error e, std::string_view path) const {
     errc c = e == httplib::Error::Read ? errc::timeout : errc::unavailable;
-    if (e == httplib::Error::SSLServerVerification || e == httplib::Error::SSLConnection) c = errc::transport;
+    if (e == httplib::Error::SSLServerVerification || e == httplib::Error::SSLConnection)
+      c = errc::transport;
     return {c, where(path) + ": " + httplib::to_string(e)};
   }
 
@@ -216,10 +226,13 @@ private:
     challenge c = parse_challenge(header);
     if (c.scheme == "basic") {
       if (!creds_)
-        return fail(errc::authentication, where(path) + ": the registry asks for credentials and "
-                                                        "none are known for " + ref_.registry +
-                                                        " (image_options::auth, or `docker login`)");
-      authorization_ = httplib::make_basic_authentication_header(creds_->username, creds_->password).second;
+        return fail(errc::authentication, where(path) +
+                                              ": the registry asks for credentials and "
+                                              "none are known for " +
+                                              ref_.registry +
+                                              " (image_options::auth, or `docker login`)");
+      authorization_ =
+          httplib::make_basic_authentication_header(creds_->username, creds_->password).second;
       return success();
     }
     if (c.scheme != "bearer" || c.params["realm"].empty())
@@ -230,29 +243,33 @@ private:
     std::string_view rest = realm;
     bool tls = rest.substr(0, 8) == "https://";
     if (!tls && rest.substr(0, 7) != "http://")
-      return fail(errc::protocol, where(path) + ": token realm " + sandbox::detail::shell_quote(realm) +
+      return fail(errc::protocol, where(path) + ": token realm " +
+                                      sandbox::detail::shell_quote(realm) +
                                       " is not an http(s) URL");
     rest.remove_prefix(tls ? 8 : 7);
     auto slash = rest.find('/');
     std::string host(rest.substr(0, slash));
-    std::string realm_path = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+    std::string realm_path =
+        slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
     if (!tls && !plain_http(host))
       return fail(errc::authentication,
                   where(path) + ": token realm " + sandbox::detail::shell_quote(realm) +
                       " is plain http to a host that is not loopback (credentials would be "
                       "sent in the clear; list it in image_options::insecure_registries)");
-    std::string scope = c.params.count("scope") ? c.params["scope"]
-                                                : "repository:" + ref_.repository + ":pull";
+    std::string scope =
+        c.params.count("scope") ? c.params["scope"] : "repository:" + ref_.repository + ":pull";
     realm_path += realm_path.find('?') == std::string::npos ? "?" : "&";
     realm_path += "scope=" + httplib::detail::encode_query_param(scope);
     if (c.params.count("service"))
       realm_path += "&service=" + httplib::detail::encode_query_param(c.params["service"]);
     auto cli = client_for((tls ? "https://" : "http://") + host);
     httplib::Headers h;
-    if (creds_) h.insert(httplib::make_basic_authentication_header(creds_->username, creds_->password));
+    if (creds_)
+      h.insert(httplib::make_basic_authentication_header(creds_->username, creds_->password));
     auto res = cli->Get(realm_path, h);
-    if (!res) return fail(errc::unavailable, where(path) + ": token request to " + host + ": " +
-                                                 httplib::to_string(res.error()));
+    if (!res)
+      return fail(errc::unavailable, where(path) + ": token request to " + host + ": " +
+                                         httplib::to_string(res.error()));
     if (res->status != 200)
       return fail(errc::authentication, where(path) + ": token request to " + host + ": HTTP " +
                                             std::to_string(res->status) +
@@ -268,7 +285,8 @@ private:
   }
 
   /// A small document (manifest) of the repository, authenticating and retrying as needed.
-  [[nodiscard]] result<std::string> small(const std::string& path, const char* accept, std::size_t max) {
+  [[nodiscard]] result<std::string> small(const std::string& path, const char* accept,
+                                          std::size_t max) {
     return retrying([&]() -> result<std::string> {
       for (int attempt = 0;; ++attempt) {
         auto cli = client_for(origin());
@@ -276,13 +294,14 @@ private:
         if (!authorization_.empty()) h.emplace("Authorization", authorization_);
         std::string body;
         bool too_big = false;
-        auto res = cli->Get("/v2/" + ref_.repository + path, h,
-                            [&](const char* d, std::size_t n) {
-                              if (body.size() + n > max) return !(too_big = true);
-                              body.append(d, n);
-                              return true;
-                            });
-        if (too_big) return fail(errc::protocol, where(path) + ": larger than " + std::to_string(max) + " bytes");
+        auto res = cli->Get("/v2/" + ref_.repository + path, h, [&](const char* d, std::size_t n) {
+          if (body.size() + n > max) return !(too_big = true);
+          body.append(d, n);
+          return true;
+        });
+        if (too_big)
+          return fail(errc::protocol,
+                      where(path) + ": larger than " + std::to_string(max) + " bytes");
         if (!res) return fail(transport_error(res.error(), path));
         if (res->status == 401 && attempt == 0 && res->has_header("WWW-Authenticate")) {
           SANDBOX_TRYV(authenticate(res->get_header_value("WWW-Authenticate"), path));
@@ -299,7 +318,8 @@ private:
     const std::string path = "/blobs/" + digest;
     const std::string tmp = store_.tmp_path(store::hex(digest) + ".partial");
     sandbox::detail::unique_fd fd(::open(tmp.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-    if (!fd) return fail(errc::file_io, "image store: " + tmp + ": " + sandbox::detail::errno_text(errno));
+    if (!fd)
+      return fail(errc::file_io, "image store: " + tmp + ": " + sandbox::detail::errno_text(errno));
     // What an interrupted pull left: hashed again (the hash state is not kept), then resumed.
     sha256 h;
     std::uint64_t have = 0;
@@ -371,7 +391,8 @@ private:
                                           std::to_string(limit) + " bytes " +
                                           (size ? "the manifest gives" : "a blob may have"));
         }
-        return fail(errc::file_io, "image store: writing " + tmp + ": " + sandbox::detail::errno_text(errno));
+        return fail(errc::file_io,
+                    "image store: writing " + tmp + ": " + sandbox::detail::errno_text(errno));
       }
       if (!res && status != 200 && status != 206) return fail(transport_error(res.error(), path));
       if (status == 401 && hops == 0 && !challenge_header.empty()) {
@@ -386,14 +407,16 @@ private:
           std::string_view l = location;
           bool tls = l.substr(0, 8) == "https://";
           if (!tls && l.substr(0, 7) != "http://")
-            return fail(errc::protocol, where(path) + ": redirect to " + sandbox::detail::shell_quote(location));
+            return fail(errc::protocol,
+                        where(path) + ": redirect to " + sandbox::detail::shell_quote(location));
           auto slash = l.find('/', tls ? 8 : 7);
           std::string o(l.substr(0, slash));
           if (o != origin_now) send_auth = false; // credentials stay with the registry
           origin_now = o;
           target = slash == std::string_view::npos ? "/" : std::string(l.substr(slash));
           if (!tls && !plain_http(o.substr(7)))
-            return fail(errc::protocol, where(path) + ": redirect to plain http " + sandbox::detail::shell_quote(o));
+            return fail(errc::protocol, where(path) + ": redirect to plain http " +
+                                            sandbox::detail::shell_quote(o));
         }
         continue;
       }
@@ -419,8 +442,9 @@ private:
         return fail(errc::unavailable, where(path) + ": a download resumed after " +
                                            std::to_string(resumed_from) +
                                            " bytes does not match its digest; starting over");
-      return fail(errc::protocol, where(path) + ": content does not match its digest (it hashes to " +
-                                      got + "); nothing was kept");
+      return fail(errc::protocol, where(path) +
+                                      ": content does not match its digest (it hashes to " + got +
+                                      "); nothing was kept");
     }
     return store_.commit(tmp, digest);
   }

@@ -83,9 +83,8 @@ inline int remove_tree(int dirfd, const char* name) noexcept {
     std::string_view c = name.substr(b, e - b);
     if (c == "..") {
       if (out.empty())
-        return fail(errc::validation,
-                    where + ": entry " + sandbox::detail::shell_quote(name) +
-                        " climbs out of the layer ('..' above its root)");
+        return fail(errc::validation, where + ": entry " + sandbox::detail::shell_quote(name) +
+                                          " climbs out of the layer ('..' above its root)");
       out.pop_back();
     } else if (!c.empty() && c != ".") {
       out.emplace_back(c);
@@ -156,8 +155,7 @@ private:
       if (fd < 0) {
         if (errno == ELOOP || errno == ENOTDIR)
           return fail(errc::validation, where_ + ": entry " + sandbox::detail::shell_quote(name) +
-                                            " lies below " +
-                                            sandbox::detail::shell_quote(path[i]) +
+                                            " lies below " + sandbox::detail::shell_quote(path[i]) +
                                             ", which is a symlink or a file in this layer");
         return io_fail(errno, "opening the directory of", name);
       }
@@ -205,8 +203,8 @@ private:
     if (base.size() > 4 && base.compare(0, 4, ".wh.") == 0) {
       std::string hidden = base.substr(4);
       if (hidden == "." || hidden == "..")
-        return fail(errc::validation,
-                    where_ + ": whiteout " + sandbox::detail::shell_quote(name) + " names no entry");
+        return fail(errc::validation, where_ + ": whiteout " + sandbox::detail::shell_quote(name) +
+                                          " names no entry");
       SANDBOX_TRYV(clear(d, hidden, false, name));
       if (::mknodat(d, hidden.c_str(), S_IFCHR | 0000, ::makedev(0, 0)) != 0)
         return io_fail(errno, "making the whiteout", name);
@@ -233,11 +231,13 @@ private:
     case AE_IFREG: return regular(a, e, d, base, mode, mtime, name);
     case AE_IFLNK: {
       const char* to = archive_entry_symlink(e);
-      if (!to) return fail(errc::validation, where_ + ": symlink " +
-                                                 sandbox::detail::shell_quote(name) + " has no target");
+      if (!to)
+        return fail(errc::validation,
+                    where_ + ": symlink " + sandbox::detail::shell_quote(name) + " has no target");
       SANDBOX_TRYV(charge(std::string_view(to).size(), name));
       // Stored as written: resolved in the sandbox's root at run time, never followed here.
-      if (::symlinkat(to, d, base.c_str()) != 0) return io_fail(errno, "creating the symlink", name);
+      if (::symlinkat(to, d, base.c_str()) != 0)
+        return io_fail(errno, "creating the symlink", name);
       break;
     }
     case AE_IFIFO:
@@ -266,11 +266,12 @@ private:
   [[nodiscard]] result<void> regular(archive* a, archive_entry* e, int d, const std::string& base,
                                      mode_t mode, timespec mtime, std::string_view name) {
     std::int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
-    if (size < 0) return fail(errc::validation, where_ + ": entry " +
-                                                     sandbox::detail::shell_quote(name) +
-                                                     " has a negative size");
+    if (size < 0)
+      return fail(errc::validation, where_ + ": entry " + sandbox::detail::shell_quote(name) +
+                                        " has a negative size");
     SANDBOX_TRYV(charge(static_cast<std::uint64_t>(size), name));
-    unique_fd f(::openat(d, base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    unique_fd f(
+        ::openat(d, base.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
     if (!f) return io_fail(errno, "creating", name);
     const void* buf = nullptr;
     std::size_t n = 0;
@@ -278,7 +279,9 @@ private:
     for (;;) {
       int r = archive_read_data_block(a, &buf, &n, &off);
       if (r == ARCHIVE_EOF) break;
-      if (r < ARCHIVE_WARN) return fail(errc::validation, where_ + ": " + sandbox::detail::shell_quote(name) + ": " + reason(a));
+      if (r < ARCHIVE_WARN)
+        return fail(errc::validation,
+                    where_ + ": " + sandbox::detail::shell_quote(name) + ": " + reason(a));
       if (off < 0 || static_cast<std::uint64_t>(off) + n > static_cast<std::uint64_t>(size))
         return fail(errc::validation, where_ + ": entry " + sandbox::detail::shell_quote(name) +
                                           " holds more data than its size");

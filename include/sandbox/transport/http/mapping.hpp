@@ -190,7 +190,8 @@ inline constexpr std::size_t max_tag_bytes = 256;
   spec.annotations.insert(o.annotations.begin(), o.annotations.end());
   if (o.max_lifetime)
     spec.max_lifetime_seconds = static_cast<std::int32_t>(o.max_lifetime->count());
-  if (o.network) spec.network = wire::NetworkOptions{*o.network == network_mode::none, std::nullopt};
+  if (o.network)
+    spec.network = wire::NetworkOptions{*o.network == network_mode::none, std::nullopt};
   return spec;
 }
 
@@ -247,9 +248,9 @@ options_of(const wire::SandboxSpec& spec,
         c.image.substr(0, 9) != "docker://")
       o.image = c.image;
     else if (named)
-      return fail(errc::validation, "spec.containers[0].image: " +
-                                        sandbox::detail::quoted_excerpt(c.image) +
-                                        " is not a registry image name");
+      return fail(errc::validation,
+                  "spec.containers[0].image: " + sandbox::detail::quoted_excerpt(c.image) +
+                      " is not a registry image name");
     else
       return fail(errc::validation, "spec.containers[0].image: " + named.error().message);
   } else if (image == images.end()) {

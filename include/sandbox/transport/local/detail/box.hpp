@@ -299,10 +299,15 @@ private:
     std::vector<sandbox::detail::cidr> allow;
     for (const auto& a : o.network_allow)
       allow.push_back(*sandbox::detail::parse_cidr(a)); // validated
-    if (!user_ns) ns_net_.reset(::open(("/proc/" + std::to_string(pid_) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
-    if (!ns_net_) return fail(errc::failed, "sandbox " + id + ": opening its network namespace: " + errno_text(errno));
+    if (!user_ns)
+      ns_net_.reset(
+          ::open(("/proc/" + std::to_string(pid_) + "/ns/net").c_str(), O_RDONLY | O_CLOEXEC));
+    if (!ns_net_)
+      return fail(errc::failed,
+                  "sandbox " + id + ": opening its network namespace: " + errno_text(errno));
     SANDBOX_TRYV(egress::apply_rules(ns_user_.get(), ns_net_.get(), egress::ruleset(allow), id));
-    SANDBOX_TRY(nat, egress::start_nat(ns_user_.get(), ns_net_.get(), egress::allows_host_loopback(allow), id));
+    SANDBOX_TRY(nat, egress::start_nat(ns_user_.get(), ns_net_.get(),
+                                       egress::allows_host_loopback(allow), id));
     ns_user_.reset();
     ns_net_.reset();
     std::lock_guard lk(m_);
@@ -341,7 +346,7 @@ private:
                     WEXITED | __WALL) != 0 &&
            errno == EINTR) {
     }
-    nat_.stop();           // its network namespace is gone with the supervisor
+    nat_.stop();          // its network namespace is gone with the supervisor
     image_lease_.reset(); // and its overlay of the image's layers
     int sup_exit = si.si_code == CLD_EXITED ? si.si_status : -1;
     // The supervisor reported the main command's exit or start failure (if any) before it exited.
@@ -399,11 +404,11 @@ private:
   std::string reason_;    ///< SandboxInfo::status_reason
   std::string main_name_; ///< argv[0] of the main command, for the reason of a start failure
   bool stop_requested_ = false;
-  std::unique_ptr<cgroups::group> cgroup_; ///< set by create only: resource limits
+  std::unique_ptr<cgroups::group> cgroup_;  ///< set by create only: resource limits
   std::shared_ptr<const void> image_lease_; ///< keeps the image's layers from the store's gc
-  egress::nat_process nat_; ///< network_mode::egress
-  unique_fd ns_user_, ns_net_; ///< egress, during create: the supervisor's namespaces
-  bool oom_killed_ = false;                ///< the main process was OOM-killed
+  egress::nat_process nat_;                 ///< network_mode::egress
+  unique_fd ns_user_, ns_net_;              ///< egress, during create: the supervisor's namespaces
+  bool oom_killed_ = false;                 ///< the main process was OOM-killed
   /// The log ring, mapped read-only (the supervisor writes it); set once by start_main.
   struct log_mapping {
     logring::ring* ring = nullptr;
@@ -459,16 +464,17 @@ struct client_areas {
 
 /// The environment every command of the sandbox starts from: defaults, then the image's
 /// (`K=V` entries of its config), then the options'.
-[[nodiscard]] inline std::vector<std::string> make_base_env(const std::string& id,
-                                                            const env_map& extra,
-                                                            const image::prepared_image* img = nullptr) {
+[[nodiscard]] inline std::vector<std::string>
+make_base_env(const std::string& id, const env_map& extra,
+              const image::prepared_image* img = nullptr) {
   env_map env{{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
               {"HOME", "/root"},
               {"HOSTNAME", id}};
   if (img)
     for (const auto& kv : img->env) {
       auto eq = kv.find('=');
-      if (eq != std::string::npos && eq > 0) env.insert_or_assign(kv.substr(0, eq), kv.substr(eq + 1));
+      if (eq != std::string::npos && eq > 0)
+        env.insert_or_assign(kv.substr(0, eq), kv.substr(eq + 1));
     }
   for (const auto& [k, v] : extra)
     env.insert_or_assign(k, v);
@@ -556,7 +562,7 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   auto b = std::make_shared<box>();
   b->id = std::move(id);
   b->tags = o.tags;
-  b->workdir = !o.working_dir.empty()               ? o.working_dir
+  b->workdir = !o.working_dir.empty()             ? o.working_dir
                : img && !img->working_dir.empty() ? img->working_dir
                                                   : "/";
   b->base_env = make_base_env(b->id, o.env, img);

@@ -79,7 +79,8 @@ inline constexpr const char* dns = "10.0.2.3";     ///< forwarded to the host's 
                   "  type filter hook output priority 0; policy accept;\n"
                   "  oifname \"lo\" accept\n"
                   "  meta nfproto ipv6 reject\n" // the NAT carries IPv4 only
-                  "  ip daddr " + std::string(dns) + " meta l4proto { tcp, udp } th dport 53 accept\n";
+                  "  ip daddr " +
+                  std::string(dns) + " meta l4proto { tcp, udp } th dport 53 accept\n";
   if (allows_host_loopback(allow)) r += "  ip daddr " + std::string(gateway) + " accept\n";
   for (const auto& a : allow)
     r += "  ip daddr " + a.str() + " accept\n";
@@ -117,9 +118,11 @@ inline bool join(int user_fd, int net_fd) noexcept {
                                               const std::string& id) {
   const char* nft = find_program({"/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"});
   if (!nft)
-    return fail(errc::unsupported, "sandbox " + id + ": network egress needs nft (Debian: "
-                                                     "nftables) to keep the host's ranges out of reach");
-  unique_fd in(::memfd_create("sandbox-nft", MFD_CLOEXEC)), err(::memfd_create("sandbox-nft-err", MFD_CLOEXEC));
+    return fail(errc::unsupported, "sandbox " + id +
+                                       ": network egress needs nft (Debian: "
+                                       "nftables) to keep the host's ranges out of reach");
+  unique_fd in(::memfd_create("sandbox-nft", MFD_CLOEXEC)),
+      err(::memfd_create("sandbox-nft-err", MFD_CLOEXEC));
   if (!in || !err ||
       ::write(in.get(), rules.data(), rules.size()) != static_cast<ssize_t>(rules.size()))
     return fail(errc::failed, "sandbox " + id + ": preparing the egress filter: " +
@@ -136,14 +139,17 @@ inline bool join(int user_fd, int net_fd) noexcept {
     ::execve(nft, const_cast<char**>(argv), const_cast<char**>(envp));
     ::_exit(126);
   }
-  if (child < 0) return fail(errc::resource_exhausted, "sandbox " + id + ": fork: " + sandbox::detail::errno_text(errno));
+  if (child < 0)
+    return fail(errc::resource_exhausted,
+                "sandbox " + id + ": fork: " + sandbox::detail::errno_text(errno));
   int st = 0;
   while (::waitpid(child, &st, 0) < 0 && errno == EINTR) {
   }
   if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return success();
   std::string why = WIFEXITED(st) && WEXITSTATUS(st) == 125 ? "cannot join its network namespace"
                                                             : child_output(err.get());
-  return fail(errc::unsupported, "sandbox " + id + ": the egress filter (nftables) could not be set: " + why);
+  return fail(errc::unsupported,
+              "sandbox " + id + ": the egress filter (nftables) could not be set: " + why);
 }
 
 /// A running NAT: it ends when `exit_fd` closes (also when this process dies: the kernel closes
@@ -164,9 +170,11 @@ struct nat_process {
     exit_fd.reset();
     if (!pidfd) return;
     pollfd p{pidfd.get(), POLLIN, 0};
-    if (::poll(&p, 1, 2000) <= 0) ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+    if (::poll(&p, 1, 2000) <= 0)
+      ::syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
     siginfo_t si{};
-    while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd.get()), &si, WEXITED) != 0 &&
+    while (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd.get()), &si, WEXITED) !=
+               0 &&
            errno == EINTR) {
     }
     pidfd.reset();
@@ -179,20 +187,26 @@ struct nat_process {
 /// 10 s).
 [[nodiscard]] inline result<nat_process> start_nat(int user_fd, int net_fd, bool host_loopback,
                                                    const std::string& id) {
-  const char* slirp = find_program({"/usr/bin/slirp4netns", "/bin/slirp4netns", "/usr/local/bin/slirp4netns"});
+  const char* slirp =
+      find_program({"/usr/bin/slirp4netns", "/bin/slirp4netns", "/usr/local/bin/slirp4netns"});
   if (!slirp)
     return fail(errc::unsupported,
                 "sandbox " + id + ": network egress needs slirp4netns (Debian: slirp4netns)");
   int ex[2], ready[2];
-  if (::pipe2(ex, O_CLOEXEC) != 0) return fail(errc::resource_exhausted, "sandbox " + id + ": pipe2: " + sandbox::detail::errno_text(errno));
+  if (::pipe2(ex, O_CLOEXEC) != 0)
+    return fail(errc::resource_exhausted,
+                "sandbox " + id + ": pipe2: " + sandbox::detail::errno_text(errno));
   unique_fd exit_r(ex[0]), exit_w(ex[1]);
-  if (::pipe2(ready, O_CLOEXEC) != 0) return fail(errc::resource_exhausted, "sandbox " + id + ": pipe2: " + sandbox::detail::errno_text(errno));
+  if (::pipe2(ready, O_CLOEXEC) != 0)
+    return fail(errc::resource_exhausted,
+                "sandbox " + id + ": pipe2: " + sandbox::detail::errno_text(errno));
   unique_fd ready_r(ready[0]), ready_w(ready[1]);
   unique_fd err(::memfd_create("sandbox-slirp-err", MFD_CLOEXEC));
   unique_fd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
   // The namespaces become its descriptors 5 and 6, named by /proc/self/fd paths.
-  std::vector<const char*> argv{slirp, "--configure", "--mtu=65520", "--exit-fd=3", "--ready-fd=4",
-                                "--enable-seccomp", "--netns-type=path"};
+  std::vector<const char*> argv{
+      slirp,          "--configure",      "--mtu=65520",      "--exit-fd=3",
+      "--ready-fd=4", "--enable-seccomp", "--netns-type=path"};
   // Its own mount namespace, capabilities dropped: for root only (without root it would need a
   // user namespace of its own, and fails on setegid(0)).
   if (::geteuid() == 0) argv.push_back("--enable-sandbox");
@@ -218,14 +232,17 @@ struct nat_process {
     ::execve(slirp, const_cast<char**>(argv.data()), const_cast<char**>(envp));
     ::_exit(126);
   }
-  if (child < 0) return fail(errc::resource_exhausted, "sandbox " + id + ": fork: " + sandbox::detail::errno_text(errno));
+  if (child < 0)
+    return fail(errc::resource_exhausted,
+                "sandbox " + id + ": fork: " + sandbox::detail::errno_text(errno));
   nat_process nat;
   nat.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, child, 0)));
   if (!nat.pidfd) { // cannot be reaped by pidfd: by pid, now
     ::kill(child, SIGKILL);
     while (::waitpid(child, nullptr, 0) < 0 && errno == EINTR) {
     }
-    return fail(errc::resource_exhausted, "sandbox " + id + ": pidfd_open: " + sandbox::detail::errno_text(errno));
+    return fail(errc::resource_exhausted,
+                "sandbox " + id + ": pidfd_open: " + sandbox::detail::errno_text(errno));
   }
   nat.exit_fd = std::move(exit_w);
   exit_r.reset();
@@ -238,13 +255,13 @@ struct nat_process {
   if (n > 0 && ::read(ready_r.get(), &c, 1) == 1 && c == '1') return nat;
   nat.stop(); // not ready: it failed (its message), or hangs
   std::string why = child_output(err.get());
-  if (n == 0) return fail(errc::timeout, "sandbox " + id + ": slirp4netns was not ready within 10 s");
+  if (n == 0)
+    return fail(errc::timeout, "sandbox " + id + ": slirp4netns was not ready within 10 s");
   if (why.find("/dev/net/tun") != std::string::npos && ::geteuid() != 0)
     why += " (without root, /dev/net/tun must be open to every user: mode 0666, as Debian's udev "
            "rules make it)";
-  return fail(errc::unsupported,
-              "sandbox " + id + ": slirp4netns could not set up the network" +
-                  (why.empty() ? std::string() : ": " + why));
+  return fail(errc::unsupported, "sandbox " + id + ": slirp4netns could not set up the network" +
+                                     (why.empty() ? std::string() : ": " + why));
 }
 
 } // namespace sandbox::local::detail::egress
