@@ -19,8 +19,11 @@
 #include <string_view>
 #include <vector>
 
+#include <linux/openat2.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 namespace sandbox::image {
 
@@ -218,6 +221,102 @@ inline void reached_by(const store& s, const std::string& manifest, std::vector<
     out.push_back(l.digest);
 }
 
+/// The content of `rel` (`etc/passwd`) in the topmost layer that has it, read without following
+/// a symlink anywhere in the path (an image's /etc may point anywhere on the host).
+[[nodiscard]] inline std::optional<std::string> layer_file(const std::vector<std::string>& layers,
+                                                           const char* rel) {
+  for (const auto& l : layers) {
+    sandbox::detail::unique_fd root(::open(l.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    open_how how{};
+    how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    sandbox::detail::unique_fd fd(
+        root ? static_cast<int>(::syscall(SYS_openat2, root.get(), rel, &how, sizeof how)) : -1);
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20))
+      continue;
+    std::string out(static_cast<std::size_t>(st.st_size), '\0');
+    if (::read(fd.get(), out.data(), out.size()) != static_cast<ssize_t>(out.size())) continue;
+    return out;
+  }
+  return std::nullopt;
+}
+
+/// A decimal id (0 to 2^32-2), or nullopt.
+[[nodiscard]] inline std::optional<std::uint32_t> parse_id(std::string_view s) noexcept {
+  if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != s.npos)
+    return std::nullopt;
+  std::uint64_t v = 0;
+  for (char c : s)
+    v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  if (v >= 0xffffffffu) return std::nullopt;
+  return static_cast<std::uint32_t>(v);
+}
+
+/// The line of an /etc/passwd or /etc/group text whose first field is `name`, split at ':'.
+[[nodiscard]] inline std::vector<std::string> db_entry(const std::optional<std::string>& db,
+                                                       std::string_view name) {
+  if (!db) return {};
+  std::size_t b = 0;
+  while (b < db->size()) {
+    auto e = db->find('\n', b);
+    if (e == std::string::npos) e = db->size();
+    std::string_view line(db->data() + b, e - b);
+    if (line.substr(0, line.find(':')) == name) {
+      std::vector<std::string> f;
+      for (std::size_t p = 0;;) {
+        auto c = line.find(':', p);
+        f.emplace_back(line.substr(p, c - p));
+        if (c == std::string_view::npos) break;
+        p = c + 1;
+      }
+      return f;
+    }
+    b = e + 1;
+  }
+  return {};
+}
+
+/// Resolves the config's `User` (`name`, `uid`, `name:group`, `uid:gid`, …) as container
+/// engines do: names from the image's /etc/passwd and /etc/group; a bare user takes its
+/// passwd group (a bare uid, group 0).
+/// **Errors:** validation (a name the image does not have, a malformed id).
+[[nodiscard]] inline result<void> resolve_user(prepared_image& p, const std::string& image) {
+  if (p.user.empty()) return success();
+  auto colon = p.user.find(':');
+  std::string u = p.user.substr(0, colon),
+              g = colon == std::string::npos ? "" : p.user.substr(colon + 1);
+  auto bad = [&](const std::string& why) {
+    return fail(errc::validation,
+                "image " + image + ": User " + sandbox::detail::shell_quote(p.user) + ": " + why);
+  };
+  if (u.empty()) return bad("no user before ':'");
+  std::optional<std::uint32_t> gid;
+  if (auto id = parse_id(u)) {
+    p.uid = id;
+  } else {
+    auto entry = db_entry(layer_file(p.layers, "etc/passwd"), u);
+    if (entry.size() < 4) return bad("no such user in the image's /etc/passwd");
+    auto uid = parse_id(entry[2]);
+    gid = parse_id(entry[3]);
+    if (!uid || !gid) return bad("its /etc/passwd entry is malformed");
+    p.uid = uid;
+    if (entry.size() > 5) p.home = entry[5];
+  }
+  if (!g.empty()) {
+    if (auto id = parse_id(g)) {
+      gid = id;
+    } else {
+      auto entry = db_entry(layer_file(p.layers, "etc/group"), g);
+      if (entry.size() < 3 || !parse_id(entry[2]))
+        return bad("no such group in the image's /etc/group");
+      gid = parse_id(entry[2]);
+    }
+  }
+  p.gid = gid ? *gid : 0;
+  return success();
+}
+
 /// The in-use locks a running sandbox holds on its layers.
 struct layer_lease {
   std::vector<sandbox::detail::unique_fd> locks;
@@ -265,6 +364,7 @@ struct layer_lease {
   out.cmd = std::move(cfg.cmd);
   out.digest = digest;
   out.lease = std::move(lease);
+  SANDBOX_TRYV(resolve_user(out, image));
   return out;
 }
 

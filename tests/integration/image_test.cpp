@@ -243,6 +243,41 @@ TEST_CASE("layers stack: whiteouts remove, opaque directories replace", "[image]
   CHECK(run_in(layout.path, store, "cat /data/c") == "c");
 }
 
+TEST_CASE("the image's User: names from its own /etc/passwd and /etc/group, never the host's",
+          "[image]") {
+  temp_dir work, layout;
+  auto base = busybox_entries();
+  base.push_back({tar_entry::file, "etc/passwd",
+                  "root:x:0:0::/root:/bin/sh\napp:x:1000:1001:App:/home/app:/bin/sh\n"});
+  base.push_back({tar_entry::file, "etc/group", "root:x:0:\nstaff:x:1001:\nwheel:x:1002:\n"});
+  std::string layer = make_tar(base, compression::gzip);
+  auto run_as = [&](const std::string& user) {
+    temp_dir l;
+    make_layout(l.path, {layer}, R"({"User":")" + user + R"("})");
+    return run_in("oci:" + l.path, work.path + "/store", "echo $(id -u) $(id -g) $HOME");
+  };
+  if (::geteuid() == 0) {
+    CHECK(run_as("app") == "1000 1001 /home/app\n");
+    CHECK(run_as("app:wheel") == "1000 1002 /home/app\n");
+    CHECK(run_as("1234") == "1234 0 /root\n");
+    CHECK(run_as("1234:staff") == "1234 1001 /root\n");
+    CHECK(run_as("root") == "0 0 /root\n");
+  } else { // in a user namespace only the sandbox's root maps
+    CHECK(run_as("app") == "0 0 /root\n");
+  }
+  CHECK(run_as("nobody-here").find("no such user in the image's /etc/passwd") != std::string::npos);
+  CHECK(run_as("app:nogroup").find("no such group") != std::string::npos);
+  CHECK(run_as(":1").find("no user before") != std::string::npos);
+  // An image whose /etc is a link to the host's: its users are not looked up there.
+  auto hostile = busybox_entries();
+  hostile.erase(hostile.begin() + 2); // no etc directory
+  hostile.push_back({tar_entry::symlink, "etc", "/etc"});
+  temp_dir h;
+  make_layout(h.path, {make_tar(hostile)}, R"({"User":"daemon"})");
+  CHECK(run_in("oci:" + h.path, work.path + "/store", "id -u")
+            .find("no such user in the image's /etc/passwd") != std::string::npos);
+}
+
 TEST_CASE("a layer listed twice (an empty one) stacks once", "[image]") {
   temp_dir work, layout;
   std::string empty = make_tar({});

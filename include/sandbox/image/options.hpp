@@ -66,7 +66,11 @@ struct prepared_image {
   std::vector<std::string> layers;
   std::vector<std::string> env; ///< `Env`: `K=V`
   std::string working_dir;      ///< `WorkingDir`, or empty
-  std::string user;             ///< `User`, or empty
+  std::string user;             ///< `User` as written, or empty
+  /// `User` resolved against the image's /etc/passwd and /etc/group: commands run as it (a
+  /// caller without root: only the sandbox's root maps, so they run as root).
+  std::optional<std::uint32_t> uid, gid;
+  std::string home; ///< the user's home directory from /etc/passwd, or empty
   std::vector<std::string> entrypoint, cmd;
   std::string digest; ///< the manifest's
   /// Held while a sandbox runs on the layers: `gc` leaves them alone until it is released.

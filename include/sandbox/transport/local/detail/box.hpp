@@ -470,6 +470,7 @@ make_base_env(const std::string& id, const env_map& extra,
   env_map env{{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
               {"HOME", "/root"},
               {"HOSTNAME", id}};
+  if (img && !img->home.empty() && !needs_user_ns()) env.insert_or_assign("HOME", img->home);
   if (img)
     for (const auto& kv : img->env) {
       auto eq = kv.find('=');
@@ -524,8 +525,8 @@ struct box::paths {
   }
 
   [[nodiscard]] supervisor_setup setup(const box& b, const char* staging, const SandboxOptions& o,
-                                       bool user_ns,
-                                       const hidden::shared_layer* hidden) const noexcept {
+                                       bool user_ns, const hidden::shared_layer* hidden,
+                                       const image::prepared_image* img) const noexcept {
     supervisor_setup st;
     st.hidden_layer_fd = hidden ? hidden->fd.get() : -1;
     st.hostname = b.id.c_str();
@@ -546,6 +547,13 @@ struct box::paths {
     st.args = client_memory().args;
     st.environment = client_memory().environment;
     st.oom_commands_first = o.resources.memory_bytes != 0;
+    // An image's User, where it maps: as root, ids are the host's own; in a user namespace
+    // only the sandbox's root is mapped, so commands stay root there.
+    if (img && img->uid && !user_ns && (*img->uid != 0 || img->gid.value_or(0) != 0)) {
+      st.as_user = true;
+      st.uid = *img->uid;
+      st.gid = img->gid.value_or(0);
+    }
     st.files = files.data();
     st.nfiles = files.size();
     if (o.max_lifetime) {
@@ -590,7 +598,7 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
                                       std::to_string(img ? img->layers.size() : 1) +
                                       ") for one overlay mount; its layer paths take " +
                                       std::to_string(p.overlay_opts.size()) + " bytes of 4000");
-  supervisor_setup setup = p.setup(*b, staging, o, user_ns, hidden.get());
+  supervisor_setup setup = p.setup(*b, staging, o, user_ns, hidden.get(), img);
   setup.seccomp = seccomp_filter;
   SANDBOX_TRYV(b->clone_supervisor(setup, o.network == network_mode::host, user_ns));
   // A step that fails after the clone leaves the sandbox FAILED, its supervisor killed.

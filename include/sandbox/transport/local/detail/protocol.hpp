@@ -70,6 +70,7 @@ enum class stage : std::uint32_t {
   verify_root,
   cgroup_ns,
   terminal,
+  user,
 };
 
 [[nodiscard]] constexpr const char* to_string(stage s) noexcept {
@@ -102,6 +103,7 @@ enum class stage : std::uint32_t {
   case stage::verify_root: return "checking that the host's root is gone";
   case stage::cgroup_ns: return "entering a cgroup namespace";
   case stage::terminal: return "opening a terminal";
+  case stage::user: return "switching to the image's user";
   }
   return "?";
 }

@@ -93,6 +93,9 @@ struct supervisor_setup {
   /// before the supervisor, whose RSS counts the client memory it was cloned from.
   bool oom_commands_first = false;
   std::uint32_t lifetime_ms = 0; ///< 0: no limit
+  /// Commands run as this user and group (an image's `User`), not as the sandbox's root.
+  bool as_user = false;
+  std::uint32_t uid = 0, gid = 0;
   const mounted_file_spec* files = nullptr;
   std::size_t nfiles = 0;
 };
@@ -121,6 +124,8 @@ struct exec_ctx {
   const char* path; ///< PATH value for the search, from envp
   int fds[3];       ///< stdin, stdout, stderr; -1 = /dev/null
   bool tty;         ///< fds are a terminal: the command leads a session of its own on it
+  bool as_user;     ///< switch to uid/gid before the working directory and execve
+  std::uint32_t uid, gid;
   volatile int err;
   volatile stage where;
 };
@@ -133,7 +138,9 @@ struct state {
   char* child_stack;
   bool stopping;
   bool oom_commands_first; // see supervisor_setup
-  bool expired;            // max_lifetime ran out
+  bool as_user;            // see supervisor_setup
+  std::uint32_t uid, gid;
+  bool expired; // max_lifetime ran out
   bool main_exited;
   std::int64_t kill_at_ms; // stop: SIGKILL everything at this time (0 = not scheduled)
   std::int64_t lifetime_end_ms;
@@ -703,6 +710,15 @@ inline int exec_child(void* arg) noexcept {
     _exit(127);
   }
   ::syscall(SYS_close_range, 3u, ~0u, 0u);
+  // Raw system calls: glibc's wrappers would signal the threads its copy of the caller's memory
+  // still lists. Group first: without CAP_SETGID after the uid changes, it could not follow.
+  if (x.as_user && (::syscall(SYS_setgroups, 0, nullptr) != 0 ||
+                    ::syscall(SYS_setresgid, x.gid, x.gid, x.gid) != 0 ||
+                    ::syscall(SYS_setresuid, x.uid, x.uid, x.uid) != 0)) {
+    x.err = errno;
+    x.where = stage::user;
+    _exit(126);
+  }
   if (x.cwd && *x.cwd && ::chdir(x.cwd) != 0) {
     x.err = errno;
     x.where = stage::chdir;
@@ -821,7 +837,7 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
   }
   argv[rq.argc] = nullptr;
   envp[rq.envc] = nullptr;
-  exec_ctx x{argv, envp, p, path, {-1, -1, -1}, tty, 0, stage::none};
+  exec_ctx x{argv, envp, p, path, {-1, -1, -1}, tty, st.as_user, st.uid, st.gid, 0, stage::none};
   int k = 1;
   int master = -1, slave = -1;
   if (tty) {
@@ -1151,6 +1167,9 @@ inline int supervisor_main(void* arg) noexcept {
   st.buf = base + slots_bytes;
   st.ptrs = reinterpret_cast<char**>(base + slots_bytes + buf_bytes);
   st.child_stack = base + slots_bytes + buf_bytes + ptr_bytes;
+  st.as_user = s.as_user;
+  st.uid = s.uid;
+  st.gid = s.gid;
   st.oom_commands_first = s.oom_commands_first;
   if (st.oom_commands_first) {
     // Where the host allows it (CAP_SYS_RESOURCE), the supervisor is exempt outright; a command
