@@ -33,6 +33,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <pthread.h>
 #include <sys/resource.h>
@@ -43,7 +44,8 @@ namespace {
 
 constexpr const char* usage =
     "usage: sandboxd --listen HOST:PORT [--token-file FILE] [--threads N]\n"
-    "                [--image NAME=DIR|IMAGE]... [--pull] [--image-store DIR] [--egress]\n"
+    "                [--image NAME=DIR|IMAGE]... [--pull] [--registry HOST:PORT]...\n"
+    "                [--image-store DIR] [--egress]\n"
     "                [--max-request-bytes N] [--max-output-bytes N]\n"
     "                [--max-output-bytes-limit N]\n"
     "                [--max-sandboxes N] [--max-connections N]\n"
@@ -51,7 +53,8 @@ constexpr const char* usage =
     "The bearer token comes from SANDBOXD_TOKEN or --token-file; there is no default.\n"
     "Images: a client's image name must be one of --image (python:3.11 runs on this host's\n"
     "root unless given otherwise); with --pull, any other registry name is pulled into the\n"
-    "image store (--image-store, default $XDG_CACHE_HOME/sandbox or /var/cache/sandbox), and\n"
+    "image store (--image-store, default $XDG_CACHE_HOME/sandbox or /var/cache/sandbox): from\n"
+    "public registries only, unless a local one is listed with --registry; and\n"
     "--image python:3.11=python:3.11 pulls the real default image too.\n"
     "Network: a sandbox has its own loopback only; with --egress a client may ask for outbound\n"
     "access (network.denyEgress false), through a NAT that keeps this host's loopback and\n"
@@ -90,6 +93,7 @@ struct config {
   int port = 0;
   std::string grpc_host, tls_cert, tls_key; // grpc_host empty: no gRPC
   std::string image_store;
+  std::vector<std::string> local_registries;
   int grpc_port = 0;
   sandbox::server_options opts;
 };
@@ -133,6 +137,8 @@ std::string parse_args(int argc, char** argv, config& c) {
       listen = v;
     else if (a == "--image-store")
       c.image_store = v;
+    else if (a == "--registry")
+      c.local_registries.push_back(v);
     else if (a == "--token-file")
       c.token_file = v;
     else if (a == "--grpc-listen")
@@ -250,6 +256,10 @@ int serve(config& c) {
   sandbox::local_transport::sweep();
   sandbox::local_transport::options lo;
   lo.images.store = c.image_store;
+  // What clients name is pulled from public registries only: a name must not make this
+  // server fetch from services on its host or network, except registries listed for it.
+  lo.images.public_registries_only = true;
+  lo.images.local_registries = c.local_registries;
   // A line per blob fetched, when it is complete (a layer can take a while: say which).
   lo.images.on_progress = [&opts](const sandbox::image::pull_progress& p) {
     if (!p.cached && p.done == p.total && p.total > 0)

@@ -23,25 +23,35 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 namespace sandbox::image {
 
 namespace detail {
 
-/// Copies a file into the store as blob `digest`, verifying it (skipped when stored already).
-[[nodiscard]] inline result<void> import_file(const store& s, const std::string& path,
-                                              const std::string& digest, const image_options& o,
-                                              const std::string& image) {
+/// Copies the file `rel` of the directory `dir` (a layout, an unpacked archive: untrusted
+/// names, read through no symlink) into the store as blob `digest`, verifying it (skipped when
+/// stored already).
+[[nodiscard]] inline result<void> import_file(const store& s, const std::string& dir,
+                                              const std::string& rel, const std::string& digest,
+                                              const image_options& o, const std::string& image) {
   if (s.has_blob(digest)) {
     if (o.on_progress) o.on_progress(pull_progress{image, digest, 0, 0, true});
     return success();
   }
-  sandbox::detail::unique_fd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  const std::string path = dir + "/" + rel;
+  auto opened = store::open_beneath(dir, rel, "image " + image + ": blob " + digest);
+  if (!opened) {
+    if (opened.error().code == errc::not_found)
+      return fail(errc::validation, "image " + image + ": blob " + digest + " missing (" +
+                                        sandbox::detail::shell_quote(path) + ")");
+    return std::move(opened).as_failure();
+  }
+  sandbox::detail::unique_fd in = std::move(opened).value();
   struct stat st {};
-  if (!in || ::fstat(in.get(), &st) != 0 || !S_ISREG(st.st_mode))
-    return fail(errc::validation, "image " + image + ": blob " + digest + " missing (" +
-                                      sandbox::detail::shell_quote(path) + ")");
+  if (::fstat(in.get(), &st) != 0)
+    return fail(errc::file_io, "image " + image + ": " + sandbox::detail::errno_text(errno));
   SANDBOX_TRY(fetching, s.lock(store::hex(digest) + ".pull", LOCK_EX));
   if (s.has_blob(digest)) return success();
   std::string tmp = s.tmp_path("import-" + sandbox::detail::random_id("", 12));
@@ -89,23 +99,21 @@ namespace detail {
                                                        const image_options& o,
                                                        const std::string& image) {
   SANDBOX_TRY(index_text,
-              store::read_file(dir + "/index.json", 4u << 20, "image " + image + ": index.json"));
+              store::read_beneath(dir, "index.json", 4u << 20, "image " + image + ": index.json"));
   const std::string what = "image " + image + ": index.json";
   SANDBOX_TRY(index, parse_document(index_text, what));
   if (!index.is_index) return fail(errc::validation, what + " is not an image index");
   SANDBOX_TRY(m, pick_manifest(index, ref, what));
-  auto blob = [&](const std::string& digest) {
-    return dir + "/blobs/sha256/" + store::hex(digest);
-  };
+  auto blob = [&](const std::string& digest) { return "blobs/sha256/" + store::hex(digest); };
   for (int depth = 0; depth < 2; ++depth) {
-    SANDBOX_TRYV(import_file(s, blob(m.digest), m.digest, o, image));
+    SANDBOX_TRYV(import_file(s, dir, blob(m.digest), m.digest, o, image));
     SANDBOX_TRY(text, s.read_blob(m.digest, 4u << 20));
     SANDBOX_TRY(doc, parse_document(text, "image " + image + ": manifest " + m.digest));
     if (!doc.is_index) {
-      SANDBOX_TRYV(import_file(s, blob(doc.config.digest), doc.config.digest, o, image));
+      SANDBOX_TRYV(import_file(s, dir, blob(doc.config.digest), doc.config.digest, o, image));
       for (const auto& l : doc.layers)
         if (!s.has_layer(l.digest)) {
-          SANDBOX_TRYV(import_file(s, blob(l.digest), l.digest, o, image));
+          SANDBOX_TRYV(import_file(s, dir, blob(l.digest), l.digest, o, image));
         }
       return m.digest;
     }
@@ -153,7 +161,7 @@ struct unpacked_archive {
 import_docker_archive(const store& s, const std::string& dir, const std::string& ref,
                       const image_options& o, const std::string& image) {
   const std::string what = "image " + image + ": manifest.json";
-  SANDBOX_TRY(text, store::read_file(dir + "/manifest.json", 4u << 20, what));
+  SANDBOX_TRY(text, store::read_beneath(dir, "manifest.json", 4u << 20, what));
   SANDBOX_TRY(saved, parse_saved(text, what));
   // Tags compare as registry names do (`team/app` is `docker.io/team/app:latest`).
   auto normal = [](const std::string& t) {
@@ -175,24 +183,24 @@ import_docker_archive(const store& s, const std::string& dir, const std::string&
     return fail(errc::validation, what + (saved.empty() ? std::string(" lists no image")
                                                         : " has no image tagged " +
                                                               sandbox::detail::shell_quote(ref)));
-  // Every file name is taken as untrusted: confined below the unpacked archive.
+  // Every file name is untrusted: opened below the unpacked archive, through no symlink.
   auto file_digest = [&](const std::string& name) -> result<std::pair<std::string, std::uint64_t>> {
-    SANDBOX_TRY(parts, name_components(name, what));
-    if (parts.empty()) return fail(errc::validation, what + ": an empty file name");
-    std::string path = dir;
-    for (const auto& p : parts)
-      path += "/" + p;
-    sandbox::detail::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    auto opened =
+        store::open_beneath(dir, name, what + ": " + sandbox::detail::quoted_excerpt(name));
+    if (!opened)
+      return fail(errc::validation, what + ": " + sandbox::detail::quoted_excerpt(name) +
+                                        " is not a file of the archive (" + opened.error().message +
+                                        ")");
+    sandbox::detail::unique_fd fd = std::move(opened).value();
     struct stat st {};
-    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
-      return fail(errc::validation, what + ": " + sandbox::detail::shell_quote(name) +
-                                        " is not a file of the archive");
+    if (::fstat(fd.get(), &st) != 0)
+      return fail(errc::file_io, what + ": " + sandbox::detail::errno_text(errno));
     sha256 h;
     std::vector<char> buf(1 << 20);
     for (ssize_t n; (n = ::read(fd.get(), buf.data(), buf.size())) > 0;)
       h.update(buf.data(), static_cast<std::size_t>(n));
     std::string d = h.digest();
-    SANDBOX_TRYV(import_file(s, path, d, o, image));
+    SANDBOX_TRYV(import_file(s, dir, name, d, o, image));
     return std::pair{d, static_cast<std::uint64_t>(st.st_size)};
   };
   SANDBOX_TRY(cfg, file_digest(pick->config));
@@ -221,23 +229,46 @@ inline void reached_by(const store& s, const std::string& manifest, std::vector<
     out.push_back(l.digest);
 }
 
-/// The content of `rel` (`etc/passwd`) in the topmost layer that has it, read without following
-/// a symlink anywhere in the path (an image's /etc may point anywhere on the host).
+/// The content of `rel` (`etc/passwd`) as the stacked layers show it: from the topmost layer
+/// that has it, unless a layer above deletes it (a whiteout) or hides its directory (opaque).
+/// Read without following a symlink anywhere in the path (an image's /etc may point anywhere
+/// on the host).
 [[nodiscard]] inline std::optional<std::string> layer_file(const std::vector<std::string>& layers,
-                                                           const char* rel) {
+                                                           const std::string& rel) {
+  auto open_in = [](int root, const std::string& path, std::uint64_t flags) {
+    open_how how{};
+    how.flags = flags | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    return sandbox::detail::unique_fd(
+        static_cast<int>(::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how)));
+  };
+  const auto slash = rel.rfind('/');
+  const std::string parent = slash == std::string::npos ? std::string(".") : rel.substr(0, slash);
   for (const auto& l : layers) {
     sandbox::detail::unique_fd root(::open(l.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-    open_how how{};
-    how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    sandbox::detail::unique_fd fd(
-        root ? static_cast<int>(::syscall(SYS_openat2, root.get(), rel, &how, sizeof how)) : -1);
+    if (!root) continue;
     struct stat st {};
-    if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20))
-      continue;
-    std::string out(static_cast<std::size_t>(st.st_size), '\0');
-    if (::read(fd.get(), out.data(), out.size()) != static_cast<ssize_t>(out.size())) continue;
-    return out;
+    auto at = open_in(root.get(), rel, O_PATH);
+    if (at && ::fstat(at.get(), &st) == 0) {
+      if (S_ISCHR(st.st_mode) && st.st_rdev == 0) return std::nullopt; // a whiteout
+      if (!S_ISREG(st.st_mode) || st.st_size > (1 << 20)) return std::nullopt;
+      auto fd = open_in(root.get(), rel, O_RDONLY | O_NONBLOCK);
+      std::string out(static_cast<std::size_t>(st.st_size), '\0');
+      if (!fd || ::read(fd.get(), out.data(), out.size()) != static_cast<ssize_t>(out.size()))
+        return std::nullopt;
+      return out;
+    }
+    // Not in this layer: does it hide the layers below (its directory opaque, or deleted)?
+    auto dir = open_in(root.get(), parent, O_RDONLY | O_DIRECTORY);
+    if (dir) {
+      char v = 0;
+      if ((::fgetxattr(dir.get(), "trusted.overlay.opaque", &v, 1) == 1 && v == 'y') ||
+          (::fgetxattr(dir.get(), "user.overlay.opaque", &v, 1) == 1 && v == 'y'))
+        return std::nullopt;
+    } else if (auto p = open_in(root.get(), parent, O_PATH);
+               p && ::fstat(p.get(), &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == 0) {
+      return std::nullopt;
+    }
   }
   return std::nullopt;
 }
@@ -368,15 +399,52 @@ struct layer_lease {
   return out;
 }
 
-/// The store's name for an archive: its path and identity (a rewritten archive is new).
-[[nodiscard]] inline result<std::string> archive_name(const source& src, const std::string& image) {
+/// A directory holding an `oci-layout` file is an OCI layout, whatever it is called.
+inline void detect_layout(source& src) {
+  struct stat st {};
+  if (src.kind == source_kind::directory && ::stat((src.path + "/oci-layout").c_str(), &st) == 0 &&
+      S_ISREG(st.st_mode))
+    src.kind = source_kind::oci_layout;
+}
+
+/// The store's name for what `src` names (a registry name normalised).
+[[nodiscard]] inline std::string store_key(const source& src) {
+  switch (src.kind) {
+  case source_kind::registry: return src.remote.str();
+  case source_kind::oci_layout: return "oci:" + src.path + ":" + src.ref;
+  case source_kind::oci_archive: return "oci-archive:" + src.path + ":" + src.ref;
+  case source_kind::docker_archive: return "docker-archive:" + src.path + ":" + src.ref;
+  case source_kind::directory: break;
+  }
+  return src.path;
+}
+
+/// An archive's identity: a rewritten archive is a new image under the same name.
+[[nodiscard]] inline result<std::string> archive_identity(const source& src,
+                                                          const std::string& image) {
   struct stat st {};
   if (::stat(src.path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
     return fail(errc::validation, "image " + image + ": " + sandbox::detail::shell_quote(src.path) +
                                       " is not a file");
-  return image + "@" + std::to_string(st.st_dev) + "." + std::to_string(st.st_ino) + "." +
+  return std::to_string(st.st_dev) + "." + std::to_string(st.st_ino) + "." +
          std::to_string(st.st_size) + "." + std::to_string(st.st_mtim.tv_sec) + "." +
          std::to_string(st.st_mtim.tv_nsec);
+}
+
+/// The manifest that the stored blob `digest` is or (an index) resolves to for this platform;
+/// empty when a blob on the way is not stored.
+[[nodiscard]] inline std::string local_manifest(const store& s, std::string digest) {
+  for (int depth = 0; depth < 3 && s.has_blob(digest); ++depth) {
+    auto text = s.read_blob(digest, 4u << 20);
+    if (!text) return {};
+    auto doc = parse_document(text.value(), "manifest " + digest);
+    if (!doc) return {};
+    if (!doc.value().is_index) return digest;
+    auto m = pick_manifest(doc.value(), "", "index " + digest);
+    if (!m) return {};
+    digest = m.value().digest;
+  }
+  return {};
 }
 
 } // namespace detail
@@ -391,6 +459,7 @@ struct layer_lease {
 [[nodiscard]] inline result<prepared_image> prepare(std::string_view image,
                                                     const image_options& o = {}) noexcept {
   SANDBOX_TRY(src, parse_source(image));
+  detail::detect_layout(src);
   const std::string name(image);
   if (src.kind == source_kind::directory) {
     prepared_image p;
@@ -398,45 +467,50 @@ struct layer_lease {
     return p;
   }
   SANDBOX_TRY(s, store::open(o));
+  // Until the layers are leased: gc leaves alone what this is about to name and use.
+  SANDBOX_TRY(shared, s.lock_store(LOCK_SH));
+  const std::string key = detail::store_key(src);
+  std::string digest, identity;
+  // The name is recorded once the image is ready: a failed prepare leaves nothing gc keeps.
+  auto ready = [&](result<prepared_image> p) -> result<prepared_image> {
+    if (p) {
+      SANDBOX_TRYV(s.set_ref(key, digest, identity));
+    }
+    return p;
+  };
   switch (src.kind) {
   case source_kind::registry: {
-    std::string key = src.remote.str();
     detail::registry_client client(src.remote, o, s, name);
-    std::string digest;
-    if (!src.remote.digest.empty() && s.has_blob(src.remote.digest))
-      digest = src.remote.digest;
-    else if (!o.always_pull && src.remote.digest.empty())
+    if (!src.remote.digest.empty())
+      digest = detail::local_manifest(s, src.remote.digest); // pinned: never asked again
+    else if (!o.always_pull)
       digest = s.ref(key);
     if (digest.empty()) {
       SANDBOX_TRY(d,
                   client.manifest(src.remote.digest.empty() ? src.remote.tag : src.remote.digest));
       digest = std::move(d);
-      SANDBOX_TRYV(s.set_ref(key, digest));
     }
-    return detail::from_manifest(s, digest, o, name, &client);
+    return ready(detail::from_manifest(s, digest, o, name, &client));
   }
   case source_kind::oci_layout: {
-    std::string key = "oci:" + src.path + ":" + src.ref;
-    SANDBOX_TRY(digest, detail::import_layout(s, src.path, src.ref, o, name));
-    SANDBOX_TRYV(s.set_ref(key, digest));
-    return detail::from_manifest(s, digest, o, name, nullptr);
+    SANDBOX_TRY(d, detail::import_layout(s, src.path, src.ref, o, name));
+    digest = std::move(d);
+    return ready(detail::from_manifest(s, digest, o, name, nullptr));
   }
   case source_kind::oci_archive:
   case source_kind::docker_archive: {
-    SANDBOX_TRY(key, detail::archive_name(src, name));
-    std::string digest = s.ref(key);
+    SANDBOX_TRY(id, detail::archive_identity(src, name));
+    identity = std::move(id);
+    digest = s.ref(key, identity);
     if (digest.empty()) {
       SANDBOX_TRY(tree, detail::unpack_archive(s, src.path, o, name));
-      if (src.kind == source_kind::oci_archive) {
-        SANDBOX_TRY(d, detail::import_layout(s, tree.dir, src.ref, o, name));
-        digest = std::move(d);
-      } else {
-        SANDBOX_TRY(d, detail::import_docker_archive(s, tree.dir, src.ref, o, name));
-        digest = std::move(d);
-      }
-      SANDBOX_TRYV(s.set_ref(key, digest));
+      auto d = src.kind == source_kind::oci_archive
+                   ? detail::import_layout(s, tree.dir, src.ref, o, name)
+                   : detail::import_docker_archive(s, tree.dir, src.ref, o, name);
+      if (!d) return std::move(d).as_failure();
+      digest = std::move(d).value();
     }
-    return detail::from_manifest(s, digest, o, name, nullptr);
+    return ready(detail::from_manifest(s, digest, o, name, nullptr));
   }
   case source_kind::directory: break;
   }
@@ -455,13 +529,9 @@ struct layer_lease {
 [[nodiscard]] inline result<bool> forget(std::string_view image,
                                          const image_options& o = {}) noexcept {
   SANDBOX_TRY(src, parse_source(image));
+  detail::detect_layout(src);
   SANDBOX_TRY(s, store::open(o));
-  std::string key = std::string(image);
-  if (src.kind == source_kind::registry)
-    key = src.remote.str();
-  else if (src.kind == source_kind::oci_layout)
-    key = "oci:" + src.path + ":" + src.ref;
-  return s.forget(key);
+  return s.forget(detail::store_key(src));
 }
 
 namespace detail {

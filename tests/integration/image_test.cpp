@@ -140,11 +140,32 @@ TEST_CASE("a hostile layer writes nothing outside itself and is not kept", "[ima
     INFO(r.error().message);
     CHECK(img::store::list(outside.path).empty());
     CHECK(img::store::list(store + "/layers").empty()); // the half-unpacked layer is gone
+    CHECK(img::store::list(store + "/refs").empty());   // and no name keeps its blobs
+    CHECK(stored_blobs(store).count(digest_of(make_tar(a.entries)).substr(7)) == 0);
   }
   CHECK(img::store::list(store + "/tmp").empty());
   struct stat st {};
   CHECK(::stat("/etc/passwd", &st) == 0);
   CHECK(st.st_nlink == 1); // no link to it was made
+}
+
+TEST_CASE("a docker archive's file names cannot reach the host's files", "[image][hostile]") {
+  temp_dir work;
+  const std::string store = work.path + "/store";
+  std::string layer = make_tar(busybox_entries());
+  for (const std::string config : {"x/hostname", "../../../../etc/hostname", "/etc/hostname"}) {
+    INFO(config);
+    std::string manifest =
+        R"([{"Config":")" + config + R"(","RepoTags":["a:b"],"Layers":["l.tar"]}])";
+    std::string archive = make_tar({{tar_entry::symlink, "x", "/etc"},
+                                    {tar_entry::file, "l.tar", layer},
+                                    {tar_entry::file, "manifest.json", manifest}});
+    write_all(work.path + "/a.tar", archive);
+    auto r = img::prepare("docker-archive:" + work.path + "/a.tar", {.store = store});
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == sandbox::errc::validation);
+    CHECK(stored_blobs(store).count(digest_of(read_all("/etc/hostname")).substr(7)) == 0);
+  }
 }
 
 TEST_CASE("devices, setuid bits and oversized layers are not unpacked as given",
@@ -541,6 +562,71 @@ TEST_CASE("a blob tampered with in the registry is refused, nothing kept",
   CHECK(img::store::list(store + "/tmp").empty());
 }
 
+TEST_CASE("a name pinned to a multi-platform index digest runs, and again from the store",
+          "[image][registry]") {
+  temp_dir work, layout;
+  const std::string store = work.path + "/store";
+  std::string layer = busybox_layer();
+  make_layout(layout.path, {layer}, R"({"Env":["PINNED=yes"]})", "v1");
+  // Wrap the layout's manifest in an index naming it for this platform and another one.
+  auto index = read_all(layout.path + "/index.json");
+  auto at = index.find("sha256:");
+  const std::string manifest = index.substr(at, 71);
+  const std::string size =
+      std::to_string(read_all(layout.path + "/blobs/sha256/" + manifest.substr(7)).size());
+  std::string inner =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[)"
+      R"({"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      manifest + R"(","size":)" + size +
+      R"(,"platform":{"os":"linux","architecture":"s390x"}},)"
+      R"({"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" +
+      manifest + R"(","size":)" + size + R"(,"platform":{"os":"linux","architecture":"amd64"}}]})";
+  const std::string inner_digest = digest_of(inner);
+  write_all(layout.path + "/blobs/sha256/" + inner_digest.substr(7), inner);
+  write_all(
+      layout.path + "/index.json",
+      R"({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.index.v1+json","digest":")" +
+          inner_digest + R"(","size":)" + std::to_string(inner.size()) +
+          R"(,"annotations":{"org.opencontainers.image.ref.name":"v1"}}]})");
+  registry reg;
+  REQUIRE(reg.up());
+  REQUIRE(std::system(("skopeo copy -q --all --dest-tls-verify=false oci:" + layout.path +
+                       ":v1 docker://" + reg.host() + "/team/multi:v1 >/dev/null")
+                          .c_str()) == 0);
+  const std::string pinned = reg.host() + "/team/multi@" + inner_digest;
+  for (int i = 0; i < 2; ++i) {
+    INFO("run " << i);
+    CHECK(run_in(pinned, store, "echo $PINNED") == "yes\n");
+  }
+}
+
+TEST_CASE("a server's pull refuses local registries unless listed", "[image][registry][hostile]") {
+  temp_dir work, layout;
+  make_layout(layout.path, {busybox_layer()}, "{}", "v1");
+  registry reg;
+  REQUIRE(reg.up());
+  REQUIRE(reg.push(layout.path, "v1", "team/busybox:v1"));
+  img::image_options server{.store = work.path + "/store"};
+  server.public_registries_only = true;
+  for (const std::string& host :
+       std::vector<std::string>{reg.host(), "localhost:" + std::to_string(reg.port),
+                                "10.0.0.1:5000", "169.254.169.254"}) {
+    auto r = img::prepare(host + "/team/busybox:v1", server);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == sandbox::errc::validation);
+    CHECK(r.error().message.find("local address") != std::string::npos);
+  }
+  server.local_registries = {reg.host()};
+  CHECK(img::prepare(reg.host() + "/team/busybox:v1", server));
+  // A registry's error body is not repeated, only its error codes.
+  auto missing = img::prepare(reg.host() + "/team/none:v1", server);
+  REQUIRE_FALSE(missing);
+  INFO(missing.error().message);
+  CHECK(missing.error().code == sandbox::errc::not_found);
+  CHECK(missing.error().message.find("HTTP 404 (MANIFEST_UNKNOWN)") != std::string::npos);
+  CHECK(missing.error().message.find("manifest unknown") == std::string::npos); // its message
+}
+
 TEST_CASE("an interrupted pull resumes where it stopped", "[image][registry]") {
   temp_dir work, layout;
   const std::string store = work.path + "/store";
@@ -664,8 +750,10 @@ TEST_CASE("sandboxd --pull runs a client's registry image; names outside the reg
   posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   posix_spawn_file_actions_addopen(&fa, 2, (work.path + "/log").c_str(), O_WRONLY | O_CREAT, 0644);
   std::string store = work.path + "/store";
-  const char* argv[] = {bin,           "--listen", "127.0.0.1:0", "--pull", "--image-store",
-                        store.c_str(), nullptr};
+  const std::string listed = reg.host(); // a local registry: only when listed
+  const char* argv[] = {bin,          "--listen",     "127.0.0.1:0",   "--pull",
+                        "--registry", listed.c_str(), "--image-store", store.c_str(),
+                        nullptr};
   ::setenv("SANDBOXD_TOKEN", token.c_str(), 1);
   pid_t pid = -1;
   REQUIRE(posix_spawn(&pid, bin, &fa, nullptr, const_cast<char**>(argv), environ) == 0);

@@ -46,6 +46,11 @@ struct image_options {
   std::map<std::string, credentials, std::less<>> auth;
   /// Hosts spoken to over plain http. Loopback hosts always are; every other registry is https.
   std::vector<std::string> insecure_registries;
+  /// For a server pulling what its clients name (sandboxd --pull): registries, token realms and
+  /// redirects on loopback, private, link-local or other special addresses (IP literals, and
+  /// `localhost`) are refused unless `local_registries` lists them (`host:port`).
+  bool public_registries_only = false;
+  std::vector<std::string> local_registries;
   /// CA bundle for registries; empty: the system's trust store.
   std::string ca_cert_path;
   progress_callback on_progress;

@@ -28,8 +28,10 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 namespace sandbox::image {
@@ -63,9 +65,11 @@ public:
     for (auto slash = root.find('/', 1); slash != std::string::npos;
          slash = root.find('/', slash + 1))
       (void)::mkdir(root.substr(0, slash).c_str(), 0755);
+    // Private to its owner: pulled images may be private, and a layer's world-writable
+    // directories (/tmp of an image) must not be writable by other users of the host.
     for (const char* sub : {"", "/blobs", "/blobs/sha256", "/layers", "/refs", "/locks", "/tmp"}) {
       std::string d = root + sub;
-      if (::mkdir(d.c_str(), 0755) != 0 && errno != EEXIST)
+      if (::mkdir(d.c_str(), *sub ? 0755 : 0700) != 0 && errno != EEXIST)
         return fail(errc::file_io, "image store: cannot create " + sandbox::detail::shell_quote(d) +
                                        ": " + sandbox::detail::errno_text(errno));
     }
@@ -146,6 +150,13 @@ public:
   /// Moves a verified download into blobs/ under `digest`.
   [[nodiscard]] result<void> commit(const std::string& tmp,
                                     std::string_view digest) const noexcept {
+    // On disk before it has its name: a blob under its digest is never checked again.
+    sandbox::detail::unique_fd f(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!f || ::fsync(f.get()) != 0) {
+      int err = errno;
+      ::unlink(tmp.c_str());
+      return io_error("syncing blob " + std::string(digest), err);
+    }
     if (::rename(tmp.c_str(), blob_path(digest).c_str()) != 0) {
       int err = errno;
       ::unlink(tmp.c_str());
@@ -161,6 +172,44 @@ public:
     return read_file(blob_path(digest), max, "blob " + std::string(digest));
   }
 
+  /// Opens `rel` below the directory `dir` for reading, through no symlink and no `..` out of it
+  /// (what a layout or an unpacked archive names is untrusted); a regular file only.
+  /// **Errors:** not_found, validation (a symlink, a special file, a path out of `dir`), file_io.
+  [[nodiscard]] static result<sandbox::detail::unique_fd>
+  open_beneath(const std::string& dir, std::string_view rel, const std::string& what) noexcept {
+    sandbox::detail::unique_fd root(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root)
+      return fail(errc::validation, what + ": " + sandbox::detail::shell_quote(dir) + ": " +
+                                        sandbox::detail::errno_text(errno));
+    open_how how{};
+    how.flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    const std::string r(rel);
+    sandbox::detail::unique_fd fd(
+        static_cast<int>(::syscall(SYS_openat2, root.get(), r.c_str(), &how, sizeof how)));
+    if (!fd) {
+      int err = errno;
+      if (err == ENOENT) return fail(errc::not_found, what + " not found");
+      if (err == ELOOP || err == EXDEV)
+        return fail(errc::validation, what + ": " + sandbox::detail::shell_quote(r) +
+                                          " goes through a symlink or out of its directory");
+      return fail(errc::file_io, what + ": " + sandbox::detail::errno_text(err));
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+      return fail(errc::validation,
+                  what + ": " + sandbox::detail::shell_quote(r) + " is not a regular file");
+    (void)::fcntl(fd.get(), F_SETFL, 0);
+    return fd;
+  }
+
+  [[nodiscard]] static result<std::string> read_beneath(const std::string& dir,
+                                                        std::string_view rel, std::size_t max,
+                                                        const std::string& what) noexcept {
+    SANDBOX_TRY(fd, open_beneath(dir, rel, what));
+    return read_fd(fd.get(), max, what);
+  }
+
   [[nodiscard]] static result<std::string> read_file(const std::string& path, std::size_t max,
                                                      const std::string& what) noexcept {
     sandbox::detail::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
@@ -168,15 +217,20 @@ public:
       if (errno == ENOENT) return fail(errc::not_found, what + " not found");
       return fail(errc::file_io, what + ": " + sandbox::detail::errno_text(errno));
     }
+    return read_fd(fd.get(), max, what);
+  }
+
+  [[nodiscard]] static result<std::string> read_fd(int fdn, std::size_t max,
+                                                   const std::string& what) noexcept {
     struct stat st {};
-    if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode))
+    if (::fstat(fdn, &st) != 0 || !S_ISREG(st.st_mode))
       return fail(errc::file_io, what + ": not a regular file");
     if (static_cast<std::uint64_t>(st.st_size) > max)
       return fail(errc::protocol, what + " is larger than " + std::to_string(max) + " bytes");
     std::string out(static_cast<std::size_t>(st.st_size), '\0');
     std::size_t got = 0;
     while (got < out.size()) {
-      ssize_t n = ::read(fd.get(), out.data() + got, out.size() - got);
+      ssize_t n = ::read(fdn, out.data() + got, out.size() - got);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return fail(errc::file_io, what + ": short read");
       got += static_cast<std::size_t>(n);
@@ -204,33 +258,38 @@ public:
       if (!root) return io_error("opening " + tmp);
       detail::layer_unpacker u(root.get(), where, max_bytes);
       SANDBOX_TRYV(u.run(blob.get()));
+      // Complete on disk before it has its name (syncfs: the layer's files, in one call).
+      if (::syncfs(root.get()) != 0) return io_error("syncing " + tmp);
       if (::rename(tmp.c_str(), dir.c_str()) != 0) return io_error("storing " + dir);
       return success();
     }();
     if (!done) {
       (void)detail::remove_tree(AT_FDCWD, tmp.c_str());
+      // A hostile or corrupt layer is of no use: its blob goes too.
+      if (done.error().code == errc::validation) ::unlink(blob_path(digest).c_str());
       return std::move(done).as_failure();
     }
     (void)fetching;
     return dir;
   }
 
-  /// The manifest digest a name was last resolved to, if any.
-  [[nodiscard]] std::string ref(std::string_view name) const noexcept {
-    auto text = read_file(ref_path(name), 4096, "ref");
+  /// The manifest digest a name was last resolved to, if any (and if `identity`, when given,
+  /// is still what it was then: an archive rewritten is a new image under the same name).
+  [[nodiscard]] std::string ref(std::string_view name,
+                                std::string_view identity = {}) const noexcept {
+    auto text = read_file(ref_path(name), 8192, "ref");
     if (!text) return {};
-    auto nl = text.value().find('\n');
-    if (nl == std::string::npos || text.value().substr(0, nl) != name) return {};
-    std::string d = text.value().substr(nl + 1);
-    while (!d.empty() && d.back() == '\n')
-      d.pop_back();
-    return detail::is_sha256_digest(d) && has_blob(d) ? d : std::string();
+    auto lines = split_ref(text.value());
+    if (lines.size() < 2 || lines[0] != name) return {};
+    if (lines.size() > 2 ? lines[2] != identity : !identity.empty()) return {};
+    return detail::is_sha256_digest(lines[1]) && has_blob(lines[1]) ? lines[1] : std::string();
   }
 
   /// Records that `name` resolves to the manifest `digest` (replacing what it was).
-  [[nodiscard]] result<void> set_ref(std::string_view name,
-                                     std::string_view digest) const noexcept {
+  [[nodiscard]] result<void> set_ref(std::string_view name, std::string_view digest,
+                                     std::string_view identity = {}) const noexcept {
     std::string text = std::string(name) + "\n" + std::string(digest) + "\n";
+    if (!identity.empty()) text += std::string(identity) + "\n";
     std::string tmp = tmp_path("ref-" + sandbox::detail::random_id("", 12));
     sandbox::detail::unique_fd fd(
         ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
@@ -243,6 +302,24 @@ public:
     return success();
   }
 
+  /// "NAME\nDIGEST\n[IDENTITY\n]" as its lines.
+  [[nodiscard]] static std::vector<std::string> split_ref(const std::string& text) {
+    std::vector<std::string> out;
+    for (std::size_t b = 0; b < text.size();) {
+      auto e = text.find('\n', b);
+      if (e == std::string::npos) e = text.size();
+      out.push_back(text.substr(b, e - b));
+      b = e + 1;
+    }
+    return out;
+  }
+
+  /// Held shared by `prepare` from its first look at the store until its layers are leased,
+  /// exclusive by `gc`: gc never removes what a prepare is about to name or use.
+  [[nodiscard]] result<sandbox::detail::unique_fd> lock_store(int how) const noexcept {
+    return lock("store", how);
+  }
+
   /// Forgets a name (its blobs and layers stay until `gc`). True when it was known.
   bool forget(std::string_view name) const noexcept {
     return ::unlink(ref_path(name).c_str()) == 0;
@@ -250,23 +327,20 @@ public:
 
   /// Removes every blob and unpacked layer that no name in refs/ reaches and no sandbox uses,
   /// and what processes that died while unpacking or importing left in tmp/ (older than an
-  /// hour; interrupted downloads stay, to be resumed).
+  /// hour; an interrupted download stays a day, to be resumed).
   /// `reachable(store, manifest_digest, out)` adds the digests a manifest reaches.
   template <class Reach>
   [[nodiscard]] result<gc_stats> gc(Reach&& reachable) const noexcept {
+    SANDBOX_TRY(exclusive, lock_store(LOCK_EX));
     std::set<std::string> keep;
     for (const auto& f : list(root_ + "/refs")) {
-      auto text = read_file(root_ + "/refs/" + f, 4096, "ref");
+      auto text = read_file(root_ + "/refs/" + f, 8192, "ref");
       if (!text) continue;
-      auto nl = text.value().find('\n');
-      if (nl == std::string::npos) continue;
-      std::string d = text.value().substr(nl + 1);
-      while (!d.empty() && d.back() == '\n')
-        d.pop_back();
-      if (!detail::is_sha256_digest(d)) continue;
-      keep.insert(hex(d));
+      auto lines = split_ref(text.value());
+      if (lines.size() < 2 || !detail::is_sha256_digest(lines[1])) continue;
+      keep.insert(hex(lines[1]));
       std::vector<std::string> reached;
-      reachable(*this, d, reached);
+      reachable(*this, lines[1], reached);
       for (auto& r : reached)
         keep.insert(hex(r));
     }
@@ -275,14 +349,22 @@ public:
       if (keep.count(h) || h.size() != 64) continue;
       auto in_use = lock(h, LOCK_EX | LOCK_NB);
       if (!in_use) continue;
-      if (detail::remove_tree(AT_FDCWD, (root_ + "/layers/" + h).c_str()) == 0) ++st.layers;
+      // Out of layers/ first: a removal cut short must not leave a layer that looks complete.
+      std::string doomed =
+          tmp_path("gc-" + h.substr(0, 16) + "-" + sandbox::detail::random_id("", 8));
+      if (::rename((root_ + "/layers/" + h).c_str(), doomed.c_str()) != 0) continue;
+      ++st.layers;
+      (void)detail::remove_tree(AT_FDCWD, doomed.c_str());
     }
     const auto hour_ago = ::time(nullptr) - 3600;
     for (const auto& t : list(root_ + "/tmp")) {
-      struct stat st {};
+      struct stat ts {};
       std::string p = root_ + "/tmp/" + t;
-      if (t.size() > 8 && t.compare(t.size() - 8, 8, ".partial") == 0) continue;
-      if (::lstat(p.c_str(), &st) == 0 && st.st_mtime < hour_ago)
+      const bool partial = t.size() > 8 && t.compare(t.size() - 8, 8, ".partial") == 0;
+      // Removals cut short go now; an interrupted download stays a day, to be resumed.
+      const bool doomed = t.compare(0, 3, "gc-") == 0;
+      const auto limit = partial ? hour_ago - 23 * 3600 : hour_ago;
+      if (::lstat(p.c_str(), &ts) == 0 && (doomed || ts.st_mtime < limit))
         (void)detail::remove_tree(AT_FDCWD, p.c_str());
     }
     for (const auto& h : list(root_ + "/blobs/sha256")) {
@@ -293,6 +375,7 @@ public:
       if (!fetching) continue;
       if (::unlink((root_ + "/blobs/sha256/" + h).c_str()) == 0) ++st.blobs;
     }
+    (void)exclusive;
     return st;
   }
 

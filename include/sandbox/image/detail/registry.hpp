@@ -9,6 +9,7 @@
 #include <sandbox/detail/retry_loop.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/unique_fd.hpp>
+#include <sandbox/detail/validate.hpp>
 #include <sandbox/image/detail/manifest.hpp>
 #include <sandbox/image/store.hpp>
 #include <sandbox/policy/retry.hpp>
@@ -63,6 +64,76 @@ struct challenge {
   return c;
 }
 
+/// Where a request goes: scheme, host and port, each checked (a registry's answer names realms
+/// and redirect targets: nothing of them reaches cpp-httplib unparsed).
+struct site {
+  bool tls = true;
+  std::string host;
+  int port = 443;
+  [[nodiscard]] std::string origin() const {
+    std::string o = (tls ? "https://" : "http://") + host;
+    if (port != (tls ? 443 : 80)) o += ":" + std::to_string(port);
+    return o;
+  }
+  [[nodiscard]] std::string host_port() const { return host + ":" + std::to_string(port); }
+};
+
+/// `host[:port]` into `s` (scheme already set); false when either is malformed.
+[[nodiscard]] inline bool parse_host_port(std::string_view hp, site& s) noexcept {
+  auto colon = hp.rfind(':');
+  std::string_view host = hp.substr(0, colon);
+  if (colon != std::string_view::npos) {
+    std::string_view p = hp.substr(colon + 1);
+    if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != p.npos) return false;
+    int port = 0;
+    for (char c : p)
+      port = port * 10 + (c - '0');
+    if (port < 1 || port > 65535) return false;
+    s.port = port;
+  } else {
+    s.port = s.tls ? 443 : 80;
+  }
+  if (host.empty() || host.size() > 253 || host.front() == '.' || host.front() == '-') return false;
+  for (char c : host)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '-'))
+      return false;
+  s.host = std::string(host);
+  return true;
+}
+
+/// An absolute http(s) URL: its site, and its path with query (`/` when none).
+[[nodiscard]] inline std::optional<std::pair<site, std::string>> parse_url(std::string_view url) {
+  site s;
+  if (url.substr(0, 8) == "https://") {
+    url.remove_prefix(8);
+  } else if (url.substr(0, 7) == "http://") {
+    s.tls = false;
+    url.remove_prefix(7);
+  } else {
+    return std::nullopt;
+  }
+  auto slash = url.find('/');
+  if (!parse_host_port(url.substr(0, slash), s)) return std::nullopt;
+  std::string path = slash == std::string_view::npos ? "/" : std::string(url.substr(slash));
+  for (char c : path)
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) return std::nullopt;
+  return std::pair{std::move(s), std::move(path)};
+}
+
+/// `localhost`, or an IPv4 literal in a loopback, private, link-local, shared or reserved range.
+[[nodiscard]] inline bool is_local_host(std::string_view host) noexcept {
+  if (host == "localhost" || (host.size() > 10 && host.substr(host.size() - 10) == ".localhost"))
+    return true;
+  auto ip = sandbox::detail::parse_cidr(host);
+  if (!ip) return false;
+  for (const char* r : {"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+                        "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15",
+                        "224.0.0.0/4", "240.0.0.0/4"})
+    if (sandbox::detail::parse_cidr(r)->contains(ip->addr)) return true;
+  return false;
+}
+
 /// Credentials for `host` from Docker's config.json (`auths`), if it names them.
 [[nodiscard]] inline std::optional<credentials> docker_config_credentials(std::string_view host) {
   std::string path;
@@ -113,6 +184,8 @@ public:
   registry_client(const registry_ref& r, const image_options& o, const store& s, std::string image)
       : ref_(r), o_(o), store_(s), image_(std::move(image)) {
     host_ = r.registry == "docker.io" ? "registry-1.docker.io" : r.registry;
+    registry_.tls = !plain_http(host_);
+    registry_ok_ = parse_host_port(host_, registry_);
     if (auto it = o.auth.find(r.registry); it != o.auth.end())
       creds_ = it->second;
     else
@@ -177,23 +250,48 @@ private:
     return false;
   }
 
-  [[nodiscard]] std::unique_ptr<httplib::Client> client_for(const std::string& origin) const {
-    auto c = std::make_unique<httplib::Client>(origin);
+  /// Whether this client may speak to `s`: plain http only to loopback or listed hosts;
+  /// local hosts not at all for a server unless listed.
+  [[nodiscard]] result<void> may_reach(const site& s, std::string_view what) const {
+    if (!s.tls && !plain_http(s.host_port()) && !plain_http(s.host))
+      return fail(errc::protocol, "image " + image_ + ": " + std::string(what) + " " + s.origin() +
+                                      " is plain http to a host that is not loopback (list it in "
+                                      "image_options::insecure_registries)");
+    if (o_.public_registries_only && is_local_host(s.host)) {
+      for (const auto& h : o_.local_registries)
+        if (h == s.host_port() || h == s.host) return success();
+      return fail(errc::validation, "image " + image_ + ": " + std::string(what) + " " +
+                                        s.origin() +
+                                        " is a local address, which this server does not pull "
+                                        "from (its operator can list it)");
+    }
+    return success();
+  }
+
+  [[nodiscard]] result<std::unique_ptr<httplib::ClientImpl>> client_for(const site& s) const {
+    std::unique_ptr<httplib::ClientImpl> c;
+    if (s.tls) {
+#ifdef CPPHTTPLIB_OPENSSL_SUPPORT
+      auto ssl = std::make_unique<httplib::SSLClient>(s.host, s.port);
+      if (!o_.ca_cert_path.empty()) ssl->set_ca_cert_path(o_.ca_cert_path.c_str());
+      ssl->enable_server_certificate_verification(true);
+      c = std::move(ssl);
+#else
+      return fail(errc::unsupported, "image " + image_ + ": " + s.origin() +
+                                         ": cpp-httplib was built without TLS support");
+#endif
+    } else {
+      c = std::make_unique<httplib::ClientImpl>(s.host, s.port);
+    }
     c->set_tcp_nodelay(true);
     c->set_follow_location(false); // redirects are followed here, without credentials
     auto rt = o_.read_timeout.count();
     c->set_read_timeout(static_cast<time_t>(rt / 1000), static_cast<time_t>((rt % 1000) * 1000));
     c->set_connection_timeout(10, 0);
-#ifdef CPPHTTPLIB_OPENSSL_SUPPORT
-    if (!o_.ca_cert_path.empty()) c->set_ca_cert_path(o_.ca_cert_path.c_str());
-    c->enable_server_certificate_verification(true);
-#endif
     return c;
   }
 
-  [[nodiscard]] std::string origin() const {
-    return (plain_http(host_) ? "http://" : "https://") + host_;
-  }
+  [[nodiscard]] std::string origin() const { return registry_.origin(); }
   [[nodiscard]] std::string where(std::string_view path) const {
     return "image " + image_ + ": GET " + origin() + "/v2/" + ref_.repository + std::string(path);
   }
@@ -201,8 +299,20 @@ private:
   /// An error for a response that is not a success.
   [[nodiscard]] error status_error(int status, std::string_view path, std::string_view body) const {
     std::string w = where(path) + ": HTTP " + std::to_string(status);
-    std::string detail(body.substr(0, 300));
-    if (!detail.empty()) w += " (" + detail + ")";
+    // Only the distribution API's error codes (MANIFEST_UNKNOWN, DENIED, …): the rest of a body
+    // is not repeated (a server's pull must not relay what some local service answered).
+    simdjson::dom::parser p;
+    simdjson::dom::array errors;
+    std::string codes;
+    if (!body.empty() && !p.parse(body.data(), body.size()).at_key("errors").get(errors))
+      for (simdjson::dom::element e : errors) {
+        std::string_view code;
+        if (e.at_key("code").get(code) || code.size() > 40 ||
+            code.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != code.npos)
+          continue;
+        codes += (codes.empty() ? "" : ", ") + std::string(code);
+      }
+    if (!codes.empty()) w += " (" + codes + ")";
     errc c = status == 401 || status == 403 ? errc::authentication
              : status == 404                ? errc::not_found
              : status == 429                ? errc::resource_exhausted
@@ -240,29 +350,21 @@ private:
                   where(path) + ": unsupported authentication challenge " +
                       sandbox::detail::shell_quote(std::string(header.substr(0, 200))));
     auto realm = c.params["realm"];
-    std::string_view rest = realm;
-    bool tls = rest.substr(0, 8) == "https://";
-    if (!tls && rest.substr(0, 7) != "http://")
+    auto parsed = parse_url(realm);
+    if (!parsed)
       return fail(errc::protocol, where(path) + ": token realm " +
-                                      sandbox::detail::shell_quote(realm) +
-                                      " is not an http(s) URL");
-    rest.remove_prefix(tls ? 8 : 7);
-    auto slash = rest.find('/');
-    std::string host(rest.substr(0, slash));
-    std::string realm_path =
-        slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-    if (!tls && !plain_http(host))
-      return fail(errc::authentication,
-                  where(path) + ": token realm " + sandbox::detail::shell_quote(realm) +
-                      " is plain http to a host that is not loopback (credentials would be "
-                      "sent in the clear; list it in image_options::insecure_registries)");
+                                      sandbox::detail::quoted_excerpt(realm) +
+                                      " is not an http(s) URL with a valid host and port");
+    auto [realm_site, realm_path] = std::move(*parsed);
+    SANDBOX_TRYV(may_reach(realm_site, "token realm"));
+    const std::string host = realm_site.host_port();
     std::string scope =
         c.params.count("scope") ? c.params["scope"] : "repository:" + ref_.repository + ":pull";
     realm_path += realm_path.find('?') == std::string::npos ? "?" : "&";
     realm_path += "scope=" + httplib::detail::encode_query_param(scope);
     if (c.params.count("service"))
       realm_path += "&service=" + httplib::detail::encode_query_param(c.params["service"]);
-    auto cli = client_for((tls ? "https://" : "http://") + host);
+    SANDBOX_TRY(cli, client_for(realm_site));
     httplib::Headers h;
     if (creds_)
       h.insert(httplib::make_basic_authentication_header(creds_->username, creds_->password));
@@ -289,7 +391,12 @@ private:
                                           std::size_t max) {
     return retrying([&]() -> result<std::string> {
       for (int attempt = 0;; ++attempt) {
-        auto cli = client_for(origin());
+        if (!registry_ok_)
+          return fail(errc::validation, "image " + image_ + ": registry " +
+                                            sandbox::detail::quoted_excerpt(host_) +
+                                            " is not a valid host[:port]");
+        SANDBOX_TRYV(may_reach(registry_, "registry"));
+        SANDBOX_TRY(cli, client_for(registry_));
         httplib::Headers h{{"Accept", accept}};
         if (!authorization_.empty()) h.emplace("Authorization", authorization_);
         std::string body;
@@ -341,17 +448,22 @@ private:
     }
     const std::uint64_t resumed_from = have;
     const std::uint64_t limit = size ? size : o_.max_layer_bytes; // a size is not optional
-    std::string origin_now = origin();
+    if (!registry_ok_)
+      return fail(errc::validation, "image " + image_ + ": registry " +
+                                        sandbox::detail::quoted_excerpt(host_) +
+                                        " is not a valid host[:port]");
+    SANDBOX_TRYV(may_reach(registry_, "registry"));
+    site at = registry_;
     std::string target = "/v2/" + ref_.repository + path;
     bool send_auth = true;
     for (int hops = 0;; ++hops) {
-      auto cli = client_for(origin_now);
+      SANDBOX_TRY(cli, client_for(at));
       httplib::Headers hd;
       if (send_auth && !authorization_.empty()) hd.emplace("Authorization", authorization_);
       if (have) hd.emplace("Range", "bytes=" + std::to_string(have) + "-");
       int status = 0;
       std::string location, challenge_header, err_body;
-      bool write_failed = false;
+      bool write_failed = false, too_big = false;
       std::uint64_t total = size;
       auto res = cli->Get(
           target, hd,
@@ -372,7 +484,7 @@ private:
               if (err_body.size() < 4096) err_body.append(d, std::min<std::size_t>(n, 4096));
               return true;
             }
-            if (have + n > limit) return !(write_failed = true);
+            if (have + n > limit) return !(too_big = true);
             for (std::size_t off = 0; off < n;) {
               ssize_t w = ::write(fd.get(), d + off, n - off);
               if (w < 0 && errno == EINTR) continue;
@@ -384,15 +496,16 @@ private:
             report(digest, have, total, false);
             return true;
           });
+      if (too_big) {
+        (void)::ftruncate(fd.get(), 0);
+        return fail(errc::protocol, where(path) + ": the registry sent more than the " +
+                                        std::to_string(limit) + " bytes " +
+                                        (size ? "the manifest gives" : "a blob may have"));
+      }
       if (write_failed) {
-        if (have + 1 > limit) {
-          (void)::ftruncate(fd.get(), 0);
-          return fail(errc::protocol, where(path) + ": the registry sent more than the " +
-                                          std::to_string(limit) + " bytes " +
-                                          (size ? "the manifest gives" : "a blob may have"));
-        }
-        return fail(errc::file_io,
-                    "image store: writing " + tmp + ": " + sandbox::detail::errno_text(errno));
+        int err = errno;
+        return fail(err == ENOSPC || err == EDQUOT ? errc::resource_exhausted : errc::file_io,
+                    "image store: writing " + tmp + ": " + sandbox::detail::errno_text(err));
       }
       if (!res && status != 200 && status != 206) return fail(transport_error(res.error(), path));
       if (status == 401 && hops == 0 && !challenge_header.empty()) {
@@ -401,22 +514,18 @@ private:
       }
       if ((status == 301 || status == 302 || status == 303 || status == 307 || status == 308) &&
           hops < 5 && !location.empty()) {
-        if (location[0] == '/') {
+        if (location[0] == '/' && location.find_first_of(" \r\n\t") == std::string::npos) {
           target = location;
         } else {
-          std::string_view l = location;
-          bool tls = l.substr(0, 8) == "https://";
-          if (!tls && l.substr(0, 7) != "http://")
+          auto parsed = parse_url(location);
+          if (!parsed)
             return fail(errc::protocol,
-                        where(path) + ": redirect to " + sandbox::detail::shell_quote(location));
-          auto slash = l.find('/', tls ? 8 : 7);
-          std::string o(l.substr(0, slash));
-          if (o != origin_now) send_auth = false; // credentials stay with the registry
-          origin_now = o;
-          target = slash == std::string_view::npos ? "/" : std::string(l.substr(slash));
-          if (!tls && !plain_http(o.substr(7)))
-            return fail(errc::protocol, where(path) + ": redirect to plain http " +
-                                            sandbox::detail::shell_quote(o));
+                        where(path) + ": redirect to " + sandbox::detail::quoted_excerpt(location));
+          SANDBOX_TRYV(may_reach(parsed->first, "redirect to"));
+          if (parsed->first.origin() != at.origin())
+            send_auth = false; // credentials stay with the registry
+          at = std::move(parsed->first);
+          target = std::move(parsed->second);
         }
         continue;
       }
@@ -454,6 +563,8 @@ private:
   const store& store_;
   std::string image_;
   std::string host_;
+  site registry_;
+  bool registry_ok_ = false;
   std::optional<credentials> creds_;
   std::string authorization_;
 };

@@ -46,25 +46,37 @@ using archive_ptr = std::unique_ptr<archive, archive_free>;
 }
 
 /// Removes `name` below `dirfd`, whatever it is; a directory with all it holds. Never follows
-/// a symlink. 0 or errno.
+/// a symlink. Holds one descriptor per level (layers are at most `max_depth` deep). 0 or errno.
 inline int remove_tree(int dirfd, const char* name) noexcept {
   if (::unlinkat(dirfd, name, 0) == 0 || errno == ENOENT) return 0;
   if (errno != EISDIR && errno != EPERM) return errno;
+  struct stat st {};
+  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (!S_ISDIR(st.st_mode)) return EPERM;
+  // A directory of a layer may be read-only or unreadable to its owner (mode 0555, 0311).
+  if ((st.st_mode & 0700) != 0700) (void)::fchmodat(dirfd, name, 0700, 0);
   unique_fd d(::openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!d) return errno;
-  ::fchmod(d.get(), 0700); // a read-only directory of a layer (as non-root) could not be emptied
-  DIR* dir = ::fdopendir(::dup(d.get()));
-  if (!dir) return errno;
-  int err = 0;
-  while (dirent* e = ::readdir(dir)) {
-    std::string_view n(e->d_name);
-    if (n == "." || n == "..") continue;
-    if (int r = remove_tree(d.get(), e->d_name)) err = r;
+  std::vector<std::string> names;
+  {
+    DIR* dir = ::fdopendir(::fcntl(d.get(), F_DUPFD_CLOEXEC, 3));
+    if (!dir) return errno;
+    while (dirent* e = ::readdir(dir)) {
+      std::string_view n(e->d_name);
+      if (n != "." && n != "..") names.emplace_back(n);
+    }
+    ::closedir(dir); // before going deeper: one descriptor per level
   }
-  ::closedir(dir);
+  int err = 0;
+  for (const auto& n : names)
+    if (int r = remove_tree(d.get(), n.c_str())) err = r;
   if (err) return err;
   return ::unlinkat(dirfd, name, AT_REMOVEDIR) == 0 ? 0 : errno;
 }
+
+/// Deeper entries are refused: no real image nests this far, and removing a tree holds a
+/// descriptor per level.
+inline constexpr std::size_t max_depth = 256;
 
 /// The components of an entry's name below the layer's root: a leading `/` or `./` is dropped
 /// (tar's convention), `.` ignored, `..` taken back; a name that climbs above the root is
@@ -91,6 +103,10 @@ inline int remove_tree(int dirfd, const char* name) noexcept {
     }
     b = e + 1;
   }
+  if (out.size() > max_depth)
+    return fail(errc::validation,
+                where + ": entry " + sandbox::detail::shell_quote(name.substr(0, 80)) +
+                    "… is more than " + std::to_string(max_depth) + " directories deep");
   return out;
 }
 

@@ -514,13 +514,13 @@ struct box::paths {
     overlay_opts += lower + ",upperdir=" + upper + ",workdir=" + work;
     if (user_ns) overlay_opts += ",userxattr"; // trusted.* xattrs need the host's CAP_SYS_ADMIN
     for (const auto& f : o.mounted_files)
-      files.push_back({f.path.c_str(), f.content.data(), f.content.size()});
+      files.push_back({f.path.c_str(), f.content.data(), f.content.size(), false});
     bool own_resolv = false;
     for (const auto& f : o.mounted_files)
       own_resolv = own_resolv || f.path == "/etc/resolv.conf";
     if (o.network == network_mode::egress && !own_resolv) {
       resolv_conf = "nameserver " + std::string(egress::dns) + "\n";
-      files.push_back({"/etc/resolv.conf", resolv_conf.data(), resolv_conf.size()});
+      files.push_back({"/etc/resolv.conf", resolv_conf.data(), resolv_conf.size(), true});
     }
   }
 
@@ -539,6 +539,7 @@ struct box::paths {
     st.overlay_opts = overlay_opts.c_str();
     st.workdir = b.workdir.c_str();
     st.host_network = o.network == network_mode::host;
+    st.no_packet_sockets = o.network == network_mode::egress;
     st.user_ns = user_ns;
     st.mirror_root = user_ns && o.image.empty();
     st.lower = lower.c_str();

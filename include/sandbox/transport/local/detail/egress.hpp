@@ -142,10 +142,16 @@ inline bool join(int user_fd, int net_fd) noexcept {
   if (child < 0)
     return fail(errc::resource_exhausted,
                 "sandbox " + id + ": fork: " + sandbox::detail::errno_text(errno));
-  int st = 0;
-  while (::waitpid(child, &st, 0) < 0 && errno == EINTR) {
+  // Fails closed: a status not read (SIGCHLD ignored by the application: ECHILD) is a failure.
+  int st = -1;
+  pid_t waited = -1;
+  while ((waited = ::waitpid(child, &st, 0)) < 0 && errno == EINTR) {
   }
-  if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return success();
+  if (waited == child && WIFEXITED(st) && WEXITSTATUS(st) == 0) return success();
+  if (waited != child)
+    return fail(errc::unsupported, "sandbox " + id + ": the egress filter's status is unknown (" +
+                                       sandbox::detail::errno_text(errno) +
+                                       "; is SIGCHLD ignored?): not starting the NAT");
   std::string why = WIFEXITED(st) && WEXITSTATUS(st) == 125 ? "cannot join its network namespace"
                                                             : child_output(err.get());
   return fail(errc::unsupported,

@@ -47,6 +47,10 @@ struct mounted_file_spec {
   const char* path; ///< absolute, inside the sandbox
   const char* data;
   std::size_t size;
+  /// The library's own /etc/resolv.conf: a symlink there (a host or image may link it to a
+  /// resolver's file) is replaced on the private layer; placing it is best effort. Otherwise a
+  /// symlink there fails the setup.
+  bool replace_link = false;
 };
 
 /// An address range of the client's memory (its argv or environment strings).
@@ -93,6 +97,8 @@ struct supervisor_setup {
   /// before the supervisor, whose RSS counts the client memory it was cloned from.
   bool oom_commands_first = false;
   std::uint32_t lifetime_ms = 0; ///< 0: no limit
+  /// Commands lack CAP_NET_RAW (network_mode::egress).
+  bool no_packet_sockets = false;
   /// Commands run as this user and group (an image's `User`), not as the sandbox's root.
   bool as_user = false;
   std::uint32_t uid = 0, gid = 0;
@@ -269,9 +275,9 @@ inline constexpr std::uint64_t command_capabilities =
 /// supervisor runs as root: at execve a root process gets bounding ∪ (inheritable ∩ file
 /// inheritable) ∪ ambient, so a caller's inheritable or ambient capabilities would otherwise pass
 /// straight through. Then sets no_new_privs: setuid and file capabilities grant nothing.
-inline bool drop_capabilities() noexcept {
+inline bool drop_capabilities(std::uint64_t keep = command_capabilities) noexcept {
   for (int cap = 0; cap < 64; ++cap) {
-    if (command_capabilities & (1ull << cap)) continue;
+    if (keep & (1ull << cap)) continue;
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
       if (errno == EINVAL) break; // past the kernel's last capability
       return false;
@@ -603,45 +609,51 @@ inline bool cover_file(const mounted_file_spec& f) noexcept {
   return ok;
 }
 
-/// Writes each mounted file and makes it a read-only bind mount of itself. Runs after pivot_root
-/// (verified), so symlinks in an image resolve inside the sandbox, never on the host.
-inline bool place_files(const supervisor_setup& s) noexcept {
+/// Places one mounted file (see place_files); false with errno set.
+inline bool place_file(const mounted_file_spec& f) noexcept {
   char path[4096];
-  for (std::size_t i = 0; i < s.nfiles; ++i) {
-    const mounted_file_spec& f = s.files[i];
-    std::size_t len = std::strlen(f.path);
-    if (len >= sizeof path) return false;
-    std::memcpy(path, f.path, len + 1);
-    char* slash = std::strrchr(path, '/');
-    if (slash && slash != path) {
-      *slash = '\0';
-      bool ok = mkdir_p(path);
-      *slash = '/';
-      if (!ok) return false;
-    }
-    // No O_TRUNC before the check; O_NONBLOCK: a FIFO in the image does not block the setup.
-    int fd = ::open(f.path, O_CREAT | O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0444);
-    if (fd < 0 && (errno == EACCES || errno == EPERM)) {
-      if (!cover_file(f)) return false;
-      continue;
-    }
-    if (fd < 0) return false;
-    bool plain = plain_file(fd);
-    if (!plain || ::ftruncate(fd, 0) != 0) {
-      int err = plain ? errno : EPERM;
-      ::close(fd);
-      errno = err;
-      return false;
-    }
-    if (!write_all(fd, f.data, f.size)) {
-      ::close(fd);
-      return false;
-    }
-    ::close(fd);
-    if (::mount(f.path, f.path, nullptr, MS_BIND, nullptr) != 0 ||
-        ::mount(nullptr, f.path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0)
-      return false;
+  std::size_t len = std::strlen(f.path);
+  if (len >= sizeof path) return false;
+  struct stat lst {};
+  // The library's own resolv.conf replaces a link (on the private layer; the link may point
+  // where nothing can be written, /run/systemd/resolve of a host).
+  if (f.replace_link && ::lstat(f.path, &lst) == 0 && S_ISLNK(lst.st_mode) && ::unlink(f.path) != 0)
+    return false;
+  std::memcpy(path, f.path, len + 1);
+  char* slash = std::strrchr(path, '/');
+  if (slash && slash != path) {
+    *slash = '\0';
+    bool ok = mkdir_p(path);
+    *slash = '/';
+    if (!ok) return false;
   }
+  // No O_TRUNC before the check; O_NONBLOCK: a FIFO in the image does not block the setup.
+  int fd = ::open(f.path, O_CREAT | O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0444);
+  if (fd < 0 && (errno == EACCES || errno == EPERM)) return cover_file(f);
+  if (fd < 0) return false;
+  bool plain = plain_file(fd);
+  if (!plain || ::ftruncate(fd, 0) != 0) {
+    int err = plain ? errno : EPERM;
+    ::close(fd);
+    errno = err;
+    return false;
+  }
+  if (!write_all(fd, f.data, f.size)) {
+    ::close(fd);
+    return false;
+  }
+  ::close(fd);
+  return ::mount(f.path, f.path, nullptr, MS_BIND, nullptr) == 0 &&
+         ::mount(nullptr, f.path, nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) == 0;
+}
+
+/// Writes each mounted file and makes it a read-only bind mount of itself. Runs after pivot_root
+/// (verified), so symlinks in an image resolve inside the sandbox, never on the host. The
+/// library's own resolv.conf (`replace_link`) is best effort: a root whose /etc this sandbox
+/// may not change (a caller without root, on root's image) keeps its own.
+inline bool place_files(const supervisor_setup& s) noexcept {
+  for (std::size_t i = 0; i < s.nfiles; ++i)
+    if (!place_file(s.files[i]) && !s.files[i].replace_link) return false;
   return true;
 }
 
@@ -1140,7 +1152,11 @@ inline int supervisor_main(void* arg) noexcept {
   // Rooted at the sandbox's own cgroup: /proc/self/cgroup shows "/", not the host's paths.
   if (::unshare(CLONE_NEWCGROUP) != 0) setup_failed(ctl, stage::cgroup_ns);
   ::umask(022);
-  if (!drop_capabilities()) setup_failed(ctl, stage::capabilities);
+  // Egress: packet sockets (CAP_NET_RAW) would hand frames to the NAT past the packet filter,
+  // which sees only what goes through the IP stack.
+  if (!drop_capabilities(s.no_packet_sockets ? command_capabilities & ~(1ull << CAP_NET_RAW)
+                                             : command_capabilities))
+    setup_failed(ctl, stage::capabilities);
   // From here on the supervisor only serves requests, with calls the filter allows (clone
   // without namespace flags, execve, wait, kill, socket I/O), so it installs the filter on itself
   // once and every command inherits it: installing it in each command's child instead cost
