@@ -166,6 +166,86 @@ TEST_CASE("a docker archive's file names cannot reach the host's files", "[image
     CHECK(r.error().code == sandbox::errc::validation);
     CHECK(stored_blobs(store).count(digest_of(read_all("/etc/hostname")).substr(7)) == 0);
   }
+  // A FIFO where manifest.json should be: an error, not a prepare blocked forever.
+  write_all(work.path + "/fifo.tar", make_tar({{tar_entry::fifo, "manifest.json", "", 0644}}));
+  auto r = img::prepare("docker-archive:" + work.path + "/fifo.tar", {.store = store});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("not a regular file") != std::string::npos);
+}
+
+TEST_CASE("a hostile registry gets an error, never a hang or a crash",
+          "[image][registry][hostile]") {
+  temp_dir work;
+  std::string layer = busybox_layer();
+  const std::string config = R"({"os":"linux","config":{}})";
+  const std::string manifest =
+      R"({"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+      digest_of(config) + R"(","size":)" + std::to_string(config.size()) +
+      R"(},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":")" +
+      digest_of(layer) + R"(","size":)" + std::to_string(layer.size()) + "}]}";
+  httplib::Server srv;
+  int port = 0;
+  srv.Get("/token", [&](const httplib::Request&, httplib::Response& res) {
+    // A token response without end.
+    res.set_chunked_content_provider("application/json", [](std::size_t, httplib::DataSink& sink) {
+      static const std::string chunk(1 << 16, 'x');
+      return sink.write(chunk.data(), chunk.size());
+    });
+  });
+  srv.Get(R"(/v2/auth/.*)", [&](const httplib::Request&, httplib::Response& res) {
+    res.status = 401;
+    res.set_header("WWW-Authenticate", "Bearer realm=\"http://127.0.0.1:" + std::to_string(port) +
+                                           "/token\",service=\"x\"");
+  });
+  srv.Get(R"(/v2/badrealm/.*)", [&](const httplib::Request&, httplib::Response& res) {
+    res.status = 401;
+    res.set_header("WWW-Authenticate", "Bearer realm=\"http://127.0.0.1:99999999999999/token\"");
+  });
+  srv.Get(R"(/v2/redirect/x/manifests/.*)", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(manifest, "application/vnd.oci.image.manifest.v1+json");
+  });
+  srv.Get(R"(/v2/redirect/x/blobs/.*)", [&](const httplib::Request&, httplib::Response& res) {
+    res.status = 307;
+    res.set_header("Location", "http://127.0.0.1:99999999999/elsewhere");
+  });
+  srv.Get(R"(/v2/endless/x/manifests/.*)", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(manifest, "application/vnd.oci.image.manifest.v1+json");
+  });
+  srv.Get(R"(/v2/endless/x/blobs/.*)", [&](const httplib::Request& req, httplib::Response& res) {
+    if (req.path.find(digest_of(config)) != std::string::npos) {
+      res.set_content(config, "application/octet-stream");
+      return;
+    }
+    res.status = 500; // an error whose body never ends
+    res.set_chunked_content_provider("text/plain", [](std::size_t, httplib::DataSink& sink) {
+      static const std::string chunk(1 << 16, 'e');
+      return sink.write(chunk.data(), chunk.size());
+    });
+  });
+  port = srv.bind_to_any_port("127.0.0.1");
+  std::thread serving([&] { srv.listen_after_bind(); });
+  img::image_options o{.store = work.path + "/store"};
+  o.retry_for = std::chrono::milliseconds(500);
+  const std::string host = "127.0.0.1:" + std::to_string(port);
+  auto token = img::prepare(host + "/auth/x:v1", o);
+  auto realm = img::prepare(host + "/badrealm/x:v1", o);
+  auto redirect = img::prepare(host + "/redirect/x:v1", o);
+  auto endless = img::prepare(host + "/endless/x:v1", o);
+  srv.stop();
+  serving.join();
+  REQUIRE_FALSE(token);
+  CHECK(token.error().message.find("larger than 64 KiB") != std::string::npos);
+  REQUIRE_FALSE(realm);
+  CHECK(realm.error().message.find("not an http(s) URL with a valid host and port") !=
+        std::string::npos);
+  REQUIRE_FALSE(redirect);
+  INFO(redirect.error().message);
+  INFO(endless.error().message);
+  CHECK(redirect.error().message.find("redirect to") != std::string::npos);
+  REQUIRE_FALSE(endless);
+  CHECK(endless.error().code == sandbox::errc::unavailable);
+  CHECK(endless.error().message.find("HTTP 500") != std::string::npos);
+  CHECK(img::store::list(o.store + "/refs").empty());
 }
 
 TEST_CASE("devices, setuid bits and oversized layers are not unpacked as given",

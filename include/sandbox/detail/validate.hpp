@@ -91,6 +91,14 @@ struct cidr {
   return c;
 }
 
+/// IPv4's special-purpose ranges (RFC 6890 and its updates): this host, private, shared,
+/// loopback, link-local (cloud metadata), protocol assignments, documentation, benchmarking,
+/// multicast, reserved and broadcast. What egress and a server's pulls keep out of reach.
+inline constexpr const char* special_ranges[] = {
+    "0.0.0.0/8",       "10.0.0.0/8",     "100.64.0.0/10", "127.0.0.0/8",    "169.254.0.0/16",
+    "172.16.0.0/12",   "192.0.0.0/24",   "192.0.2.0/24",  "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",   "240.0.0.0/4"};
+
 [[nodiscard]] inline result<void> validate_options(const SandboxOptions& o) noexcept {
   if (!o.command.empty() && o.command[0].empty())
     return fail(errc::validation, "SandboxOptions::command: the program name is empty");

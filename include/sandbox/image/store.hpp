@@ -212,7 +212,9 @@ public:
 
   [[nodiscard]] static result<std::string> read_file(const std::string& path, std::size_t max,
                                                      const std::string& what) noexcept {
-    sandbox::detail::unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    // O_NONBLOCK: a FIFO in its place does not block the caller (read_fd then refuses it).
+    sandbox::detail::unique_fd fd(
+        ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
     if (!fd) {
       if (errno == ENOENT) return fail(errc::not_found, what + " not found");
       return fail(errc::file_io, what + ": " + sandbox::detail::errno_text(errno));

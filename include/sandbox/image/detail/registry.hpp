@@ -127,9 +127,7 @@ struct site {
     return true;
   auto ip = sandbox::detail::parse_cidr(host);
   if (!ip) return false;
-  for (const char* r : {"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-                        "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15",
-                        "224.0.0.0/4", "240.0.0.0/4"})
+  for (const char* r : sandbox::detail::special_ranges)
     if (sandbox::detail::parse_cidr(r)->contains(ip->addr)) return true;
   return false;
 }
@@ -368,7 +366,15 @@ private:
     httplib::Headers h;
     if (creds_)
       h.insert(httplib::make_basic_authentication_header(creds_->username, creds_->password));
-    auto res = cli->Get(realm_path, h);
+    std::string token_body;
+    bool token_too_big = false;
+    auto res = cli->Get(realm_path, h, [&](const char* d, std::size_t n) {
+      if (token_body.size() + n > (64u << 10)) return !(token_too_big = true);
+      token_body.append(d, n);
+      return true;
+    });
+    if (token_too_big)
+      return fail(errc::protocol, where(path) + ": the token response is larger than 64 KiB");
     if (!res)
       return fail(errc::unavailable, where(path) + ": token request to " + host + ": " +
                                          httplib::to_string(res.error()));
@@ -379,7 +385,7 @@ private:
     simdjson::dom::parser p;
     simdjson::dom::element doc;
     std::string_view token;
-    if (p.parse(res->body).get(doc) ||
+    if (p.parse(token_body).get(doc) ||
         (doc["token"].get(token) && doc["access_token"].get(token)) || token.empty())
       return fail(errc::protocol, where(path) + ": the token response holds no token");
     authorization_ = "Bearer " + std::string(token);
@@ -480,9 +486,9 @@ private:
             return true;
           },
           [&](const char* d, std::size_t n) {
-            if (status != 200 && status != 206) {
-              if (err_body.size() < 4096) err_body.append(d, std::min<std::size_t>(n, 4096));
-              return true;
+            if (status != 200 && status != 206) { // an error's body: its start is enough
+              err_body.append(d, std::min<std::size_t>(n, 4096 - err_body.size()));
+              return err_body.size() < 4096;
             }
             if (have + n > limit) return !(too_big = true);
             for (std::size_t off = 0; off < n;) {
@@ -507,7 +513,7 @@ private:
         return fail(err == ENOSPC || err == EDQUOT ? errc::resource_exhausted : errc::file_io,
                     "image store: writing " + tmp + ": " + sandbox::detail::errno_text(err));
       }
-      if (!res && status != 200 && status != 206) return fail(transport_error(res.error(), path));
+      if (!res && status == 0) return fail(transport_error(res.error(), path)); // no answer
       if (status == 401 && hops == 0 && !challenge_header.empty()) {
         SANDBOX_TRYV(authenticate(challenge_header, path));
         continue;

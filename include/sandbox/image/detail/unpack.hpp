@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -77,6 +78,12 @@ inline int remove_tree(int dirfd, const char* name) noexcept {
 /// Deeper entries are refused: no real image nests this far, and removing a tree holds a
 /// descriptor per level.
 inline constexpr std::size_t max_depth = 256;
+/// More entries in one layer are refused (each is an inode; the largest real layers hold a
+/// few hundred thousand).
+inline constexpr std::uint64_t max_entries = 4'000'000;
+/// Directory lookups one layer may cost (about a minute of system calls): many entries deep in
+/// the tree cost one lookup per level each.
+inline constexpr std::uint64_t max_walk = 64'000'000;
 
 /// The components of an entry's name below the layer's root: a leading `/` or `./` is dropped
 /// (tar's convention), `.` ignored, `..` taken back; a name that climbs above the root is
@@ -138,7 +145,6 @@ public:
 
 private:
   struct deferred_dir {
-    std::vector<std::string> path;
     mode_t mode;
     timespec mtime;
   };
@@ -160,6 +166,11 @@ private:
                                             std::string_view name, bool create) {
     unique_fd cur(::fcntl(root_, F_DUPFD_CLOEXEC, 3));
     if (!cur) return io_fail(errno, "opening the layer for", name);
+    walked_ += n;
+    if (walked_ > max_walk)
+      return fail(errc::validation, where_ + ": too costly to unpack (more than " +
+                                        std::to_string(max_walk) +
+                                        " directory lookups: very many deep entries)");
     for (std::size_t i = 0; i < n; ++i) {
       const char* c = path[i].c_str();
       int fd = ::openat(cur.get(), c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -208,6 +219,9 @@ private:
     if (!raw) return fail(errc::validation, where_ + ": an entry without a name");
     std::string_view name(raw);
     SANDBOX_TRYV(charge(512, name)); // an entry costs a block however small
+    if (++entries_ > max_entries)
+      return fail(errc::validation,
+                  where_ + ": more than " + std::to_string(max_entries) + " entries");
     SANDBOX_TRY(path, name_components(name, where_));
     if (path.empty()) return success(); // the root itself: its metadata is the layer's own
     const std::string base = path.back();
@@ -240,8 +254,9 @@ private:
     case AE_IFDIR:
       if (!keep && ::mkdirat(d, base.c_str(), 0700) != 0)
         return io_fail(errno, "creating the directory", name);
-      // Its mode last: a read-only directory must still take its entries.
-      dirs_.push_back({std::move(path), mode, mtime});
+      // Its mode last: a read-only directory must still take its entries. Once per directory
+      // however often the archive names it.
+      dirs_[join(path)] = deferred_dir{mode, mtime};
       owner(d, base, e);
       return success();
     case AE_IFREG: return regular(a, e, d, base, mode, mtime, name);
@@ -361,16 +376,35 @@ private:
   }
 
   /// Directory modes and times, deepest first, now that nothing more is written into them.
+  /// (In reverse order of their joined paths: a directory's entries come after it.)
   [[nodiscard]] result<void> finish() {
     for (auto it = dirs_.rbegin(); it != dirs_.rend(); ++it) {
-      auto dir = open_dirs(it->path, it->path.size(), it->path.back(), false);
-      if (!dir) continue; // replaced by a later entry
-      if (::fchmod(dir.value().get(), it->mode) != 0)
-        return io_fail(errno, "setting the mode of", it->path.back());
-      const timespec ts[2] = {it->mtime, it->mtime};
+      std::vector<std::string> path;
+      for (std::size_t b = 0; b <= it->first.size();) {
+        auto e = it->first.find('/', b);
+        if (e == std::string::npos) e = it->first.size();
+        path.push_back(it->first.substr(b, e - b));
+        b = e + 1;
+      }
+      auto dir = open_dirs(path, path.size(), it->first, false);
+      if (!dir) {
+        if (dir.error().code == errc::validation && walked_ > max_walk)
+          return std::move(dir).as_failure();
+        continue; // replaced by a later entry
+      }
+      if (::fchmod(dir.value().get(), it->second.mode) != 0)
+        return io_fail(errno, "setting the mode of", it->first);
+      const timespec ts[2] = {it->second.mtime, it->second.mtime};
       (void)::futimens(dir.value().get(), ts);
     }
     return success();
+  }
+
+  [[nodiscard]] static std::string join(const std::vector<std::string>& path) {
+    std::string out;
+    for (const auto& c : path)
+      out += (out.empty() ? "" : "/") + c;
+    return out;
   }
 
   int root_;
@@ -379,7 +413,9 @@ private:
   bool as_root_;
   std::uint64_t bytes_ = 0;
   std::uint64_t skipped_devices_ = 0;
-  std::vector<deferred_dir> dirs_;
+  std::uint64_t entries_ = 0;
+  std::uint64_t walked_ = 0; ///< directory lookups so far
+  std::map<std::string, deferred_dir> dirs_;
 };
 
 } // namespace sandbox::image::detail

@@ -46,12 +46,11 @@ inline constexpr const char* dns = "10.0.2.3";     ///< forwarded to the host's 
   return nullptr;
 }
 
-/// What is blocked unless allowed: RFC 6890's special ranges, and this host's own addresses.
+/// What is blocked unless allowed: the special-purpose ranges, and this host's own addresses
+/// (those it has when the sandbox starts).
 [[nodiscard]] inline std::vector<cidr> blocked_ranges() {
   std::vector<cidr> out;
-  for (const char* r : {"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-                        "172.16.0.0/12", "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15",
-                        "224.0.0.0/4", "240.0.0.0/4"})
+  for (const char* r : sandbox::detail::special_ranges)
     out.push_back(*sandbox::detail::parse_cidr(r));
   ifaddrs* ifs = nullptr;
   if (::getifaddrs(&ifs) == 0) {
@@ -64,11 +63,11 @@ inline constexpr const char* dns = "10.0.2.3";     ///< forwarded to the host's 
   return out;
 }
 
-/// Whether `allow` reaches the host's loopback (the NAT then maps the gateway to it).
+/// Whether `allow` holds 127.0.0.1, the address the NAT's gateway stands for (then every port
+/// of the host's loopback is reachable there; other loopback addresses are not reachable).
 [[nodiscard]] inline bool allows_host_loopback(const std::vector<cidr>& allow) noexcept {
-  const cidr loopback{0x7f000000u, 8};
   for (const auto& a : allow)
-    if (a.overlaps(loopback)) return true;
+    if (a.contains(0x7f000001u)) return true;
   return false;
 }
 
