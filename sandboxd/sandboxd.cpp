@@ -52,10 +52,10 @@ constexpr const char* usage =
     "                [--grpc-listen HOST:PORT [--tls-cert FILE --tls-key FILE]]\n"
     "The bearer token comes from SANDBOXD_TOKEN or --token-file; there is no default.\n"
     "Images: a client's image name must be one of --image (python:3.11 runs on this host's\n"
-    "root unless given otherwise); with --pull, any other registry name is pulled into the\n"
+    "root unless given otherwise); with --pull, any other registry name, the default\n"
+    "python:3.11 included unless --image names it, is pulled into the\n"
     "image store (--image-store, default $XDG_CACHE_HOME/sandbox or /var/cache/sandbox): from\n"
-    "public registries only, unless a local one is listed with --registry; and\n"
-    "--image python:3.11=python:3.11 pulls the real default image too.\n"
+    "public registries only, unless a local one is listed with --registry.\n"
     "Network: a sandbox has its own loopback only; with --egress a client may ask for outbound\n"
     "access (network.denyEgress false), through a NAT that keeps this host's loopback and\n"
     "addresses and private, link-local and reserved ranges out of reach.\n"
@@ -115,6 +115,7 @@ std::string parse_listen(const std::string& flag, const std::string& listen, std
 /// Fills `c` from argv; returns an error message, "" on success, or "help" for --help.
 std::string parse_args(int argc, char** argv, config& c) {
   std::string listen, grpc_listen;
+  bool named_default = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--help" || a == "-h") return "help";
@@ -162,11 +163,15 @@ std::string parse_args(int argc, char** argv, config& c) {
     else if (a == "--image" && std::strchr(v, '=')) {
       std::string kv = v;
       auto eq = kv.find('=');
+      named_default = named_default || kv.substr(0, eq) == sandbox::http::default_image;
       c.opts.images[kv.substr(0, eq)] = kv.substr(eq + 1);
     } else {
       return "bad argument: " + a + " " + v;
     }
   }
+  // With --pull the clients' default image is pulled too, unless --image says what it is.
+  if (c.opts.pull_images && !named_default)
+    c.opts.images.erase(std::string(sandbox::http::default_image));
   if (listen.empty()) return "--listen HOST:PORT is required";
   if (auto bad = parse_listen("--listen", listen, c.host, c.port); !bad.empty()) return bad;
   if (c.tls_cert.empty() != c.tls_key.empty()) return "--tls-cert and --tls-key go together";
