@@ -40,6 +40,10 @@ expect_eq "run: --mount-file" "$("$cli" run --mount-file "$work/file:/etc/app.co
 "$cli" run --timeout 1 -- sleep 30 2>"$work/err"
 expect_eq "run: --timeout" "$?" 124
 grep -q '^sandbox: command_timeout: ' "$work/err" || fail "run: --timeout message: $(cat "$work/err")"
+expect_eq "run: --network egress" "$("$cli" run --network egress -- cat /etc/resolv.conf)" \
+  "nameserver 10.0.2.3"
+"$cli" run --allow 10.0.0.0/8 -- true 2>"$work/err"
+expect_eq "run: --allow without egress" "$?" 65
 "$cli" run --network bogus -- true 2>"$work/err"
 expect_eq "run: bad option value" "$?" 2
 "$cli" run --image /nonexistent -- true 2>"$work/err"
