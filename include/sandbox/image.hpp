@@ -473,7 +473,7 @@ inline void detect_layout(source& src) {
   std::string digest, identity;
   // The name is recorded once the image is ready: a failed prepare leaves nothing gc keeps.
   auto ready = [&](result<prepared_image> p) -> result<prepared_image> {
-    if (p) {
+    if (p && s.ref(key, identity) != digest) {
       SANDBOX_TRYV(s.set_ref(key, digest, identity));
     }
     return p;
@@ -493,8 +493,17 @@ inline void detect_layout(source& src) {
     return ready(detail::from_manifest(s, digest, o, name, &client));
   }
   case source_kind::oci_layout: {
-    SANDBOX_TRY(d, detail::import_layout(s, src.path, src.ref, o, name));
-    digest = std::move(d);
+    // Its index.json as it was when imported: unchanged, the layout is not read again.
+    struct stat st {};
+    if (::stat((src.path + "/index.json").c_str(), &st) == 0)
+      identity = "index.json:" + std::to_string(st.st_dev) + "." + std::to_string(st.st_ino) + "." +
+                 std::to_string(st.st_size) + "." + std::to_string(st.st_mtim.tv_sec) + "." +
+                 std::to_string(st.st_mtim.tv_nsec);
+    digest = s.ref(key, identity);
+    if (digest.empty()) {
+      SANDBOX_TRY(d, detail::import_layout(s, src.path, src.ref, o, name));
+      digest = std::move(d);
+    }
     return ready(detail::from_manifest(s, digest, o, name, nullptr));
   }
   case source_kind::oci_archive:

@@ -61,6 +61,15 @@ public:
     if (root.find_first_of(",:\\") != std::string::npos)
       return fail(errc::validation, "image store path " + sandbox::detail::shell_quote(root) +
                                         " contains ',', ':' or '\\', which overlayfs cannot take");
+    store made;
+    made.root_ = root;
+    // Made before: a store opened per sandbox costs a few stats, not a dozen mkdirs.
+    bool complete = true;
+    for (const char* sub : {"/blobs/sha256", "/layers", "/refs", "/locks", "/tmp"}) {
+      struct stat st {};
+      complete = complete && ::stat((root + sub).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+    }
+    if (complete) return made;
     // Its parents too (~/.cache may not exist yet).
     for (auto slash = root.find('/', 1); slash != std::string::npos;
          slash = root.find('/', slash + 1))
@@ -73,9 +82,7 @@ public:
         return fail(errc::file_io, "image store: cannot create " + sandbox::detail::shell_quote(d) +
                                        ": " + sandbox::detail::errno_text(errno));
     }
-    store s;
-    s.root_ = std::move(root);
-    return s;
+    return made;
   }
 
   [[nodiscard]] const std::string& root() const noexcept { return root_; }
