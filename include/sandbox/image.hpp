@@ -493,12 +493,9 @@ inline void detect_layout(source& src) {
     return ready(detail::from_manifest(s, digest, o, name, &client));
   }
   case source_kind::oci_layout: {
-    // Its index.json as it was when imported: unchanged, the layout is not read again.
-    struct stat st {};
-    if (::stat((src.path + "/index.json").c_str(), &st) == 0)
-      identity = "index.json:" + std::to_string(st.st_dev) + "." + std::to_string(st.st_ino) + "." +
-                 std::to_string(st.st_size) + "." + std::to_string(st.st_mtim.tv_sec) + "." +
-                 std::to_string(st.st_mtim.tv_nsec);
+    // Its index.json as it was when imported (its hash): unchanged, nothing else is read again.
+    if (auto index = store::read_beneath(src.path, "index.json", 4u << 20, "index.json"))
+      identity = "index.json:" + detail::sha256::of(index.value());
     digest = s.ref(key, identity);
     if (digest.empty()) {
       SANDBOX_TRY(d, detail::import_layout(s, src.path, src.ref, o, name));

@@ -69,7 +69,13 @@ public:
       struct stat st {};
       complete = complete && ::stat((root + sub).c_str(), &st) == 0 && S_ISDIR(st.st_mode);
     }
-    if (complete) return made;
+    if (complete) {
+      // A store made private only later (it once was 0755): private now.
+      struct stat st {};
+      if (::stat(root.c_str(), &st) == 0 && st.st_uid == ::geteuid() && (st.st_mode & 077))
+        (void)::chmod(root.c_str(), 0700);
+      return made;
+    }
     // Its parents too (~/.cache may not exist yet).
     for (auto slash = root.find('/', 1); slash != std::string::npos;
          slash = root.find('/', slash + 1))
@@ -274,8 +280,8 @@ public:
     }();
     if (!done) {
       (void)detail::remove_tree(AT_FDCWD, tmp.c_str());
-      // A hostile or corrupt layer is of no use: its blob goes too.
-      if (done.error().code == errc::validation) ::unlink(blob_path(digest).c_str());
+      // The blob stays (another image, or a caller with a larger limit, may take it); no name
+      // reaches it after a failed prepare, so gc removes it.
       return std::move(done).as_failure();
     }
     (void)fetching;
@@ -340,7 +346,16 @@ public:
   /// `reachable(store, manifest_digest, out)` adds the digests a manifest reaches.
   template <class Reach>
   [[nodiscard]] result<gc_stats> gc(Reach&& reachable) const noexcept {
-    SANDBOX_TRY(exclusive, lock_store(LOCK_EX));
+    // Not blocking: shared holders keep coming while a pull runs (flock favours none), so gc
+    // tries for a while and then says so. (A progress callback must not call gc.)
+    auto exclusive = lock_store(LOCK_EX | LOCK_NB);
+    for (int i = 0; !exclusive && exclusive.error().code == errc::conflict && i < 200; ++i) {
+      ::usleep(50'000);
+      exclusive = lock_store(LOCK_EX | LOCK_NB);
+    }
+    if (!exclusive)
+      return fail(errc::conflict, "image store " + root_ +
+                                      ": images are being prepared (for 10 s); gc again later");
     std::set<std::string> keep;
     for (const auto& f : list(root_ + "/refs")) {
       auto text = read_file(root_ + "/refs/" + f, 8192, "ref");

@@ -22,6 +22,8 @@
 #include <string>
 #include <string_view>
 
+#include <arpa/inet.h>
+
 #include <httplib.h>
 #include <simdjson.h>
 
@@ -94,6 +96,11 @@ struct site {
     s.port = s.tls ? 443 : 80;
   }
   if (host.empty() || host.size() > 253 || host.front() == '.' || host.front() == '-') return false;
+  // A number the resolver would read as an address (127.1, 0x7f000001, 2130706433,
+  // 127.0.0.01) only in its canonical dotted form: the checks of local hosts read that form.
+  in_addr numeric{};
+  if (::inet_aton(std::string(host).c_str(), &numeric) != 0 && !sandbox::detail::parse_cidr(host))
+    return false;
   for (char c : host)
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
           c == '-'))

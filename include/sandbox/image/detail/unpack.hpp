@@ -60,8 +60,13 @@ inline int remove_tree(int dirfd, const char* name) noexcept {
   if (!d) return errno;
   std::vector<std::string> names;
   {
-    DIR* dir = ::fdopendir(::fcntl(d.get(), F_DUPFD_CLOEXEC, 3));
-    if (!dir) return errno;
+    int dup = ::fcntl(d.get(), F_DUPFD_CLOEXEC, 3);
+    DIR* dir = dup >= 0 ? ::fdopendir(dup) : nullptr;
+    if (!dir) {
+      int err = errno;
+      if (dup >= 0) ::close(dup);
+      return err;
+    }
     while (dirent* e = ::readdir(dir)) {
       std::string_view n(e->d_name);
       if (n != "." && n != "..") names.emplace_back(n);
