@@ -469,6 +469,7 @@ inline void detect_layout(source& src) {
   SANDBOX_TRY(s, store::open(o));
   // Until the layers are leased: gc leaves alone what this is about to name and use.
   SANDBOX_TRY(shared, s.lock_store(LOCK_SH));
+  (void)shared; // held until this returns
   const std::string key = detail::store_key(src);
   std::string digest, identity;
   // The name is recorded once the image is ready: a failed prepare leaves nothing gc keeps.
