@@ -8,6 +8,7 @@
 //               and vs gzip -dc | tar -x of the same layer
 // Usage: image_bench [iterations]   (default 100). Needs docker-registry and skopeo.
 #include "../support/image_fixtures.hpp"
+#include "../support/timing.hpp"
 
 #include <sandbox/image.hpp>
 #include <sandbox/local.hpp>
@@ -26,27 +27,7 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-struct stats {
-  double median_ms, p10_ms, p90_ms;
-};
-
-stats measure(int n, const std::function<void()>& f) {
-  std::vector<double> t;
-  f(); // warm-up
-  for (int i = 0; i < n; ++i) {
-    auto a = clock_type::now();
-    f();
-    t.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  auto at = [&](double q) { return t[static_cast<std::size_t>(q * (t.size() - 1))]; };
-  return {at(0.5), at(0.1), at(0.9)};
-}
-
-void print(const char* what, stats s) {
-  std::printf("%-60s median %8.3f ms   p10 %8.3f   p90 %8.3f\n", what, s.median_ms, s.p10_ms,
-              s.p90_ms);
-}
+void print_row(const char* what, stats s) { print(what, s, 60); }
 
 [[noreturn]] void die(const std::string& what) {
   std::fprintf(stderr, "image_bench: %s\n", what.c_str());
@@ -85,7 +66,7 @@ int main(int argc, char** argv) {
         waitpid(pid, &st, 0) != pid || st != 0)
       die("bwrap failed");
   });
-  print("baseline: bwrap --ro-bind / / --proc --dev --unshare-all true", bwrap);
+  print_row("baseline: bwrap --ro-bind / / --proc --dev --unshare-all true", bwrap);
 
   auto cold = [&](const std::string& image) {
     std::vector<Box> keep;
@@ -102,9 +83,9 @@ int main(int argc, char** argv) {
     return s;
   };
   stats from_dir = cold(dir);
-  print("cold start: image = the busybox directory", from_dir);
+  print_row("cold start: image = the busybox directory", from_dir);
   stats from_layout = cold("oci:" + layout);
-  print("cold start: image = oci:LAYOUT (in the store)", from_layout);
+  print_row("cold start: image = oci:LAYOUT (in the store)", from_layout);
 
   registry reg;
   if (!reg.up()) die("docker-registry did not start");
@@ -112,7 +93,7 @@ int main(int argc, char** argv) {
   const std::string name = reg.host() + "/bench/busybox:v1";
   if (!sandbox::image::prepare(name, lo.images)) die("pull failed");
   stats from_registry = cold(name);
-  print("cold start: image = REGISTRY/NAME:TAG (in the store)", from_registry);
+  print_row("cold start: image = REGISTRY/NAME:TAG (in the store)", from_registry);
   std::printf("\ncold start from a cached image / from a directory: %.2fx (layout), %.2fx (name); "
               "target <= 1.10x\n",
               from_layout.median_ms / from_dir.median_ms,

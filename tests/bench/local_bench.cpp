@@ -13,6 +13,7 @@
 // Usage: local_bench [iterations]   (default 200); local_bench --rss-probe: one 256 MiB result,
 // prints the growth of the peak RSS as a multiple of it
 #include "../support/pipe_limit.hpp"
+#include "../support/timing.hpp"
 
 #include <sandbox/local.hpp>
 
@@ -40,28 +41,9 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-struct stats {
-  double median_ms, p10_ms, p90_ms;
-};
-
-stats measure(int n, const std::function<void()>& f) {
-  std::vector<double> t;
-  t.reserve(static_cast<std::size_t>(n));
-  f(); // warm-up
-  for (int i = 0; i < n; ++i) {
-    auto a = clock_type::now();
-    f();
-    t.push_back(std::chrono::duration<double, std::milli>(clock_type::now() - a).count());
-  }
-  std::sort(t.begin(), t.end());
-  auto at = [&](double q) { return t[static_cast<std::size_t>(q * (t.size() - 1))]; };
-  return {at(0.5), at(0.1), at(0.9)};
-}
-
-void print(const char* what, stats s) {
-  std::printf("%-58s median %8.3f ms   p10 %8.3f   p90 %8.3f\n", what, s.median_ms, s.p10_ms,
-              s.p90_ms);
-}
+using test_support::measure;
+using test_support::print;
+using test_support::stats;
 
 /// posix_spawn of argv with stdout/stderr pipes, read to EOF, then waitpid: what exec does.
 bool spawn_wait(const std::vector<const char*>& argv) {

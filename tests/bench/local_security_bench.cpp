@@ -9,6 +9,8 @@
 //   rootless       the same cold start by an unprivileged caller (user namespace, one overlay
 //                  per directory of the root), in a forked child dropped to uid 65534
 // Usage: local_security_bench [iterations]   (default 200)
+#include "../support/timing.hpp"
+
 #include <sandbox/local.hpp>
 
 #include <algorithm>
@@ -33,49 +35,12 @@ namespace {
 using clock_type = std::chrono::steady_clock;
 namespace local = sandbox::local::detail;
 
-struct stats {
-  double median_ms, p10_ms, p90_ms;
-};
-
-stats summarize(std::vector<double> t) {
-  std::sort(t.begin(), t.end());
-  auto at = [&](double q) {
-    return t[static_cast<std::size_t>(q * static_cast<double>(t.size() - 1))];
-  };
-  return {at(0.5), at(0.1), at(0.9)};
-}
-
-double time_ms(const std::function<void()>& f) {
-  auto a = clock_type::now();
-  f();
-  return std::chrono::duration<double, std::milli>(clock_type::now() - a).count();
-}
-
-stats measure(int n, const std::function<void()>& f) {
-  f(); // warm-up
-  std::vector<double> t;
-  for (int i = 0; i < n; ++i)
-    t.push_back(time_ms(f));
-  return summarize(std::move(t));
-}
-
-/// Runs a and b alternately n times each, so drift on a shared machine hits both alike.
-std::pair<stats, stats> measure_ab(int n, const std::function<void()>& a,
-                                   const std::function<void()>& b) {
-  a();
-  b();
-  std::vector<double> ta, tb;
-  for (int i = 0; i < n; ++i) {
-    ta.push_back(time_ms(a));
-    tb.push_back(time_ms(b));
-  }
-  return {summarize(std::move(ta)), summarize(std::move(tb))};
-}
-
-void print(const char* what, stats s) {
-  std::printf("%-58s median %8.3f ms   p10 %8.3f   p90 %8.3f\n", what, s.median_ms, s.p10_ms,
-              s.p90_ms);
-}
+using test_support::measure;
+using test_support::measure_ab;
+using test_support::print;
+using test_support::stats;
+using test_support::summarize;
+using test_support::time_ms;
 
 [[noreturn]] void die(const std::string& what) {
   std::fprintf(stderr, "local_security_bench: %s\n", what.c_str());
