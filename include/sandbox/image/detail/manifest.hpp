@@ -65,22 +65,25 @@ namespace json = simdjson::dom;
   return fail(errc::protocol, std::string(what) + ": " + std::string(why));
 }
 
-/// A string member, or "" when absent; an error when present with another type.
-[[nodiscard]] inline result<std::string> opt_string(json::object o, std::string_view key,
-                                                    std::string_view what) {
+/// A string member into `out` ("" when absent or null); an error when present with another type.
+[[nodiscard]] inline result<void> read_string(json::object o, std::string_view key,
+                                              std::string_view what, std::string& out) {
+  out.clear();
   json::element v;
-  if (o.at_key(key).get(v)) return std::string();
-  if (v.is_null()) return std::string();
+  if (o.at_key(key).get(v) || v.is_null()) return success();
   std::string_view s;
   if (v.get(s)) return bad_doc(what, "\"" + std::string(key) + "\" is not a string");
-  return std::string(s);
+  out = std::string(s);
+  return success();
 }
 
-[[nodiscard]] inline result<std::vector<std::string>>
-opt_strings(json::object o, std::string_view key, std::string_view what) {
-  std::vector<std::string> out;
+/// An array of strings into `out` (empty when absent or null).
+[[nodiscard]] inline result<void> read_strings(json::object o, std::string_view key,
+                                               std::string_view what,
+                                               std::vector<std::string>& out) {
+  out.clear();
   json::element v;
-  if (o.at_key(key).get(v) || v.is_null()) return out;
+  if (o.at_key(key).get(v) || v.is_null()) return success();
   json::array a;
   if (v.get(a)) return bad_doc(what, "\"" + std::string(key) + "\" is not an array");
   for (json::element x : a) {
@@ -88,17 +91,15 @@ opt_strings(json::object o, std::string_view key, std::string_view what) {
     if (x.get(s)) return bad_doc(what, "\"" + std::string(key) + "\" holds a non-string");
     out.emplace_back(s);
   }
-  return out;
+  return success();
 }
 
 [[nodiscard]] inline result<descriptor> read_descriptor(json::element e, std::string_view what) {
   json::object o;
   if (e.get(o)) return bad_doc(what, "a descriptor is not an object");
   descriptor d;
-  SANDBOX_TRY(mt, opt_string(o, "mediaType", what));
-  SANDBOX_TRY(dg, opt_string(o, "digest", what));
-  d.media_type = std::move(mt);
-  d.digest = std::move(dg);
+  SANDBOX_TRYV(read_string(o, "mediaType", what, d.media_type));
+  SANDBOX_TRYV(read_string(o, "digest", what, d.digest));
   if (!is_sha256_digest(d.digest))
     return bad_doc(what, "digest " + sandbox::detail::shell_quote(d.digest.substr(0, 80)) +
                              " is not sha256: and 64 lower-case hex digits");
@@ -110,26 +111,29 @@ opt_strings(json::object o, std::string_view key, std::string_view what) {
   }
   json::object p;
   if (!o.at_key("platform").get(p)) {
-    SANDBOX_TRY(os, opt_string(p, "os", what));
-    SANDBOX_TRY(arch, opt_string(p, "architecture", what));
-    SANDBOX_TRY(var, opt_string(p, "variant", what));
-    d.os = std::move(os);
-    d.architecture = std::move(arch);
-    d.variant = std::move(var);
+    SANDBOX_TRYV(read_string(p, "os", what, d.os));
+    SANDBOX_TRYV(read_string(p, "architecture", what, d.architecture));
+    SANDBOX_TRYV(read_string(p, "variant", what, d.variant));
   }
   json::object ann;
   if (!o.at_key("annotations").get(ann)) {
-    SANDBOX_TRY(name, opt_string(ann, "org.opencontainers.image.ref.name", what));
-    d.ref_name = std::move(name);
+    SANDBOX_TRYV(read_string(ann, "org.opencontainers.image.ref.name", what, d.ref_name));
   }
   return d;
 }
 
-[[nodiscard]] inline result<json::object> parse_object(json::parser& p, std::string_view text,
-                                                       std::string_view what) {
+/// The document's root element (in `p`'s memory).
+[[nodiscard]] inline result<json::element> parse_root(json::parser& p, std::string_view text,
+                                                      std::string_view what) {
   json::element doc;
   if (auto err = p.parse(text.data(), text.size()).get(doc))
     return bad_doc(what, std::string("not JSON (") + simdjson::error_message(err) + ")");
+  return doc;
+}
+
+[[nodiscard]] inline result<json::object> parse_object(json::parser& p, std::string_view text,
+                                                       std::string_view what) {
+  SANDBOX_TRY(doc, parse_root(p, text, what));
   json::object o;
   if (doc.get(o)) return bad_doc(what, "not a JSON object");
   return o;
@@ -197,22 +201,15 @@ opt_strings(json::object o, std::string_view key, std::string_view what) {
   json::parser p;
   SANDBOX_TRY(o, parse_object(p, text, what));
   config c;
-  SANDBOX_TRY(os, opt_string(o, "os", what));
-  SANDBOX_TRY(arch, opt_string(o, "architecture", what));
-  c.os = std::move(os);
-  c.architecture = std::move(arch);
+  SANDBOX_TRYV(read_string(o, "os", what, c.os));
+  SANDBOX_TRYV(read_string(o, "architecture", what, c.architecture));
   json::object cfg;
   if (o.at_key("config").get(cfg)) return c; // an image with no runtime config
-  SANDBOX_TRY(env, opt_strings(cfg, "Env", what));
-  SANDBOX_TRY(ep, opt_strings(cfg, "Entrypoint", what));
-  SANDBOX_TRY(cmd, opt_strings(cfg, "Cmd", what));
-  SANDBOX_TRY(wd, opt_string(cfg, "WorkingDir", what));
-  SANDBOX_TRY(user, opt_string(cfg, "User", what));
-  c.env = std::move(env);
-  c.entrypoint = std::move(ep);
-  c.cmd = std::move(cmd);
-  c.working_dir = std::move(wd);
-  c.user = std::move(user);
+  SANDBOX_TRYV(read_strings(cfg, "Env", what, c.env));
+  SANDBOX_TRYV(read_strings(cfg, "Entrypoint", what, c.entrypoint));
+  SANDBOX_TRYV(read_strings(cfg, "Cmd", what, c.cmd));
+  SANDBOX_TRYV(read_string(cfg, "WorkingDir", what, c.working_dir));
+  SANDBOX_TRYV(read_string(cfg, "User", what, c.user));
   return c;
 }
 
@@ -226,9 +223,7 @@ struct saved_image {
 [[nodiscard]] inline result<std::vector<saved_image>> parse_saved(std::string_view text,
                                                                   std::string_view what) {
   json::parser p;
-  json::element doc;
-  if (auto err = p.parse(text.data(), text.size()).get(doc))
-    return bad_doc(what, std::string("not JSON (") + simdjson::error_message(err) + ")");
+  SANDBOX_TRY(doc, parse_root(p, text, what));
   json::array a;
   if (doc.get(a)) return bad_doc(what, "not a JSON array");
   std::vector<saved_image> out;
@@ -236,12 +231,9 @@ struct saved_image {
     json::object o;
     if (e.get(o)) return bad_doc(what, "an entry is not an object");
     saved_image s;
-    SANDBOX_TRY(cfg, opt_string(o, "Config", what));
-    SANDBOX_TRY(layers, opt_strings(o, "Layers", what));
-    SANDBOX_TRY(tags, opt_strings(o, "RepoTags", what));
-    s.config = std::move(cfg);
-    s.layers = std::move(layers);
-    s.tags = std::move(tags);
+    SANDBOX_TRYV(read_string(o, "Config", what, s.config));
+    SANDBOX_TRYV(read_strings(o, "Layers", what, s.layers));
+    SANDBOX_TRYV(read_strings(o, "RepoTags", what, s.tags));
     if (s.config.empty()) return bad_doc(what, "an entry without \"Config\"");
     out.push_back(std::move(s));
   }
