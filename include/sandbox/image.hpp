@@ -230,7 +230,8 @@ inline void reached_by(const store& s, const std::string& manifest, std::vector<
 }
 
 /// The content of `rel` (`etc/passwd`) as the stacked layers show it: from the topmost layer
-/// that has it, unless a layer above deletes it (a whiteout) or hides its directory (opaque).
+/// that has it, unless a layer above deletes it (a whiteout) or hides its directory (opaque,
+/// or not a directory there). `rel` is one directory deep.
 /// Read without following a symlink anywhere in the path (an image's /etc may point anywhere
 /// on the host).
 [[nodiscard]] inline std::optional<std::string> layer_file(const std::vector<std::string>& layers,
@@ -265,9 +266,8 @@ inline void reached_by(const store& s, const std::string& manifest, std::vector<
       if ((::fgetxattr(dir.get(), "trusted.overlay.opaque", &v, 1) == 1 && v == 'y') ||
           (::fgetxattr(dir.get(), "user.overlay.opaque", &v, 1) == 1 && v == 'y'))
         return std::nullopt;
-    } else if (auto p = open_in(root.get(), parent, O_PATH);
-               p && ::fstat(p.get(), &st) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == 0) {
-      return std::nullopt;
+    } else if (::fstatat(root.get(), parent.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      return std::nullopt; // not a directory here (a whiteout, a symlink, a file): it hides below
     }
   }
   return std::nullopt;
@@ -362,6 +362,8 @@ struct layer_lease {
   SANDBOX_TRY(doc, parse_document(text, "image " + image + ": manifest " + digest));
   if (doc.is_index)
     return fail(errc::protocol, "image " + image + ": " + digest + " is an index, not a manifest");
+  if (doc.layers.empty())
+    return fail(errc::validation, "image " + image + ": manifest " + digest + " has no layers");
   if (fetch) {
     SANDBOX_TRYV(fetch->blob(doc.config.digest, doc.config.size));
   }

@@ -378,6 +378,19 @@ TEST_CASE("the image's User: names from its own /etc/passwd and /etc/group, neve
   make_layout(h.path, {make_tar(hostile)}, R"({"User":"daemon"})");
   CHECK(run_in("oci:" + h.path, work.path + "/store", "id -u")
             .find("no such user in the image's /etc/passwd") != std::string::npos);
+  // An upper layer whose /etc is a link hides the lower layer's /etc/passwd.
+  temp_dir hidden;
+  std::vector<tar_entry> top{{tar_entry::dir, "data"}};
+  top.push_back({tar_entry::symlink, "etc", "/data"});
+  make_layout(hidden.path, {layer, make_tar(top)}, R"({"User":"app"})");
+  CHECK(run_in("oci:" + hidden.path, work.path + "/store", "id -u")
+            .find("no such user in the image's /etc/passwd") != std::string::npos);
+  // A manifest without layers: refused at once, not a failed mount.
+  temp_dir empty;
+  make_layout(empty.path, {});
+  auto none = img::prepare("oci:" + empty.path, {.store = work.path + "/store"});
+  REQUIRE_FALSE(none);
+  CHECK(none.error().message.find("has no layers") != std::string::npos);
 }
 
 TEST_CASE("a layer listed twice (an empty one) stacks once", "[image]") {
@@ -706,6 +719,25 @@ TEST_CASE("a server's pull refuses local registries unless listed", "[image][reg
     REQUIRE_FALSE(r);
     CHECK(r.error().message.find("is not a valid host[:port]") != std::string::npos);
   }
+  // Spellings of localhost, refused by their text (no resolver asked).
+  for (const std::string& host :
+       std::vector<std::string>{"LOCALHOST", "localhost.", "a.LocalHost"}) {
+    INFO(host);
+    auto r = img::prepare(host + ":" + port + "/team/busybox:v1", server);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message.find("local address") != std::string::npos);
+  }
+  // A name is resolved, refused when any of its addresses is local, and pinned to the address
+  // checked (only /etc/hosts and literals here: nothing is asked of a DNS server).
+  namespace d = sandbox::image::detail;
+  CHECK(d::public_address("localhost").value().empty());
+  CHECK(d::public_address("127.0.0.1").value().empty());
+  CHECK(d::public_address("::1").value().empty());
+  CHECK(d::public_address("::ffff:10.1.2.3").value().empty());
+  CHECK(d::public_address("fd00::1").value().empty());
+  CHECK(d::public_address("fe80::1").value().empty());
+  CHECK(d::public_address("8.8.8.8").value() == "8.8.8.8"); // resolved as a literal, not reached
+  CHECK(d::public_address("2001:4860:4860::8888").value() == "2001:4860:4860::8888");
   server.local_registries = {reg.host()};
   CHECK(img::prepare(reg.host() + "/team/busybox:v1", server));
   // A registry's error body is not repeated, only its error codes.

@@ -53,8 +53,8 @@ inline std::pair<stats, stats> measure_ab(int n, const std::function<void()>& a,
 }
 
 inline void print(const char* what, stats s, int width = 58) {
-  std::printf("%-*s median %8.3f ms   p10 %8.3f   p90 %8.3f\n", width, what, s.median_ms,
-              s.p10_ms, s.p90_ms);
+  std::printf("%-*s median %8.3f ms   p10 %8.3f   p90 %8.3f\n", width, what, s.median_ms, s.p10_ms,
+              s.p90_ms);
 }
 
 } // namespace test_support

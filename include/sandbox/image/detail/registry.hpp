@@ -17,12 +17,15 @@
 #include <sandbox/transport/http/endpoint.hpp>
 
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
 
 #include <httplib.h>
 #include <simdjson.h>
@@ -78,6 +81,9 @@ struct site {
     return o;
   }
   [[nodiscard]] std::string host_port() const { return host + ":" + std::to_string(port); }
+  /// For a server's pulls: the address `host` was checked at, connected to instead of a second
+  /// lookup (which could answer otherwise). Empty: resolve as usual.
+  std::string pinned;
 };
 
 /// `host[:port]` into `s` (scheme already set); false when either is malformed.
@@ -129,14 +135,60 @@ struct site {
 }
 
 /// `localhost`, or an IPv4 literal in a loopback, private, link-local, shared or reserved range.
-[[nodiscard]] inline bool is_local_host(std::string_view host) noexcept {
-  if (host == "localhost" || (host.size() > 10 && host.substr(host.size() - 10) == ".localhost"))
-    return true;
-  auto ip = sandbox::detail::parse_cidr(host);
-  if (!ip) return false;
+[[nodiscard]] inline bool is_local_ipv4(std::uint32_t addr) noexcept {
   for (const char* r : sandbox::detail::special_ranges)
-    if (sandbox::detail::parse_cidr(r)->contains(ip->addr)) return true;
+    if (sandbox::detail::parse_cidr(r)->contains(addr)) return true;
   return false;
+}
+
+/// `localhost` (any case, a trailing dot too), or an IPv4 literal in a special range: local
+/// by its text alone, without asking a resolver.
+[[nodiscard]] inline bool is_local_host(std::string_view host) noexcept {
+  std::string h(host);
+  for (auto& c : h)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  while (!h.empty() && h.back() == '.')
+    h.pop_back();
+  if (h == "localhost" || (h.size() > 10 && h.substr(h.size() - 10) == ".localhost")) return true;
+  auto ip = sandbox::detail::parse_cidr(h);
+  return ip && is_local_ipv4(ip->addr);
+}
+
+/// The address to connect to for a host whose every address is public, as numeric text; ""
+/// when one of them is local (loopback, private, link-local, … for IPv4; loopback, unique
+/// local, link-local, multicast, unspecified or a local IPv4 mapped, for IPv6).
+/// **Errors:** unavailable (the name does not resolve now).
+[[nodiscard]] inline result<std::string> public_address(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &res); rc != 0)
+    return fail(errc::unavailable, "cannot resolve " + sandbox::detail::quoted_excerpt(host) +
+                                       ": " + ::gai_strerror(rc));
+  std::string first;
+  bool local = false;
+  for (addrinfo* a = res; a && !local; a = a->ai_next) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (a->ai_family == AF_INET) {
+      auto* in = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+      local = is_local_ipv4(ntohl(in->sin_addr.s_addr));
+      ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof text);
+    } else if (a->ai_family == AF_INET6) {
+      const in6_addr& v6 = reinterpret_cast<const sockaddr_in6*>(a->ai_addr)->sin6_addr;
+      std::uint32_t mapped = 0;
+      std::memcpy(&mapped, v6.s6_addr + 12, 4);
+      local = IN6_IS_ADDR_LOOPBACK(&v6) || IN6_IS_ADDR_UNSPECIFIED(&v6) ||
+              IN6_IS_ADDR_LINKLOCAL(&v6) || IN6_IS_ADDR_SITELOCAL(&v6) ||
+              IN6_IS_ADDR_MULTICAST(&v6) || (v6.s6_addr[0] & 0xfe) == 0xfc ||
+              ((IN6_IS_ADDR_V4MAPPED(&v6) || IN6_IS_ADDR_V4COMPAT(&v6)) &&
+               is_local_ipv4(ntohl(mapped)));
+      ::inet_ntop(AF_INET6, &v6, text, sizeof text);
+    }
+    if (first.empty()) first = text;
+  }
+  ::freeaddrinfo(res);
+  return local ? std::string() : first;
 }
 
 /// Credentials for `host` from Docker's config.json (`auths`), if it names them.
@@ -257,19 +309,30 @@ private:
 
   /// Whether this client may speak to `s`: plain http only to loopback or listed hosts;
   /// local hosts not at all for a server unless listed.
-  [[nodiscard]] result<void> may_reach(const site& s, std::string_view what) const {
+  /// For a server, a name is resolved here, refused if any address is local, and pinned to the
+  /// address checked.
+  [[nodiscard]] result<void> may_reach(site& s, std::string_view what) const {
     if (!s.tls && !plain_http(s.host_port()) && !plain_http(s.host))
       return fail(errc::protocol, "image " + image_ + ": " + std::string(what) + " " + s.origin() +
                                       " is plain http to a host that is not loopback (list it in "
                                       "image_options::insecure_registries)");
-    if (o_.public_registries_only && is_local_host(s.host)) {
-      for (const auto& h : o_.local_registries)
-        if (h == s.host_port() || h == s.host) return success();
+    if (!o_.public_registries_only) return success();
+    for (const auto& h : o_.local_registries)
+      if (h == s.host_port() || h == s.host) return success();
+    std::string address;
+    if (!is_local_host(s.host)) {
+      auto resolved = public_address(s.host);
+      if (!resolved)
+        return fail(errc::unavailable,
+                    "image " + image_ + ": " + std::string(what) + " " + resolved.error().message);
+      address = std::move(resolved).value();
+    }
+    if (address.empty())
       return fail(errc::validation, "image " + image_ + ": " + std::string(what) + " " +
                                         s.origin() +
                                         " is a local address, which this server does not pull "
                                         "from (its operator can list it)");
-    }
+    s.pinned = std::move(address);
     return success();
   }
 
@@ -288,6 +351,7 @@ private:
     } else {
       c = std::make_unique<httplib::ClientImpl>(s.host, s.port);
     }
+    if (!s.pinned.empty()) c->set_hostname_addr_map({{s.host, s.pinned}});
     c->set_tcp_nodelay(true);
     c->set_follow_location(false); // redirects are followed here, without credentials
     auto rt = o_.read_timeout.count();
