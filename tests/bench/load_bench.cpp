@@ -11,12 +11,20 @@
 //              process, driven by N cpp-httplib clients with a keep-alive connection each,
 //              N = 1/16/64: GetSandbox, Exec of `true` on one sandbox and across 16, create +
 //              exec + delete cycles, Exec of 1 MiB of stdout           vs  the same, local
+//   gRPC       the same calls as unary gRPC (GetSandbox, Exec, CreateSandbox + Exec +
+//              DeleteSandbox) on the same service, N clients with a connection each (when
+//              built with grpc++)                                      vs  the same over REST
 // It ends with each series' throughput at N over its throughput at 1 (the target: >= 1.0,
 // concurrency never lowers throughput) and sandboxd's exec at 16 connections across 16
 // sandboxes over posix_spawn at 16 threads. Client, server and sandboxes share the machine's
 // cores. Any failed operation (a non-200 answer included) is counted and printed as an error.
-// Usage: load_bench [seconds per measurement]   (default 2: about 2 minutes in all; 1: about 70 s)
+// Usage: load_bench [seconds per measurement]   (default 2: about 3 minutes in all; 1: about 90 s)
 #include "../support/loopback_server.hpp"
+#if SANDBOX_LOAD_BENCH_GRPC
+#include "../support/grpc_client.hpp"
+
+#include <sandbox/server/grpc_server.hpp>
+#endif
 
 #include <sandbox/local.hpp>
 
@@ -286,6 +294,59 @@ std::string rest_cycle(rest_client& c) {
   return err.empty() ? deleted : err;
 }
 
+#if SANDBOX_LOAD_BENCH_GRPC
+/// One gRPC client of the server, with a connection of its own.
+class rpc_load_client {
+public:
+  rpc_load_client(const std::string& target, const std::string& token)
+      : c_(target, "Bearer " + token, true) {}
+
+  std::string get(const std::string& id) {
+    sandbox::http::wire::GetSandboxRequest rq;
+    rq.sandbox_id = id;
+    auto r = c_.unary<sandbox::http::wire::Sandbox>("GetSandbox", rq);
+    return r.ok() ? "" : "GetSandbox: " + r.status.error_message();
+  }
+
+  /// "" if the Exec ended with exit code 0 and at least `min_stdout` bytes of stdout.
+  std::string exec(const std::string& id, std::vector<std::string> command,
+                   std::size_t min_stdout = 0) {
+    sandbox::http::wire::ExecRequest rq;
+    rq.sandbox_id = id;
+    rq.command = std::move(command);
+    auto r = c_.unary<sandbox::http::wire::ExecResponse>("Exec", rq);
+    if (!r.ok()) return "Exec: " + r.status.error_message();
+    if (r.message.exit_code != 0) return "exit code " + std::to_string(r.message.exit_code);
+    if (r.message.stdout_bytes.size() < min_stdout)
+      return "stdout of " + std::to_string(r.message.stdout_bytes.size()) + " bytes";
+    return "";
+  }
+
+  std::string cycle() {
+    namespace wire = sandbox::http::wire;
+    wire::CreateSandboxRequest rq;
+    rq.sandbox.emplace();
+    rq.sandbox->spec.emplace();
+    wire::Container main;
+    main.name = "main";
+    main.image = std::string(sandbox::http::default_image);
+    rq.sandbox->spec->containers = {main};
+    auto made = c_.unary<wire::Sandbox>("CreateSandbox", rq);
+    if (!made.ok()) return "CreateSandbox: " + made.status.error_message();
+    const std::string& id = made.message.sandbox_id;
+    std::string err = exec(id, {"true"});
+    wire::DeleteSandboxRequest del;
+    del.sandbox_id = id;
+    auto deleted = c_.unary<wire::DeleteSandboxResponse>("DeleteSandbox", del);
+    if (err.empty() && !deleted.ok()) err = "DeleteSandbox: " + deleted.status.error_message();
+    return err;
+  }
+
+private:
+  sandbox::testing::rpc_client c_;
+};
+#endif
+
 void print_ratios() {
   std::printf("\nthroughput at N / throughput at 1 (target: >= 1.00, concurrency never lowers "
               "throughput)\n");
@@ -407,11 +468,55 @@ int main(int argc, char** argv) {
              }),
              &local_mib);
 
+#if SANDBOX_LOAD_BENCH_GRPC
+  // ---- the same service over gRPC ----
+  sandbox::grpc_server<sandbox::local_transport> rpc(service.get().service());
+  auto rpc_port = rpc.start("127.0.0.1", 0);
+  if (!rpc_port) die("cannot start the gRPC server: " + rpc_port.error().message);
+  const std::string target = "127.0.0.1:" + std::to_string(rpc_port.value());
+  auto with_rpc = [&](std::function<std::string(rpc_load_client&, int)> op) {
+    return [&target, &token, op = std::move(op)](int t) -> op_fn {
+      auto c = std::make_shared<rpc_load_client>(target, token);
+      return [c, op, t, k = 0]() mutable { return op(*c, t + k++); };
+    };
+  };
+  auto id_at = [&](int i) -> const std::string& {
+    return ids[static_cast<std::size_t>(i % sandboxes_n)];
+  };
+  std::printf("\nsandboxd over gRPC (unary calls), a connection per client thread (x: over the "
+              "same call over REST at the same N)\n");
+  series& rpc_get = start_series("gRPC, GetSandbox");
+  run_series(rpc_get, conn_ns,
+             with_rpc([&](rpc_load_client& c, int) { return c.get(ids[0]); }), &get);
+  series& rpc_exec1 = start_series("gRPC, Exec true, one sandbox");
+  run_series(rpc_exec1, conn_ns,
+             with_rpc([&](rpc_load_client& c, int) { return c.exec(ids[0], {"true"}); }),
+             &rest_exec1);
+  series& rpc_exec16 = start_series("gRPC, Exec true, 16 sandboxes");
+  run_series(rpc_exec16, conn_ns,
+             with_rpc([&](rpc_load_client& c, int i) { return c.exec(id_at(i), {"true"}); }),
+             &rest_exec16);
+  series& rpc_cycles = start_series("gRPC, create + exec true + delete");
+  run_series(rpc_cycles, conn_ns, with_rpc([](rpc_load_client& c, int) { return c.cycle(); }),
+             &rest_cycles);
+  series& rpc_mib = start_series("gRPC, Exec 1 MiB stdout, 16 sandboxes");
+  run_series(rpc_mib, conn_ns, with_rpc([&](rpc_load_client& c, int i) {
+               return c.exec(id_at(i), {"head", "-c", std::to_string(mib), "/dev/zero"}, mib);
+             }),
+             &rest_mib);
+#endif
+
   print_ratios();
   double spawn16 = spawn.at[16].ops_per_s, rest16 = rest_exec16.at[16].ops_per_s;
-  std::printf("\nsandboxd exec true, 16 connections across 16 sandboxes: %.0f ops/s; posix_spawn "
-              "at 16 threads: %.0f ops/s; ratio %.2fx\n",
-              rest16, spawn16, spawn16 > 0 ? rest16 / spawn16 : 0.0);
+  std::printf("\nsandboxd exec true, 16 connections across 16 sandboxes: %.0f ops/s, p99 %.1f ms "
+              "(targets: >= 1000 ops/s, p99 <= 20 ms); posix_spawn at 16 threads: %.0f ops/s, "
+              "p99 %.1f ms; ratio %.2fx\n",
+              rest16, rest_exec16.at[16].p99_ms, spawn16, spawn.at[16].p99_ms,
+              spawn16 > 0 ? rest16 / spawn16 : 0.0);
+#if SANDBOX_LOAD_BENCH_GRPC
+  std::printf("the same over gRPC: %.0f ops/s, p99 %.1f ms\n", rpc_exec16.at[16].ops_per_s,
+              rpc_exec16.at[16].p99_ms);
+#endif
   long errors = 0;
   for (const auto& s : all_series)
     for (const auto& [n, f] : s.at)

@@ -38,12 +38,16 @@ struct rpc_result {
 class rpc_client {
 public:
   /// `target` is HOST:PORT; `auth` the whole authorization value ("" sends none).
-  rpc_client(const std::string& target, std::string auth)
-      : auth_(std::move(auth)), stub_(channel(target)) {}
+  /// `own_connection`: a connection of this client's alone (channels to one target otherwise
+  /// share one).
+  rpc_client(const std::string& target, std::string auth, bool own_connection = false)
+      : auth_(std::move(auth)), stub_(channel(target, own_connection)) {}
 
-  static std::shared_ptr<grpc::Channel> channel(const std::string& target) {
+  static std::shared_ptr<grpc::Channel> channel(const std::string& target,
+                                                bool own_connection = false) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
+    if (own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   }
 
