@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 using namespace std::chrono_literals;
 using sandbox::testing::rpc_client;
@@ -659,4 +660,39 @@ TEST_CASE("gRPC Exec: the server bounds the output a client may ask to keep", "[
   CHECK(r.message.stdout_truncated);
   CHECK(r.message.stdout_bytes_produced == 3000000);
   remove(c, id);
+}
+
+TEST_CASE("gRPC: a call sent as soon as the last one is answered is never refused for want of "
+          "room",
+          "[grpc]") {
+  // Each client has one call at a time, so `threads` clients never need more than `threads`
+  // places; a place freed only after its answer had reached the client was still taken when
+  // the client's next call came.
+  constexpr int clients_n = 16;
+  sandbox::server_options o;
+  o.threads = clients_n;
+  servers s(std::move(o));
+  std::vector<std::thread> clients;
+  std::vector<int> refused(clients_n, 0), failed(clients_n, 0);
+  std::vector<std::string> first(clients_n);
+  for (int t = 0; t < clients_n; ++t)
+    clients.emplace_back([&, t] {
+      auto c = s.client();
+      wire::DeleteSandboxRequest rq; // of nothing: the quickest call that takes a place
+      rq.sandbox_id = "sbx-none" + std::to_string(t);
+      rq.allow_missing = true;
+      for (int i = 0; i < 600; ++i) {
+        auto r = c.unary<wire::DeleteSandboxResponse>("DeleteSandbox", rq);
+        if (r.ok()) continue;
+        ++(r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? refused : failed)[t];
+        if (first[t].empty()) first[t] = r.status.error_message();
+      }
+    });
+  for (auto& c : clients)
+    c.join();
+  for (int t = 0; t < clients_n; ++t) {
+    INFO("client " << t << ": " << first[t]);
+    CHECK(refused[t] == 0);
+    CHECK(failed[t] == 0);
+  }
 }

@@ -217,11 +217,14 @@ private:
         const bool streaming = method_ == method::stream_exec || method_ == method::stream_logs;
         if (auto room = srv_->admit(streaming); !room)
           return finish(room.assume_error(), std::chrono::seconds(1));
+        streaming_ = streaming;
+        holds_slot_ = true;
         refs_.fetch_add(1);
-        srv_->dispatch([this, srv = srv_, streaming] {
+        srv_->dispatch([this, srv = srv_] {
           run();
-          unref(); // may free this call
-          srv->release(streaming);
+          vacate(); // if the method ended without an answer
+          unref();  // may free this call
+          srv->finished();
         });
         return;
       }
@@ -288,6 +291,12 @@ private:
 
     void unref() {
       if (refs_.fetch_sub(1) == 1) delete this;
+    }
+
+    /// Gives the call's admission back once its end is queued: the client may have the answer
+    /// and send its next call before this thread has returned.
+    void vacate() {
+      if (holds_slot_.exchange(false)) srv_->vacate(streaming_);
     }
 
     [[nodiscard]] result<void> authenticate() const {
@@ -458,7 +467,10 @@ private:
           final_ = std::move(*last);
         }
       }
-      if (last) cv_.notify_all(); // a sender waiting for room sends nothing more
+      if (last) {
+        vacate();
+        cv_.notify_all(); // a sender waiting for room sends nothing more
+      }
       flush();
     }
 
@@ -526,6 +538,7 @@ private:
         closing_ = true;
         final_ = std::move(st);
       }
+      vacate();
       cv_.notify_all(); // a sender waiting for room sends nothing more
       flush();
     }
@@ -810,6 +823,8 @@ private:
     method method_ = method::unknown;
     bool started_ = false;      // the first read is done (grpc++ threads only)
     std::atomic<int> refs_{1};  // the reactor's own; +1 while the call's thread runs
+    bool streaming_ = false;    // counted as a stream by admit()
+    std::atomic<bool> holds_slot_{false}; // admitted, its end not yet queued
     grpc::ByteBuffer in_, out_; // the message being read, the one being written
 
     std::mutex m_;
@@ -852,9 +867,15 @@ private:
     return success();
   }
 
-  void release(bool streaming) {
+  /// A call admitted by admit() has queued its end: its place goes to the next call.
+  void vacate(bool streaming) {
     std::lock_guard lk(m_);
     --(streaming ? streams_ : unary_);
+  }
+
+  /// A call admitted by admit() has returned from its thread.
+  void finished() {
+    std::lock_guard lk(m_);
     if (--calls_ == 0) idle_.notify_all();
   }
 
