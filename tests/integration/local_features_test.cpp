@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -517,4 +518,31 @@ TEST_CASE("a forked copy of the client starts sandboxes of its own", "[local][sp
   auto r = box.value().exec({"true"}).result();
   REQUIRE(r);
   CHECK(r.value().returncode == 0);
+}
+
+TEST_CASE("every sandbox has a network namespace of its own", "[local][spawner]") {
+  auto t = std::make_shared<sandbox::local_transport>();
+  char host[64] = {};
+  REQUIRE(readlink("/proc/self/ns/net", host, sizeof host - 1) > 0);
+  std::vector<std::string> seen;
+  std::vector<Box> alive; // all at once: a namespace still in use cannot be handed out again
+  for (int i = 0; i < 6; ++i) {
+    auto box = Box::run({}, t);
+    REQUIRE(box);
+    auto r = box.value().exec({"readlink", "/proc/self/ns/net"}).result();
+    REQUIRE(r);
+    REQUIRE(r.value().returncode == 0);
+    std::string ns = r.value().stdout_text;
+    INFO("sandbox " << i << ": " << ns);
+    CHECK(ns.rfind("net:[", 0) == 0);
+    CHECK(ns != std::string(host) + "\n");
+    CHECK(std::find(seen.begin(), seen.end(), ns) == seen.end());
+    seen.push_back(ns);
+    // Its own loopback, up, and nothing else.
+    auto links = box.value().exec({"cat", "/proc/net/dev"}).result();
+    REQUIRE(links);
+    CHECK(links.value().stdout_text.find("lo:") != std::string::npos);
+    CHECK(std::count(links.value().stdout_text.begin(), links.value().stdout_text.end(), ':') == 1);
+    alive.push_back(std::move(box).value());
+  }
 }
