@@ -339,9 +339,8 @@ int main(int argc, char** argv) {
                 double(pss_after - pss_before) / 1024.0 / idle_n);
   }
 
-  // A supervisor cloned from the caller itself would copy its page tables once per sandbox (8-12
-  // ms at 256 MiB resident); cloned from the spawner, made with the first transport while this
-  // process was small, it costs what it costs above. Show it with 256 MiB resident.
+  // The supervisor is cloned without CLONE_VM, so a large caller pays for copying page tables once
+  // per sandbox (never per exec). Show it with 256 MiB resident.
   std::vector<char> ballast(256u << 20);
   std::memset(ballast.data(), 1, ballast.size());
   auto cold_big = measure(std::max(n / 4, 10), [] {

@@ -7,10 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <dirent.h>
-#include <signal.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -69,35 +66,6 @@ int count_children() {
   }
   closedir(d);
   return n;
-}
-
-/// This process's children named `comm`.
-std::vector<pid_t> children_named(const std::string& comm) {
-  std::vector<pid_t> out;
-  std::string me = std::to_string(getpid());
-  DIR* d = opendir("/proc");
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::string stat = slurp(std::string("/proc/") + e->d_name + "/stat");
-    auto open = stat.find('('), close = stat.rfind(')');
-    if (open == std::string::npos || close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 2));
-    std::string state, ppid;
-    rest >> state >> ppid;
-    if (ppid == me && stat.substr(open + 1, close - open - 1) == comm)
-      out.push_back(std::atoi(e->d_name));
-  }
-  closedir(d);
-  return out;
-}
-
-/// A field of /proc/PID/status in KiB (-1 when missing).
-long status_kib_of(pid_t pid, const char* field) {
-  std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/status"));
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + std::strlen(field));
-  return -1;
 }
 
 /// A tiny root filesystem made of busybox-static: enough for sh, echo, cat, ls.
@@ -436,96 +404,12 @@ TEST_CASE("the log keeps the last 1 MiB with offsets that count every byte; a fl
   CHECK(ended.value().complete); // nothing more after the end
 }
 
-TEST_CASE("a sandbox's init holds none of the memory its client touched since the first "
-          "transport was made",
-          "[local][spawner]") {
-  auto t = std::make_shared<sandbox::local_transport>(); // the spawner runs from here on
-  constexpr std::size_t big = std::size_t{96} << 20;
-  std::vector<char> touched(big, 'x'); // resident in this process
-  auto box = Box::run({}, t);
-  REQUIRE(box);
-  auto inits = children_named("sandbox-init");
-  REQUIRE(!inits.empty());
-  for (pid_t p : inits) {
-    long rss = status_kib_of(p, "VmRSS:");
-    INFO("sandbox-init " << p << " VmRSS " << rss << " KiB");
-    CHECK(rss > 0);
-    CHECK(rss < 32 * 1024); // a copy of this process would share the 96 MiB above
-  }
-  CHECK(touched[big / 2] == 'x');
-  auto r = box.value().exec({"true"}).result();
-  REQUIRE(r);
-  CHECK(r.value().returncode == 0);
-}
-
-TEST_CASE("a spawner killed from outside is replaced, and sandboxes still start",
-          "[local][spawner]") {
-  auto t = std::make_shared<sandbox::local_transport>();
-  auto before = children_named("sandbox-spawn");
-  REQUIRE(before.size() == 1);
-  REQUIRE(kill(before.front(), SIGKILL) == 0);
-  for (int i = 0; i < 2; ++i) {
-    auto box = Box::run({}, t);
-    REQUIRE(box);
-    auto r = box.value().exec({"echo", "ok"}).result();
-    REQUIRE(r);
-    CHECK(r.value().stdout_text == "ok\n");
-  }
-  auto after = children_named("sandbox-spawn");
-  REQUIRE(after.size() == 1);
-  CHECK(after.front() != before.front());
-  CHECK(children_named("sandbox-init").empty()); // each stopped and reaped by this process
-}
-
-TEST_CASE("a sandbox starts with the client's limits as they are now, not as they were when the "
-          "spawner started",
-          "[local][spawner]") {
-  auto t = std::make_shared<sandbox::local_transport>();
-  rlimit old{};
-  REQUIRE(getrlimit(RLIMIT_NOFILE, &old) == 0);
-  rlimit lower = old;
-  lower.rlim_cur = 200;
-  REQUIRE(setrlimit(RLIMIT_NOFILE, &lower) == 0);
-  auto box = Box::run({}, t);
-  REQUIRE(setrlimit(RLIMIT_NOFILE, &old) == 0);
-  REQUIRE(box);
-  auto r = box.value().exec({"sh", "-c", "ulimit -n"}).result();
-  REQUIRE(r);
-  CHECK(r.value().stdout_text == "200\n");
-}
-
-TEST_CASE("a forked copy of the client starts sandboxes of its own", "[local][spawner]") {
-  auto t = std::make_shared<sandbox::local_transport>();
-  REQUIRE(children_named("sandbox-spawn").size() == 1);
-  pid_t child = fork();
-  REQUIRE(child >= 0);
-  if (child == 0) {
-    // The child's sandboxes must be its own children: it reaps them.
-    auto box = Box::run({}, t);
-    if (!box) _exit(2);
-    auto r = box.value().exec({"true"}).result();
-    if (!r || r.value().returncode != 0) _exit(3);
-    if (!box.value().stop()) _exit(4);
-    _exit(children_named("sandbox-spawn").size() == 1 ? 0 : 5);
-  }
-  int st = 0;
-  REQUIRE(waitpid(child, &st, 0) == child);
-  CHECK(WIFEXITED(st));
-  CHECK(WEXITSTATUS(st) == 0);
-  // This process's spawner was left alone.
-  auto box = Box::run({}, t);
-  REQUIRE(box);
-  auto r = box.value().exec({"true"}).result();
-  REQUIRE(r);
-  CHECK(r.value().returncode == 0);
-}
-
-TEST_CASE("every sandbox has a network namespace of its own", "[local][spawner]") {
+TEST_CASE("every sandbox has a network namespace of its own", "[local]") {
   auto t = std::make_shared<sandbox::local_transport>();
   char host[64] = {};
   REQUIRE(readlink("/proc/self/ns/net", host, sizeof host - 1) > 0);
   std::vector<std::string> seen;
-  std::vector<Box> alive; // all at once: a namespace still in use cannot be handed out again
+  std::vector<Box> alive; // all at once: an ended one's namespace could be freed and reused
   for (int i = 0; i < 6; ++i) {
     auto box = Box::run({}, t);
     REQUIRE(box);
@@ -538,7 +422,7 @@ TEST_CASE("every sandbox has a network namespace of its own", "[local][spawner]"
     CHECK(ns != std::string(host) + "\n");
     CHECK(std::find(seen.begin(), seen.end(), ns) == seen.end());
     seen.push_back(ns);
-    // Its own loopback, up, and nothing else.
+    // Its own loopback and no other interface.
     auto links = box.value().exec({"cat", "/proc/net/dev"}).result();
     REQUIRE(links);
     CHECK(links.value().stdout_text.find("lo:") != std::string::npos);

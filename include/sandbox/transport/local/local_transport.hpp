@@ -49,13 +49,8 @@ public:
     image::image_options images;
   };
 
-  /// Sandboxes are cloned from a small copy of this process made now, once per process (see
-  /// spawner.hpp): make the first transport early, before the process grows, and creating a
-  /// sandbox costs the same whatever the process's size later.
-  local_transport() noexcept { local::detail::spawner::instance().start(); }
-  explicit local_transport(options o) noexcept : options_(o) {
-    local::detail::spawner::instance().start();
-  }
+  local_transport() noexcept = default;
+  explicit local_transport(options o) noexcept : options_(o) {}
 
   /// The process-wide instance that `Sandbox::run` uses.
   [[nodiscard]] static std::shared_ptr<local_transport> shared() {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The client's side of one local sandbox: creating it (a supervisor in new namespaces), asking its
+// The client's side of one local sandbox: creating it (clone into new namespaces), asking its
 // supervisor to start or signal commands, following its lifecycle, and stopping it.
 #pragma once
 
@@ -13,7 +13,6 @@
 #include <sandbox/transport/local/detail/hidden_layer.hpp>
 #include <sandbox/transport/local/detail/log_ring.hpp>
 #include <sandbox/transport/local/detail/protocol.hpp>
-#include <sandbox/transport/local/detail/spawner.hpp>
 #include <sandbox/transport/local/detail/supervisor.hpp>
 #include <sandbox/transport/local/detail/userns.hpp>
 
@@ -291,8 +290,6 @@ private:
   // The steps of create, in order.
   [[nodiscard]] result<void> clone_supervisor(const supervisor_setup& setup, bool host_network,
                                               bool user_ns) noexcept;
-  [[nodiscard]] static spawner::spawned clone_here(const supervisor_setup& setup,
-                                                   int flags) noexcept;
   /// `keep_ns`: also opens the supervisor's user and network namespaces (for egress).
   [[nodiscard]] result<void> map_user_ns(bool keep_ns) noexcept;
   [[nodiscard]] result<void> join_cgroup(const Resources& r) noexcept;
@@ -615,9 +612,8 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   return b;
 }
 
-/// Clones the supervisor (PID 1 of the new namespaces) with `setup`, through the spawner
-/// (spawner.hpp) or, when none can be used, straight from this process; on success the box
-/// holds its pid, pidfd and control socket.
+/// Clones the supervisor (PID 1 of the new namespaces) with `setup`; on success the box holds
+/// its pid, pidfd and control socket.
 inline result<void> box::clone_supervisor(const supervisor_setup& setup_in, bool host_network,
                                           bool user_ns) noexcept {
   int sv_fds[2];
@@ -626,12 +622,21 @@ inline result<void> box::clone_supervisor(const supervisor_setup& setup_in, bool
   unique_fd mine(sv_fds[0]), theirs(sv_fds[1]);
   supervisor_setup setup = setup_in;
   setup.ctl_fd = theirs.get();
-  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC |
+  // The supervisor's initial stack; it gets its own copy of this memory in the clone.
+  constexpr std::size_t stack_size = 256 * 1024;
+  void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED)
+    return fail(errc::resource_exhausted, "sandbox " + id + ": mmap: " + errno_text(errno));
+  int pidfd = -1;
+  // Exit signal 0: no SIGCHLD, and a caller's waitpid(-1) cannot reap the supervisor.
+  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD |
               (host_network ? 0 : CLONE_NEWNET) | (user_ns ? CLONE_NEWUSER : 0);
-  auto made = spawner::instance().spawn(setup, flags);
-  if (made.unavailable) made = clone_here(setup, flags);
-  if (made.pid < 0) {
-    int err = made.err;
+  pid_t pid =
+      ::clone(sv::supervisor_main, static_cast<char*>(stack) + stack_size, flags, &setup, &pidfd);
+  int err = errno;
+  ::munmap(stack, stack_size);
+  if (pid < 0) {
     if (user_ns && err != EAGAIN && err != ENOMEM)
       return fail(errc::unsupported, "sandbox " + id + ": " + explain_user_ns_refusal(err));
     if (err == EPERM)
@@ -639,36 +644,14 @@ inline result<void> box::clone_supervisor(const supervisor_setup& setup_in, bool
                   "sandbox " + id +
                       ": creating namespaces was refused (EPERM): local sandboxes need root or "
                       "CAP_SYS_ADMIN on this host");
-    return fail(err == EAGAIN || err == ENOMEM || err == ENOSPC || err == EMFILE
-                    ? errc::resource_exhausted
-                    : errc::unsupported,
+    return fail(err == EAGAIN || err == ENOMEM || err == ENOSPC ? errc::resource_exhausted
+                                                                : errc::unsupported,
                 "sandbox " + id + ": clone: " + errno_text(err));
   }
-  pid_ = made.pid;
-  pidfd_ = std::move(made.pidfd);
+  pid_ = pid;
+  pidfd_.reset(pidfd);
   ctl_ = std::move(mine);
   return success();
-}
-
-/// Clones the supervisor as a copy of this process (no spawner could be used).
-inline spawner::spawned box::clone_here(const supervisor_setup& setup, int flags) noexcept {
-  spawner::spawned out;
-  // The supervisor's initial stack; it gets its own copy of this memory in the clone.
-  constexpr std::size_t stack_size = 256 * 1024;
-  void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED) {
-    out.err = errno;
-    return out;
-  }
-  int pidfd = -1;
-  // Exit signal 0: no SIGCHLD, and a caller's waitpid(-1) cannot reap the supervisor.
-  out.pid = ::clone(sv::supervisor_main, static_cast<char*>(stack) + stack_size,
-                    flags | CLONE_PIDFD, const_cast<supervisor_setup*>(&setup), &pidfd);
-  out.err = errno;
-  ::munmap(stack, stack_size);
-  if (out.pid > 0) out.pidfd.reset(pidfd);
-  return out;
 }
 
 /// Maps the supervisor's user namespace; it waits for the byte sent after that.

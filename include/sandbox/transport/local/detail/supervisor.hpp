@@ -3,9 +3,9 @@
 // commands the client asks for, reports their exits on their status sockets, reaps orphans, and
 // tears everything down on stop or when the client goes away.
 //
-// It runs in a child cloned from a copy of the (possibly multi-threaded) client, so it may only
-// use async-signal-safe calls: plain system calls, no allocation, no locks, no stdio. All strings
-// it needs are prepared by the client before the clone.
+// It runs in a child cloned from the (possibly multi-threaded) client, so it may only use
+// async-signal-safe calls: plain system calls, no allocation, no locks, no stdio. All strings it
+// needs are prepared by the client before the clone.
 #pragma once
 
 #include <sandbox/transport/local/detail/hidden.hpp>
@@ -58,9 +58,8 @@ struct memory_area {
   std::uintptr_t begin = 0, end = 0;
 };
 
-/// Everything the supervisor needs, prepared by the client before the clone. The spawner gets
-/// it packed (each pointer member is listed in spawn::for_each_text); cloned straight from the
-/// client, the supervisor sees it in its copy of the client's memory.
+/// Everything the supervisor needs, prepared by the client before the clone (the child sees a
+/// copy of the client's memory, so these pointers stay valid there).
 struct supervisor_setup {
   int ctl_fd = -1;
   const char* hostname = nullptr;
