@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -695,4 +696,33 @@ TEST_CASE("gRPC: a call sent as soon as the last one is answered is never refuse
     CHECK(refused[t] == 0);
     CHECK(failed[t] == 0);
   }
+}
+
+TEST_CASE("gRPC: the pool holds no more threads than the calls it admits", "[grpc]") {
+  // A call that has queued its answer gives its place back before its thread is idle again:
+  // the next call waits for that thread rather than getting a new one, which the pool would
+  // keep for good.
+  sandbox::server_options o;
+  o.threads = 1;
+  servers s(std::move(o));
+  std::vector<std::thread> clients;
+  std::atomic<long> ok{0}, refused{0}, failed{0};
+  for (int t = 0; t < 32; ++t)
+    clients.emplace_back([&, t] {
+      auto c = s.client();
+      wire::DeleteSandboxRequest rq;
+      rq.sandbox_id = "sbx-none" + std::to_string(t);
+      rq.allow_missing = true;
+      for (int i = 0; i < 300; ++i) {
+        auto r = c.unary<wire::DeleteSandboxResponse>("DeleteSandbox", rq);
+        ++(r.ok() ? ok : r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? refused
+                                                                                      : failed);
+      }
+    });
+  for (auto& c : clients)
+    c.join();
+  INFO(ok << " answered, " << refused << " refused");
+  CHECK(ok > 0);
+  CHECK(failed == 0);
+  CHECK(s.grpc.pool_threads() == 1);
 }

@@ -54,8 +54,8 @@ struct tls_identity {
 /// (`authorization: Bearer <token>`, or the token as `x-wandb-api-key`); errors carry the same
 /// google.rpc.Status details (ErrorInfo, RetryInfo) as REST error bodies. A call that may block
 /// keeps a thread of a pool while it runs (at most `server_options::threads` streams and as many
-/// other calls, beyond which a call is refused with RESOURCE_EXHAUSTED); lookups answer on
-/// grpc++'s thread. Not copyable or movable.
+/// other calls, beyond which a call is refused with RESOURCE_EXHAUSTED; the pool holds no more
+/// threads than that); lookups answer on grpc++'s thread. Not copyable or movable.
 ///
 ///     auto svc = std::make_shared<sandbox::serve::service<sandbox::local_transport>>(
 ///         sandbox::local_transport::shared(), sandbox::server_options{.token = token});
@@ -140,6 +140,12 @@ public:
   }
 
   [[nodiscard]] int port() const noexcept { return port_; }
+
+  /// Threads the pool holds (kept for later calls): at most twice `server_options::threads`.
+  [[nodiscard]] std::size_t pool_threads() noexcept {
+    std::lock_guard lk(m_);
+    return workers_.size();
+  }
 
 private:
   using clock = std::chrono::steady_clock;
@@ -867,10 +873,12 @@ private:
     return success();
   }
 
-  /// A call admitted by admit() has queued its end: its place goes to the next call.
+  /// A call admitted by admit() has queued its end: its place goes to the next call, and its
+  /// thread, soon back in the pool, is counted as one that will take a task (dispatch).
   void vacate(bool streaming) {
     std::lock_guard lk(m_);
     --(streaming ? streams_ : unary_);
+    ++finishing_;
   }
 
   /// A call admitted by admit() has returned from its thread.
@@ -879,13 +887,15 @@ private:
     if (--calls_ == 0) idle_.notify_all();
   }
 
-  /// Runs `task` on a thread of the pool: an idle one, or a new one (a call may block as long as
-  /// its command runs, so none waits for another; admit() bounds how many run at once). Threads
-  /// are kept for the next calls (a thread made per call cost ≈ 0.1 ms of each unary call).
+  /// Runs `task` on a thread of the pool: an idle one, one whose call has queued its answer and
+  /// is about to be idle, or a new one (a call may block as long as its command runs, so none
+  /// waits for another's command; admit() bounds how many run at once, and so how many threads
+  /// there are). Threads are kept for the next calls (a thread made per call cost ≈ 0.1 ms of
+  /// each unary call).
   void dispatch(std::function<void()> task) {
     std::lock_guard lk(m_);
     tasks_.push_back(std::move(task));
-    if (idle_workers_ >= tasks_.size())
+    if (idle_workers_ + finishing_ >= tasks_.size())
       work_.notify_one();
     else
       workers_.emplace_back([this] { work(); });
@@ -901,8 +911,9 @@ private:
       auto task = std::move(tasks_.front());
       tasks_.pop_front();
       lk.unlock();
-      task();
+      task(); // gives its call's place back (vacate) exactly once
       lk.lock();
+      --finishing_;
     }
   }
 
@@ -920,6 +931,7 @@ private:
   std::deque<std::function<void()>> tasks_;
   std::vector<std::thread> workers_;
   std::size_t idle_workers_ = 0;
+  std::size_t finishing_ = 0; // threads whose call has given its place back, not yet idle
 };
 
 } // namespace sandbox
