@@ -486,8 +486,8 @@ int main(int argc, char** argv) {
   std::printf("\nsandboxd over gRPC (unary calls), a connection per client thread (x: over the "
               "same call over REST at the same N)\n");
   series& rpc_get = start_series("gRPC, GetSandbox");
-  run_series(rpc_get, conn_ns,
-             with_rpc([&](rpc_load_client& c, int) { return c.get(ids[0]); }), &get);
+  run_series(rpc_get, conn_ns, with_rpc([&](rpc_load_client& c, int) { return c.get(ids[0]); }),
+             &get);
   series& rpc_exec1 = start_series("gRPC, Exec true, one sandbox");
   run_series(rpc_exec1, conn_ns,
              with_rpc([&](rpc_load_client& c, int) { return c.exec(ids[0], {"true"}); }),

@@ -715,8 +715,9 @@ TEST_CASE("gRPC: the pool holds no more threads than the calls it admits", "[grp
       rq.allow_missing = true;
       for (int i = 0; i < 300; ++i) {
         auto r = c.unary<wire::DeleteSandboxResponse>("DeleteSandbox", rq);
-        ++(r.ok() ? ok : r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? refused
-                                                                                      : failed);
+        ++(r.ok()                                                          ? ok
+           : r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? refused
+                                                                           : failed);
       }
     });
   for (auto& c : clients)

@@ -827,11 +827,11 @@ private:
     grpc::GenericCallbackServerContext* ctx_;
     clock::time_point began_ = clock::now();
     method method_ = method::unknown;
-    bool started_ = false;      // the first read is done (grpc++ threads only)
-    std::atomic<int> refs_{1};  // the reactor's own; +1 while the call's thread runs
-    bool streaming_ = false;    // counted as a stream by admit()
+    bool started_ = false;                // the first read is done (grpc++ threads only)
+    std::atomic<int> refs_{1};            // the reactor's own; +1 while the call's thread runs
+    bool streaming_ = false;              // counted as a stream by admit()
     std::atomic<bool> holds_slot_{false}; // admitted, its end not yet queued
-    grpc::ByteBuffer in_, out_; // the message being read, the one being written
+    grpc::ByteBuffer in_, out_;           // the message being read, the one being written
 
     std::mutex m_;
     std::condition_variable cv_;
