@@ -347,6 +347,17 @@ private:
 };
 #endif
 
+/// Thread t's operation with a `Client` of its own, made (and so connected) on that thread from
+/// `address` and `token`; `op` gets it and thread t's k-th index.
+template <class Client>
+make_op with_own(const std::string& address, const std::string& token,
+                 std::function<std::string(Client&, int)> op) {
+  return [&address, &token, op = std::move(op)](int t) -> op_fn {
+    auto c = std::make_shared<Client>(address, token);
+    return [c, op, t, k = 0]() mutable { return op(*c, t + k++); };
+  };
+}
+
 void print_ratios() {
   std::printf("\nthroughput at N / throughput at 1 (target: >= 1.00, concurrency never lowers "
               "throughput)\n");
@@ -435,12 +446,12 @@ int main(int argc, char** argv) {
   std::vector<std::string> ids;
   for (auto& b : remote)
     ids.push_back(b.id());
-  // Each thread's client connects on that thread; `op` gets it and thread t's k-th index.
   auto with_client = [&](std::function<std::string(rest_client&, int)> op) {
-    return [&url, &token, op = std::move(op)](int t) -> op_fn {
-      auto c = std::make_shared<rest_client>(url, token);
-      return [c, op, t, k = 0]() mutable { return op(*c, t + k++); };
-    };
+    return with_own<rest_client>(url, token, std::move(op));
+  };
+  // Operation i of the spread series goes to sandbox i % 16.
+  auto id_at = [&](int i) -> const std::string& {
+    return ids[static_cast<std::size_t>(i % sandboxes_n)];
   };
   std::printf("\nsandboxd on loopback, one keep-alive connection per client thread (x: over the "
               "same operation on the local transport at the same N)\n");
@@ -453,9 +464,8 @@ int main(int argc, char** argv) {
              with_client([&](rest_client& c, int) { return c.exec(ids[0], exec_true_body); }),
              local_exec[0]);
   series& rest_exec16 = start_series("sandboxd, exec true, 16 sandboxes");
-  run_series(rest_exec16, conn_ns, with_client([&](rest_client& c, int i) {
-               return c.exec(ids[static_cast<std::size_t>(i % sandboxes_n)], exec_true_body);
-             }),
+  run_series(rest_exec16, conn_ns,
+             with_client([&](rest_client& c, int i) { return c.exec(id_at(i), exec_true_body); }),
              local_exec[1]);
   series& rest_cycles = start_series("sandboxd, create + exec true + delete");
   run_series(rest_cycles, conn_ns, with_client([](rest_client& c, int) { return rest_cycle(c); }),
@@ -463,8 +473,7 @@ int main(int argc, char** argv) {
   series& rest_mib = start_series("sandboxd, exec 1 MiB stdout, 16 sandboxes");
   run_series(rest_mib, conn_ns, with_client([&](rest_client& c, int i) {
                // base64 of 1 MiB: at least 4/3 MiB of body
-               return c.exec(ids[static_cast<std::size_t>(i % sandboxes_n)], exec_mib_body,
-                             mib * 4 / 3);
+               return c.exec(id_at(i), exec_mib_body, mib * 4 / 3);
              }),
              &local_mib);
 
@@ -475,13 +484,7 @@ int main(int argc, char** argv) {
   if (!rpc_port) die("cannot start the gRPC server: " + rpc_port.error().message);
   const std::string target = "127.0.0.1:" + std::to_string(rpc_port.value());
   auto with_rpc = [&](std::function<std::string(rpc_load_client&, int)> op) {
-    return [&target, &token, op = std::move(op)](int t) -> op_fn {
-      auto c = std::make_shared<rpc_load_client>(target, token);
-      return [c, op, t, k = 0]() mutable { return op(*c, t + k++); };
-    };
-  };
-  auto id_at = [&](int i) -> const std::string& {
-    return ids[static_cast<std::size_t>(i % sandboxes_n)];
+    return with_own<rpc_load_client>(target, token, std::move(op));
   };
   std::printf("\nsandboxd over gRPC (unary calls), a connection per client thread (x: over the "
               "same call over REST at the same N)\n");

@@ -9,7 +9,6 @@
 
 #include <catch2/catch.hpp>
 
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -663,6 +662,43 @@ TEST_CASE("gRPC Exec: the server bounds the output a client may ask to keep", "[
   remove(c, id);
 }
 
+namespace {
+
+/// What one client of delete_flood saw.
+struct flood_outcome {
+  long ok = 0, refused = 0, failed = 0; ///< refused: RESOURCE_EXHAUSTED
+  std::string first;                    ///< the first error's message
+};
+
+/// `clients` clients, each sending `calls` DeleteSandbox of a missing sandbox back to back (the
+/// quickest call that takes a place among `server_options::threads`).
+std::vector<flood_outcome> delete_flood(const servers& s, int clients, int calls) {
+  std::vector<flood_outcome> out(static_cast<std::size_t>(clients));
+  std::vector<std::thread> ts;
+  for (int t = 0; t < clients; ++t)
+    ts.emplace_back([&, t] {
+      auto c = s.client();
+      wire::DeleteSandboxRequest rq;
+      rq.sandbox_id = "sbx-none" + std::to_string(t);
+      rq.allow_missing = true;
+      auto& o = out[static_cast<std::size_t>(t)];
+      for (int i = 0; i < calls; ++i) {
+        auto r = c.unary<wire::DeleteSandboxResponse>("DeleteSandbox", rq);
+        if (r.ok()) {
+          ++o.ok;
+          continue;
+        }
+        ++(r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? o.refused : o.failed);
+        if (o.first.empty()) o.first = r.status.error_message();
+      }
+    });
+  for (auto& t : ts)
+    t.join();
+  return out;
+}
+
+} // namespace
+
 TEST_CASE("gRPC: a call sent as soon as the last one is answered is never refused for want of "
           "room",
           "[grpc]") {
@@ -673,28 +709,11 @@ TEST_CASE("gRPC: a call sent as soon as the last one is answered is never refuse
   sandbox::server_options o;
   o.threads = clients_n;
   servers s(std::move(o));
-  std::vector<std::thread> clients;
-  std::vector<int> refused(clients_n, 0), failed(clients_n, 0);
-  std::vector<std::string> first(clients_n);
-  for (int t = 0; t < clients_n; ++t)
-    clients.emplace_back([&, t] {
-      auto c = s.client();
-      wire::DeleteSandboxRequest rq; // of nothing: the quickest call that takes a place
-      rq.sandbox_id = "sbx-none" + std::to_string(t);
-      rq.allow_missing = true;
-      for (int i = 0; i < 600; ++i) {
-        auto r = c.unary<wire::DeleteSandboxResponse>("DeleteSandbox", rq);
-        if (r.ok()) continue;
-        ++(r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? refused : failed)[t];
-        if (first[t].empty()) first[t] = r.status.error_message();
-      }
-    });
-  for (auto& c : clients)
-    c.join();
-  for (int t = 0; t < clients_n; ++t) {
-    INFO("client " << t << ": " << first[t]);
-    CHECK(refused[t] == 0);
-    CHECK(failed[t] == 0);
+  auto seen = delete_flood(s, clients_n, 600);
+  for (std::size_t t = 0; t < seen.size(); ++t) {
+    INFO("client " << t << ": " << seen[t].first);
+    CHECK(seen[t].refused == 0);
+    CHECK(seen[t].failed == 0);
   }
 }
 
@@ -705,23 +724,12 @@ TEST_CASE("gRPC: the pool holds no more threads than the calls it admits", "[grp
   sandbox::server_options o;
   o.threads = 1;
   servers s(std::move(o));
-  std::vector<std::thread> clients;
-  std::atomic<long> ok{0}, refused{0}, failed{0};
-  for (int t = 0; t < 32; ++t)
-    clients.emplace_back([&, t] {
-      auto c = s.client();
-      wire::DeleteSandboxRequest rq;
-      rq.sandbox_id = "sbx-none" + std::to_string(t);
-      rq.allow_missing = true;
-      for (int i = 0; i < 300; ++i) {
-        auto r = c.unary<wire::DeleteSandboxResponse>("DeleteSandbox", rq);
-        ++(r.ok()                                                          ? ok
-           : r.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ? refused
-                                                                           : failed);
-      }
-    });
-  for (auto& c : clients)
-    c.join();
+  long ok = 0, refused = 0, failed = 0;
+  for (const auto& c : delete_flood(s, 32, 300)) {
+    ok += c.ok;
+    refused += c.refused;
+    failed += c.failed;
+  }
   INFO(ok << " answered, " << refused << " refused");
   CHECK(ok > 0);
   CHECK(failed == 0);

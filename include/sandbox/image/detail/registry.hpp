@@ -134,7 +134,7 @@ struct site {
   return std::pair{std::move(s), std::move(path)};
 }
 
-/// `localhost`, or an IPv4 literal in a loopback, private, link-local, shared or reserved range.
+/// An IPv4 address (host order) in a loopback, private, link-local, shared or reserved range.
 [[nodiscard]] inline bool is_local_ipv4(std::uint32_t addr) noexcept {
   for (const char* r : sandbox::detail::special_ranges)
     if (sandbox::detail::parse_cidr(r)->contains(addr)) return true;
