@@ -9,6 +9,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -734,4 +735,46 @@ TEST_CASE("gRPC: the pool holds no more threads than the calls it admits", "[grp
   CHECK(ok > 0);
   CHECK(failed == 0);
   CHECK(s.grpc.pool_threads() == 1);
+}
+
+TEST_CASE("gRPC: a pool still growing holds no more threads than its bound", "[grpc]") {
+  // Fresh servers, each hit at once by quick unary calls and streams (one place each): a thread
+  // just made, not yet running, must count as the one that takes its task, or a thread that
+  // turned idle meanwhile takes it and the next call makes yet another.
+  sandbox::server_options o;
+  o.threads = 1;
+  servers s(std::move(o));
+  std::size_t worst = 0;
+  for (int round = 0; round < 200; ++round) {
+    sandbox::grpc_server<sandbox::local_transport> g(s.rest.get().service());
+    auto port = g.start("127.0.0.1", 0);
+    REQUIRE(port);
+    const std::string target = "127.0.0.1:" + std::to_string(port.value());
+    std::vector<std::thread> clients;
+    for (int t = 0; t < 6; ++t)
+      clients.emplace_back([&, t] {
+        rpc_client c(target, "Bearer " + s.rest.token(), true);
+        for (int i = 0; i < 15; ++i) {
+          if (t % 2 == 0) {
+            wire::DeleteSandboxRequest rq;
+            rq.sandbox_id = "sbx-none";
+            rq.allow_missing = true;
+            (void)c.unary<wire::DeleteSandboxResponse>("DeleteSandbox", rq);
+          } else {
+            rpc_client::stream st(c, std::nullopt, "StreamLogs");
+            wire::StreamLogsRequest rq;
+            rq.sandbox_id = "sbx-none";
+            st.write(rq);
+            st.writes_done();
+            while (st.read<wire::LogEntry>()) {
+            }
+            (void)st.finish();
+          }
+        }
+      });
+    for (auto& c : clients)
+      c.join();
+    worst = std::max(worst, g.pool_threads());
+  }
+  CHECK(worst <= 2); // one unary call and one stream at a time
 }

@@ -895,16 +895,20 @@ private:
   void dispatch(std::function<void()> task) {
     std::lock_guard lk(m_);
     tasks_.push_back(std::move(task));
-    if (idle_workers_ + finishing_ >= tasks_.size())
+    if (idle_workers_ + finishing_ >= tasks_.size()) {
       work_.notify_one();
-    else
+    } else {
+      // Counted from its making, not from its first run: until then a thread of the pool that
+      // turned idle could take this task, and a next one would make yet another thread.
+      ++idle_workers_;
       workers_.emplace_back([this] { work(); });
+    }
   }
 
+  /// A thread of the pool; counted idle (by dispatch) when it starts.
   void work() {
     std::unique_lock lk(m_);
     for (;;) {
-      ++idle_workers_;
       work_.wait(lk, [&] { return !tasks_.empty() || stopping_; });
       --idle_workers_;
       if (tasks_.empty()) return; // stopping, and every call has ended
@@ -914,6 +918,7 @@ private:
       task(); // gives its call's place back (vacate) exactly once
       lk.lock();
       --finishing_;
+      ++idle_workers_;
     }
   }
 
