@@ -15,6 +15,11 @@
 #include <string>
 #include <string_view>
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define SANDBOX_BASE64_AVX2 1
+#endif
+
 namespace sandbox::http {
 
 namespace detail::b64 {
@@ -67,6 +72,89 @@ inline void put_pair(char* out, std::uint16_t pair) noexcept {
   out[1] = static_cast<char>(pair >> 8);
 }
 
+#ifdef SANDBOX_BASE64_AVX2
+/// Whether this CPU runs the AVX2 loops below (the library is built for baseline x86-64, so
+/// they are chosen at run time). They handle the bulk of a value, 24 bytes per step, several
+/// times faster than the table loops, which take what is left.
+inline bool avx2() noexcept {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+
+/// Encodes 24 bytes per step while 28 can be read (each half loads 16 of which it uses 12);
+/// returns how many bytes it encoded into `o` (4 characters for each 3).
+__attribute__((target("avx2"))) inline std::size_t encode_avx2(const unsigned char* in,
+                                                               std::size_t n, char* o) noexcept {
+  // Per 128-bit lane, 12 bytes as four groups [a b c] spread to dwords (b a c b), then the four
+  // 6-bit indices of each group cut out with two multiplies (Mula's method).
+  const __m256i spread = _mm256_setr_epi8(1, 0, 2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10, 1, 0,
+                                          2, 1, 4, 3, 5, 4, 7, 6, 8, 7, 10, 9, 11, 10);
+  // Index to character: the offset to add, by range (a-z, 0-9, '+', '/', A-Z).
+  const __m256i offsets =
+      _mm256_setr_epi8(71, -4, -4, -4, -4, -4, -4, -4, -4, -4, -4, -19, -16, 65, 0, 0, 71, -4, -4,
+                       -4, -4, -4, -4, -4, -4, -4, -4, -19, -16, 65, 0, 0);
+  std::size_t i = 0;
+  for (; i + 28 <= n; i += 24, o += 32) {
+    const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i));
+    const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i + 12));
+    __m256i v = _mm256_shuffle_epi8(_mm256_set_m128i(hi, lo), spread);
+    const __m256i t0 = _mm256_mulhi_epu16(_mm256_and_si256(v, _mm256_set1_epi32(0x0fc0fc00)),
+                                          _mm256_set1_epi32(0x04000040));
+    const __m256i t1 = _mm256_mullo_epi16(_mm256_and_si256(v, _mm256_set1_epi32(0x003f03f0)),
+                                          _mm256_set1_epi32(0x01000010));
+    const __m256i idx = _mm256_or_si256(t0, t1);
+    __m256i range = _mm256_subs_epu8(idx, _mm256_set1_epi8(51)); // 0, or 1-12 for 52-63
+    const __m256i upper = _mm256_cmpgt_epi8(_mm256_set1_epi8(26), idx);
+    range = _mm256_or_si256(range, _mm256_and_si256(upper, _mm256_set1_epi8(13)));
+    v = _mm256_add_epi8(idx, _mm256_shuffle_epi8(offsets, range));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), v);
+  }
+  return i;
+}
+
+/// Decodes 32 characters of the standard alphabet per step while 32 can be read and 32 bytes
+/// written (each step stores 24 and 8 that the next overwrites); stops before a step holding
+/// anything else (the URL-safe alphabet, a stray byte), which the table loops then decode or
+/// report. Returns how many characters it decoded into `o` (3 bytes for each 4).
+__attribute__((target("avx2"))) inline std::size_t
+decode_avx2(const unsigned char* in, std::size_t n, unsigned char* o, std::size_t room) noexcept {
+  // Validity by nibbles (Mula and Lemire): a character is valid when the bits its low nibble
+  // selects in lo and its high nibble in hi have none in common.
+  const __m256i lut_lo = _mm256_setr_epi8(
+      0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1A, 0x1B, 0x1B, 0x1B,
+      0x1A, 0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1A, 0x1B, 0x1B,
+      0x1B, 0x1A);
+  const __m256i lut_hi = _mm256_setr_epi8(
+      0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
+      0x10, 0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10,
+      0x10, 0x10);
+  // Character to 6-bit value: the offset to add, by high nibble ('/' apart).
+  const __m256i lut_roll = _mm256_setr_epi8(0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0, 0, 0,
+                                            0, 0, 0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0,
+                                            0, 0, 0, 0);
+  const __m256i mask_2f = _mm256_set1_epi8(0x2f);
+  const __m256i pack = _mm256_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1,
+                                        2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1);
+  std::size_t i = 0, w = 0;
+  for (; i + 32 <= n && w + 32 <= room; i += 32, w += 24) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + i));
+    const __m256i hi_nibbles = _mm256_and_si256(_mm256_srli_epi32(v, 4), mask_2f);
+    const __m256i hi = _mm256_shuffle_epi8(lut_hi, hi_nibbles);
+    const __m256i lo = _mm256_shuffle_epi8(lut_lo, _mm256_and_si256(v, mask_2f));
+    if (!_mm256_testz_si256(lo, hi)) break;
+    const __m256i slash = _mm256_cmpeq_epi8(v, mask_2f);
+    v = _mm256_add_epi8(v, _mm256_shuffle_epi8(lut_roll, _mm256_add_epi8(slash, hi_nibbles)));
+    // Four 6-bit values to 24 bits per dword, then the three bytes of each packed together.
+    v = _mm256_maddubs_epi16(v, _mm256_set1_epi32(0x01400140));
+    v = _mm256_madd_epi16(v, _mm256_set1_epi32(0x00011000));
+    v = _mm256_shuffle_epi8(v, pack);
+    v = _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + w), v);
+  }
+  return i;
+}
+#endif
+
 } // namespace detail::b64
 
 /// Length of the padded standard encoding of `n` bytes.
@@ -84,6 +172,12 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
   out.resize(start + base64_encoded_size(n));
   char* o = out.data() + start;
   std::size_t i = 0;
+#ifdef SANDBOX_BASE64_AVX2
+  if (n >= 64 && avx2()) {
+    i = encode_avx2(in, n, o);
+    o += i / 3 * 4;
+  }
+#endif
   if constexpr (std::endian::native == std::endian::little) {
     // One unaligned 4-byte load per group (the 4th byte is the next group's), one 4-byte store.
     for (; i + 4 <= n; i += 3, o += 4) {
@@ -181,6 +275,12 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
   auto* o = reinterpret_cast<unsigned char*>(out.data() + start);
   const auto& t = decode_tables;
   std::size_t i = 0;
+#ifdef SANDBOX_BASE64_AVX2
+  if (n >= 64 && avx2()) {
+    i = decode_avx2(in, n, o, size - start);
+    o += i / 4 * 3;
+  }
+#endif
   if constexpr (std::endian::native == std::endian::little) {
     // Two quads per step, checked together, each stored as one 4-byte write; the 4th byte lands
     // on the next group's first byte, which a later store overwrites (another quad follows).
