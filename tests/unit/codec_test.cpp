@@ -5,6 +5,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <cctype>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -255,6 +256,67 @@ TEST_CASE("base64 rejects garbage with a message naming the offset", "[codec][ba
     CHECK_FALSE(base64_decode_into(out, bad));
     CHECK(out == "keep");
   }
+}
+
+namespace {
+/// Base64 the slow way, six bits at a time: what the bulk loops must agree with.
+std::string reference_base64(std::string_view bytes) {
+  static constexpr char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char c : bytes) {
+    acc = (acc << 8) | c;
+    for (bits += 8; bits >= 6; bits -= 6)
+      out += abc[(acc >> (bits - 6)) & 63];
+  }
+  if (bits > 0) out += abc[(acc << (6 - bits)) & 63];
+  while (out.size() % 4 != 0)
+    out += '=';
+  return out;
+}
+} // namespace
+
+TEST_CASE("base64: the bulk loops keep every byte at and around their step boundaries",
+          "[codec][base64]") {
+  // Steps of 24 bytes / 32 characters where the CPU has AVX2, of 6 / 8 otherwise: every length
+  // up to several steps, every byte value, both alphabets, appended after other text.
+  std::uint32_t x = 12345;
+  for (std::size_t n = 0; n < 400; ++n) {
+    std::string s(n, '\0');
+    for (auto& c : s)
+      c = static_cast<char>((x = x * 1103515245 + 12345) >> 16);
+    INFO("length " << n);
+    const std::string enc = base64_encode(s);
+    REQUIRE(enc == reference_base64(s));
+    std::string into = "prefix";
+    base64_encode_into(into, s);
+    CHECK(into == "prefix" + enc);
+    CHECK(base64_decode(enc).value() == s);
+    std::string url = enc;
+    for (auto& c : url)
+      c = c == '+' ? '-' : c == '/' ? '_' : c;
+    CHECK(base64_decode(url).value() == s);
+    std::string out = "ab";
+    REQUIRE(base64_decode_into(out, enc));
+    CHECK(out == "ab" + s);
+  }
+  // Every byte outside both alphabets, at every position of the first steps, is found and
+  // named, and nothing is appended.
+  const std::string good = reference_base64(std::string(150, '\x5a'));
+  for (std::size_t at = 0; at < 160; at += (at < 40 ? 1 : 7))
+    for (int c = 0; c < 256; ++c) {
+      const bool valid = std::isalnum(c) || c == '+' || c == '/' || c == '-' || c == '_';
+      if (valid || c == '=') continue;
+      std::string bad = good;
+      bad[at] = static_cast<char>(c);
+      std::string out = "keep";
+      auto r = base64_decode_into(out, bad);
+      INFO("byte " << c << " at " << at);
+      REQUIRE_FALSE(r);
+      CHECK(r.error().message.find("at offset " + std::to_string(at)) != std::string::npos);
+      CHECK(out == "keep");
+    }
 }
 
 TEST_CASE("json_writer escapes and stays valid UTF-8", "[codec][writer]") {
