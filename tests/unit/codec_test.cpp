@@ -279,6 +279,9 @@ std::string reference_base64(std::string_view bytes) {
 
 TEST_CASE("base64: the bulk loops keep every byte at and around their step boundaries",
           "[codec][base64]") {
+#ifdef SANDBOX_BASE64_AVX2
+  if (!sandbox::http::detail::b64::avx2()) WARN("no AVX2 here: only the table loops are tested");
+#endif
   // Steps of 24 bytes / 32 characters where the CPU has AVX2, of 6 / 8 otherwise: every length
   // up to several steps, every byte value, both alphabets, appended after other text.
   std::uint32_t x = 12345;
@@ -314,7 +317,9 @@ TEST_CASE("base64: the bulk loops keep every byte at and around their step bound
       auto r = base64_decode_into(out, bad);
       INFO("byte " << c << " at " << at);
       REQUIRE_FALSE(r);
-      CHECK(r.error().message.find("at offset " + std::to_string(at)) != std::string::npos);
+      const std::string tail = " at offset " + std::to_string(at);
+      const std::string& m = r.error().message;
+      CHECK((m.size() >= tail.size() && m.compare(m.size() - tail.size(), tail.size(), tail) == 0));
       CHECK(out == "keep");
     }
 }
