@@ -718,6 +718,56 @@ TEST_CASE("gRPC: a call sent as soon as the last one is answered is never refuse
   }
 }
 
+TEST_CASE("gRPC: commands that run long cannot lock out the other calls", "[grpc]") {
+  // Exec lasts as long as its command, as StreamExec does: it takes a place among those calls,
+  // not among creates and lookups (grpc_transport sends a command with nothing to stream as
+  // Exec).
+  sandbox::server_options o;
+  o.threads = 1;
+  servers s(std::move(o));
+  auto c = s.client();
+  const std::string id = create(c);
+  // Deletes the sandbox (which ends the command) and waits for the Exec, however the test ends.
+  struct running {
+    rpc_client& c;
+    const std::string& id;
+    std::thread exec;
+    ~running() {
+      wire::DeleteSandboxRequest rq;
+      rq.sandbox_id = id;
+      (void)c.unary<wire::DeleteSandboxResponse>("DeleteSandbox", rq);
+      exec.join();
+    }
+  } long_one{c, id, std::thread([&s, &id] {
+               auto mine = s.client();
+               wire::ExecRequest x;
+               x.sandbox_id = id;
+               x.command = {"sh", "-c", "touch /tmp/started; exec sleep 60"};
+               (void)mine.unary<wire::ExecResponse>("Exec", x);
+             })};
+  // Seen running through ReadFile, one of the other calls.
+  wire::ReadFileRequest rf;
+  rf.sandbox_id = id;
+  rf.path = "/tmp/started";
+  bool started = false;
+  for (int i = 0; i < 200 && !started; ++i) {
+    auto r = c.unary<wire::ReadFileResponse>("ReadFile", rf);
+    INFO(r.status.error_message());
+    REQUIRE(r.status.error_code() != grpc::StatusCode::RESOURCE_EXHAUSTED);
+    started = r.ok();
+    if (!started) std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(started);
+  const std::string other = create(c); // answered while the command runs
+  wire::ExecRequest x;
+  x.sandbox_id = other;
+  x.command = {"true"};
+  auto second = c.unary<wire::ExecResponse>("Exec", x); // the one place is taken
+  INFO(second.status.error_message());
+  CHECK(second.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED);
+  remove(c, other);
+}
+
 TEST_CASE("gRPC: the pool holds no more threads than the calls it admits", "[grpc]") {
   // A call that has queued its answer gives its place back before its thread is idle again:
   // the next call waits for that thread rather than getting a new one, which the pool would

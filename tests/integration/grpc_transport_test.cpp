@@ -248,6 +248,107 @@ TEST_CASE("gRPC: a server that goes away mid-stream is a typed error, not a hang
   INFO(r.error().message);
 }
 
+namespace {
+
+/// Whether `path` exists in the sandbox within 10 s.
+bool appears(grpc_env::box& box, const std::string& path) {
+  for (int i = 0; i < 100; ++i) {
+    if (box.read_file(path)) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
+} // namespace
+
+TEST_CASE("gRPC: a command with nothing to stream (one Exec call) keeps every byte, its caps "
+          "and its exit code",
+          "[grpc]") {
+  // No stdin, terminal, callbacks or timeout: one unary Exec carries the command.
+  auto box = keep_alive<grpc_env>();
+  std::string data((1u << 20) + 3, '\0'); // every byte value, repeating every 251 bytes
+  for (std::size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<char>((i % 251) * 97 % 256);
+  REQUIRE(box.write_file("/tmp/bin", data));
+
+  auto r = box.exec({"sh", "-c", "cat /tmp/bin; cat /tmp/bin >&2; exit 3"}).result(60s);
+  REQUIRE(r);
+  const auto& x = r.value();
+  CHECK(x.returncode == 3);
+  CHECK(x.command ==
+        std::vector<std::string>{"sh", "-c", "cat /tmp/bin; cat /tmp/bin >&2; exit 3"});
+  CHECK((x.stdout_text == data));
+  CHECK((x.stderr_text == data));
+  CHECK(x.stdout_bytes_produced == data.size());
+  CHECK(x.stderr_bytes_produced == data.size());
+  CHECK_FALSE(x.stdout_truncated);
+  CHECK_FALSE(x.stderr_truncated);
+
+  // The cap travels with the call: the exact prefix is kept, the rest counted.
+  for (std::size_t cap : {std::size_t{1}, std::size_t{4095}, std::size_t{4096}, data.size() - 1}) {
+    INFO("cap = " << cap);
+    auto c = box.exec({"cat", "/tmp/bin"}, {.max_output_bytes = cap}).result(60s);
+    REQUIRE(c);
+    CHECK((c.value().stdout_text == std::string_view(data).substr(0, cap)));
+    CHECK(c.value().stdout_truncated);
+    CHECK(c.value().stdout_bytes_produced == data.size());
+  }
+  // A cap beyond what one answer may hold goes through StreamExec, with the same result.
+  auto u =
+      box.exec({"cat", "/tmp/bin"}, {.max_output_bytes = sandbox::unlimited_output}).result(60s);
+  REQUIRE(u);
+  CHECK((u.value().stdout_text == data));
+  CHECK_FALSE(u.value().stdout_truncated);
+
+  auto e = box.exec({"sh", "-c", "pwd; echo \"$X\""}, {.cwd = "/tmp", .env = {{"X", "y z"}}})
+               .result(30s);
+  REQUIRE(e);
+  CHECK(e.value().stdout_text == "/tmp\ny z\n");
+
+  auto checked = box.exec({"false"}, {.check = true}).result(30s);
+  REQUIRE_FALSE(checked);
+  CHECK(checked.error().is(errc::execution));
+}
+
+TEST_CASE("gRPC: a command with nothing to stream is waited for in slices and killed", "[grpc]") {
+  auto box = keep_alive<grpc_env>();
+  auto slow = box.exec({"sh", "-c", "sleep 1; echo done"});
+  auto early = slow.try_result(10ms);
+  REQUIRE_FALSE(early);
+  CHECK(early.error().is(errc::timeout)); // still running: wait again
+  CHECK_FALSE(slow.poll());
+  auto later = slow.result(30s);
+  REQUIRE(later);
+  CHECK(later.value().stdout_text == "done\n");
+  CHECK(slow.poll() == 0);
+
+  auto p = box.exec({"sh", "-c", "touch /tmp/k; exec sleep 77"});
+  REQUIRE(appears(box, "/tmp/k"));
+  REQUIRE(p.kill());
+  auto r = p.result(30s);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::not_running));
+  CHECK(ends_without(box, "sleep"));
+  CHECK(p.kill()); // an ended command: nothing to do
+}
+
+TEST_CASE("gRPC: a server that goes away during a command with nothing to stream is a typed "
+          "error, not a hang",
+          "[grpc]") {
+  auto own = std::make_unique<servers>();
+  auto t = own->client();
+  auto made = grpc_env::box::run({}, t);
+  REQUIRE(made);
+  auto& box = made.value();
+  auto p = box.exec({"sh", "-c", "touch /tmp/s; exec sleep 60"});
+  REQUIRE(appears(box, "/tmp/s"));
+  own->grpc.stop();
+  auto r = p.result(30s);
+  REQUIRE_FALSE(r);
+  INFO(r.error().message);
+  CHECK((r.error().is(errc::unavailable) || r.error().is(errc::not_running)));
+}
+
 TEST_CASE("gRPC: the main process's log, read and followed through StreamLogs", "[grpc][logs]") {
   auto made = grpc_env::box::run({.command = {"sh", "-c",
                                               "echo one; echo two >&2; sleep 0.5; "

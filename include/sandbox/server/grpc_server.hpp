@@ -53,9 +53,10 @@ struct tls_identity {
 /// CWSANDBOX_NOT_IMPLEMENTED, an unknown method UNIMPLEMENTED. Authentication as the REST side
 /// (`authorization: Bearer <token>`, or the token as `x-wandb-api-key`); errors carry the same
 /// google.rpc.Status details (ErrorInfo, RetryInfo) as REST error bodies. A call that may block
-/// keeps a thread of a pool while it runs (at most `server_options::threads` streams and as many
-/// other calls, beyond which a call is refused with RESOURCE_EXHAUSTED; the pool holds no more
-/// threads than that); lookups answer on grpc++'s thread. Not copyable or movable.
+/// keeps a thread of a pool while it runs (at most `server_options::threads` calls that last as
+/// long as a command or a log (Exec, StreamExec, StreamLogs) and as many others, beyond which a
+/// call is refused with RESOURCE_EXHAUSTED; the pool holds no more threads than that); lookups
+/// answer on grpc++'s thread. Not copyable or movable.
 ///
 ///     auto svc = std::make_shared<sandbox::serve::service<sandbox::local_transport>>(
 ///         sandbox::local_transport::shared(), sandbox::server_options{.token = token});
@@ -220,7 +221,8 @@ private:
           return finish(error(errc::validation, "the call ended before its request message"));
         // Lookups answer at once: on grpc++'s thread, saving a hand-off to a thread of ours.
         if (method_ == method::get || method_ == method::list) return run();
-        const bool streaming = method_ == method::stream_exec || method_ == method::stream_logs;
+        const bool streaming = method_ == method::exec || method_ == method::stream_exec ||
+                               method_ == method::stream_logs;
         if (auto room = srv_->admit(streaming); !room)
           return finish(room.assume_error(), std::chrono::seconds(1));
         streaming_ = streaming;
@@ -829,7 +831,7 @@ private:
     method method_ = method::unknown;
     bool started_ = false;                // the first read is done (grpc++ threads only)
     std::atomic<int> refs_{1};            // the reactor's own; +1 while the call's thread runs
-    bool streaming_ = false;              // counted as a stream by admit()
+    bool streaming_ = false;              // counted among the long calls by admit()
     std::atomic<bool> holds_slot_{false}; // admitted, its end not yet queued
     grpc::ByteBuffer in_, out_;           // the message being read, the one being written
 
@@ -856,18 +858,19 @@ private:
     grpc_server* s_;
   };
 
-  /// Counts a call that is to get a thread. Streams (StreamExec, StreamLogs) and the other
-  /// calls each have `server_options::threads`, so that long streams cannot lock out a create.
+  /// Counts a call that is to get a thread. Calls that last as long as a command or a log
+  /// ("streaming": Exec, StreamExec, StreamLogs) and the others each have
+  /// `server_options::threads`, so that long commands cannot lock out a create.
   /// **Errors:** resource_exhausted at the limit, unavailable while stopping.
   [[nodiscard]] result<void> admit(bool streaming) {
     std::lock_guard lk(m_);
     if (stopping_) return fail(errc::unavailable, "the server is shutting down");
     std::size_t& n = streaming ? streams_ : unary_;
     if (n >= std::max<std::size_t>(o_.threads, 1))
-      return fail(errc::resource_exhausted, "this server runs at most " +
-                                                std::to_string(o_.threads) +
-                                                (streaming ? " streams" : " calls") +
-                                                " at once (server_options::threads); retry later");
+      return fail(errc::resource_exhausted,
+                  "this server runs at most " + std::to_string(o_.threads) +
+                      (streaming ? " commands and log streams" : " other calls") +
+                      " at once (server_options::threads); retry later");
     ++n;
     ++calls_;
     return success();

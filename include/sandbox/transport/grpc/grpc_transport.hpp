@@ -76,8 +76,9 @@ public:
       creds = grpc::InsecureChannelCredentials();
     }
     args_.SetUserAgentPrefix("sandbox-cpp/0.1");
-    args_.SetMaxReceiveMessageSize(
-        static_cast<int>(std::min<std::size_t>(o_.max_response_bytes, INT_MAX)));
+    // Room for a unary Exec's answer at the default output cap; other answers are held to
+    // max_response_bytes in `unary`.
+    args_.SetMaxReceiveMessageSize(static_cast<int>(receive_limit()));
     args_.SetMaxSendMessageSize(-1);
     // A channel of its own connections: one opened anew (see `usable`) must not take over the
     // failed connection of the one it replaces, with its backoff. (So two transports to one
@@ -130,17 +131,39 @@ public:
     return success();
   }
 
-  /// StreamExec: returns once the call is under way (after connecting, when the channel is not
+  /// Exec: returns once the call is under way (after connecting, when the channel is not
   /// connected: attempts under `retry` within `connect_timeout`). `cwd` is done by wrapping argv in
-  /// `/bin/sh -c 'cd <cwd> && exec <argv>'` (the API has no cwd); `timeout` is the call's
-  /// deadline (the server kills the command when it passes); the output cap is kept here (the
-  /// server sends everything), as a local command's. Without `stdin_pipe` (or `tty`) stdin is
-  /// closed at once. Connecting is retried under `retry`; the call itself never is.
+  /// `/bin/sh -c 'cd <cwd> && exec <argv>'` (the API has no cwd). A command with something to
+  /// stream (stdin, a terminal, live output) or a timeout goes through StreamExec: `timeout` is
+  /// the call's deadline (the server kills the command when it passes, and the output so far is
+  /// kept); the output cap is kept here (the server sends everything), as a local command's;
+  /// without `stdin_pipe` (or `tty`) stdin is closed at once. Any other goes through unary Exec
+  /// (one request, one answer), with the cap sent for the server to keep. Connecting is retried
+  /// under `retry`; the call itself never is.
   template <class Retry>
   [[nodiscard]] result<process_type> exec(std::string_view id, std::span<const std::string> argv,
                                           const ExecOptions& o, const Retry& retry,
                                           std::string what) noexcept {
-    http::wire::ExecRequest x = http::exec_request_of(argv, o, 0);
+    const std::uint64_t cap =
+        o.max_output_bytes == 0 ? default_max_output_bytes : o.max_output_bytes;
+    const bool unary_exec = !o.stdin_pipe && !o.tty && !o.on_stdout && !o.on_stderr && !o.timeout &&
+                            cap <= (receive_limit() - answer_slack) / 2;
+    http::wire::ExecRequest x =
+        http::exec_request_of(argv, o, unary_exec ? static_cast<std::int32_t>(cap) : 0);
+    // Only connecting is repeated (an exec call that failed may have started the command), all
+    // of it within connect_timeout.
+    const auto until = sandbox::detail::deadline_after(o_.connect_timeout);
+    auto l = sandbox::detail::with_retry(
+        retry, [&] { return connected(what, until); }, {until}, sandbox::detail::plain_sleep{},
+        [](const error& e) { return e.is(errc::unavailable); });
+    if (!l) return fail(std::move(l).assume_error());
+    std::vector<std::string> command(argv.begin(), argv.end());
+    if (unary_exec) {
+      x.sandbox_id = std::string(id);
+      return process_type(std::make_unique<exec_unary>(l.assume_value().stub, context(std::nullopt),
+                                                       method("Exec"), http::to_protobuf(x)),
+                          std::move(command), std::move(what));
+    }
     http::wire::ExecStreamRequest init;
     auto& i = init.init.emplace();
     i.sandbox_id = std::string(id);
@@ -151,13 +174,6 @@ public:
       i.tty_width = o.tty->cols;
       i.tty_height = o.tty->rows;
     }
-    // Only connecting is repeated (a StreamExec that failed may have started the command), all
-    // of it within connect_timeout.
-    const auto until = sandbox::detail::deadline_after(o_.connect_timeout);
-    auto l = sandbox::detail::with_retry(
-        retry, [&] { return connected(what, until); }, {until}, sandbox::detail::plain_sleep{},
-        [](const error& e) { return e.is(errc::unavailable); });
-    if (!l) return fail(std::move(l).assume_error());
     auto ctx = context(o.timeout);
     // Without stdin, its close follows the init in the same flush, and the call half-closes.
     std::optional<std::string> close;
@@ -169,8 +185,7 @@ public:
     auto s =
         std::make_unique<exec_stream>(l.assume_value().stub, std::move(ctx), method("StreamExec"),
                                       http::to_protobuf(init), std::move(close));
-    process_type p(std::move(s), std::vector<std::string>(argv.begin(), argv.end()), o,
-                   std::move(what));
+    process_type p(std::move(s), std::move(command), o, std::move(what));
     return p;
   }
 
@@ -355,12 +370,28 @@ private:
       std::unique_lock lk(m);
       cv.wait(lk, [&] { return done; });
     }
+    if (status.ok() && out.Length() > o_.max_response_bytes)
+      status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            "an answer of " + std::to_string(out.Length()) +
+                                " bytes, larger than max_response_bytes (" +
+                                std::to_string(o_.max_response_bytes) + ")");
     if (!status.ok()) return fail(error_of(status, what));
     auto v =
         http::from_protobuf<Response>(serve::detail::bytes_of(out), http::decode_mode::lenient);
     if (!v)
       return fail(errc::protocol, what + ": undecodable answer (" + v.assume_error().message + ")");
     return v;
+  }
+
+  /// Room in a unary Exec's answer beyond the two streams' output.
+  static constexpr std::size_t answer_slack = std::size_t{64} << 10;
+
+  /// The largest message the channel takes: max_response_bytes, or a unary Exec's answer at
+  /// the default output cap when that is more; at most what grpc++'s int holds.
+  [[nodiscard]] std::size_t receive_limit() const noexcept {
+    return std::min<std::size_t>(
+        std::max<std::size_t>(o_.max_response_bytes, 2 * default_max_output_bytes + answer_slack),
+        INT_MAX);
   }
 
   remote_options o_;

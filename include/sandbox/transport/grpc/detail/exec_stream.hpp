@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-// A command running over StreamExec, as the client sees it. grpc++'s threads only move messages
-// (a reactor: one read and one write in flight at a time); the caller's thread decodes them,
-// keeps the output (capped as locally), calls on_stdout/on_stderr and feeds stdin, so the
-// callbacks run where `wait`/`poll` are called, as with a local command.
+// A command running over StreamExec (or, with nothing to stream, unary Exec), as the client sees
+// it. grpc++'s threads only move messages (a reactor: one read and one write in flight at a
+// time); the caller's thread decodes them, keeps the output (capped as locally), calls
+// on_stdout/on_stderr and feeds stdin, so the callbacks run where `wait`/`poll` are called, as
+// with a local command.
 #pragma once
 
 #include <sandbox/detail/deadline.hpp>
@@ -29,6 +30,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace sandbox::rpc::detail {
@@ -362,13 +364,75 @@ private:
   bool done_ = false, full_ = false;
 };
 
-/// A command started over StreamExec: the process handle of `grpc_transport`.
+/// One unary Exec call: the request, then one answer when the command has ended. For a command
+/// with nothing to stream (no stdin, terminal, live output or timeout) it costs less than a
+/// StreamExec, whose messages each cross grpc++'s threads.
+class exec_unary {
+public:
+  /// Holds `stub` (and its channel) until the call is over.
+  exec_unary(std::shared_ptr<grpc::GenericStub> stub, std::unique_ptr<grpc::ClientContext> ctx,
+             const std::string& method, std::string request)
+      : stub_(std::move(stub)), ctx_(std::move(ctx)),
+        in_(serve::detail::buffer_of(std::move(request))) {
+    stub_->UnaryCall(ctx_.get(), method, grpc::StubOptions(), &in_, &out_, [this](grpc::Status s) {
+      std::lock_guard lk(m_);
+      status_ = std::move(s);
+      done_ = true;
+      cv_.notify_all(); // under the lock: the handle may free this object once it sees done_
+    });
+  }
+  exec_unary(const exec_unary&) = delete;
+  exec_unary& operator=(const exec_unary&) = delete;
+
+  /// Waits until the call has ended or `until` passes.
+  void wait(std::optional<clock::time_point> until) {
+    std::unique_lock lk(m_);
+    if (until)
+      cv_.wait_until(lk, *until, [&] { return done_; });
+    else
+      cv_.wait(lk, [&] { return done_; });
+  }
+
+  /// The call's status and its answer's bytes, once it has ended (the answer only once).
+  [[nodiscard]] std::optional<std::pair<grpc::Status, std::string>> ended() {
+    std::lock_guard lk(m_);
+    if (!done_) return std::nullopt;
+    std::string bytes = serve::detail::bytes_of(out_);
+    out_.Clear();
+    return std::pair(status_, std::move(bytes));
+  }
+
+  void cancel() { ctx_->TryCancel(); }
+
+  /// Cancels the call and waits for grpc++ to be done with it (before it is freed).
+  void finish() {
+    ctx_->TryCancel();
+    wait(std::nullopt);
+  }
+
+private:
+  std::shared_ptr<grpc::GenericStub> stub_;
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  grpc::ByteBuffer in_, out_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  grpc::Status status_;
+  bool done_ = false;
+};
+
+/// A command started over StreamExec or unary Exec: the process handle of `grpc_transport`.
 class exec_call {
 public:
   exec_call() = default;
   exec_call(exec_call&&) noexcept = default;
   exec_call& operator=(exec_call&&) noexcept = default;
   ~exec_call() = default;
+
+  /// A command over unary Exec (see `exec_unary`); its output cap is the server's.
+  exec_call(std::unique_ptr<exec_unary> u, std::vector<std::string> command, std::string what)
+      : u_(u.release()), what_(std::move(what)) {
+    res_.command = std::move(command);
+  }
 
   exec_call(std::unique_ptr<exec_stream> s, std::vector<std::string> command, const ExecOptions& o,
             std::string what)
@@ -399,24 +463,28 @@ public:
 
   /// Handles what has arrived without blocking; the exit code once the command has ended.
   [[nodiscard]] std::optional<int> poll() noexcept {
-    if (s_ && !done_) drain();
+    if (!moved_from() && !done_) advance();
     if (done_ && !failure_) return res_.returncode;
     return std::nullopt;
   }
 
-  /// StreamExec has no signal: any signal cancels the call, and the server kills the command's
+  /// The API has no signal: any signal cancels the call, and the server kills the command's
   /// process group. `wait` then reports errc::not_running. Killing an ended command does nothing.
   [[nodiscard]] result<void> kill(int /*sig*/) noexcept {
-    if (!s_ || done_) return success();
+    if (moved_from() || done_) return success();
     killed_ = true;
-    s_->cancel();
+    if (s_)
+      s_->cancel();
+    else
+      u_->cancel();
     return success();
   }
 
   /// Writes all of `data` to the command's stdin (in messages of at most 1 MiB), handling its
   /// output meanwhile so that neither side can block the other.
   [[nodiscard]] result<void> write_stdin(std::string_view data) noexcept {
-    if (!s_) return fail(errc::not_running, "no command: this process handle was moved from");
+    if (moved_from())
+      return fail(errc::not_running, "no command: this process handle was moved from");
     if (done_ && !data.empty()) return fail(errc::not_running, what_ + ": the command has ended");
     if (!stdin_open_)
       return fail(errc::validation, what_ + ": stdin is not open (set ExecOptions::stdin_pipe "
@@ -450,7 +518,8 @@ public:
 
   /// Sets the size of the command's terminal (ExecOptions::tty).
   [[nodiscard]] result<void> resize(TerminalSize size) noexcept {
-    if (!s_) return fail(errc::not_running, "no command: this process handle was moved from");
+    if (moved_from())
+      return fail(errc::not_running, "no command: this process handle was moved from");
     if (!tty_)
       return fail(errc::validation, what_ + ": no terminal to resize (set ExecOptions::tty)");
     if (done_) return success();
@@ -463,18 +532,57 @@ public:
 private:
   /// Waits up to `timeout` (forever if unset) for the end; the call's failure, if it failed.
   [[nodiscard]] result<void> wait_ended(std::optional<std::chrono::milliseconds> timeout) noexcept {
-    if (!s_) return fail(errc::not_running, "no command: this process handle was moved from");
+    if (moved_from())
+      return fail(errc::not_running, "no command: this process handle was moved from");
     std::optional<clock::time_point> until;
     if (timeout) until = sandbox::detail::deadline_after(*timeout);
     while (!done_) {
-      drain();
+      advance();
       if (done_) break;
       if (until && clock::now() >= *until)
         return fail(errc::timeout, what_ + ": still running after the wait timed out");
-      s_->wait_event(seen_, until);
+      if (s_)
+        s_->wait_event(seen_, until);
+      else
+        u_->wait(until);
     }
     if (failure_) return fail(*failure_);
     return success();
+  }
+
+  [[nodiscard]] bool moved_from() const noexcept { return !s_ && !u_; }
+
+  /// Handles what has arrived, and the end of the call.
+  void advance() noexcept {
+    if (s_)
+      drain();
+    else
+      settle();
+  }
+
+  /// The end of a unary call, once it has come: the command's result, or the call's failure.
+  void settle() noexcept {
+    auto end = u_->ended();
+    if (!end) return;
+    auto& [st, bytes] = *end;
+    if (st.ok()) { // ended before any kill took effect: killing an ended command does nothing
+      auto x = http::from_protobuf<http::wire::ExecResponse>(bytes, http::decode_mode::lenient);
+      if (!x)
+        return end_with(error(errc::protocol, what_ + ": undecodable Exec answer (" +
+                                                  x.assume_error().message + ")"));
+      res_ = http::result_of(std::move(x).assume_value(), std::move(res_.command));
+      done_ = true;
+    } else if (killed_) {
+      end_with(error(errc::not_running, what_ + ": killed (the call was cancelled; Exec has "
+                                                "no signal)"));
+    } else {
+      error e = error_of(st, what_);
+      // A deadline not ours (this call has none): the call is over, which errc::timeout
+      // ("still running, wait again") would not say.
+      if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
+        e.code = make_error_code(errc::not_running);
+      end_with(std::move(e));
+    }
   }
 
   /// Handles the messages that arrived, and the end of the call.
@@ -544,7 +652,7 @@ private:
   void end_with(error e) noexcept {
     failure_ = std::move(e);
     done_ = true;
-    if (!s_->ended()) s_->cancel();
+    if (s_ && !s_->ended()) s_->cancel();
   }
 
   /// Handles output until at most `most` stdin messages are waiting to be written.
@@ -563,13 +671,15 @@ private:
 
   /// A call is freed only after grpc++ is done with it: cancelled, then waited for.
   struct finisher {
-    void operator()(exec_stream* s) const noexcept {
-      s->finish();
-      delete s;
+    template <class Call>
+    void operator()(Call* c) const noexcept {
+      c->finish();
+      delete c;
     }
   };
 
-  std::unique_ptr<exec_stream, finisher> s_;
+  std::unique_ptr<exec_stream, finisher> s_; // one of the two
+  std::unique_ptr<exec_unary, finisher> u_;
   ExecResult res_;
   std::uint64_t max_output_ = default_max_output_bytes;
   output_callback on_out_, on_err_;
