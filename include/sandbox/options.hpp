@@ -94,7 +94,7 @@ struct ExecOptions {
   std::optional<TerminalSize> tty;
   /// Per stream, the bytes kept in the result; the rest is dropped but counted
   /// (`ExecResult::*_truncated`, `*_bytes_produced`), and `on_stdout`/`on_stderr` still see it.
-  /// 0: the platform default (local: `default_max_output_bytes`; remote: the service's).
+  /// 0: the platform default (local and gRPC: `default_max_output_bytes`; REST: the service's).
   /// `unlimited_output`: no cap.
   std::uint64_t max_output_bytes = 0;
   /// Receive output while the command runs (transports with streaming only). The callbacks must

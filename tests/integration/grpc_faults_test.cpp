@@ -463,6 +463,72 @@ TEST_CASE("gRPC faults: undecodable and incomplete answers are protocol errors",
   }
 }
 
+TEST_CASE("gRPC faults: a command with nothing to stream, sent as one Exec call",
+          "[grpc][faults]") {
+  scripted_service svc;
+  auto t = svc.client();
+  auto on_exec = [&](answer a) {
+    svc.on([a](const std::string& method, int) {
+      return method == "Exec" ? a : answer{{}, false, {running_sandbox()}};
+    });
+  };
+  sandbox::ExecOptions x;
+  x.max_output_bytes = 4; // a cap both streams fit one answer with
+
+  SECTION("more output than asked for is cut to the cap, and counted") {
+    wire::ExecResponse r;
+    r.stdout_bytes = "0123456789";
+    r.stderr_bytes = "ab";
+    r.exit_code = 2;
+    on_exec(answer{{}, false, {sandbox::http::to_protobuf(r)}});
+    auto p = t->exec("sbx-1", std::vector<std::string>{"seq", "10"}, x);
+    REQUIRE(p);
+    auto got = p.value().wait(std::nullopt);
+    REQUIRE(got);
+    CHECK(got.value().returncode == 2);
+    CHECK(got.value().stdout_text == "0123");
+    CHECK(got.value().stdout_truncated);
+    CHECK(got.value().stdout_bytes_produced == 10);
+    CHECK(got.value().stderr_text == "ab");
+    CHECK_FALSE(got.value().stderr_truncated);
+    CHECK(got.value().command == std::vector<std::string>{"seq", "10"});
+    CHECK(svc.count("Exec") == 1);
+    CHECK(svc.count("StreamExec") == 0);
+  }
+  SECTION("an undecodable answer is a protocol error") {
+    on_exec(answer{{}, false, {"\xff\xff\xff\xff\x0f\x01"}});
+    auto p = t->exec("sbx-1", std::vector<std::string>{"true"}, x);
+    REQUIRE(p);
+    auto r = p.value().wait(std::nullopt);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is(errc::protocol));
+    CHECK(r.error().message.find("exec true") != std::string::npos);
+  }
+  SECTION("a call that fails once started is an error, and the command is not sent again") {
+    on_exec(answer{{}, false, {}, grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection reset")});
+    auto p = t->exec("sbx-1", std::vector<std::string>{"true"}, x);
+    REQUIRE(p);
+    auto r = p.value().wait(std::nullopt);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is(errc::unavailable));
+    CHECK(r.error().message.find("connection reset") != std::string::npos);
+    CHECK(svc.count("Exec") == 1);
+  }
+  SECTION("a silent server: a wait times out and the command runs on; kill ends it") {
+    on_exec(answer{milliseconds(0), true, {}, grpc::Status::OK});
+    auto p = t->exec("sbx-1", std::vector<std::string>{"sleep", "60"}, x);
+    REQUIRE(p);
+    auto early = p.value().wait(300ms);
+    REQUIRE_FALSE(early);
+    CHECK(early.error().is(errc::timeout));
+    CHECK_FALSE(p.value().poll());
+    REQUIRE(p.value().kill(9));
+    auto r = p.value().wait(std::nullopt);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().is(errc::not_running));
+  }
+}
+
 TEST_CASE("gRPC faults: a log without end is read in parts of at most max_response_bytes",
           "[grpc][faults]") {
   constexpr std::size_t MiB = std::size_t{1} << 20;

@@ -250,6 +250,10 @@ TEST_CASE("gRPC: a server that goes away mid-stream is a typed error, not a hang
 
 namespace {
 
+/// A command's options that make it one unary Exec call: nothing to stream, and a cap (1 MiB
+/// per stream) for which both streams fit one answer (the default cap, 64 MiB, does not).
+constexpr std::uint64_t one_call_cap = std::uint64_t{1} << 20;
+
 /// Whether `path` exists in the sandbox within 10 s.
 bool appears(grpc_env::box& box, const std::string& path) {
   for (int i = 0; i < 100; ++i) {
@@ -264,14 +268,17 @@ bool appears(grpc_env::box& box, const std::string& path) {
 TEST_CASE("gRPC: a command with nothing to stream (one Exec call) keeps every byte, its caps "
           "and its exit code",
           "[grpc]") {
-  // No stdin, terminal, callbacks or timeout: one unary Exec carries the command.
+  // No stdin, terminal, callbacks or timeout, and a cap both streams fit one answer with: one
+  // unary Exec carries the command.
   auto box = keep_alive<grpc_env>();
-  std::string data((1u << 20) + 3, '\0'); // every byte value, repeating every 251 bytes
+  std::string data(one_call_cap - 5, '\0'); // every byte value, repeating every 251 bytes
   for (std::size_t i = 0; i < data.size(); ++i)
     data[i] = static_cast<char>((i % 251) * 97 % 256);
   REQUIRE(box.write_file("/tmp/bin", data));
 
-  auto r = box.exec({"sh", "-c", "cat /tmp/bin; cat /tmp/bin >&2; exit 3"}).result(60s);
+  auto r = box.exec({"sh", "-c", "cat /tmp/bin; cat /tmp/bin >&2; exit 3"},
+                    {.max_output_bytes = one_call_cap})
+               .result(60s);
   REQUIRE(r);
   const auto& x = r.value();
   CHECK(x.returncode == 3);
@@ -293,26 +300,29 @@ TEST_CASE("gRPC: a command with nothing to stream (one Exec call) keeps every by
     CHECK(c.value().stdout_truncated);
     CHECK(c.value().stdout_bytes_produced == data.size());
   }
-  // A cap beyond what one answer may hold goes through StreamExec, with the same result.
-  auto u =
-      box.exec({"cat", "/tmp/bin"}, {.max_output_bytes = sandbox::unlimited_output}).result(60s);
-  REQUIRE(u);
-  CHECK((u.value().stdout_text == data));
-  CHECK_FALSE(u.value().stdout_truncated);
+  // A cap beyond what one answer may hold (the default's included) goes through StreamExec,
+  // with the same result.
+  for (std::uint64_t cap : {std::uint64_t{0}, sandbox::unlimited_output}) {
+    auto u = box.exec({"cat", "/tmp/bin"}, {.max_output_bytes = cap}).result(60s);
+    REQUIRE(u);
+    CHECK((u.value().stdout_text == data));
+    CHECK_FALSE(u.value().stdout_truncated);
+  }
 
-  auto e = box.exec({"sh", "-c", "pwd; echo \"$X\""}, {.cwd = "/tmp", .env = {{"X", "y z"}}})
+  auto e = box.exec({"sh", "-c", "pwd; echo \"$X\""},
+                    {.cwd = "/tmp", .env = {{"X", "y z"}}, .max_output_bytes = one_call_cap})
                .result(30s);
   REQUIRE(e);
   CHECK(e.value().stdout_text == "/tmp\ny z\n");
 
-  auto checked = box.exec({"false"}, {.check = true}).result(30s);
+  auto checked = box.exec({"false"}, {.max_output_bytes = one_call_cap, .check = true}).result(30s);
   REQUIRE_FALSE(checked);
   CHECK(checked.error().is(errc::execution));
 }
 
 TEST_CASE("gRPC: a command with nothing to stream is waited for in slices and killed", "[grpc]") {
   auto box = keep_alive<grpc_env>();
-  auto slow = box.exec({"sh", "-c", "sleep 1; echo done"});
+  auto slow = box.exec({"sh", "-c", "sleep 1; echo done"}, {.max_output_bytes = one_call_cap});
   auto early = slow.try_result(10ms);
   REQUIRE_FALSE(early);
   CHECK(early.error().is(errc::timeout)); // still running: wait again
@@ -322,7 +332,8 @@ TEST_CASE("gRPC: a command with nothing to stream is waited for in slices and ki
   CHECK(later.value().stdout_text == "done\n");
   CHECK(slow.poll() == 0);
 
-  auto p = box.exec({"sh", "-c", "touch /tmp/k; exec sleep 77"});
+  auto p =
+      box.exec({"sh", "-c", "touch /tmp/k; exec sleep 77"}, {.max_output_bytes = one_call_cap});
   REQUIRE(appears(box, "/tmp/k"));
   REQUIRE(p.kill());
   auto r = p.result(30s);
@@ -340,7 +351,8 @@ TEST_CASE("gRPC: a server that goes away during a command with nothing to stream
   auto made = grpc_env::box::run({}, t);
   REQUIRE(made);
   auto& box = made.value();
-  auto p = box.exec({"sh", "-c", "touch /tmp/s; exec sleep 60"});
+  auto p =
+      box.exec({"sh", "-c", "touch /tmp/s; exec sleep 60"}, {.max_output_bytes = one_call_cap});
   REQUIRE(appears(box, "/tmp/s"));
   own->grpc.stop();
   auto r = p.result(30s);

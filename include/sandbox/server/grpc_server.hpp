@@ -46,11 +46,12 @@ struct tls_identity {
 };
 
 /// The v1 SandboxService over gRPC, for every method the service can back: CreateSandbox,
-/// GetSandbox, ListSandboxes, DeleteSandbox, PurgeSandboxes, Exec, StreamExec (live output in
-/// order, stdin, close; the command is killed when the call is cancelled or its deadline passes),
-/// StreamLogs (the main process's output: tail, since, follow, timestamps, resumable by session
-/// and offset), WriteFile, ReadFile. Templates and snapshots are answered UNIMPLEMENTED with reason
-/// CWSANDBOX_NOT_IMPLEMENTED, an unknown method UNIMPLEMENTED. Authentication as the REST side
+/// GetSandbox, ListSandboxes, DeleteSandbox, PurgeSandboxes, Exec and StreamExec (live output in
+/// order, stdin, close; either kills its command when the call is cancelled or its deadline
+/// passes), StreamLogs (the main process's output: tail, since, follow, timestamps, resumable by
+/// session and offset), WriteFile, ReadFile. Templates and snapshots are answered UNIMPLEMENTED
+/// with reason CWSANDBOX_NOT_IMPLEMENTED, an unknown method UNIMPLEMENTED. Authentication as the
+/// REST side
 /// (`authorization: Bearer <token>`, or the token as `x-wandb-api-key`); errors carry the same
 /// google.rpc.Status details (ErrorInfo, RetryInfo) as REST error bodies. A call that may block
 /// keeps a thread of a pool while it runs (at most `server_options::threads` calls that last as

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
 // grpc_transport: sandboxes on the CoreWeave Sandboxes service (or a `sandboxd --grpc-listen`)
 // through the v1 SandboxService over gRPC, as the official clients speak it: the channel that
-// carries remote_transport.hpp's calls, and StreamExec for commands with live output, stdin and
-// a terminal. grpc++'s generic API and the library's protobuf codec: no generated code, no
-// libprotobuf. The only transport header that needs grpc++ (namespace `rpc`: `grpc` is grpc++'s).
+// carries remote_transport.hpp's calls, StreamExec for commands with live output, stdin and a
+// terminal, and unary Exec for those with nothing to stream. grpc++'s generic API and the library's
+// protobuf codec: no generated code, no libprotobuf. The only transport header that needs grpc++
+// (namespace `rpc`: `grpc` is grpc++'s).
 #pragma once
 
 #include <sandbox/concepts.hpp>
@@ -39,7 +40,7 @@ namespace rpc::detail {
 
 /// The gRPC channel: one HTTP/2 connection (h2c for `http://`, TLS for `https://` with the
 /// system's roots or `ca_cert_path`), the credentials as call metadata, unary calls for the
-/// sandbox operations and StreamExec for commands.
+/// sandbox operations, StreamExec or unary Exec for commands (see `exec`).
 class grpc_channel {
 public:
   using process_type = exec_call;
@@ -76,9 +77,8 @@ public:
       creds = grpc::InsecureChannelCredentials();
     }
     args_.SetUserAgentPrefix("sandbox-cpp/0.1");
-    // Room for a unary Exec's answer at the default output cap; other answers are held to
-    // max_response_bytes in `unary`.
-    args_.SetMaxReceiveMessageSize(static_cast<int>(receive_limit()));
+    args_.SetMaxReceiveMessageSize(
+        static_cast<int>(std::min<std::size_t>(o_.max_response_bytes, INT_MAX)));
     args_.SetMaxSendMessageSize(-1);
     // A channel of its own connections: one opened anew (see `usable`) must not take over the
     // failed connection of the one it replaces, with its backoff. (So two transports to one
@@ -147,7 +147,7 @@ public:
     const std::uint64_t cap =
         o.max_output_bytes == 0 ? default_max_output_bytes : o.max_output_bytes;
     const bool unary_exec = !o.stdin_pipe && !o.tty && !o.on_stdout && !o.on_stderr && !o.timeout &&
-                            cap <= (receive_limit() - answer_slack) / 2;
+                            cap <= unary_exec_cap();
     http::wire::ExecRequest x =
         http::exec_request_of(argv, o, unary_exec ? static_cast<std::int32_t>(cap) : 0);
     // Only connecting is repeated (an exec call that failed may have started the command), all
@@ -162,7 +162,7 @@ public:
       x.sandbox_id = std::string(id);
       return process_type(std::make_unique<exec_unary>(l.assume_value().stub, context(std::nullopt),
                                                        method("Exec"), http::to_protobuf(x)),
-                          std::move(command), std::move(what));
+                          std::move(command), cap, std::move(what));
     }
     http::wire::ExecStreamRequest init;
     auto& i = init.init.emplace();
@@ -370,11 +370,6 @@ private:
       std::unique_lock lk(m);
       cv.wait(lk, [&] { return done; });
     }
-    if (status.ok() && out.Length() > o_.max_response_bytes)
-      status = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                            "an answer of " + std::to_string(out.Length()) +
-                                " bytes, larger than max_response_bytes (" +
-                                std::to_string(o_.max_response_bytes) + ")");
     if (!status.ok()) return fail(error_of(status, what));
     auto v =
         http::from_protobuf<Response>(serve::detail::bytes_of(out), http::decode_mode::lenient);
@@ -383,15 +378,19 @@ private:
     return v;
   }
 
+  /// The largest answer a unary call of the hosted service carries (its gRPC message limit,
+  /// 100 MiB, as the official clients state it).
+  static constexpr std::size_t service_message_limit = std::size_t{100} << 20;
   /// Room in a unary Exec's answer beyond the two streams' output.
   static constexpr std::size_t answer_slack = std::size_t{64} << 10;
 
-  /// The largest message the channel takes: max_response_bytes, or a unary Exec's answer at
-  /// the default output cap when that is more; at most what grpc++'s int holds.
-  [[nodiscard]] std::size_t receive_limit() const noexcept {
-    return std::min<std::size_t>(
-        std::max<std::size_t>(o_.max_response_bytes, 2 * default_max_output_bytes + answer_slack),
-        INT_MAX);
+  /// The largest per-stream cap of a command sent as unary Exec: both streams at their cap
+  /// must fit one answer, as this channel (max_response_bytes) and the service take it. Above
+  /// it (the default cap, 64 MiB, included) a command goes through StreamExec, which carries
+  /// any amount.
+  [[nodiscard]] std::uint64_t unary_exec_cap() const noexcept {
+    const std::size_t most = std::min(o_.max_response_bytes, service_message_limit);
+    return most > answer_slack ? (most - answer_slack) / 2 : 0;
   }
 
   remote_options o_;
@@ -413,8 +412,10 @@ private:
 /// commands through StreamExec: `on_stdout`/`on_stderr` as output arrives, stdin
 /// (`ExecOptions::stdin_pipe`, `write_stdin`, `close_stdin`), a terminal (`ExecOptions::tty`,
 /// `resize`), `kill` (cancels the call; the server kills the command), `ExecOptions::timeout`
-/// as the call's deadline, and output caps with truncation flags as locally; the main process's
-/// log through StreamLogs (`basic_sandbox::logs`, `follow_logs`).
+/// as the call's deadline, and output caps with truncation flags as locally (a command with
+/// none of these to stream and a cap that fits one answer goes as unary Exec: see
+/// `grpc_channel::exec`); the main process's log through StreamLogs (`basic_sandbox::logs`,
+/// `follow_logs`).
 template <retry_policy Retry = exponential_backoff<>>
 using basic_grpc_transport = basic_remote_transport<rpc::detail::grpc_channel, Retry>;
 

@@ -12,6 +12,7 @@
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/server/detail/grpc_wire.hpp>
+#include <sandbox/transport/http/mapping.hpp>
 #include <sandbox/transport/http/protobuf.hpp>
 #include <sandbox/transport/http/status.hpp>
 #include <sandbox/transport/http/wire.hpp>
@@ -98,10 +99,16 @@ public:
     bool again = false, drop_read = false, drop_write = false;
     {
       std::lock_guard lk(m_);
+      // The caller is woken for what it acts on: output, the exit, an error, and the end
+      // (OnDone). Each wake-up of its thread costs a switch of a core.
+      bool wake = write_waiters_ > 0;
       if (ok) {
         std::string bytes = serve::detail::bytes_of(in_);
-        inbox_bytes_ += bytes.size();
-        inbox_.push_back(std::move(bytes));
+        if (!just_ready(bytes)) { // nothing the caller uses
+          inbox_bytes_ += bytes.size();
+          inbox_.push_back(std::move(bytes));
+          wake = true;
+        }
         again = inbox_bytes_ < read_ahead && !finishing_;
       } else {
         over_ = true; // the call has ended: no more reads, and writes are pointless
@@ -111,7 +118,7 @@ public:
       // Paused (read ahead enough): the hold stays, for the caller to resume reading.
       if (!ok || finishing_) drop_read = release_read_hold();
       ++events_;
-      cv_.notify_all();
+      if (wake) cv_.notify_all();
     }
     if (again) StartRead(&in_);
     if (drop_read) RemoveHold();
@@ -142,7 +149,7 @@ public:
       if (!writing_ && !half_close && (over_ || finishing_ || write_failed_))
         drop_write = release_write_hold();
       ++events_;
-      cv_.notify_all();
+      if (write_waiters_ > 0) cv_.notify_all();
     }
     if (next && last) {
       StartWriteLast(next, grpc::WriteOptions());
@@ -232,14 +239,18 @@ public:
     return write_failed_ || over_;
   }
 
-  /// Waits until something happened since `seen` (a message, a write, the end) or `until`.
-  void wait_event(std::uint64_t& seen, std::optional<clock::time_point> until) {
+  /// Waits until something happened since `seen` or `until`: a message, the end, and with
+  /// `writes` a write done or failed too.
+  void wait_event(std::uint64_t& seen, std::optional<clock::time_point> until,
+                  bool writes = false) {
     std::unique_lock lk(m_);
     auto changed = [&] { return events_ != seen; };
+    if (writes) ++write_waiters_;
     if (until)
       cv_.wait_until(lk, *until, changed);
     else
       cv_.wait(lk, changed);
+    if (writes) --write_waiters_;
     seen = events_;
   }
 
@@ -270,6 +281,16 @@ public:
   }
 
 private:
+  /// Whether `bytes` is a `ready` message alone, which tells the caller nothing: it is not
+  /// queued, and wakes no one.
+  [[nodiscard]] static bool just_ready(const std::string& bytes) {
+    constexpr char ready_tag = 0x0a; // field 1 (ready), length-delimited
+    if (bytes.empty() || bytes.size() > 64 || bytes[0] != ready_tag) return false;
+    auto m = http::from_protobuf<http::wire::ExecStreamResponse>(bytes, http::decode_mode::lenient);
+    return m && m.assume_value().ready && !m.assume_value().output && !m.assume_value().exit &&
+           !m.assume_value().error;
+  }
+
   // Each returns whether the caller is to give the hold back (once, after unlocking).
   bool release_read_hold() {
     bool held = read_hold_;
@@ -291,6 +312,7 @@ private:
   std::size_t inbox_bytes_ = 0;
   std::deque<grpc::ByteBuffer> outbox_; // the message being written first
   std::uint64_t events_ = 0;
+  std::size_t write_waiters_ = 0; // callers waiting for a write to be done
   grpc::Status status_;
   bool reading_ = false, writing_ = false, write_failed_ = false;
   bool read_hold_ = true, write_hold_ = true;
@@ -428,9 +450,11 @@ public:
   exec_call& operator=(exec_call&&) noexcept = default;
   ~exec_call() = default;
 
-  /// A command over unary Exec (see `exec_unary`); its output cap is the server's.
-  exec_call(std::unique_ptr<exec_unary> u, std::vector<std::string> command, std::string what)
-      : u_(u.release()), what_(std::move(what)) {
+  /// A command over unary Exec (see `exec_unary`), whose request carries the per-stream cap
+  /// `max_output` (kept here too: a server may send more than asked).
+  exec_call(std::unique_ptr<exec_unary> u, std::vector<std::string> command,
+            std::uint64_t max_output, std::string what)
+      : u_(u.release()), max_output_(max_output), what_(std::move(what)) {
     res_.command = std::move(command);
   }
 
@@ -571,6 +595,12 @@ private:
         return end_with(error(errc::protocol, what_ + ": undecodable Exec answer (" +
                                                   x.assume_error().message + ")"));
       res_ = http::result_of(std::move(x).assume_value(), std::move(res_.command));
+      for (auto [text, truncated] : {std::pair(&res_.stdout_text, &res_.stdout_truncated),
+                                     std::pair(&res_.stderr_text, &res_.stderr_truncated)})
+        if (text->size() > max_output_) {
+          text->resize(static_cast<std::size_t>(max_output_));
+          *truncated = true;
+        }
       done_ = true;
     } else if (killed_) {
       end_with(error(errc::not_running, what_ + ": killed (the call was cancelled; Exec has "
@@ -665,7 +695,7 @@ private:
                                                "stdin");
       }
       if (s_->unwritten() <= most) return success();
-      s_->wait_event(seen_, std::nullopt);
+      s_->wait_event(seen_, std::nullopt, true);
     }
   }
 
