@@ -76,6 +76,19 @@ concept taking_process = process_handle<P> &&
   noexcept->std::same_as<result<ExecResult>>;
 };
 
+/// A process handle whose wait can also end when a descriptor of the caller's becomes readable
+/// (a capability, for a caller with more than the command to wait for: a server that also
+/// waits for its client's next message).
+///
+/// Semantics: `wait_or_wake(timeout, fd)` waits as `wait` does, and also returns errc::timeout
+/// (the command still running) once `fd` is readable; `fd` is polled, never read.
+template <class P>
+concept wakeable_process = process_handle<P> &&
+    requires(P& p, std::optional<std::chrono::milliseconds> t, int fd) {
+  { p.wait_or_wake(t, fd) }
+  noexcept->std::same_as<result<ExecResult>>;
+};
+
 /// Where sandboxes live: the local host, a remote service, or a test double.
 ///
 /// Semantics: every operation names a sandbox by id and reports failure only through its result

@@ -4,8 +4,9 @@
 // sandboxd runs with --grpc-listen), on ephemeral loopback ports; client and server share the
 // machine's cores.
 //   warm exec      Exec of `true`: local  vs  REST (http_transport)  vs  unary gRPC Exec  vs
-//                  grpc_transport (a plain command: unary Exec)  vs  grpc_transport with a
-//                  timeout set (which takes StreamExec)
+//                  grpc_transport (default options: StreamExec)  vs  grpc_transport with a
+//                  1 MiB output cap (nothing to stream, both streams fit one answer: unary Exec);
+//                  `cat` with no stdin over StreamExec (the server must pass the close on)
 //   round trip     GetSandbox over REST and gRPC (each protocol's floor)
 //   first byte     StreamExec of `echo x`: init sent to first output message received
 //   stdout         256 MiB of stdout: local (kept)  vs  REST Exec  vs  StreamExec (as it streams)
@@ -112,13 +113,18 @@ int run(int n) {
     auto r = streamed.exec({"true"}).result();
     if (!r || r.value().returncode != 0) die("grpc_transport exec failed");
   };
-  auto transport_stream_true = [&] {
-    auto r = streamed.exec({"true"}, {.timeout = std::chrono::minutes(1)}).result();
-    if (!r || r.value().returncode != 0) die("grpc_transport exec (StreamExec) failed");
+  auto transport_unary_true = [&] {
+    auto r = streamed.exec({"true"}, {.max_output_bytes = std::uint64_t{1} << 20}).result();
+    if (!r || r.value().returncode != 0) die("grpc_transport exec (unary Exec) failed");
   };
-  std::vector<double> tl, tr, tg, tt, ts;
+  auto transport_cat = [&] {
+    auto r = streamed.exec({"cat"}).result();
+    if (!r || r.value().returncode != 0) die("grpc_transport exec of cat failed");
+  };
+  std::vector<double> tl, tr, tg, tt, tu, tc;
   for (int i = 0; i < 10; ++i)
-    local_true(), rest_true(), grpc_true(), transport_true(), transport_stream_true();
+    local_true(), rest_true(), grpc_true(), transport_true(), transport_unary_true(),
+        transport_cat();
   for (int i = 0; i < n; ++i) {
     auto t0 = clock_type::now();
     local_true();
@@ -133,8 +139,11 @@ int run(int n) {
     transport_true();
     tt.push_back(ms_since(t0));
     t0 = clock_type::now();
-    transport_stream_true();
-    ts.push_back(ms_since(t0));
+    transport_unary_true();
+    tu.push_back(ms_since(t0));
+    t0 = clock_type::now();
+    transport_cat();
+    tc.push_back(ms_since(t0));
   }
   std::printf("exec of `true` in a running sandbox (%d runs each, interleaved)\n", n);
   auto sl = summary(tl), sr = summary(tr), sg = summary(tg);
@@ -142,8 +151,9 @@ int run(int n) {
   print("REST (http_transport) on loopback", sr);
   print("gRPC unary Exec on loopback", sg);
   auto stt = summary(tt);
-  print("grpc_transport (unary Exec) on loopback", stt);
-  print("grpc_transport, timeout set (StreamExec)", summary(ts));
+  print("grpc_transport (StreamExec) on loopback", stt);
+  print("grpc_transport, 1 MiB cap (unary Exec)", summary(tu));
+  print("grpc_transport, `cat` with no stdin", summary(tc));
   double over = sg.p50 - sl.p50;
   std::printf("  gRPC overhead: %+.3f ms (target <= +0.300 ms) -> %s\n", over,
               over <= 0.3 ? "met" : "NOT met");

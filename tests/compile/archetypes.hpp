@@ -64,6 +64,15 @@ public:
   [[nodiscard]] result<ExecResult> take(std::optional<ms>) noexcept { return unimplemented(); }
 };
 
+/// wakeable_process: a process handle whose wait a descriptor can end early.
+class wakeable_process_handle : public taking_process_handle {
+public:
+  using taking_process_handle::taking_process_handle;
+  [[nodiscard]] result<ExecResult> wait_or_wake(std::optional<ms>, int) noexcept {
+    return unimplemented();
+  }
+};
+
 /// transport: the operations on an id, `process_type` and `shared()`; not copyable, not movable,
 /// not default-constructible (only `shared()` makes one).
 template <class Handle>
@@ -176,6 +185,8 @@ static_assert(!supports_terminal<transport<stdin_process_handle>>);
 static_assert(supports_terminal<transport<terminal_process_handle>>);
 static_assert(!sandbox::taking_process<terminal_process_handle>);
 static_assert(sandbox::taking_process<taking_process_handle>);
+static_assert(!sandbox::wakeable_process<taking_process_handle>);
+static_assert(sandbox::wakeable_process<wakeable_process_handle>);
 static_assert(retry_policy<retry>);
 static_assert(error_policy<returning_errors>);
 static_assert(error_policy<raising_errors>);

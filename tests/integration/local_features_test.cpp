@@ -2,11 +2,13 @@
 // Local transport capabilities beyond the shared scenarios: streaming output, bounded output,
 // root filesystem images, large files, listing, and a soak of create/exec/stop cycles that
 // counts what could leak.
+#include <sandbox/detail/unique_fd.hpp>
 #include <sandbox/local.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -105,6 +107,34 @@ TEST_CASE("on_stdout receives output while the command runs", "[local][streaming
   CHECK(seen[1].second - seen[0].second >= 150ms);
   CHECK(seen[2].second - seen[1].second >= 150ms);
   CHECK(end - seen[0].second >= 300ms); // the first line came well before the command ended
+}
+
+TEST_CASE("a wait ends early when the caller's descriptor is readable, and only then",
+          "[local][exec]") {
+  // What a server waits with when a command's stdin comes from its client (wait_or_wake).
+  auto t = sandbox::local_transport::shared();
+  auto box = keep_alive();
+  auto p = t->exec(box.id(), std::vector<std::string>{"sh", "-c", "sleep 1; echo done"}, {});
+  REQUIRE(p);
+  int fds[2];
+  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+  sandbox::detail::unique_fd r_end(fds[0]), w_end(fds[1]);
+  REQUIRE(::write(w_end.get(), "x", 1) == 1);
+  for (int i = 0; i < 2; ++i) { // polled, never read: it wakes every wait while readable
+    auto woken = p.value().wait_or_wake(std::nullopt, r_end.get());
+    REQUIRE_FALSE(woken);
+    CHECK(woken.error().is(errc::timeout)); // still running
+  }
+  char c = 0;
+  REQUIRE(::read(r_end.get(), &c, 1) == 1);
+  auto ended = p.value().wait_or_wake(std::nullopt, r_end.get()); // nothing to wake it now
+  REQUIRE(ended);
+  CHECK(ended.value().stdout_text == "done\n");
+  // An ended command's result, readable descriptor or not.
+  REQUIRE(::write(w_end.get(), "x", 1) == 1);
+  auto again = p.value().wait_or_wake(std::nullopt, r_end.get());
+  REQUIRE(again);
+  CHECK(again.value().returncode == 0);
 }
 
 TEST_CASE("max_output_bytes drops but counts, never blocks, and bounds memory", "[local][output]") {

@@ -6,6 +6,7 @@
 
 #include <sandbox/concepts.hpp>
 #include <sandbox/detail/text.hpp>
+#include <sandbox/detail/unique_fd.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/server/detail/connection.hpp>
@@ -36,6 +37,9 @@
 #include <thread>
 #include <utility>
 #include <vector>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 namespace sandbox {
 
@@ -244,6 +248,7 @@ private:
           inbox_.push_back(serve::detail::bytes_of(in_));
         else
           half_closed_ = true;
+        poke();
       }
     }
 
@@ -267,6 +272,7 @@ private:
       {
         std::lock_guard lk(m_);
         gone_ = true;
+        poke();
       }
       cv_.notify_all();
     }
@@ -284,6 +290,14 @@ private:
         return stream ? data.size() : bytes.size();
       }
     };
+
+    /// Ends a wait of StreamExec's command (see `pump`): a message or the call's end came. Under
+    /// `m_`.
+    void poke() noexcept {
+      if (!wake_) return;
+      const std::uint64_t one = 1;
+      (void)!::write(wake_.get(), &one, sizeof one); // a full counter is still readable
+    }
 
     /// sandboxd's request log: one line per call (method, code, duration), as for REST.
     void log_end(const grpc::Status& st) const {
@@ -578,6 +592,12 @@ private:
       if (init.tty && !terminal_process<process_type>)
         return finish(
             error(errc::unsupported, "tty: the sandboxes of this server have no terminal"));
+      {
+        // The command's waits end when a message comes (stdin, its close): without it, they
+        // would be taken only when a wait's slice ran out.
+        std::lock_guard lk(m_);
+        wake_ = sandbox::detail::unique_fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+      }
       http::wire::ExecRequest x;
       x.sandbox_id = init.sandbox_id;
       x.command = init.command;
@@ -761,6 +781,10 @@ private:
         bool eof = false, cancelled = false;
         {
           std::lock_guard lk(m_);
+          if (wake_) { // what woke the last wait is taken below
+            std::uint64_t pokes = 0;
+            (void)!::read(wake_.get(), &pokes, sizeof pokes);
+          }
           got.swap(inbox_);
           eof = half_closed_;
           cancelled = gone_;
@@ -801,10 +825,16 @@ private:
           (void)proc.close_stdin();
           stdin_open = false;
         }
-        // Stdin that arrives is taken within a slice: short while it flows, longer while the call
-        // is idle (output never waits for a slice: the wait reads it as it comes).
+        // A message that arrives ends the wait (`wake_`, where the process can be woken; else
+        // it is taken within a slice: short while stdin flows, longer while the call is idle).
+        // Output never waits for a slice: the wait reads it as it comes.
         slice = got.empty() ? std::min(slice * 2, milliseconds(50)) : milliseconds(5);
-        auto r = proc.wait(slice);
+        auto r = [&] {
+          if constexpr (wakeable_process<process_type>)
+            return proc.wait_or_wake(slice, wake_.get());
+          else
+            return proc.wait(slice);
+        }();
         if (r || !r.assume_error().is(errc::timeout)) return r;
       }
     }
@@ -838,7 +868,8 @@ private:
 
     std::mutex m_;
     std::condition_variable cv_;
-    std::deque<std::string> inbox_; // StreamExec: messages read, not yet handled
+    std::deque<std::string> inbox_;   // StreamExec: messages read, not yet handled
+    sandbox::detail::unique_fd wake_; // StreamExec: readable when inbox_ or gone_ changed
     bool reading_ = false, half_closed_ = false;
     std::deque<outgoing> outbox_; // StreamExec: messages to send, the one being sent first
     std::size_t queued_ = 0;      // bytes in outbox_

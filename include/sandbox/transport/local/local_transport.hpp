@@ -306,5 +306,6 @@ static_assert(transport<local_transport>);
 static_assert(supports_stdin<local_transport>);
 static_assert(supports_terminal<local_transport>);
 static_assert(taking_process<local_transport::process_type>);
+static_assert(wakeable_process<local_transport::process_type>);
 
 } // namespace sandbox

@@ -154,6 +154,14 @@ public:
     return final_result();
   }
 
+  /// As `wait`, but also returns errc::timeout (still running) once `wake` is readable (see
+  /// `wakeable_process`); `wake` is polled, never read.
+  [[nodiscard]] result<ExecResult> wait_or_wake(std::optional<std::chrono::milliseconds> timeout,
+                                                int wake) noexcept {
+    SANDBOX_TRYV(wait_ended(timeout, wake));
+    return final_result();
+  }
+
   /// As `wait`, but a successful result takes the output with it (see `taking_process`).
   [[nodiscard]] result<ExecResult> take(std::optional<std::chrono::milliseconds> timeout) noexcept {
     SANDBOX_TRYV(wait_ended(timeout));
@@ -369,9 +377,11 @@ private:
   }
 
   /// The I/O loop: reads output and status until the command is done (or `deadline`), writing
-  /// `*stdin_data` meanwhile when given. `until_pid`: return once the pid is known.
+  /// `*stdin_data` meanwhile when given. `until_pid`: return once the pid is known. `wake`
+  /// (when not -1): return errc::timeout once it is readable and the command still runs.
   [[nodiscard]] result<void> pump(std::optional<clock::time_point> deadline,
-                                  std::string_view* stdin_data, bool until_pid = false) noexcept {
+                                  std::string_view* stdin_data, bool until_pid = false,
+                                  int wake = -1) noexcept {
     if (!box_) return fail(errc::not_running, "no command: this process handle was moved from");
     for (;;) {
       if (done_) {
@@ -388,12 +398,13 @@ private:
       }
       auto now = clock::now();
       kill_if_expired(now);
-      pollfd p[4];
-      int n = 0, i_status = -1, i_out = -1, i_err = -1, i_in = -1;
+      pollfd p[5];
+      int n = 0, i_status = -1, i_out = -1, i_err = -1, i_in = -1, i_wake = -1;
       if (status_) p[i_status = n++] = {status_.get(), POLLIN, 0};
       if (out_) p[i_out = n++] = {out_.get(), POLLIN, 0};
       if (err_) p[i_err = n++] = {err_.get(), POLLIN, 0};
       if (in_ && (stdin_data || !eof_pending_.empty())) p[i_in = n++] = {in_.get(), POLLOUT, 0};
+      if (wake >= 0) p[i_wake = n++] = {wake, POLLIN, 0};
       int rc = ::poll(p, static_cast<nfds_t>(n), poll_timeout_ms(now, deadline));
       if (rc < 0 && errno != EINTR) return fail(errc::transport, "poll: " + errno_text(errno));
       // Checked after every round, not only on an idle poll: steady output must not keep a timed
@@ -415,6 +426,8 @@ private:
       }
       if (i_status >= 0 && p[i_status].revents) read_status();
       if (timed_out()) return wait_timeout();
+      // Woken: what this round read is kept; an exit just seen is finished first.
+      if (i_wake >= 0 && p[i_wake].revents && !exited_ && status_) return wait_timeout();
     }
   }
 
@@ -533,10 +546,11 @@ private:
   }
 
   /// Waits up to `timeout` (forever if unset) for the end: errc::timeout while it runs.
-  [[nodiscard]] result<void> wait_ended(std::optional<std::chrono::milliseconds> timeout) noexcept {
+  [[nodiscard]] result<void> wait_ended(std::optional<std::chrono::milliseconds> timeout,
+                                        int wake = -1) noexcept {
     std::optional<clock::time_point> deadline;
     if (timeout) deadline = sandbox::detail::deadline_after(*timeout);
-    return pump(deadline, nullptr);
+    return pump(deadline, nullptr, false, wake);
   }
 
   [[nodiscard]] sandbox::result<void> wait_timeout() const noexcept {
