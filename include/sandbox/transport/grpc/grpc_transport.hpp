@@ -174,17 +174,10 @@ public:
       i.tty_width = o.tty->cols;
       i.tty_height = o.tty->rows;
     }
-    auto ctx = context(o.timeout);
-    // Without stdin, its close follows the init in the same flush, and the call half-closes.
-    std::optional<std::string> close;
-    if (!o.stdin_pipe && !o.tty) {
-      http::wire::ExecStreamRequest c;
-      c.close = http::wire::ExecStreamClose{};
-      close = http::to_protobuf(c);
-    }
-    auto s =
-        std::make_unique<exec_stream>(l.assume_value().stub, std::move(ctx), method("StreamExec"),
-                                      http::to_protobuf(init), std::move(close));
+    // Without stdin the call half-closes with the init: the server ends the command's stdin.
+    auto s = std::make_unique<exec_stream>(l.assume_value().stub, context(o.timeout),
+                                           method("StreamExec"), http::to_protobuf(init),
+                                           !o.stdin_pipe && !o.tty);
     process_type p(std::move(s), std::move(command), o, std::move(what));
     return p;
   }

@@ -69,23 +69,25 @@ public:
   /// reading the command's output, and the command waits).
   static constexpr std::size_t read_ahead = std::size_t{8} << 20;
 
-  /// Holds `stub` (and its channel) until the call is over. `last`: a message that follows
-  /// `init` at once, with the half-close (all in one flush).
+  /// Holds `stub` (and its channel) until the call is over. `only`: `init` is all the client
+  /// sends: it goes with the half-close, in one operation (as the official clients send a
+  /// command without stdin: no close message, which the service could take before it has set
+  /// the command up).
   exec_stream(std::shared_ptr<grpc::GenericStub> stub, std::unique_ptr<grpc::ClientContext> ctx,
-              const std::string& method, std::string init,
-              std::optional<std::string> last = std::nullopt)
+              const std::string& method, std::string init, bool only)
       : stub_(std::move(stub)), ctx_(std::move(ctx)) {
     stub_->PrepareBidiStreamingCall(ctx_.get(), method, grpc::StubOptions(), this);
-    AddMultipleHolds(2);
     outbox_.push_back(serve::detail::buffer_of(std::move(init)));
-    grpc::WriteOptions corked;
-    if (last) {
-      outbox_.push_back(serve::detail::buffer_of(std::move(*last)));
-      close_wanted_ = true;
-      corked.set_buffer_hint();
-    }
     writing_ = reading_ = true;
-    StartWrite(&outbox_.front(), corked);
+    if (only) {
+      AddHold(); // the read flow's; no write follows this one
+      write_hold_ = false;
+      close_wanted_ = close_sent_ = true;
+      StartWriteLast(&outbox_.front(), grpc::WriteOptions());
+    } else {
+      AddMultipleHolds(2);
+      StartWrite(&outbox_.front());
+    }
     StartRead(&in_);
     StartCall();
   }
