@@ -79,9 +79,16 @@ struct figures {
 
 std::chrono::duration<double> measured{2.0}, warm_up{0.5};
 
+/// What one thread of a measurement saw.
+struct per_thread {
+  std::vector<double> ms; ///< latencies within the window
+  long ok = 0, errors = 0;
+  std::string first_error;
+  clock_type::time_point last_end; ///< paced: when its last operation due in the window ended
+};
+
 /// Throughput and latency over the measured window of `seconds`, from each thread's figures.
-template <class PerThread>
-figures summarize(const std::vector<PerThread>& out, double seconds) {
+figures summarize(const std::vector<per_thread>& out, double seconds) {
   figures f;
   std::vector<double> all;
   for (auto& o : out) {
@@ -109,11 +116,6 @@ figures summarize(const std::vector<PerThread>& out, double seconds) {
 /// operations that ended within the measured window; the latencies are those of every operation
 /// that ended in it.
 figures drive(int threads, const make_op& make) {
-  struct per_thread {
-    std::vector<double> ms;
-    long ok = 0, errors = 0;
-    std::string first_error;
-  };
   using ticks = clock_type::rep;
   constexpr ticks never = std::numeric_limits<ticks>::max();
   auto now = [] { return clock_type::now().time_since_epoch().count(); };
@@ -163,12 +165,6 @@ figures drive(int threads, const make_op& make) {
 /// (no coordinated omission). Throughput: the operations due within the window, over the time
 /// from its start until the last of them ended (more than the window when they fall behind).
 figures drive_paced(int threads, double rate, const make_op& make) {
-  struct per_thread {
-    std::vector<double> ms;
-    long ok = 0, errors = 0;
-    std::string first_error;
-    clock_type::time_point last_end;
-  };
   std::vector<per_thread> out(static_cast<std::size_t>(threads));
   std::latch ready(threads + 1);
   const auto gap = std::chrono::duration<double>(1.0 / rate);
