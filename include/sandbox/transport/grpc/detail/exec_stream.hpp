@@ -60,7 +60,8 @@ using clock = std::chrono::steady_clock;
 /// so the call holds two holds (grpc++ frees a call with no operation and no hold under way):
 /// the read flow's, given back when a read fails (the call is over) or at `finish`, and the
 /// write flow's, given back after the half-close (alone, or with the last message:
-/// StartWriteLast) or once the call is over and no write is under way. Each flag below changes
+/// StartWriteLast) or once the call is over and no write is under way; a call whose init is all
+/// it sends never takes the write flow's. Each flag below changes
 /// under `m_`; Start*/RemoveHold are called without it (grpc++ may run a reaction inline, and
 /// reactions take `m_`).
 class exec_stream final : public grpc::ClientBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
@@ -469,7 +470,7 @@ public:
     on_err_ = o.on_stderr;
     timeout_ = o.timeout.has_value();
     tty_ = o.tty.has_value();
-    stdin_open_ = !s_->closing(); // a call without stdin half-closes after its init
+    stdin_open_ = !s_->closing(); // a call without stdin half-closes with its init
   }
 
   /// Waits up to `timeout` (forever if unset) for the command's end.
