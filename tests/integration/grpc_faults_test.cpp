@@ -474,6 +474,15 @@ TEST_CASE("gRPC faults: a command with nothing to stream, sent as one Exec call"
   };
   sandbox::ExecOptions x;
   x.max_output_bytes = 4; // a cap both streams fit one answer with
+  // The error `true` ends with, answered `a`.
+  auto failure_of = [&](answer a) {
+    on_exec(std::move(a));
+    auto p = t->exec("sbx-1", std::vector<std::string>{"true"}, x);
+    REQUIRE(p);
+    auto r = p.value().wait(std::nullopt);
+    REQUIRE_FALSE(r);
+    return r.error();
+  };
 
   SECTION("more output than asked for is cut to the cap, and counted") {
     wire::ExecResponse r;
@@ -496,22 +505,15 @@ TEST_CASE("gRPC faults: a command with nothing to stream, sent as one Exec call"
     CHECK(svc.count("StreamExec") == 0);
   }
   SECTION("an undecodable answer is a protocol error") {
-    on_exec(answer{{}, false, {"\xff\xff\xff\xff\x0f\x01"}});
-    auto p = t->exec("sbx-1", std::vector<std::string>{"true"}, x);
-    REQUIRE(p);
-    auto r = p.value().wait(std::nullopt);
-    REQUIRE_FALSE(r);
-    CHECK(r.error().is(errc::protocol));
-    CHECK(r.error().message.find("exec true") != std::string::npos);
+    auto e = failure_of(answer{{}, false, {"\xff\xff\xff\xff\x0f\x01"}});
+    CHECK(e.is(errc::protocol));
+    CHECK(e.message.find("exec true") != std::string::npos);
   }
   SECTION("a call that fails once started is an error, and the command is not sent again") {
-    on_exec(answer{{}, false, {}, grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection reset")});
-    auto p = t->exec("sbx-1", std::vector<std::string>{"true"}, x);
-    REQUIRE(p);
-    auto r = p.value().wait(std::nullopt);
-    REQUIRE_FALSE(r);
-    CHECK(r.error().is(errc::unavailable));
-    CHECK(r.error().message.find("connection reset") != std::string::npos);
+    auto e = failure_of(
+        answer{{}, false, {}, grpc::Status(grpc::StatusCode::UNAVAILABLE, "connection reset")});
+    CHECK(e.is(errc::unavailable));
+    CHECK(e.message.find("connection reset") != std::string::npos);
     CHECK(svc.count("Exec") == 1);
   }
   SECTION("a silent server: a wait times out and the command runs on; kill ends it") {

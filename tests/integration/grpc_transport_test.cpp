@@ -271,9 +271,7 @@ TEST_CASE("gRPC: a command with nothing to stream (one Exec call) keeps every by
   // No stdin, terminal, callbacks or timeout, and a cap both streams fit one answer with: one
   // unary Exec carries the command.
   auto box = keep_alive<grpc_env>();
-  std::string data(one_call_cap - 5, '\0'); // every byte value, repeating every 251 bytes
-  for (std::size_t i = 0; i < data.size(); ++i)
-    data[i] = static_cast<char>((i % 251) * 97 % 256);
+  const std::string data = scenarios::every_byte(one_call_cap - 5);
   REQUIRE(box.write_file("/tmp/bin", data));
 
   auto r = box.exec({"sh", "-c", "cat /tmp/bin; cat /tmp/bin >&2; exit 3"},

@@ -28,6 +28,15 @@ typename Env::box keep_alive(sandbox::SandboxOptions o = {}) {
   return std::move(made).value();
 }
 
+/// `size` bytes of every byte value, in an order that repeats only every 251 bytes (no page or
+/// buffer size is a multiple of it): a byte lost, doubled or moved shows.
+inline std::string every_byte(std::size_t size) {
+  std::string data(size, '\0');
+  for (std::size_t i = 0; i < data.size(); ++i)
+    data[i] = static_cast<char>((i % 251) * 97 % 256);
+  return data;
+}
+
 inline std::chrono::milliseconds since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
                                                                t);
@@ -246,11 +255,7 @@ TEMPLATE_TEST_CASE("binary output keeps every byte around the read, page and gro
                    "[scenario][exec][output]", SANDBOX_SCENARIO_ENVS) {
   using namespace scenarios;
   auto box = keep_alive<TestType>();
-  // Every byte value, in an order that repeats only every 251 bytes (no page or buffer size is
-  // a multiple of it): a byte lost, doubled or moved shows.
-  std::string data((2u << 20) + 3, '\0');
-  for (std::size_t i = 0; i < data.size(); ++i)
-    data[i] = static_cast<char>((i % 251) * 97 % 256);
+  const std::string data = every_byte((2u << 20) + 3);
   REQUIRE(box.write_file("/tmp/bin", data));
   const std::string twice = data + data;
   constexpr std::size_t KiB = 1024, MiB = 1024 * 1024;

@@ -55,11 +55,10 @@ struct tls_identity {
 /// passes), StreamLogs (the main process's output: tail, since, follow, timestamps, resumable by
 /// session and offset), WriteFile, ReadFile. Templates and snapshots are answered UNIMPLEMENTED
 /// with reason CWSANDBOX_NOT_IMPLEMENTED, an unknown method UNIMPLEMENTED. Authentication as the
-/// REST side
-/// (`authorization: Bearer <token>`, or the token as `x-wandb-api-key`); errors carry the same
-/// google.rpc.Status details (ErrorInfo, RetryInfo) as REST error bodies. A call that may block
-/// keeps a thread of a pool while it runs (at most `server_options::threads` calls that last as
-/// long as a command or a log (Exec, StreamExec, StreamLogs) and as many others, beyond which a
+/// REST side (`authorization: Bearer <token>`, or the token as `x-wandb-api-key`); errors carry
+/// the same google.rpc.Status details (ErrorInfo, RetryInfo) as REST error bodies. A call that may
+/// block keeps a thread of a pool while it runs (at most `server_options::threads` calls that last
+/// as long as a command or a log (Exec, StreamExec, StreamLogs) and as many others, beyond which a
 /// call is refused with RESOURCE_EXHAUSTED; the pool holds no more threads than that); lookups
 /// answer on grpc++'s thread. Not copyable or movable.
 ///

@@ -24,7 +24,6 @@
 #include <algorithm>
 #include <chrono>
 #include <climits>
-#include <condition_variable>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -160,7 +159,7 @@ public:
     std::vector<std::string> command(argv.begin(), argv.end());
     if (unary_exec) {
       x.sandbox_id = std::string(id);
-      return process_type(std::make_unique<exec_unary>(l.assume_value().stub, context(std::nullopt),
+      return process_type(std::make_unique<unary_call>(l.assume_value().stub, context(std::nullopt),
                                                        method("Exec"), http::to_protobuf(x)),
                           std::move(command), cap, std::move(what));
     }
@@ -346,26 +345,11 @@ private:
   [[nodiscard]] result<Response> unary(std::string_view name, const Request& rq,
                                        std::chrono::milliseconds timeout,
                                        const std::string& what) noexcept {
-    link l = usable(); // held until the call is over (and its context gone)
-    auto ctx = context(timeout);
-    grpc::ByteBuffer in = serve::detail::buffer_of(rq), out;
-    std::mutex m;
-    std::condition_variable cv;
-    bool done = false;
-    grpc::Status status;
-    l.stub->UnaryCall(ctx.get(), method(name), grpc::StubOptions(), &in, &out, [&](grpc::Status s) {
-      std::lock_guard lk(m);
-      status = std::move(s);
-      done = true;
-      cv.notify_all();
-    });
-    {
-      std::unique_lock lk(m);
-      cv.wait(lk, [&] { return done; });
-    }
+    unary_call call(usable().stub, context(timeout), method(name), http::to_protobuf(rq));
+    call.wait(std::nullopt);
+    auto [status, bytes] = *call.ended();
     if (!status.ok()) return fail(error_of(status, what));
-    auto v =
-        http::from_protobuf<Response>(serve::detail::bytes_of(out), http::decode_mode::lenient);
+    auto v = http::from_protobuf<Response>(bytes, http::decode_mode::lenient);
     if (!v)
       return fail(errc::protocol, what + ": undecodable answer (" + v.assume_error().message + ")");
     return v;

@@ -389,13 +389,13 @@ private:
   bool done_ = false, full_ = false;
 };
 
-/// One unary Exec call: the request, then one answer when the command has ended. For a command
-/// with nothing to stream (no stdin, terminal, live output or timeout) it costs less than a
-/// StreamExec, whose messages each cross grpc++'s threads.
-class exec_unary {
+/// One unary call: the request, then one answer. Every unary call of the channel, and Exec for
+/// a command with nothing to stream (no stdin, terminal, live output or timeout), which costs
+/// less than a StreamExec, whose messages each cross grpc++'s threads.
+class unary_call {
 public:
   /// Holds `stub` (and its channel) until the call is over.
-  exec_unary(std::shared_ptr<grpc::GenericStub> stub, std::unique_ptr<grpc::ClientContext> ctx,
+  unary_call(std::shared_ptr<grpc::GenericStub> stub, std::unique_ptr<grpc::ClientContext> ctx,
              const std::string& method, std::string request)
       : stub_(std::move(stub)), ctx_(std::move(ctx)),
         in_(serve::detail::buffer_of(std::move(request))) {
@@ -406,8 +406,8 @@ public:
       cv_.notify_all(); // under the lock: the handle may free this object once it sees done_
     });
   }
-  exec_unary(const exec_unary&) = delete;
-  exec_unary& operator=(const exec_unary&) = delete;
+  unary_call(const unary_call&) = delete;
+  unary_call& operator=(const unary_call&) = delete;
 
   /// Waits until the call has ended or `until` passes.
   void wait(std::optional<clock::time_point> until) {
@@ -453,9 +453,9 @@ public:
   exec_call& operator=(exec_call&&) noexcept = default;
   ~exec_call() = default;
 
-  /// A command over unary Exec (see `exec_unary`), whose request carries the per-stream cap
+  /// A command over unary Exec (see `unary_call`), whose request carries the per-stream cap
   /// `max_output` (kept here too: a server may send more than asked).
-  exec_call(std::unique_ptr<exec_unary> u, std::vector<std::string> command,
+  exec_call(std::unique_ptr<unary_call> u, std::vector<std::string> command,
             std::uint64_t max_output, std::string what)
       : u_(u.release()), max_output_(max_output), what_(std::move(what)) {
     res_.command = std::move(command);
@@ -609,12 +609,7 @@ private:
       end_with(error(errc::not_running, what_ + ": killed (the call was cancelled; Exec has "
                                                 "no signal)"));
     } else {
-      error e = error_of(st, what_);
-      // A deadline not ours (this call has none): the call is over, which errc::timeout
-      // ("still running, wait again") would not say.
-      if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
-        e.code = make_error_code(errc::not_running);
-      end_with(std::move(e));
+      end_with(failed_call(st)); // this call sets no deadline of its own
     }
   }
 
@@ -643,17 +638,20 @@ private:
       error e(errc::command_timeout, what_ + ": timed out and was killed");
       e.exec_result = std::make_shared<const ExecResult>(res_);
       end_with(std::move(e));
-    } else if (st->error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      // A deadline not ours (a proxy's, the server's): the call is over, which errc::timeout
-      // ("still running, wait again") would not say.
-      error e = error_of(*st, what_);
-      e.code = make_error_code(errc::not_running);
-      end_with(std::move(e));
     } else if (st->ok()) {
       end_with(error(errc::protocol, what_ + ": the call ended without the command's exit"));
     } else {
-      end_with(error_of(*st, what_));
+      end_with(failed_call(*st));
     }
+  }
+
+  /// The error of a call that ended with `st` (not OK). A deadline not ours (a proxy's, the
+  /// server's) ended the call, which errc::timeout ("still running, wait again") would not say.
+  [[nodiscard]] error failed_call(const grpc::Status& st) const noexcept {
+    error e = error_of(st, what_);
+    if (st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
+      e.code = make_error_code(errc::not_running);
+    return e;
   }
 
   void handle(http::wire::ExecStreamResponse&& m) noexcept {
@@ -712,7 +710,7 @@ private:
   };
 
   std::unique_ptr<exec_stream, finisher> s_; // one of the two
-  std::unique_ptr<exec_unary, finisher> u_;
+  std::unique_ptr<unary_call, finisher> u_;
   ExecResult res_;
   std::uint64_t max_output_ = default_max_output_bytes;
   output_callback on_out_, on_err_;
