@@ -3,6 +3,8 @@
 // errors, rate limits with RetryInfo, cut connections, malformed, truncated and oversized bodies,
 // slow replies, late exit codes, refused connections. Each case ends in the right typed error or
 // the right result, and none hangs.
+#include "../support/every_byte.hpp"
+
 #include <sandbox/http.hpp>
 
 #include <httplib.h>
@@ -15,6 +17,7 @@
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -36,6 +39,7 @@ using box_t = sandbox::basic_sandbox<transport_t, quick_retry, sandbox::return_e
 struct seen {
   std::string method, path, query, body, authorization, deadline;
   clk::time_point at;
+  int port = 0; ///< the client's end of the connection
 };
 
 /// Holds the server's handlers until the test ends (a minute at most): a server that never answers.
@@ -103,7 +107,7 @@ private:
       auto at = q.target.find('?');
       seen_.push_back({q.method, q.path, at == std::string::npos ? "" : q.target.substr(at + 1),
                        q.body, q.get_header_value("Authorization"),
-                       q.get_header_value("grpc-timeout"), clk::now()});
+                       q.get_header_value("grpc-timeout"), clk::now(), q.remote_port});
       n = static_cast<int>(seen_.size()) - 1;
       f = answer_;
     }
@@ -770,4 +774,97 @@ TEST_CASE("exec timeouts: the server's 504, and a server that never answers",
   CHECK(killed.error().is(errc::not_running));
   { auto dropped = t->exec("sbx-1", argv, {}).value(); }
   CHECK(since(start) < 30s); // the server sits on them until the test ends
+}
+
+TEST_CASE("a response is read whole at and around the client's read sizes, in pieces of any "
+          "size, one after another on one connection",
+          "[http][faults][exec]") {
+  // The plain-TCP client reads up to 16 KiB at first and 256 KiB once a response fills that
+  // (tcp_client.hpp); cpp-httplib takes 4 KiB at a time from it. The server sends each body in
+  // pieces of a scripted size, with a length or chunked.
+  using sandbox::http::base64_encode;
+  scripted_service svc;
+  std::string body; // the next exec's answer
+  std::size_t piece = 0;
+  bool chunked = false;
+  svc.on([&](const httplib::Request& q, httplib::Response& r, int) {
+    if (q.method == "GET") return json(r, 200, sandbox_json("STATE_RUNNING"));
+    auto b = std::make_shared<const std::string>(body);
+    const std::size_t most = piece;
+    if (chunked)
+      return r.set_chunked_content_provider(
+          "application/json", [b, most](std::size_t off, httplib::DataSink& sink) {
+            if (off >= b->size()) {
+              sink.done();
+              return true;
+            }
+            return sink.write(b->data() + off, std::min(most, b->size() - off));
+          });
+    r.set_content_provider(b->size(), "application/json",
+                           [b, most](std::size_t off, std::size_t len, httplib::DataSink& sink) {
+                             return sink.write(b->data() + off, std::min(most, len));
+                           });
+  });
+  auto t = svc.client();
+  // An exec's answer of exactly `length` bytes (blanks before its last brace), and its output.
+  auto answer_of = [](std::size_t length) {
+    std::size_t n = length > 96 ? (length - 96) / 4 * 3 : 1;
+    std::string data = sandbox::testing::every_byte(n);
+    std::string text = R"({"stdout":")" + base64_encode(data) + R"(","exitCode":3,)" +
+                       R"("stdoutBytesProduced":")" + std::to_string(n) + "\"";
+    REQUIRE(text.size() < length);
+    text.append(length - text.size() - 1, ' ');
+    text += '}';
+    return std::pair{text, data};
+  };
+  constexpr std::size_t KiB = 1024;
+  const std::size_t small = 16 * KiB, big = 256 * KiB;
+  for (std::size_t length : {small - 1, small, small + 1, big - 1, big, big + 1, small + big - 1,
+                             small + big, small + big + 1, small + 2 * big + 1, std::size_t{200}}) {
+    auto [text, data] = answer_of(length);
+    body = text;
+    for (std::size_t p : {std::size_t{1}, 4 * KiB - 1, 4 * KiB + 1, small, small + 1, big + 7,
+                          std::size_t{SIZE_MAX}}) {
+      if (p == 1 && length > small + 1) continue; // a send per byte: slow, and no new boundary
+      for (bool c : {false, true}) {
+        INFO("body " << length << " bytes, pieces of " << p << (c ? ", chunked" : ""));
+        piece = p;
+        chunked = c;
+        auto r = t->exec("sbx-1", std::vector<std::string>{"x"}, {}).value().wait(30s);
+        REQUIRE(r);
+        CHECK(r.value().returncode == 3);
+        CHECK(r.value().stdout_bytes_produced == data.size());
+        CHECK(r.value().stdout_text == data);
+        // A small answer after a large one, on the same connection.
+        auto g = t->get("sbx-1");
+        REQUIRE(g);
+        CHECK(g.value().state == State::RUNNING);
+      }
+    }
+  }
+  std::set<int> ports;
+  for (auto& q : svc.requests())
+    ports.insert(q.port);
+  CHECK(ports.size() == 1); // nothing was left unread to spoil the connection for the next
+}
+
+TEST_CASE("a body that stops coming is a timeout, after the part that came", "[http][faults]") {
+  gate stalled;
+  scripted_service svc;
+  gate::release at_end{stalled};
+  svc.on([&](auto&, httplib::Response& r, int) {
+    const std::string head = R"({"sandboxId":"sbx-1",)" + std::string(40000, ' ');
+    r.set_content_provider(head.size() + 100, "application/json",
+                           [head, &stalled](std::size_t off, std::size_t, httplib::DataSink& sink) {
+                             if (off == 0) return sink.write(head.data(), head.size());
+                             stalled.wait();
+                             return false;
+                           });
+  });
+  auto t = svc.client({.read_timeout = 300ms});
+  auto start = clk::now();
+  auto r = t->get("sbx-1");
+  REQUIRE_FALSE(r);
+  CHECK(r.error().is(errc::timeout));
+  CHECK(since(start) >= 290ms);
 }

@@ -6,6 +6,8 @@
 // scenarios run in both exception modes.
 #pragma once
 
+#include "../support/every_byte.hpp"
+
 #include <sandbox/sandbox.hpp>
 
 #include <catch2/catch.hpp>
@@ -28,14 +30,7 @@ typename Env::box keep_alive(sandbox::SandboxOptions o = {}) {
   return std::move(made).value();
 }
 
-/// `size` bytes of every byte value, in an order that repeats only every 251 bytes (no page or
-/// buffer size is a multiple of it): a byte lost, doubled or moved shows.
-inline std::string every_byte(std::size_t size) {
-  std::string data(size, '\0');
-  for (std::size_t i = 0; i < data.size(); ++i)
-    data[i] = static_cast<char>((i % 251) * 97 % 256);
-  return data;
-}
+using sandbox::testing::every_byte;
 
 inline std::chrono::milliseconds since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -

@@ -7,6 +7,8 @@
 // idle going first. cpp-httplib still parses and routes each request.
 #pragma once
 
+#include <sandbox/detail/socket.hpp>
+
 #include <httplib.h>
 
 #include <algorithm>
@@ -30,7 +32,6 @@
 #include <vector>
 
 #include <fcntl.h>
-#include <netdb.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -141,10 +142,10 @@ public:
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    endpoint(::getpeername, ip, port);
+    sandbox::detail::socket_endpoint(fd_, ::getpeername, ip, port);
   }
   void get_local_ip_and_port(std::string& ip, int& port) const override {
-    endpoint(::getsockname, ip, port);
+    sandbox::detail::socket_endpoint(fd_, ::getsockname, ip, port);
   }
   socket_t socket() const override { return fd_; }
 
@@ -196,27 +197,7 @@ private:
   }
 
   [[nodiscard]] bool poll_for(short events, std::chrono::milliseconds wait) const noexcept {
-    auto until = clock::now() + wait;
-    for (;;) {
-      pollfd p{fd_, events, 0};
-      auto left = std::chrono::ceil<std::chrono::milliseconds>(until - clock::now());
-      int r = ::poll(&p, 1, static_cast<int>(std::max(left, 0ms).count()));
-      if (r > 0) return true;
-      if (r == 0 || errno != EINTR) return false;
-    }
-  }
-
-  template <class Name>
-  void endpoint(Name name, std::string& ip, int& port) const {
-    sockaddr_storage a{};
-    socklen_t len = sizeof a;
-    char host[NI_MAXHOST], serv[NI_MAXSERV];
-    if (name(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0 ||
-        ::getnameinfo(reinterpret_cast<sockaddr*>(&a), len, host, sizeof host, serv, sizeof serv,
-                      NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-      return;
-    ip = host;
-    port = std::atoi(serv);
+    return sandbox::detail::poll_for(fd_, events, wait);
   }
 
   int fd_;

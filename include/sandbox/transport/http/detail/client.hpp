@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 // The HTTP plumbing of http_transport: a pool of keep-alive connections,
-// one request → one `result<http_response>`, and cancellation of a request in flight. The only
-// client header that includes <httplib.h>.
+// one request → one `result<http_response>`, and cancellation of a request in flight. With
+// tcp_client.hpp, the only client headers that include <httplib.h>.
 #pragma once
 
 #include <sandbox/detail/output_buffer.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/http/detail/spliced_json.hpp>
+#include <sandbox/transport/http/detail/tcp_client.hpp>
 #include <sandbox/transport/http/endpoint.hpp>
 
 #include <httplib.h>
@@ -278,7 +279,7 @@ private:
                                          "(CPPHTTPLIB_OPENSSL_SUPPORT), so there is no TLS");
 #endif
     } else {
-      c = std::make_unique<httplib::ClientImpl>(s_.ep.host, s_.ep.port);
+      c = std::make_unique<tcp_client>(s_.ep.host, s_.ep.port);
     }
     if (!c->is_valid())
       return fail(errc::transport, "cannot set up a client for " + s_.ep.origin() +

@@ -1,0 +1,120 @@
+// SPDX-License-Identifier: MIT
+// A cpp-httplib client for plain TCP (http://) that reads a response in large pieces.
+// cpp-httplib's own stream waits in poll() before every read and reads at most 4 KiB at a time
+// (CPPHTTPLIB_RECV_BUFSIZ, compiled into Debian's libcpp-httplib), so a 256 MiB command output
+// cost about 175 000 system calls; here a read waits only when the socket has nothing, and takes
+// what is there. TLS keeps cpp-httplib's own stream.
+#pragma once
+
+#include <sandbox/detail/socket.hpp>
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <new>
+#include <string>
+
+#include <poll.h>
+#include <sys/socket.h>
+
+namespace sandbox::http::detail {
+
+/// One request's view of a connection's socket. What is read ahead of cpp-httplib's asking
+/// belongs to the same response (a server sends nothing after a response until the next
+/// request), so nothing is left over when the request ends.
+class tcp_stream final : public httplib::Stream {
+public:
+  static constexpr std::size_t small_size = 16384;
+  static constexpr std::size_t big_size = std::size_t{256} << 10;
+
+  /// `big`: the connection's large buffer, made here once a response fills the small one.
+  tcp_stream(int fd, std::chrono::microseconds read_timeout, std::chrono::microseconds write_timeout,
+             std::unique_ptr<char[]>& big) noexcept
+      : fd_(fd), read_timeout_(read_timeout), write_timeout_(write_timeout), big_(big) {}
+
+  bool is_readable() const override {
+    return off_ < len_ || sandbox::detail::poll_for(fd_, POLLIN, read_timeout_);
+  }
+  bool is_writable() const override {
+    return sandbox::detail::poll_for(fd_, POLLOUT, write_timeout_);
+  }
+
+  ssize_t read(char* ptr, std::size_t size) override {
+    if (off_ == len_) {
+      if (size >= small_size) return receive(ptr, size); // a large ask needs no copy
+      off_ = len_ = 0;
+      char* into = big_ ? big_.get() : small_;
+      ssize_t n = receive(into, big_ ? big_size : small_size);
+      if (n <= 0) return n;
+      data_ = into;
+      len_ = static_cast<std::size_t>(n);
+      // A full small buffer: more is coming, so the rest is read in large pieces (or, short of
+      // memory, in small ones as before).
+      if (!big_ && len_ == small_size) big_.reset(new (std::nothrow) char[big_size]);
+    }
+    std::size_t n = std::min(size, len_ - off_);
+    std::memcpy(ptr, data_ + off_, n);
+    off_ += n;
+    return static_cast<ssize_t>(n);
+  }
+
+  ssize_t write(const char* ptr, std::size_t size) override {
+    for (;;) {
+      ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN || !sandbox::detail::poll_for(fd_, POLLOUT, write_timeout_)) return -1;
+    }
+  }
+
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    sandbox::detail::socket_endpoint(fd_, ::getpeername, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    sandbox::detail::socket_endpoint(fd_, ::getsockname, ip, port);
+  }
+  socket_t socket() const override { return fd_; }
+
+private:
+  /// What the socket has, waiting up to the read timeout only when it has nothing.
+  ssize_t receive(char* into, std::size_t size) const {
+    for (;;) {
+      ssize_t n = ::recv(fd_, into, size, MSG_DONTWAIT);
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN || !sandbox::detail::poll_for(fd_, POLLIN, read_timeout_)) return -1;
+    }
+  }
+
+  int fd_;
+  std::chrono::microseconds read_timeout_, write_timeout_;
+  std::unique_ptr<char[]>& big_;
+  const char* data_ = nullptr;
+  std::size_t off_ = 0, len_ = 0;
+  char small_[small_size];
+};
+
+/// cpp-httplib's plain client with a `tcp_stream` under each request; the large buffer lives
+/// as long as the connection, for its later requests.
+class tcp_client final : public httplib::ClientImpl {
+public:
+  using httplib::ClientImpl::ClientImpl;
+
+private:
+  bool process_socket(const Socket& socket,
+                      std::function<bool(httplib::Stream& strm)> callback) override {
+    using std::chrono::microseconds, std::chrono::seconds;
+    tcp_stream s(socket.sock, seconds(read_timeout_sec_) + microseconds(read_timeout_usec_),
+                 seconds(write_timeout_sec_) + microseconds(write_timeout_usec_), big_);
+    return callback(s);
+  }
+
+  std::unique_ptr<char[]> big_;
+};
+
+} // namespace sandbox::http::detail
