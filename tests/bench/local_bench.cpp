@@ -265,9 +265,11 @@ int main(int argc, char** argv) {
 
   // 256 MiB of stdout: the pipe's limit (dd | dd), then through the sandbox kept in the result
   // (sandbox::unlimited_output), delivered to on_stdout only, and dropped (max_output_bytes = 1),
-  // each beside the same command spawned directly, and as a ratio to the pipe's limit.
+  // each beside the same command spawned directly, and as a ratio to the pipe's limit. The
+  // command is the limit's own writer (dd, 1 MiB writes): `head` writes 4 KiB at a time into a
+  // pipe, which caps it below the limit whoever reads.
   {
-    const char* cmd = "head -c 268435456 /dev/zero";
+    const char* cmd = "dd if=/dev/zero bs=1M count=256 status=none";
     double pipe = 0;
     for (int i = 0; i < 3; ++i) {
       double s = test_support::pipe_seconds(std::size_t{2048} << 20);
