@@ -78,14 +78,17 @@ concept taking_process = process_handle<P> &&
 
 /// A process handle whose wait can also end when a descriptor of the caller's becomes readable
 /// (a capability, for a caller with more than the command to wait for: a server that also
-/// waits for its client's next message).
+/// waits for its client's next message, or for its call's cancellation).
 ///
-/// Semantics: `wait_or_wake(timeout, fd)` waits as `wait` does, and also returns errc::timeout
-/// (the command still running) once `fd` is readable; `fd` is polled, never read.
+/// Semantics: `wait_or_wake(timeout, fd)` waits as `wait` does, and `take_or_wake(timeout, fd)`
+/// as `take` does; both also return errc::timeout (the command still running) once `fd` is
+/// readable. `fd` is polled, never read.
 template <class P>
-concept wakeable_process = process_handle<P> &&
+concept wakeable_process = taking_process<P> &&
     requires(P& p, std::optional<std::chrono::milliseconds> t, int fd) {
   { p.wait_or_wake(t, fd) }
+  noexcept->std::same_as<result<ExecResult>>;
+  { p.take_or_wake(t, fd) }
   noexcept->std::same_as<result<ExecResult>>;
 };
 

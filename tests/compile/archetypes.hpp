@@ -71,6 +71,9 @@ public:
   [[nodiscard]] result<ExecResult> wait_or_wake(std::optional<ms>, int) noexcept {
     return unimplemented();
   }
+  [[nodiscard]] result<ExecResult> take_or_wake(std::optional<ms>, int) noexcept {
+    return unimplemented();
+  }
 };
 
 /// transport: the operations on an id, `process_type` and `shared()`; not copyable, not movable,

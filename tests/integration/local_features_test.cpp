@@ -111,30 +111,39 @@ TEST_CASE("on_stdout receives output while the command runs", "[local][streaming
 
 TEST_CASE("a wait ends early when the caller's descriptor is readable, and only then",
           "[local][exec]") {
-  // What a server waits with when a command's stdin comes from its client (wait_or_wake).
+  // What a server waits with when a command's stdin or its call's cancellation comes from its
+  // client: wait_or_wake, and take_or_wake, which hands the output over.
   auto t = sandbox::local_transport::shared();
   auto box = keep_alive();
-  auto p = t->exec(box.id(), std::vector<std::string>{"sh", "-c", "sleep 1; echo done"}, {});
-  REQUIRE(p);
-  int fds[2];
-  REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
-  sandbox::detail::unique_fd r_end(fds[0]), w_end(fds[1]);
-  REQUIRE(::write(w_end.get(), "x", 1) == 1);
-  for (int i = 0; i < 2; ++i) { // polled, never read: it wakes every wait while readable
-    auto woken = p.value().wait_or_wake(std::nullopt, r_end.get());
-    REQUIRE_FALSE(woken);
-    CHECK(woken.error().is(errc::timeout)); // still running
+  for (bool taking : {false, true}) {
+    INFO((taking ? "take_or_wake" : "wait_or_wake"));
+    auto p = t->exec(box.id(), std::vector<std::string>{"sh", "-c", "sleep 1; echo done"}, {});
+    REQUIRE(p);
+    auto wait = [&](int fd) {
+      return taking ? p.value().take_or_wake(std::nullopt, fd)
+                    : p.value().wait_or_wake(std::nullopt, fd);
+    };
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_CLOEXEC) == 0);
+    sandbox::detail::unique_fd r_end(fds[0]), w_end(fds[1]);
+    REQUIRE(::write(w_end.get(), "x", 1) == 1);
+    for (int i = 0; i < 2; ++i) { // polled, never read: it wakes every wait while readable
+      auto woken = wait(r_end.get());
+      REQUIRE_FALSE(woken);
+      CHECK(woken.error().is(errc::timeout)); // still running
+    }
+    char c = 0;
+    REQUIRE(::read(r_end.get(), &c, 1) == 1);
+    auto ended = wait(r_end.get()); // nothing to wake it now
+    REQUIRE(ended);
+    CHECK(ended.value().stdout_text == "done\n");
+    // An ended command's result, readable descriptor or not; taken output is gone from it.
+    REQUIRE(::write(w_end.get(), "x", 1) == 1);
+    auto again = wait(r_end.get());
+    REQUIRE(again);
+    CHECK(again.value().returncode == 0);
+    CHECK(again.value().stdout_text == (taking ? "" : "done\n"));
   }
-  char c = 0;
-  REQUIRE(::read(r_end.get(), &c, 1) == 1);
-  auto ended = p.value().wait_or_wake(std::nullopt, r_end.get()); // nothing to wake it now
-  REQUIRE(ended);
-  CHECK(ended.value().stdout_text == "done\n");
-  // An ended command's result, readable descriptor or not.
-  REQUIRE(::write(w_end.get(), "x", 1) == 1);
-  auto again = p.value().wait_or_wake(std::nullopt, r_end.get());
-  REQUIRE(again);
-  CHECK(again.value().returncode == 0);
 }
 
 TEST_CASE("max_output_bytes drops but counts, never blocks, and bounds memory", "[local][output]") {

@@ -290,8 +290,16 @@ private:
       }
     };
 
-    /// Ends a wait of StreamExec's command (see `pump`): a message or the call's end came. Under
-    /// `m_`.
+    /// Makes `wake_`, readable at once if the call has already ended. Without a descriptor to
+    /// spare, the waits fall back to their slices.
+    void make_wake() noexcept {
+      std::lock_guard lk(m_);
+      wake_ = sandbox::detail::unique_fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+      if (gone_) poke();
+    }
+
+    /// Ends a wait of an Exec's or StreamExec's command (see `await`, `pump`): a message or the
+    /// call's end came. Under `m_`.
     void poke() noexcept {
       if (!wake_) return;
       const std::uint64_t one = 1;
@@ -451,13 +459,14 @@ private:
       if (!q) return finish(q.assume_error());
       auto& rq = q.assume_value();
       if (rq.sandbox_id.empty()) return finish(error(errc::validation, "sandboxId: required"));
+      make_wake(); // a cancellation ends the wait at once, not when its slice runs out
       auto p = srv_->svc_->exec(rq.sandbox_id, rq, deadline());
       if (!p) return finish(p.assume_error());
       auto r = serve::service<Transport>::await(
-          p.assume_value(), [&] { return gone(); }, "the call was cancelled");
-      if (!r)
-        return finish(serve::detail::grpc_status_of(
-            serve::service<Transport>::exec_failure(r.assume_error())));
+          p.assume_value(), [&] { return gone(); }, "the call was cancelled", wake_.get());
+      // Not `exec_failure`: over gRPC, a command's deadline is its caller's, who has stopped
+      // listening when it passes, so the output so far would go to no one (as trailers).
+      if (!r) return finish(r.assume_error());
       answer(result<http::wire::ExecResponse>(http::response_of(std::move(r).assume_value())));
     }
 
@@ -591,12 +600,9 @@ private:
       if (init.tty && !terminal_process<process_type>)
         return finish(
             error(errc::unsupported, "tty: the sandboxes of this server have no terminal"));
-      {
-        // The command's waits end when a message comes (stdin, its close): without it, they
-        // would be taken only when a wait's slice ran out.
-        std::lock_guard lk(m_);
-        wake_ = sandbox::detail::unique_fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-      }
+      // The command's waits end when a message comes (stdin, its close): without it, they
+      // would be taken only when a wait's slice ran out.
+      make_wake();
       http::wire::ExecRequest x;
       x.sandbox_id = init.sandbox_id;
       x.command = init.command;
@@ -868,7 +874,7 @@ private:
     std::mutex m_;
     std::condition_variable cv_;
     std::deque<std::string> inbox_;   // StreamExec: messages read, not yet handled
-    sandbox::detail::unique_fd wake_; // StreamExec: readable when inbox_ or gone_ changed
+    sandbox::detail::unique_fd wake_; // Exec, StreamExec: readable when inbox_ or gone_ changed
     bool reading_ = false, half_closed_ = false;
     std::deque<outgoing> outbox_; // StreamExec: messages to send, the one being sent first
     std::size_t queued_ = 0;      // bytes in outbox_

@@ -221,15 +221,20 @@ public:
 
   /// Waits for an Exec's command until it ends, in growing slices (10 ms to 250 ms: short
   /// commands end within the first, a long one costs few wake-ups), killing it once `gone()`
-  /// says the caller went away. **Errors:** not_running (`gone`: `why`, the command killed), and
-  /// those of the wait.
+  /// says the caller went away. A slice also ends when `wake` (if not -1) is readable, where
+  /// the process can be woken: a front end that learns of its caller's departure at once
+  /// (gRPC's cancellation) does not wait for the slice. **Errors:** not_running (`gone`: `why`,
+  /// the command killed), and those of the wait.
   template <class Gone>
   [[nodiscard]] static result<ExecResult> await(process_type& proc, Gone&& gone,
-                                                std::string_view why) {
+                                                std::string_view why, int wake = -1) {
     using std::chrono::milliseconds;
     for (milliseconds slice(10);; slice = std::min(slice * 2, milliseconds(250))) {
       // The result is the caller's alone: taken rather than copied where the handle can.
       auto r = [&] {
+        if constexpr (wakeable_process<process_type>) {
+          if (wake >= 0) return proc.take_or_wake(slice, wake);
+        }
         if constexpr (taking_process<process_type>)
           return proc.take(slice);
         else

@@ -165,8 +165,14 @@ public:
   /// As `wait`, but a successful result takes the output with it (see `taking_process`).
   [[nodiscard]] result<ExecResult> take(std::optional<std::chrono::milliseconds> timeout) noexcept {
     SANDBOX_TRYV(wait_ended(timeout));
-    if (failure_ || timed_out_) return final_result(); // kept: the error carries a copy
-    return take_output(res_);
+    return taken();
+  }
+
+  /// As `take`, but also returns errc::timeout (still running) once `wake` is readable.
+  [[nodiscard]] result<ExecResult> take_or_wake(std::optional<std::chrono::milliseconds> timeout,
+                                                int wake) noexcept {
+    SANDBOX_TRYV(wait_ended(timeout, wake));
+    return taken();
   }
 
   /// Reads what is available without blocking; the exit code once the command has finished.
@@ -256,6 +262,12 @@ public:
 
 private:
   using clock = std::chrono::steady_clock;
+
+  /// The result of an ended command, its output moved out when it succeeded.
+  [[nodiscard]] result<ExecResult> taken() noexcept {
+    if (failure_ || timed_out_) return final_result(); // kept: the error carries a copy
+    return take_output(res_);
+  }
 
   result<process> os_error(const char* what) noexcept {
     return fail(errno == EMFILE || errno == ENFILE ? errc::resource_exhausted : errc::transport,
