@@ -24,18 +24,24 @@
 
 namespace sandbox::http::detail {
 
+/// A connection's read buffer: 16 KiB from its first response on, 256 KiB once a response has
+/// filled that (more was coming: the rest, and later large responses, come in large pieces).
+struct read_buffer {
+  static constexpr std::size_t small_size = 16384;
+  static constexpr std::size_t big_size = std::size_t{256} << 10;
+  std::unique_ptr<char[]> data;
+  std::size_t size = 0;
+  bool grow = false; ///< filled: made big before the next read into it
+};
+
 /// One request's view of a connection's socket. What is read ahead of cpp-httplib's asking
 /// belongs to the same response (a server sends nothing after a response until the next
 /// request), so nothing is left over when the request ends.
 class tcp_stream final : public httplib::Stream {
 public:
-  static constexpr std::size_t small_size = 16384;
-  static constexpr std::size_t big_size = std::size_t{256} << 10;
-
-  /// `big`: the connection's large buffer, made here once a response fills the small one.
   tcp_stream(int fd, std::chrono::microseconds read_timeout, std::chrono::microseconds write_timeout,
-             std::unique_ptr<char[]>& big) noexcept
-      : fd_(fd), read_timeout_(read_timeout), write_timeout_(write_timeout), big_(big) {}
+             read_buffer& buf) noexcept
+      : fd_(fd), read_timeout_(read_timeout), write_timeout_(write_timeout), buf_(buf) {}
 
   bool is_readable() const override {
     return off_ < len_ || sandbox::detail::poll_for(fd_, POLLIN, read_timeout_);
@@ -46,19 +52,17 @@ public:
 
   ssize_t read(char* ptr, std::size_t size) override {
     if (off_ == len_) {
-      if (size >= small_size) return receive(ptr, size); // a large ask needs no copy
       off_ = len_ = 0;
-      char* into = big_ ? big_.get() : small_;
-      ssize_t n = receive(into, big_ ? big_size : small_size);
+      // A large ask needs no copy (cpp-httplib asks for 4 KiB at most); nor does one that finds
+      // no memory for the buffer.
+      if (size >= read_buffer::small_size || !refill_room()) return receive(ptr, size);
+      ssize_t n = receive(buf_.data.get(), buf_.size);
       if (n <= 0) return n;
-      data_ = into;
       len_ = static_cast<std::size_t>(n);
-      // A full small buffer: more is coming, so the rest is read in large pieces (or, short of
-      // memory, in small ones as before).
-      if (!big_ && len_ == small_size) big_.reset(new (std::nothrow) char[big_size]);
+      if (len_ == buf_.size && buf_.size < read_buffer::big_size) buf_.grow = true;
     }
     std::size_t n = std::min(size, len_ - off_);
-    std::memcpy(ptr, data_ + off_, n);
+    std::memcpy(ptr, buf_.data.get() + off_, n);
     off_ += n;
     return static_cast<ssize_t>(n);
   }
@@ -81,6 +85,19 @@ public:
   socket_t socket() const override { return fd_; }
 
 private:
+  /// The buffer, made (or made big) now that nothing in it is still to be read.
+  [[nodiscard]] bool refill_room() noexcept {
+    if (!buf_.data || buf_.grow) {
+      const std::size_t want = buf_.data ? read_buffer::big_size : read_buffer::small_size;
+      if (std::unique_ptr<char[]> d{new (std::nothrow) char[want]}) {
+        buf_.data = std::move(d);
+        buf_.size = want;
+      }
+      buf_.grow = false; // short of memory, a small buffer stays small
+    }
+    return buf_.data != nullptr;
+  }
+
   /// What the socket has, waiting up to the read timeout only when it has nothing.
   ssize_t receive(char* into, std::size_t size) const {
     for (;;) {
@@ -93,14 +110,12 @@ private:
 
   int fd_;
   std::chrono::microseconds read_timeout_, write_timeout_;
-  std::unique_ptr<char[]>& big_;
-  const char* data_ = nullptr;
+  read_buffer& buf_;
   std::size_t off_ = 0, len_ = 0;
-  char small_[small_size];
 };
 
-/// cpp-httplib's plain client with a `tcp_stream` under each request; the large buffer lives
-/// as long as the connection, for its later requests.
+/// cpp-httplib's plain client with a `tcp_stream` under each request, over the connection's
+/// own read buffer.
 class tcp_client final : public httplib::ClientImpl {
 public:
   using httplib::ClientImpl::ClientImpl;
@@ -110,11 +125,11 @@ private:
                       std::function<bool(httplib::Stream& strm)> callback) override {
     using std::chrono::microseconds, std::chrono::seconds;
     tcp_stream s(socket.sock, seconds(read_timeout_sec_) + microseconds(read_timeout_usec_),
-                 seconds(write_timeout_sec_) + microseconds(write_timeout_usec_), big_);
+                 seconds(write_timeout_sec_) + microseconds(write_timeout_usec_), buf_);
     return callback(s);
   }
 
-  std::unique_ptr<char[]> big_;
+  read_buffer buf_;
 };
 
 } // namespace sandbox::http::detail
