@@ -850,20 +850,24 @@ TEST_CASE("a response is read whole at and around the client's read sizes, in pi
 
 TEST_CASE("a body that stops coming is a timeout, after the part that came", "[http][faults]") {
   gate stalled;
+  std::atomic<bool> released{false}; // the server gave up waiting (after a minute)
   scripted_service svc;
   gate::release at_end{stalled};
   svc.on([&](auto&, httplib::Response& r, int) {
     const std::string head = R"({"sandboxId":"sbx-1",)" + std::string(40000, ' ');
     r.set_content_provider(head.size() + 100, "application/json",
-                           [head, &stalled](std::size_t off, std::size_t, httplib::DataSink& sink) {
+                           [head, &stalled, &released](std::size_t off, std::size_t,
+                                                       httplib::DataSink& sink) {
                              if (off == 0) return sink.write(head.data(), head.size());
                              stalled.wait();
+                             released = true;
                              return false;
                            });
   });
   auto t = svc.client({.read_timeout = 300ms});
   auto start = clk::now();
   auto r = t->get("sbx-1");
+  CHECK_FALSE(released); // the client's read timeout ended it, not the server
   REQUIRE_FALSE(r);
   CHECK(r.error().is(errc::timeout));
   CHECK(since(start) >= 290ms);

@@ -22,6 +22,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -299,6 +300,42 @@ TEST_CASE("clients that never read their responses do not hold the server's thre
   auto r = other->Get("/v1/sandboxes/" + id);
   REQUIRE(r);
   CHECK(r->status == 200);
+  (void)c->Delete("/v1/sandboxes/" + id);
+}
+
+TEST_CASE("an Exec whose client sends more while it waits ends with its result, without spinning",
+          "[server][clients]") {
+  // The wait for a command ends when its client's socket becomes readable (a client that left);
+  // one that is readable because the client sent its next request must not end every wait.
+  sandbox::testing::loopback_server srv;
+  auto c = client_of(srv);
+  const std::string id = create_sandbox(*c);
+  auto cpu_ms = [] {
+    rusage u{};
+    REQUIRE(::getrusage(RUSAGE_SELF, &u) == 0);
+    auto ms = [](timeval t) { return static_cast<double>(t.tv_sec) * 1e3 + t.tv_usec / 1e3; };
+    return ms(u.ru_utime) + ms(u.ru_stime);
+  };
+  raw_client client(srv.get().port());
+  REQUIRE(client.connected());
+  const double before = cpu_ms();
+  REQUIRE(client.send(request("POST", "/v1/sandboxes/" + id + ":exec", srv.token(),
+                              R"({"command":["sh","-c","sleep 2; echo done"]})")));
+  // The next request once the command runs: it then waits in the socket, not in the server's
+  // buffer of the connection.
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(client.send(request("GET", "/v1/sandboxes/" + id, srv.token())));
+  // Both answers, in order: the command's output ("done\n" in base64), then the sandbox.
+  auto got = [&] {
+    const auto& r = client.received();
+    auto at = r.find("ZG9uZQo=");
+    return at != std::string::npos && r.find(id, at) != std::string::npos;
+  };
+  for (int i = 0; i < 600 && !got(); ++i)
+    (void)client.closed_by_server(100ms);
+  CHECK(got());
+  // A wait woken without end would have spent the command's two seconds on a core.
+  CHECK(cpu_ms() - before < 1000);
   (void)c->Delete("/v1/sandboxes/" + id);
 }
 

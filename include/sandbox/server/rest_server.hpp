@@ -434,15 +434,11 @@ private:
     }
     auto p = svc_->exec(req.matches[1].str(), body.assume_value(), deadline);
     if (!p) return reply_error(res, p.assume_error());
-    // A client that goes away gets its command killed.
-    std::optional<serve::detail::client_watch> client; // made after the first slice: most end in it
+    // A client that goes away gets its command killed, once its socket says so.
+    const int sock = serve::detail::http_server::current_socket();
     auto r = serve::service<Transport>::await(
-        p.assume_value(),
-        [&] {
-          if (!client) client.emplace(serve::detail::http_server::current_socket());
-          return client->gone();
-        },
-        "the client went away");
+        p.assume_value(), [&] { return serve::detail::client_watch(sock).gone(); },
+        "the client went away", sock);
     if (!r) {
       auto status = serve::service<Transport>::exec_failure(r.assume_error());
       return reply(res, http::http_status_for(static_cast<http::grpc_code>(status.code)),

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <sandbox/concepts.hpp>
+#include <sandbox/detail/socket.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
@@ -32,6 +33,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <poll.h>
 
 namespace sandbox::serve {
 
@@ -222,9 +225,10 @@ public:
   /// Waits for an Exec's command until it ends, in growing slices (10 ms to 250 ms: short
   /// commands end within the first, a long one costs few wake-ups), killing it once `gone()`
   /// says the caller went away. A slice also ends when `wake` (if not -1) is readable, where
-  /// the process can be woken: a front end that learns of its caller's departure at once
-  /// (gRPC's cancellation) does not wait for the slice. **Errors:** not_running (`gone`: `why`,
-  /// the command killed), and those of the wait.
+  /// the process can be woken, so a caller's departure is seen at once: gRPC's cancellation, a
+  /// REST client's socket (readable at its close). Readable while the caller is still there (a
+  /// REST client that sent more), it is dropped, and the slices alone remain.
+  /// **Errors:** not_running (`gone`: `why`, the command killed), and those of the wait.
   template <class Gone>
   [[nodiscard]] static result<ExecResult> await(process_type& proc, Gone&& gone,
                                                 std::string_view why, int wake = -1) {
@@ -242,6 +246,7 @@ public:
       }();
       if (r || !r.assume_error().is(errc::timeout)) return r;
       if (gone()) return kill(proc, why);
+      if (wake >= 0 && sandbox::detail::poll_for(wake, POLLIN, milliseconds(0))) wake = -1;
     }
   }
 

@@ -132,13 +132,9 @@ public:
   }
 
   ssize_t write(const char* ptr, std::size_t size) override {
-    for (;;) {
-      if (broken_) return -1;
-      ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL);
-      if (n >= 0) return n;
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN || !poll_for(POLLOUT, l_.write_timeout)) return fail();
-    }
+    if (broken_) return -1;
+    ssize_t n = sandbox::detail::send_within(fd_, ptr, size, l_.write_timeout);
+    return n < 0 ? fail() : n;
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
@@ -183,12 +179,8 @@ private:
   }
 
   ssize_t receive(char* into, std::size_t size) {
-    for (;;) {
-      ssize_t n = ::recv(fd_, into, size, 0);
-      if (n >= 0) return n;
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN || !poll_for(POLLIN, l_.read_timeout)) return fail();
-    }
+    ssize_t n = sandbox::detail::recv_within(fd_, into, size, l_.read_timeout);
+    return n < 0 ? fail() : n;
   }
 
   ssize_t fail() noexcept {

@@ -704,8 +704,8 @@ struct Status {
   std::string message;
   std::optional<ErrorInfo> error_info;
   std::optional<RetryInfo> retry_info;
-  /// Our server's detail (`coreweave.sandbox.v1.ExecResponse`) on a command timeout: the output
-  /// the command produced before it was killed. Other services do not send it.
+  /// Our server's detail (`coreweave.sandbox.v1.ExecResponse`) on a REST Exec's command timeout:
+  /// the output the command produced before it was killed. Other services do not send it.
   std::optional<ExecResponse> exec_response;
   friend bool operator==(const Status&, const Status&) = default;
 };

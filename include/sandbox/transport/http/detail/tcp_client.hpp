@@ -11,7 +11,6 @@
 #include <httplib.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -24,8 +23,9 @@
 
 namespace sandbox::http::detail {
 
-/// A connection's read buffer: 16 KiB from its first response on, 256 KiB once a response has
-/// filled that (more was coming: the rest, and later large responses, come in large pieces).
+/// A connection's read buffer: 16 KiB, grown to 256 KiB once a response fills it (more was
+/// coming: the rest comes in large pieces), and given back when that response has been read,
+/// so that an idle pooled connection holds 16 KiB at most.
 struct read_buffer {
   static constexpr std::size_t small_size = 16384;
   static constexpr std::size_t big_size = std::size_t{256} << 10;
@@ -36,7 +36,9 @@ struct read_buffer {
 
 /// One request's view of a connection's socket. What is read ahead of cpp-httplib's asking
 /// belongs to the same response (a server sends nothing after a response until the next
-/// request), so nothing is left over when the request ends.
+/// request), so nothing is left over when the request ends. (cpp-httplib sends a request of its
+/// own from within one only to follow a redirect or answer a digest challenge, neither of which
+/// this client does; the first stream would not read again anyway.)
 class tcp_stream final : public httplib::Stream {
 public:
   tcp_stream(int fd, std::chrono::microseconds read_timeout, std::chrono::microseconds write_timeout,
@@ -68,12 +70,7 @@ public:
   }
 
   ssize_t write(const char* ptr, std::size_t size) override {
-    for (;;) {
-      ssize_t n = ::send(fd_, ptr, size, MSG_NOSIGNAL | MSG_DONTWAIT);
-      if (n >= 0) return n;
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN || !sandbox::detail::poll_for(fd_, POLLOUT, write_timeout_)) return -1;
-    }
+    return sandbox::detail::send_within(fd_, ptr, size, write_timeout_);
   }
 
   void get_remote_ip_and_port(std::string& ip, int& port) const override {
@@ -98,14 +95,8 @@ private:
     return buf_.data != nullptr;
   }
 
-  /// What the socket has, waiting up to the read timeout only when it has nothing.
-  ssize_t receive(char* into, std::size_t size) const {
-    for (;;) {
-      ssize_t n = ::recv(fd_, into, size, MSG_DONTWAIT);
-      if (n >= 0) return n;
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN || !sandbox::detail::poll_for(fd_, POLLIN, read_timeout_)) return -1;
-    }
+  [[nodiscard]] ssize_t receive(char* into, std::size_t size) const noexcept {
+    return sandbox::detail::recv_within(fd_, into, size, read_timeout_);
   }
 
   int fd_;
@@ -126,7 +117,9 @@ private:
     using std::chrono::microseconds, std::chrono::seconds;
     tcp_stream s(socket.sock, seconds(read_timeout_sec_) + microseconds(read_timeout_usec_),
                  seconds(write_timeout_sec_) + microseconds(write_timeout_usec_), buf_);
-    return callback(s);
+    const bool ok = callback(s);
+    if (buf_.size > read_buffer::small_size) buf_ = read_buffer{};
+    return ok;
   }
 
   read_buffer buf_;
