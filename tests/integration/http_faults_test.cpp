@@ -483,6 +483,18 @@ TEST_CASE("a reply slower than the read timeout", "[http][faults]") {
   CHECK(since(start) < 30s); // the read timeout ended it, not the reply
 }
 
+TEST_CASE("a read timeout too long to count is no timeout", "[http][faults]") {
+  scripted_service svc;
+  svc.on([&](auto&, auto& r, int) {
+    std::this_thread::sleep_for(300ms);
+    json(r, 200, sandbox_json("STATE_RUNNING"));
+  });
+  auto t = svc.client({.read_timeout = std::chrono::milliseconds::max()});
+  auto r = t->get("sbx-1");
+  REQUIRE(r);
+  CHECK(r.value().state == State::RUNNING);
+}
+
 TEST_CASE("404 on stop, with and without missing_ok", "[http][faults]") {
   scripted_service svc;
   svc.on([](auto&, auto& r, int) {

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <new>
@@ -114,12 +115,19 @@ public:
 private:
   bool process_socket(const Socket& socket,
                       std::function<bool(httplib::Stream& strm)> callback) override {
-    using std::chrono::microseconds, std::chrono::seconds;
-    tcp_stream s(socket.sock, seconds(read_timeout_sec_) + microseconds(read_timeout_usec_),
-                 seconds(write_timeout_sec_) + microseconds(write_timeout_usec_), buf_);
+    tcp_stream s(socket.sock, timeout_of(read_timeout_sec_, read_timeout_usec_),
+                 timeout_of(write_timeout_sec_, write_timeout_usec_), buf_);
     const bool ok = callback(s);
     if (buf_.size > read_buffer::small_size) buf_ = read_buffer{};
     return ok;
+  }
+
+  /// cpp-httplib's (seconds, microseconds) as one duration; a century or more (a caller's
+  /// `milliseconds::max()`, say) is a wait with no end (`poll_for`), not an overflow.
+  [[nodiscard]] static std::chrono::microseconds timeout_of(time_t sec, time_t usec) noexcept {
+    constexpr time_t century = time_t{100} * 365 * 24 * 3600;
+    if (sec >= century) return std::chrono::hours(24 * 365 * 100);
+    return std::chrono::seconds(sec) + std::chrono::microseconds(usec);
   }
 
   read_buffer buf_;
