@@ -867,14 +867,14 @@ TEST_CASE("a body that stops coming is a timeout, after the part that came", "[h
   gate::release at_end{stalled};
   svc.on([&](auto&, httplib::Response& r, int) {
     const std::string head = R"({"sandboxId":"sbx-1",)" + std::string(40000, ' ');
-    r.set_content_provider(head.size() + 100, "application/json",
-                           [head, &stalled, &released](std::size_t off, std::size_t,
-                                                       httplib::DataSink& sink) {
-                             if (off == 0) return sink.write(head.data(), head.size());
-                             stalled.wait();
-                             released = true;
-                             return false;
-                           });
+    r.set_content_provider(
+        head.size() + 100, "application/json",
+        [head, &stalled, &released](std::size_t off, std::size_t, httplib::DataSink& sink) {
+          if (off == 0) return sink.write(head.data(), head.size());
+          stalled.wait();
+          released = true;
+          return false;
+        });
   });
   auto t = svc.client({.read_timeout = 300ms});
   auto start = clk::now();

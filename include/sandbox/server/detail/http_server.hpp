@@ -8,6 +8,7 @@
 #pragma once
 
 #include <sandbox/detail/socket.hpp>
+#include <sandbox/transport/http/detail/fd_stream.hpp>
 
 #include <httplib.h>
 
@@ -63,9 +64,9 @@ using clock = std::chrono::steady_clock;
 /// on a request only once its head is whole; a worker then reads the body from the buffer and the
 /// socket, each wait up to the read timeout, and writes with each wait up to the write timeout.
 /// Any timeout or error breaks the connection for good.
-class connection final : public httplib::Stream {
+class connection final : public http::detail::fd_stream {
 public:
-  connection(int fd, const connection_limits& l) noexcept : fd_(fd), l_(l) {}
+  connection(int fd, const connection_limits& l) noexcept : fd_stream(fd), l_(l) {}
   ~connection() override {
     ::shutdown(fd_, SHUT_RDWR);
     ::close(fd_);
@@ -137,14 +138,6 @@ public:
     return n < 0 ? fail() : n;
   }
 
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    sandbox::detail::socket_endpoint(fd_, ::getpeername, ip, port);
-  }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    sandbox::detail::socket_endpoint(fd_, ::getsockname, ip, port);
-  }
-  socket_t socket() const override { return fd_; }
-
 private:
   /// A head ends with an empty line ("\r\n" after a line's "\n"), as cpp-httplib reads it.
   /// Each byte is looked at once, however slowly the head trickles in.
@@ -192,7 +185,6 @@ private:
     return sandbox::detail::poll_for(fd_, events, wait);
   }
 
-  int fd_;
   const connection_limits& l_;
   std::unique_ptr<char[]> buf_;
   std::size_t cap_ = 0, off_ = 0, len_ = 0;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <sandbox/detail/socket.hpp>
+#include <sandbox/transport/http/detail/fd_stream.hpp>
 
 #include <httplib.h>
 
@@ -40,11 +41,11 @@ struct read_buffer {
 /// request), so nothing is left over when the request ends. (cpp-httplib sends a request of its
 /// own from within one only to follow a redirect or answer a digest challenge, neither of which
 /// this client does; the first stream would not read again anyway.)
-class tcp_stream final : public httplib::Stream {
+class tcp_stream final : public fd_stream {
 public:
-  tcp_stream(int fd, std::chrono::microseconds read_timeout, std::chrono::microseconds write_timeout,
-             read_buffer& buf) noexcept
-      : fd_(fd), read_timeout_(read_timeout), write_timeout_(write_timeout), buf_(buf) {}
+  tcp_stream(int fd, std::chrono::microseconds read_timeout,
+             std::chrono::microseconds write_timeout, read_buffer& buf) noexcept
+      : fd_stream(fd), read_timeout_(read_timeout), write_timeout_(write_timeout), buf_(buf) {}
 
   bool is_readable() const override {
     return off_ < len_ || sandbox::detail::poll_for(fd_, POLLIN, read_timeout_);
@@ -74,14 +75,6 @@ public:
     return sandbox::detail::send_within(fd_, ptr, size, write_timeout_);
   }
 
-  void get_remote_ip_and_port(std::string& ip, int& port) const override {
-    sandbox::detail::socket_endpoint(fd_, ::getpeername, ip, port);
-  }
-  void get_local_ip_and_port(std::string& ip, int& port) const override {
-    sandbox::detail::socket_endpoint(fd_, ::getsockname, ip, port);
-  }
-  socket_t socket() const override { return fd_; }
-
 private:
   /// The buffer, made (or made big) now that nothing in it is still to be read.
   [[nodiscard]] bool refill_room() noexcept {
@@ -100,7 +93,6 @@ private:
     return sandbox::detail::recv_within(fd_, into, size, read_timeout_);
   }
 
-  int fd_;
   std::chrono::microseconds read_timeout_, write_timeout_;
   read_buffer& buf_;
   std::size_t off_ = 0, len_ = 0;
