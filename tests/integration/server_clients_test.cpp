@@ -320,7 +320,7 @@ TEST_CASE("an Exec whose client sends more while it waits ends with its result, 
   REQUIRE(client.connected());
   const double before = cpu_ms();
   REQUIRE(client.send(request("POST", "/v1/sandboxes/" + id + ":exec", srv.token(),
-                              R"({"command":["sh","-c","sleep 2; echo done"]})")));
+                              R"({"command":["sh","-c","sleep 4; echo done"]})")));
   // The next request once the command runs: it then waits in the socket, not in the server's
   // buffer of the connection.
   std::this_thread::sleep_for(300ms);
@@ -334,7 +334,7 @@ TEST_CASE("an Exec whose client sends more while it waits ends with its result, 
   for (int i = 0; i < 600 && !got(); ++i)
     (void)client.closed_by_server(100ms);
   CHECK(got());
-  // A wait woken without end would have spent the command's two seconds on a core.
+  // A wait woken without end would have spent most of the command's four seconds on a core.
   CHECK(cpu_ms() - before < 1000);
   (void)c->Delete("/v1/sandboxes/" + id);
 }

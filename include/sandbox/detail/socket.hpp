@@ -19,11 +19,13 @@
 namespace sandbox::detail {
 
 /// Whether `fd` has one of `events` (or an error or hang-up) within `wait`; a signal resumes the
-/// wait with what is left of it. A wait of a century or more has no end.
-[[nodiscard]] inline bool poll_for(int fd, short events, std::chrono::microseconds wait) noexcept {
+/// wait with what is left of it. A wait of a century or more (`milliseconds::max()`) has no end;
+/// a negative one is none.
+[[nodiscard]] inline bool poll_for(int fd, short events, std::chrono::milliseconds wait) noexcept {
   using clock = std::chrono::steady_clock;
   const bool forever = wait >= std::chrono::hours(24 * 365 * 100);
-  const auto until = forever ? clock::time_point::max() : clock::now() + wait;
+  const auto until = forever ? clock::time_point::max()
+                             : clock::now() + std::max(wait, std::chrono::milliseconds(0));
   for (;;) {
     int ms = -1;
     if (!forever) {
@@ -41,7 +43,7 @@ namespace sandbox::detail {
 /// Reads what `fd` has, up to `size` bytes, waiting (up to `wait`) only when it has nothing:
 /// the bytes read, 0 at the end of the stream, -1 on an error or when the wait ran out.
 [[nodiscard]] inline ssize_t recv_within(int fd, char* into, std::size_t size,
-                                         std::chrono::microseconds wait) noexcept {
+                                         std::chrono::milliseconds wait) noexcept {
   for (;;) {
     const ssize_t n = ::recv(fd, into, size, MSG_DONTWAIT);
     if (n >= 0) return n;
@@ -53,7 +55,7 @@ namespace sandbox::detail {
 /// Writes what `fd` takes of `size` bytes, waiting (up to `wait`) only when it takes nothing:
 /// the bytes written, -1 on an error (the peer gone: no SIGPIPE) or when the wait ran out.
 [[nodiscard]] inline ssize_t send_within(int fd, const char* from, std::size_t size,
-                                         std::chrono::microseconds wait) noexcept {
+                                         std::chrono::milliseconds wait) noexcept {
   for (;;) {
     const ssize_t n = ::send(fd, from, size, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n >= 0) return n;

@@ -227,7 +227,8 @@ public:
   /// says the caller went away. A slice also ends when `wake` (if not -1) is readable, where
   /// the process can be woken, so a caller's departure is seen at once: gRPC's cancellation, a
   /// REST client's socket (readable at its close). Readable while the caller is still there (a
-  /// REST client that sent more), it is dropped, and the slices alone remain.
+  /// REST client that sent more, the server's own shutdown for reading at stop), it is dropped,
+  /// and the slices alone remain.
   /// **Errors:** not_running (`gone`: `why`, the command killed), and those of the wait.
   template <class Gone>
   [[nodiscard]] static result<ExecResult> await(process_type& proc, Gone&& gone,
@@ -245,8 +246,11 @@ public:
           return proc.wait(slice);
       }();
       if (r || !r.assume_error().is(errc::timeout)) return r;
+      // Readable before `gone` is asked: a caller that leaves in between is not mistaken for
+      // one that sent more (which would drop the descriptor and leave the slices to see it).
+      const bool readable = wake >= 0 && sandbox::detail::poll_for(wake, POLLIN, milliseconds(0));
       if (gone()) return kill(proc, why);
-      if (wake >= 0 && sandbox::detail::poll_for(wake, POLLIN, milliseconds(0))) wake = -1;
+      if (readable) wake = -1;
     }
   }
 

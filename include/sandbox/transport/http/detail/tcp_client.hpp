@@ -43,8 +43,8 @@ struct read_buffer {
 /// this client does; the first stream would not read again anyway.)
 class tcp_stream final : public fd_stream {
 public:
-  tcp_stream(int fd, std::chrono::microseconds read_timeout,
-             std::chrono::microseconds write_timeout, read_buffer& buf) noexcept
+  tcp_stream(int fd, std::chrono::milliseconds read_timeout,
+             std::chrono::milliseconds write_timeout, read_buffer& buf) noexcept
       : fd_stream(fd), read_timeout_(read_timeout), write_timeout_(write_timeout), buf_(buf) {}
 
   bool is_readable() const override {
@@ -93,7 +93,7 @@ private:
     return sandbox::detail::recv_within(fd_, into, size, read_timeout_);
   }
 
-  std::chrono::microseconds read_timeout_, write_timeout_;
+  std::chrono::milliseconds read_timeout_, write_timeout_;
   read_buffer& buf_;
   std::size_t off_ = 0, len_ = 0;
 };
@@ -111,15 +111,17 @@ private:
                  timeout_of(write_timeout_sec_, write_timeout_usec_), buf_);
     const bool ok = callback(s);
     if (buf_.size > read_buffer::small_size) buf_ = read_buffer{};
+    buf_.grow = false; // a response that ended by filling the buffer asks nothing of the next
     return ok;
   }
 
-  /// cpp-httplib's (seconds, microseconds) as one duration; a century or more (a caller's
-  /// `milliseconds::max()`, say) is a wait with no end (`poll_for`), not an overflow.
-  [[nodiscard]] static std::chrono::microseconds timeout_of(time_t sec, time_t usec) noexcept {
+  /// cpp-httplib's (seconds, microseconds) in whole milliseconds, rounded up; a century or more
+  /// (a caller's `milliseconds::max()`, say) is a wait with no end (`poll_for`), not an overflow.
+  [[nodiscard]] static std::chrono::milliseconds timeout_of(time_t sec, time_t usec) noexcept {
     constexpr time_t century = time_t{100} * 365 * 24 * 3600;
     if (sec >= century) return std::chrono::hours(24 * 365 * 100);
-    return std::chrono::seconds(sec) + std::chrono::microseconds(usec);
+    return std::chrono::ceil<std::chrono::milliseconds>(std::chrono::seconds(sec) +
+                                                        std::chrono::microseconds(usec));
   }
 
   read_buffer buf_;
