@@ -18,12 +18,14 @@
 
 namespace sandbox::detail {
 
+/// A wait this long or longer (`milliseconds::max()`, say) has no end: a century.
+inline constexpr std::chrono::hours endless_wait{24 * 365 * 100};
+
 /// Whether `fd` has one of `events` (or an error or hang-up) within `wait`; a signal resumes the
-/// wait with what is left of it. A wait of a century or more (`milliseconds::max()`) has no end;
-/// a negative one is none.
+/// wait with what is left of it. An `endless_wait` has no end; a negative one is none.
 [[nodiscard]] inline bool poll_for(int fd, short events, std::chrono::milliseconds wait) noexcept {
   using clock = std::chrono::steady_clock;
-  const bool forever = wait >= std::chrono::hours(24 * 365 * 100);
+  const bool forever = wait >= endless_wait;
   const auto until = forever ? clock::time_point::max()
                              : clock::now() + std::max(wait, std::chrono::milliseconds(0));
   for (;;) {

@@ -33,7 +33,6 @@ struct read_buffer {
   static constexpr std::size_t big_size = std::size_t{256} << 10;
   std::unique_ptr<char[]> data;
   std::size_t size = 0;
-  bool grow = false; ///< filled: made big before the next read into it
 };
 
 /// One request's view of a connection's socket. What is read ahead of cpp-httplib's asking
@@ -63,7 +62,7 @@ public:
       ssize_t n = receive(buf_.data.get(), buf_.size);
       if (n <= 0) return n;
       len_ = static_cast<std::size_t>(n);
-      if (len_ == buf_.size && buf_.size < read_buffer::big_size) buf_.grow = true;
+      filled_ = len_ == buf_.size;
     }
     std::size_t n = std::min(size, len_ - off_);
     std::memcpy(ptr, buf_.data.get() + off_, n);
@@ -76,15 +75,15 @@ public:
   }
 
 private:
-  /// The buffer, made (or made big) now that nothing in it is still to be read.
+  /// The buffer, made (or made big, when the last read filled it small) now that nothing in it
+  /// is still to be read. Short of memory, a small buffer stays small.
   [[nodiscard]] bool refill_room() noexcept {
-    if (!buf_.data || buf_.grow) {
+    if (!buf_.data || (filled_ && buf_.size < read_buffer::big_size)) {
       const std::size_t want = buf_.data ? read_buffer::big_size : read_buffer::small_size;
       if (std::unique_ptr<char[]> d{new (std::nothrow) char[want]}) {
         buf_.data = std::move(d);
         buf_.size = want;
       }
-      buf_.grow = false; // short of memory, a small buffer stays small
     }
     return buf_.data != nullptr;
   }
@@ -96,6 +95,7 @@ private:
   std::chrono::milliseconds read_timeout_, write_timeout_;
   read_buffer& buf_;
   std::size_t off_ = 0, len_ = 0;
+  bool filled_ = false; ///< this response's last read filled the buffer: more was coming
 };
 
 /// cpp-httplib's plain client with a `tcp_stream` under each request, over the connection's
@@ -111,15 +111,14 @@ private:
                  timeout_of(write_timeout_sec_, write_timeout_usec_), buf_);
     const bool ok = callback(s);
     if (buf_.size > read_buffer::small_size) buf_ = read_buffer{};
-    buf_.grow = false; // a response that ended by filling the buffer asks nothing of the next
     return ok;
   }
 
-  /// cpp-httplib's (seconds, microseconds) in whole milliseconds, rounded up; a century or more
-  /// (a caller's `milliseconds::max()`, say) is a wait with no end (`poll_for`), not an overflow.
+  /// cpp-httplib's (seconds, microseconds) in whole milliseconds, rounded up; an `endless_wait`
+  /// or more (a caller's `milliseconds::max()`, say) stays one, not an overflow.
   [[nodiscard]] static std::chrono::milliseconds timeout_of(time_t sec, time_t usec) noexcept {
-    constexpr time_t century = time_t{100} * 365 * 24 * 3600;
-    if (sec >= century) return std::chrono::hours(24 * 365 * 100);
+    using sandbox::detail::endless_wait;
+    if (std::chrono::seconds(sec) >= endless_wait) return endless_wait;
     return std::chrono::ceil<std::chrono::milliseconds>(std::chrono::seconds(sec) +
                                                         std::chrono::microseconds(usec));
   }
