@@ -9,6 +9,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -82,6 +84,36 @@ std::string make_busybox_image() {
     symlink("busybox", (root + "/bin/" + tool).c_str());
   std::ofstream(root + "/etc/image-marker") << "busybox image\n";
   return root;
+}
+
+/// The pids of this process's children named `comm`.
+std::vector<pid_t> children_named(const std::string& comm) {
+  std::vector<pid_t> found;
+  std::string me = std::to_string(getpid());
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    std::string stat = slurp(std::string("/proc/") + e->d_name + "/stat");
+    auto open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    std::string state, ppid;
+    rest >> state >> ppid;
+    if (ppid == me && stat.substr(open + 1, close - open - 1) == comm)
+      found.push_back(std::atoi(e->d_name));
+  }
+  closedir(d);
+  return found;
+}
+
+/// The Cpus_allowed_list line of a /proc status file ("0-1", "0,2-3", ...).
+std::string cpus_allowed(const std::string& status) {
+  auto at = status.find("Cpus_allowed_list:");
+  if (at == std::string::npos) return "?";
+  std::istringstream in(status.substr(at + sizeof "Cpus_allowed_list:" - 1));
+  std::string list;
+  in >> list;
+  return list;
 }
 
 } // namespace
@@ -468,4 +500,44 @@ TEST_CASE("every sandbox has a network namespace of its own", "[local]") {
     CHECK(std::count(links.value().stdout_text.begin(), links.value().stdout_text.end(), ':') == 1);
     alive.push_back(std::move(box).value());
   }
+}
+
+TEST_CASE("a command may use every CPU of its sandbox whichever CPU it was asked from, and the "
+          "supervisor is bound to none once it has ended",
+          "[local]") {
+  // The supervisor starts a command on its caller's CPU, bound there until the command ends, and
+  // the command widens its CPUs before execve; both must be undone, from any CPU.
+  const std::string all = cpus_allowed(slurp("/proc/thread-self/status"));
+  cpu_set_t mine;
+  REQUIRE(sched_getaffinity(0, sizeof mine, &mine) == 0);
+  if (CPU_COUNT(&mine) < 2) WARN("one CPU: a command bound to its caller's CPU looks the same");
+  auto before = children_named("sandbox-init");
+  Box box = keep_alive();
+  auto after = children_named("sandbox-init");
+  std::vector<pid_t> fresh;
+  for (pid_t p : after)
+    if (std::find(before.begin(), before.end(), p) == before.end()) fresh.push_back(p);
+  REQUIRE(fresh.size() == 1);
+  const std::string supervisor_status = "/proc/" + std::to_string(fresh[0]) + "/status";
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &mine)) continue;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    REQUIRE(sched_setaffinity(0, sizeof one, &one) == 0);
+    auto r = box.exec({"grep", "Cpus_allowed_list", "/proc/self/status"}).result();
+    REQUIRE(r);
+    INFO("asked from CPU " << cpu);
+    CHECK(cpus_allowed(r.value().stdout_text) == all);
+    CHECK(cpus_allowed(slurp(supervisor_status)) == all);
+  }
+  REQUIRE(sched_setaffinity(0, sizeof mine, &mine) == 0);
+  // Two at once, the first still running while the second ends: bound until both have ended.
+  auto running = box.exec({"sleep", "30"});
+  auto r = box.exec({"grep", "Cpus_allowed_list", "/proc/self/status"}).result();
+  REQUIRE(r);
+  CHECK(cpus_allowed(r.value().stdout_text) == all);
+  CHECK(running.kill(SIGKILL));
+  CHECK(running.result().value().returncode == 137);
+  CHECK(cpus_allowed(slurp(supervisor_status)) == all);
 }

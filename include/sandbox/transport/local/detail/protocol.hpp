@@ -35,6 +35,7 @@ struct request {
   std::uint32_t strings_len; ///< argc + envc NUL-terminated strings, then the NUL-terminated cwd
   std::uint16_t tty_cols;    ///< exec_tty: the terminal's size
   std::uint16_t tty_rows;
+  std::int32_t cpu = -1; ///< exec: the caller's CPU, where the command is started (-1: anywhere)
 };
 
 /// The largest request (header + strings); argv and env beyond it are a validation error.
