@@ -977,7 +977,7 @@ inline void reap(state& st, bool block) noexcept {
     if (pid <= 0) return;
     slot* s = find_slot(st, pid);
     if (!s) continue; // an orphan that was reparented to us
-    if (s->pinned) { // before the reply: a caller woken by it finds the supervisor unbound
+    if (s->pinned) {  // before the reply: a caller woken by it finds the supervisor unbound
       --st.pinned_running;
       unfollow(st);
     }
