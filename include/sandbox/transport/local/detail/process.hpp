@@ -106,7 +106,7 @@ public:
     rq.envc = static_cast<std::uint32_t>(env.size());
     rq.strings_len = static_cast<std::uint32_t>(strings.size());
     p.oom_before_ = p.box_->oom_kills(); // 0 without a memory limit, at no cost
-    rq.cpu = ::sched_getcpu();           // see start_on_callers_cpu (supervisor.hpp)
+    rq.cpu = ::sched_getcpu();           // see follow_caller (supervisor.hpp)
     if (o.tty) {
       // The terminal's master comes back with `started` (read_status).
       p.tty_ = true;
