@@ -52,6 +52,24 @@ inline std::pair<stats, stats> measure_ab(int n, const std::function<void()>& a,
   return {summarize(std::move(ta)), summarize(std::move(tb))};
 }
 
+/// Runs a and b in alternating blocks of `block` calls, n calls each: drift on a shared machine
+/// hits both alike, while each runs as it does on its own (measure_ab's call-by-call alternation
+/// changes what it measures when a and b leave the scheduler in different states).
+inline std::pair<stats, stats> measure_blocks(int n, const std::function<void()>& a,
+                                              const std::function<void()>& b, int block = 25) {
+  a();
+  b();
+  std::vector<double> ta, tb;
+  for (int done = 0; done < n; done += block) {
+    const int k = std::min(block, n - done);
+    for (int i = 0; i < k; ++i)
+      ta.push_back(time_ms(a));
+    for (int i = 0; i < k; ++i)
+      tb.push_back(time_ms(b));
+  }
+  return {summarize(std::move(ta)), summarize(std::move(tb))};
+}
+
 inline void print(const char* what, stats s, int width = 58) {
   std::printf("%-*s median %8.3f ms   p10 %8.3f   p90 %8.3f\n", width, what, s.median_ms, s.p10_ms,
               s.p90_ms);
