@@ -18,7 +18,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -532,11 +534,17 @@ TEST_CASE("a command may use every CPU of its sandbox whichever CPU it was asked
     CHECK(cpus_allowed(slurp(supervisor_status)) == all);
   }
   REQUIRE(sched_setaffinity(0, sizeof mine, &mine) == 0);
-  // Two at once, the first still running while the second ends: bound until both have ended.
+  // Two at once, the first still running while the second ends; and a command that runs on
+  // does not keep the supervisor bound beyond its lease (follow_lease_ms).
   auto running = box.exec({"sleep", "30"});
   auto r = box.exec({"grep", "Cpus_allowed_list", "/proc/self/status"}).result();
   REQUIRE(r);
   CHECK(cpus_allowed(r.value().stdout_text) == all);
+  std::string now_allowed;
+  for (int i = 0; i < 1000 && (now_allowed = cpus_allowed(slurp(supervisor_status))) != all; ++i)
+    std::this_thread::sleep_for(10ms);
+  CHECK(now_allowed == all);
+  CHECK(running.poll() == std::nullopt); // still running: the lease, not its end, unbound it
   CHECK(running.kill(SIGKILL));
   CHECK(running.result().value().returncode == 137);
   CHECK(cpus_allowed(slurp(supervisor_status)) == all);

@@ -158,7 +158,8 @@ struct state {
   cpu_set_t cpus;     // the CPUs the supervisor was started with: every command's
   bool cpus_known;    // whether `cpus` could be read (if not, the supervisor never moves)
   int pinned_cpu;     // the CPU the supervisor is bound to (-1: none; see follow_caller)
-  std::size_t pinned_running; // commands started there, not yet reaped
+  std::size_t pinned_running;   // commands started there, not yet reaped
+  std::int64_t pinned_until_ms; // when the binding ends even if they still run
 };
 
 inline std::int64_t now_ms() noexcept {
@@ -804,29 +805,36 @@ inline int open_terminal(const state& st, const request& rq, int& master, int& s
   return err;
 }
 
+/// How long the supervisor stays bound to a caller's CPU at most: a command that runs longer
+/// gains nothing measurable from it, and a bound supervisor waits for that CPU even when another
+/// is idle (a CPU-bound command there delays its replies by up to a scheduler slice).
+inline constexpr std::int64_t follow_lease_ms = 50;
+
 /// Binds the supervisor to `cpu`, the CPU of the caller asking for a command, until the commands
-/// started there have ended (unfollow). The command starts there too (a new process starts on
-/// its parent's CPUs) and then widens its CPUs to all of the sandbox's (exec_child). A caller
-/// that waits for its command leaves that CPU free; the command's exit then wakes the supervisor,
-/// and its reply the caller, on that one CPU, as a posix_spawn caller is woken by its child. Left
-/// to the scheduler, each wake may go to an idle CPU, which costs about 0.1 ms on a virtual
-/// machine (warm exec of `true`: 1.12–1.33x posix_spawn unbound, 0.99–1.07x bound, one run).
-/// True when bound: the command must widen its CPUs.
+/// started there have ended or follow_lease_ms has passed (unfollow). The command starts there
+/// too (a new process starts on its parent's CPUs) and then widens its CPUs to all of the
+/// sandbox's (exec_child). A caller that waits for its command leaves that CPU free; the
+/// command's exit then wakes the supervisor, and its reply the caller, on that one CPU, as a
+/// posix_spawn caller is woken by its child. Left to the scheduler, each wake may go to an idle
+/// CPU, which costs about 0.1 ms on a virtual machine (warm exec of `true`: 1.12–1.33x
+/// posix_spawn unbound, 0.99–1.07x bound, one run). True when bound: the command must widen.
 inline bool follow_caller(state& st, std::int32_t cpu) noexcept {
   if (!st.cpus_known || cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &st.cpus)) return false;
-  if (st.pinned_cpu == cpu) return true;
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(cpu, &one);
-  if (::sched_setaffinity(0, sizeof one, &one) != 0) return false;
-  st.pinned_cpu = cpu;
+  if (st.pinned_cpu != cpu) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    if (::sched_setaffinity(0, sizeof one, &one) != 0) return false;
+    st.pinned_cpu = cpu;
+  }
+  st.pinned_until_ms = now_ms() + follow_lease_ms;
   return true;
 }
 
-/// Gives the supervisor all of its CPUs back once no command started on a caller's CPU runs:
-/// bound, it would wait for that CPU even when another is idle.
-inline void unfollow(state& st) noexcept {
-  if (st.pinned_cpu < 0 || st.pinned_running != 0) return;
+/// Gives the supervisor all of its CPUs back once no command started on a caller's CPU runs, or
+/// (`lease_over`) whatever still runs.
+inline void unfollow(state& st, bool lease_over = false) noexcept {
+  if (st.pinned_cpu < 0 || (st.pinned_running != 0 && !lease_over)) return;
   (void)::sched_setaffinity(0, sizeof st.cpus, &st.cpus);
   st.pinned_cpu = -1;
 }
@@ -1098,6 +1106,12 @@ inline bool handle_request(state& st) noexcept {
         continue;
       }
       timeout = static_cast<int>(st.lifetime_end_ms - now);
+    }
+    if (st.pinned_cpu >= 0) {
+      if (now >= st.pinned_until_ms)
+        unfollow(st, true);
+      else if (timeout < 0 || st.pinned_until_ms - now < timeout)
+        timeout = static_cast<int>(st.pinned_until_ms - now);
     }
     pollfd p[3] = {{ctl, POLLIN, 0}, {sigfd, POLLIN, 0}, {st.log_in, POLLIN, 0}};
     if (::poll(p, st.log_in >= 0 ? 3 : 2, timeout) < 0 && errno != EINTR) shut_down(st);
