@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
                            "/dev", "--unshare-all", "true", nullptr}))
             die("bwrap failed");
         },
-        10);
+        10, [&] { keep.clear(); });
     print("baseline: bwrap --ro-bind / / --proc --dev --unshare-all true", bwrap);
   } else {
     cold = measure(n, cold_start);

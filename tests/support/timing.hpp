@@ -52,20 +52,31 @@ inline std::pair<stats, stats> measure_ab(int n, const std::function<void()>& a,
   return {summarize(std::move(ta)), summarize(std::move(tb))};
 }
 
-/// Runs a and b in alternating blocks of `block` calls, n calls each: drift on a shared machine
-/// hits both alike, while each runs as it does on its own (measure_ab's call-by-call alternation
-/// changes what it measures when a and b leave the scheduler in different states).
+/// Runs a and b in alternating blocks of `block` calls, n calls each, in the order ABBA ABBA...:
+/// drift on a shared machine hits both alike, while each runs as it does on its own (measure_ab's
+/// call-by-call alternation changes what it measures when a and b leave the scheduler in
+/// different states). `between`, if set, runs after each block, off the clock.
 inline std::pair<stats, stats> measure_blocks(int n, const std::function<void()>& a,
-                                              const std::function<void()>& b, int block = 25) {
+                                              const std::function<void()>& b, int block = 25,
+                                              const std::function<void()>& between = {}) {
   a();
   b();
+  if (between) between();
   std::vector<double> ta, tb;
-  for (int done = 0; done < n; done += block) {
+  auto run = [&](const std::function<void()>& f, std::vector<double>& t, int k) {
+    for (int i = 0; i < k; ++i)
+      t.push_back(time_ms(f));
+    if (between) between();
+  };
+  for (int done = 0, round = 0; done < n; done += block, ++round) {
     const int k = std::min(block, n - done);
-    for (int i = 0; i < k; ++i)
-      ta.push_back(time_ms(a));
-    for (int i = 0; i < k; ++i)
-      tb.push_back(time_ms(b));
+    if (round % 2 == 0) {
+      run(a, ta, k);
+      run(b, tb, k);
+    } else {
+      run(b, tb, k);
+      run(a, ta, k);
+    }
   }
   return {summarize(std::move(ta)), summarize(std::move(tb))};
 }

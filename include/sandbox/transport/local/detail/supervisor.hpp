@@ -155,10 +155,10 @@ struct state {
   logring::ring* log; // the sandbox's log, once the main process writes to it
   int log_in;         // the read end of the main's output pipe (-1: none, or at its end)
   int pts;            // O_PATH fd of the sandbox's devpts, opened before any command ran (or -1)
-  cpu_set_t cpus;     // the CPUs the supervisor was started with: every command's
+  cpu_set_t cpus;     // the supervisor's CPUs when unbound: the CPUs every command gets
   bool cpus_known;    // whether `cpus` could be read (if not, the supervisor never moves)
   int pinned_cpu;     // the CPU the supervisor is bound to (-1: none; see follow_caller)
-  std::size_t pinned_running;   // commands started there, not yet reaped
+  std::size_t pinned_running;   // commands started while bound, not yet reaped
   std::int64_t pinned_until_ms; // when the binding ends even if they still run
 };
 
@@ -810,28 +810,31 @@ inline int open_terminal(const state& st, const request& rq, int& master, int& s
 /// is idle (a CPU-bound command there delays its replies by up to a scheduler slice).
 inline constexpr std::int64_t follow_lease_ms = 50;
 
-/// Binds the supervisor to `cpu`, the CPU of the caller asking for a command, until the commands
-/// started there have ended or follow_lease_ms has passed (unfollow). The command starts there
-/// too (a new process starts on its parent's CPUs) and then widens its CPUs to all of the
-/// sandbox's (exec_child). A caller that waits for its command leaves that CPU free; the
-/// command's exit then wakes the supervisor, and its reply the caller, on that one CPU, as a
-/// posix_spawn caller is woken by its child. Left to the scheduler, each wake may go to an idle
-/// CPU, which costs about 0.1 ms on a virtual machine (warm exec of `true`: 1.12–1.33x
-/// posix_spawn unbound, 0.99–1.07x bound, one run). True when bound: the command must widen.
-inline bool follow_caller(state& st, std::int32_t cpu) noexcept {
-  if (!st.cpus_known || cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &st.cpus)) return false;
+/// Binds the supervisor to `cpu`, the CPU of the caller asking for a command, until every
+/// command started while bound has ended or follow_lease_ms has passed (unfollow). A command
+/// started while bound starts on that CPU (a new process starts on its parent's CPUs) and widens
+/// its CPUs to the sandbox's before execve (exec_child). A caller that waits for its command
+/// leaves that CPU free; the command's exit then wakes the supervisor, and its reply the caller,
+/// on that one CPU, as a posix_spawn caller is woken by its child. Left to the scheduler, each
+/// wake may go to an idle CPU, which costs about 0.1 ms on a virtual machine (warm exec of
+/// `true`: 1.12–1.33x posix_spawn unbound, 0.99–1.07x bound, measured in alternating blocks).
+/// A caller's CPU that the sandbox may not use leaves the supervisor as it is.
+inline void follow_caller(state& st, std::int32_t cpu) noexcept {
+  // Unbound, the supervisor's CPUs are read afresh: a cpuset or `taskset -p` may have changed
+  // them since, and the commands get what the supervisor has.
+  if (st.pinned_cpu < 0) st.cpus_known = ::sched_getaffinity(0, sizeof st.cpus, &st.cpus) == 0;
+  if (!st.cpus_known || cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &st.cpus)) return;
   if (st.pinned_cpu != cpu) {
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(cpu, &one);
-    if (::sched_setaffinity(0, sizeof one, &one) != 0) return false;
+    if (::sched_setaffinity(0, sizeof one, &one) != 0) return;
     st.pinned_cpu = cpu;
   }
   st.pinned_until_ms = now_ms() + follow_lease_ms;
-  return true;
 }
 
-/// Gives the supervisor all of its CPUs back once no command started on a caller's CPU runs, or
+/// Gives the supervisor all of its CPUs back once no command started while bound runs, or
 /// (`lease_over`) whatever still runs.
 inline void unfollow(state& st, bool lease_over = false) noexcept {
   if (st.pinned_cpu < 0 || (st.pinned_running != 0 && !lease_over)) return;
@@ -936,7 +939,9 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
     x.fds[1] = fds[k++];
     x.fds[2] = fds[k++];
   }
-  const bool pinned = follow_caller(st, rq.cpu);
+  follow_caller(st, rq.cpu);
+  // Bound now, for this caller or an earlier one: the command must not keep that one CPU.
+  const bool pinned = st.pinned_cpu >= 0;
   if (pinned) x.cpus = &st.cpus;
   pid_t pid =
       ::clone(exec_child, st.child_stack + child_stack_size, CLONE_VM | CLONE_VFORK | SIGCHLD, &x);
@@ -1238,8 +1243,7 @@ inline int supervisor_main(void* arg) noexcept {
   state st{};
   st.log_in = -1;
   st.pts = ::open("/dev/pts", O_PATH | O_DIRECTORY | O_CLOEXEC);
-  st.cpus_known = ::sched_getaffinity(0, sizeof st.cpus, &st.cpus) == 0;
-  st.pinned_cpu = -1;
+  st.pinned_cpu = -1; // and st.cpus is read when first needed (follow_caller)
   st.slots = reinterpret_cast<slot*>(base);
   st.buf = base + slots_bytes;
   st.ptrs = reinterpret_cast<char**>(base + slots_bytes + buf_bytes);
