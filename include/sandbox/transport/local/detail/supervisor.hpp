@@ -806,9 +806,11 @@ inline int open_terminal(const state& st, const request& rq, int& master, int& s
 }
 
 /// How long the supervisor stays bound to a caller's CPU at most: a command that runs longer
-/// gains nothing measurable from it, and a bound supervisor waits for that CPU even when another
-/// is idle (a CPU-bound command there delays its replies by up to a scheduler slice).
-inline constexpr std::int64_t follow_lease_ms = 50;
+/// gains nothing measurable from it (0.1 ms), and a bound supervisor waits for that CPU even when
+/// another is idle: a CPU-bound command there delays its replies by up to a scheduler slice, a
+/// real-time task spinning there by up to the kernel's real-time throttling (0.95 s), and it
+/// cannot unbind itself before it gets the CPU.
+inline constexpr std::int64_t follow_lease_ms = 20;
 
 /// Binds the supervisor to `cpu`, the CPU of the caller asking for a command, until every
 /// command started while bound has ended or follow_lease_ms has passed (unfollow). A command
