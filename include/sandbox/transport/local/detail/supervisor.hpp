@@ -819,7 +819,8 @@ inline constexpr std::int64_t follow_lease_ms = 20;
 /// leaves that CPU free; the command's exit then wakes the supervisor, and its reply the caller,
 /// on that one CPU, as a posix_spawn caller is woken by its child. Left to the scheduler, each
 /// wake may go to an idle CPU, which costs about 0.1 ms on a virtual machine (warm exec of
-/// `true`: 1.12–1.33x posix_spawn unbound, 0.99–1.07x bound, measured in alternating blocks).
+/// `true` beside posix_spawn in alternating blocks, five runs each: 1.08–1.29x unbound,
+/// 1.00–1.12x bound).
 /// A caller's CPU that the sandbox may not use leaves the supervisor as it is.
 inline void follow_caller(state& st, std::int32_t cpu) noexcept {
   // Unbound, the supervisor's CPUs are read afresh: a cpuset or `taskset -p` may have changed
