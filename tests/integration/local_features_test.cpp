@@ -21,6 +21,7 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <utility>
 #include <vector>
 
 using namespace std::chrono_literals;
@@ -56,23 +57,27 @@ int count_entries(const char* dir) {
   return n;
 }
 
-int count_children() {
-  int n = 0;
+/// This process's children: pid and name (comm).
+std::vector<std::pair<pid_t, std::string>> children() {
+  std::vector<std::pair<pid_t, std::string>> found;
   std::string me = std::to_string(getpid());
   DIR* d = opendir("/proc");
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
     std::string stat = slurp(std::string("/proc/") + e->d_name + "/stat");
-    auto close = stat.rfind(')');
-    if (close == std::string::npos) continue;
+    auto open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
     std::istringstream rest(stat.substr(close + 2));
     std::string state, ppid;
     rest >> state >> ppid;
-    if (ppid == me) ++n;
+    if (ppid == me)
+      found.emplace_back(std::atoi(e->d_name), stat.substr(open + 1, close - open - 1));
   }
   closedir(d);
-  return n;
+  return found;
 }
+
+int count_children() { return static_cast<int>(children().size()); }
 
 /// A tiny root filesystem made of busybox-static: enough for sh, echo, cat, ls.
 std::string make_busybox_image() {
@@ -91,20 +96,8 @@ std::string make_busybox_image() {
 /// The pids of this process's children named `comm`.
 std::vector<pid_t> children_named(const std::string& comm) {
   std::vector<pid_t> found;
-  std::string me = std::to_string(getpid());
-  DIR* d = opendir("/proc");
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-    std::string stat = slurp(std::string("/proc/") + e->d_name + "/stat");
-    auto open = stat.find('('), close = stat.rfind(')');
-    if (open == std::string::npos || close == std::string::npos) continue;
-    std::istringstream rest(stat.substr(close + 2));
-    std::string state, ppid;
-    rest >> state >> ppid;
-    if (ppid == me && stat.substr(open + 1, close - open - 1) == comm)
-      found.push_back(std::atoi(e->d_name));
-  }
-  closedir(d);
+  for (const auto& [pid, name] : children())
+    if (name == comm) found.push_back(pid);
   return found;
 }
 
