@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Local transport figures, each beside a baseline measured in the same run:
-//   cold start  run() -> first exec({"true"}) done      vs  bwrap --unshare-all true, posix_spawn
+//   cold start  run() -> first exec({"true"}) done      vs  bwrap --unshare-all true
 //   warm exec   exec({"true"}).result() in a live box    vs  posix_spawn + pipes + waitpid
 //   stop        stop() of a keep-alive sandbox
 //   throughput  10 000 execs of `true` across 100 live sandboxes  vs  posix_spawn, same threads
@@ -171,11 +171,6 @@ int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 200;
   using Box = sandbox::NoexceptSandbox;
   std::printf("local transport, %d iterations each\n", n);
-
-  auto spawn = measure(n * 5, [] {
-    if (!spawn_wait({"/bin/true", nullptr})) die("posix_spawn /bin/true failed");
-  });
-  print("baseline: posix_spawn + pipes + waitpid of /bin/true", spawn);
 
   // Cold start beside bwrap, and warm exec beside posix_spawn, each pair in alternating blocks
   // (measure_blocks): measured minutes apart, the ratios moved by 0.2x with the machine's load.
