@@ -5,6 +5,7 @@
 #include "../support/grpc_client.hpp"
 #include "../support/loopback_server.hpp"
 
+#include <sandbox/detail/utf8.hpp>
 #include <sandbox/server/grpc_server.hpp>
 
 #include <catch2/catch.hpp>
@@ -248,6 +249,48 @@ TEST_CASE("gRPC: errors carry the REST mapping's code and details", "[grpc]") {
     auto unknown = c.unary<wire::Sandbox>("NoSuchMethod", get);
     CHECK(unknown.status.error_code() == grpc::StatusCode::UNIMPLEMENTED);
   }
+}
+
+TEST_CASE("gRPC: strings a client sent that are not UTF-8 come back as valid UTF-8, so that no "
+          "other client's parser refuses a whole answer; arguments stay bytes",
+          "[grpc][utf8]") {
+  using sandbox::detail::invalid_utf8_at;
+  constexpr auto valid = std::string_view::npos;
+  const std::string fffd = "\xEF\xBF\xBD";
+  servers s;
+  auto c = s.client();
+  // Stored as sent: a tag another client lists, an image its status reason names.
+  std::string id = create(c, {"utf8-test", "bad\xff\xfe"});
+  wire::ListSandboxesRequest list;
+  list.tags = {"utf8-test"};
+  auto listed = c.unary<wire::ListSandboxesResponse>("ListSandboxes", list);
+  REQUIRE(listed.ok());
+  REQUIRE(listed.message.sandboxes.size() == 1);
+  const auto& tags = listed.message.sandboxes[0].spec->tags;
+  for (const auto& t : tags)
+    CHECK(invalid_utf8_at(t) == valid);
+  CHECK(std::find(tags.begin(), tags.end(), "bad" + fffd + fffd) != tags.end());
+  auto got = c.unary<wire::Sandbox>("GetSandbox", wire::GetSandboxRequest{id});
+  REQUIRE(got.ok());
+  for (const auto& t : got.message.spec->tags)
+    CHECK(invalid_utf8_at(t) == valid);
+  // An error's message and details name what was sent, as valid UTF-8.
+  auto missing =
+      c.unary<wire::ReadFileResponse>("ReadFile", wire::ReadFileRequest{id, "/no/such/\xff", ""});
+  CHECK(missing.status.error_code() == grpc::StatusCode::NOT_FOUND);
+  auto d = missing.details();
+  CHECK(invalid_utf8_at(d.message) == valid);
+  REQUIRE(d.error_info);
+  CHECK(d.error_info->metadata["filepath"] == "/no/such/" + fffd);
+  // A command's arguments are bytes to Linux: they reach it as they were sent, and its output
+  // (bytes) comes back as it was written.
+  wire::ExecRequest x;
+  x.sandbox_id = id;
+  x.command = {"printf", "%s", "caf\xe9"};
+  auto ran = c.unary<wire::ExecResponse>("Exec", x);
+  REQUIRE(ran.ok());
+  CHECK(ran.message.stdout_bytes == "caf\xe9");
+  remove(c, id);
 }
 
 TEST_CASE("gRPC Exec: the call's deadline bounds the command", "[grpc]") {

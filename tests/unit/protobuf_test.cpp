@@ -247,3 +247,50 @@ TEST_CASE("Connect error bodies map like google.rpc.Status", "[protobuf][status]
   REQUIRE(bst.error_info);
   CHECK(bst.error_info->domain == "cwsandbox.com");
 }
+
+TEST_CASE("protobuf: a server's strings are valid UTF-8; a client's go as given",
+          "[protobuf][utf8]") {
+  using sandbox::detail::invalid_utf8_at;
+  using sandbox::detail::valid_utf8;
+  const std::string fffd = "\xEF\xBF\xBD";
+  // The well-formed table at its edges: the last of each length, and what lies just beyond.
+  for (std::string ok : {"plain"s, "\xC2\x80"s, "\xDF\xBF"s, "\xE0\xA0\x80"s, "\xED\x9F\xBF"s,
+                         "\xEE\x80\x80"s, "\xEF\xBF\xBF"s, "\xF0\x90\x80\x80"s, "\xF4\x8F\xBF\xBF"s,
+                         "h\xC3\xA9llo \xE2\x9C\x93 \xF0\x9F\x98\x80"s, ""s})
+    CHECK(invalid_utf8_at(ok) == std::string_view::npos);
+  CHECK(invalid_utf8_at("\xC0\x80"s) == 0);         // overlong NUL
+  CHECK(invalid_utf8_at("ab\xE0\x9F\xBF"s) == 2);   // overlong 3-byte form
+  CHECK(invalid_utf8_at("\xED\xA0\x80"s) == 0);     // a surrogate
+  CHECK(invalid_utf8_at("\xF4\x90\x80\x80"s) == 0); // above U+10FFFF
+  CHECK(invalid_utf8_at("abc\xE2\x9C"s) == 3);      // cut at the end
+  CHECK(invalid_utf8_at("\x80"s) == 0);             // a lone continuation byte
+  CHECK(valid_utf8("bad\xff\xfe ok \xC3\xA9\xE2\x9C"s) ==
+        "bad" + fffd + fffd + " ok \xC3\xA9" + fffd + fffd);
+
+  // A server's answer: each string, map keys and nested messages' included, is valid UTF-8, so
+  // that no peer's protobuf refuses the whole message (every sandbox of a ListSandboxes answer)
+  // for one tag; bytes fields are left as they are.
+  wire::Sandbox sb = full_sandbox();
+  sb.spec->tags = {"bad\xff\xfe", "h\xC3\xA9llo"};
+  sb.spec->containers[0].environment_variables = {{"K\xC0\x80", "v\xED\xA0\x80"}};
+  sb.status->state_reason = "the main command was not found: '\xC3'";
+  auto answer = decode_ok<wire::Sandbox>(to_protobuf<strings::utf8>(sb), decode_mode::strict);
+  CHECK(answer.spec->tags == std::vector<std::string>{"bad" + fffd + fffd, "h\xC3\xA9llo"});
+  CHECK(answer.spec->containers[0].environment_variables ==
+        wire::string_map{{"K" + fffd + fffd, "v" + fffd + fffd + fffd}});
+  CHECK(answer.status->state_reason == "the main command was not found: '" + fffd + "'");
+  CHECK(answer.spec->containers[0].files[0].content == "hello\0world"s);
+  wire::ReadFileResponse file{"\xff\xfe"s};
+  CHECK(decode_ok<wire::ReadFileResponse>(to_protobuf<strings::utf8>(file)) == file);
+  wire::Status st{3, "path \xff: not found", wire::ErrorInfo{"R", "d", {{"path", "/\xff"}}},
+                  std::nullopt, std::nullopt};
+  auto status = decode_ok<wire::Status>(to_protobuf<strings::utf8>(st));
+  CHECK(status.message == "path " + fffd + ": not found");
+  REQUIRE(status.error_info);
+  CHECK(status.error_info->metadata.at("path") == "/" + fffd);
+  // Valid text is written byte for byte the same either way.
+  CHECK(to_protobuf<strings::utf8>(full_sandbox()) == to_protobuf(full_sandbox()));
+  // A client's request goes as given: an argument is bytes to Linux, and reads back the same.
+  wire::ExecRequest rq{"sbx-1", {"cat", "/tmp/caf\xe9"}, {}, 0, ""};
+  CHECK(decode_ok<wire::ExecRequest>(to_protobuf(rq), decode_mode::strict) == rq);
+}

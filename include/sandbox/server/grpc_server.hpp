@@ -489,7 +489,7 @@ private:
         if (closing_) return; // the first end stands
         if (!gone_) {
           outgoing o;
-          o.bytes = http::to_protobuf(m);
+          o.bytes = http::to_protobuf<http::strings::utf8>(m);
           queued_ += o.size();
           outbox_.push_back(std::move(o));
         }
@@ -547,7 +547,7 @@ private:
       if (front.stream) {
         http::wire::ExecStreamResponse m;
         m.output = http::wire::ExecStreamOutput{*front.stream, std::move(front.data)};
-        out_ = serve::detail::buffer_of(m);
+        out_ = serve::detail::buffer_of<http::strings::utf8>(m);
       } else {
         out_ = serve::detail::buffer_of(std::move(front.bytes));
       }

@@ -42,10 +42,11 @@ namespace sandbox::serve::detail {
   return grpc::ByteBuffer(&s, 1);
 }
 
-/// A described message, encoded.
-template <http::wire::described_message M>
+/// A described message, encoded: strings as given (a client's request), or with
+/// `http::strings::utf8` as a server answers (see `http::to_protobuf`).
+template <http::strings S = http::strings::as_given, http::wire::described_message M>
 [[nodiscard]] grpc::ByteBuffer buffer_of(const M& m) {
-  return buffer_of(http::to_protobuf(m));
+  return buffer_of(http::to_protobuf<S>(m));
 }
 
 /// A received message, decoded strictly (as REST bodies are).
@@ -57,7 +58,8 @@ template <http::wire::described_message M>
 /// The gRPC status of a google.rpc.Status: its code and message, and itself, serialized, as the
 /// `grpc-status-details-bin` trailer.
 [[nodiscard]] inline grpc::Status grpc_status_of(const http::wire::Status& st) {
-  return grpc::Status(static_cast<grpc::StatusCode>(st.code), st.message, http::to_protobuf(st));
+  return grpc::Status(static_cast<grpc::StatusCode>(st.code), st.message,
+                      http::to_protobuf<http::strings::utf8>(st));
 }
 
 /// The gRPC status of an error: the same code, message and details as a REST error body.

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <sandbox/detail/output_buffer.hpp>
+#include <sandbox/detail/utf8.hpp>
 #include <sandbox/transport/http/base64.hpp>
 
 #include <charconv>
@@ -145,24 +146,6 @@ private:
     if (need_comma_) out_ += ',';
   }
 
-  /// Length of the valid UTF-8 sequence starting at `p` (lead byte >= 0x80), or 0 if invalid.
-  /// Follows the Unicode well-formed byte sequence table (no overlongs, no surrogates,
-  /// nothing above U+10FFFF).
-  static std::size_t utf8_sequence(const unsigned char* p, std::size_t avail) noexcept {
-    const unsigned char b0 = p[0];
-    auto cont = [&](std::size_t i, unsigned char lo = 0x80, unsigned char hi = 0xBF) {
-      return i < avail && p[i] >= lo && p[i] <= hi;
-    };
-    if (b0 >= 0xC2 && b0 <= 0xDF) return cont(1) ? 2 : 0;
-    if (b0 == 0xE0) return cont(1, 0xA0) && cont(2) ? 3 : 0;
-    if (b0 == 0xED) return cont(1, 0x80, 0x9F) && cont(2) ? 3 : 0;
-    if (b0 >= 0xE1 && b0 <= 0xEF) return cont(1) && cont(2) ? 3 : 0;
-    if (b0 == 0xF0) return cont(1, 0x90) && cont(2) && cont(3) ? 4 : 0;
-    if (b0 >= 0xF1 && b0 <= 0xF3) return cont(1) && cont(2) && cont(3) ? 4 : 0;
-    if (b0 == 0xF4) return cont(1, 0x80, 0x8F) && cont(2) && cont(3) ? 4 : 0;
-    return 0;
-  }
-
   void quoted(std::string_view s) noexcept {
     static constexpr char hex[] = "0123456789abcdef";
     const auto* p = reinterpret_cast<const unsigned char*>(s.data());
@@ -179,7 +162,7 @@ private:
         continue;
       }
       if (c >= 0x80) {
-        if (std::size_t len = utf8_sequence(p + i, n - i)) {
+        if (std::size_t len = sandbox::detail::utf8_sequence(p + i, n - i)) {
           i += len;
           continue;
         }

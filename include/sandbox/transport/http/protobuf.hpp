@@ -4,6 +4,7 @@
 // `value`. Core only: no protobuf library and no generated code.
 #pragma once
 
+#include <sandbox/detail/utf8.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/http/decode_mode.hpp>
 #include <sandbox/transport/http/descriptor.hpp>
@@ -20,6 +21,9 @@
 #include <utility>
 
 namespace sandbox::http {
+
+/// How string fields are encoded (see `to_protobuf`).
+enum class strings { as_given, utf8 };
 
 namespace detail::pb {
 
@@ -160,8 +164,18 @@ inline void put_bytes(std::string& out, std::uint32_t number, std::string_view b
   out.append(bytes);
 }
 
-template <wire::described_message M>
+template <strings S, wire::described_message M>
 void encode_message(std::string& out, const M& m);
+
+/// A string field: as given, or (strings::utf8) with each byte that is not part of valid UTF-8
+/// as U+FFFD.
+template <strings S>
+void put_string(std::string& out, std::uint32_t number, std::string_view v) {
+  if (S == strings::utf8 && sandbox::detail::invalid_utf8_at(v) != std::string_view::npos)
+    put_bytes(out, number, sandbox::detail::valid_utf8(v));
+  else
+    put_bytes(out, number, v);
+}
 
 /// A length-delimited field holding whatever `body` appends (a nested message).
 template <class Body>
@@ -190,12 +204,14 @@ template <kind K, class T>
 }
 
 /// One value of kind `K` as field `number`.
-template <kind K, class T>
+template <kind K, strings S, class T>
 void put_value(std::string& out, std::uint32_t number, const T& v) {
-  if constexpr (K == kind::string || K == kind::bytes) {
+  if constexpr (K == kind::string) {
+    put_string<S>(out, number, v);
+  } else if constexpr (K == kind::bytes) {
     put_bytes(out, number, v);
   } else if constexpr (K == kind::message) {
-    put_nested(out, number, [&](std::string& in) { encode_message(in, v); });
+    put_nested(out, number, [&](std::string& in) { encode_message<S>(in, v); });
   } else if constexpr (K == kind::timestamp) {
     // Text that is not RFC 3339 has no binary form: the field is left out, as if unset.
     if (auto t = parse_timestamp(v)) put_instant(out, number, t->seconds, t->nanos);
@@ -208,7 +224,7 @@ void put_value(std::string& out, std::uint32_t number, const T& v) {
   }
 }
 
-template <class Message, class... Types>
+template <strings S, class Message, class... Types>
 void put_any(std::string& out, const wire::any_field<Message, Types...>& f, const Message& m) {
   std::apply(
       [&](auto... member) {
@@ -220,7 +236,7 @@ void put_any(std::string& out, const wire::any_field<Message, Types...>& f, cons
               put_nested(out, f.number, [&](std::string& in) {
                 put_bytes(in, 1,
                           "type.googleapis.com/" + std::string(wire::descriptor<T>.full_name));
-                put_nested(in, 2, [&](std::string& body) { encode_message(body, *v); });
+                put_nested(in, 2, [&](std::string& body) { encode_message<S>(body, *v); });
               });
             }(),
             ...);
@@ -228,21 +244,21 @@ void put_any(std::string& out, const wire::any_field<Message, Types...>& f, cons
       f.members);
 }
 
-template <wire::described_message M>
+template <strings S, wire::described_message M>
 void encode_message(std::string& out, const M& m) {
   wire::for_each_field<M>([&]<std::size_t I>() {
     constexpr auto& f = wire::field_at<M, I>;
     using F = std::remove_cvref_t<decltype(f)>;
     if constexpr (wire::is_any_field<F>) {
-      put_any(out, f, m);
+      put_any<S>(out, f, m);
     } else {
       if (!wire::is_set(f, m)) return;
       const auto& v = m.*f.member;
       if constexpr (F::map) {
         for (const auto& entry : v) // not structured bindings: clang 14 cannot capture them
           put_nested(out, f.number, [&](std::string& in) {
-            put_bytes(in, 1, entry.first);
-            put_value<f.type>(in, 2, entry.second);
+            put_string<S>(in, 1, entry.first);
+            put_value<f.type, S>(in, 2, entry.second);
           });
       } else if constexpr (F::repeated && f.packed()) {
         std::string packed;
@@ -251,11 +267,11 @@ void encode_message(std::string& out, const M& m) {
         put_bytes(out, f.number, packed);
       } else if constexpr (F::repeated) {
         for (const auto& e : v)
-          put_value<f.type>(out, f.number, e);
+          put_value<f.type, S>(out, f.number, e);
       } else if constexpr (F::explicit_presence) {
-        put_value<f.type>(out, f.number, *v);
+        put_value<f.type, S>(out, f.number, *v);
       } else {
-        put_value<f.type>(out, f.number, v);
+        put_value<f.type, S>(out, f.number, v);
       }
     }
   });
@@ -597,11 +613,14 @@ template <wire::described_message M>
 
 /// Encodes `msg` (any message described in wire.hpp) in the protobuf binary format: fields in
 /// descriptor order, proto3 defaults omitted (an optional field whenever it is set), repeated
-/// numbers packed, Timestamps from their RFC 3339 text.
-template <wire::described_message M>
+/// numbers packed, Timestamps from their RFC 3339 text. Strings go as given (a command's
+/// arguments are bytes to Linux, and the decoder takes them back as they were), or with
+/// strings::utf8 as valid UTF-8, as a server answers: any other peer's protobuf refuses a whole
+/// message for one string that is not (one tag would make every ListSandboxes fail).
+template <strings S = strings::as_given, wire::described_message M>
 [[nodiscard]] std::string to_protobuf(const M& msg) {
   std::string out;
-  detail::pb::encode_message(out, msg);
+  detail::pb::encode_message<S>(out, msg);
   return out;
 }
 
