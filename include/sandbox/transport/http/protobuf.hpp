@@ -171,10 +171,11 @@ void encode_message(std::string& out, const M& m);
 /// as U+FFFD.
 template <strings S>
 void put_string(std::string& out, std::uint32_t number, std::string_view v) {
-  if (S == strings::utf8 && sandbox::detail::invalid_utf8_at(v) != std::string_view::npos)
-    put_bytes(out, number, sandbox::detail::valid_utf8(v));
-  else
-    put_bytes(out, number, v);
+  if constexpr (S == strings::utf8) {
+    if (sandbox::detail::invalid_utf8_at(v) != std::string_view::npos)
+      return put_bytes(out, number, sandbox::detail::valid_utf8(v));
+  }
+  put_bytes(out, number, v);
 }
 
 /// A length-delimited field holding whatever `body` appends (a nested message).

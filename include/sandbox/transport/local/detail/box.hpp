@@ -27,6 +27,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <link.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -435,13 +436,42 @@ private:
 }
 
 /// Where this process's argv and environment strings lie (/proc/self/stat fields 48-51), read
-/// once: a supervisor overwrites them in its copy of this memory.
+/// once: a supervisor overwrites them in its copy of this memory. And libc's code, which a
+/// supervisor maps at once (prefault).
 struct client_areas {
-  memory_area args, environment;
+  memory_area args, environment, libc_text;
 };
+
+/// The executable segment of the loaded object that holds `address` (none: {0, 0}).
+[[nodiscard]] inline memory_area code_segment_of(std::uintptr_t address) noexcept {
+  struct search {
+    std::uintptr_t address;
+    memory_area found;
+  } q{address, {}};
+  ::dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* data) noexcept -> int {
+        auto& q = *static_cast<search*>(data);
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const auto& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+          const std::uintptr_t begin = info->dlpi_addr + ph.p_vaddr, end = begin + ph.p_memsz;
+          if (q.address >= begin && q.address < end) {
+            q.found = {begin, end};
+            return 1;
+          }
+        }
+        return 0;
+      },
+      &q);
+  return q.found;
+}
 [[nodiscard]] inline const client_areas& client_memory() noexcept {
   static const client_areas areas = [] {
     client_areas a;
+    a.libc_text = code_segment_of(reinterpret_cast<std::uintptr_t>(&::umask));
+    // Statically linked, that is the whole program's code: mapping all of a large one would
+    // cost more than the faults it saves.
+    if (a.libc_text.end - a.libc_text.begin > (std::uintptr_t{4} << 20)) a.libc_text = {};
     unique_fd fd(::open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
     char buf[2048];
     ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
@@ -547,6 +577,7 @@ struct box::paths {
     st.wait_for_cgroup = cgroups::requested(o.resources);
     st.args = client_memory().args;
     st.environment = client_memory().environment;
+    st.libc_text = client_memory().libc_text;
     st.oom_commands_first = o.resources.memory_bytes != 0;
     // An image's User, where it maps: as root, ids are the host's own; in a user namespace
     // only the sandbox's root is mapped, so commands stay root there.

@@ -91,6 +91,8 @@ struct supervisor_setup {
   /// The client's argv and environment strings, which this copy of its memory still holds and
   /// /proc/1/cmdline would show: overwritten first thing.
   memory_area args, environment;
+  /// libc's code, which the supervisor maps in one call (see `prefault`).
+  memory_area libc_text;
   /// Commands run under seccomp::filter. Off only to measure what the filter costs.
   bool seccomp = true;
   /// A memory limit is set: commands get oom_score_adj 1000 so that the OOM killer takes them
@@ -1146,6 +1148,23 @@ inline void await_client() noexcept {
   if (n != 1) _exit(exit_setup_failed);
 }
 
+#ifndef MADV_POPULATE_READ // Linux 5.14
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/// Maps the pages of [begin, end) (widened to whole pages) in one call, as `advice` says
+/// (MADV_POPULATE_READ or _WRITE). Page faults are dear where this runs in a VM: 15-20 µs each,
+/// and a child of fork starts without its parent's code mapped, while one call mapping libc's
+/// whole code (1.4 MB) costs about as much as three faults. Best effort: a kernel without these
+/// advices, or a range not mapped, just leaves the faults to come.
+inline void prefault(std::uintptr_t begin, std::uintptr_t end, int advice) noexcept {
+  const auto page = static_cast<std::uintptr_t>(::getpagesize());
+  begin &= ~(page - 1);
+  end = (end + page - 1) & ~(page - 1);
+  if (end > begin) (void)::madvise(reinterpret_cast<void*>(begin), end - begin, advice);
+}
+
 /// Overwrites an area of this copy of the client's memory with `text` and zeros.
 inline void scrub(memory_area a, const char* text) noexcept {
   if (a.end <= a.begin) return;
@@ -1158,6 +1177,11 @@ inline void scrub(memory_area a, const char* text) noexcept {
 /// Entry point of the cloned child (PID 1 in the new namespaces).
 inline int supervisor_main(void* arg) noexcept {
   const auto& s = *static_cast<const supervisor_setup*>(arg);
+  // libc's code this process runs from here on, and the rest of the top of its stack (a fresh
+  // mapping of the client's), each mapped in one call instead of fault by fault.
+  prefault(s.libc_text.begin, s.libc_text.end, MADV_POPULATE_READ);
+  const auto here = reinterpret_cast<std::uintptr_t>(&arg);
+  prefault(here - 16 * 1024, here, MADV_POPULATE_WRITE);
   // /proc/1/cmdline is readable by every command: it must not show the client's argv (an API key
   // on its command line). Its environment goes too, though only a ptracer could read it.
   scrub(s.args, "sandbox-init");
@@ -1243,6 +1267,13 @@ inline int supervisor_main(void* arg) noexcept {
   void* mem = ::mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) setup_failed(ctl, stage::fds);
   auto* base = static_cast<char*>(mem);
+  // What every command's start writes: the first slots, the request buffer's start, the first
+  // pointers, the top of the child's stack.
+  const auto at = reinterpret_cast<std::uintptr_t>(base);
+  prefault(at, at + 2 * sizeof(slot), MADV_POPULATE_WRITE);
+  prefault(at + slots_bytes, at + slots_bytes + 8 * 1024, MADV_POPULATE_WRITE);
+  prefault(at + slots_bytes + buf_bytes, at + slots_bytes + buf_bytes + 4096, MADV_POPULATE_WRITE);
+  prefault(at + total - 16 * 1024, at + total, MADV_POPULATE_WRITE);
   state st{};
   st.log_in = -1;
   st.pts = ::open("/dev/pts", O_PATH | O_DIRECTORY | O_CLOEXEC);
