@@ -102,6 +102,17 @@ std::vector<pid_t> children_named(const std::string& comm) {
   return found;
 }
 
+/// A keep-alive sandbox, and its supervisor's pid (the one child named sandbox-init it added).
+std::pair<Box, pid_t> keep_alive_with_supervisor() {
+  auto before = children_named("sandbox-init");
+  Box box = keep_alive();
+  std::vector<pid_t> fresh;
+  for (pid_t p : children_named("sandbox-init"))
+    if (std::find(before.begin(), before.end(), p) == before.end()) fresh.push_back(p);
+  REQUIRE(fresh.size() == 1);
+  return {std::move(box), fresh[0]};
+}
+
 /// The Cpus_allowed_list line of a /proc status file ("0-1", "0,2-3", ...).
 std::string cpus_allowed(const std::string& status) {
   auto at = status.find("Cpus_allowed_list:");
@@ -507,14 +518,8 @@ TEST_CASE("a command may use every CPU of its sandbox whichever CPU it was asked
   cpu_set_t mine;
   REQUIRE(sched_getaffinity(0, sizeof mine, &mine) == 0);
   if (CPU_COUNT(&mine) < 2) WARN("one CPU: a command bound to its caller's CPU looks the same");
-  auto before = children_named("sandbox-init");
-  Box box = keep_alive();
-  auto after = children_named("sandbox-init");
-  std::vector<pid_t> fresh;
-  for (pid_t p : after)
-    if (std::find(before.begin(), before.end(), p) == before.end()) fresh.push_back(p);
-  REQUIRE(fresh.size() == 1);
-  const std::string supervisor_status = "/proc/" + std::to_string(fresh[0]) + "/status";
+  auto [box, supervisor] = keep_alive_with_supervisor();
+  const std::string supervisor_status = "/proc/" + std::to_string(supervisor) + "/status";
   for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
     if (!CPU_ISSET(cpu, &mine)) continue;
     cpu_set_t one;
@@ -562,15 +567,9 @@ TEST_CASE("a supervisor has libc's code mapped from its start, not page fault by
   int on_stack = 0;
   auto none = sandbox::local::detail::code_segment_of(reinterpret_cast<std::uintptr_t>(&on_stack));
   CHECK(none.end == none.begin);
-  auto before = children_named("sandbox-init");
-  Box box = keep_alive();
-  auto after = children_named("sandbox-init");
-  std::vector<pid_t> fresh;
-  for (pid_t p : after)
-    if (std::find(before.begin(), before.end(), p) == before.end()) fresh.push_back(p);
-  REQUIRE(fresh.size() == 1);
+  auto [box, supervisor] = keep_alive_with_supervisor();
   // The supervisor's copy of libc's code segment: how much of it is mapped (Rss) of its Size.
-  std::istringstream smaps(slurp("/proc/" + std::to_string(fresh[0]) + "/smaps"));
+  std::istringstream smaps(slurp("/proc/" + std::to_string(supervisor) + "/smaps"));
   char start[32];
   std::snprintf(start, sizeof start, "%lx-", static_cast<unsigned long>(libc.begin & ~0xfffUL));
   long size_kib = -1, rss_kib = -1;
