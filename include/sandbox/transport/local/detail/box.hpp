@@ -450,13 +450,13 @@ struct client_areas {
   } q{address, {}};
   ::dl_iterate_phdr(
       [](dl_phdr_info* info, std::size_t, void* data) noexcept -> int {
-        auto& q = *static_cast<search*>(data);
+        auto& in = *static_cast<search*>(data);
         for (int i = 0; i < info->dlpi_phnum; ++i) {
           const auto& ph = info->dlpi_phdr[i];
           if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
           const std::uintptr_t begin = info->dlpi_addr + ph.p_vaddr, end = begin + ph.p_memsz;
-          if (q.address >= begin && q.address < end) {
-            q.found = {begin, end};
+          if (in.address >= begin && in.address < end) {
+            in.found = {begin, end};
             return 1;
           }
         }
