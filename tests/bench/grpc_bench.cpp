@@ -8,7 +8,8 @@
 //                  1 MiB output cap (nothing to stream, both streams fit one answer: unary Exec);
 //                  `cat` with no stdin over StreamExec (the server must pass the close on)
 //                  and the floor of any gRPC server built like sandboxd's: a bare grpc++ callback
-//                  server whose one worker thread runs the same local exec and answers the code
+//                  server whose one worker thread runs the same local exec and answers with its
+//                  exit code
 //   round trip     GetSandbox over REST and gRPC (each protocol's floor)
 //   first byte     StreamExec of `echo x`: init sent to first output message received
 //   stdout         256 MiB of stdout: local (kept)  vs  REST Exec  vs  StreamExec (as it streams)
@@ -111,7 +112,7 @@ private:
       s_.post([this] {
         wire::ExecResponse r;
         r.exit_code = s_.work_();
-        out_ = sandbox::serve::detail::buffer_of(r);
+        out_ = sandbox::serve::detail::buffer_of<sandbox::http::strings::utf8>(r);
         StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
       });
     }

@@ -259,7 +259,7 @@ TEST_CASE("gRPC: strings a client sent that are not UTF-8 come back as valid UTF
   const std::string fffd = "\xEF\xBF\xBD";
   servers s;
   auto c = s.client();
-  // Stored as sent: a tag another client lists, an image its status reason names.
+  // Stored as sent: a tag, which every other client's ListSandboxes shows.
   std::string id = create(c, {"utf8-test", "bad\xff\xfe"});
   wire::ListSandboxesRequest list;
   list.tags = {"utf8-test"};

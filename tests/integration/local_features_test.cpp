@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@ using Box = sandbox::NoexceptSandbox;
 using sandbox::errc;
 
 #include "../support/host.hpp"
+#include "../support/skip.hpp"
 
 using test_support::slurp;
 
@@ -559,19 +561,27 @@ TEST_CASE("a command may use every CPU of its sandbox whichever CPU it was asked
 }
 
 TEST_CASE("a supervisor has libc's code mapped from its start, not page fault by page fault",
-          "[local]") {
+          "[local][populate]") {
   // A child of fork starts without its parent's code mapped, and each page fault costs 15-20 µs
   // in a VM: the supervisor maps libc's code in one call (prefault) instead.
-  auto libc = sandbox::local::detail::code_segment_of(reinterpret_cast<std::uintptr_t>(&::umask));
+  const auto page = static_cast<std::uintptr_t>(::getpagesize());
+  auto* probe = ::mmap(nullptr, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(probe != MAP_FAILED);
+  const bool can_populate = ::madvise(probe, page, 22 /* MADV_POPULATE_READ */) == 0;
+  ::munmap(probe, page);
+  if (!can_populate) SANDBOX_SKIP("this kernel lacks MADV_POPULATE_READ (Linux 5.14)");
+  auto libc = sandbox::local::detail::code_segment_of(sandbox::local::detail::libc_address());
   REQUIRE(libc.end > libc.begin);
   int on_stack = 0;
   auto none = sandbox::local::detail::code_segment_of(reinterpret_cast<std::uintptr_t>(&on_stack));
   CHECK(none.end == none.begin);
   auto [box, supervisor] = keep_alive_with_supervisor();
   // The supervisor's copy of libc's code segment: how much of it is mapped (Rss) of its Size.
-  std::istringstream smaps(slurp("/proc/" + std::to_string(supervisor) + "/smaps"));
+  const std::string text = slurp("/proc/" + std::to_string(supervisor) + "/smaps");
+  if (text.empty()) SANDBOX_SKIP("the supervisor's smaps is not readable here (not root)");
+  std::istringstream smaps(text);
   char start[32];
-  std::snprintf(start, sizeof start, "%lx-", static_cast<unsigned long>(libc.begin & ~0xfffUL));
+  std::snprintf(start, sizeof start, "%lx-", static_cast<unsigned long>(libc.begin & ~(page - 1)));
   long size_kib = -1, rss_kib = -1;
   bool in_libc = false;
   for (std::string line; std::getline(smaps, line);) {
@@ -587,5 +597,7 @@ TEST_CASE("a supervisor has libc's code mapped from its start, not page fault by
   }
   INFO("libc's code in the supervisor: " << rss_kib << " of " << size_kib << " KiB mapped");
   REQUIRE(size_kib > 0);
-  CHECK(rss_kib == size_kib);
+  // All of it, but for what the kernel may have reclaimed since (without the prefault, about
+  // half: 496 of 1368 KiB here).
+  CHECK(rss_kib >= size_kib - 64);
 }

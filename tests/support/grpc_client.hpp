@@ -68,7 +68,7 @@ public:
     if constexpr (std::is_same_v<Request, std::string>)
       in = serve::detail::buffer_of(std::string(rq));
     else
-      in = serve::detail::buffer_of(rq);
+      in = serve::detail::buffer_of<http::strings::as_given>(rq);
     auto call = stub_.PrepareUnaryCall(&ctx, method(name), in, &cq);
     call->StartCall();
     rpc_result<Response> r;
@@ -113,7 +113,7 @@ public:
 
     template <class M>
     bool write(const M& m) {
-      grpc::ByteBuffer b = serve::detail::buffer_of(m);
+      grpc::ByteBuffer b = serve::detail::buffer_of<http::strings::as_given>(m);
       call_->Write(b, tag(2));
       return next(cq_);
     }

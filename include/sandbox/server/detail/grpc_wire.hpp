@@ -4,6 +4,7 @@
 // details carry the same google.rpc.Status (ErrorInfo, RetryInfo) as a REST error body.
 #pragma once
 
+#include <sandbox/detail/utf8.hpp>
 #include <sandbox/errors.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/http/protobuf.hpp>
@@ -43,8 +44,8 @@ namespace sandbox::serve::detail {
 }
 
 /// A described message, encoded: strings as given (a client's request), or with
-/// `http::strings::utf8` as a server answers (see `http::to_protobuf`).
-template <http::strings S = http::strings::as_given, http::wire::described_message M>
+/// `http::strings::utf8` as a server answers (see `http::to_protobuf`). Named at each call.
+template <http::strings S, http::wire::described_message M>
 [[nodiscard]] grpc::ByteBuffer buffer_of(const M& m) {
   return buffer_of(http::to_protobuf<S>(m));
 }
@@ -58,7 +59,8 @@ template <http::wire::described_message M>
 /// The gRPC status of a google.rpc.Status: its code and message, and itself, serialized, as the
 /// `grpc-status-details-bin` trailer.
 [[nodiscard]] inline grpc::Status grpc_status_of(const http::wire::Status& st) {
-  return grpc::Status(static_cast<grpc::StatusCode>(st.code), st.message,
+  return grpc::Status(static_cast<grpc::StatusCode>(st.code),
+                      sandbox::detail::valid_utf8(st.message),
                       http::to_protobuf<http::strings::utf8>(st));
 }
 

@@ -27,6 +27,9 @@
 #include <vector>
 
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <gnu/libc-version.h>
+#endif
 #include <link.h>
 #include <poll.h>
 #include <sched.h>
@@ -442,7 +445,8 @@ struct client_areas {
   memory_area args, environment, libc_text;
 };
 
-/// The executable segment of the loaded object that holds `address` (none: {0, 0}).
+/// The executable segment of the loaded object any of whose segments holds `address` (none:
+/// {0, 0}).
 [[nodiscard]] inline memory_area code_segment_of(std::uintptr_t address) noexcept {
   struct search {
     std::uintptr_t address;
@@ -451,24 +455,37 @@ struct client_areas {
   ::dl_iterate_phdr(
       [](dl_phdr_info* info, std::size_t, void* data) noexcept -> int {
         auto& in = *static_cast<search*>(data);
+        bool holds = false;
+        memory_area code;
         for (int i = 0; i < info->dlpi_phnum; ++i) {
           const auto& ph = info->dlpi_phdr[i];
-          if (ph.p_type != PT_LOAD || !(ph.p_flags & PF_X)) continue;
+          if (ph.p_type != PT_LOAD) continue;
           const std::uintptr_t begin = info->dlpi_addr + ph.p_vaddr, end = begin + ph.p_memsz;
-          if (in.address >= begin && in.address < end) {
-            in.found = {begin, end};
-            return 1;
-          }
+          holds = holds || (in.address >= begin && in.address < end);
+          if ((ph.p_flags & PF_X) && code.end == code.begin) code = {begin, end};
         }
-        return 0;
+        if (!holds) return 0;
+        in.found = code;
+        return 1;
       },
       &q);
   return q.found;
 }
+
+/// An address inside libc itself. Not a function's: without -fpie, `&umask` is the program's
+/// own PLT entry.
+[[nodiscard]] inline std::uintptr_t libc_address() noexcept {
+#ifdef __GLIBC__
+  return reinterpret_cast<std::uintptr_t>(::gnu_get_libc_version()); // its read-only data
+#else
+  return reinterpret_cast<std::uintptr_t>(&::umask);
+#endif
+}
+
 [[nodiscard]] inline const client_areas& client_memory() noexcept {
   static const client_areas areas = [] {
     client_areas a;
-    a.libc_text = code_segment_of(reinterpret_cast<std::uintptr_t>(&::umask));
+    a.libc_text = code_segment_of(libc_address());
     // Statically linked, that is the whole program's code: mapping all of a large one would
     // cost more than the faults it saves.
     if (a.libc_text.end - a.libc_text.begin > (std::uintptr_t{4} << 20)) a.libc_text = {};
@@ -654,7 +671,7 @@ inline result<void> box::clone_supervisor(const supervisor_setup& setup_in, bool
   supervisor_setup setup = setup_in;
   setup.ctl_fd = theirs.get();
   // The supervisor's initial stack; it gets its own copy of this memory in the clone.
-  constexpr std::size_t stack_size = 256 * 1024;
+  constexpr std::size_t stack_size = sv::supervisor_stack_size;
   void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
   if (stack == MAP_FAILED)

@@ -117,6 +117,8 @@ inline constexpr int exit_expired = 3;            // max_lifetime ran out
 inline constexpr std::size_t max_slots = 4096;    // concurrently running commands
 inline constexpr std::size_t max_strings = 16384; // argv + env entries of one request
 inline constexpr std::size_t child_stack_size = 64 * 1024;
+/// The supervisor's own initial stack (mapped by the client for the clone).
+inline constexpr std::size_t supervisor_stack_size = 256 * 1024;
 
 struct slot {
   pid_t pid;
@@ -1148,13 +1150,11 @@ inline void await_client() noexcept {
   if (n != 1) _exit(exit_setup_failed);
 }
 
-#ifndef MADV_POPULATE_READ // Linux 5.14
-#define MADV_POPULATE_READ 22
-#define MADV_POPULATE_WRITE 23
-#endif
+/// madvise's MADV_POPULATE_READ and MADV_POPULATE_WRITE (Linux 5.14), which older headers lack.
+inline constexpr int populate_read = 22, populate_write = 23;
 
 /// Maps the pages of [begin, end) (widened to whole pages) in one call, as `advice` says
-/// (MADV_POPULATE_READ or _WRITE). Page faults are dear where this runs in a VM: 15-20 µs each,
+/// (populate_read or populate_write). Page faults are dear where this runs in a VM: 15-20 µs each,
 /// and a child of fork starts without its parent's code mapped, while one call mapping libc's
 /// whole code (1.4 MB) costs about as much as three faults. Best effort: a kernel without these
 /// advices, or a range not mapped, just leaves the faults to come.
@@ -1179,9 +1179,11 @@ inline int supervisor_main(void* arg) noexcept {
   const auto& s = *static_cast<const supervisor_setup*>(arg);
   // libc's code this process runs from here on, and the rest of the top of its stack (a fresh
   // mapping of the client's), each mapped in one call instead of fault by fault.
-  prefault(s.libc_text.begin, s.libc_text.end, MADV_POPULATE_READ);
+  prefault(s.libc_text.begin, s.libc_text.end, populate_read);
+  static_assert(supervisor_stack_size >= 16 * 1024 + 2 * 64 * 1024,
+                "the stack's top 16 KiB (whole pages of up to 64 KiB) lie within it");
   const auto here = reinterpret_cast<std::uintptr_t>(&arg);
-  prefault(here - 16 * 1024, here, MADV_POPULATE_WRITE);
+  prefault(here - 16 * 1024, here, populate_write);
   // /proc/1/cmdline is readable by every command: it must not show the client's argv (an API key
   // on its command line). Its environment goes too, though only a ptracer could read it.
   scrub(s.args, "sandbox-init");
@@ -1270,10 +1272,10 @@ inline int supervisor_main(void* arg) noexcept {
   // What every command's start writes: the first slots, the request buffer's start, the first
   // pointers, the top of the child's stack.
   const auto at = reinterpret_cast<std::uintptr_t>(base);
-  prefault(at, at + 2 * sizeof(slot), MADV_POPULATE_WRITE);
-  prefault(at + slots_bytes, at + slots_bytes + 8 * 1024, MADV_POPULATE_WRITE);
-  prefault(at + slots_bytes + buf_bytes, at + slots_bytes + buf_bytes + 4096, MADV_POPULATE_WRITE);
-  prefault(at + total - 16 * 1024, at + total, MADV_POPULATE_WRITE);
+  prefault(at, at + 2 * sizeof(slot), populate_write);
+  prefault(at + slots_bytes, at + slots_bytes + 8 * 1024, populate_write);
+  prefault(at + slots_bytes + buf_bytes, at + slots_bytes + buf_bytes + 4096, populate_write);
+  prefault(at + total - 16 * 1024, at + total, populate_write);
   state st{};
   st.log_in = -1;
   st.pts = ::open("/dev/pts", O_PATH | O_DIRECTORY | O_CLOEXEC);
