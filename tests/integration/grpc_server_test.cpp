@@ -207,6 +207,13 @@ TEST_CASE("gRPC: errors carry the REST mapping's code and details", "[grpc]") {
   SECTION("not found, with ErrorInfo") {
     auto r = s.client().unary<wire::Sandbox>("GetSandbox", get);
     CHECK(r.status.error_code() == grpc::StatusCode::NOT_FOUND);
+    // An id of any size is named by an excerpt: the answer does not grow with the request
+    // (each invalid byte would even come back as three, U+FFFD, and nine percent-encoded).
+    auto huge = s.client().unary<wire::Sandbox>(
+        "GetSandbox", wire::GetSandboxRequest{std::string(std::size_t{1} << 20, '\xff')});
+    CHECK(huge.status.error_code() == grpc::StatusCode::NOT_FOUND);
+    CHECK(huge.status.error_message().size() < 1024);
+    CHECK(huge.details().message.size() < 1024);
     auto d = r.details();
     CHECK(d.code == static_cast<int>(grpc::StatusCode::NOT_FOUND));
     REQUIRE(d.error_info);

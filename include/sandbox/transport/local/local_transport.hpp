@@ -249,7 +249,7 @@ private:
     std::lock_guard lk(m_);
     auto it = boxes_.find(id);
     if (it == boxes_.end())
-      return fail(errc::not_found, "no sandbox with id " + detail::shell_quote(id));
+      return fail(errc::not_found, "no sandbox with id " + detail::quoted_excerpt(id));
     return it->second;
   }
 
