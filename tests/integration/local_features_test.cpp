@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -292,6 +293,26 @@ TEST_CASE("create/exec/stop cycles leak no fd, mount or process", "[local][soak]
   CHECK(slurp("/proc/self/mountinfo") == mounts);
   CHECK(count_children() == children);
   WARN(cycles << " cycles in " << took << " s");
+}
+
+TEST_CASE("sandboxes start while other threads of their client start and end", "[local][threads]") {
+  // A supervisor is a clone of one thread of its client. Under ASan it used to wait forever in
+  // prctl(PR_SET_NAME) for the sanitizer's thread registry lock, which a thread starting or
+  // ending elsewhere held at the clone (within 150 starts, here).
+  std::atomic<bool> done{false};
+  std::vector<std::thread> churn;
+  for (int k = 0; k < 4; ++k)
+    churn.emplace_back([&] {
+      while (!done)
+        std::thread([] {}).join();
+    });
+  int started = 0;
+  for (int i = 0; i < 300; ++i)
+    if (auto box = Box::run(); box && box.value().stop()) ++started;
+  done = true;
+  for (auto& t : churn)
+    t.join();
+  CHECK(started == 300);
 }
 
 TEST_CASE("a stopped or ended sandbox that is still remembered holds no descriptor",

@@ -5,7 +5,8 @@
 //
 // It runs in a child cloned from the (possibly multi-threaded) client, so it may only use
 // async-signal-safe calls: plain system calls, no allocation, no locks, no stdio. All strings it
-// needs are prepared by the client before the clone.
+// needs are prepared by the client before the clone. A libc call a sanitizer intercepts may lock
+// (see `sys_prctl`): where one does, the bare system call is made instead.
 #pragma once
 
 #include <sandbox/transport/local/detail/hidden.hpp>
@@ -281,6 +282,13 @@ inline constexpr std::uint64_t command_capabilities =
     (1ull << CAP_NET_BIND_SERVICE) | (1ull << CAP_NET_RAW) | (1ull << CAP_SYS_CHROOT) |
     (1ull << CAP_AUDIT_WRITE) | (1ull << CAP_SETFCAP);
 
+/// prctl(2) as a bare system call. ASan's and TSan's prctl interceptors lock their thread
+/// registry (PR_SET_NAME), and another thread of the client may have held that lock at the clone:
+/// its copy here is never released, and the supervisor waited forever before its `ready`.
+inline int sys_prctl(int option, unsigned long arg = 0) noexcept {
+  return static_cast<int>(::syscall(SYS_prctl, option, arg, 0ul, 0ul, 0ul));
+}
+
 /// Limits the bounding set to `command_capabilities` and empties the inheritable and ambient
 /// sets, so commands started later hold no more power than a default container even though the
 /// supervisor runs as root: at execve a root process gets bounding ∪ (inheritable ∩ file
@@ -289,19 +297,18 @@ inline constexpr std::uint64_t command_capabilities =
 inline bool drop_capabilities(std::uint64_t keep = command_capabilities) noexcept {
   for (int cap = 0; cap < 64; ++cap) {
     if (keep & (1ull << cap)) continue;
-    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+    if (sys_prctl(PR_CAPBSET_DROP, static_cast<unsigned long>(cap)) != 0) {
       if (errno == EINVAL) break; // past the kernel's last capability
       return false;
     }
   }
-  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
-    return false;
+  if (sys_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL) != 0 && errno != EINVAL) return false;
   __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2] = {};
   if (::syscall(SYS_capget, &hdr, data) != 0) return false;
   data[0].inheritable = data[1].inheritable = 0;
   if (::syscall(SYS_capset, &hdr, data) != 0) return false;
-  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
+  return sys_prctl(PR_SET_NO_NEW_PRIVS, 1) == 0;
 }
 
 /// Hides what Docker hides of /proc and /sys (its default MaskedPaths and ReadonlyPaths): files
@@ -1214,8 +1221,8 @@ inline int supervisor_main(void* arg) noexcept {
   // terminal as /dev/tty and push keystrokes into it (TIOCSTI) or hang it up.
   if (::setsid() < 0) setup_failed(ctl, stage::session);
   // Not dumpable: commands cannot read this copy of the client's memory through /proc/1/mem.
-  ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
-  ::prctl(PR_SET_NAME, "sandbox-init", 0, 0, 0);
+  sys_prctl(PR_SET_DUMPABLE, 0);
+  sys_prctl(PR_SET_NAME, reinterpret_cast<unsigned long>("sandbox-init"));
 
   sigset_t all;
   sigfillset(&all);
