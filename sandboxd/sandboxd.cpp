@@ -48,7 +48,7 @@ constexpr const char* usage =
     "                [--image-store DIR] [--egress]\n"
     "                [--max-request-bytes N] [--max-output-bytes N]\n"
     "                [--max-output-bytes-limit N]\n"
-    "                [--max-sandboxes N] [--max-connections N]\n"
+    "                [--max-sandboxes N] [--max-connections N] [--max-pids N]\n"
     "                [--grpc-listen HOST:PORT [--tls-cert FILE --tls-key FILE]]\n"
     "The bearer token comes from SANDBOXD_TOKEN or --token-file; there is no default.\n"
     "Images: a client's image name must be one of --image (python:3.11 runs on this host's\n"
@@ -59,6 +59,8 @@ constexpr const char* usage =
     "Network: a sandbox has its own loopback only; with --egress a client may ask for outbound\n"
     "access (network.denyEgress false), through a NAT that keeps this host's loopback and\n"
     "addresses and private, link-local and reserved ranges out of reach.\n"
+    "Each sandbox runs at most --max-pids processes and threads (2048 by default; 0: no\n"
+    "limit; it needs cgroups, so as root).\n"
     "PORT 0 picks a free port; the first line on stdout is the REST base URL, the second\n"
     "(with --grpc-listen) the gRPC one (http:// for plaintext h2c, https:// with TLS).\n";
 
@@ -95,7 +97,8 @@ struct config {
   std::string image_store;
   std::vector<std::string> local_registries;
   int grpc_port = 0;
-  sandbox::server_options opts;
+  bool max_pids_given = false; // else a host that cannot limit pids gets a warning, not a refusal
+  sandbox::server_options opts{.sandbox_limits = {.max_pids = 2048}}; // podman's default
 };
 
 /// Splits `HOST:PORT` (an IPv6 host in brackets); an error message, or "".
@@ -160,7 +163,10 @@ std::string parse_args(int argc, char** argv, config& c) {
       c.opts.max_live_sandboxes = n;
     else if (a == "--max-connections" && parse_size(v, n) && n > 0)
       c.opts.max_connections = n;
-    else if (a == "--image" && std::strchr(v, '=')) {
+    else if (a == "--max-pids" && parse_size(v, n) && n <= 0xffffffffu) {
+      c.opts.sandbox_limits.max_pids = static_cast<std::uint32_t>(n);
+      c.max_pids_given = true;
+    } else if (a == "--image" && std::strchr(v, '=')) {
       std::string kv = v;
       auto eq = kv.find('=');
       named_default = named_default || kv.substr(0, eq) == sandbox::http::default_image;
@@ -270,6 +276,16 @@ int serve(config& c) {
     if (!p.cached && p.done == p.total && p.total > 0)
       opts.log("pulled " + p.image + ": " + p.digest + " (" + std::to_string(p.total) + " bytes)");
   };
+  // The API cannot ask for a pids limit: without this one, any client's command could fill the
+  // host's process table.
+  if (opts.sandbox_limits.max_pids != 0)
+    if (auto ok = sandbox::local_transport::check_limits(opts.sandbox_limits); !ok) {
+      if (c.max_pids_given) return die("--max-pids: " + ok.error().message);
+      opts.log("warning: sandboxes get no pids limit (--max-pids 0 says so without this "
+               "warning): " +
+               ok.error().message);
+      opts.sandbox_limits.max_pids = 0;
+    }
   auto transport = std::make_shared<sandbox::local_transport>(std::move(lo));
   sandbox::server<sandbox::local_transport> srv(transport, opts);
   auto bound = srv.bind(c.host, c.port);

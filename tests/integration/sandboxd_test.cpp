@@ -4,6 +4,7 @@
 // http_transport, logs one line per request without the token, and stops its sandboxes on
 // SIGTERM.
 #include <sandbox/http.hpp>
+#include <sandbox/local.hpp>
 
 #include <httplib.h>
 
@@ -134,8 +135,16 @@ private:
 /// A running sandboxd on an ephemeral loopback port.
 struct running_daemon {
   std::string token = "tok-" + sandbox::detail::random_id("", 24);
-  daemon_process proc{{"--listen", "127.0.0.1:0"}, token};
-  std::string url = proc.first_line();
+  daemon_process proc;
+  std::string url;
+
+  explicit running_daemon(std::vector<std::string> args = {})
+      : proc(with_listen(std::move(args)), token), url(proc.first_line()) {}
+
+  static std::vector<std::string> with_listen(std::vector<std::string> args) {
+    args.insert(args.begin(), {"--listen", "127.0.0.1:0"});
+    return args;
+  }
 
   httplib::Result raw(const std::string& method, const std::string& path, const std::string& auth,
                       const std::string& body = "") {
@@ -595,4 +604,45 @@ TEST_CASE("sandboxd sweeps, as it starts, what a predecessor killed with SIGKILL
   REQUIRE_FALSE(b.url.empty());
   for (const auto& d : dirs)
     CHECK(test_support::eventually([&] { return !exists(d); }, 20s));
+}
+
+TEST_CASE("every sandbox of sandboxd has a pids limit: 2048, or what --max-pids says",
+          "[sandboxd][cgroups]") {
+  if (auto ok = sandbox::local_transport::check_limits({.max_pids = 64}); !ok) {
+    SANDBOX_SKIP("this host cannot limit pids: " + ok.error().message);
+  }
+  // The sandbox's pids.max, in whichever hierarchy holds it (v1 or v2); "" when it has none.
+  auto pids_max = [](const std::string& id) {
+    std::string found;
+    for (const char* pattern : {"/sys/fs/cgroup/pids/sandbox/*/", "/sys/fs/cgroup/sandbox/*/"}) {
+      glob_t g{};
+      std::string p = pattern + id + "/pids.max";
+      if (::glob(p.c_str(), 0, nullptr, &g) == 0 && g.gl_pathc == 1)
+        found = test_support::slurp(g.gl_pathv[0]);
+      ::globfree(&g);
+    }
+    return found;
+  };
+  struct limit_case {
+    std::vector<std::string> args;
+    std::string expected;
+  };
+  for (const auto& [args, expected] :
+       {limit_case{{}, "2048\n"}, limit_case{{"--max-pids", "64"}, "64\n"},
+        limit_case{{"--max-pids", "0"}, ""}}) {
+    running_daemon d(args);
+    REQUIRE_FALSE(d.url.empty());
+    auto made = d.raw("POST", "/v1/sandboxes", "Bearer " + d.token,
+                      R"({"spec":{"containers":[{"name":"main","image":"python:3.11"}]}})");
+    REQUIRE(made);
+    REQUIRE(made->status == 200);
+    auto sb = sandbox::http::from_json<sandbox::http::wire::Sandbox>(
+        made->body, sandbox::http::decode_mode::lenient);
+    REQUIRE(sb);
+    CHECK(pids_max(sb.value().sandbox_id) == expected);
+  }
+  // A limit that leaves no room for a command is refused at start, saying why.
+  daemon_process one({"--listen", "127.0.0.1:0", "--max-pids", "1"}, "tok");
+  CHECK(one.wait_exit() == 2);
+  CHECK(one.err().find("max_pids = 1") != std::string::npos);
 }

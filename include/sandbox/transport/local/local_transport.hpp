@@ -64,6 +64,19 @@ public:
   /// a restart after a crash leaves nothing behind even before its first create.
   static void sweep() noexcept { local::detail::cgroups::sweep_once(); }
 
+  /// Whether this host lets a sandbox have the limits of `r` (`SandboxOptions::resources`):
+  /// `create`'s checks, then a cgroup made with them and removed again, so that a server finds
+  /// out once at start rather than at every create (no privilege shows only when trying).
+  /// **Errors:** validation, unsupported (the message names what is missing), unavailable.
+  [[nodiscard]] static result<void> check_limits(const Resources& r) noexcept {
+    namespace cg = local::detail::cgroups;
+    SANDBOX_TRYV(cg::validate(r));
+    if (!cg::requested(r)) return success();
+    auto probe = cg::group::create(detail::random_id("probe-", 12), r); // removed as it goes
+    if (!probe) return std::move(probe).as_failure();
+    return success();
+  }
+
   /// Builds a sandbox and starts its main command; returns once it is RUNNING. The sandbox ends
   /// COMPLETED when the main command exits, whatever its code; a main command that cannot start
   /// (not found, not executable) makes it FAILED right after, as does an OOM kill of the main
