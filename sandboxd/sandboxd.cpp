@@ -59,6 +59,8 @@ constexpr const char* usage =
     "Network: a sandbox has its own loopback only; with --egress a client may ask for outbound\n"
     "access (network.denyEgress false), through a NAT that keeps this host's loopback and\n"
     "addresses and private, link-local and reserved ranges out of reach.\n"
+    "--max-request-bytes (64 MiB by default) bounds a request's body, and so a WriteFile, and\n"
+    "a ReadFile's file too.\n"
     "Each sandbox runs at most --max-pids processes and threads (2048 by default; 0: no\n"
     "limit; it needs cgroups, so as root).\n"
     "PORT 0 picks a free port; the first line on stdout is the REST base URL, the second\n"
@@ -266,6 +268,10 @@ int serve(config& c) {
   // What a predecessor killed with SIGKILL left behind goes first.
   sandbox::local_transport::sweep();
   sandbox::local_transport::options lo;
+  // A file read is held a few times over until it is sent (2.3 times here over REST), so it is
+  // bounded as a file written is: a sparse file costs its sandbox nothing however large it says
+  // it is.
+  lo.max_file_bytes = opts.max_request_bytes;
   lo.images.store = c.image_store;
   // What clients name is pulled from public registries only: a name must not make this
   // server fetch from services on its host or network, except registries listed for it.

@@ -646,3 +646,24 @@ TEST_CASE("every sandbox of sandboxd has a pids limit: 2048, or what --max-pids 
   CHECK(one.wait_exit() == 2);
   CHECK(one.err().find("max_pids = 1") != std::string::npos);
 }
+
+TEST_CASE("sandboxd reads no file larger than it would take in a request, sparse ones included",
+          "[sandboxd]") {
+  running_daemon d({"--max-request-bytes", "1000000"});
+  REQUIRE_FALSE(d.url.empty());
+  auto box = sandbox::NoexceptRemoteSandbox::run({}, d.client());
+  REQUIRE(box);
+  auto made = box.value()
+                  .exec({"sh", "-c",
+                         "head -c 1000000 /dev/zero > /tmp/fits && truncate -s 1000M /tmp/sparse"})
+                  .result();
+  REQUIRE(made);
+  REQUIRE(made.value().returncode == 0);
+  auto fits = box.value().read_file("/tmp/fits");
+  REQUIRE(fits);
+  CHECK(fits.value().size() == 1000000);
+  auto sparse = box.value().read_file("/tmp/sparse");
+  REQUIRE_FALSE(sparse);
+  CHECK(sparse.error().is(sandbox::errc::file_too_large));
+  CHECK(sparse.error().message.find("1000000") != std::string::npos);
+}
