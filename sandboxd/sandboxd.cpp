@@ -48,7 +48,8 @@ constexpr const char* usage =
     "                [--image-store DIR] [--egress]\n"
     "                [--max-request-bytes N] [--max-output-bytes N]\n"
     "                [--max-output-bytes-limit N]\n"
-    "                [--max-sandboxes N] [--max-connections N] [--max-pids N]\n"
+    "                [--max-sandboxes N] [--max-connections N]\n"
+    "                [--max-pids N] [--max-total-pids N]\n"
     "                [--grpc-listen HOST:PORT [--tls-cert FILE --tls-key FILE]]\n"
     "The bearer token comes from SANDBOXD_TOKEN or --token-file; there is no default.\n"
     "Images: a client's image name must be one of --image (python:3.11 runs on this host's\n"
@@ -61,8 +62,9 @@ constexpr const char* usage =
     "addresses and private, link-local and reserved ranges out of reach.\n"
     "--max-request-bytes (64 MiB by default) bounds a request's body, and so a WriteFile, and\n"
     "a ReadFile's file too.\n"
-    "Each sandbox runs at most --max-pids processes and threads (2048 by default; 0: no\n"
-    "limit; it needs cgroups, so as root).\n"
+    "Each sandbox runs at most --max-pids processes and threads (2048 by default), and all\n"
+    "of them together at most --max-total-pids (half the host's pid_max by default); 0: no\n"
+    "limit. Both need cgroups, so root.\n"
     "PORT 0 picks a free port; the first line on stdout is the REST base URL, the second\n"
     "(with --grpc-listen) the gRPC one (http:// for plaintext h2c, https:// with TLS).\n";
 
@@ -99,8 +101,9 @@ struct config {
   std::string image_store;
   std::vector<std::string> local_registries;
   int grpc_port = 0;
-  bool max_pids_given = false; // else a host that cannot limit pids gets a warning, not a refusal
-  sandbox::server_options opts{.sandbox_limits = {.max_pids = 2048}}; // podman's default
+  bool pids_given = false; // else a host that cannot limit pids gets a warning, not a refusal
+  std::optional<std::uint32_t> total_pids;        // default: half the host's pid_max
+  sandbox::server_options opts{.max_pids = 2048}; // podman's default
 };
 
 /// Splits `HOST:PORT` (an IPv6 host in brackets); an error message, or "".
@@ -165,9 +168,14 @@ std::string parse_args(int argc, char** argv, config& c) {
       c.opts.max_live_sandboxes = n;
     else if (a == "--max-connections" && parse_size(v, n) && n > 0)
       c.opts.max_connections = n;
-    else if (a == "--max-pids" && parse_size(v, n) && n <= 0xffffffffu) {
-      c.opts.sandbox_limits.max_pids = static_cast<std::uint32_t>(n);
-      c.max_pids_given = true;
+    else if (a == "--max-pids" || a == "--max-total-pids") {
+      // 1 leaves no room for a command (the sandbox's init counts); the kernel has no pid
+      // beyond 2^22.
+      if (!parse_size(v, n) || n == 1 || n >= (1u << 22))
+        return a + " wants 0 (no limit) or a number from 2 to 4194303, got " + v;
+      (a == "--max-pids" ? c.opts.max_pids : c.total_pids.emplace()) =
+          static_cast<std::uint32_t>(n);
+      c.pids_given = true;
     } else if (a == "--image" && std::strchr(v, '=')) {
       std::string kv = v;
       auto eq = kv.find('=');
@@ -282,16 +290,26 @@ int serve(config& c) {
     if (!p.cached && p.done == p.total && p.total > 0)
       opts.log("pulled " + p.image + ": " + p.digest + " (" + std::to_string(p.total) + " bytes)");
   };
-  // The API cannot ask for a pids limit: without this one, any client's command could fill the
+  // The API cannot ask for a pids limit: without these, any client's commands could fill the
   // host's process table.
-  if (opts.sandbox_limits.max_pids != 0)
-    if (auto ok = sandbox::local_transport::check_limits(opts.sandbox_limits); !ok) {
-      if (c.max_pids_given) return die("--max-pids: " + ok.error().message);
-      opts.log("warning: sandboxes get no pids limit (--max-pids 0 says so without this "
-               "warning): " +
+  if (c.total_pids.value_or(0) != 0 && opts.max_pids == 0)
+    return die("--max-total-pids counts the processes of sandboxes with a pids limit, and "
+               "--max-pids 0 gives them none");
+  if (opts.max_pids != 0) {
+    if (auto ok = sandbox::local_transport::check_limits({.max_pids = opts.max_pids}); !ok) {
+      if (c.pids_given)
+        return die("this host cannot limit a sandbox's pids: " + ok.error().message);
+      opts.log("warning: sandboxes get no pids limit, as this host cannot hold one (--max-pids 0 "
+               "says so without this warning): " +
                ok.error().message);
-      opts.sandbox_limits.max_pids = 0;
+      opts.max_pids = 0;
+    } else {
+      std::uint64_t pid_max = 0;
+      std::ifstream("/proc/sys/kernel/pid_max") >> pid_max;
+      sandbox::local_transport::limit_total_pids(c.total_pids.value_or(
+          static_cast<std::uint32_t>(std::min<std::uint64_t>(pid_max / 2, (1u << 22) - 1))));
     }
+  }
   auto transport = std::make_shared<sandbox::local_transport>(std::move(lo));
   sandbox::server<sandbox::local_transport> srv(transport, opts);
   auto bound = srv.bind(c.host, c.port);

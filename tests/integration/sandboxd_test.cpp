@@ -606,45 +606,83 @@ TEST_CASE("sandboxd sweeps, as it starts, what a predecessor killed with SIGKILL
     CHECK(test_support::eventually([&] { return !exists(d); }, 20s));
 }
 
-TEST_CASE("every sandbox of sandboxd has a pids limit: 2048, or what --max-pids says",
-          "[sandboxd][cgroups]") {
+TEST_CASE("sandboxd refuses pids limits that cannot work", "[sandboxd]") {
+  for (std::vector<std::string> args : {std::vector<std::string>{"--max-pids", "1"},
+                                        {"--max-total-pids", "1"},
+                                        {"--max-pids", "4194304"},
+                                        {"--max-pids", "-3"}}) {
+    args.insert(args.begin(), {"--listen", "127.0.0.1:0"});
+    daemon_process bad(args, "tok");
+    CHECK(bad.wait_exit() == 2);
+    CHECK(bad.err().find("wants 0 (no limit) or a number from 2 to 4194303") != std::string::npos);
+  }
+  daemon_process uncounted(
+      {"--listen", "127.0.0.1:0", "--max-pids", "0", "--max-total-pids", "100"}, "tok");
+  CHECK(uncounted.wait_exit() == 2);
+  CHECK(uncounted.err().find("--max-pids 0") != std::string::npos);
+}
+
+TEST_CASE("sandboxd limits each sandbox's pids and all of them together", "[sandboxd][cgroups]") {
+  namespace cg = sandbox::local::detail::cgroups;
   if (auto ok = sandbox::local_transport::check_limits({.max_pids = 64}); !ok) {
     SANDBOX_SKIP("this host cannot limit pids: " + ok.error().message);
   }
-  // The sandbox's pids.max, in whichever hierarchy holds it (v1 or v2); "" when it has none.
-  auto pids_max = [](const std::string& id) {
+  // A sandbox's cgroup for pids, whoever owns it ("" when it has none): its parent is the
+  // directory of all the sandboxes of that sandboxd.
+  auto pids_dir = [](const std::string& id) {
+    const cg::layout& l = cg::host_layout();
+    std::string pattern = (l.version == 1 ? l.v1_mounts[1] : l.v2_root) + "/sandbox/*/" + id;
     std::string found;
-    for (const char* pattern : {"/sys/fs/cgroup/pids/sandbox/*/", "/sys/fs/cgroup/sandbox/*/"}) {
-      glob_t g{};
-      std::string p = pattern + id + "/pids.max";
-      if (::glob(p.c_str(), 0, nullptr, &g) == 0 && g.gl_pathc == 1)
-        found = test_support::slurp(g.gl_pathv[0]);
-      ::globfree(&g);
-    }
+    glob_t g{};
+    if (::glob(pattern.c_str(), GLOB_ONLYDIR, nullptr, &g) == 0 && g.gl_pathc == 1)
+      found = g.gl_pathv[0];
+    ::globfree(&g);
     return found;
   };
+  auto text_of = [](const std::string& file) { return test_support::slurp(file); };
+  std::uint64_t pid_max = 0;
+  std::ifstream("/proc/sys/kernel/pid_max") >> pid_max;
   struct limit_case {
     std::vector<std::string> args;
-    std::string expected;
+    std::string each, all; // pids.max of a sandbox and of all; "" for no cgroup
   };
-  for (const auto& [args, expected] :
-       {limit_case{{}, "2048\n"}, limit_case{{"--max-pids", "64"}, "64\n"},
-        limit_case{{"--max-pids", "0"}, ""}}) {
+  for (const auto& [args, each, all] :
+       {limit_case{{}, "2048\n", std::to_string(pid_max / 2) + "\n"},
+        limit_case{{"--max-pids", "64", "--max-total-pids", "100"}, "64\n", "100\n"},
+        limit_case{{"--max-pids", "0"}, "", ""}}) {
     running_daemon d(args);
     REQUIRE_FALSE(d.url.empty());
-    auto made = d.raw("POST", "/v1/sandboxes", "Bearer " + d.token,
-                      R"({"spec":{"containers":[{"name":"main","image":"python:3.11"}]}})");
-    REQUIRE(made);
-    REQUIRE(made->status == 200);
-    auto sb = sandbox::http::from_json<sandbox::http::wire::Sandbox>(
-        made->body, sandbox::http::decode_mode::lenient);
-    REQUIRE(sb);
-    CHECK(pids_max(sb.value().sandbox_id) == expected);
+    auto box = sandbox::NoexceptRemoteSandbox::run({}, d.client());
+    REQUIRE(box);
+    std::string dir = pids_dir(box.value().id());
+    if (each.empty()) {
+      CHECK(dir.empty());
+      continue;
+    }
+    REQUIRE_FALSE(dir.empty());
+    CHECK(text_of(dir + "/pids.max") == each);
+    CHECK(text_of(dir.substr(0, dir.rfind('/')) + "/pids.max") == all);
   }
-  // A limit that leaves no room for a command is refused at start, saying why.
-  daemon_process one({"--listen", "127.0.0.1:0", "--max-pids", "1"}, "tok");
-  CHECK(one.wait_exit() == 2);
-  CHECK(one.err().find("max_pids = 1") != std::string::npos);
+
+  // Enforced: with 40 for all, one sandbox's 30 sleeps leave another no room for 30 more.
+  running_daemon d({"--max-pids", "64", "--max-total-pids", "40"});
+  REQUIRE_FALSE(d.url.empty());
+  auto a = sandbox::NoexceptRemoteSandbox::run({}, d.client());
+  auto b = sandbox::NoexceptRemoteSandbox::run({}, d.client());
+  REQUIRE(a);
+  REQUIRE(b);
+  const std::string sleeps = "n=0; while [ $n -lt 30 ]; do sleep 600 & n=$((n+1)); done; echo $n";
+  auto first = a.value().exec({"sh", "-c", sleeps}).result();
+  REQUIRE(first);
+  CHECK(first.value().stdout_text == "30\n");
+  auto second = b.value().exec({"sh", "-c", "(" + sleeps + ") 2>/dev/null"}).result();
+  if (second) CHECK(second.value().stdout_text != "30\n");
+  std::string all = pids_dir(a.value().id());
+  REQUIRE_FALSE(all.empty());
+  all = all.substr(0, all.rfind('/'));
+  CHECK(std::stoul(text_of(all + "/pids.current")) <= 40);
+  CHECK(a.value().stop());
+  CHECK(b.value().stop());
 }
 
 TEST_CASE("sandboxd reads no file larger than it would take in a request, sparse ones included",
@@ -653,10 +691,10 @@ TEST_CASE("sandboxd reads no file larger than it would take in a request, sparse
   REQUIRE_FALSE(d.url.empty());
   auto box = sandbox::NoexceptRemoteSandbox::run({}, d.client());
   REQUIRE(box);
-  auto made = box.value()
-                  .exec({"sh", "-c",
-                         "head -c 1000000 /dev/zero > /tmp/fits && truncate -s 1000M /tmp/sparse"})
-                  .result();
+  auto made =
+      box.value()
+          .exec({"sh", "-c", "head -c 1000000 /dev/zero > /tmp/fits && truncate -s 2G /tmp/sparse"})
+          .result();
   REQUIRE(made);
   REQUIRE(made.value().returncode == 0);
   auto fits = box.value().read_file("/tmp/fits");

@@ -37,12 +37,12 @@ struct server_options {
   /// Sandboxes created here and not yet stopped or ended; a create beyond it is refused with
   /// RESOURCE_EXHAUSTED and a RetryInfo, so that a flood of creates cannot exhaust the host.
   std::size_t max_live_sandboxes = 256;
-  /// Limits every sandbox created here gets where its spec sets none (0: none). The v1 API has
-  /// no pids limit, so `max_pids` always comes from here: without one, a command of any client
-  /// can fill the host's process table. The transport must be able to enforce them (local:
-  /// cgroups, as root) or every create fails saying why: check first
-  /// (`local_transport::check_limits`), as sandboxd does at start.
-  Resources sandbox_limits{};
+  /// Processes and threads each sandbox created here may have at once (0: no limit); the v1 API
+  /// cannot ask for a pids limit, so this is it. The transport must be able to enforce it
+  /// (local: cgroups, as root) or every create fails saying why: check first
+  /// (`local_transport::check_limits`), as sandboxd does at start. Sandboxes together: see
+  /// `local_transport::limit_total_pids`.
+  std::uint32_t max_pids = 0;
   /// Largest request body; a larger one is refused (400; WriteFile: CWSANDBOX_FILE_TOO_LARGE).
   std::size_t max_request_bytes = std::size_t{64} << 20;
   /// Per-stream output cap of an Exec that sends `maxOutputBytes: 0` (the local transport's own

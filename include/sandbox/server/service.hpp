@@ -72,11 +72,7 @@ public:
     wire::SandboxSpec spec = sb.spec.value_or(wire::SandboxSpec{});
     SANDBOX_TRY(opts, http::options_of(spec, o_.images, o_.native_keep_alive, o_.pull_images,
                                        o_.allow_egress));
-    Resources& r = opts.resources;
-    if (r.memory_bytes == 0) r.memory_bytes = o_.sandbox_limits.memory_bytes;
-    if (r.max_pids == 0) r.max_pids = o_.sandbox_limits.max_pids;
-    if (r.cpus == 0) r.cpus = o_.sandbox_limits.cpus;
-    if (r.disk_bytes == 0) r.disk_bytes = o_.sandbox_limits.disk_bytes;
+    opts.resources.max_pids = o_.max_pids;
     if (!request_id.empty()) {
       SANDBOX_TRY(earlier, claim(request_id));
       if (earlier) return get(*earlier);

@@ -67,7 +67,9 @@ public:
   /// Whether this host lets a sandbox have the limits of `r` (`SandboxOptions::resources`):
   /// `create`'s checks, then a cgroup made with them and removed again, so that a server finds
   /// out once at start rather than at every create (no privilege shows only when trying).
-  /// **Errors:** validation, unsupported (the message names what is missing), unavailable.
+  /// It does not move a process into that cgroup: a host that refuses only that fails creates.
+  /// **Errors:** validation, unsupported (the message names what is missing), unavailable,
+  /// resource_exhausted.
   [[nodiscard]] static result<void> check_limits(const Resources& r) noexcept {
     namespace cg = local::detail::cgroups;
     SANDBOX_TRYV(cg::validate(r));
@@ -75,6 +77,15 @@ public:
     auto probe = cg::group::create(detail::random_id("probe-", 12), r); // removed as it goes
     if (!probe) return std::move(probe).as_failure();
     return success();
+  }
+
+  /// At most `n` processes and threads in all of this process's sandboxes that have a pids
+  /// limit (`Resources::max_pids`), together (0: no total). Per-sandbox limits alone let many
+  /// sandboxes fill the host's process table. Applies from the next create on.
+  static void limit_total_pids(std::uint32_t n) noexcept {
+    auto& reg = local::detail::cgroups::registry();
+    std::lock_guard lk(reg.m);
+    reg.total_pids = n;
   }
 
   /// Builds a sandbox and starts its main command; returns once it is RUNNING. The sandbox ends

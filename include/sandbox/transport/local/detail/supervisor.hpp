@@ -282,9 +282,10 @@ inline constexpr std::uint64_t command_capabilities =
     (1ull << CAP_NET_BIND_SERVICE) | (1ull << CAP_NET_RAW) | (1ull << CAP_SYS_CHROOT) |
     (1ull << CAP_AUDIT_WRITE) | (1ull << CAP_SETFCAP);
 
-/// prctl(2) as a bare system call. ASan's and TSan's prctl interceptors lock their thread
-/// registry (PR_SET_NAME), and another thread of the client may have held that lock at the clone:
-/// its copy here is never released, and the supervisor waited forever before its `ready`.
+/// prctl(2) as a bare system call. ASan's prctl interceptor locks its thread registry
+/// (PR_SET_NAME), and another thread of the client may have held that lock at the clone: its
+/// copy here is never released, and the supervisor waited forever before its `ready`. (TSan
+/// intercepts clone itself and keeps its locks consistent.)
 inline int sys_prctl(int option, unsigned long arg = 0) noexcept {
   return static_cast<int>(::syscall(SYS_prctl, option, arg, 0ul, 0ul, 0ul));
 }
