@@ -296,6 +296,14 @@ int serve(config& c) {
     return die("--max-total-pids counts the processes of sandboxes with a pids limit, and "
                "--max-pids 0 gives them none");
   if (opts.max_pids != 0) {
+    // Set first, so that the check's probe writes the total too.
+    std::uint64_t pid_max = 0;
+    std::ifstream("/proc/sys/kernel/pid_max") >> pid_max;
+    if (!c.total_pids && pid_max == 0)
+      opts.log("warning: no total pids limit: /proc/sys/kernel/pid_max is unreadable (pass "
+               "--max-total-pids)");
+    sandbox::local_transport::limit_total_pids(c.total_pids.value_or(
+        static_cast<std::uint32_t>(std::min<std::uint64_t>(pid_max / 2, (1u << 22) - 1))));
     if (auto ok = sandbox::local_transport::check_limits({.max_pids = opts.max_pids}); !ok) {
       if (c.pids_given)
         return die("this host cannot limit a sandbox's pids: " + ok.error().message);
@@ -303,11 +311,7 @@ int serve(config& c) {
                "says so without this warning): " +
                ok.error().message);
       opts.max_pids = 0;
-    } else {
-      std::uint64_t pid_max = 0;
-      std::ifstream("/proc/sys/kernel/pid_max") >> pid_max;
-      sandbox::local_transport::limit_total_pids(c.total_pids.value_or(
-          static_cast<std::uint32_t>(std::min<std::uint64_t>(pid_max / 2, (1u << 22) - 1))));
+      sandbox::local_transport::limit_total_pids(0);
     }
   }
   auto transport = std::make_shared<sandbox::local_transport>(std::move(lo));

@@ -675,12 +675,20 @@ TEST_CASE("sandboxd limits each sandbox's pids and all of them together", "[sand
   auto first = a.value().exec({"sh", "-c", sleeps}).result();
   REQUIRE(first);
   CHECK(first.value().stdout_text == "30\n");
+  // The exec's own shell may not even start (a failed exec); if it does, it cannot start 30.
   auto second = b.value().exec({"sh", "-c", "(" + sleeps + ") 2>/dev/null"}).result();
-  if (second) CHECK(second.value().stdout_text != "30\n");
+  CHECK((!second || second.value().stdout_text != "30\n"));
   std::string all = pids_dir(a.value().id());
   REQUIRE_FALSE(all.empty());
   all = all.substr(0, all.rfind('/'));
-  CHECK(std::stoul(text_of(all + "/pids.current")) <= 40);
+  // A fork was refused ("max N" counts it: in the forking cgroup on v1, the limiting one on
+  // v2), and not by the sandbox's own limit of 64, which it stayed under.
+  const std::string mine = pids_dir(b.value().id());
+  auto refused = [&](const std::string& dir) {
+    return text_of(dir + "/pids.events").find("max 0") == std::string::npos;
+  };
+  CHECK((refused(all) || refused(mine)));
+  CHECK(std::stoul(text_of(mine + "/pids.current")) < 64);
   CHECK(a.value().stop());
   CHECK(b.value().stop());
 }

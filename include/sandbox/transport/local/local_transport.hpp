@@ -80,12 +80,15 @@ public:
   }
 
   /// At most `n` processes and threads in all of this process's sandboxes that have a pids
-  /// limit (`Resources::max_pids`), together (0: no total). Per-sandbox limits alone let many
-  /// sandboxes fill the host's process table. Applies from the next create on.
+  /// limit (`Resources::max_pids`), together (0: no total); on cgroup v2, sandboxes with only
+  /// other limits count too. Per-sandbox limits alone let many sandboxes fill the host's
+  /// process table. Applies from the next create on. A create beyond the total still succeeds,
+  /// and its commands fail to start (EAGAIN) until others end.
   static void limit_total_pids(std::uint32_t n) noexcept {
     auto& reg = local::detail::cgroups::registry();
     std::lock_guard lk(reg.m);
     reg.total_pids = n;
+    reg.total_set = true;
   }
 
   /// Builds a sandbox and starts its main command; returns once it is RUNNING. The sandbox ends

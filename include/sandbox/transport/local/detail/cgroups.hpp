@@ -270,8 +270,10 @@ struct owner_registry {
   pid_t pid = 0;
   std::string name;
   unsigned live = 0;
-  /// pids.max of the owner's directory, over all its sandboxes with a pids limit (0: none).
+  /// pids.max of the owner's directory, over all its sandboxes with a pids limit (0: none),
+  /// and whether one was ever set (then a later 0 is written too, as "max").
   std::uint32_t total_pids = 0;
+  bool total_set = false;
 
   /// The owner name of the calling process. Caller holds m.
   const std::string& name_locked() {
@@ -640,9 +642,12 @@ inline result<std::unique_ptr<group>> group::create(std::string_view id, const R
         if (int err = write_text(odir + "/cgroup.subtree_control", enable))
           return fail(cgroup_error(id, "enabling " + enable + " in " + odir, err));
       // Written at every create: the owner's directory goes with its last sandbox.
-      if ((mask & pids) && reg.total_pids != 0 && (l.version == 2 || base == l.v1_mounts[1]))
-        if (int err = write_text(odir + "/pids.max", pids_value(reg.total_pids)))
+      if ((mask & pids) && reg.total_set && (l.version == 2 || base == l.v1_mounts[1]))
+        if (int err = write_text(odir + "/pids.max",
+                                 pids_value(reg.total_pids ? reg.total_pids : 1u << 22))) {
+          if (g->dirs_.empty() && reg.live == 0) ::rmdir(odir.c_str());
           return fail(cgroup_error(id, "limiting all sandboxes' pids in " + odir, err));
+        }
       if (::mkdir(dir.c_str(), 0755) != 0) {
         int err = errno;
         if (g->dirs_.empty() && reg.live == 0) ::rmdir(odir.c_str());
