@@ -91,6 +91,7 @@ streamed drain(rpc_client::stream& s) {
   bool first = true;
   while (auto m = s.read()) {
     if (first) r.ready_first = m->ready.has_value();
+    CHECK((!m->ready || first)); // at most one, before anything else
     first = false;
     if (m->output) {
       CHECK(!r.exit_code); // nothing after the exit
@@ -311,6 +312,59 @@ TEST_CASE("gRPC Exec: the call's deadline bounds the command", "[grpc]") {
   CHECK(r.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
   // The command was killed: nothing named sleep is left in the sandbox.
   CHECK(ends_without(c, id, "sleep"));
+  remove(c, id);
+}
+
+TEST_CASE("gRPC StreamExec: `ready` comes at once to a client with stdin, and before the output "
+          "or a silent command's end to one without",
+          "[grpc]") {
+  servers s;
+  auto c = s.client();
+  std::string id = create(c);
+
+  SECTION("with stdin: ready before the client sends anything (a client may wait for it)") {
+    rpc_client::stream st(c, 20s);
+    REQUIRE(st.write(init_of(id, {"cat"})));
+    auto m = st.read();
+    REQUIRE(m);
+    CHECK(m->ready);
+    REQUIRE(st.write(stdin_of("x")));
+    REQUIRE(st.writes_done());
+    auto r = drain(st);
+    CHECK(r.status.ok());
+    CHECK(r.out == "x");
+    CHECK(r.exit_code == 0);
+  }
+  // Without stdin (the init carries the half-close) the command reads end-of-file, and `ready`
+  // may wait for its first output or its end (then it goes unsent: nothing waits for it).
+  SECTION("without stdin: a command that prints gets ready first") {
+    rpc_client::stream st(c, 20s);
+    REQUIRE(st.write_last(init_of(id, {"echo", "hi"})));
+    auto r = drain(st);
+    CHECK(r.ready_first);
+    CHECK(r.out == "hi\n");
+    CHECK(r.exit_code == 0);
+  }
+  SECTION("without stdin: a silent command that runs a while gets ready before its end") {
+    rpc_client::stream st(c, 20s);
+    REQUIRE(st.write_last(init_of(id, {"sleep", "0.3"})));
+    auto m = st.read();
+    REQUIRE(m);
+    CHECK(m->ready);
+    auto r = drain(st);
+    CHECK(r.exit_code == 0);
+  }
+  SECTION("without stdin: stdin is at its end, and a command that ends at once ends the call") {
+    for (auto cmd : {std::vector<std::string>{"cat"}, std::vector<std::string>{"true"},
+                     std::vector<std::string>{"sh", "-c", "exit 3"}}) {
+      rpc_client::stream st(c, 20s);
+      REQUIRE(st.write_last(init_of(id, cmd)));
+      auto r = drain(st);
+      CHECK(r.status.ok());
+      CHECK(r.out.empty());
+      CHECK(r.exit_code == (cmd.size() == 3 ? 3 : 0));
+    }
+  }
   remove(c, id);
 }
 

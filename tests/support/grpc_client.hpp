@@ -117,6 +117,13 @@ public:
       call_->Write(b, tag(2));
       return next(cq_);
     }
+    /// Writes `m` with the half-close, in one operation (as a client without stdin sends init).
+    template <class M>
+    bool write_last(const M& m) {
+      grpc::ByteBuffer b = serve::detail::buffer_of<http::strings::as_given>(m);
+      call_->WriteLast(b, grpc::WriteOptions(), tag(2));
+      return next(cq_);
+    }
     bool writes_done() {
       call_->WritesDone(tag(3));
       return next(cq_);

@@ -231,6 +231,10 @@ private:
           return finish(room.assume_error(), std::chrono::seconds(1));
         streaming_ = streaming;
         holds_slot_ = true;
+        // StreamExec reads on at once: a client without stdin half-closes with its init, and
+        // knowing that before the command starts spares it a stdin pipe and the client an
+        // early `ready` (see stream_exec).
+        if (method_ == method::stream_exec) read_next();
         refs_.fetch_add(1);
         srv_->dispatch([this, srv = srv_] {
           run();
@@ -244,7 +248,7 @@ private:
         std::lock_guard lk(m_);
         reading_ = false;
         if (ok)
-          inbox_.push_back(serve::detail::bytes_of(in_));
+          inbox_.push_back(serve::detail::bytes_of(next_));
         else
           half_closed_ = true;
         poke();
@@ -487,6 +491,10 @@ private:
         std::unique_lock lk(m_);
         if (wait) cv_.wait(lk, [&] { return gone_ || closing_ || queued_ < max_queued; });
         if (closing_) return; // the first end stands
+        if (last)
+          held_.reset(); // the end makes it moot (see stream_exec)
+        else
+          queue_held();
         if (!gone_) {
           outgoing o;
           o.bytes = http::to_protobuf<http::strings::utf8>(m);
@@ -505,12 +513,42 @@ private:
       flush();
     }
 
+    /// Keeps `m` to go out before the next message (`release_held`).
+    template <http::wire::described_message M>
+    void hold(const M& m) {
+      std::lock_guard lk(m_);
+      held_ = http::to_protobuf<http::strings::utf8>(m);
+    }
+
+    /// Queues the held message, if any. Under `m_`.
+    void queue_held() {
+      if (!held_) return;
+      if (!gone_ && !closing_) {
+        outgoing o;
+        o.bytes = std::move(*held_);
+        queued_ += o.size();
+        outbox_.push_back(std::move(o));
+      }
+      held_.reset();
+    }
+
+    /// Sends the held message, if any (see `hold`).
+    void release_held() {
+      {
+        std::lock_guard lk(m_);
+        if (!held_) return;
+        queue_held();
+      }
+      flush();
+    }
+
     /// Output of the command: appended to the last queued chunk of the same stream when that is
     /// not being sent yet; waits while too much is queued.
     void output(http::wire::OutputStream stream, std::string_view data) {
       std::unique_lock lk(m_);
       cv_.wait(lk, [&] { return gone_ || closing_ || queued_ < max_queued; });
       if (gone_ || closing_) return;
+      queue_held();
       queued_ += data.size();
       if (outbox_.size() > (writing_ ? 1u : 0u)) {
         auto& last = outbox_.back();
@@ -582,7 +620,7 @@ private:
         if (reading_ || half_closed_ || gone_) return;
         reading_ = true;
       }
-      StartRead(&in_);
+      StartRead(&next_);
     }
 
     [[nodiscard]] static std::string now_text() {
@@ -603,13 +641,22 @@ private:
       // The command's waits end when a message comes (stdin, its close): without it, they
       // would be taken only when a wait's slice ran out.
       make_wake();
+      // A client without stdin half-closes with its init, which is known here as a rule (the
+      // read after the init began on grpc++'s thread before this one ran). Its command then
+      // reads /dev/null, and its `ready` (which tells a client that it may send stdin) waits to
+      // go out with the command's first output or end, or after a slice of the wait (`pump`):
+      // a short command's call carries one message less.
+      const bool no_stdin = !init.tty && [&] {
+        std::lock_guard lk(m_);
+        return half_closed_ && inbox_.empty();
+      }();
       http::wire::ExecRequest x;
       x.sandbox_id = init.sandbox_id;
       x.command = init.command;
       x.env = init.env;
       x.container = init.container;
       auto p = srv_->svc_->exec(init.sandbox_id, x, deadline(), [&](ExecOptions& eo) noexcept {
-        eo.stdin_pipe = true;
+        eo.stdin_pipe = !no_stdin;
         if (init.tty) eo.tty = size.assume_value();
         eo.max_output_bytes = 1; // everything goes out as it comes; the result keeps nothing
         eo.on_stdout = [this](std::string_view d) noexcept {
@@ -623,10 +670,13 @@ private:
       auto& proc = p.assume_value();
       http::wire::ExecStreamResponse ready;
       ready.ready = http::wire::ExecStreamReady{now_text()};
-      send(std::move(ready));
+      if (no_stdin)
+        hold(ready);
+      else
+        send(ready);
       read_next();
 
-      auto r = pump(proc);
+      auto r = pump(proc, !no_stdin);
       http::wire::ExecStreamResponse last;
       if (r) {
         last.exit = http::wire::ExecStreamExit{r.assume_value().returncode, now_text()};
@@ -775,11 +825,11 @@ private:
       return TerminalSize{static_cast<std::uint16_t>(width), static_cast<std::uint16_t>(height)};
     }
 
-    /// Runs the command to its end: stdin from the client's messages as they come, output out
-    /// through `output`, a kill when the call is cancelled.
-    [[nodiscard]] result<ExecResult> pump(process_type& proc) {
+    /// Runs the command to its end: stdin from the client's messages as they come (`stdin_open`:
+    /// the command has a stdin pipe), output out through `output`, a kill when the call is
+    /// cancelled; a held `ready` goes out once a wait's slice passes.
+    [[nodiscard]] result<ExecResult> pump(process_type& proc, bool stdin_open) {
       using std::chrono::milliseconds;
-      bool stdin_open = true;
       milliseconds slice(5);
       for (;;) {
         std::deque<std::string> got;
@@ -841,6 +891,7 @@ private:
             return proc.wait(slice);
         }();
         if (r || !r.assume_error().is(errc::timeout)) return r;
+        release_held();
       }
     }
 
@@ -869,16 +920,18 @@ private:
     std::atomic<int> refs_{1};            // the reactor's own; +1 while the call's thread runs
     bool streaming_ = false;              // counted among the long calls by admit()
     std::atomic<bool> holds_slot_{false}; // admitted, its end not yet queued
-    grpc::ByteBuffer in_, out_;           // the message being read, the one being written
+    grpc::ByteBuffer in_, out_;           // the request, the message being written
+    grpc::ByteBuffer next_;               // StreamExec: the message being read after the init
 
     std::mutex m_;
     std::condition_variable cv_;
     std::deque<std::string> inbox_;   // StreamExec: messages read, not yet handled
     sandbox::detail::unique_fd wake_; // Exec, StreamExec: readable when inbox_ or gone_ changed
     bool reading_ = false, half_closed_ = false;
-    std::deque<outgoing> outbox_; // StreamExec: messages to send, the one being sent first
-    std::size_t queued_ = 0;      // bytes in outbox_
-    std::size_t sent_ = 0;        // of them, in the message being sent
+    std::deque<outgoing> outbox_;     // StreamExec: messages to send, the one being sent first
+    std::size_t queued_ = 0;          // bytes in outbox_
+    std::size_t sent_ = 0;            // of them, in the message being sent
+    std::optional<std::string> held_; // StreamExec: a message to go before the next (`hold`)
     bool writing_ = false, gone_ = false, closing_ = false, finished_ = false;
     grpc::Status final_;
   };

@@ -77,6 +77,9 @@ public:
   exec_stream(std::shared_ptr<grpc::GenericStub> stub, std::unique_ptr<grpc::ClientContext> ctx,
               const std::string& method, std::string init, bool only)
       : stub_(std::move(stub)), ctx_(std::move(ctx)) {
+    // The call's headers go with the init, in one frame (uncorked, they go alone, and the server
+    // reads the init one packet later).
+    ctx_->set_initial_metadata_corked(true);
     stub_->PrepareBidiStreamingCall(ctx_.get(), method, grpc::StubOptions(), this);
     outbox_.push_back(serve::detail::buffer_of(std::move(init)));
     writing_ = reading_ = true;
@@ -108,9 +111,11 @@ public:
       if (ok) {
         std::string bytes = serve::detail::bytes_of(in_);
         if (!just_ready(bytes)) { // nothing the caller uses
+          // The exit (or an error) ends the call, whose end (OnDone) comes next and wakes the
+          // caller, who cannot be done before it.
+          wake = wake || !ends_call(bytes);
           inbox_bytes_ += bytes.size();
           inbox_.push_back(std::move(bytes));
-          wake = true;
         }
         again = inbox_bytes_ < read_ahead && !finishing_;
       } else {
@@ -269,6 +274,10 @@ public:
   /// Cancels the call, gives back the holds no operation will, and waits for grpc++ to be done
   /// with it (before the reactor is freed).
   void finish() {
+    {
+      std::lock_guard lk(m_);
+      if (done_) return; // nothing to cancel (every hold was given back before OnDone)
+    }
     ctx_->TryCancel();
     bool drop_read = false, drop_write = false;
     {
@@ -284,6 +293,13 @@ public:
   }
 
 private:
+  /// Whether `bytes` is an exit or an error message (its first field says: the response is a
+  /// oneof).
+  [[nodiscard]] static bool ends_call(const std::string& bytes) {
+    constexpr char exit_tag = 0x1a, error_tag = 0x22; // fields 3 and 4, length-delimited
+    return !bytes.empty() && (bytes[0] == exit_tag || bytes[0] == error_tag);
+  }
+
   /// Whether `bytes` is a `ready` message alone, which tells the caller nothing: it is not
   /// queued, and wakes no one.
   [[nodiscard]] static bool just_ready(const std::string& bytes) {
@@ -431,6 +447,10 @@ public:
 
   /// Cancels the call and waits for grpc++ to be done with it (before it is freed).
   void finish() {
+    {
+      std::lock_guard lk(m_);
+      if (done_) return;
+    }
     ctx_->TryCancel();
     wait(std::nullopt);
   }
