@@ -170,7 +170,7 @@ private:
   [[nodiscard]] sandbox::result<ExecResult> checked(sandbox::result<ExecResult> r) const noexcept {
     if (!r || !check_ || r.assume_value().ok()) return r;
     const ExecResult& x = r.assume_value();
-    std::string msg = "command " + detail::join_command(x.command) + " failed with exit code " +
+    std::string msg = "command " + detail::command_excerpt(x.command) + " failed with exit code " +
                       std::to_string(x.returncode);
     if (x.oom_killed) msg += " (killed for exceeding the sandbox's memory limit)";
     if (!x.stderr_text.empty()) {

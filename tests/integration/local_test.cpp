@@ -231,6 +231,20 @@ TEST_CASE("bad options are clear errors", "[local][validation]") {
   auto huge = big.exec({"echo", std::string(200 * 1024, 'x')}).result();
   REQUIRE_FALSE(huge);
   CHECK(huge.error().is(errc::validation));
+  // A NUL byte in an argument: said by position, in a message that neither carries the NUL
+  // nor grows with the command (here 100 KiB).
+  auto nul = big.exec({"echo", std::string(100 * 1024, 'x'), std::string("a\0b", 3)}).result();
+  REQUIRE_FALSE(nul);
+  CHECK(nul.error().is(errc::validation));
+  CHECK(nul.error().message.find("argument 2 of 3 holds a NUL byte (at byte 1)") !=
+        std::string::npos);
+  CHECK(nul.error().message.size() < 1000);
+  CHECK(nul.error().message.find('\0') == std::string::npos);
+  // A working directory with a NUL byte is refused, not cut short at it.
+  auto cwd = big.exec({"pwd"}, {.cwd = std::string("/tmp\0/etc", 9)}).result();
+  REQUIRE_FALSE(cwd);
+  CHECK(cwd.error().is(errc::validation));
+  CHECK(cwd.error().message.find("cwd") != std::string::npos);
 }
 
 TEST_CASE("files can be written and read back, and paths stay inside", "[local][files]") {

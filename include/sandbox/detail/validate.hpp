@@ -15,11 +15,15 @@ namespace sandbox::detail {
 
 [[nodiscard]] inline result<void> validate_env(const env_map& env, const char* where) noexcept {
   for (const auto& [k, v] : env) {
-    if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos ||
-        v.find('\0') != std::string::npos)
-      return fail(errc::validation, std::string(where) + ": invalid environment variable name " +
-                                        shell_quote(k) +
-                                        " (must be non-empty, without '=' or NUL)");
+    if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos)
+      return fail(errc::validation,
+                  std::string(where) + ": invalid environment variable name " +
+                      (k.find('\0') != std::string::npos ? std::string("(holding a NUL byte)")
+                                                         : quoted_excerpt(k)) +
+                      " (must be non-empty, without '=' or NUL)");
+    if (v.find('\0') != std::string::npos)
+      return fail(errc::validation, std::string(where) + ": the value of environment variable " +
+                                        quoted_excerpt(k) + " holds a NUL byte");
   }
   return success();
 }
@@ -29,13 +33,15 @@ namespace sandbox::detail {
                                                 const ExecOptions& o) noexcept {
   if (argv.empty()) return fail(errc::validation, "exec: command cannot be empty");
   if (argv[0].empty()) return fail(errc::validation, "exec: the program name (argv[0]) is empty");
-  if (o.cwd && (o.cwd->empty() || (*o.cwd)[0] != '/'))
-    return fail(errc::validation, "exec " + join_command(argv) +
-                                      ": ExecOptions::cwd must be an absolute path, got " +
-                                      shell_quote(*o.cwd));
+  if (o.cwd && (o.cwd->empty() || (*o.cwd)[0] != '/' || o.cwd->find('\0') != std::string::npos))
+    return fail(errc::validation,
+                "exec " + command_excerpt(argv) +
+                    ": ExecOptions::cwd must be an absolute path without NUL bytes, got " +
+                    (o.cwd->find('\0') != std::string::npos ? std::string("one holding a NUL byte")
+                                                            : quoted_excerpt(*o.cwd, 256)));
   if (o.timeout && o.timeout->count() <= 0)
     return fail(errc::validation,
-                "exec " + join_command(argv) + ": ExecOptions::timeout must be positive");
+                "exec " + command_excerpt(argv) + ": ExecOptions::timeout must be positive");
   return validate_env(o.env, "ExecOptions::env");
 }
 

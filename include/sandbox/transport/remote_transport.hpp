@@ -286,7 +286,7 @@ public:
     SANDBOX_TRYV(ready());
     SANDBOX_TRYV(sandbox::detail::validate_exec(argv, o));
     std::string what =
-        "exec " + sandbox::detail::join_command(argv) + " in sandbox " + std::string(id);
+        "exec " + sandbox::detail::command_excerpt(argv) + " in sandbox " + std::string(id);
     SANDBOX_TRYV(ch_.check_exec(o, what));
     SANDBOX_TRYV(ensure_running(id, what));
     return ch_.exec(id, argv, o, retry_, std::move(what));

@@ -172,7 +172,7 @@ private:
     if (deadline_ && (!until || *deadline_ < *until)) {
       if (!s_->wait_until(deadline_)) s_->abandon(abandon_reason::deadline);
     } else if (!s_->wait_until(until)) {
-      return fail(errc::timeout, "command " + sandbox::detail::join_command(command_) +
+      return fail(errc::timeout, "command " + sandbox::detail::command_excerpt(command_) +
                                      " still running after " + std::to_string(timeout->count()) +
                                      " ms (it keeps running; wait again)");
     }

@@ -137,9 +137,12 @@ using namespace sandbox::detail; // text, unique_fd, random: the library-wide he
                                       " bytes in " + std::to_string(argv.size() + env.size()) +
                                       " strings (limit " + std::to_string(max_request_bytes) +
                                       " bytes)");
-  for (const auto& a : argv)
-    if (a.find('\0') != std::string::npos)
-      return fail(errc::validation, "argument contains a NUL byte: " + join_command(argv));
+  // Said by position: the command itself, NUL and all, is no text for a message.
+  for (std::size_t i = 0; i < argv.size(); ++i)
+    if (auto at = argv[i].find('\0'); at != std::string::npos)
+      return fail(errc::validation, "argument " + std::to_string(i) + " of " +
+                                        std::to_string(argv.size()) +
+                                        " holds a NUL byte (at byte " + std::to_string(at) + ")");
   s.reserve(total);
   for (const auto& a : argv)
     s.append(a).push_back('\0');

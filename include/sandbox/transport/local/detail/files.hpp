@@ -176,7 +176,9 @@ inline constexpr std::uint64_t in_root = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 [[nodiscard]] inline result<void> validate_path(std::string_view path) noexcept {
   if (path.empty() || path[0] != '/' || path.find('\0') != std::string_view::npos)
     return fail(errc::validation, "file path must be absolute, without NUL bytes, got " +
-                                      shell_quote(path.substr(0, 256)));
+                                      (path.find('\0') != std::string_view::npos
+                                           ? std::string("one holding a NUL byte")
+                                           : quoted_excerpt(path, 256)));
   if (path.size() >= 4096)
     return fail(errc::validation, "file path is longer than PATH_MAX (4096 bytes): " +
                                       std::to_string(path.size()) + " bytes");
@@ -186,7 +188,7 @@ inline constexpr std::uint64_t in_root = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
     if (end == std::string_view::npos) end = path.size();
     if (end - start > 255)
       return fail(errc::validation, "file path has a name longer than NAME_MAX (255 bytes): " +
-                                        shell_quote(path.substr(0, 256)) + "…");
+                                        quoted_excerpt(path, 256));
     start = end + 1;
   }
   return success();

@@ -201,7 +201,7 @@ public:
   /// side can block the other.
   [[nodiscard]] result<void> write_stdin(std::string_view data) noexcept {
     if (done_ && !data.empty())
-      return fail(errc::not_running, join_command(res_.command) + " has ended");
+      return fail(errc::not_running, command_excerpt(res_.command) + " has ended");
     SANDBOX_TRYV(stdin_open());
     return pump(std::nullopt, &data);
   }
@@ -213,7 +213,7 @@ public:
   [[nodiscard]] result<void> write_stdin_for(std::string_view& data,
                                              std::chrono::milliseconds timeout) noexcept {
     if (done_ && !data.empty())
-      return fail(errc::not_running, join_command(res_.command) + " has ended");
+      return fail(errc::not_running, command_excerpt(res_.command) + " has ended");
     SANDBOX_TRYV(stdin_open());
     return pump(sandbox::detail::deadline_after(timeout), &data);
   }
@@ -248,8 +248,8 @@ public:
   [[nodiscard]] result<void> resize(TerminalSize size) noexcept {
     if (!box_) return fail(errc::not_running, "no command: this process handle was moved from");
     if (!tty_)
-      return fail(errc::validation,
-                  join_command(res_.command) + " has no terminal to resize (set ExecOptions::tty)");
+      return fail(errc::validation, command_excerpt(res_.command) +
+                                        " has no terminal to resize (set ExecOptions::tty)");
     SANDBOX_TRYV(await_pid());
     int fd = in_ ? in_.get() : out_.get();
     if (done_ || fd < 0) return success();
@@ -257,8 +257,8 @@ public:
     ws.ws_col = size.cols ? size.cols : 80;
     ws.ws_row = size.rows ? size.rows : 24;
     if (::ioctl(fd, TIOCSWINSZ, &ws) != 0)
-      return fail(errc::transport, "resizing the terminal of " + join_command(res_.command) + ": " +
-                                       errno_text(errno));
+      return fail(errc::transport, "resizing the terminal of " + command_excerpt(res_.command) +
+                                       ": " + errno_text(errno));
     return success();
   }
 
@@ -273,13 +273,13 @@ private:
 
   result<process> os_error(const char* what) noexcept {
     return fail(errno == EMFILE || errno == ENFILE ? errc::resource_exhausted : errc::transport,
-                std::string(what) + " for " + join_command(res_.command) + " in " + box_->id +
+                std::string(what) + " for " + command_excerpt(res_.command) + " in " + box_->id +
                     ": " + errno_text(errno));
   }
 
   [[nodiscard]] result<void> stdin_open() noexcept {
     if (!stdin_closed_ && (in_ || (tty_ && pid_ == 0 && !done_))) return success();
-    return fail(errc::validation, "stdin of " + join_command(res_.command) +
+    return fail(errc::validation, "stdin of " + command_excerpt(res_.command) +
                                       " is not open (set ExecOptions::stdin_pipe or tty, and do "
                                       "not write after close_stdin)");
   }
@@ -342,7 +342,7 @@ private:
       status_.reset();
       if (!exited_)
         failure_ = error(errc::not_running, "sandbox " + box_->id + " stopped while " +
-                                                join_command(res_.command) + " was running");
+                                                command_excerpt(res_.command) + " was running");
       return;
     }
     switch (r.kind) {
@@ -366,14 +366,14 @@ private:
         // No terminal to be had (too many open, none left): not the command's own failure.
         bool spent = r.err == ENOSPC || r.err == EMFILE || r.err == ENFILE || r.err == EAGAIN;
         failure_ = error(spent ? errc::resource_exhausted : errc::transport,
-                         "cannot start " + join_command(res_.command) + " in sandbox " + box_->id +
-                             ": " + to_string(r.where) + ": " + errno_text(r.err));
+                         "cannot start " + command_excerpt(res_.command) + " in sandbox " +
+                             box_->id + ": " + to_string(r.where) + ": " + errno_text(r.err));
         break;
       }
       if (r.where == stage::fork || r.where == stage::table_full) {
         failure_ = error(r.err == ESRCH ? errc::not_running : errc::resource_exhausted,
-                         "cannot start " + join_command(res_.command) + " in sandbox " + box_->id +
-                             ": " + to_string(r.where) + ": " + errno_text(r.err));
+                         "cannot start " + command_excerpt(res_.command) + " in sandbox " +
+                             box_->id + ": " + to_string(r.where) + ": " + errno_text(r.err));
         break;
       }
       // As a shell reports it: 127 not found, 126 not executable, 2 for a bad cwd.
@@ -401,7 +401,7 @@ private:
       if (done_) {
         if (stdin_data && !stdin_data->empty())
           return fail(errc::not_running,
-                      join_command(res_.command) + " ended before reading all of its stdin");
+                      command_excerpt(res_.command) + " ended before reading all of its stdin");
         return success();
       }
       if (until_pid && pid_ != 0) return success();
@@ -449,8 +449,9 @@ private:
   /// which also keeps the terminal open until the command ends (see write_pending_eof).
   void take_terminal(unique_fd master) noexcept {
     if (!master) { // it did not arrive (this process at its fd limit?): the command may not run
-      failure_ = error(errc::resource_exhausted, "the terminal of " + join_command(res_.command) +
-                                                     " did not arrive from sandbox " + box_->id);
+      failure_ =
+          error(errc::resource_exhausted, "the terminal of " + command_excerpt(res_.command) +
+                                              " did not arrive from sandbox " + box_->id);
       kill_sent_ = true;
       (void)signal_command(SIGKILL);
       return;
@@ -544,7 +545,7 @@ private:
     if (revents & (POLLERR | POLLHUP)) {
       in_.reset();
       return fail(errc::not_running,
-                  join_command(res_.command) + " closed its stdin before reading all input");
+                  command_excerpt(res_.command) + " closed its stdin before reading all input");
     }
     ssize_t w = write_no_sigpipe(in_.get(), data);
     if (w > 0) {
@@ -554,7 +555,7 @@ private:
       int e = errno;
       in_.reset();
       return fail(e == EPIPE ? errc::not_running : errc::transport,
-                  "writing stdin of " + join_command(res_.command) + ": " + errno_text(e));
+                  "writing stdin of " + command_excerpt(res_.command) + ": " + errno_text(e));
     }
     return success();
   }
@@ -568,15 +569,15 @@ private:
   }
 
   [[nodiscard]] sandbox::result<void> wait_timeout() const noexcept {
-    return fail(errc::timeout, join_command(res_.command) + " in sandbox " + box_->id +
+    return fail(errc::timeout, command_excerpt(res_.command) + " in sandbox " + box_->id +
                                    " still running after the wait timed out");
   }
 
   [[nodiscard]] result<ExecResult> final_result() const noexcept {
     if (failure_) return fail(*failure_);
     if (timed_out_) {
-      error e(errc::command_timeout,
-              join_command(res_.command) + " in sandbox " + box_->id + " timed out and was killed");
+      error e(errc::command_timeout, command_excerpt(res_.command) + " in sandbox " + box_->id +
+                                         " timed out and was killed");
       e.exec_result = std::make_shared<const ExecResult>(res_);
       return fail(std::move(e));
     }

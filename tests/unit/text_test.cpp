@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: MIT
+// Error messages quote what a caller sent: bounded, valid UTF-8, without NUL bytes.
+#include <sandbox/detail/text.hpp>
+#include <sandbox/detail/utf8.hpp>
+#include <sandbox/detail/validate.hpp>
+#include <sandbox/transport/local/detail/files.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <vector>
+
+using sandbox::detail::command_excerpt;
+using sandbox::detail::quoted_excerpt;
+
+namespace {
+
+bool valid_text(const std::string& s) {
+  return sandbox::detail::invalid_utf8_at(s) == std::string::npos && s.find('\0') == std::string::npos;
+}
+
+} // namespace
+
+TEST_CASE("an excerpt is cut between characters, never inside one", "[text]") {
+  // "é" is two bytes, "€" three, "𝄞" four: every cut position lands inside some of them.
+  for (std::string ch : {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9d\x84\x9e"})
+    for (std::size_t max = 1; max < 12; ++max) {
+      std::string s;
+      for (int i = 0; i < 10; ++i)
+        s += ch;
+      auto q = quoted_excerpt(s, max);
+      INFO(ch.size() << "-byte characters, max " << max << ": " << q);
+      CHECK(valid_text(q));
+      CHECK(q.find(std::to_string(s.size()) + " bytes") != std::string::npos);
+    }
+}
+
+TEST_CASE("a command in a message is bounded, whatever its size", "[text]") {
+  std::vector<std::string> argv{"echo"};
+  for (int i = 0; i < 2000; ++i)
+    argv.push_back("argument-" + std::to_string(i) + "-\xc3\xa9\xc3\xa9");
+  auto m = command_excerpt(argv);
+  CHECK(m.size() < 400);
+  CHECK(valid_text(m));
+  CHECK(m.find("2001 arguments") != std::string::npos);
+  CHECK(command_excerpt({{"ls", "-l"}}) == "ls -l");
+  std::vector<std::string> nul{"printf", std::string("a\0b", 3)};
+  CHECK(command_excerpt(nul) == "printf 'a\\0b'");
+}
+
+TEST_CASE("bad exec input is refused with a bounded message that names what was wrong",
+          "[text]") {
+  const std::vector<std::string> huge(1000, std::string(100, 'x'));
+  sandbox::ExecOptions o;
+  o.cwd = std::string("/tmp\0/etc", 9);
+  auto r = sandbox::detail::validate_exec(huge, o);
+  REQUIRE(!r);
+  CHECK(r.error().is(sandbox::errc::validation));
+  CHECK(r.error().message.find("cwd") != std::string::npos);
+  CHECK(r.error().message.find("NUL") != std::string::npos);
+  CHECK(r.error().message.size() < 600);
+  CHECK(valid_text(r.error().message));
+
+  sandbox::ExecOptions e;
+  e.env.emplace("GOOD", std::string("x\0LD_PRELOAD=/evil.so", 21));
+  auto v = sandbox::detail::validate_exec(std::vector<std::string>{"true"}, e);
+  REQUIRE(!v);
+  CHECK(v.error().message.find("value of environment variable GOOD") != std::string::npos);
+  CHECK(valid_text(v.error().message));
+
+  sandbox::ExecOptions k;
+  k.env.emplace(std::string(100000, 'K') + "\xc3\xa9", "v");
+  auto w = sandbox::detail::validate_exec(std::vector<std::string>{"true"}, k);
+  CHECK(w); // a long name is a name
+  sandbox::ExecOptions n;
+  n.env.emplace(std::string(100000, 'K') + "=", "v");
+  auto x = sandbox::detail::validate_exec(std::vector<std::string>{"true"}, n);
+  REQUIRE(!x);
+  CHECK(x.error().message.size() < 400);
+}
+
+TEST_CASE("a file path refused for its form is quoted bounded, as valid UTF-8", "[text]") {
+  namespace files = sandbox::local::detail::files;
+  std::string name;
+  for (int i = 0; i < 200; ++i)
+    name += "\xc3\xa9"; // 400 bytes: over NAME_MAX
+  auto r = files::validate_path("/" + name);
+  REQUIRE(!r);
+  CHECK(r.error().message.find("NAME_MAX") != std::string::npos);
+  CHECK(valid_text(r.error().message));
+  CHECK(r.error().message.size() < 400);
+  auto n = files::validate_path(std::string("/etc\0/passwd", 12));
+  REQUIRE(!n);
+  CHECK(valid_text(n.error().message));
+  auto rel = files::validate_path(name);
+  REQUIRE(!rel);
+  CHECK(valid_text(rel.error().message));
+}
