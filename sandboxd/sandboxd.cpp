@@ -171,8 +171,9 @@ std::string parse_args(int argc, char** argv, config& c) {
     else if (a == "--max-pids" || a == "--max-total-pids") {
       // 1 leaves no room for a command (the sandbox's init counts); the kernel has no pid
       // beyond 2^22.
-      if (!parse_size(v, n) || n == 1 || n >= (1u << 22))
-        return a + " wants 0 (no limit) or a number from 2 to 4194303, got " + v;
+      if (!parse_size(v, n) || n == 1 || n >= sandbox::pid_max_limit)
+        return a + " wants 0 (no limit) or a number from 2 to " +
+               std::to_string(sandbox::pid_max_limit - 1) + ", got " + v;
       (a == "--max-pids" ? c.opts.max_pids : c.total_pids.emplace()) =
           static_cast<std::uint32_t>(n);
       c.pids_given = true;
@@ -302,8 +303,8 @@ int serve(config& c) {
     if (!c.total_pids && pid_max == 0)
       opts.log("warning: no total pids limit: /proc/sys/kernel/pid_max is unreadable (pass "
                "--max-total-pids)");
-    sandbox::local_transport::limit_total_pids(c.total_pids.value_or(
-        static_cast<std::uint32_t>(std::min<std::uint64_t>(pid_max / 2, (1u << 22) - 1))));
+    sandbox::local_transport::limit_total_pids(c.total_pids.value_or(static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(pid_max / 2, sandbox::pid_max_limit - 1))));
     if (auto ok = sandbox::local_transport::check_limits({.max_pids = opts.max_pids}); !ok) {
       if (c.pids_given)
         return die("this host cannot limit a sandbox's pids: " + ok.error().message);

@@ -109,6 +109,9 @@ struct ExecOptions {
 /// `/tmp` together (`/dev/shm` has 64 MiB of its own, as in Docker).
 inline constexpr std::uint64_t default_disk_bytes = std::uint64_t{1} << 30;
 
+/// The kernel's PID_MAX_LIMIT: no pid is larger, so a pids limit from here on can never bind.
+inline constexpr std::uint32_t pid_max_limit = std::uint32_t{1} << 22;
+
 /// Resource limits of a sandbox. Zero / unset means no limit, except for `disk_bytes`.
 struct Resources {
   std::uint64_t memory_bytes = 0;

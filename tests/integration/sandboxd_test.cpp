@@ -693,6 +693,41 @@ TEST_CASE("sandboxd limits each sandbox's pids and all of them together", "[sand
   CHECK(b.value().stop());
 }
 
+TEST_CASE("sandboxd refuses a sandbox that the others leave no room for, and makes it once they "
+          "end",
+          "[sandboxd][cgroups]") {
+  if (auto ok = sandbox::local_transport::check_limits({.max_pids = 64}); !ok) {
+    SANDBOX_SKIP("this host cannot limit pids: " + ok.error().message);
+  }
+  running_daemon d({"--max-pids", "64", "--max-total-pids", "24"});
+  REQUIRE_FALSE(d.url.empty());
+  using once =
+      sandbox::basic_sandbox<sandbox::http_transport, sandbox::no_retry, sandbox::return_errors>;
+  auto a = once::run({}, d.client());
+  REQUIRE(a);
+  // Sleeps until a fork is refused: all 24 taken, then one given back as the shell ends.
+  auto fill = a.value()
+                  .exec({"sh", "-c",
+                         "n=0; while [ $n -lt 60 ]; do sleep 600 & n=$((n+1)); done 2>/dev/null"})
+                  .result();
+  REQUIRE(fill);
+  auto b = once::run({}, d.client());
+  REQUIRE_FALSE(b);
+  CHECK(b.error().is(sandbox::errc::resource_exhausted));
+  CHECK(b.error().message.find("may run 24") != std::string::npos);
+  CHECK(a.value().stop());
+  // Its processes are counted until the kernel has freed them, which may be a moment after.
+  auto c = once::run({}, d.client());
+  for (int i = 0; i < 100 && !c && c.error().is(sandbox::errc::resource_exhausted); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    c = once::run({}, d.client());
+  }
+  REQUIRE(c);
+  auto r = c.value().exec({"echo", "room"}).result();
+  REQUIRE(r);
+  CHECK(r.value().stdout_text == "room\n");
+}
+
 TEST_CASE("sandboxd reads no file larger than it would take in a request, sparse ones included",
           "[sandboxd]") {
   running_daemon d({"--max-request-bytes", "1000000"});

@@ -16,7 +16,8 @@ using sandbox::detail::quoted_excerpt;
 namespace {
 
 bool valid_text(const std::string& s) {
-  return sandbox::detail::invalid_utf8_at(s) == std::string::npos && s.find('\0') == std::string::npos;
+  return sandbox::detail::invalid_utf8_at(s) == std::string::npos &&
+         s.find('\0') == std::string::npos;
 }
 
 } // namespace
@@ -48,8 +49,7 @@ TEST_CASE("a command in a message is bounded, whatever its size", "[text]") {
   CHECK(command_excerpt(nul) == "printf 'a\\0b'");
 }
 
-TEST_CASE("bad exec input is refused with a bounded message that names what was wrong",
-          "[text]") {
+TEST_CASE("bad exec input is refused with a bounded message that names what was wrong", "[text]") {
   const std::vector<std::string> huge(1000, std::string(100, 'x'));
   sandbox::ExecOptions o;
   o.cwd = std::string("/tmp\0/etc", 9);

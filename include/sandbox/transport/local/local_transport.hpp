@@ -82,8 +82,9 @@ public:
   /// At most `n` processes and threads in all of this process's sandboxes that have a pids
   /// limit (`Resources::max_pids`), together (0: no total); on cgroup v2, sandboxes with only
   /// other limits count too. Per-sandbox limits alone let many sandboxes fill the host's
-  /// process table. Applies from the next create on. A create beyond the total still succeeds,
-  /// and its commands fail to start (EAGAIN) until others end.
+  /// process table. Applies from the next create on. A create that the others leave no room for
+  /// (its init and one command) is refused with errc::resource_exhausted; one that has room
+  /// may still find its commands refused (EAGAIN) while the others hold the rest.
   static void limit_total_pids(std::uint32_t n) noexcept {
     auto& reg = local::detail::cgroups::registry();
     std::lock_guard lk(reg.m);

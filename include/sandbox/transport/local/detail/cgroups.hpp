@@ -33,6 +33,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -60,6 +61,10 @@ using namespace sandbox::detail; // text, unique_fd, random: the library-wide he
 enum controller : unsigned { memory = 1, pids = 2, cpu = 4 };
 inline constexpr const char* controller_names[] = {"memory", "pids", "cpu"};
 inline constexpr unsigned controller_count = 3;
+/// The index of `c` in controller_names and layout::v1_mounts.
+[[nodiscard]] constexpr unsigned index_of(controller c) noexcept {
+  return static_cast<unsigned>(std::countr_zero(static_cast<unsigned>(c)));
+}
 
 /// CFS period of the cpu limit; the quota is `cpus` times it.
 inline constexpr std::uint64_t cpu_period_us = 100000;
@@ -541,7 +546,7 @@ private:
 /// pids.max takes at most the kernel's own limit on pids (PID_MAX_LIMIT); a larger limit can
 /// never bind, so it is "max".
 [[nodiscard]] inline std::string pids_value(std::uint32_t n) {
-  return n >= (1u << 22) ? std::string("max") : std::to_string(n);
+  return n >= pid_max_limit ? std::string("max") : std::to_string(n);
 }
 
 inline result<void> group::set_limits(const Resources& r, const layout& l) noexcept {
@@ -641,13 +646,28 @@ inline result<std::unique_ptr<group>> group::create(std::string_view id, const R
       if (l.version == 2 && !enable.empty())
         if (int err = write_text(odir + "/cgroup.subtree_control", enable))
           return fail(cgroup_error(id, "enabling " + enable + " in " + odir, err));
-      // Written at every create: the owner's directory goes with its last sandbox.
-      if ((mask & pids) && reg.total_set && (l.version == 2 || base == l.v1_mounts[1]))
+      if ((mask & pids) && reg.total_set &&
+          (l.version == 2 || base == l.v1_mounts[index_of(pids)])) {
+        // A sandbox that all of them together leave no room for its init and one command
+        // could start, and then run nothing: it is refused, to be asked for again later.
+        if (reg.total_pids != 0 && reg.live != 0) {
+          const std::string current = read_text(odir + "/pids.current"); // "" when unreadable
+          const std::uint64_t now = std::strtoull(current.c_str(), nullptr, 10);
+          if (now + 2 > reg.total_pids)
+            return fail(errc::resource_exhausted,
+                        "sandbox " + std::string(id) + ": all sandboxes together run " +
+                            std::to_string(now) + " processes and threads, and may run " +
+                            std::to_string(reg.total_pids) +
+                            " (the limit on all of them): no room for another; retry once "
+                            "some have ended");
+        }
+        // Written at every create: the owner's directory goes with its last sandbox.
         if (int err = write_text(odir + "/pids.max",
-                                 pids_value(reg.total_pids ? reg.total_pids : 1u << 22))) {
+                                 pids_value(reg.total_pids ? reg.total_pids : pid_max_limit))) {
           if (g->dirs_.empty() && reg.live == 0) ::rmdir(odir.c_str());
           return fail(cgroup_error(id, "limiting all sandboxes' pids in " + odir, err));
         }
+      }
       if (::mkdir(dir.c_str(), 0755) != 0) {
         int err = errno;
         if (g->dirs_.empty() && reg.live == 0) ::rmdir(odir.c_str());
