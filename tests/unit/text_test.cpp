@@ -44,9 +44,13 @@ TEST_CASE("a command in a message is bounded, whatever its size", "[text]") {
   CHECK(m.size() < 400);
   CHECK(valid_text(m));
   CHECK(m.find("2001 arguments") != std::string::npos);
+  std::size_t bytes = 0;
+  for (const auto& a : argv)
+    bytes += a.size();
+  CHECK(m.find("2001 arguments, " + std::to_string(bytes) + " bytes") != std::string::npos);
   CHECK(command_excerpt({{"ls", "-l"}}) == "ls -l");
   std::vector<std::string> nul{"printf", std::string("a\0b", 3)};
-  CHECK(command_excerpt(nul) == "printf 'a\\0b'");
+  CHECK(command_excerpt(nul) == "printf 'a<NUL>b'");
 }
 
 TEST_CASE("bad exec input is refused with a bounded message that names what was wrong", "[text]") {
@@ -95,4 +99,31 @@ TEST_CASE("a file path refused for its form is quoted bounded, as valid UTF-8", 
   auto rel = files::validate_path(name);
   REQUIRE(!rel);
   CHECK(valid_text(rel.error().message));
+}
+
+TEST_CASE("bad sandbox options are refused with bounded messages, a NUL byte included", "[text]") {
+  sandbox::SandboxOptions wd;
+  wd.working_dir = std::string("/tmp\0/does/not/exist", 21); // was cut short at the NUL
+  auto r = sandbox::detail::validate_options(wd);
+  REQUIRE(!r);
+  CHECK(r.error().is(sandbox::errc::validation));
+  CHECK(r.error().message.find("working_dir") != std::string::npos);
+  CHECK(valid_text(r.error().message));
+
+  sandbox::SandboxOptions rel;
+  rel.working_dir = std::string(1 << 20, 'r'); // relative, 1 MiB
+  auto q = sandbox::detail::validate_options(rel);
+  REQUIRE(!q);
+  CHECK(q.error().message.size() < 600);
+
+  sandbox::SandboxOptions mf;
+  mf.mounted_files.push_back({std::string("/a\0b", 4), "x"});
+  auto m = sandbox::detail::validate_options(mf);
+  REQUIRE(!m);
+  CHECK(valid_text(m.error().message));
+  sandbox::SandboxOptions big;
+  big.mounted_files.push_back({std::string(1 << 20, 'p'), "x"});
+  auto b = sandbox::detail::validate_options(big);
+  REQUIRE(!b);
+  CHECK(b.error().message.size() < 600);
 }

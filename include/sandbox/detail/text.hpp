@@ -35,16 +35,17 @@ namespace sandbox::detail {
   return cut;
 }
 
-/// A value a client sent, quoted for an error message: at most `max` of its bytes, and its size
-/// when it is longer, so that a message never grows with what a client chose to send.
-/// `text` with each NUL byte written as `\0`: a message is text, and a C string ends at one.
+/// `text` with each NUL byte written as `<NUL>`: a message is text, and a C string ends at one.
 [[nodiscard]] inline std::string without_nul(std::string text) {
-  for (std::size_t at = 0; (at = text.find('\0', at)) != std::string::npos; at += 2)
-    text.replace(at, 1, "\\0");
+  constexpr std::string_view shown = "<NUL>";
+  for (std::size_t at = 0; (at = text.find('\0', at)) != std::string::npos; at += shown.size())
+    text.replace(at, 1, shown);
   return text;
 }
 
-/// The cut never splits a UTF-8 character (a message must stay valid UTF-8 on the wire).
+/// A value a client sent, quoted for an error message: at most `max` of its bytes, and its size
+/// when it is longer, so that a message never grows with what a client chose to send. The cut
+/// never splits a UTF-8 character (a message must stay valid UTF-8 on the wire).
 [[nodiscard]] inline std::string quoted_excerpt(std::string_view s, std::size_t max = 80) {
   if (s.size() <= max) return without_nul(shell_quote(s));
   return without_nul(shell_quote(s.substr(0, utf8_cut(s, max)))) + "... (" +
@@ -62,14 +63,22 @@ namespace sandbox::detail {
 }
 
 /// `argv` for an error message: joined as a shell would read it, then cut as `quoted_excerpt`
-/// cuts (at most `max` bytes and the whole size), so that a message never grows with the size of
-/// the command a caller sent (up to 128 KiB).
+/// cuts (at most `max` bytes, then the command's size), so that a message never grows with the
+/// size of the command a caller sent (up to 128 KiB).
 [[nodiscard]] inline std::string command_excerpt(std::span<const std::string> argv,
                                                  std::size_t max = 256) {
-  std::string all = join_command(argv);
+  std::string all;
+  std::size_t bytes = 0;
+  for (const auto& a : argv) {
+    bytes += a.size();
+    if (all.size() <= max) { // enough is joined to cut from
+      if (!all.empty()) all += ' ';
+      all += shell_quote(a);
+    }
+  }
   if (all.size() <= max) return without_nul(std::move(all));
-  return without_nul(all.substr(0, utf8_cut(all, max))) + "... (" + std::to_string(all.size()) +
-         " bytes in " + std::to_string(argv.size()) + " arguments)";
+  return without_nul(all.substr(0, utf8_cut(all, max))) + "... (" + std::to_string(argv.size()) +
+         " arguments, " + std::to_string(bytes) + " bytes)";
 }
 
 /// strerror without the thread-safety trap of the plain function.

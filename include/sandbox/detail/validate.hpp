@@ -108,23 +108,25 @@ inline constexpr const char* special_ranges[] = {
 [[nodiscard]] inline result<void> validate_options(const SandboxOptions& o) noexcept {
   if (!o.command.empty() && o.command[0].empty())
     return fail(errc::validation, "SandboxOptions::command: the program name is empty");
-  if (!o.working_dir.empty() && o.working_dir[0] != '/')
-    return fail(errc::validation, "SandboxOptions::working_dir must be an absolute path, got " +
-                                      shell_quote(o.working_dir));
+  if (!o.working_dir.empty() &&
+      (o.working_dir[0] != '/' || o.working_dir.find('\0') != std::string::npos))
+    return fail(errc::validation,
+                "SandboxOptions::working_dir must be an absolute path without NUL bytes, got " +
+                    quoted_excerpt(o.working_dir, 256));
   if (o.max_lifetime && o.max_lifetime->count() <= 0)
     return fail(errc::validation, "SandboxOptions::max_lifetime must be positive");
   for (const auto& f : o.mounted_files) {
     if (f.path.size() < 2 || f.path[0] != '/' || f.path.back() == '/' ||
         f.path.find('\0') != std::string::npos)
       return fail(errc::validation, "SandboxOptions::mounted_files: path must be an absolute file "
-                                    "path, got " +
-                                        shell_quote(f.path));
+                                    "path without NUL bytes, got " +
+                                        quoted_excerpt(f.path, 256));
   }
   if (!o.network_allow.empty() && o.network != network_mode::egress)
     return fail(errc::validation, "SandboxOptions::network_allow is for network_mode::egress");
   for (const auto& a : o.network_allow)
     if (!parse_cidr(a))
-      return fail(errc::validation, "SandboxOptions::network_allow: " + shell_quote(a) +
+      return fail(errc::validation, "SandboxOptions::network_allow: " + quoted_excerpt(a) +
                                         " is not an IPv4 address or CIDR (a.b.c.d or a.b.c.d/n)");
   return validate_env(o.env, "SandboxOptions::env");
 }

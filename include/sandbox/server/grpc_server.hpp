@@ -641,11 +641,12 @@ private:
       // The command's waits end when a message comes (stdin, its close): without it, they
       // would be taken only when a wait's slice ran out.
       make_wake();
-      // A client without stdin half-closes with its init, which is known here as a rule (the
-      // read after the init began on grpc++'s thread before this one ran). Its command then
-      // reads /dev/null, and its `ready` (which tells a client that it may send stdin) waits to
-      // go out with the command's first output or end, or after a slice of the wait (`pump`):
-      // a short command's call carries one message less.
+      // A client without stdin half-closes with its init, which is usually known here (the
+      // read after the init began on grpc++'s thread before this one ran; always, in practice,
+      // when the half-close came with the init). Its command then reads /dev/null, and its
+      // `ready` (which tells a client that it may send stdin) waits for the command's first
+      // output, or a slice of the wait (`pump`), and is dropped when the command ends first: a
+      // short command's call carries one message less. Not known yet: as with stdin.
       const bool no_stdin = !init.tty && [&] {
         std::lock_guard lk(m_);
         return half_closed_ && inbox_.empty();
@@ -655,6 +656,9 @@ private:
       x.command = init.command;
       x.env = init.env;
       x.container = init.container;
+      http::wire::ExecStreamResponse ready;
+      ready.ready = http::wire::ExecStreamReady{now_text()};
+      if (no_stdin) hold(ready); // before the command can print (and send it)
       auto p = srv_->svc_->exec(init.sandbox_id, x, deadline(), [&](ExecOptions& eo) noexcept {
         eo.stdin_pipe = !no_stdin;
         if (init.tty) eo.tty = size.assume_value();
@@ -668,12 +672,7 @@ private:
       });
       if (!p) return finish(p.assume_error());
       auto& proc = p.assume_value();
-      http::wire::ExecStreamResponse ready;
-      ready.ready = http::wire::ExecStreamReady{now_text()};
-      if (no_stdin)
-        hold(ready);
-      else
-        send(ready);
+      if (!no_stdin) send(ready);
       read_next();
 
       auto r = pump(proc, !no_stdin);

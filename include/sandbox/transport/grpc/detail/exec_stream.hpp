@@ -111,9 +111,10 @@ public:
       if (ok) {
         std::string bytes = serve::detail::bytes_of(in_);
         if (!just_ready(bytes)) { // nothing the caller uses
-          // The exit (or an error) ends the call, whose end (OnDone) comes next and wakes the
-          // caller, who cannot be done before it.
-          wake = wake || !ends_call(bytes);
+          // The exit ends the call, whose end (OnDone) comes next and wakes the caller, who
+          // cannot be done before it. (An error wakes it: it ends the command at once, even if
+          // a server kept the call open after it.)
+          wake = wake || !is_exit(bytes);
           inbox_bytes_ += bytes.size();
           inbox_.push_back(std::move(bytes));
         }
@@ -293,11 +294,10 @@ public:
   }
 
 private:
-  /// Whether `bytes` is an exit or an error message (its first field says: the response is a
-  /// oneof).
-  [[nodiscard]] static bool ends_call(const std::string& bytes) {
-    constexpr char exit_tag = 0x1a, error_tag = 0x22; // fields 3 and 4, length-delimited
-    return !bytes.empty() && (bytes[0] == exit_tag || bytes[0] == error_tag);
+  /// Whether `bytes` is an exit message (its first field says: the response is a oneof).
+  [[nodiscard]] static bool is_exit(const std::string& bytes) {
+    constexpr char exit_tag = 0x1a; // field 3, length-delimited
+    return !bytes.empty() && bytes[0] == exit_tag;
   }
 
   /// Whether `bytes` is a `ready` message alone, which tells the caller nothing: it is not

@@ -333,14 +333,14 @@ private:
 
   /// Why the main command could not start, as a shell would say it.
   [[nodiscard]] std::string start_failure_text(const reply& r) const {
-    std::string name = shell_quote(main_name_);
+    std::string name = quoted_excerpt(main_name_, 256);
     if (r.where == stage::execve && r.err == ENOENT)
       return "the main command was not found: " + name;
     if (r.where == stage::execve)
       return "the main command cannot be executed: " + name + ": " + errno_text(r.err);
     if (r.where == stage::chdir)
       return "the main command could not start: cannot change to the working directory " +
-             shell_quote(workdir) + ": " + errno_text(r.err);
+             quoted_excerpt(workdir, 256) + ": " + errno_text(r.err);
     return "the main command " + name + " could not start: " + to_string(r.where) + ": " +
            errno_text(r.err);
   }

@@ -279,6 +279,9 @@ struct owner_registry {
   /// and whether one was ever set (then a later 0 is written too, as "max").
   std::uint32_t total_pids = 0;
   bool total_set = false;
+  /// Sandboxes let in under the total whose init is not in their cgroup yet (pids.current
+  /// does not count them): each holds the room it was let in for until then.
+  unsigned starting = 0;
 
   /// The owner name of the calling process. Caller holds m.
   const std::string& name_locked() {
@@ -286,6 +289,7 @@ struct owner_registry {
       pid = ::getpid();
       name = owner_name(self_owner());
       live = 0;
+      starting = 0;
     }
     return name;
   }
@@ -475,6 +479,7 @@ public:
       if (int err = write_text(d + "/cgroup.procs", s))
         return fail(errc::unavailable, "sandbox " + id_ + ": moving its init into cgroup " + d +
                                            ": " + errno_text(err));
+    started();
     return success();
   }
 
@@ -495,6 +500,7 @@ public:
     oom_fd_.reset();
     for (std::size_t i = 0; i < dirs_.size(); ++i)
       (void)remove_dir(dirs_[i], rel_, version_, false);
+    started();
     auto& reg = registry();
     std::lock_guard rl(reg.m);
     if (counted_ && reg.pid == ::getpid() && reg.live > 0 && --reg.live == 0)
@@ -507,6 +513,15 @@ public:
 
 private:
   group() = default;
+
+  /// Gives back the room held since create (see owner_registry::starting): pids.current counts
+  /// the init from its attach on. Idempotent.
+  void started() noexcept {
+    auto& reg = registry();
+    std::lock_guard rl(reg.m);
+    if (starting_ && reg.pid == ::getpid() && reg.starting > 0) --reg.starting;
+    starting_ = false;
+  }
 
   [[nodiscard]] std::uint64_t oom_kills_locked() noexcept {
     if (removed_) return oom_final_;
@@ -528,7 +543,8 @@ private:
   std::uint64_t oom_final_ = 0;
   int version_ = 0;
   bool removed_ = false;
-  bool counted_ = false; ///< counted in registry().live
+  bool counted_ = false;  ///< counted in registry().live
+  bool starting_ = false; ///< counted in registry().starting
 };
 
 /// Maps the errno of creating or writing a cgroup file to an error that says what to do.
@@ -648,12 +664,13 @@ inline result<std::unique_ptr<group>> group::create(std::string_view id, const R
           return fail(cgroup_error(id, "enabling " + enable + " in " + odir, err));
       if ((mask & pids) && reg.total_set &&
           (l.version == 2 || base == l.v1_mounts[index_of(pids)])) {
-        // A sandbox that all of them together leave no room for its init and one command
-        // could start, and then run nothing: it is refused, to be asked for again later.
+        // A sandbox that all of them together leave no room for its init and one process (its
+        // main command, or a command) could start, and then run nothing: it is refused, to be
+        // asked for again later. Those let in and not yet attached count as using that room.
         if (reg.total_pids != 0 && reg.live != 0) {
           const std::string current = read_text(odir + "/pids.current"); // "" when unreadable
           const std::uint64_t now = std::strtoull(current.c_str(), nullptr, 10);
-          if (now + 2 > reg.total_pids)
+          if (now + 2 * (std::uint64_t{reg.starting} + 1) > reg.total_pids)
             return fail(errc::resource_exhausted,
                         "sandbox " + std::string(id) + ": all sandboxes together run " +
                             std::to_string(now) + " processes and threads, and may run " +
@@ -675,6 +692,10 @@ inline result<std::unique_ptr<group>> group::create(std::string_view id, const R
       }
       if (!g->counted_) ++reg.live; // from here on remove() takes care of the owner dir
       g->counted_ = true;
+      if ((mask & pids) && reg.total_pids != 0 && !g->starting_) {
+        ++reg.starting; // until attach() or remove()
+        g->starting_ = true;
+      }
       g->dirs_.push_back(std::move(dir));
     }
   }
