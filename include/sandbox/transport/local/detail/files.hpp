@@ -175,10 +175,8 @@ inline constexpr std::uint64_t in_root = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS
 /// Syntax only: absolute, no NUL, within PATH_MAX and NAME_MAX.
 [[nodiscard]] inline result<void> validate_path(std::string_view path) noexcept {
   if (path.empty() || path[0] != '/' || path.find('\0') != std::string_view::npos)
-    return fail(errc::validation, "file path must be absolute, without NUL bytes, got " +
-                                      (path.find('\0') != std::string_view::npos
-                                           ? std::string("one holding a NUL byte")
-                                           : quoted_excerpt(path, 256)));
+    return fail(errc::validation,
+                "file path must be absolute, without NUL bytes, got " + quoted_excerpt(path, 256));
   if (path.size() >= 4096)
     return fail(errc::validation, "file path is longer than PATH_MAX (4096 bytes): " +
                                       std::to_string(path.size()) + " bytes");
