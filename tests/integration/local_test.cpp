@@ -91,6 +91,42 @@ TEST_CASE("PID 1 reaps orphans without stealing exit codes", "[local][process]")
   }));
 }
 
+namespace {
+void on_usr2(int) {}
+} // namespace
+
+TEST_CASE("commands start with default signal dispositions whatever the caller set",
+          "[local][process]") {
+  // What the caller ignores, catches, or asks of SIGCHLD (SA_NOCLDWAIT would reap commands before
+  // PID 1 sees them exit): the supervisor is a copy of the caller, made while these are set.
+  struct sigaction ign {
+  }, handler{}, nocldwait{}, old_usr1{}, old_usr2{}, old_chld{};
+  ign.sa_handler = SIG_IGN;
+  handler.sa_handler = on_usr2;
+  nocldwait.sa_handler = SIG_DFL;
+  nocldwait.sa_flags = SA_NOCLDWAIT;
+  REQUIRE(sigaction(SIGUSR1, &ign, &old_usr1) == 0);
+  REQUIRE(sigaction(SIGUSR2, &handler, &old_usr2) == 0);
+  REQUIRE(sigaction(SIGCHLD, &nocldwait, &old_chld) == 0);
+  auto made = local_env::box::run();
+  sigaction(SIGUSR1, &old_usr1, nullptr);
+  sigaction(SIGUSR2, &old_usr2, nullptr);
+  sigaction(SIGCHLD, &old_chld, nullptr);
+  REQUIRE(made);
+  auto& box = made.value();
+  // With a deadline: a command reaped unseen never ends for the caller.
+  auto shown = box.exec({"cat", "/proc/self/status"}).result(10s);
+  REQUIRE(shown);
+  const std::string& status = shown.value().stdout_text;
+  CHECK(status.find("SigIgn:\t0000000000000000\n") != std::string::npos);
+  CHECK(status.find("SigCgt:\t0000000000000000\n") != std::string::npos);
+  for (int i = 0; i < 3; ++i) {
+    auto r = box.exec({"sh", "-c", "exit 5"}).result(10s);
+    REQUIRE(r);
+    CHECK(r.value().returncode == 5);
+  }
+}
+
 TEST_CASE("a command killed by a signal reports it", "[local][process]") {
   auto box = keep_alive<local_env>();
   auto p = box.exec({"sleep", "30"});

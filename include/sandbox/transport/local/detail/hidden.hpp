@@ -9,6 +9,7 @@
 // the supervisor (see supervisor.hpp): async-signal-safe, no allocation.
 #pragma once
 
+#include <sandbox/transport/local/detail/libc.hpp>
 #include <sandbox/transport/local/detail/protocol.hpp>
 
 #include <cerrno>
@@ -137,11 +138,12 @@ struct layer {
     struct stat st {};
     if (!join(up, sizeof up, l.upper, part) || !join(low, sizeof low, base, part))
       return ENAMETOOLONG;
-    if (::lstat(low, &st) != 0) return errno;
+    if (libc::lstat(low, &st) != 0) return errno;
     if (!S_ISDIR(st.st_mode)) return ENOTDIR; // a symlinked parent: see hide_one
-    if (::mkdir(up, st.st_mode & 07777) == 0) {
-      (void)::chown(up, st.st_uid, st.st_gid); // refused in a user namespace: stays the caller's
-      (void)::chmod(up, st.st_mode & 07777);
+    if (libc::mkdir(up, st.st_mode & 07777) == 0) {
+      (void)libc::chown(up, st.st_uid,
+                        st.st_gid); // refused in a user namespace: stays the caller's
+      (void)libc::chmod(up, st.st_mode & 07777);
     } else if (errno != EEXIST) {
       return errno;
     }
@@ -154,31 +156,31 @@ struct layer {
 [[nodiscard]] inline int hide_one(const layer& l, const char* rel, const char* low,
                                   kind how) noexcept {
   struct stat st {};
-  if (::lstat(low, &st) != 0) return 0; // the host has none: nothing to hide
+  if (libc::lstat(low, &st) != 0) return 0; // the host has none: nothing to hide
   // Below a parent that is a symlink on the host a whiteout cannot be placed; the entry stays
   // (README: residual risk) rather than no sandbox starting on such a host.
   if (int err = make_parents(l, rel); err != 0) return err == ENOTDIR ? 0 : err;
   char up[4096];
   if (!join(up, sizeof up, l.upper, rel)) return ENAMETOOLONG;
   if (how == kind::empty_dir && S_ISDIR(st.st_mode)) {
-    if (::mkdir(up, 0700) != 0) return errno;
-    (void)::chown(up, st.st_uid, st.st_gid);
-    if (::chmod(up, st.st_mode & 07777) != 0) return errno;
-    return ::setxattr(up, l.opaque_xattr, "y", 1, 0) == 0 ? 0 : errno;
+    if (libc::mkdir(up, 0700) != 0) return errno;
+    (void)libc::chown(up, st.st_uid, st.st_gid);
+    if (libc::chmod(up, st.st_mode & 07777) != 0) return errno;
+    return libc::setxattr(up, l.opaque_xattr, "y", 1, 0) == 0 ? 0 : errno;
   }
   // A whiteout: a character device 0/0 (allowed without CAP_MKNOD since Linux 5.8).
-  return ::mknod(up, S_IFCHR, makedev(0, 0)) == 0 ? 0 : errno;
+  return libc::mknod(up, S_IFCHR, makedev(0, 0)) == 0 ? 0 : errno;
 }
 
 /// Calls `f(name)` for each entry of the directory `dir` until it returns non-zero, and returns
 /// that; a directory that cannot be opened is 0 when `missing_ok`, else its errno.
 template <class F>
 [[nodiscard]] int for_each_entry(const char* dir, bool missing_ok, F&& f) noexcept {
-  int dfd = ::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  int dfd = libc::open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd < 0) return missing_ok ? 0 : errno;
   alignas(8) char buf[4096];
   int err = 0;
-  for (long n; err == 0 && (n = ::syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0;) {
+  for (long n; err == 0 && (n = libc::syscall(SYS_getdents64, dfd, buf, sizeof buf)) > 0;) {
     for (long off = 0; off < n && err == 0;) {
       const char* name = buf + off + 19; // linux_dirent64: ino 8, off 8, reclen 2, type 1
       unsigned short reclen;
@@ -187,7 +189,7 @@ template <class F>
       if (std::strcmp(name, ".") != 0 && std::strcmp(name, "..") != 0) err = f(name);
     }
   }
-  ::close(dfd);
+  libc::close(dfd);
   return err;
 }
 
@@ -210,7 +212,7 @@ template <class F>
   return for_each_entry(l.lower_root, false, [&](const char* name) {
     char up[4096];
     if (find(name) != &unlisted_top_level || !join(up, sizeof up, l.upper, name)) return 0;
-    return ::mknod(up, S_IFCHR, makedev(0, 0)) != 0 && errno != EEXIST ? errno : 0;
+    return libc::mknod(up, S_IFCHR, makedev(0, 0)) != 0 && errno != EEXIST ? errno : 0;
   });
 }
 
@@ -260,11 +262,12 @@ template <class F>
     parent[dlen] = '\0';
     if (!join(at, sizeof at, root, parent)) return ENAMETOOLONG;
     struct stat st {};
-    if (::lstat(at, &st) != 0 || !S_ISDIR(st.st_mode)) continue; // the host has no such directory
+    if (libc::lstat(at, &st) != 0 || !S_ISDIR(st.st_mode))
+      continue; // the host has no such directory
     if (!join(at, sizeof at, root, s.path)) return ENAMETOOLONG;
-    int rc = s.target ? ::symlink(s.target, at) : ::mkdir(at, s.mode);
+    int rc = s.target ? libc::symlink(s.target, at) : libc::mkdir(at, s.mode);
     if (rc != 0 && errno != EEXIST) return errno;
-    if (!s.target && ::chmod(at, s.mode) != 0) return errno;
+    if (!s.target && libc::chmod(at, s.mode) != 0) return errno;
   }
   return 0;
 }

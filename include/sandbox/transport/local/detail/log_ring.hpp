@@ -5,6 +5,8 @@
 // everything it reads there: the supervisor lives inside the sandbox.
 #pragma once
 
+#include <sandbox/transport/local/detail/libc.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -54,7 +56,7 @@ inline constexpr std::size_t ring_bytes = sizeof(ring);
 
 [[nodiscard]] inline std::int64_t unix_now_ns() noexcept {
   timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
+  libc::clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
@@ -62,7 +64,7 @@ inline constexpr std::size_t ring_bytes = sizeof(ring);
 
 inline void wake(ring& r) noexcept {
   r.h.seq.fetch_add(1, std::memory_order_release);
-  ::syscall(SYS_futex, &r.h.seq, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  libc::syscall(SYS_futex, &r.h.seq, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 
 /// Reads what `fd` (non-blocking) has, up to one chunk, straight into the ring. Returns the bytes
@@ -74,7 +76,7 @@ inline long append_from(ring& r, int fd) noexcept {
   // Readers drop what lies within data_bytes of the reservation: it may be overwritten now.
   r.h.reserve.store(end + room, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  ssize_t n = ::read(fd, r.data + pos, room);
+  ssize_t n = libc::read(fd, r.data + pos, room);
   if (n <= 0) {
     r.h.reserve.store(end, std::memory_order_release);
     return n;
@@ -176,7 +178,7 @@ struct snapshot {
 inline void await(const ring& r, std::uint32_t seq, long timeout_ms) noexcept {
   if (r.h.seq.load(std::memory_order_acquire) != seq) return;
   timespec ts{timeout_ms / 1000, (timeout_ms % 1000) * 1'000'000};
-  ::syscall(SYS_futex, &r.h.seq, FUTEX_WAIT, seq, &ts, nullptr, 0);
+  libc::syscall(SYS_futex, &r.h.seq, FUTEX_WAIT, seq, &ts, nullptr, 0);
 }
 
 } // namespace sandbox::local::detail::logring

@@ -38,6 +38,8 @@
 //   for that, which a local sandbox does not have.
 #pragma once
 
+#include <sandbox/transport/local/detail/libc.hpp>
+
 #include <array>
 #include <cerrno>
 #include <cstddef>
@@ -311,7 +313,7 @@ static_assert(filter.size < 200, "jump offsets must fit in 8 bits");
 /// **Errors:** EINVAL (kernel without seccomp filters), EACCES (neither of the above), ENOMEM.
 inline int install() noexcept {
   sock_fprog prog{filter.size, const_cast<sock_filter*>(filter.code.data())};
-  if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0u, &prog) != 0) return errno;
+  if (libc::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0u, &prog) != 0) return errno;
   return 0;
 }
 
