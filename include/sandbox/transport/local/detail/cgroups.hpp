@@ -397,7 +397,8 @@ inline void sweep(const layout& l) noexcept {
 inline void sweep_once() noexcept {
   static std::atomic<pid_t> swept{0};
   pid_t me = ::getpid();
-  if (swept.exchange(me) == me) return;
+  // Read first: a write on every create would fault on a page the last sandbox's clone shared.
+  if (swept.load(std::memory_order_relaxed) == me || swept.exchange(me) == me) return;
   sweep(host_layout());
 }
 
