@@ -24,7 +24,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-namespace sandbox::local::detail::hidden {
+namespace sandbox::local::detail {
+namespace [[gnu::visibility("hidden")]] hidden { // run by the supervisor: see libc.hpp
 
 enum class kind : unsigned char {
   empty_dir,     ///< shown as an empty directory with the host's mode
@@ -101,7 +102,7 @@ inline constexpr skeleton_entry skeleton[] = {
 
 /// The entry that hides `rel` (relative to the root), or nullptr when it is not hidden.
 [[nodiscard]] inline const entry* find(const char* rel) noexcept {
-  if (!std::strchr(rel, '/')) {
+  if (!libc::strchr(rel, '/')) {
     bool shown = false;
     for (const char* t : top_level_shown)
       shown = shown || std::strcmp(t, rel) == 0;
@@ -113,7 +114,7 @@ inline constexpr skeleton_entry skeleton[] = {
       continue;
     }
     std::size_t n = std::strlen(e.path);
-    if (std::strncmp(e.path, rel, n) == 0 && !std::strchr(rel + n, '/')) return &e;
+    if (libc::strncmp(e.path, rel, n) == 0 && !libc::strchr(rel + n, '/')) return &e;
   }
   return nullptr;
 }
@@ -133,7 +134,7 @@ struct layer {
   std::size_t len = std::strlen(rel);
   if (len >= sizeof part || !join(base, sizeof base, l.lower_root, l.prefix)) return ENAMETOOLONG;
   std::memcpy(part, rel, len + 1);
-  for (char* p = part; (p = std::strchr(p, '/')) != nullptr; ++p) {
+  for (char* p = part; (p = const_cast<char*>(libc::strchr(p, '/'))) != nullptr; ++p) {
     *p = '\0';
     struct stat st {};
     if (!join(up, sizeof up, l.upper, part) || !join(low, sizeof low, base, part))
@@ -141,8 +142,8 @@ struct layer {
     if (libc::lstat(low, &st) != 0) return errno;
     if (!S_ISDIR(st.st_mode)) return ENOTDIR; // a symlinked parent: see hide_one
     if (libc::mkdir(up, st.st_mode & 07777) == 0) {
-      (void)libc::chown(up, st.st_uid,
-                        st.st_gid); // refused in a user namespace: stays the caller's
+      // Refused in a user namespace: it stays the caller's.
+      (void)libc::chown(up, st.st_uid, st.st_gid);
       (void)libc::chmod(up, st.st_mode & 07777);
     } else if (errno != EEXIST) {
       return errno;
@@ -200,7 +201,7 @@ template <class F>
   // None, or unreadable: nothing the sandbox could read either.
   return for_each_entry(low_dir, true, [&](const char* name) {
     char rel[4096], low[4096];
-    if (std::strncmp(name, prefix, plen) != 0 || !join(rel, sizeof rel, rel_dir, name) ||
+    if (libc::strncmp(name, prefix, plen) != 0 || !join(rel, sizeof rel, rel_dir, name) ||
         !join(low, sizeof low, low_dir, name))
       return 0;
     return hide_one(l, rel, low, kind::absent);
@@ -228,14 +229,14 @@ template <class F>
   for (const entry& e : paths) {
     const char* rel = e.path;
     if (plen) {
-      if (std::strncmp(rel, l.prefix, plen) != 0 || rel[plen] != '/') continue;
+      if (libc::strncmp(rel, l.prefix, plen) != 0 || rel[plen] != '/') continue;
       rel += plen + 1;
     }
     char low[4096];
     int err = 0;
     if (e.how == kind::absent_prefix) {
       char dir[4096];
-      const char* slash = std::strrchr(rel, '/');
+      const char* slash = libc::strrchr(rel, '/');
       std::size_t dlen = slash ? static_cast<std::size_t>(slash - rel) : 0;
       if (dlen >= sizeof dir) return ENAMETOOLONG;
       std::memcpy(dir, rel, dlen);
@@ -256,7 +257,7 @@ template <class F>
 [[nodiscard]] inline int make_skeleton(const char* root) noexcept {
   for (const skeleton_entry& s : skeleton) {
     char at[4096], parent[4096];
-    const char* slash = std::strchr(s.path, '/');
+    const char* slash = libc::strchr(s.path, '/');
     std::size_t dlen = static_cast<std::size_t>(slash - s.path);
     std::memcpy(parent, s.path, dlen);
     parent[dlen] = '\0';
@@ -272,4 +273,5 @@ template <class F>
   return 0;
 }
 
-} // namespace sandbox::local::detail::hidden
+} // namespace gnu::visibility("hidden")]]hidden
+} // namespace sandbox::local::detail

@@ -11,11 +11,22 @@
 // run(); more in a client that loads more libraries). A pointer initialized with a function's
 // address is a data relocation, which is never lazy.
 //
-// The string functions stay direct calls: the compiler inlines them, and the client calls them
-// before any sandbox starts. A call missed here is only slower, never wrong.
+// Where that holds: in an executable, PIE or not, unless non-PIC code of it takes the address of
+// the same function (the linker then points every reference at a PLT stub of its own); and in a
+// shared library, where the supervisor's own functions are hidden (see supervisor.hpp) so that
+// calls between them do not go through its PLT either. The pointers are `used` (link-time
+// optimization would otherwise see they are never written and fold them back into direct calls)
+// and live in a .data.rel.ro.* section of their own (the name .data.rel.ro itself conflicts with
+// the compiler's constant objects there): read-only once relocated in a program linked with
+// RELRO, like the GOT they stand in for. Calls through them skip _FORTIFY_SOURCE's checks.
+//
+// memcpy, memset, strlen and strcmp stay direct calls: every client calls them before any
+// sandbox starts. A call missed here is only slower, never wrong.
 #pragma once
 
 #include <csignal>
+#include <cstddef>
+#include <cstring>
 #include <ctime>
 
 #include <fcntl.h>
@@ -33,75 +44,86 @@
 #include <unistd.h>
 
 // Not const: the compiler folds a constant pointer back into a direct call.
-namespace sandbox::local::detail::libc {
+#define SANDBOX_LIBC_POINTER [[gnu::used, gnu::section(".data.rel.ro.sandbox_libc")]] inline auto
+
+namespace sandbox::local::detail {
+namespace [[gnu::visibility("hidden")]] libc {
 
 // Files and directories.
-inline auto open = &::open;
-inline auto openat = &::openat;
-inline auto close = &::close;
-inline auto read = &::read;
-inline auto write = &::write;
-inline auto fcntl = &::fcntl;
-inline auto dup2 = &::dup2;
-inline auto pipe2 = &::pipe2;
-inline auto ioctl = &::ioctl;
-inline auto ftruncate = &::ftruncate;
-inline auto stat = &::stat;
-inline auto lstat = &::lstat;
-inline auto fstat = &::fstat;
-inline auto fstatfs = &::fstatfs;
-inline auto statx = &::statx;
-inline auto mkdir = &::mkdir;
-inline auto mknod = &::mknod;
-inline auto symlink = &::symlink;
-inline auto readlink = &::readlink;
-inline auto unlink = &::unlink;
-inline auto chmod = &::chmod;
-inline auto chown = &::chown;
-inline auto chdir = &::chdir;
-inline auto umask = &::umask;
-inline auto setxattr = &::setxattr;
+SANDBOX_LIBC_POINTER open = &::open;
+SANDBOX_LIBC_POINTER openat = &::openat;
+SANDBOX_LIBC_POINTER close = &::close;
+SANDBOX_LIBC_POINTER read = &::read;
+SANDBOX_LIBC_POINTER write = &::write;
+SANDBOX_LIBC_POINTER fcntl = &::fcntl;
+SANDBOX_LIBC_POINTER dup2 = &::dup2;
+SANDBOX_LIBC_POINTER pipe2 = &::pipe2;
+SANDBOX_LIBC_POINTER ioctl = &::ioctl;
+SANDBOX_LIBC_POINTER ftruncate = &::ftruncate;
+SANDBOX_LIBC_POINTER stat = &::stat;
+SANDBOX_LIBC_POINTER lstat = &::lstat;
+SANDBOX_LIBC_POINTER fstat = &::fstat;
+SANDBOX_LIBC_POINTER fstatfs = &::fstatfs;
+SANDBOX_LIBC_POINTER statx = &::statx;
+SANDBOX_LIBC_POINTER mkdir = &::mkdir;
+SANDBOX_LIBC_POINTER mknod = &::mknod;
+SANDBOX_LIBC_POINTER symlink = &::symlink;
+SANDBOX_LIBC_POINTER readlink = &::readlink;
+SANDBOX_LIBC_POINTER unlink = &::unlink;
+SANDBOX_LIBC_POINTER chmod = &::chmod;
+SANDBOX_LIBC_POINTER chown = &::chown;
+SANDBOX_LIBC_POINTER chdir = &::chdir;
+SANDBOX_LIBC_POINTER umask = &::umask;
+SANDBOX_LIBC_POINTER setxattr = &::setxattr;
 
 // Mounts and namespaces.
-inline auto mount = &::mount;
-inline auto umount2 = &::umount2;
-inline auto unshare = &::unshare;
-inline auto sethostname = &::sethostname;
+SANDBOX_LIBC_POINTER mount = &::mount;
+SANDBOX_LIBC_POINTER umount2 = &::umount2;
+SANDBOX_LIBC_POINTER unshare = &::unshare;
+SANDBOX_LIBC_POINTER sethostname = &::sethostname;
 
 // Processes.
-inline auto clone = &::clone;
-inline auto execve = &::execve;
-inline auto exit_immediately = &::_exit;
-inline auto waitpid = &::waitpid;
-inline auto waitid = &::waitid;
-inline auto kill = &::kill;
-inline auto getpid = &::getpid;
-inline auto setsid = &::setsid;
-inline auto setpgid = &::setpgid;
-inline auto sched_getaffinity = &::sched_getaffinity;
-inline auto sched_setaffinity = &::sched_setaffinity;
-inline auto syscall = &::syscall;
+SANDBOX_LIBC_POINTER clone = &::clone;
+SANDBOX_LIBC_POINTER execve = &::execve;
+SANDBOX_LIBC_POINTER exit_immediately = &::_exit;
+SANDBOX_LIBC_POINTER waitpid = &::waitpid;
+SANDBOX_LIBC_POINTER waitid = &::waitid;
+SANDBOX_LIBC_POINTER kill = &::kill;
+SANDBOX_LIBC_POINTER getpid = &::getpid;
+SANDBOX_LIBC_POINTER setsid = &::setsid;
+SANDBOX_LIBC_POINTER setpgid = &::setpgid;
+SANDBOX_LIBC_POINTER sched_getaffinity = &::sched_getaffinity;
+SANDBOX_LIBC_POINTER sched_setaffinity = &::sched_setaffinity;
+SANDBOX_LIBC_POINTER syscall = &::syscall;
 
 // Signals.
-inline auto sigemptyset = &::sigemptyset;
-inline auto sigfillset = &::sigfillset;
-inline auto sigaddset = &::sigaddset;
-inline auto sigprocmask = &::sigprocmask;
-inline auto signal = &::signal;
-inline auto signalfd = &::signalfd;
+SANDBOX_LIBC_POINTER sigemptyset = &::sigemptyset;
+SANDBOX_LIBC_POINTER sigfillset = &::sigfillset;
+SANDBOX_LIBC_POINTER sigaddset = &::sigaddset;
+SANDBOX_LIBC_POINTER sigprocmask = &::sigprocmask;
+SANDBOX_LIBC_POINTER signal = &::signal;
+SANDBOX_LIBC_POINTER signalfd = &::signalfd;
+
+// Strings the client may never have called.
+SANDBOX_LIBC_POINTER strchr = static_cast<const char* (*)(const char*, int)>(&::strchr);
+SANDBOX_LIBC_POINTER strrchr = static_cast<const char* (*)(const char*, int)>(&::strrchr);
+SANDBOX_LIBC_POINTER strpbrk = static_cast<const char* (*)(const char*, const char*)>(&::strpbrk);
+SANDBOX_LIBC_POINTER memchr =
+    static_cast<const void* (*)(const void*, int, std::size_t)>(&::memchr);
+SANDBOX_LIBC_POINTER strncmp = &::strncmp;
 
 // Memory, sockets, time.
-inline auto mmap = &::mmap;
-inline auto munmap = &::munmap;
-inline auto madvise = &::madvise;
-inline auto getpagesize = &::getpagesize;
-inline auto socket = &::socket;
-inline auto send = &::send;
-inline auto sendmsg = &::sendmsg;
-inline auto recv = &::recv;
-inline auto recvmsg = &::recvmsg;
-inline auto poll = &::poll;
-inline auto clock_gettime = &::clock_gettime;
+SANDBOX_LIBC_POINTER mmap = &::mmap;
+SANDBOX_LIBC_POINTER munmap = &::munmap;
+SANDBOX_LIBC_POINTER madvise = &::madvise;
+SANDBOX_LIBC_POINTER getpagesize = &::getpagesize;
+SANDBOX_LIBC_POINTER socket = &::socket;
+SANDBOX_LIBC_POINTER send = &::send;
+SANDBOX_LIBC_POINTER sendmsg = &::sendmsg;
+SANDBOX_LIBC_POINTER recv = &::recv;
+SANDBOX_LIBC_POINTER recvmsg = &::recvmsg;
+SANDBOX_LIBC_POINTER poll = &::poll;
+SANDBOX_LIBC_POINTER clock_gettime = &::clock_gettime;
 
 /// _exit, known to the compiler not to return.
 [[noreturn]] inline void _exit(int status) noexcept {
@@ -109,4 +131,7 @@ inline auto clock_gettime = &::clock_gettime;
   __builtin_unreachable();
 }
 
-} // namespace sandbox::local::detail::libc
+} // namespace gnu::visibility("hidden")]]libc
+} // namespace sandbox::local::detail
+
+#undef SANDBOX_LIBC_POINTER

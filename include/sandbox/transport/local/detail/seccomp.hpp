@@ -40,7 +40,6 @@
 
 #include <sandbox/transport/local/detail/libc.hpp>
 
-#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstddef>
@@ -59,7 +58,8 @@
 #error "sandbox: the local transport's seccomp filter is written for x86_64 and aarch64 only"
 #endif
 
-namespace sandbox::local::detail::seccomp {
+namespace sandbox::local::detail {
+namespace [[gnu::visibility("hidden")]] seccomp { // run by the supervisor: see libc.hpp
 
 #if defined(__x86_64__)
 inline constexpr std::uint32_t native_arch = AUDIT_ARCH_X86_64;
@@ -295,7 +295,12 @@ constexpr program build() {
   std::array<std::uint32_t, std::size(denied_calls)> sorted{};
   for (std::size_t i = 0; i < sorted.size(); ++i)
     sorted[i] = denied_calls[i];
-  std::sort(sorted.begin(), sorted.end());
+  for (std::size_t i = 1; i < sorted.size(); ++i) // insertion sort: constexpr everywhere
+    for (std::size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; --j) {
+      const std::uint32_t t = sorted[j];
+      sorted[j] = sorted[j - 1];
+      sorted[j - 1] = t;
+    }
   deny_tree(a, sorted.data(), sorted.size());
   a.place(L::allow);
   a.ret(SECCOMP_RET_ALLOW);
@@ -351,4 +356,5 @@ inline int install() noexcept {
   return 0;
 }
 
-} // namespace sandbox::local::detail::seccomp
+} // namespace gnu::visibility("hidden")]]seccomp
+} // namespace sandbox::local::detail

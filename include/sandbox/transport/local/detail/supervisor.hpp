@@ -110,7 +110,9 @@ struct supervisor_setup {
   std::size_t nfiles = 0;
 };
 
-namespace sv {
+// Hidden: in a shared library, calls between these would otherwise go through its PLT and be
+// bound lazily in each supervisor (see libc.hpp).
+namespace [[gnu::visibility("hidden")]] sv {
 
 inline constexpr int ctl = 3;          // the control socket's fd in the supervisor
 inline constexpr int hidden_layer = 4; // supervisor_setup::hidden_layer_fd, until the root is built
@@ -478,7 +480,7 @@ inline int mirror_tree(mirror_state& m, const char* src, const char* dst, int de
           continue;
         }
         // Overlay options cannot quote these characters.
-        bool plain = !std::strpbrk(from, ",:\\");
+        bool plain = !libc::strpbrk(from, ",:\\");
         if (!plain || is_mount_root(from, here.st_dev)) continue;
         int rc = overlay_one(m, from, to);
         // Deeper than that (and the supervisor's stack is small): left empty.
@@ -647,7 +649,7 @@ inline bool place_file(const mounted_file_spec& f) noexcept {
       libc::unlink(f.path) != 0)
     return false;
   std::memcpy(path, f.path, len + 1);
-  char* slash = std::strrchr(path, '/');
+  char* slash = const_cast<char*>(libc::strrchr(path, '/'));
   if (slash && slash != path) {
     *slash = '\0';
     bool ok = mkdir_p(path);
@@ -687,7 +689,7 @@ inline bool place_files(const supervisor_setup& s) noexcept {
 /// PATH search as execvp does it, but with the command's own PATH and no allocation.
 inline void exec_search(exec_ctx& x) noexcept {
   const char* file = x.argv[0];
-  if (std::strchr(file, '/')) {
+  if (libc::strchr(file, '/')) {
     libc::execve(file, x.argv, x.envp);
     x.err = errno;
     return;
@@ -696,7 +698,7 @@ inline void exec_search(exec_ctx& x) noexcept {
   std::size_t flen = std::strlen(file);
   int first_err = ENOENT;
   for (const char* p = x.path;;) {
-    const char* end = std::strchr(p, ':');
+    const char* end = libc::strchr(p, ':');
     std::size_t dlen = end ? static_cast<std::size_t>(end - p) : std::strlen(p);
     if (dlen + flen + 2 <= sizeof buf) {
       std::size_t n = 0;
@@ -901,9 +903,9 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
   char** envp = st.ptrs + rq.argc + 1;
   const char* path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   for (std::uint32_t i = 0; i < rq.argc + rq.envc + 1; ++i) {
-    char* nul = p < end
-                    ? static_cast<char*>(std::memchr(p, '\0', static_cast<std::size_t>(end - p)))
-                    : nullptr;
+    const void* found =
+        p < end ? libc::memchr(p, '\0', static_cast<std::size_t>(end - p)) : nullptr;
+    char* nul = static_cast<char*>(const_cast<void*>(found));
     if (!nul) {
       give_up(stage::fds, EINVAL);
       return;
@@ -912,7 +914,7 @@ inline void start_command(state& st, const request& rq, int* fds, int nfds) noex
       argv[i] = p;
     else if (i < rq.argc + rq.envc) {
       envp[i - rq.argc] = p;
-      if (std::strncmp(p, "PATH=", 5) == 0) path = p + 5;
+      if (libc::strncmp(p, "PATH=", 5) == 0) path = p + 5;
     }
     if (i == rq.argc + rq.envc) break;
     p = nul + 1;
@@ -1158,44 +1160,65 @@ inline bool handle_request(state& st) noexcept {
   }
 }
 
+/// The value of a "SigIgn:"/"SigCgt:" line of /proc/<pid>/status (`line`, without its newline):
+/// its mask in `mask` (bit n-1 for signal n) and true, or false for another line or a value not
+/// as the kernel writes it (hex digits to the line's end).
+inline bool signal_mask_line(const char* line, std::size_t len, std::uint64_t& mask) noexcept {
+  if (len < 7 || (std::memcmp(line, "SigIgn:", 7) != 0 && std::memcmp(line, "SigCgt:", 7) != 0))
+    return false;
+  std::size_t i = 7;
+  while (i < len && (line[i] == ' ' || line[i] == '\t'))
+    ++i;
+  if (i == len || len - i > 16) return false;
+  std::uint64_t v = 0;
+  for (; i < len; ++i) {
+    const char c = line[i];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (d < 0) return false;
+    v = v << 4 | static_cast<std::uint64_t>(d);
+  }
+  mask = v;
+  return true;
+}
+
 /// The signals this process ignores or catches (bit n-1 for signal n), as /proc/self/status
 /// lists them; all of them where it cannot be read. A client changes few: asking the kernel
 /// about each of the 64 cost as much as resetting them all, about 70 µs here, against 10 µs.
+/// Read line by line through a small buffer: a line longer than it (Groups: of a user in many
+/// groups) is skipped whole, never taken for a shorter one.
 inline std::uint64_t changed_signals() noexcept {
-  char buf[4096];
+  constexpr std::uint64_t all = ~std::uint64_t{0};
   int fd = libc::open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ~std::uint64_t{0};
+  if (fd < 0) return all;
+  struct statfs fs {};
+  if (libc::fstatfs(fd, &fs) != 0 || fs.f_type != PROC_SUPER_MAGIC) {
+    libc::close(fd);
+    return all;
+  }
+  char chunk[1024], line[64];
   std::size_t len = 0;
-  for (ssize_t n;
-       len < sizeof buf - 1 && (n = libc::read(fd, buf + len, sizeof buf - 1 - len)) > 0;)
-    len += static_cast<std::size_t>(n);
-  libc::close(fd);
-  buf[len] = '\0';
+  bool too_long = false;
   std::uint64_t mask = 0;
   int found = 0;
-  for (const char* line = buf; *line;) {
-    for (const char* key : {"SigIgn:", "SigCgt:"}) {
-      if (std::strncmp(line, key, 7) != 0) continue;
-      const char* p = line + 7;
-      while (*p == ' ' || *p == '\t')
-        ++p;
-      std::uint64_t v = 0;
-      int digits = 0;
-      for (;; ++p, ++digits) {
-        const char c = *p;
-        const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-        if (d < 0) break;
-        v = v << 4 | static_cast<std::uint64_t>(d);
+  for (ssize_t n; (n = libc::read(fd, chunk, sizeof chunk)) > 0;)
+    for (ssize_t i = 0; i < n; ++i) {
+      if (chunk[i] != '\n') {
+        if (len < sizeof line)
+          line[len++] = chunk[i];
+        else
+          too_long = true;
+        continue;
       }
-      if (digits == 0 || digits > 16) return ~std::uint64_t{0};
-      mask |= v;
-      ++found;
+      std::uint64_t m = 0;
+      if (!too_long && signal_mask_line(line, len, m)) {
+        mask |= m;
+        ++found;
+      }
+      len = 0;
+      too_long = false;
     }
-    const char* next = std::strchr(line, '\n');
-    if (!next) break;
-    line = next + 1;
-  }
-  return found == 2 ? mask : ~std::uint64_t{0};
+  libc::close(fd);
+  return found == 2 ? mask : all;
 }
 
 /// Waits for the client's go-ahead byte; exits when the client is gone.
@@ -1372,5 +1395,5 @@ inline int supervisor_main(void* arg) noexcept {
   serve(st, sigfd);
 }
 
-} // namespace sv
+} // namespace gnu::visibility("hidden")]]sv
 } // namespace sandbox::local::detail
