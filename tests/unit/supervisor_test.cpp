@@ -36,7 +36,8 @@ TEST_CASE("a signal mask line of /proc/<pid>/status is taken only whole", "[supe
 }
 
 TEST_CASE("the signals this process ignores or catches are read from /proc", "[supervisor]") {
-  struct sigaction ign {}, old {};
+  struct sigaction ign {
+  }, old{};
   ign.sa_handler = SIG_IGN;
   REQUIRE(sigaction(SIGUSR1, &ign, &old) == 0);
   const std::uint64_t seen = sv::changed_signals();
