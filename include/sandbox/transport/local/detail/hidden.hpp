@@ -24,8 +24,8 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-namespace sandbox::local::detail {
-namespace [[gnu::visibility("hidden")]] hidden { // run by the supervisor: see libc.hpp
+#pragma GCC visibility push(hidden) // run by the supervisor: see libc.hpp
+namespace sandbox::local::detail::hidden {
 
 enum class kind : unsigned char {
   empty_dir,     ///< shown as an empty directory with the host's mode
@@ -273,5 +273,5 @@ template <class F>
   return 0;
 }
 
-} // namespace gnu::visibility("hidden")]]hidden
-} // namespace sandbox::local::detail
+} // namespace sandbox::local::detail::hidden
+#pragma GCC visibility pop

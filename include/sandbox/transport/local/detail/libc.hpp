@@ -46,8 +46,8 @@
 // Not const: the compiler folds a constant pointer back into a direct call.
 #define SANDBOX_LIBC_POINTER [[gnu::used, gnu::section(".data.rel.ro.sandbox_libc")]] inline auto
 
-namespace sandbox::local::detail {
-namespace [[gnu::visibility("hidden")]] libc {
+#pragma GCC visibility push(hidden)
+namespace sandbox::local::detail::libc {
 
 // Files and directories.
 SANDBOX_LIBC_POINTER open = &::open;
@@ -131,7 +131,7 @@ SANDBOX_LIBC_POINTER clock_gettime = &::clock_gettime;
   __builtin_unreachable();
 }
 
-} // namespace gnu::visibility("hidden")]]libc
-} // namespace sandbox::local::detail
+} // namespace sandbox::local::detail::libc
+#pragma GCC visibility pop
 
 #undef SANDBOX_LIBC_POINTER

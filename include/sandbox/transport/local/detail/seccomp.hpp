@@ -58,8 +58,8 @@
 #error "sandbox: the local transport's seccomp filter is written for x86_64 and aarch64 only"
 #endif
 
-namespace sandbox::local::detail {
-namespace [[gnu::visibility("hidden")]] seccomp { // run by the supervisor: see libc.hpp
+#pragma GCC visibility push(hidden) // run by the supervisor: see libc.hpp
+namespace sandbox::local::detail::seccomp {
 
 #if defined(__x86_64__)
 inline constexpr std::uint32_t native_arch = AUDIT_ARCH_X86_64;
@@ -356,5 +356,5 @@ inline int install() noexcept {
   return 0;
 }
 
-} // namespace gnu::visibility("hidden")]]seccomp
-} // namespace sandbox::local::detail
+} // namespace sandbox::local::detail::seccomp
+#pragma GCC visibility pop

@@ -112,7 +112,8 @@ struct supervisor_setup {
 
 // Hidden: in a shared library, calls between these would otherwise go through its PLT and be
 // bound lazily in each supervisor (see libc.hpp).
-namespace [[gnu::visibility("hidden")]] sv {
+#pragma GCC visibility push(hidden)
+namespace sv {
 
 inline constexpr int ctl = 3;          // the control socket's fd in the supervisor
 inline constexpr int hidden_layer = 4; // supervisor_setup::hidden_layer_fd, until the root is built
@@ -1395,5 +1396,6 @@ inline int supervisor_main(void* arg) noexcept {
   serve(st, sigfd);
 }
 
-} // namespace gnu::visibility("hidden")]]sv
+} // namespace sv
+#pragma GCC visibility pop
 } // namespace sandbox::local::detail
