@@ -189,6 +189,26 @@ TEST_CASE("unlimited_output keeps what the default cap drops", "[local][security
   CHECK(r.value().stdout_bytes_produced == n);
 }
 
+TEST_CASE("a kept result grows by the same steps whatever its first read held", "[local][output]") {
+  // 64 MiB is a step of the growth (16 KiB times 4^6): a result of exactly that size must end in
+  // a buffer of that size, not in the next step after copying itself whole (room sized to the
+  // first read, say 8 KiB, grew 8 KiB, 32 KiB, ... 32 MiB, 128 MiB).
+  auto made = Box::run({}, sandbox::local_transport::shared());
+  REQUIRE(made);
+  constexpr std::uint64_t n = 64 * MiB;
+  // The second writer's first 8 KiB arrive alone: the first read holds exactly that.
+  for (const char* writer : {"head -c 67108864 /dev/zero",
+                             "head -c 8192 /dev/zero; sleep 0.2; head -c 67100672 /dev/zero"}) {
+    INFO(writer);
+    auto r = made.value()
+                 .exec({"sh", "-c", writer}, {.max_output_bytes = sandbox::unlimited_output})
+                 .result();
+    REQUIRE(r);
+    CHECK(r.value().stdout_text.size() == n);
+    CHECK(r.value().stdout_text.capacity() < n + n / 10);
+  }
+}
+
 TEST_CASE("the kept output never reserves more memory than its cap", "[local][security][output]") {
   // Just past a power of two: a buffer that doubles would reserve 64 MiB for 33.
   constexpr std::uint64_t limit = 33 * MiB;

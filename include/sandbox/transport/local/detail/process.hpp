@@ -309,15 +309,19 @@ private:
     const char* data;
     if (buf.size() < scratch_size && room >= chunk) {
       std::size_t old = buf.size();
-      // While the output is small, the read (and the room made for it) is sized to what the
-      // pipe holds: after a sandbox's start (a clone leaves this process's memory copy-on-write)
-      // each page written costs a fault (15-20 µs here). Resizing for a whole chunk zero-filled
-      // it, and even reserving one touched fresh heap pages: 4-5 faults for the two streams of a
-      // command that prints nothing, whose one-byte read fits in the string itself.
+      // While the output is small, the read is sized to what the pipe holds, and room for a
+      // chunk is made only when that does not fit: after a sandbox's start (a clone leaves this
+      // process's memory copy-on-write) each page written costs a fault (15-20 µs here).
+      // Resizing for a whole chunk zero-filled it, and reserving one touched fresh heap pages:
+      // 4-5 faults for the two streams of a command that prints nothing, whose one-byte read
+      // fits in the string itself. (Room sized to the first read instead would start the 4x
+      // growth off its usual steps: a 256 MiB result then outgrew its last step and was copied
+      // whole, 1.5x its size at the peak.)
       std::size_t want = chunk;
       if (int held = 0; old < 64 * 1024 && ::ioctl(fd.get(), FIONREAD, &held) == 0)
         want = std::clamp<std::size_t>(static_cast<std::size_t>(held), 1, chunk);
-      sandbox::detail::reserve_output(buf, old + want, max_output_);
+      if (buf.capacity() - old < want)
+        sandbox::detail::reserve_output(buf, old + chunk, max_output_);
       buf.resize(old + want);
       n = ::read(fd.get(), buf.data() + old, want);
       buf.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
