@@ -45,6 +45,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <iterator>
+#include <utility>
 
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -235,13 +236,23 @@ struct assembler {
     fixups[nfix++] = {p.size, on_false, false};
     emit(sock_filter{static_cast<std::uint16_t>(BPF_JMP | op | BPF_K), 0, 0, k});
   }
+  /// if (A <op> k) goto where `land` is later called with the returned jump; else fall through.
+  constexpr unsigned short jump_ahead(std::uint16_t op, std::uint32_t k) {
+    emit(sock_filter{static_cast<std::uint16_t>(BPF_JMP | op | BPF_K), 0, 0, k});
+    return static_cast<unsigned short>(p.size - 1);
+  }
+  constexpr void land(unsigned short jump) { p.code[jump].jt = offset(jump, p.size); }
   constexpr void ret(std::uint32_t action) { emit(stmt(BPF_RET | BPF_K, action)); }
   constexpr void place(label l) { at[l] = p.size; }
+  /// The offset of a jump at `from` to `to`: forward, and within 8 bits.
+  static constexpr std::uint8_t offset(unsigned short from, unsigned short to) {
+    if (to <= from || to - from - 1 > 255) invalid_jump();
+    return static_cast<std::uint8_t>(to - from - 1);
+  }
   constexpr void resolve() {
     for (unsigned short i = 0; i < nfix; ++i) {
       auto& f = fixups[i];
-      if (at[f.target] <= f.insn || at[f.target] - f.insn - 1 > 255) invalid_jump();
-      auto offset = static_cast<std::uint8_t>(at[f.target] - f.insn - 1);
+      const std::uint8_t offset = assembler::offset(f.insn, at[f.target]);
       if (f.on_true)
         p.code[f.insn].jt = offset;
       else
@@ -265,11 +276,9 @@ constexpr void deny_tree(assembler& a, const std::uint32_t* nr, std::size_t n) {
   }
   // if (nr >= nr[half]) the upper part, which follows the lower one.
   const std::size_t half = n / 2;
-  const unsigned short at = a.p.size;
-  a.emit(sock_filter{static_cast<std::uint16_t>(BPF_JMP | BPF_JGE | BPF_K), 0, 0, nr[half]});
+  const unsigned short upper = a.jump_ahead(BPF_JGE, nr[half]);
   deny_tree(a, nr, half);
-  if (a.p.size - at - 1 > 255) invalid_jump();
-  a.p.code[at].jt = static_cast<std::uint8_t>(a.p.size - at - 1);
+  a.land(upper);
   deny_tree(a, nr + half, n - half);
 }
 
@@ -296,11 +305,8 @@ constexpr program build() {
   for (std::size_t i = 0; i < sorted.size(); ++i)
     sorted[i] = denied_calls[i];
   for (std::size_t i = 1; i < sorted.size(); ++i) // insertion sort: constexpr everywhere
-    for (std::size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; --j) {
-      const std::uint32_t t = sorted[j];
-      sorted[j] = sorted[j - 1];
-      sorted[j - 1] = t;
-    }
+    for (std::size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; --j)
+      std::swap(sorted[j - 1], sorted[j]);
   deny_tree(a, sorted.data(), sorted.size());
   a.place(L::allow);
   a.ret(SECCOMP_RET_ALLOW);
