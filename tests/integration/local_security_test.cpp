@@ -61,6 +61,7 @@ using test_support::put;
 using test_support::run;
 using test_support::sh;
 using test_support::slurp;
+using test_support::status_hex_field;
 using test_support::unique;
 
 namespace {
@@ -158,12 +159,6 @@ int host_entries(const char* dir) {
     if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) ++n;
   ::closedir(d);
   return n;
-}
-
-std::uint64_t cap_field(const std::string& status, const std::string& name) {
-  auto at = status.find(name + ":\t");
-  if (at == std::string::npos) return ~0ull;
-  return std::stoull(status.substr(at + name.size() + 2, 16), nullptr, 16);
 }
 
 } // namespace
@@ -275,11 +270,11 @@ TEST_CASE("commands hold only the default capabilities, whatever the caller hold
   for (char& c : status)
     if (c == '|') c = '\n';
   constexpr std::uint64_t expected = sandbox::local::detail::sv::command_capabilities;
-  CHECK(cap_field(status, "CapEff") == expected);
-  CHECK(cap_field(status, "CapPrm") == expected);
-  CHECK(cap_field(status, "CapBnd") == expected);
-  CHECK(cap_field(status, "CapInh") == 0);
-  CHECK(cap_field(status, "CapAmb") == 0);
+  CHECK(status_hex_field(status, "CapEff") == expected);
+  CHECK(status_hex_field(status, "CapPrm") == expected);
+  CHECK(status_hex_field(status, "CapBnd") == expected);
+  CHECK(status_hex_field(status, "CapInh") == 0);
+  CHECK(status_hex_field(status, "CapAmb") == 0);
   CHECK((expected & (1ull << CAP_SYS_ADMIN)) == 0);
   CHECK((expected & (1ull << CAP_MKNOD)) == 0);
   CHECK(status.find("NoNewPrivs:\t1") != std::string::npos);

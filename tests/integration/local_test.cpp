@@ -32,6 +32,7 @@ using scenarios::keep_alive;
 using test_support::count_marked;
 using test_support::eventually;
 using test_support::slurp;
+using test_support::status_hex_field;
 
 namespace {
 
@@ -131,13 +132,9 @@ TEST_CASE("commands start with default signal dispositions whatever the caller s
   // resets handlers, so the command's own SigCgt shows nothing).
   auto init = box.exec({"cat", "/proc/1/status"}).result(10s);
   REQUIRE(init);
-  auto mask = [&](const char* name) {
-    const std::string& t = init.value().stdout_text;
-    auto at = t.find(std::string(name) + ":\t");
-    return at == std::string::npos ? ~0ull : std::stoull(t.substr(at + 8, 16), nullptr, 16);
-  };
-  CHECK(mask("SigIgn") == 0); // SIGUSR1 and 33 among them
-  CHECK((mask("SigCgt") & (1ull << (SIGUSR2 - 1))) == 0);
+  const std::string& init_status = init.value().stdout_text;
+  CHECK(status_hex_field(init_status, "SigIgn") == 0); // SIGUSR1 and 33 among them
+  CHECK((status_hex_field(init_status, "SigCgt") & (1ull << (SIGUSR2 - 1))) == 0);
   for (int i = 0; i < 3; ++i) {
     auto r = box.exec({"sh", "-c", "exit 5"}).result(10s);
     REQUIRE(r);

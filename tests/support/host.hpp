@@ -6,6 +6,7 @@
 #include <dirent.h>
 
 #include <chrono>
+#include <cstdint>
 #include <fstream>
 #include <functional>
 #include <sstream>
@@ -20,6 +21,13 @@ inline std::string slurp(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+/// A hexadecimal field of a /proc/<pid>/status text ("CapEff", "SigIgn", ...); all ones if absent.
+inline std::uint64_t status_hex_field(const std::string& status, const std::string& name) {
+  auto at = status.find(name + ":\t");
+  if (at == std::string::npos) return ~0ull;
+  return std::stoull(status.substr(at + name.size() + 2, 16), nullptr, 16);
 }
 
 /// Host processes whose environment contains `marker` (a test puts it in a command's env).
