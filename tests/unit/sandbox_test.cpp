@@ -254,6 +254,28 @@ TEST_CASE("output callbacks are noexcept callables", "[sandbox][callbacks]") {
   STATIC_REQUIRE_FALSE(std::is_convertible_v<int, sandbox::output_callback>);
 }
 
+TEST_CASE("a growing output buffer keeps every byte in order whatever its size", "[unit][output]") {
+  // Large buffers are copied a chunk at a time, the old one's pages released behind the copy:
+  // sizes around the size where that starts (32 MiB), the chunk (8 MiB) and a page.
+  constexpr std::size_t MiB = std::size_t{1} << 20;
+  for (std::size_t n : {32 * MiB - 1, 32 * MiB, 32 * MiB + 1, 40 * MiB + 4095, 41 * MiB + 1}) {
+    INFO(n);
+    std::string buf(n, '\0');
+    for (std::size_t i = 0; i < n; ++i)
+      buf[i] = static_cast<char>((i * 131 + i / 4096) & 0xff);
+    const auto before = buf.capacity();
+    sandbox::detail::reserve_output(buf, n + 1, UINT64_MAX);
+    REQUIRE(buf.capacity() > before); // it did grow, by a copy
+    REQUIRE(buf.size() == n);
+    std::size_t bad = n;
+    for (std::size_t i = 0; i < n && bad == n; ++i)
+      if (buf[i] != static_cast<char>((i * 131 + i / 4096) & 0xff)) bad = i;
+    CHECK(bad == n); // the first byte that differs, if any
+    buf.push_back('!');
+    CHECK(buf.back() == '!');
+  }
+}
+
 TEST_CASE("kept output grows geometrically, within its cap, and a cap below the need bounds "
           "nothing",
           "[unit][output]") {

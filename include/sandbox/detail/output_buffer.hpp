@@ -10,8 +10,39 @@
 #include <string_view>
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 namespace sandbox::detail {
+
+/// Appends `from` to `to`, whose room is reserved, and leaves `from` garbage (its pages zero, its
+/// size unchanged): it is freed right after. A large `from` is copied a chunk at a time and its
+/// copied pages handed back to the kernel as it goes, so that growing a buffer holds its content
+/// about once, not twice (a 256 MiB output growing past 256 MiB peaked at 512 MiB). Only whole
+/// pages within the content go back: an allocator keeps its bookkeeping outside what it hands out,
+/// and may read nothing of freed memory. Smaller buffers may share their pages with others.
+inline void append_releasing(std::string& to, std::string& from) {
+  constexpr std::size_t large = std::size_t{32} << 20, chunk = std::size_t{8} << 20;
+  const std::size_t n = from.size();
+  if (n < large) {
+    to.append(from);
+    return;
+  }
+  const auto page = static_cast<std::uintptr_t>(::getpagesize());
+  const char* p = from.data();
+  const auto begin = reinterpret_cast<std::uintptr_t>(p);
+  std::uintptr_t released = (begin + page - 1) & ~(page - 1);
+  for (std::size_t done = 0; done < n;) {
+    const std::size_t k = std::min(chunk, n - done);
+    to.append(p + done, k);
+    done += k;
+    const std::uintptr_t end = (begin + done) & ~(page - 1);
+    if (end > released) {
+      // Best effort: where the kernel refuses, the pages are only freed with the buffer.
+      (void)::madvise(reinterpret_cast<void*>(released), end - released, MADV_DONTNEED);
+      released = end;
+    }
+  }
+}
 
 /// Makes room for `need` bytes in `buf`, which keeps at most `cap`. Grows fourfold, by at most
 /// 256 MiB a step (a 256 MiB output is copied a third of its size in all, not its whole size,
@@ -38,7 +69,7 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
     // A hint: where huge pages are off or short, the memory is simply not backed by them.
     if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
   }
-  next.append(buf);
+  append_releasing(next, buf);
   buf.swap(next);
 }
 
