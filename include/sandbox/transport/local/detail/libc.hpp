@@ -20,11 +20,10 @@
 // the compiler's constant objects there): read-only once relocated in a program linked with
 // RELRO, like the GOT they stand in for. Calls through them skip _FORTIFY_SOURCE's checks.
 //
-// memcpy, memmove, memset, memcmp, strlen, strcmp and errno's __errno_location stay direct
-// calls, and at -O0 so do CMSG_NXTHDR and makedev: the supervisor binds each of them before it
-// drops its copy of the client's memory (sv::bind_direct_calls), where the dynamic linker keeps
-// what binding reads. A direct call added to what the supervisor runs after that must be bound
-// there too (tests/integration/local_unoptimized_test.cpp catches one missed at -O0).
+// memcpy, memset, memcmp, strlen, strcmp and errno's __errno_location stay direct calls: every
+// client calls them before any sandbox starts. A call missed here is only slower, never wrong:
+// a supervisor drops its share of the client's memory, where lazy binding may look, only when
+// its code was bound at load (sv::release_client_memory).
 #pragma once
 
 #include <csignal>

@@ -1083,6 +1083,20 @@ inline bool has_children() noexcept {
   return libc::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0 || errno != ECHILD;
 }
 
+/// Built with a sanitizer, whose runtime keeps its state in memory release_client_memory drops.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(__SANITIZE_HWADDRESS__)
+inline constexpr bool sanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
+    __has_feature(memory_sanitizer) || __has_feature(hwaddress_sanitizer)
+inline constexpr bool sanitized = true;
+#else
+inline constexpr bool sanitized = false;
+#endif
+#else
+inline constexpr bool sanitized = false;
+#endif
+
 /// One line of /proc/self/maps: its range, whether it is private, writable memory of no file
 /// (the only kind a copy of the client shares with it copy-on-write and keeps alive), and its name.
 struct mapping {
@@ -1122,31 +1136,6 @@ inline bool parse_mapping(const char* p, const char* end, mapping& m) noexcept {
   return true;
 }
 
-/// Binds, in this copy of the client, the C library functions the compiler calls directly (not
-/// through libc.hpp's pointers) in what the supervisor runs after release_client_memory: binding
-/// one walks the dynamic linker's lists, which that may have dropped (the client need not have
-/// called them yet; at -O0 CMSG_NXTHDR and makedev are calls too). Opaque arguments, so that no
-/// call is folded away.
-inline void bind_direct_calls() noexcept {
-  volatile std::size_t opaque = 1;
-  const std::size_t one = opaque;
-  char a[4] = {'x', 0, 0, 0}, b[4] = {'y', 0, 0, 0};
-  asm volatile("" ::: "memory");
-  std::memcpy(b, a, one);
-  std::memmove(a + 1, a, one);
-  std::memset(b + 2, 0, one);
-  asm volatile("" ::: "memory");
-  opaque = static_cast<std::size_t>(std::memcmp(a, b, one)) + std::strlen(a) +
-           static_cast<std::size_t>(std::strcmp(a, b)) + static_cast<std::size_t>(errno) + one;
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
-  msghdr mh{};
-  mh.msg_control = cbuf;
-  mh.msg_controllen = one * sizeof cbuf;
-  cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  opaque = CMSG_NXTHDR(&mh, cm) != nullptr ? 1 : static_cast<std::size_t>(makedev(one, one));
-}
-
 /// Hands back this process's share of the client's private memory once the sandbox runs: the
 /// copy made by clone shares every page of the client's heap, other threads' stacks and malloc's
 /// arenas, and each page the client writes afterwards is copied for it while this process keeps
@@ -1156,18 +1145,12 @@ inline void bind_direct_calls() noexcept {
 /// state (`keep`), the block holding its thread pointer (errno, the stack guard), the kernel's
 /// [stack]/[vdso]/[vvar] (argv, shown as /proc/1/cmdline, lies in [stack]), and shared memory.
 /// The rest is dropped with MADV_DONTNEED: the ranges stay mapped, read back as zeros if ever
-/// touched. `buf` is scratch room for reading the list. Not under a sanitizer: its runtime keeps
-/// state of its own in such memory.
+/// touched. Only where the supervisor's code was bound at load (box.hpp, `code_bound_at_load`):
+/// binding a function lazily reads the dynamic linker's lists, which may lie in what is dropped.
+/// `buf` is scratch room for reading the list. Not under a sanitizer: its runtime keeps state of
+/// its own in such memory.
 inline void release_client_memory(char* buf, std::size_t size, memory_area keep) noexcept {
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-  return;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
-    __has_feature(memory_sanitizer)
-  return;
-#endif
-#endif
-  bind_direct_calls();
+  if (sanitized) return;
   int fd = libc::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
   int here = 0;
@@ -1294,6 +1277,7 @@ inline bool handle_request(state& st) noexcept {
     pollfd p[3] = {{ctl, POLLIN, 0}, {sigfd, POLLIN, 0}, {st.log_in, POLLIN, 0}};
     const int ready = libc::poll(p, st.log_in >= 0 ? 3 : 2, timeout);
     if (ready < 0 && errno != EINTR) shut_down(st);
+    if (st.stopping || st.main_exited) st.release_pending = false; // it ends: not worth it
     if (st.release_pending && (ready == 0 || now_ms() >= st.release_by_ms)) {
       st.release_pending = false;
       // The request buffer is free between requests.
