@@ -20,9 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
-#include <memory>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -116,20 +114,6 @@ std::pair<Box, pid_t> keep_alive_with_supervisor() {
     if (std::find(before.begin(), before.end(), p) == before.end()) fresh.push_back(p);
   REQUIRE(fresh.size() == 1);
   return {std::move(box), fresh[0]};
-}
-
-/// The supervisor `pid`'s RSS in KiB once it is below `kib`, or after 20 s as it is then.
-long supervisor_rss_below(pid_t pid, long kib) {
-  long rss = -1;
-  for (int i = 0; i < 2000; ++i) {
-    const std::string status = slurp("/proc/" + std::to_string(pid) + "/status");
-    const auto at = status.find("VmRSS:");
-    if (at == std::string::npos) return -1;
-    rss = std::atol(status.c_str() + at + 6);
-    if (rss < kib) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return rss;
 }
 
 /// The Cpus_allowed_list line of a /proc status file ("0-1", "0,2-3", ...).
@@ -637,69 +621,4 @@ TEST_CASE("a supervisor has libc's code mapped from its start, not page fault by
   // All of it, but for what the kernel may have reclaimed since (without the prefault, about
   // half: 496 of 1368 KiB here).
   CHECK(rss_kib >= size_kib - 64);
-}
-
-TEST_CASE("a supervisor keeps none of the memory its client rewrites, whichever thread made it",
-          "[local][memory]") {
-  if (sandbox::local::detail::sv::sanitized)
-    SANDBOX_SKIP(
-        "under a sanitizer the supervisor keeps its copy (the runtime's state lies in it)");
-  // This test program is linked with -z now (meson.build): supervisors may drop their share.
-  REQUIRE(sandbox::local::detail::code_bound_at_load());
-  // 32 MiB of small blocks (malloc's heap) and one 32 MiB block (a mapping of its own), written.
-  constexpr std::size_t MiB = std::size_t{1} << 20;
-  std::vector<std::unique_ptr<char[]>> small;
-  for (std::size_t i = 0; i < 32 * MiB / 1024; ++i) {
-    small.emplace_back(new char[1000]);
-    std::memset(small.back().get(), 1, 1000);
-  }
-  std::vector<char> big(32 * MiB, 1);
-  auto rewrite = [&](char v) {
-    for (auto& s : small)
-      std::memset(s.get(), v, 1000);
-    std::memset(big.data(), v, big.size());
-  };
-  for (bool from_thread : {false, true}) {
-    INFO("sandbox made by " << (from_thread ? "another thread" : "the main thread"));
-    // Another thread's thread pointer lies in its stack's mapping, not in the main thread's.
-    const auto before = children_named("sandbox-init");
-    std::optional<Box> made;
-    if (from_thread) {
-      std::thread t([&] {
-        if (auto b = Box::run()) made.emplace(std::move(b).value());
-      });
-      t.join();
-    } else if (auto b = Box::run()) {
-      made.emplace(std::move(b).value());
-    }
-    REQUIRE(made);
-    Box& box = *made;
-    std::vector<pid_t> fresh;
-    for (pid_t p : children_named("sandbox-init"))
-      if (std::find(before.begin(), before.end(), p) == before.end()) fresh.push_back(p);
-    REQUIRE(fresh.size() == 1);
-    auto r = box.exec({"sh", "-c", "echo ok; cat /proc/1/cmdline | head -c 12"}).result();
-    REQUIRE(r);
-    CHECK(r.value().stdout_text == "ok\nsandbox-init");
-    rewrite(2);
-    // Each page rewritten here was copied for this process. The supervisor lets go of its copy
-    // once idle (within 1 s even if busy); without that it held all 64 MiB (RSS 66 MiB).
-    const long rss_kib = supervisor_rss_below(fresh[0], 16 * 1024);
-    INFO("supervisor RSS " << rss_kib << " KiB");
-    CHECK(rss_kib >= 0); // it still runs
-    CHECK(rss_kib < 16 * 1024);
-    // It still works: pipes, stdin, a terminal, a second command.
-    auto in = box.exec({"wc", "-c"}, {.stdin_pipe = true});
-    REQUIRE(in.write_stdin("12345"));
-    REQUIRE(in.close_stdin());
-    auto counted = std::move(in).result();
-    REQUIRE(counted);
-    CHECK(counted.value().stdout_text == "5\n");
-    auto tty = box.exec({"tty"}, {.tty = sandbox::TerminalSize{}}).result();
-    REQUIRE(tty);
-    CHECK(tty.value().stdout_text.rfind("/dev/pts/", 0) == 0);
-    auto again = box.exec({"true"}).result();
-    REQUIRE(again);
-    CHECK(again.value().returncode == 0);
-  }
 }

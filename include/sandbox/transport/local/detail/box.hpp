@@ -17,7 +17,6 @@
 #include <sandbox/transport/local/detail/userns.hpp>
 
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -537,66 +536,6 @@ make_base_env(const std::string& id, const env_map& extra,
   return out;
 }
 
-/// A client holding this much memory of its own has its supervisors drop their share of it once
-/// they are idle (sv::release_client_memory): after each clone every page the client writes is
-/// copied for it while its supervisor keeps the old one (a 64 MiB client that rewrote its heap
-/// after each sandbox left 64 MiB in each). Below it, the memory is not worth the work.
-inline constexpr long release_client_memory_from_kib = 32 * 1024;
-
-/// Whether the object holding the supervisor's code had its functions bound at load (linked with
-/// -z now: DF_BIND_NOW or DF_1_NOW). Otherwise a supervisor may still bind one lazily, and that
-/// reads the dynamic linker's lists, which may lie in the memory release_client_memory drops (an
-/// unoptimized, or fortified, client crashed so). LD_BIND_NOW is not trusted: only its value at
-/// the program's start counts, and that is gone.
-[[nodiscard]] inline bool code_bound_at_load() noexcept {
-  static const bool bound = [] {
-    struct search {
-      std::uintptr_t address;
-      bool found, now;
-    } q{reinterpret_cast<std::uintptr_t>(&sv::serve), false, false};
-    ::dl_iterate_phdr(
-        [](dl_phdr_info* info, std::size_t, void* data) noexcept -> int {
-          auto& in = *static_cast<search*>(data);
-          const ElfW(Dyn)* dyn = nullptr;
-          bool holds = false;
-          for (int i = 0; i < info->dlpi_phnum; ++i) {
-            const auto& ph = info->dlpi_phdr[i];
-            const std::uintptr_t begin = info->dlpi_addr + ph.p_vaddr;
-            if (ph.p_type == PT_DYNAMIC) dyn = reinterpret_cast<const ElfW(Dyn)*>(begin);
-            if (ph.p_type == PT_LOAD && in.address >= begin && in.address < begin + ph.p_memsz)
-              holds = true;
-          }
-          if (!holds) return 0;
-          in.found = true;
-          // A static program (no dynamic section) binds nothing lazily.
-          in.now = dyn == nullptr;
-          for (; dyn && dyn->d_tag != DT_NULL; ++dyn)
-            in.now = in.now || dyn->d_tag == DT_BIND_NOW ||
-                     (dyn->d_tag == DT_FLAGS && (dyn->d_un.d_val & DF_BIND_NOW)) ||
-                     (dyn->d_tag == DT_FLAGS_1 && (dyn->d_un.d_val & DF_1_NOW));
-          return 1;
-        },
-        &q);
-    return q.found && q.now;
-  }();
-  return bound;
-}
-
-/// This process's resident memory that is not shared with files (what a clone shares with its
-/// supervisor), in KiB; 0 when unknown.
-[[nodiscard]] inline long private_rss_kib() noexcept {
-  unique_fd fd(::open("/proc/self/statm", O_RDONLY | O_CLOEXEC));
-  char buf[128];
-  ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
-  if (n <= 0) return 0;
-  buf[n] = '\0';
-  unsigned long size = 0, resident = 0, shared = 0;
-  if (std::sscanf(buf, "%lu %lu %lu", &size, &resident, &shared) != 3 || shared > resident)
-    return 0;
-  return static_cast<long>((resident - shared) *
-                           static_cast<unsigned long>(::getpagesize() / 1024));
-}
-
 /// The strings a supervisor_setup points at; they live as long as the create call.
 struct box::paths {
   std::string lower, upper, work, root, tmp, staging_opts, overlay_opts;
@@ -660,8 +599,6 @@ struct box::paths {
     st.environment = client_memory().environment;
     st.libc_text = client_memory().libc_text;
     st.oom_commands_first = o.resources.memory_bytes != 0;
-    st.release_client_memory = !sv::sanitized && code_bound_at_load() &&
-                               private_rss_kib() >= release_client_memory_from_kib;
     // An image's User, where it maps: as root, ids are the host's own; in a user namespace
     // only the sandbox's root is mapped, so commands stay root there.
     if (img && img->uid && !user_ns && (*img->uid != 0 || img->gid.value_or(0) != 0)) {

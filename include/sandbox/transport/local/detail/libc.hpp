@@ -21,9 +21,7 @@
 // RELRO, like the GOT they stand in for. Calls through them skip _FORTIFY_SOURCE's checks.
 //
 // memcpy, memset, memcmp, strlen, strcmp and errno's __errno_location stay direct calls: every
-// client calls them before any sandbox starts. A call missed here is only slower, never wrong:
-// a supervisor drops its share of the client's memory, where lazy binding may look, only when
-// its code was bound at load (sv::release_client_memory).
+// client calls them before any sandbox starts. A call missed here is only slower, never wrong.
 #pragma once
 
 #include <csignal>

@@ -103,9 +103,6 @@ struct supervisor_setup {
   std::uint32_t lifetime_ms = 0; ///< 0: no limit
   /// Commands lack CAP_NET_RAW (network_mode::egress).
   bool no_packet_sockets = false;
-  /// The client is large: once ready, the supervisor drops its share of the client's memory
-  /// (release_client_memory). For a small one that costs more than it saves.
-  bool release_client_memory = false;
   /// Commands run as this user and group (an image's `User`), not as the sandbox's root.
   bool as_user = false;
   std::uint32_t uid = 0, gid = 0;
@@ -172,10 +169,6 @@ struct state {
   int pinned_cpu;     // the CPU the supervisor is bound to (-1: none; see follow_caller)
   std::size_t pinned_running;   // commands started while bound, not yet reaped
   std::int64_t pinned_until_ms; // when the binding ends even if they still run
-  /// release_client_memory is still to do (when idle, or at release_by_ms), keeping `own`.
-  bool release_pending;
-  std::int64_t release_by_ms;
-  memory_area own;
 };
 
 inline std::int64_t now_ms() noexcept {
@@ -1083,119 +1076,6 @@ inline bool has_children() noexcept {
   return libc::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0 || errno != ECHILD;
 }
 
-/// Built with a sanitizer, whose runtime keeps its state in memory release_client_memory drops.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || defined(__SANITIZE_HWADDRESS__)
-inline constexpr bool sanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) ||                         \
-    __has_feature(memory_sanitizer) || __has_feature(hwaddress_sanitizer)
-inline constexpr bool sanitized = true;
-#else
-inline constexpr bool sanitized = false;
-#endif
-#else
-inline constexpr bool sanitized = false;
-#endif
-
-/// One line of /proc/self/maps: its range, whether it is private, writable memory of no file
-/// (the only kind a copy of the client shares with it copy-on-write and keeps alive), and its name.
-struct mapping {
-  std::uintptr_t begin = 0, end = 0;
-  bool private_writable = false;
-  bool file = false;
-  const char* name = nullptr; ///< after the inode; not NUL-terminated (ends at the line's end)
-};
-
-/// Parses "begin-end perms offset dev inode [name]" (hex, hex, 4 letters, hex, hex:hex, decimal).
-inline bool parse_mapping(const char* p, const char* end, mapping& m) noexcept {
-  auto hex = [&](std::uintptr_t& v) {
-    const char* start = p;
-    for (v = 0; p < end; ++p) {
-      const char c = *p;
-      const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-      if (d < 0) break;
-      v = v * 16 + static_cast<unsigned>(d);
-    }
-    return p > start;
-  };
-  auto skip = [&](char c) { return p < end && *p++ == c; };
-  std::uintptr_t ignored = 0;
-  if (!hex(m.begin) || !skip('-') || !hex(m.end) || !skip(' ') || end - p < 5) return false;
-  m.private_writable = p[1] == 'w' && p[3] == 'p';
-  p += 4;
-  if (!skip(' ') || !hex(ignored) || !skip(' ') || !hex(ignored) || !skip(':') || !hex(ignored) ||
-      !skip(' '))
-    return false;
-  bool inode = false;
-  for (; p < end && *p >= '0' && *p <= '9'; ++p)
-    inode = inode || *p != '0';
-  m.file = inode;
-  while (p < end && *p == ' ')
-    ++p;
-  m.name = p;
-  return true;
-}
-
-/// Hands back this process's share of the client's private memory once the sandbox runs: the
-/// copy made by clone shares every page of the client's heap, other threads' stacks and malloc's
-/// arenas, and each page the client writes afterwards is copied for it while this process keeps
-/// the old one (a caller holding 64 MiB that rewrote it after each sandbox left 64 MiB behind in
-/// each supervisor). The supervisor never allocates, so it needs none of that: it keeps what is
-/// mapped from files, their .bss (an unnamed mapping right after one), its own stack (`sp`) and
-/// state (`keep`), the block holding its thread pointer (errno, the stack guard), the kernel's
-/// [stack]/[vdso]/[vvar] (argv, shown as /proc/1/cmdline, lies in [stack]), and shared memory.
-/// The rest is dropped with MADV_DONTNEED: the ranges stay mapped, read back as zeros if ever
-/// touched. Only where the supervisor's code was bound at load (box.hpp, `code_bound_at_load`):
-/// binding a function lazily reads the dynamic linker's lists, which may lie in what is dropped.
-/// `buf` is scratch room for reading the list. Not under a sanitizer: its runtime keeps state of
-/// its own in such memory.
-inline void release_client_memory(char* buf, std::size_t size, memory_area keep) noexcept {
-  if (sanitized) return;
-  int fd = libc::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  int here = 0;
-  const auto sp = reinterpret_cast<std::uintptr_t>(&here);
-  const auto tp = reinterpret_cast<std::uintptr_t>(__builtin_thread_pointer());
-  auto inside = [](std::uintptr_t at, const mapping& m) { return at >= m.begin && at < m.end; };
-  std::uintptr_t file_end = 0; // the end of the last mapping of a file: a .bss may follow it
-  std::size_t have = 0;
-  for (;;) {
-    ssize_t n = libc::read(fd, buf + have, size - have);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    have += static_cast<std::size_t>(n);
-    char* line = buf;
-    for (;;) {
-      auto* nl = static_cast<char*>(
-          const_cast<void*>(libc::memchr(line, '\n', static_cast<std::size_t>(buf + have - line))));
-      if (!nl) break;
-      mapping m;
-      if (parse_mapping(line, nl, m)) {
-        const bool named = m.name < nl && *m.name == '[';
-        const bool heap = named && nl - m.name >= 6 && std::memcmp(m.name, "[heap]", 6) == 0;
-        const bool anon_named = named && nl - m.name >= 6 && std::memcmp(m.name, "[anon:", 6) == 0;
-        if (m.file) {
-          file_end = m.end;
-        } else if (m.private_writable && (!named || heap || anon_named) && m.begin != file_end &&
-                   !inside(sp, m) && !inside(tp, m) &&
-                   !(keep.begin < m.end && keep.end > m.begin)) {
-          (void)libc::madvise(reinterpret_cast<void*>(m.begin), m.end - m.begin, MADV_DONTNEED);
-        }
-      }
-      line = nl + 1;
-    }
-    // Keep the unfinished line for the next read; a line longer than the buffer is skipped.
-    const auto rest = static_cast<std::size_t>(buf + have - line);
-    if (rest == size) {
-      have = 0;
-      continue;
-    }
-    std::memmove(buf, line, rest);
-    have = rest;
-  }
-  libc::close(fd);
-}
-
 /// Reads and handles one request; returns false when the client is gone.
 inline bool handle_request(state& st) noexcept {
   alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
@@ -1266,23 +1146,8 @@ inline bool handle_request(state& st) noexcept {
       else if (timeout < 0 || st.pinned_until_ms - now < timeout)
         timeout = static_cast<int>(st.pinned_until_ms - now);
     }
-    if (st.release_pending) {
-      // Done once idle, so that it delays no command the client asked for right after `ready`
-      // (dropping 64 MiB of the client took 1.3 ms here); a busy sandbox does it within 1 s.
-      constexpr int idle_ms = 10;
-      const std::int64_t left = st.release_by_ms - now;
-      const int wait = left <= 0 ? 0 : left < idle_ms ? static_cast<int>(left) : idle_ms;
-      if (timeout < 0 || wait < timeout) timeout = wait;
-    }
     pollfd p[3] = {{ctl, POLLIN, 0}, {sigfd, POLLIN, 0}, {st.log_in, POLLIN, 0}};
-    const int ready = libc::poll(p, st.log_in >= 0 ? 3 : 2, timeout);
-    if (ready < 0 && errno != EINTR) shut_down(st);
-    if (st.stopping || st.main_exited) st.release_pending = false; // it ends: not worth it
-    if (st.release_pending && (ready == 0 || now_ms() >= st.release_by_ms)) {
-      st.release_pending = false;
-      // The request buffer is free between requests.
-      release_client_memory(st.buf, sizeof(request) + max_request_bytes, st.own);
-    }
+    if (libc::poll(p, st.log_in >= 0 ? 3 : 2, timeout) < 0 && errno != EINTR) shut_down(st);
     if (st.log_in >= 0 && (p[2].revents & (POLLIN | POLLHUP | POLLERR))) drain_log(st, 16);
     if (p[1].revents & POLLIN) {
       signalfd_siginfo si;
@@ -1466,10 +1331,6 @@ inline int supervisor_main(void* arg) noexcept {
   // process is closed to a caller without CAP_SYS_PTRACE (any caller, in a user namespace).
   int root_fd = libc::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (root_fd < 0) setup_failed(ctl, stage::pivot_root);
-  // Nothing of `s` is used once the sandbox runs: the memory it lies in may be dropped.
-  st.release_pending = s.release_client_memory;
-  st.release_by_ms = now_ms() + 1000;
-  st.own = memory_area{at, at + total};
   send_reply_fd(ctl, reply{event::ready, libc::getpid(), 0, stage::none}, root_fd);
   libc::close(root_fd);
   serve(st, sigfd);
