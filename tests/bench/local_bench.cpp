@@ -161,6 +161,7 @@ int rss_probe(std::uint64_t size) {
                .exec({"head", "-c", std::to_string(size), "/dev/zero"},
                      {.max_output_bytes = sandbox::unlimited_output})
                .result();
+  if (size == 0) die("--rss-probe takes a size in bytes, above 0");
   if (!r || r.value().stdout_text.size() != size) die("the probe's exec failed");
   std::printf("%.3f\n", static_cast<double>(proc_kib("/proc/self/status", "VmHWM:") - before) *
                             1024.0 / static_cast<double>(size));

@@ -220,7 +220,7 @@ TEST_CASE("a kept result that outgrows its buffer holds its content about once, 
   CHECK(m["zeros"] == "yes");
   CHECK(m["truncated"] == "no");
   INFO("peak RSS growth: " << num(m, "rss_growth") / MiB << " MiB");
-  if (measures_memory) CHECK(num(m, "rss_growth") < n + n / 4);
+  if (measures_memory) CHECK(num(m, "rss_growth") < n + n / 2); // 128 MiB before: twice
 }
 
 TEST_CASE("the kept output never reserves more memory than its cap", "[local][security][output]") {
