@@ -209,20 +209,6 @@ TEST_CASE("a kept result grows by the same steps whatever its first read held", 
   }
 }
 
-TEST_CASE("a kept result that outgrows its buffer holds its content about once, not twice",
-          "[local][output]") {
-  // Past the 64 MiB step: the buffer grows to the next, copying the 64 MiB it holds. The copied
-  // pages of the old buffer go back as the copy proceeds; before, both were resident at once.
-  constexpr std::uint64_t n = 64 * MiB + 8192;
-  auto m = measure("head -c " + std::to_string(n) + " /dev/zero", false,
-                   {.max_output_bytes = sandbox::unlimited_output});
-  CHECK(num(m, "kept") == n);
-  CHECK(m["zeros"] == "yes");
-  CHECK(m["truncated"] == "no");
-  INFO("peak RSS growth: " << num(m, "rss_growth") / MiB << " MiB");
-  if (measures_memory) CHECK(num(m, "rss_growth") < n + n / 2); // 128 MiB before: twice
-}
-
 TEST_CASE("the kept output never reserves more memory than its cap", "[local][security][output]") {
   // Just past a power of two: a buffer that doubles would reserve 64 MiB for 33.
   constexpr std::uint64_t limit = 33 * MiB;
