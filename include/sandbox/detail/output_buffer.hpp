@@ -14,16 +14,20 @@
 
 namespace sandbox::detail {
 
+/// A buffer this large is a mapping of its own (glibc's malloc maps 32 MiB and more itself): its
+/// pages are its alone, to advise or hand back. Smaller ones may lie in malloc's heap.
+inline constexpr std::size_t own_mapping_bytes = std::size_t{32} << 20;
+
 /// Appends `from` to `to`, whose room is reserved, and leaves `from` garbage (its pages zero, its
 /// size unchanged): it is freed right after. A large `from` is copied a chunk at a time and its
 /// copied pages handed back to the kernel as it goes, so that growing a buffer holds its content
 /// about once, not twice (a 256 MiB output growing past 256 MiB peaked at 512 MiB). Only whole
 /// pages within the content go back: an allocator keeps its bookkeeping outside what it hands out,
-/// and may read nothing of freed memory. Smaller buffers may share their pages with others.
+/// and may read nothing of freed memory. Only from `own_mapping_bytes` on.
 inline void append_releasing(std::string& to, std::string& from) {
-  constexpr std::size_t large = std::size_t{32} << 20, chunk = std::size_t{8} << 20;
+  constexpr std::size_t chunk = std::size_t{8} << 20;
   const std::size_t n = from.size();
-  if (n < large) {
+  if (n < own_mapping_bytes) {
     to.append(from);
     return;
   }
@@ -46,10 +50,9 @@ inline void append_releasing(std::string& to, std::string& from) {
 
 /// Makes room for `need` bytes in `buf`, which keeps at most `cap`. Grows fourfold, by at most
 /// 256 MiB a step (a 256 MiB output is copied a third of its size in all, not its whole size,
-/// and a large one does not reserve four times what it holds), never past `cap`. A buffer large
-/// enough to be a mapping of its own (malloc maps 32 MiB and more itself) is asked to be backed
-/// by huge pages: faulting in fresh memory 4 KiB at a time runs at a fraction of the speed of a
-/// pipe. Smaller buffers may lie in malloc's heap, whose pages are not ours to advise.
+/// and a large one does not reserve four times what it holds), never past `cap`. A buffer that is
+/// a mapping of its own (`own_mapping_bytes`) is asked to be backed by huge pages: faulting in
+/// fresh memory 4 KiB at a time runs at a fraction of the speed of a pipe.
 inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap) {
   if (buf.capacity() >= need) return;
   constexpr std::uint64_t step = std::uint64_t{256} << 20;
@@ -62,7 +65,7 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   std::string next;
   next.reserve(static_cast<std::size_t>(grown));
   constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
-  if (next.capacity() >= (std::size_t{32} << 20)) {
+  if (next.capacity() >= own_mapping_bytes) {
     const auto begin = reinterpret_cast<std::uintptr_t>(next.data());
     const std::uintptr_t from = (begin + huge - 1) & ~(huge - 1);
     const std::uintptr_t to = (begin + next.capacity()) & ~(huge - 1);
