@@ -149,6 +149,7 @@ long children_pss_kib() {
 
 /// The growth of this process's peak RSS over one result of `size` bytes, as a multiple of it.
 int rss_probe(std::uint64_t size) {
+  if (size == 0) die("--rss-probe takes a size in bytes, above 0");
   auto made = sandbox::NoexceptSandbox::run();
   if (!made) die(made.error().message);
   // The peak from here on: VmHWM starts again at the current RSS.
@@ -161,7 +162,6 @@ int rss_probe(std::uint64_t size) {
                .exec({"head", "-c", std::to_string(size), "/dev/zero"},
                      {.max_output_bytes = sandbox::unlimited_output})
                .result();
-  if (size == 0) die("--rss-probe takes a size in bytes, above 0");
   if (!r || r.value().stdout_text.size() != size) die("the probe's exec failed");
   std::printf("%.3f\n", static_cast<double>(proc_kib("/proc/self/status", "VmHWM:") - before) *
                             1024.0 / static_cast<double>(size));
