@@ -7,11 +7,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace test_support {
 
@@ -41,6 +43,28 @@ inline int count_marked(const std::string& marker) {
   }
   closedir(d);
   return n;
+}
+
+/// The pids of the processes whose parent is `parent` and whose name (comm) is `name`.
+inline std::vector<int> children_named(int parent, const std::string& name) {
+  std::vector<int> found;
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    // "pid (comm) state ppid ...": the name may hold spaces and parentheses.
+    const std::string stat = slurp(std::string("/proc/") + e->d_name + "/stat");
+    const auto open = stat.find('('), close = stat.rfind(')');
+    if (open == std::string::npos || close == std::string::npos || close + 4 > stat.size())
+      continue;
+    std::istringstream rest(stat.substr(close + 2));
+    char state = 0;
+    int ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent && state != 'Z' && stat.substr(open + 1, close - open - 1) == name)
+      found.push_back(std::atoi(e->d_name));
+  }
+  closedir(d);
+  return found;
 }
 
 /// Whether `cond` becomes true within `limit`. The default is far above what a loaded machine

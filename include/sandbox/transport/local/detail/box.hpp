@@ -11,6 +11,7 @@
 #include <sandbox/transport/local/detail/cgroups.hpp>
 #include <sandbox/transport/local/detail/egress.hpp>
 #include <sandbox/transport/local/detail/hidden_layer.hpp>
+#include <sandbox/transport/local/detail/launcher.hpp>
 #include <sandbox/transport/local/detail/log_ring.hpp>
 #include <sandbox/transport/local/detail/protocol.hpp>
 #include <sandbox/transport/local/detail/supervisor.hpp>
@@ -641,7 +642,7 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
                 "sandbox " + b->id +
                     ": this process is not dumpable (it changed uid, or set PR_SET_DUMPABLE 0), "
                     "so it cannot map the user namespace a sandbox needs when not root");
-  // Held until the supervisor is cloned (it gets a copy of the descriptor).
+  // Held until the supervisor is cloned (the launcher hands it a copy of the descriptor).
   std::shared_ptr<const hidden::shared_layer> hidden;
   if (!user_ns && o.image.empty() && !o.whole_host_root) hidden = hidden::current_layer();
   const paths p(staging, o, user_ns, hidden.get(), img);
@@ -665,28 +666,19 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
 
 /// Clones the supervisor (PID 1 of the new namespaces) with `setup`; on success the box holds
 /// its pid, pidfd and control socket.
-inline result<void> box::clone_supervisor(const supervisor_setup& setup_in, bool host_network,
+inline result<void> box::clone_supervisor(const supervisor_setup& setup, bool host_network,
                                           bool user_ns) noexcept {
   int sv_fds[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv_fds) != 0)
     return fail(errc::resource_exhausted, "sandbox " + id + ": socketpair: " + errno_text(errno));
   unique_fd mine(sv_fds[0]), theirs(sv_fds[1]);
-  supervisor_setup setup = setup_in;
-  setup.ctl_fd = theirs.get();
-  // The supervisor's initial stack; it gets its own copy of this memory in the clone.
-  constexpr std::size_t stack_size = sv::supervisor_stack_size;
-  void* stack = ::mmap(nullptr, stack_size, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-  if (stack == MAP_FAILED)
-    return fail(errc::resource_exhausted, "sandbox " + id + ": mmap: " + errno_text(errno));
   int pidfd = -1;
-  // Exit signal 0: no SIGCHLD, and a caller's waitpid(-1) cannot reap the supervisor.
-  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD |
+  // This process's child all the same (CLONE_PARENT), with exit signal 0: no SIGCHLD, and a
+  // caller's waitpid(-1) cannot reap it.
+  int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC |
               (host_network ? 0 : CLONE_NEWNET) | (user_ns ? CLONE_NEWUSER : 0);
-  pid_t pid =
-      ::clone(sv::supervisor_main, static_cast<char*>(stack) + stack_size, flags, &setup, &pidfd);
+  pid_t pid = launcher::instance().clone_supervisor(setup, flags, theirs.get(), pidfd);
   int err = errno;
-  ::munmap(stack, stack_size);
   if (pid < 0) {
     if (user_ns && err != EAGAIN && err != ENOMEM)
       return fail(errc::unsupported, "sandbox " + id + ": " + explain_user_ns_refusal(err));

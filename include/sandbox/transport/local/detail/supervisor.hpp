@@ -3,10 +3,11 @@
 // commands the client asks for, reports their exits on their status sockets, reaps orphans, and
 // tears everything down on stop or when the client goes away.
 //
-// It runs in a child cloned from the (possibly multi-threaded) client, so it may only use
-// async-signal-safe calls: plain system calls, no allocation, no locks, no stdio. All strings it
-// needs are prepared by the client before the clone. A libc call a sanitizer intercepts may lock
-// (see `sys_prctl`): where one does, the bare system call is made instead.
+// It is cloned by the client's launcher (launcher.hpp), itself a copy of the (possibly
+// multi-threaded) client, so it may only use async-signal-safe calls: plain system calls, no
+// allocation, no locks, no stdio. All strings it needs are prepared by the client and handed to
+// the launcher with the request. A libc call a sanitizer intercepts may lock (see `sys_prctl`):
+// where one does, the bare system call is made instead.
 #pragma once
 
 #include <sandbox/transport/local/detail/hidden.hpp>
@@ -60,8 +61,9 @@ struct memory_area {
   std::uintptr_t begin = 0, end = 0;
 };
 
-/// Everything the supervisor needs, prepared by the client before the clone (the child sees a
-/// copy of the client's memory, so these pointers stay valid there).
+/// Everything the supervisor needs, prepared by the client; the launcher gets it as one buffer
+/// (pack_setup, launcher.hpp) and points these into its copy. `args`, `environment` and
+/// `libc_text` are addresses in the client's memory, the same in the launcher's copy of it.
 struct supervisor_setup {
   int ctl_fd = -1;
   const char* hostname = nullptr;
