@@ -343,6 +343,37 @@ TEST_CASE("a launcher killed from outside is made again; a forked child gets its
   CHECK(run_out(after, {"echo", "still"}) == "still\n");
 }
 
+TEST_CASE("a sandbox's commands get the CPUs of the thread that made it", "[local][threads]") {
+  auto m = test_support::parse(test_support::in_child([](int fd) {
+    auto cpus_of = [](const std::string& status) {
+      auto at = status.find("Cpus_allowed_list:\t");
+      return at == std::string::npos ? std::string("?")
+                                     : status.substr(at + 19, status.find('\n', at) - at - 19);
+    };
+    // The first sandbox of this process (its launcher too) made by a thread bound to one CPU.
+    std::thread pinned([&] {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(sched_getcpu(), &one);
+      if (sched_setaffinity(0, sizeof one, &one) != 0) return test_support::put(fd, "error", "bind");
+      auto box = local_env::box::run({}, local_env::transport());
+      if (!box) return test_support::put(fd, "error", box.error().message);
+      test_support::put(fd, "pinned_thread", cpus_of(slurp("/proc/thread-self/status")));
+      test_support::put(fd, "pinned_box",
+                        cpus_of(run_out(box.value(), {"cat", "/proc/self/status"})));
+    });
+    pinned.join();
+    auto box = local_env::box::run({}, local_env::transport());
+    if (!box) return test_support::put(fd, "error", box.error().message);
+    test_support::put(fd, "main_thread", cpus_of(slurp("/proc/thread-self/status")));
+    test_support::put(fd, "main_box", cpus_of(run_out(box.value(), {"cat", "/proc/self/status"})));
+  }));
+  INFO(m["pinned_thread"] << " / " << m["main_thread"]);
+  CHECK(m.count("error") == 0);
+  CHECK(m["pinned_box"] == m["pinned_thread"]);
+  CHECK(m["main_box"] == m["main_thread"]);
+}
+
 TEST_CASE("max_lifetime terminates the sandbox", "[local][lifecycle]") {
   auto box =
       keep_alive<local_env>(sandbox::SandboxOptions{.max_lifetime = std::chrono::seconds(1)});

@@ -103,6 +103,10 @@ namespace sv {
 /// hidden layer if `setup.hidden_layer_fd` was set.
 struct launch_request {
   int flags;
+  /// The CPUs of the thread asking, which a supervisor cloned by that thread would have had
+  /// (`has_cpus`: they could be read): the launcher takes them on before the clone.
+  bool has_cpus;
+  cpu_set_t cpus;
 };
 /// The answer: the supervisor's pid, or -1 and `err`; its pidfd comes with it.
 struct launch_reply {
@@ -134,6 +138,8 @@ inline launch_reply launch_one(const launch_request& rq, const int* fds, int nfd
       if (stack == MAP_FAILED) {
         r = {-1, errno};
       } else {
+        // Refused (none of them in this process's cpuset any more): the launcher's CPUs.
+        if (rq.has_cpus) (void)libc::sched_setaffinity(0, sizeof rq.cpus, &rq.cpus);
         // CLONE_PARENT: the client's child, with this process's exit signal (none).
         const int flags = rq.flags & ~(CLONE_PARENT | CLONE_PIDFD | CSIGNAL);
         pid_t pid = libc::clone(supervisor_main, static_cast<char*>(stack) + supervisor_stack_size,
@@ -243,7 +249,9 @@ public:
       if (!ready_locked()) return -1;
       int fds[3] = {memfd.get(), ctl, setup.hidden_layer_fd};
       const int nfds = setup.hidden_layer_fd >= 0 ? 3 : 2;
-      sv::launch_request rq{flags};
+      sv::launch_request rq{};
+      rq.flags = flags;
+      rq.has_cpus = ::sched_getaffinity(0, sizeof rq.cpus, &rq.cpus) == 0;
       sv::launch_reply r{};
       int got = -1;
       if (send_request(rq, fds, nfds) && receive_reply(r, got)) {
