@@ -15,7 +15,9 @@ struct local_env {
 #include <dirent.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <linux/capability.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -350,28 +352,73 @@ TEST_CASE("a sandbox's commands get the CPUs of the thread that made it", "[loca
       return at == std::string::npos ? std::string("?")
                                      : status.substr(at + 19, status.find('\n', at) - at - 19);
     };
-    // The first sandbox of this process (its launcher too) made by a thread bound to one CPU.
-    std::thread pinned([&] {
-      cpu_set_t one;
-      CPU_ZERO(&one);
-      CPU_SET(sched_getcpu(), &one);
-      if (sched_setaffinity(0, sizeof one, &one) != 0) return test_support::put(fd, "error", "bind");
-      auto box = local_env::box::run({}, local_env::transport());
-      if (!box) return test_support::put(fd, "error", box.error().message);
-      test_support::put(fd, "pinned_thread", cpus_of(slurp("/proc/thread-self/status")));
-      test_support::put(fd, "pinned_box",
-                        cpus_of(run_out(box.value(), {"cat", "/proc/self/status"})));
-    });
-    pinned.join();
-    auto box = local_env::box::run({}, local_env::transport());
-    if (!box) return test_support::put(fd, "error", box.error().message);
-    test_support::put(fd, "main_thread", cpus_of(slurp("/proc/thread-self/status")));
-    test_support::put(fd, "main_box", cpus_of(run_out(box.value(), {"cat", "/proc/self/status"})));
+    cpu_set_t all, one;
+    if (sched_getaffinity(0, sizeof all, &all) != 0) return test_support::put(fd, "error", "get");
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    // The first sandbox of this process (its launcher too) made while bound to one CPU.
+    if (sched_setaffinity(0, sizeof one, &one) != 0) return test_support::put(fd, "error", "bind");
+    auto first = local_env::box::run({}, local_env::transport());
+    if (!first) return test_support::put(fd, "error", first.error().message);
+    test_support::put(fd, "bound", cpus_of(slurp("/proc/thread-self/status")));
+    test_support::put(fd, "bound_box", cpus_of(run_out(first.value(), {"cat", "/proc/self/status"})));
+    if (sched_setaffinity(0, sizeof all, &all) != 0) return test_support::put(fd, "error", "unbind");
+    auto second = local_env::box::run({}, local_env::transport());
+    if (!second) return test_support::put(fd, "error", second.error().message);
+    test_support::put(fd, "unbound", cpus_of(slurp("/proc/thread-self/status")));
+    test_support::put(fd, "unbound_box",
+                      cpus_of(run_out(second.value(), {"cat", "/proc/self/status"})));
   }));
-  INFO(m["pinned_thread"] << " / " << m["main_thread"]);
+  INFO(m["bound"] << " / " << m["unbound"]);
   CHECK(m.count("error") == 0);
-  CHECK(m["pinned_box"] == m["pinned_thread"]);
-  CHECK(m["main_box"] == m["main_thread"]);
+  CHECK(m["bound_box"] == m["bound"]);
+  CHECK(m["unbound_box"] == m["unbound"]);
+}
+
+TEST_CASE("a sandbox never gets a capability its caller has given up since its first",
+          "[local][security]") {
+  auto m = test_support::parse(test_support::in_child([](int fd) {
+    auto first = local_env::box::run({}, local_env::transport()); // the launcher is made here
+    if (!first) return test_support::put(fd, "error", first.error().message);
+    if (prctl(PR_CAPBSET_DROP, CAP_NET_RAW, 0, 0, 0) != 0)
+      return test_support::put(fd, "error", "PR_CAPBSET_DROP");
+    test_support::put(fd, "caller", status_hex_field(slurp("/proc/self/status"), "CapBnd"));
+    auto second = local_env::box::run({}, local_env::transport());
+    if (!second) return test_support::put(fd, "error", second.error().message);
+    test_support::put(fd, "command", status_hex_field(run_out(second.value(), {"cat", "/proc/self/status"}),
+                                                      "CapBnd"));
+  }));
+  CHECK(m.count("error") == 0);
+  const auto caller = std::strtoull(m["caller"].c_str(), nullptr, 10);
+  const auto command = std::strtoull(m["command"].c_str(), nullptr, 10);
+  INFO(std::hex << "caller's bounding set " << caller << ", a command's " << command);
+  CHECK((caller & (1ull << CAP_NET_RAW)) == 0);
+  CHECK((command & ~caller) == 0);
+}
+
+TEST_CASE("a child forked while another thread starts a sandbox can start its own",
+          "[local][threads]") {
+  // The fork copies the launcher's lock as that thread holds it: the child must not wait for it.
+  std::atomic<bool> done{false};
+  std::thread busy([&] {
+    while (!done) (void)local_env::box::run({}, local_env::transport());
+  });
+  int ok = 0;
+  for (int i = 0; i < 10; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1 + i % 3));
+    pid_t child = fork();
+    if (child == 0) {
+      alarm(30); // a child stuck on the lock dies of SIGALRM
+      auto box = local_env::box::run({}, local_env::transport());
+      _exit(box && run_out(box.value(), {"echo", "x"}) == "x\n" ? 0 : 1);
+    }
+    int ws = 0;
+    if (child > 0 && waitpid(child, &ws, 0) == child && WIFEXITED(ws) && WEXITSTATUS(ws) == 0)
+      ++ok;
+  }
+  done = true;
+  busy.join();
+  CHECK(ok == 10);
 }
 
 TEST_CASE("max_lifetime terminates the sandbox", "[local][lifecycle]") {

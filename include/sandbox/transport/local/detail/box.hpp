@@ -680,6 +680,12 @@ inline result<void> box::clone_supervisor(const supervisor_setup& setup, bool ho
   pid_t pid = launcher::instance().clone_supervisor(setup, flags, theirs.get(), pidfd);
   int err = errno;
   if (pid < 0) {
+    if (err == EMFILE || err == ENFILE) // this process's descriptors, on the way to the launcher
+      return fail(errc::resource_exhausted, "sandbox " + id + ": " + errno_text(err));
+    if (err == EFBIG)
+      return fail(errc::validation, "sandbox " + id +
+                                        ": its mounted files and setup are larger than this "
+                                        "process's file size limit (RLIMIT_FSIZE)");
     if (user_ns && err != EAGAIN && err != ENOMEM)
       return fail(errc::unsupported, "sandbox " + id + ": " + explain_user_ns_refusal(err));
     if (err == EPERM)

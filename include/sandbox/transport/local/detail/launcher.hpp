@@ -29,6 +29,11 @@
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <vector>
+
+#include <pthread.h>
+#include <sys/resource.h>
 
 #include <fcntl.h>
 #include <sched.h>
@@ -42,31 +47,42 @@
 
 namespace sandbox::local::detail {
 
-/// A supervisor_setup flattened into one buffer: the struct, its file specs, then their strings
-/// and contents. Pointers become offsets from the buffer's start plus one (0 stays null).
-[[nodiscard]] inline std::string pack_setup(const supervisor_setup& s) {
-  std::string buf(sizeof(supervisor_setup) + s.nfiles * sizeof(mounted_file_spec), '\0');
-  auto put = [&buf](const char* p, std::size_t n) {
-    if (!p) return static_cast<const char*>(nullptr);
+/// A supervisor_setup flattened for the launcher: `head` holds the struct, its file specs and
+/// their paths and strings; the files' contents follow it in order, written from where they are
+/// (a large mounted file is not copied twice, nor held twice in memory). Pointers become offsets
+/// from the start plus one (0 stays null).
+struct packed_setup {
+  std::string head;
+  std::uint64_t size = 0; ///< head and contents
+};
+
+[[nodiscard]] inline packed_setup pack_setup(const supervisor_setup& s) {
+  packed_setup p;
+  std::string& buf = p.head;
+  buf.assign(sizeof(supervisor_setup) + s.nfiles * sizeof(mounted_file_spec), '\0');
+  auto put = [&buf](const char* str) {
+    if (!str) return static_cast<const char*>(nullptr);
     const std::size_t at = buf.size();
-    buf.append(p, n);
-    buf.push_back('\0');
+    buf.append(str).push_back('\0');
     return reinterpret_cast<const char*>(at + 1);
   };
-  auto str = [&put](const char*& p) { p = put(p, p ? std::strlen(p) : 0); };
   supervisor_setup c = s;
   for (const char** f : {&c.hostname, &c.staging, &c.staging_opts, &c.tmp, &c.root,
                          &c.overlay_opts, &c.upper, &c.work, &c.workdir, &c.lower})
-    str(*f);
-  for (std::size_t i = 0; i < s.nfiles; ++i) {
-    mounted_file_spec f = s.files[i];
-    f.path = put(f.path, f.path ? std::strlen(f.path) : 0);
-    f.data = put(f.data, f.size);
-    std::memcpy(buf.data() + sizeof c + i * sizeof f, &f, sizeof f);
+    *f = put(*f);
+  std::vector<mounted_file_spec> files(s.files, s.files + s.nfiles);
+  for (auto& f : files) f.path = put(f.path);
+  std::uint64_t at = buf.size();
+  for (auto& f : files) { // an empty one has no bytes to point at: null
+    f.data = f.data && f.size ? reinterpret_cast<const char*>(at + 1) : nullptr;
+    at += f.data ? f.size : 0;
   }
+  if (!files.empty())
+    std::memcpy(buf.data() + sizeof c, files.data(), files.size() * sizeof(mounted_file_spec));
   c.files = s.nfiles ? reinterpret_cast<const mounted_file_spec*>(sizeof c + 1) : nullptr;
   std::memcpy(buf.data(), &c, sizeof c);
-  return buf;
+  p.size = at;
+  return p;
 }
 
 // Hidden, as the supervisor's code (see libc.hpp).
@@ -93,7 +109,7 @@ namespace sv {
   for (std::size_t i = 0; i < s->nfiles && ok; ++i) {
     fix(files[i].path);
     const auto data = reinterpret_cast<std::uintptr_t>(files[i].data);
-    ok = ok && (data == 0 || files[i].size <= size - data);
+    ok = ok && (data == 0 || files[i].size <= size - (data - 1)); // ends at `size` at most
     fix(files[i].data);
   }
   return ok;
@@ -226,13 +242,26 @@ inline int launcher_main(void* arg) noexcept {
 #pragma GCC visibility pop
 
 /// The client's side: the launcher of this process, made at its first use (again after a
-/// fork, or if it died), and the requests to it, one at a time.
+/// fork, if it died, or if the caller's credentials or limits changed), and the requests to it,
+/// one at a time.
 class launcher {
   using unique_fd = sandbox::detail::unique_fd;
 
 public:
   [[nodiscard]] static launcher& instance() noexcept {
-    static launcher* const l = new launcher; // never destroyed: usable from static destructors
+    // Never destroyed: usable from static destructors. A fork while a request is in flight
+    // would leave the child's copy of the lock held: the child starts unlocked, without the
+    // parent's launcher.
+    static launcher* const l = [] {
+      auto* made = new launcher;
+      ::pthread_atfork([] { instance().m_.lock(); }, [] { instance().m_.unlock(); },
+                       [] {
+                         launcher& c = instance();
+                         c.forget_locked();
+                         c.m_.unlock();
+                       });
+      return made;
+    }();
     return *l;
   }
 
@@ -240,31 +269,61 @@ public:
   /// its pid and sets `pidfd`, or -1 with errno set as clone(2) would.
   [[nodiscard]] pid_t clone_supervisor(const supervisor_setup& setup, int flags, int ctl,
                                        int& pidfd) noexcept {
-    const std::string packed = pack_setup(setup);
-    sandbox::detail::unique_fd memfd(::memfd_create("sandbox-setup", MFD_CLOEXEC));
-    if (!memfd || !write_all(memfd.get(), packed)) return -1;
+    const packed_setup packed = pack_setup(setup);
+    // A memfd's writes count against RLIMIT_FSIZE, and past it the kernel sends SIGXFSZ.
+    rlimit fsize{};
+    if (::getrlimit(RLIMIT_FSIZE, &fsize) == 0 && fsize.rlim_cur != RLIM_INFINITY &&
+        packed.size > fsize.rlim_cur) {
+      errno = EFBIG;
+      return -1;
+    }
+    unique_fd memfd(make_memfd());
+    if (!memfd || !write_all(memfd.get(), packed.head.data(), packed.head.size())) return -1;
+    for (std::size_t i = 0; i < setup.nfiles; ++i)
+      if (setup.files[i].data && setup.files[i].size &&
+          !write_all(memfd.get(), setup.files[i].data, setup.files[i].size))
+        return -1;
+    sv::launch_request rq{};
+    rq.flags = flags;
+    rq.has_cpus = ::sched_getaffinity(0, sizeof rq.cpus, &rq.cpus) == 0;
+    const std::string state = caller_state();
+    int fds[3] = {memfd.get(), ctl, setup.hidden_layer_fd};
+    const int nfds = setup.hidden_layer_fd >= 0 ? 3 : 2;
     std::lock_guard lk(m_);
-    // A launcher that died (killed from outside) is made again, once per request.
+    reap_stale_locked();
+    // A launcher found dead when sending (killed from outside) is made again, once: the request
+    // never reached it. One that dies after taking a request may have cloned a supervisor,
+    // which exits when `ctl` closes: no retry then.
     for (int attempt = 0; attempt < 2; ++attempt) {
-      if (!ready_locked()) return -1;
-      int fds[3] = {memfd.get(), ctl, setup.hidden_layer_fd};
-      const int nfds = setup.hidden_layer_fd >= 0 ? 3 : 2;
-      sv::launch_request rq{};
-      rq.flags = flags;
-      rq.has_cpus = ::sched_getaffinity(0, sizeof rq.cpus, &rq.cpus) == 0;
+      if (!ready_locked(state)) return -1;
+      if (!send_request(rq, fds, nfds)) {
+        drop_locked();
+        continue;
+      }
       sv::launch_reply r{};
       int got = -1;
-      if (send_request(rq, fds, nfds) && receive_reply(r, got)) {
-        if (r.pid < 0) {
-          if (got >= 0) ::close(got);
-          errno = r.err;
+      if (!receive_reply(r, got)) {
+        drop_locked();
+        errno = EAGAIN;
+        return -1;
+      }
+      if (r.pid < 0) {
+        errno = r.err;
+        return -1;
+      }
+      if (got < 0) { // its pidfd did not fit in this process's descriptors (EMFILE)
+        got = static_cast<int>(::syscall(SYS_pidfd_open, r.pid, 0));
+        if (got < 0) {
+          const int err = errno;
+          ::kill(r.pid, SIGKILL); // this process's child, not reaped: the pid is still it
+          siginfo_t si{};
+          (void)::waitid(P_PID, static_cast<id_t>(r.pid), &si, WEXITED | __WALL);
+          errno = err;
           return -1;
         }
-        pidfd = got;
-        return r.pid;
       }
-      if (got >= 0) ::close(got);
-      drop_locked();
+      pidfd = got;
+      return r.pid;
     }
     errno = EAGAIN;
     return -1;
@@ -273,10 +332,19 @@ public:
 private:
   launcher() = default;
 
-  static bool write_all(int fd, const std::string& s) noexcept {
+  static int make_memfd() noexcept {
+#ifndef MFD_NOEXEC_SEAL
+    constexpr unsigned MFD_NOEXEC_SEAL = 0x0008U; // Linux 6.3; refused where vm.memfd_noexec=2
+#endif
+    int fd = ::memfd_create("sandbox-setup", MFD_CLOEXEC | MFD_NOEXEC_SEAL);
+    if (fd < 0 && errno == EINVAL) fd = ::memfd_create("sandbox-setup", MFD_CLOEXEC); // older
+    return fd;
+  }
+
+  static bool write_all(int fd, const char* data, std::size_t size) noexcept {
     std::size_t done = 0;
-    while (done < s.size()) {
-      ssize_t n = ::write(fd, s.data() + done, s.size() - done);
+    while (done < size) {
+      ssize_t n = ::write(fd, data + done, size - done);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) return false;
       done += static_cast<std::size_t>(n);
@@ -284,15 +352,50 @@ private:
     return true;
   }
 
-  /// A launcher of this process, with its current user and group, runs (made here if needed):
-  /// supervisors get the launcher's credentials, and a caller that dropped root since must
-  /// get sandboxes in a user namespace of its own, as if it had cloned them itself.
-  bool ready_locked() noexcept {
-    if (sock_ && owner_ == ::getpid() && uid_ == ::geteuid() && gid_ == ::getegid()) return true;
-    if (owner_ != ::getpid()) { // a fork's copies: the parent's launcher, closed here only
-      sock_.reset();
-      pidfd_.reset();
+  /// What a supervisor inherits from the thread that clones it and a launcher made under other
+  /// conditions would not give it: user and groups, capabilities (the bounding and ambient sets
+  /// too), no_new_privs and seccomp filters, resource limits, priority and scheduling policy.
+  /// (About 70 µs here; the CPUs go with each request instead.)
+  [[nodiscard]] static std::string caller_state() {
+    std::string state;
+    if (unique_fd fd(::open("/proc/thread-self/status", O_RDONLY | O_CLOEXEC)); fd) {
+      std::string all;
+      char buf[4096];
+      for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;)
+        all.append(buf, static_cast<std::size_t>(n));
+      static constexpr std::string_view keep[] = {
+          "Uid:",    "Gid:",    "Groups:", "NoNewPrivs:", "Seccomp:", "Seccomp_filters:",
+          "CapInh:", "CapPrm:", "CapEff:", "CapBnd:",     "CapAmb:"};
+      for (std::size_t at = 0; at < all.size();) {
+        std::size_t end = all.find('\n', at);
+        if (end == std::string::npos) end = all.size();
+        const std::string_view line(all.data() + at, end - at);
+        for (std::string_view k : keep)
+          if (line.substr(0, k.size()) == k) state.append(line).push_back('\n');
+        at = end + 1;
+      }
     }
+    auto add = [&state](const auto& v) {
+      state.append(reinterpret_cast<const char*>(&v), sizeof v);
+    };
+    for (int r = 0; r < RLIM_NLIMITS; ++r) {
+      rlimit l{};
+      if (::syscall(SYS_prlimit64, 0, r, nullptr, &l) == 0) add(l);
+    }
+    errno = 0;
+    add(::getpriority(PRIO_PROCESS, 0)); // this thread's
+    add(errno);
+    sched_param param{};
+    add(::sched_getscheduler(0));
+    (void)::sched_getparam(0, &param);
+    add(param.sched_priority);
+    return state;
+  }
+
+  /// A launcher made under `state` (caller_state) runs for this process (made here if needed).
+  bool ready_locked(const std::string& state) noexcept {
+    if (owner_ != ::getpid()) forget_locked(); // a copy of another process's (a raw fork)
+    if (sock_ && state == state_) return true;
     drop_locked();
     int sp[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) return false;
@@ -304,8 +407,8 @@ private:
     // Exit signal 0, as the supervisors it clones inherit it: no SIGCHLD, and a caller's
     // waitpid(-1) reaps neither.
     pid_t pid = ::clone(sv::launcher_main, static_cast<char*>(stack) + sv::launcher_stack_size,
-                        CLONE_PIDFD, reinterpret_cast<void*>(static_cast<std::intptr_t>(theirs.get())),
-                        &pidfd);
+                        CLONE_PIDFD,
+                        reinterpret_cast<void*>(static_cast<std::intptr_t>(theirs.get())), &pidfd);
     int err = errno;
     ::munmap(stack, sv::launcher_stack_size);
     if (pid < 0) {
@@ -315,21 +418,48 @@ private:
     sock_ = std::move(mine);
     pidfd_.reset(pidfd);
     owner_ = ::getpid();
-    uid_ = ::geteuid();
-    gid_ = ::getegid();
+    state_ = state;
     return true;
   }
 
-  /// Ends this process's launcher, if any, and reaps it.
+  /// Ends this process's launcher, if any: killed and reaped, or, where it cannot be killed
+  /// (this process dropped root since), left to end with its socket and reaped later.
   void drop_locked() noexcept {
-    sock_.reset(); // it exits when its socket closes
-    if (pidfd_) {
-      ::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+    sock_.reset();
+    if (!pidfd_) return;
+    if (::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0) == 0) {
       siginfo_t si{};
       (void)::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &si,
                      WEXITED | __WALL);
       pidfd_.reset();
+    } else {
+      stale_.push_back(std::move(pidfd_));
     }
+  }
+
+  /// Reaps the launchers drop_locked could not kill, once they have ended.
+  void reap_stale_locked() noexcept {
+    for (std::size_t i = 0; i < stale_.size();) {
+      siginfo_t si{};
+      const int rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(stale_[i].get()),
+                              &si, WEXITED | WNOHANG | __WALL);
+      if (rc != 0 || si.si_pid != 0) {
+        stale_[i] = std::move(stale_.back());
+        stale_.pop_back();
+      } else {
+        ++i;
+      }
+    }
+  }
+
+  /// In a forked child: the parent's launcher is not this process's; its descriptors are
+  /// closed here, the launcher itself left alone.
+  void forget_locked() noexcept {
+    sock_.reset();
+    pidfd_.reset();
+    stale_.clear();
+    owner_ = 0;
+    state_.clear();
   }
 
   bool send_request(const sv::launch_request& rq, const int* fds, int nfds) noexcept {
@@ -351,6 +481,7 @@ private:
     return n == sizeof rq;
   }
 
+  /// The reply; `pidfd` stays -1 if it did not fit (MSG_CTRUNC).
   bool receive_reply(sv::launch_reply& r, int& pidfd) noexcept {
     iovec iov{&r, sizeof r};
     alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
@@ -362,17 +493,23 @@ private:
     ssize_t n;
     do n = ::recvmsg(sock_.get(), &m, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
-    if (cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&m) : nullptr;
-        c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+    if (n != sizeof r) return false;
+    if (cmsghdr* c = CMSG_FIRSTHDR(&m);
+        c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+        c->cmsg_len >= CMSG_LEN(sizeof(int)))
       std::memcpy(&pidfd, CMSG_DATA(c), sizeof pidfd);
-    return n == sizeof r && (r.pid < 0 || pidfd >= 0);
+    if (r.pid < 0 && pidfd >= 0) {
+      ::close(pidfd);
+      pidfd = -1;
+    }
+    return true;
   }
 
   std::mutex m_;
   pid_t owner_ = 0;
-  uid_t uid_ = 0;
-  gid_t gid_ = 0;
+  std::string state_; ///< caller_state() when the launcher was made
   unique_fd sock_, pidfd_;
+  std::vector<unique_fd> stale_;
 };
 
 } // namespace sandbox::local::detail
