@@ -13,11 +13,11 @@ struct local_env {
 #include "scenarios.hpp"
 
 #include <dirent.h>
+#include <linux/capability.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <linux/capability.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -270,7 +270,8 @@ TEST_CASE("a caller's memory is not write-protected again by every sandbox it st
     auto rewrite = [&] {
       rusage a{}, b{};
       getrusage(RUSAGE_SELF, &a);
-      for (std::size_t i = 0; i < n; i += 4096) mem[i] = static_cast<char>(mem[i] + 1);
+      for (std::size_t i = 0; i < n; i += 4096)
+        mem[i] = static_cast<char>(mem[i] + 1);
       getrusage(RUSAGE_SELF, &b);
       return static_cast<std::uint64_t>(b.ru_minflt - a.ru_minflt);
     };
@@ -361,8 +362,10 @@ TEST_CASE("a sandbox's commands get the CPUs of the thread that made it", "[loca
     auto first = local_env::box::run({}, local_env::transport());
     if (!first) return test_support::put(fd, "error", first.error().message);
     test_support::put(fd, "bound", cpus_of(slurp("/proc/thread-self/status")));
-    test_support::put(fd, "bound_box", cpus_of(run_out(first.value(), {"cat", "/proc/self/status"})));
-    if (sched_setaffinity(0, sizeof all, &all) != 0) return test_support::put(fd, "error", "unbind");
+    test_support::put(fd, "bound_box",
+                      cpus_of(run_out(first.value(), {"cat", "/proc/self/status"})));
+    if (sched_setaffinity(0, sizeof all, &all) != 0)
+      return test_support::put(fd, "error", "unbind");
     auto second = local_env::box::run({}, local_env::transport());
     if (!second) return test_support::put(fd, "error", second.error().message);
     test_support::put(fd, "unbound", cpus_of(slurp("/proc/thread-self/status")));
@@ -385,8 +388,9 @@ TEST_CASE("a sandbox never gets a capability its caller has given up since its f
     test_support::put(fd, "caller", status_hex_field(slurp("/proc/self/status"), "CapBnd"));
     auto second = local_env::box::run({}, local_env::transport());
     if (!second) return test_support::put(fd, "error", second.error().message);
-    test_support::put(fd, "command", status_hex_field(run_out(second.value(), {"cat", "/proc/self/status"}),
-                                                      "CapBnd"));
+    test_support::put(
+        fd, "command",
+        status_hex_field(run_out(second.value(), {"cat", "/proc/self/status"}), "CapBnd"));
   }));
   CHECK(m.count("error") == 0);
   const auto caller = std::strtoull(m["caller"].c_str(), nullptr, 10);
@@ -401,7 +405,8 @@ TEST_CASE("a child forked while another thread starts a sandbox can start its ow
   // The fork copies the launcher's lock as that thread holds it: the child must not wait for it.
   std::atomic<bool> done{false};
   std::thread busy([&] {
-    while (!done) (void)local_env::box::run({}, local_env::transport());
+    while (!done)
+      (void)local_env::box::run({}, local_env::transport());
   });
   int ok = 0;
   for (int i = 0; i < 10; ++i) {
@@ -413,8 +418,7 @@ TEST_CASE("a child forked while another thread starts a sandbox can start its ow
       _exit(box && run_out(box.value(), {"echo", "x"}) == "x\n" ? 0 : 1);
     }
     int ws = 0;
-    if (child > 0 && waitpid(child, &ws, 0) == child && WIFEXITED(ws) && WEXITSTATUS(ws) == 0)
-      ++ok;
+    if (child > 0 && waitpid(child, &ws, 0) == child && WIFEXITED(ws) && WEXITSTATUS(ws) == 0) ++ok;
   }
   done = true;
   busy.join();

@@ -67,11 +67,12 @@ struct packed_setup {
     return reinterpret_cast<const char*>(at + 1);
   };
   supervisor_setup c = s;
-  for (const char** f : {&c.hostname, &c.staging, &c.staging_opts, &c.tmp, &c.root,
-                         &c.overlay_opts, &c.upper, &c.work, &c.workdir, &c.lower})
+  for (const char** f : {&c.hostname, &c.staging, &c.staging_opts, &c.tmp, &c.root, &c.overlay_opts,
+                         &c.upper, &c.work, &c.workdir, &c.lower})
     *f = put(*f);
   std::vector<mounted_file_spec> files(s.files, s.files + s.nfiles);
-  for (auto& f : files) f.path = put(f.path);
+  for (auto& f : files)
+    f.path = put(f.path);
   std::uint64_t at = buf.size();
   for (auto& f : files) { // an empty one has no bytes to point at: null
     f.data = f.data && f.size ? reinterpret_cast<const char*>(at + 1) : nullptr;
@@ -209,15 +210,18 @@ inline int launcher_main(void* arg) noexcept {
         for (int i = 0; i < k; ++i) {
           int fd;
           std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-          if (nfds < 3) fds[nfds++] = fd;
-          else libc::close(fd);
+          if (nfds < 3)
+            fds[nfds++] = fd;
+          else
+            libc::close(fd);
         }
       }
     int pidfd = -1;
     launch_reply r = n == sizeof rq && !(m.msg_flags & MSG_CTRUNC)
                          ? launch_one(rq, fds, nfds, pidfd)
                          : launch_reply{-1, EINVAL};
-    for (int i = 0; i < nfds; ++i) libc::close(fds[i]);
+    for (int i = 0; i < nfds; ++i)
+      libc::close(fds[i]);
     iovec out{&r, sizeof r};
     alignas(cmsghdr) char obuf[CMSG_SPACE(sizeof(int))];
     msghdr a{};
@@ -406,9 +410,9 @@ private:
     int pidfd = -1;
     // Exit signal 0, as the supervisors it clones inherit it: no SIGCHLD, and a caller's
     // waitpid(-1) reaps neither.
-    pid_t pid = ::clone(sv::launcher_main, static_cast<char*>(stack) + sv::launcher_stack_size,
-                        CLONE_PIDFD,
-                        reinterpret_cast<void*>(static_cast<std::intptr_t>(theirs.get())), &pidfd);
+    pid_t pid =
+        ::clone(sv::launcher_main, static_cast<char*>(stack) + sv::launcher_stack_size, CLONE_PIDFD,
+                reinterpret_cast<void*>(static_cast<std::intptr_t>(theirs.get())), &pidfd);
     int err = errno;
     ::munmap(stack, sv::launcher_stack_size);
     if (pid < 0) {
@@ -476,7 +480,8 @@ private:
     c->cmsg_len = CMSG_LEN(static_cast<std::size_t>(nfds) * sizeof(int));
     std::memcpy(CMSG_DATA(c), fds, static_cast<std::size_t>(nfds) * sizeof(int));
     ssize_t n;
-    do n = ::sendmsg(sock_.get(), &m, MSG_NOSIGNAL);
+    do
+      n = ::sendmsg(sock_.get(), &m, MSG_NOSIGNAL);
     while (n < 0 && errno == EINTR);
     return n == sizeof rq;
   }
@@ -491,12 +496,13 @@ private:
     m.msg_control = cbuf;
     m.msg_controllen = sizeof cbuf;
     ssize_t n;
-    do n = ::recvmsg(sock_.get(), &m, MSG_CMSG_CLOEXEC);
+    do
+      n = ::recvmsg(sock_.get(), &m, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
     if (n != sizeof r) return false;
-    if (cmsghdr* c = CMSG_FIRSTHDR(&m);
-        c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
-        c->cmsg_len >= CMSG_LEN(sizeof(int)))
+    if (cmsghdr* c = CMSG_FIRSTHDR(&m); c && c->cmsg_level == SOL_SOCKET &&
+                                        c->cmsg_type == SCM_RIGHTS &&
+                                        c->cmsg_len >= CMSG_LEN(sizeof(int)))
       std::memcpy(&pidfd, CMSG_DATA(c), sizeof pidfd);
     if (r.pid < 0 && pidfd >= 0) {
       ::close(pidfd);
