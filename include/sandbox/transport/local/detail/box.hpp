@@ -95,25 +95,7 @@ using namespace sandbox::detail; // text, unique_fd, random: the library-wide he
 /// sandbox's root; `started`: a terminal's master). Without `block`, EAGAIN when none is there.
 [[nodiscard]] inline ssize_t receive_reply(int fd, reply& r, unique_fd& attached,
                                            bool block = false) noexcept {
-  iovec iov{&r, sizeof r};
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  mh.msg_control = cbuf;
-  mh.msg_controllen = sizeof cbuf;
-  ssize_t n;
-  do
-    n = ::recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | (block ? 0 : MSG_DONTWAIT));
-  while (n < 0 && errno == EINTR && block);
-  if (n < 0) return n;
-  for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    int got;
-    std::memcpy(&got, CMSG_DATA(cm), sizeof got);
-    attached.reset(got);
-  }
-  return n;
+  return receive_with_fd(fd, r, attached, block);
 }
 
 /// Receives the supervisor's first reply; a `ready` one carries an fd of the sandbox's root.

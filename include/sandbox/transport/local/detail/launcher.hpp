@@ -203,47 +203,47 @@ inline int launcher_main(void* arg) noexcept {
     if (n == 0 || (n < 0 && errno != EINTR)) libc::_exit(0);
     if (n < 0) continue;
     int fds[3] = {-1, -1, -1};
-    int nfds = 0;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-        const int k = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        for (int i = 0; i < k; ++i) {
-          int fd;
-          std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-          if (nfds < 3)
-            fds[nfds++] = fd;
-          else
-            libc::close(fd);
-        }
-      }
+    const int nfds = take_fds(m, fds, 3);
     int pidfd = -1;
     launch_reply r = n == sizeof rq && !(m.msg_flags & MSG_CTRUNC)
                          ? launch_one(rq, fds, nfds, pidfd)
                          : launch_reply{-1, EINVAL};
     for (int i = 0; i < nfds; ++i)
       libc::close(fds[i]);
-    iovec out{&r, sizeof r};
-    alignas(cmsghdr) char obuf[CMSG_SPACE(sizeof(int))];
-    msghdr a{};
-    a.msg_iov = &out;
-    a.msg_iovlen = 1;
-    if (pidfd >= 0) {
-      a.msg_control = obuf;
-      a.msg_controllen = sizeof obuf;
-      cmsghdr* c = CMSG_FIRSTHDR(&a);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int));
-      std::memcpy(CMSG_DATA(c), &pidfd, sizeof pidfd);
-    }
     // A client gone mid-request: its supervisor sees its control socket close and exits.
-    if (libc::sendmsg(launcher_sock, &a, MSG_NOSIGNAL) < 0) libc::_exit(0);
+    if (send_with_fd(launcher_sock, r, pidfd, MSG_NOSIGNAL) < 0) libc::_exit(0);
     if (pidfd >= 0) libc::close(pidfd);
   }
 }
 
 } // namespace sv
 #pragma GCC visibility pop
+
+/// Receives one message of `T`, and the descriptor attached to it if any. Without `block`,
+/// EAGAIN when none is there.
+template <class T>
+[[nodiscard]] inline ssize_t receive_with_fd(int fd, T& r, sandbox::detail::unique_fd& attached,
+                                             bool block) noexcept {
+  iovec iov{&r, sizeof r};
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
+  msghdr mh{};
+  mh.msg_iov = &iov;
+  mh.msg_iovlen = 1;
+  mh.msg_control = cbuf;
+  mh.msg_controllen = sizeof cbuf;
+  ssize_t n;
+  do
+    n = ::recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | (block ? 0 : MSG_DONTWAIT));
+  while (n < 0 && errno == EINTR && block);
+  if (n < 0) return n;
+  for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    int got;
+    std::memcpy(&got, CMSG_DATA(cm), sizeof got);
+    attached.reset(got);
+  }
+  return n;
+}
 
 /// The client's side: the launcher of this process, made at its first use (again after a
 /// fork, if it died, or if the caller's credentials or limits changed), and the requests to it,
@@ -488,26 +488,9 @@ private:
 
   /// The reply; `pidfd` stays -1 if it did not fit (MSG_CTRUNC).
   bool receive_reply(sv::launch_reply& r, int& pidfd) noexcept {
-    iovec iov{&r, sizeof r};
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))];
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = cbuf;
-    m.msg_controllen = sizeof cbuf;
-    ssize_t n;
-    do
-      n = ::recvmsg(sock_.get(), &m, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n != sizeof r) return false;
-    if (cmsghdr* c = CMSG_FIRSTHDR(&m); c && c->cmsg_level == SOL_SOCKET &&
-                                        c->cmsg_type == SCM_RIGHTS &&
-                                        c->cmsg_len >= CMSG_LEN(sizeof(int)))
-      std::memcpy(&pidfd, CMSG_DATA(c), sizeof pidfd);
-    if (r.pid < 0 && pidfd >= 0) {
-      ::close(pidfd);
-      pidfd = -1;
-    }
+    unique_fd attached;
+    if (receive_with_fd(sock_.get(), r, attached, true) != sizeof r) return false;
+    if (r.pid >= 0) pidfd = attached.release();
     return true;
   }
 

@@ -186,22 +186,30 @@ inline void send_reply(int fd, event kind, std::int32_t value, std::int32_t err,
   (void)libc::send(fd, &r, sizeof r, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-/// A reply with an fd attached: `ready` with an O_PATH fd of the sandbox's root, `started` with
-/// a terminal's master.
-inline void send_reply_fd(int fd, reply r, int attached) noexcept {
-  iovec iov{&r, sizeof r};
+/// Sends `r` with `attached` (if not negative) as one message.
+template <class T>
+inline ssize_t send_with_fd(int fd, const T& r, int attached, int flags) noexcept {
+  iovec iov{const_cast<T*>(&r), sizeof r};
   alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
   msghdr mh{};
   mh.msg_iov = &iov;
   mh.msg_iovlen = 1;
-  mh.msg_control = cbuf;
-  mh.msg_controllen = sizeof cbuf;
-  cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cm), &attached, sizeof attached);
-  (void)libc::sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+  if (attached >= 0) {
+    mh.msg_control = cbuf;
+    mh.msg_controllen = sizeof cbuf;
+    cmsghdr* cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(cm), &attached, sizeof attached);
+  }
+  return libc::sendmsg(fd, &mh, flags);
+}
+
+/// A reply with an fd attached: `ready` with an O_PATH fd of the sandbox's root, `started` with
+/// a terminal's master.
+inline void send_reply_fd(int fd, reply r, int attached) noexcept {
+  (void)send_with_fd(fd, r, attached, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
 [[noreturn]] inline void setup_failed(int ctl_fd, stage where) noexcept {
@@ -1078,6 +1086,25 @@ inline bool has_children() noexcept {
   return libc::waitid(P_ALL, 0, &si, WEXITED | WNOHANG | WNOWAIT) == 0 || errno != ECHILD;
 }
 
+/// The descriptors a received message carries, in order, into `fds` (at most `max`; the rest
+/// are closed). Returns how many.
+inline int take_fds(msghdr& mh, int* fds, int max) noexcept {
+  int nfds = 0;
+  for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+    int cnt = static_cast<int>((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    for (int i = 0; i < cnt; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+      if (nfds < max)
+        fds[nfds++] = fd;
+      else
+        libc::close(fd);
+    }
+  }
+  return nfds;
+}
+
 /// Reads and handles one request; returns false when the client is gone.
 inline bool handle_request(state& st) noexcept {
   alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int) * 4)];
@@ -1091,19 +1118,7 @@ inline bool handle_request(state& st) noexcept {
   if (n == 0) return false;
   if (n < 0) return errno == EAGAIN || errno == EINTR;
   int fds[4];
-  int nfds = 0;
-  for (cmsghdr* cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    int cnt = static_cast<int>((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-    for (int i = 0; i < cnt; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-      if (nfds < 4)
-        fds[nfds++] = fd;
-      else
-        libc::close(fd);
-    }
-  }
+  const int nfds = take_fds(mh, fds, 4);
   request rq;
   if (static_cast<std::size_t>(n) < sizeof rq || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
     close_fds(fds, nfds);
