@@ -400,6 +400,50 @@ TEST_CASE("a sandbox never gets a capability its caller has given up since its f
   CHECK((command & ~caller) == 0);
 }
 
+TEST_CASE("a host-network sandbox made after its caller changed network is in the new one",
+          "[local][isolation]") {
+  auto m = test_support::parse(test_support::in_child([](int fd) {
+    auto first = local_env::box::run({}, local_env::transport()); // the launcher is made here
+    if (!first) return test_support::put(fd, "error", first.error().message);
+    if (unshare(CLONE_NEWNET) != 0) return test_support::put(fd, "error", "unshare");
+    test_support::put(fd, "caller", slurp("/proc/self/net/dev"));
+    auto second =
+        local_env::box::run({.network = sandbox::network_mode::host}, local_env::transport());
+    if (!second) return test_support::put(fd, "error", second.error().message);
+    test_support::put(fd, "sandbox", run_out(second.value(), {"cat", "/proc/self/net/dev"}));
+  }));
+  CHECK(m.count("error") == 0);
+  INFO(m["sandbox"]);
+  CHECK(m["caller"].find("lo:") != std::string::npos);
+  // Only the caller's new loopback, not the interfaces of the network it left.
+  CHECK(m["sandbox"].size() == m["caller"].size());
+}
+
+TEST_CASE("a sandbox made after its caller chrooted is built from the caller's root",
+          "[local][security]") {
+  // Made from the launcher's root (the host's), it would show the host's root instead, with its
+  // secrets: a caller that cannot make sandboxes from where it is must be refused.
+  auto m = test_support::parse(test_support::in_child([](int fd) {
+    auto first = local_env::box::run({}, local_env::transport()); // the launcher is made here
+    if (!first) return test_support::put(fd, "error", first.error().message);
+    char dir[] = "/tmp/sbx-jail-XXXXXX";
+    if (!mkdtemp(dir)) return test_support::put(fd, "error", "mkdtemp");
+    test_support::put(fd, "jail", dir);
+    // A /tmp to stage the sandbox's layer on, as a jail with a system in it has.
+    if (mkdir((std::string(dir) + "/tmp").c_str(), 01777) != 0 || chroot(dir) != 0 ||
+        chdir("/") != 0)
+      return test_support::put(fd, "error", "chroot");
+    auto second = local_env::box::run({}, local_env::transport());
+    test_support::put(fd, "second", second ? run_out(second.value(), {"ls", "/"}) : "refused");
+  }));
+  if (!m["jail"].empty()) {
+    rmdir((m["jail"] + "/tmp").c_str());
+    rmdir(m["jail"].c_str());
+  }
+  CHECK(m.count("error") == 0);
+  CHECK(m["second"] == "refused");
+}
+
 TEST_CASE("a child forked while another thread starts a sandbox can start its own",
           "[local][threads]") {
   // The fork copies the launcher's lock as that thread holds it: the child must not wait for it.
@@ -413,7 +457,7 @@ TEST_CASE("a child forked while another thread starts a sandbox can start its ow
     std::this_thread::sleep_for(std::chrono::milliseconds(1 + i % 3));
     pid_t child = fork();
     if (child == 0) {
-      alarm(30); // a child stuck on the lock dies of SIGALRM
+      alarm(10); // a child stuck on the lock dies of SIGALRM
       auto box = local_env::box::run({}, local_env::transport());
       _exit(box && run_out(box.value(), {"echo", "x"}) == "x\n" ? 0 : 1);
     }

@@ -87,8 +87,17 @@ TEST_CASE("a packed setup cut short or pointing outside is refused", "[unit][lau
     part.resize(std::max<std::size_t>(cut, 1));
     CHECK_FALSE(sv::unpack_setup(part.data(), cut));
   }
+  auto refused = [&](auto&& change) {
+    std::vector<char> whole(all.begin(), all.end());
+    change(*reinterpret_cast<supervisor_setup*>(whole.data()));
+    return !sv::unpack_setup(whole.data(), whole.size());
+  };
+  CHECK(refused([](supervisor_setup& u) { u.nfiles = 1u << 20; })); // more specs than there are
+  // A string whose end is not in the buffer: its last byte is the file's 'c'.
+  CHECK(refused(
+      [&](supervisor_setup& u) { u.hostname = reinterpret_cast<const char*>(all.size()); }));
+  CHECK(refused(
+      [](supervisor_setup& u) { u.files = reinterpret_cast<const mounted_file_spec*>(9); }));
   std::vector<char> whole(all.begin(), all.end());
-  auto* raw = reinterpret_cast<supervisor_setup*>(whole.data());
-  raw->nfiles = 1u << 20; // more specs than the buffer holds
-  CHECK_FALSE(sv::unpack_setup(whole.data(), whole.size()));
+  CHECK(sv::unpack_setup(whole.data(), whole.size())); // unchanged, it is taken
 }
