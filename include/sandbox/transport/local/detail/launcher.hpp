@@ -255,8 +255,8 @@ template <class T>
 }
 
 /// The client's side: the launcher of this process, made at its first use (again after a
-/// fork, if it died, or if the caller's credentials or limits changed), and the requests to it,
-/// one at a time.
+/// fork, if it died, or if what the caller would give a supervisor changed: caller_state), and
+/// the requests to it, one at a time.
 class launcher {
   using unique_fd = sandbox::detail::unique_fd;
 
