@@ -19,6 +19,7 @@
 #pragma once
 
 #include <sandbox/detail/unique_fd.hpp>
+#include <sandbox/transport/local/detail/cgroups.hpp>
 #include <sandbox/transport/local/detail/libc.hpp>
 #include <sandbox/transport/local/detail/supervisor.hpp>
 
@@ -57,6 +58,13 @@ struct packed_setup {
   std::uint64_t size = 0; ///< head and contents
 };
 
+/// The string fields of supervisor_setup, which pack_setup and unpack_setup both walk.
+inline constexpr const char* supervisor_setup::*setup_strings[] = {
+    &supervisor_setup::hostname, &supervisor_setup::staging, &supervisor_setup::staging_opts,
+    &supervisor_setup::tmp,      &supervisor_setup::root,    &supervisor_setup::overlay_opts,
+    &supervisor_setup::upper,    &supervisor_setup::work,    &supervisor_setup::workdir,
+    &supervisor_setup::lower};
+
 [[nodiscard]] inline packed_setup pack_setup(const supervisor_setup& s) {
   packed_setup p;
   std::string& buf = p.head;
@@ -68,9 +76,8 @@ struct packed_setup {
     return reinterpret_cast<const char*>(at + 1);
   };
   supervisor_setup c = s;
-  for (const char** f : {&c.hostname, &c.staging, &c.staging_opts, &c.tmp, &c.root, &c.overlay_opts,
-                         &c.upper, &c.work, &c.workdir, &c.lower})
-    *f = put(*f);
+  for (auto field : setup_strings)
+    c.*field = put(c.*field);
   std::vector<mounted_file_spec> files(s.files, s.files + s.nfiles);
   for (auto& f : files)
     f.path = put(f.path);
@@ -107,9 +114,8 @@ namespace sv {
     fix(p);
     ok = ok && (!p || std::memchr(p, 0, static_cast<std::size_t>(base + size - p)) != nullptr);
   };
-  for (const char** f : {&s->hostname, &s->staging, &s->staging_opts, &s->tmp, &s->root,
-                         &s->overlay_opts, &s->upper, &s->work, &s->workdir, &s->lower})
-    fix_string(*f);
+  for (auto field : setup_strings)
+    fix_string(s->*field);
   // The specs right after the struct, where pack_setup puts them.
   ok = ok &&
        reinterpret_cast<std::uintptr_t>(s->files) == (s->nfiles ? sizeof(supervisor_setup) + 1 : 0);
@@ -397,22 +403,14 @@ private:
         cannot_tell();
       }
     }
-    if (unique_fd fd(::open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC)); fd) {
-      char buf[4096];
-      for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;)
-        state.append(buf, static_cast<std::size_t>(n));
-    } else {
-      cannot_tell();
-    }
+    const std::string cgroup = cgroups::read_text("/proc/self/cgroup"); // never empty when read
+    if (cgroup.empty()) cannot_tell();
+    state += cgroup;
     add(::prctl(PR_GET_SECUREBITS, 0, 0, 0, 0));
     add(::syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, 0));
-    if (unique_fd fd(::open("/proc/thread-self/status", O_RDONLY | O_CLOEXEC)); !fd) {
+    if (const std::string all = cgroups::read_text("/proc/thread-self/status"); all.empty()) {
       cannot_tell();
     } else {
-      std::string all;
-      char buf[4096];
-      for (ssize_t n; (n = ::read(fd.get(), buf, sizeof buf)) > 0;)
-        all.append(buf, static_cast<std::size_t>(n));
       static constexpr std::string_view keep[] = {
           "Uid:",    "Gid:",    "Groups:", "NoNewPrivs:", "Seccomp:", "Seccomp_filters:",
           "CapInh:", "CapPrm:", "CapEff:", "CapBnd:",     "CapAmb:"};
