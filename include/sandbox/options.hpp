@@ -123,7 +123,8 @@ struct Resources {
   std::uint64_t disk_bytes = 0;
 };
 
-/// A file placed read-only into the sandbox at start.
+/// A file placed read-only into the sandbox at start. `path` is absolute, fits the kernel's
+/// limits (4095 bytes, names of 255), and names a file no other entry of the list names.
 struct MountedFile {
   std::string path;
   std::string content;
@@ -146,8 +147,9 @@ enum class network_mode {
 /// Options of a sandbox.
 struct SandboxOptions {
   /// Root filesystem. Local transport: empty = the host's root, read-only under a private
-  /// writable layer, without the host's secrets (see `whole_host_root`); otherwise a directory
-  /// holding a root filesystem. Remote: a container image.
+  /// writable layer, without the host's secrets (see `whole_host_root`); so is a directory that
+  /// is the host's root itself ("/", a bind mount of it); otherwise a directory holding a root
+  /// filesystem. Remote: a container image.
   std::string image;
   /// Local transport, default root only: show the host's root whole. Otherwise home directories,
   /// /root, /var, /run, /srv, /mnt, /media, /boot and secret files of /etc (shadow, sudoers,

@@ -376,6 +376,40 @@ TEST_CASE("mounted files are placed read-only", "[local][files]") {
   CHECK(bad.error().message.find("relative/path") != std::string::npos);
 }
 
+TEST_CASE("a mounted file that cannot be placed is named in the error", "[local][files]") {
+  // The second entry fails; the message names it, not just the step.
+  for (const char* path : {"/etc", "/etc/passwd/under-a-file"}) {
+    INFO(path);
+    auto bad =
+        Box::run(sandbox::SandboxOptions{.mounted_files = {{"/etc/fine", "x"}, {path, "y"}}});
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().is(errc::validation));
+    CHECK(bad.error().message.find(std::string("mounted files: ") + path + ":") !=
+          std::string::npos);
+  }
+  // Twice the same file, spelt differently: refused before anything starts.
+  auto twice = Box::run(
+      sandbox::SandboxOptions{.mounted_files = {{"/etc/app/x", "1"}, {"/etc//app/./x", "2"}}});
+  REQUIRE_FALSE(twice);
+  CHECK(twice.error().is(errc::validation));
+  CHECK(twice.error().message.find("already places") != std::string::npos);
+}
+
+TEST_CASE("an environment that leaves no room for a command is refused when the sandbox starts",
+          "[local]") {
+  auto huge = Box::run(sandbox::SandboxOptions{.env = {{"BIG", std::string(200 * 1024, 'x')}}});
+  REQUIRE_FALSE(huge);
+  CHECK(huge.error().is(errc::validation));
+  CHECK(huge.error().message.find("environment") != std::string::npos);
+  CHECK(huge.error().message.size() < 600);
+  // Just under the limit, a short command still runs with it.
+  auto big = Box::run(sandbox::SandboxOptions{.env = {{"BIG", std::string(100 * 1024, 'x')}}});
+  REQUIRE(big);
+  auto r = big.value().exec({"sh", "-c", "echo ${#BIG}"}).result();
+  REQUIRE(r);
+  CHECK(r.value().stdout_text == std::to_string(100 * 1024) + "\n");
+}
+
 TEST_CASE("an image's symlinks cannot steer mounted files onto the host", "[local][image]") {
   std::string image = make_busybox_image();
   REQUIRE_FALSE(image.empty());

@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -860,6 +861,35 @@ TEST_CASE("the default root hides the host's secrets and keeps what programs nee
   CHECK(run(whole, {"cat", s.files[0]}).out == s.token + "\n");
   CHECK(run(whole, {"cat", s.top + "/" + s.token}).out == s.token + "\n");
   CHECK(run(whole, {"test", "-e", "/etc/shadow"}).code == 0);
+}
+
+TEST_CASE("the host's root named as an image hides its secrets as the default root does",
+          "[local][security][filesystem]") {
+  if (::geteuid() != 0) {
+    SANDBOX_SKIP("binding the host's root elsewhere needs root");
+  }
+  planted_secrets s;
+  struct bound_root { // the host's root seen through a second path
+    std::string dir = "/tmp/" + unique("sbx-hostroot-");
+    bound_root() {
+      REQUIRE(::mkdir(dir.c_str(), 0700) == 0);
+      REQUIRE(::mount("/", dir.c_str(), nullptr, MS_BIND, nullptr) == 0);
+    }
+    ~bound_root() {
+      ::umount2(dir.c_str(), MNT_DETACH);
+      ::rmdir(dir.c_str());
+    }
+  } bound;
+  for (const std::string& image : {std::string("/"), std::string("/usr/.."), bound.dir}) {
+    INFO(image);
+    auto box = make_box({.image = image});
+    CHECK(run(box, {"test", "-e", "/etc/shadow"}).code != 0);
+    CHECK(run(box, {"cat", s.files[0]}).code != 0);
+    CHECK(run(box, {"test", "-e", s.top}).code != 0);
+    CHECK(run(box, {"test", "-s", "/etc/ld.so.cache"}).code == 0);
+  }
+  auto whole = make_box({.image = "/", .whole_host_root = true});
+  CHECK(run(whole, {"cat", s.files[0]}).out == s.token + "\n");
 }
 
 TEST_CASE("what the default root hides follows the host's changes between sandboxes",

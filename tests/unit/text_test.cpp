@@ -127,3 +127,61 @@ TEST_CASE("bad sandbox options are refused with bounded messages, a NUL byte inc
   REQUIRE(!b);
   CHECK(b.error().message.size() < 600);
 }
+
+TEST_CASE("an image path with a NUL byte is refused by name, bounded", "[text]") {
+  sandbox::SandboxOptions o;
+  o.image = std::string("/images/ok\0../../etc", 20) + std::string(1 << 16, 'x');
+  auto r = sandbox::detail::validate_options(o);
+  REQUIRE(!r);
+  CHECK(r.error().is(sandbox::errc::validation));
+  CHECK(r.error().message.find("image") != std::string::npos);
+  CHECK(r.error().message.find("<NUL>") != std::string::npos);
+  CHECK(r.error().message.size() < 600);
+  CHECK(valid_text(r.error().message));
+}
+
+TEST_CASE("paths are normalised as the kernel resolves them without symlinks", "[text]") {
+  using sandbox::detail::normal_path;
+  CHECK(normal_path("/etc/x") == "/etc/x");
+  CHECK(normal_path("//etc///x") == "/etc/x");
+  CHECK(normal_path("/etc/./x/.") == "/etc/x");
+  CHECK(normal_path("/tmp/../etc/x") == "/etc/x");
+  CHECK(normal_path("/../../etc/x") == "/etc/x");
+  CHECK(normal_path("/a/b/../../..") == "/");
+  CHECK(normal_path("/") == "/");
+  CHECK(normal_path("/..a/.b") == "/..a/.b");
+}
+
+TEST_CASE("mounted files: one entry per file, and paths the kernel can take", "[text]") {
+  auto refused = [](std::vector<sandbox::MountedFile> files) {
+    sandbox::SandboxOptions o;
+    o.mounted_files = std::move(files);
+    auto r = sandbox::detail::validate_options(o);
+    return r ? std::string() : r.error().message;
+  };
+  CHECK(refused({{"/etc/a", "1"}, {"/etc/b", "2"}}).empty());
+  for (const char* twin : {"/etc/a", "/etc//a", "/etc/./a", "/tmp/../etc/a", "//etc/a"}) {
+    INFO(twin);
+    auto m = refused({{"/etc/a", "1"}, {twin, "2"}});
+    CHECK(m.find("already places") != std::string::npos);
+  }
+  // The longest path and name the kernel takes are accepted; one byte more is refused.
+  std::string name(255, 'n');
+  CHECK(refused({{"/d/" + name, "x"}}).empty());
+  CHECK(refused({{"/d/" + name + "n", "x"}}).find("longer than 255") != std::string::npos);
+  std::string path;
+  while (path.size() < 4095 - 100)
+    path += "/" + std::string(99, 'p');
+  path += "/" + std::string(4095 - path.size() - 1, 'q');
+  REQUIRE(path.size() == 4095);
+  CHECK(refused({{path, "x"}}).empty());
+  auto too_long = refused({{path + "q", "x"}});
+  CHECK(too_long.find("longer than 4095") != std::string::npos);
+  CHECK(too_long.size() < 600);
+
+  sandbox::SandboxOptions wd;
+  wd.working_dir = "/w/" + std::string(256, 'w');
+  auto w = sandbox::detail::validate_options(wd);
+  REQUIRE(!w);
+  CHECK(w.error().message.find("working_dir") != std::string::npos);
+}

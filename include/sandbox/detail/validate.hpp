@@ -8,8 +8,11 @@
 
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace sandbox::detail {
 
@@ -26,6 +29,40 @@ namespace sandbox::detail {
   return success();
 }
 
+/// An absolute path with `.`, `..` and repeated slashes resolved as the kernel would resolve them
+/// in a tree without symlinks (`..` of the root is the root).
+[[nodiscard]] inline std::string normal_path(std::string_view path) {
+  std::vector<std::string_view> parts;
+  for (std::size_t at = 0; at < path.size();) {
+    std::size_t end = path.find('/', at);
+    if (end == std::string_view::npos) end = path.size();
+    std::string_view part = path.substr(at, end - at);
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!part.empty() && part != ".") {
+      parts.push_back(part);
+    }
+    at = end + 1;
+  }
+  std::string out;
+  for (auto part : parts)
+    (out += '/') += part;
+  return out.empty() ? "/" : out;
+}
+
+/// Why the kernel would refuse `path` as too long (`ENAMETOOLONG`), or nullptr: the whole path
+/// must fit in PATH_MAX with its NUL, each name in NAME_MAX.
+[[nodiscard]] inline const char* path_too_long(std::string_view path) noexcept {
+  if (path.size() >= 4096) return " is longer than 4095 bytes";
+  for (std::size_t at = 0; at < path.size();) {
+    std::size_t end = path.find('/', at);
+    if (end == std::string_view::npos) end = path.size();
+    if (end - at > 255) return " has a name longer than 255 bytes";
+    at = end + 1;
+  }
+  return nullptr;
+}
+
 /// argv non-empty with a non-empty program; cwd absolute when given; env names valid.
 [[nodiscard]] inline result<void> validate_exec(std::span<const std::string> argv,
                                                 const ExecOptions& o) noexcept {
@@ -36,6 +73,9 @@ namespace sandbox::detail {
                 "exec " + command_excerpt(argv) +
                     ": ExecOptions::cwd must be an absolute path without NUL bytes, got " +
                     quoted_excerpt(*o.cwd, 256));
+  if (auto why = o.cwd ? path_too_long(*o.cwd) : nullptr)
+    return fail(errc::validation, "exec " + command_excerpt(argv) + ": ExecOptions::cwd " +
+                                      quoted_excerpt(*o.cwd, 256) + why);
   if (o.timeout && o.timeout->count() <= 0)
     return fail(errc::validation,
                 "exec " + command_excerpt(argv) + ": ExecOptions::timeout must be positive");
@@ -110,14 +150,28 @@ inline constexpr const char* special_ranges[] = {
     return fail(errc::validation,
                 "SandboxOptions::working_dir must be an absolute path without NUL bytes, got " +
                     quoted_excerpt(o.working_dir, 256));
+  if (auto why = path_too_long(o.working_dir))
+    return fail(errc::validation,
+                "SandboxOptions::working_dir " + quoted_excerpt(o.working_dir, 256) + why);
   if (o.max_lifetime && o.max_lifetime->count() <= 0)
     return fail(errc::validation, "SandboxOptions::max_lifetime must be positive");
+  if (o.image.find('\0') != std::string::npos)
+    return fail(errc::validation,
+                "SandboxOptions::image holds a NUL byte: " + quoted_excerpt(o.image, 256));
+  std::set<std::string> placed;
   for (const auto& f : o.mounted_files) {
     if (f.path.size() < 2 || f.path[0] != '/' || f.path.back() == '/' ||
         f.path.find('\0') != std::string::npos)
       return fail(errc::validation, "SandboxOptions::mounted_files: path must be an absolute file "
                                     "path without NUL bytes, got " +
                                         quoted_excerpt(f.path, 256));
+    if (auto why = path_too_long(f.path))
+      return fail(errc::validation,
+                  "SandboxOptions::mounted_files: path " + quoted_excerpt(f.path, 256) + why);
+    if (!placed.insert(normal_path(f.path)).second)
+      return fail(errc::validation,
+                  "SandboxOptions::mounted_files: " + quoted_excerpt(f.path, 256) +
+                      " names a file an earlier entry already places");
   }
   if (!o.network_allow.empty() && o.network != network_mode::egress)
     return fail(errc::validation, "SandboxOptions::network_allow is for network_mode::egress");

@@ -102,7 +102,7 @@ namespace detail {
 }
 
 [[nodiscard]] inline auto bad_ref(std::string_view name, std::string_view why) {
-  return fail(errc::validation, "image " + sandbox::detail::shell_quote(name) +
+  return fail(errc::validation, "image " + sandbox::detail::quoted_excerpt(name, 256) +
                                     " is not a valid image reference: " + std::string(why));
 }
 
@@ -130,7 +130,7 @@ namespace detail {
     r.tag = std::string(rest.substr(colon + 1));
     rest = rest.substr(0, colon);
     if (!detail::valid_tag(r.tag))
-      return detail::bad_ref(name, "the tag " + sandbox::detail::shell_quote(r.tag) +
+      return detail::bad_ref(name, "the tag " + sandbox::detail::quoted_excerpt(r.tag, 256) +
                                        " may hold only letters, digits, '_', '.', '-' (at most "
                                        "128, not starting with '.' or '-')");
   }
@@ -139,7 +139,7 @@ namespace detail {
   if (first != std::string_view::npos &&
       (head.find_first_of(".:") != std::string_view::npos || head == "localhost")) {
     if (!detail::valid_host(head))
-      return detail::bad_ref(name, "the registry " + sandbox::detail::shell_quote(head) +
+      return detail::bad_ref(name, "the registry " + sandbox::detail::quoted_excerpt(head, 256) +
                                        " is not a host[:port]");
     r.registry = std::string(head);
     rest = rest.substr(first + 1);
@@ -152,7 +152,7 @@ namespace detail {
   for (std::size_t b = 0;;) {
     auto e = rest.find('/', b);
     if (!detail::valid_path_component(rest.substr(b, e - b)))
-      return detail::bad_ref(name, "the repository " + sandbox::detail::shell_quote(rest) +
+      return detail::bad_ref(name, "the repository " + sandbox::detail::quoted_excerpt(rest, 256) +
                                        " must be lower-case components (a-z 0-9, joined by "
                                        "'.', '_' or '-') separated by '/'");
     if (e == std::string_view::npos) break;
@@ -179,10 +179,10 @@ namespace detail {
     s.path = std::string(rest.substr(0, colon));
     if (colon != std::string_view::npos) s.ref = std::string(rest.substr(colon + 1));
     if (s.path.empty() || s.path[0] != '/')
-      return fail(errc::validation, "image " + sandbox::detail::shell_quote(image) + ": the " +
-                                        std::string(what) + " must be an absolute path");
+      return fail(errc::validation, "image " + sandbox::detail::quoted_excerpt(image, 256) +
+                                        ": the " + std::string(what) + " must be an absolute path");
     if (colon != std::string_view::npos && s.ref.empty())
-      return fail(errc::validation, "image " + sandbox::detail::shell_quote(image) +
+      return fail(errc::validation, "image " + sandbox::detail::quoted_excerpt(image, 256) +
                                         ": nothing after ':' (leave the ':' out for the default)");
     return s;
   };
@@ -200,7 +200,7 @@ namespace detail {
   std::string_view name = image;
   if (name.substr(0, 9) == "docker://") name = name.substr(9);
   if (name.substr(0, 2) == "./" || name.substr(0, 3) == "../" || name == "." || name == "..")
-    return fail(errc::validation, "image " + sandbox::detail::shell_quote(image) +
+    return fail(errc::validation, "image " + sandbox::detail::quoted_excerpt(image, 256) +
                                       ": a root filesystem directory must be an absolute path");
   s.kind = source_kind::registry;
   SANDBOX_TRY(r, parse_registry_ref(name));

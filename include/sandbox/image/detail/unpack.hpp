@@ -107,7 +107,8 @@ inline constexpr std::uint64_t max_walk = 64'000'000;
     std::string_view c = name.substr(b, e - b);
     if (c == "..") {
       if (out.empty())
-        return fail(errc::validation, where + ": entry " + sandbox::detail::shell_quote(name) +
+        return fail(errc::validation, where + ": entry " +
+                                          sandbox::detail::quoted_excerpt(name, 256) +
                                           " climbs out of the layer ('..' above its root)");
       out.pop_back();
     } else if (!c.empty() && c != ".") {
@@ -161,8 +162,9 @@ private:
 
   [[nodiscard]] auto io_fail(int err, std::string_view what, std::string_view name) const {
     errc c = err == ENOSPC || err == EDQUOT ? errc::resource_exhausted : errc::file_io;
-    return fail(c, where_ + ": " + std::string(what) + " " + sandbox::detail::shell_quote(name) +
-                       ": " + sandbox::detail::errno_text(err));
+    return fail(c, where_ + ": " + std::string(what) + " " +
+                       sandbox::detail::quoted_excerpt(name, 256) + ": " +
+                       sandbox::detail::errno_text(err));
   }
 
   /// Opens the directory `path[0..n)` below the root, creating missing ones; refuses to pass
@@ -186,9 +188,10 @@ private:
       }
       if (fd < 0) {
         if (errno == ELOOP || errno == ENOTDIR)
-          return fail(errc::validation, where_ + ": entry " + sandbox::detail::shell_quote(name) +
-                                            " lies below " + sandbox::detail::shell_quote(path[i]) +
-                                            ", which is a symlink or a file in this layer");
+          return fail(errc::validation,
+                      where_ + ": entry " + sandbox::detail::quoted_excerpt(name, 256) +
+                          " lies below " + sandbox::detail::quoted_excerpt(path[i], 256) +
+                          ", which is a symlink or a file in this layer");
         return io_fail(errno, "opening the directory of", name);
       }
       cur.reset(fd);
@@ -215,7 +218,7 @@ private:
     if (bytes_ > max_bytes_)
       return fail(errc::validation, where_ + ": unpacks to more than " +
                                         std::to_string(max_bytes_) + " bytes (at entry " +
-                                        sandbox::detail::shell_quote(name) + ")");
+                                        sandbox::detail::quoted_excerpt(name, 256) + ")");
     return success();
   }
 
@@ -238,7 +241,8 @@ private:
     if (base.size() > 4 && base.compare(0, 4, ".wh.") == 0) {
       std::string hidden = base.substr(4);
       if (hidden == "." || hidden == "..")
-        return fail(errc::validation, where_ + ": whiteout " + sandbox::detail::shell_quote(name) +
+        return fail(errc::validation, where_ + ": whiteout " +
+                                          sandbox::detail::quoted_excerpt(name, 256) +
                                           " names no entry");
       SANDBOX_TRYV(clear(d, hidden, false, name));
       if (::mknodat(d, hidden.c_str(), S_IFCHR | 0000, ::makedev(0, 0)) != 0)
@@ -268,8 +272,9 @@ private:
     case AE_IFLNK: {
       const char* to = archive_entry_symlink(e);
       if (!to)
-        return fail(errc::validation,
-                    where_ + ": symlink " + sandbox::detail::shell_quote(name) + " has no target");
+        return fail(errc::validation, where_ + ": symlink " +
+                                          sandbox::detail::quoted_excerpt(name, 256) +
+                                          " has no target");
       SANDBOX_TRYV(charge(std::string_view(to).size(), name));
       // Stored as written: resolved in the sandbox's root at run time, never followed here.
       if (::symlinkat(to, d, base.c_str()) != 0)
@@ -303,7 +308,8 @@ private:
                                      mode_t mode, timespec mtime, std::string_view name) {
     std::int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
     if (size < 0)
-      return fail(errc::validation, where_ + ": entry " + sandbox::detail::shell_quote(name) +
+      return fail(errc::validation, where_ + ": entry " +
+                                        sandbox::detail::quoted_excerpt(name, 256) +
                                         " has a negative size");
     SANDBOX_TRYV(charge(static_cast<std::uint64_t>(size), name));
     unique_fd f(
@@ -317,9 +323,10 @@ private:
       if (r == ARCHIVE_EOF) break;
       if (r < ARCHIVE_WARN)
         return fail(errc::validation,
-                    where_ + ": " + sandbox::detail::shell_quote(name) + ": " + reason(a));
+                    where_ + ": " + sandbox::detail::quoted_excerpt(name, 256) + ": " + reason(a));
       if (off < 0 || static_cast<std::uint64_t>(off) + n > static_cast<std::uint64_t>(size))
-        return fail(errc::validation, where_ + ": entry " + sandbox::detail::shell_quote(name) +
+        return fail(errc::validation, where_ + ": entry " +
+                                          sandbox::detail::quoted_excerpt(name, 256) +
                                           " holds more data than its size");
       const char* p = static_cast<const char*>(buf);
       while (n > 0) { // sparse files: each block at its offset
@@ -350,18 +357,21 @@ private:
     const std::string& base = path.back();
     SANDBOX_TRY(tpath, name_components(target, where_));
     if (tpath.empty())
-      return fail(errc::validation, where_ + ": hard link " + sandbox::detail::shell_quote(name) +
+      return fail(errc::validation, where_ + ": hard link " +
+                                        sandbox::detail::quoted_excerpt(name, 256) +
                                         " points at the layer's root");
     auto tdir = open_dirs(tpath, tpath.size() - 1, name, false);
     if (!tdir)
-      return fail(errc::validation, where_ + ": hard link " + sandbox::detail::shell_quote(name) +
-                                        " to " + sandbox::detail::shell_quote(target) +
+      return fail(errc::validation, where_ + ": hard link " +
+                                        sandbox::detail::quoted_excerpt(name, 256) + " to " +
+                                        sandbox::detail::quoted_excerpt(target, 256) +
                                         ": no such entry earlier in this layer");
     struct stat st {};
     if (::fstatat(tdir.value().get(), tpath.back().c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
         S_ISDIR(st.st_mode))
-      return fail(errc::validation, where_ + ": hard link " + sandbox::detail::shell_quote(name) +
-                                        " to " + sandbox::detail::shell_quote(target) +
+      return fail(errc::validation, where_ + ": hard link " +
+                                        sandbox::detail::quoted_excerpt(name, 256) + " to " +
+                                        sandbox::detail::quoted_excerpt(target, 256) +
                                         ": no such file earlier in this layer");
     if (tpath == path) return success(); // a link to itself: it exists already
     SANDBOX_TRYV(clear(d, base, false, name));

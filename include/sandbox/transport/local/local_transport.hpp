@@ -112,11 +112,19 @@ public:
     SANDBOX_TRYV(cg::check_host(cg::host_layout(), o.resources));
     cg::sweep_once(); // cgroups of owners that died without cleaning up (SIGKILL)
     std::optional<image::prepared_image> img;
-    if (!o.image.empty()) {
-      SANDBOX_TRY(prepared, prepare_image(o.image));
+    // The host's root named as an image ("/", "/usr/..", a bind mount of it) is no image: its
+    // secrets stay hidden as they are without one.
+    std::optional<SandboxOptions> as_host;
+    if (!o.image.empty() && names_host_root(o.image)) {
+      as_host.emplace(o);
+      as_host->image.clear();
+    }
+    const SandboxOptions& opts = as_host ? *as_host : o;
+    if (!opts.image.empty()) {
+      SANDBOX_TRY(prepared, prepare_image(opts.image));
       img = std::move(prepared);
     }
-    SANDBOX_TRY(b, local::detail::box::create(detail::random_id("sbx-", 12), o, true,
+    SANDBOX_TRY(b, local::detail::box::create(detail::random_id("sbx-", 12), opts, true,
                                               img ? &*img : nullptr));
     if (!o.command.empty()) {
       auto started = b->start_main(o.command);
@@ -295,7 +303,7 @@ private:
     auto resolve = local::detail::installed_image_resolver();
     if (!resolve)
       return fail(errc::validation,
-                  "image " + detail::shell_quote(image) +
+                  "image " + detail::quoted_excerpt(image, 256) +
                       ": container images (registry names, oci:, docker-archive:, OCI layouts) "
                       "need #include <sandbox/image.hpp> (libarchive, libcrypto, cpp-httplib, "
                       "simdjson); without it the local transport takes a root filesystem "
@@ -304,16 +312,24 @@ private:
     return std::optional<image::prepared_image>(std::move(p));
   }
 
+  /// Whether `image` is a directory that is the host's root itself (same device and inode).
+  [[nodiscard]] static bool names_host_root(const std::string& image) noexcept {
+    struct stat dir {
+    }, root{};
+    return image[0] == '/' && ::stat(image.c_str(), &dir) == 0 && ::stat("/", &root) == 0 &&
+           dir.st_dev == root.st_dev && dir.st_ino == root.st_ino;
+  }
+
   [[nodiscard]] static result<void> check_image(const std::string& image) noexcept {
     struct stat st {};
     if (image[0] != '/' || ::stat(image.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
       return fail(errc::validation,
-                  "image " + detail::shell_quote(image) +
+                  "image " + detail::quoted_excerpt(image, 256) +
                       " not found: the local transport takes an absolute path to a directory "
                       "holding a root filesystem (e.g. one made by debootstrap or an unpacked "
                       "container image), or a container image with <sandbox/image.hpp>");
     if (image.find_first_of(",:\\") != std::string::npos)
-      return fail(errc::validation, "image path " + detail::shell_quote(image) +
+      return fail(errc::validation, "image path " + detail::quoted_excerpt(image, 256) +
                                         " contains ',', ':' or '\\', which overlayfs cannot take");
     return success();
   }

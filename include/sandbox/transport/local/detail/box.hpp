@@ -5,6 +5,7 @@
 
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/unique_fd.hpp>
+#include <sandbox/detail/validate.hpp>
 #include <sandbox/image/options.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
@@ -275,6 +276,24 @@ private:
 
   [[nodiscard]] SandboxInfo info_locked() const {
     return SandboxInfo{id, state_, returncode_, tags, oom_killed_, reason_};
+  }
+
+  /// The environment every command starts from must leave room for a command in one request:
+  /// refused here, not at each exec.
+  [[nodiscard]] result<void> check_base_env() const noexcept {
+    std::size_t bytes = workdir.size() + 1 + 2; // the working directory, and a one-letter command
+    for (const auto& e : base_env)
+      bytes += e.size() + 1;
+    if (bytes <= max_request_bytes && base_env.size() < sv::max_strings) return success();
+    return fail(errc::validation,
+                "sandbox " + id +
+                    ": its environment (the defaults, the image's and "
+                    "SandboxOptions::env) takes " +
+                    std::to_string(bytes - 3 - workdir.size()) + " bytes in " +
+                    std::to_string(base_env.size()) +
+                    " variables; with the working directory and a command it must fit in " +
+                    std::to_string(max_request_bytes) + " bytes and " +
+                    std::to_string(sv::max_strings) + " strings");
   }
 
   // The steps of create, in order.
@@ -550,7 +569,7 @@ struct box::paths {
       files.push_back({f.path.c_str(), f.content.data(), f.content.size(), false});
     bool own_resolv = false;
     for (const auto& f : o.mounted_files)
-      own_resolv = own_resolv || f.path == "/etc/resolv.conf";
+      own_resolv = own_resolv || normal_path(f.path) == "/etc/resolv.conf";
     if (o.network == network_mode::egress && !own_resolv) {
       resolv_conf = "nameserver " + std::string(egress::dns) + "\n";
       files.push_back({"/etc/resolv.conf", resolv_conf.data(), resolv_conf.size(), true});
@@ -609,6 +628,7 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
                : img && !img->working_dir.empty() ? img->working_dir
                                                   : "/";
   b->base_env = make_base_env(b->id, o.env, img);
+  SANDBOX_TRYV(b->check_base_env());
   if (img) b->image_lease_ = img->lease;
 
   const char* staging = staging_dir(img && !img->layers.empty() ? img->layers.front() : o.image);
@@ -723,13 +743,20 @@ inline result<void> box::await_ready(const SandboxOptions& o, bool user_ns) noex
   reply r{};
   ssize_t n = receive_ready(ctl_.get(), r, root_);
   if (n == sizeof r && r.kind == event::ready) return success();
-  std::string why = n == sizeof r && r.kind == event::setup_failed
-                        ? std::string(to_string(r.where)) + ": " +
-                              (user_ns && r.where == stage::overlay ? explain_user_ns_overlay(r.err)
-                                                                    : errno_text(r.err))
-                        : std::string("the supervisor exited during setup");
-  errc code = n == sizeof r && r.where == stage::overlay && !o.image.empty() ? errc::validation
-                                                                             : errc::failed;
+  const bool reported = n == sizeof r && r.kind == event::setup_failed;
+  std::string why = reported ? std::string(to_string(r.where)) + ": " : std::string();
+  // A mounted file's path is the caller's: the message says which one.
+  const bool file = reported && r.where == stage::mounted_files && r.value >= 0 &&
+                    static_cast<std::size_t>(r.value) < o.mounted_files.size();
+  if (file)
+    why += quoted_excerpt(o.mounted_files[static_cast<std::size_t>(r.value)].path, 256) + ": ";
+  if (reported)
+    why +=
+        user_ns && r.where == stage::overlay ? explain_user_ns_overlay(r.err) : errno_text(r.err);
+  else
+    why = "the supervisor exited during setup";
+  errc code = file || (reported && r.where == stage::overlay && !o.image.empty()) ? errc::validation
+                                                                                  : errc::failed;
   return fail(code, "sandbox " + id + " failed to start: " + why);
 }
 

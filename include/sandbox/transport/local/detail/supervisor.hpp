@@ -212,8 +212,9 @@ inline void send_reply_fd(int fd, reply r, int attached) noexcept {
   (void)send_with_fd(fd, r, attached, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-[[noreturn]] inline void setup_failed(int ctl_fd, stage where) noexcept {
-  send_reply(ctl_fd, event::setup_failed, 0, errno, where);
+/// `which`: what of the step failed (mounted_files: the file's index).
+[[noreturn]] inline void setup_failed(int ctl_fd, stage where, std::int32_t which = 0) noexcept {
+  send_reply(ctl_fd, event::setup_failed, which, errno, where);
   libc::_exit(exit_setup_failed);
 }
 
@@ -690,11 +691,12 @@ inline bool place_file(const mounted_file_spec& f) noexcept {
 /// Writes each mounted file and makes it a read-only bind mount of itself. Runs after pivot_root
 /// (verified), so symlinks in an image resolve inside the sandbox, never on the host. The
 /// library's own resolv.conf (`replace_link`) is best effort: a root whose /etc this sandbox
-/// may not change (a caller without root, on root's image) keeps its own.
-inline bool place_files(const supervisor_setup& s) noexcept {
+/// may not change (a caller without root, on root's image) keeps its own. The index of the file
+/// that could not be placed (errno set), or -1.
+inline int place_files(const supervisor_setup& s) noexcept {
   for (std::size_t i = 0; i < s.nfiles; ++i)
-    if (!place_file(s.files[i]) && !s.files[i].replace_link) return false;
-  return true;
+    if (!place_file(s.files[i]) && !s.files[i].replace_link) return static_cast<int>(i);
+  return -1;
 }
 
 /// PATH search as execvp does it, but with the command's own PATH and no allocation.
@@ -1281,7 +1283,7 @@ inline int supervisor_main(void* arg) noexcept {
     std::memcpy(wd, s.workdir, len + 1);
     if (!mkdir_p(wd)) setup_failed(ctl, stage::workdir);
   }
-  if (!place_files(s)) setup_failed(ctl, stage::mounted_files);
+  if (int failed = place_files(s); failed >= 0) setup_failed(ctl, stage::mounted_files, failed);
   if (libc::sethostname(s.hostname, std::strlen(s.hostname)) != 0)
     setup_failed(ctl, stage::hostname);
   if (!s.host_network && !loopback_up()) setup_failed(ctl, stage::loopback);
