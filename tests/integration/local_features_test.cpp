@@ -395,6 +395,48 @@ TEST_CASE("a mounted file that cannot be placed is named in the error", "[local]
   CHECK(twice.error().message.find("already places") != std::string::npos);
 }
 
+TEST_CASE("mounted files are counted, and a path that names a directory is refused",
+          "[local][files]") {
+  std::vector<sandbox::MountedFile> many;
+  for (int i = 0; i < 1025; ++i)
+    many.push_back({"/etc/many/" + std::to_string(i), "x"});
+  auto refused = Box::run(sandbox::SandboxOptions{.mounted_files = many});
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().is(errc::validation));
+  CHECK(refused.error().message.find("1025 files") != std::string::npos);
+  many.pop_back();
+  auto box = Box::run(sandbox::SandboxOptions{.mounted_files = many});
+  REQUIRE(box);
+  auto last = box.value().read_file("/etc/many/1023");
+  REQUIRE(last);
+  CHECK(last.value() == "x");
+  for (const char* dir : {"/..", "/.", "/etc/..", "/etc/."}) {
+    INFO(dir);
+    auto bad = Box::run(sandbox::SandboxOptions{.mounted_files = {{dir, "x"}}});
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().is(errc::validation));
+    CHECK(bad.error().message.find("absolute file path") != std::string::npos);
+  }
+}
+
+TEST_CASE("an image directory under /tmp works however its path is spelt", "[local][image]") {
+  std::string image = make_busybox_image();
+  REQUIRE_FALSE(image.empty());
+  std::string link = image + "-link";
+  REQUIRE(::symlink(image.c_str(), link.c_str()) == 0);
+  // The private layer goes on /tmp unless the image is there: decided on the resolved path.
+  for (const std::string& spelt : {"/" + image, "/tmp/./" + image.substr(5), link}) {
+    INFO(spelt);
+    auto box = Box::run(sandbox::SandboxOptions{.image = spelt});
+    REQUIRE(box);
+    auto marker = box.value().read_file("/etc/image-marker");
+    REQUIRE(marker);
+    CHECK(marker.value() == "busybox image\n");
+  }
+  ::unlink(link.c_str());
+  std::system(("rm -rf " + image).c_str());
+}
+
 TEST_CASE("an environment that leaves no room for a command is refused when the sandbox starts",
           "[local]") {
   auto huge = Box::run(sandbox::SandboxOptions{.env = {{"BIG", std::string(200 * 1024, 'x')}}});

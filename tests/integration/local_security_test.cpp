@@ -30,6 +30,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -592,6 +593,67 @@ TEST_CASE("a caller that is not root gets a sandbox in a user namespace",
   CHECK(std::system(("rm -rf " + image).c_str()) == 0);
   ::unlink(host_file.c_str());
   ::unlink(on_root.c_str());
+}
+
+TEST_CASE("a caller that is not root can cover the host's files with mounted files, any name",
+          "[local][security][rootless][userns][files]") {
+  if (sandbox::local::detail::read_sysctl("/proc/sys/user/max_user_namespaces") == "0" ||
+      sandbox::local::detail::read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") == "0") {
+    SANDBOX_SKIP("this host disables unprivileged user namespaces");
+  }
+  // /etc/hostname belongs to the host's root, unmapped in the caller's namespace: the file is
+  // covered by a mount. The other names are ones the setup's own scratch file had or has.
+  auto out = in_child([&](int fd) {
+    if (!become_nobody()) return put(fd, "error", "could not drop to 65534");
+    auto made = Box::run({.mounted_files = {{"/tmp/.sandbox-mounted-file", "mine\n"},
+                                            {"/tmp/.sandbox-mounted-file-0", "mine too\n"},
+                                            {"/etc/hostname", "covered\n"},
+                                            {"/etc/passwd", "also\n"}}},
+                         sandbox::local_transport::shared());
+    if (!made) return put(fd, "error", made.error().message);
+    put(fd, "files",
+        sh(made.value(), "cat /tmp/.sandbox-mounted-file* /etc/hostname "
+                         "/etc/passwd; ls -A /tmp | wc -l"));
+    put(fd, "write", sh(made.value(), "{ echo x > /etc/hostname; } 2>/dev/null || echo refused"));
+  });
+  auto m = parse(out);
+  INFO(out);
+  CHECK(m.count("error") == 0);
+  CHECK(m["files"] == "mine|mine too|covered|also|2|");
+  CHECK(m["write"] == "refused|");
+  CHECK(slurp("/etc/hostname") != "covered\n");
+}
+
+TEST_CASE("an image path is resolved where the caller stands, and never to a kernel interface",
+          "[local][security][filesystem]") {
+  // The process that mounts the image (a copy of the caller made at its first sandbox) has
+  // another /proc/self: "/proc/self/cwd" must mean the caller's working directory, not that
+  // copy's (which may be the host's root, secrets and all).
+  (void)make_box(); // the copy exists, made in this working directory
+  std::string dir = "/tmp/" + unique("sbx-cwd-image-");
+  REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
+  { std::ofstream(dir + "/marker") << "the caller's directory\n"; }
+  char before[PATH_MAX];
+  REQUIRE(::getcwd(before, sizeof before));
+  REQUIRE(std::string(before) != dir);
+  REQUIRE(::chdir(dir.c_str()) == 0);
+  auto box = Box::run({.image = "/proc/self/cwd"}, sandbox::local_transport::shared());
+  REQUIRE(::chdir(before) == 0);
+  REQUIRE(box);
+  auto marker = box.value().read_file("/marker");
+  REQUIRE(marker);
+  CHECK(marker.value() == "the caller's directory\n");
+  CHECK(!box.value().read_file("/etc/passwd"));
+  (void)box.value().stop();
+  // /proc and /sys hold no root filesystem.
+  for (const char* image : {"/proc/self", "/proc/thread-self/fd", "/sys/kernel"}) {
+    INFO(image);
+    auto refused = Box::run({.image = image}, sandbox::local_transport::shared());
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().is(sandbox::errc::validation));
+    CHECK(refused.error().message.find("kernel interface") != std::string::npos);
+  }
+  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST_CASE("a host that refuses user namespaces gets an error that says so",

@@ -185,3 +185,14 @@ TEST_CASE("mounted files: one entry per file, and paths the kernel can take", "[
   REQUIRE(!w);
   CHECK(w.error().message.find("working_dir") != std::string::npos);
 }
+
+TEST_CASE("bytes that are not UTF-8 are shown as escapes in a message", "[text]") {
+  CHECK(quoted_excerpt("/images/\xff\xc3x") == "'/images/\\xff\\xc3x'");
+  CHECK(quoted_excerpt("caf\xc3\xa9") == "'caf\xc3\xa9'"); // valid UTF-8 stays as it is
+  std::string nasty = std::string("a\0b\xfe", 4) + std::string(300, '\x80');
+  auto q = quoted_excerpt(nasty, 256);
+  CHECK(valid_text(q));
+  CHECK(q.find("<NUL>") != std::string::npos);
+  CHECK(q.find("\\xfe") != std::string::npos);
+  CHECK(valid_text(command_excerpt(std::vector<std::string>{"\xff", std::string(1000, '\xc3')})));
+}

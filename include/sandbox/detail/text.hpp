@@ -2,6 +2,8 @@
 // Small text helpers for error messages.
 #pragma once
 
+#include <sandbox/detail/utf8.hpp>
+
 #include <cstring>
 #include <span>
 #include <string>
@@ -35,20 +37,38 @@ namespace sandbox::detail {
   return cut;
 }
 
-/// `text` with each NUL byte written as `<NUL>`: a message is text, and a C string ends at one.
-[[nodiscard]] inline std::string without_nul(std::string text) {
-  constexpr std::string_view shown = "<NUL>";
-  for (std::size_t at = 0; (at = text.find('\0', at)) != std::string::npos; at += shown.size())
-    text.replace(at, 1, shown);
-  return text;
+/// `text` as message text: each NUL byte written as `<NUL>` (a C string ends at one) and each
+/// byte that is not part of valid UTF-8 as `\xNN` (a message must stay valid UTF-8, and the
+/// reader sees which byte it was).
+[[nodiscard]] inline std::string message_text(std::string text) {
+  if (text.find('\0') == std::string::npos && invalid_utf8_at(text) == std::string::npos)
+    return text;
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  std::string out;
+  out.reserve(text.size() + 16);
+  for (std::size_t i = 0; i < text.size();) {
+    std::size_t len = p[i] < 0x80 ? 1 : utf8_sequence(p + i, text.size() - i);
+    if (p[i] == 0) {
+      out += "<NUL>";
+      len = 1;
+    } else if (len) {
+      out.append(text, i, len);
+    } else {
+      constexpr char hex[] = "0123456789abcdef";
+      ((out += "\\x") += hex[p[i] >> 4]) += hex[p[i] & 15];
+      len = 1;
+    }
+    i += len;
+  }
+  return out;
 }
 
 /// A value a client sent, quoted for an error message: at most `max` of its bytes, and its size
 /// when it is longer, so that a message never grows with what a client chose to send. The cut
 /// never splits a UTF-8 character (a message must stay valid UTF-8 on the wire).
 [[nodiscard]] inline std::string quoted_excerpt(std::string_view s, std::size_t max = 80) {
-  if (s.size() <= max) return without_nul(shell_quote(s));
-  return without_nul(shell_quote(s.substr(0, utf8_cut(s, max)))) + "... (" +
+  if (s.size() <= max) return message_text(shell_quote(s));
+  return message_text(shell_quote(s.substr(0, utf8_cut(s, max)))) + "... (" +
          std::to_string(s.size()) + " bytes)";
 }
 
@@ -76,8 +96,8 @@ namespace sandbox::detail {
       all += shell_quote(a);
     }
   }
-  if (all.size() <= max) return without_nul(std::move(all));
-  return without_nul(all.substr(0, utf8_cut(all, max))) + "... (" + std::to_string(argv.size()) +
+  if (all.size() <= max) return message_text(std::move(all));
+  return message_text(all.substr(0, utf8_cut(all, max))) + "... (" + std::to_string(argv.size()) +
          " arguments, " + std::to_string(bytes) + " bytes)";
 }
 

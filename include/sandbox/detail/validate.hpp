@@ -160,8 +160,10 @@ inline constexpr const char* special_ranges[] = {
                 "SandboxOptions::image holds a NUL byte: " + quoted_excerpt(o.image, 256));
   std::set<std::string> placed;
   for (const auto& f : o.mounted_files) {
-    if (f.path.size() < 2 || f.path[0] != '/' || f.path.back() == '/' ||
-        f.path.find('\0') != std::string::npos)
+    // A last name "." or ".." names a directory, as a trailing '/' does.
+    const std::string_view last = std::string_view(f.path).substr(f.path.rfind('/') + 1);
+    if (f.path.size() < 2 || f.path[0] != '/' || f.path.back() == '/' || last == "." ||
+        last == ".." || f.path.find('\0') != std::string::npos)
       return fail(errc::validation, "SandboxOptions::mounted_files: path must be an absolute file "
                                     "path without NUL bytes, got " +
                                         quoted_excerpt(f.path, 256));

@@ -13,13 +13,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
+#include <stdlib.h>
 #include <sys/stat.h>
 
 namespace sandbox {
@@ -111,15 +114,24 @@ public:
     SANDBOX_TRYV(cg::validate(o.resources));
     SANDBOX_TRYV(cg::check_host(cg::host_layout(), o.resources));
     cg::sweep_once(); // cgroups of owners that died without cleaning up (SIGKILL)
+    if (o.mounted_files.size() > local::detail::sv::max_mounted_files)
+      return fail(errc::validation,
+                  "SandboxOptions::mounted_files: " + std::to_string(o.mounted_files.size()) +
+                      " files, more than the " +
+                      std::to_string(local::detail::sv::max_mounted_files) +
+                      " a local sandbox places (one mount each)");
     std::optional<image::prepared_image> img;
-    // The host's root named as an image ("/", "/usr/..", a bind mount of it) is no image: its
-    // secrets stay hidden as they are without one.
-    std::optional<SandboxOptions> as_host;
-    if (!o.image.empty() && names_host_root(o.image)) {
-      as_host.emplace(o);
-      as_host->image.clear();
+    // An image directory is used by the path it resolves to here: the supervisor resolves it
+    // in another process (whose /proc/self differs), and the host's root is no image.
+    std::optional<SandboxOptions> resolved;
+    if (!o.image.empty() && o.image[0] == '/') {
+      SANDBOX_TRY(dir, resolve_image_dir(o.image));
+      if (dir != o.image) {
+        resolved.emplace(o);
+        resolved->image = std::move(dir);
+      }
     }
-    const SandboxOptions& opts = as_host ? *as_host : o;
+    const SandboxOptions& opts = resolved ? *resolved : o;
     if (!opts.image.empty()) {
       SANDBOX_TRY(prepared, prepare_image(opts.image));
       img = std::move(prepared);
@@ -312,12 +324,26 @@ private:
     return std::optional<image::prepared_image>(std::move(p));
   }
 
-  /// Whether `image` is a directory that is the host's root itself (same device and inode).
-  [[nodiscard]] static bool names_host_root(const std::string& image) noexcept {
-    struct stat dir {
-    }, root{};
-    return image[0] == '/' && ::stat(image.c_str(), &dir) == 0 && ::stat("/", &root) == 0 &&
-           dir.st_dev == root.st_dev && dir.st_ino == root.st_ino;
+  /// The path `image` (absolute) resolves to in this process, without symlinks, `.` or `..`;
+  /// empty for the host's root itself ("/", "/usr/..", a bind mount of it: no image, so its
+  /// secrets stay hidden); as given when it does not resolve (check_image says why).
+  [[nodiscard]] static result<std::string> resolve_image_dir(const std::string& image) noexcept {
+    char buf[PATH_MAX];
+    if (!::realpath(image.c_str(), buf)) return image;
+    std::string dir = buf;
+    for (std::string_view kernel : {"/proc", "/sys"})
+      if (dir == kernel ||
+          (dir.size() > kernel.size() && dir.compare(0, kernel.size(), kernel) == 0 &&
+           dir[kernel.size()] == '/'))
+        return fail(errc::validation, "image " + detail::quoted_excerpt(image, 256) +
+                                          " resolves to " + detail::quoted_excerpt(dir, 256) +
+                                          ", a kernel interface, not a root filesystem");
+    struct stat st = {};
+    struct stat root = {};
+    if (::stat(dir.c_str(), &st) == 0 && ::stat("/", &root) == 0 && st.st_dev == root.st_dev &&
+        st.st_ino == root.st_ino)
+      return std::string();
+    return dir;
   }
 
   [[nodiscard]] static result<void> check_image(const std::string& image) noexcept {
