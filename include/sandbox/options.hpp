@@ -124,7 +124,7 @@ struct Resources {
 };
 
 /// A file placed read-only into the sandbox at start. `path` is absolute, fits the kernel's
-/// limits (4095 bytes, names of 255), and names a file no other entry of the list names.
+/// limits (4095 bytes, names of 255), holds no `..`, and names a file no other entry names.
 struct MountedFile {
   std::string path;
   std::string content;

@@ -387,6 +387,13 @@ TEST_CASE("a mounted file that cannot be placed is named in the error", "[local]
     CHECK(bad.error().message.find(std::string("mounted files: ") + path + ":") !=
           std::string::npos);
   }
+  // One larger than the sandbox's disk: the disk ran out, not the caller's path.
+  auto full =
+      Box::run(sandbox::SandboxOptions{.resources = {.disk_bytes = 1 << 20},
+                                       .mounted_files = {{"/etc/big", std::string(2 << 20, 'b')}}});
+  REQUIRE_FALSE(full);
+  CHECK(full.error().is(errc::resource_exhausted));
+  CHECK(full.error().message.find("/etc/big:") != std::string::npos);
   // Twice the same file, spelt differently: refused before anything starts.
   auto twice = Box::run(
       sandbox::SandboxOptions{.mounted_files = {{"/etc/app/x", "1"}, {"/etc//app/./x", "2"}}});

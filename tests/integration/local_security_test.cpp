@@ -645,7 +645,28 @@ TEST_CASE("an image path is resolved where the caller stands, and never to a ker
   CHECK(marker.value() == "the caller's directory\n");
   CHECK(!box.value().read_file("/etc/passwd"));
   (void)box.value().stop();
-  // /proc and /sys hold no root filesystem.
+  // A working directory that no longer exists cannot be resolved: refused, never passed on to be
+  // resolved again where /proc/self/cwd is another directory.
+  std::string gone = "/tmp/" + unique("sbx-gone-");
+  REQUIRE(::mkdir(gone.c_str(), 0755) == 0);
+  REQUIRE(::chdir(gone.c_str()) == 0);
+  REQUIRE(::rmdir(gone.c_str()) == 0);
+  auto deleted = Box::run({.image = "/proc/self/cwd"}, sandbox::local_transport::shared());
+  REQUIRE(::chdir(before) == 0);
+  REQUIRE_FALSE(deleted);
+  CHECK(deleted.error().is(sandbox::errc::validation));
+  CHECK(deleted.error().message.find("cannot be resolved") != std::string::npos);
+  // /proc and /sys hold no root filesystem, wherever they are bound.
+  if (::geteuid() == 0) {
+    std::string sys = "/tmp/" + unique("sbx-sys-");
+    REQUIRE(::mkdir(sys.c_str(), 0700) == 0);
+    REQUIRE(::mount("/sys/kernel", sys.c_str(), nullptr, MS_BIND, nullptr) == 0);
+    auto bound = Box::run({.image = sys}, sandbox::local_transport::shared());
+    ::umount2(sys.c_str(), MNT_DETACH);
+    ::rmdir(sys.c_str());
+    REQUIRE_FALSE(bound);
+    CHECK(bound.error().message.find("kernel interface") != std::string::npos);
+  }
   for (const char* image : {"/proc/self", "/proc/thread-self/fd", "/sys/kernel"}) {
     INFO(image);
     auto refused = Box::run({.image = image}, sandbox::local_transport::shared());

@@ -160,13 +160,19 @@ inline constexpr const char* special_ranges[] = {
                 "SandboxOptions::image holds a NUL byte: " + quoted_excerpt(o.image, 256));
   std::set<std::string> placed;
   for (const auto& f : o.mounted_files) {
-    // A last name "." or ".." names a directory, as a trailing '/' does.
+    // A last name "." names a directory, as a trailing '/' does. No "..": which directory it
+    // leads back to depends on symlinks on the way (/bin/../etc is /usr/etc where /bin is a
+    // link), so two paths could not be told the same or different.
     const std::string_view last = std::string_view(f.path).substr(f.path.rfind('/') + 1);
     if (f.path.size() < 2 || f.path[0] != '/' || f.path.back() == '/' || last == "." ||
-        last == ".." || f.path.find('\0') != std::string::npos)
+        f.path.find('\0') != std::string::npos || normal_path(f.path).size() < 2)
       return fail(errc::validation, "SandboxOptions::mounted_files: path must be an absolute file "
                                     "path without NUL bytes, got " +
                                         quoted_excerpt(f.path, 256));
+    if (f.path.find("/../") != std::string::npos || std::string_view(f.path).ends_with("/.."))
+      return fail(errc::validation, "SandboxOptions::mounted_files: path " +
+                                        quoted_excerpt(f.path, 256) +
+                                        " holds '..'; name the file without it");
     if (auto why = path_too_long(f.path))
       return fail(errc::validation,
                   "SandboxOptions::mounted_files: path " + quoted_excerpt(f.path, 256) + why);

@@ -24,6 +24,7 @@
 
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 
 namespace sandbox {
 
@@ -329,10 +330,22 @@ private:
   /// secrets stay hidden); as given when it does not resolve (check_image says why).
   [[nodiscard]] static result<std::string> resolve_image_dir(const std::string& image) noexcept {
     char buf[PATH_MAX];
-    if (!::realpath(image.c_str(), buf)) return image;
+    if (!::realpath(image.c_str(), buf)) {
+      // Never passed on as given: the supervisor would resolve it again, elsewhere (a deleted
+      // working directory behind /proc/self/cwd is still a directory to stat).
+      const int err = errno;
+      SANDBOX_TRYV(check_image(image));
+      return fail(errc::validation,
+                  "image " + detail::quoted_excerpt(image, 256) +
+                      " cannot be resolved to a path: " + detail::errno_text(err));
+    }
     std::string dir = buf;
+    struct statfs fs {};
+    const bool kernel_fs =
+        ::statfs(buf, &fs) == 0 &&
+        local::detail::files::kernel_fs_name(static_cast<std::uint64_t>(fs.f_type)) != nullptr;
     for (std::string_view kernel : {"/proc", "/sys"})
-      if (dir == kernel ||
+      if (kernel_fs || dir == kernel ||
           (dir.size() > kernel.size() && dir.compare(0, kernel.size(), kernel) == 0 &&
            dir[kernel.size()] == '/'))
         return fail(errc::validation, "image " + detail::quoted_excerpt(image, 256) +

@@ -755,8 +755,14 @@ inline result<void> box::await_ready(const SandboxOptions& o, bool user_ns) noex
         user_ns && r.where == stage::overlay ? explain_user_ns_overlay(r.err) : errno_text(r.err);
   else
     why = "the supervisor exited during setup";
-  errc code = file || (reported && r.where == stage::overlay && !o.image.empty()) ? errc::validation
-                                                                                  : errc::failed;
+  // A file that cannot be placed where the caller asked is the caller's to fix, unless the
+  // sandbox's disk or the host ran out.
+  const bool exhausted = r.err == ENOSPC || r.err == EDQUOT;
+  const bool host = r.err == ENOMEM || r.err == EMFILE || r.err == ENFILE;
+  errc code = file && exhausted ? errc::resource_exhausted
+              : (file && !host) || (reported && r.where == stage::overlay && !o.image.empty())
+                  ? errc::validation
+                  : errc::failed;
   return fail(code, "sandbox " + id + " failed to start: " + why);
 }
 

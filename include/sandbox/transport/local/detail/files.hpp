@@ -97,7 +97,7 @@ struct target {
 }
 
 [[nodiscard]] inline std::string where(const target& t) {
-  return std::string(t.path) + " in sandbox " + std::string(t.id);
+  return quoted_excerpt(t.path, 256) + " in sandbox " + std::string(t.id);
 }
 
 /// The error of a failed system call on `t`.
