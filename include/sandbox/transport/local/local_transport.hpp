@@ -327,7 +327,7 @@ private:
 
   /// The path `image` (absolute) resolves to in this process, without symlinks, `.` or `..`;
   /// empty for the host's root itself ("/", "/usr/..", a bind mount of it: no image, so its
-  /// secrets stay hidden); as given when it does not resolve (check_image says why).
+  /// secrets stay hidden). Refused when it does not resolve, or resolves to a kernel interface.
   [[nodiscard]] static result<std::string> resolve_image_dir(const std::string& image) noexcept {
     char buf[PATH_MAX];
     if (!::realpath(image.c_str(), buf)) {
