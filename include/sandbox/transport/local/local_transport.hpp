@@ -4,6 +4,7 @@
 
 #include <sandbox/concepts.hpp>
 #include <sandbox/detail/deadline.hpp>
+#include <sandbox/detail/fork_safe.hpp>
 #include <sandbox/detail/random.hpp>
 #include <sandbox/detail/validate.hpp>
 #include <sandbox/image/options.hpp>
@@ -12,8 +13,10 @@
 #include <sandbox/transport/local/detail/process.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -58,8 +61,13 @@ public:
 
   /// The process-wide instance that `Sandbox::run` uses.
   [[nodiscard]] static std::shared_ptr<local_transport> shared() {
-    static const std::shared_ptr<local_transport> instance = std::make_shared<local_transport>();
-    return instance;
+    static constinit std::atomic<std::shared_ptr<local_transport>*> made{nullptr};
+    return sandbox::detail::process_static(made, [] {
+      auto* instance = new std::shared_ptr<local_transport>(std::make_shared<local_transport>());
+      // Its sandboxes are stopped, and their cgroups removed, as the program exits.
+      std::atexit([] { delete made.exchange(nullptr); });
+      return instance;
+    });
   }
 
   /// Removes what the sandboxes of owners that died without cleaning up (SIGKILL) left on the
@@ -381,7 +389,7 @@ private:
   }
 
   options options_;
-  std::mutex m_;
+  sandbox::detail::fork_safe_mutex m_; // a forked child may go on using this transport
   std::map<std::string, std::shared_ptr<local::detail::box>, std::less<>> boxes_;
 };
 

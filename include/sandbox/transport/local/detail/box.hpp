@@ -3,6 +3,7 @@
 // supervisor to start or signal commands, following its lifecycle, and stopping it.
 #pragma once
 
+#include <sandbox/detail/fork_safe.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/unique_fd.hpp>
 #include <sandbox/detail/validate.hpp>
@@ -18,6 +19,7 @@
 #include <sandbox/transport/local/detail/supervisor.hpp>
 #include <sandbox/transport/local/detail/userns.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -487,31 +489,34 @@ struct client_areas {
 #endif
 }
 
+[[nodiscard]] inline client_areas read_client_areas() noexcept {
+  client_areas a;
+  a.libc_text = code_segment_of(libc_address());
+  // Statically linked, that is the whole program's code: mapping all of a large one would
+  // cost more than the faults it saves.
+  if (a.libc_text.end - a.libc_text.begin > (std::uintptr_t{4} << 20)) a.libc_text = {};
+  unique_fd fd(::open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
+  char buf[2048];
+  ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
+  if (n <= 0) return a;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')'); // the name may hold spaces and parentheses
+  std::uintptr_t v[4] = {};
+  for (int field = 3; p && field <= 51; ++field) { // p: at field `field` after the skip
+    p = std::strchr(p, ' ');
+    if (!p) break;
+    ++p;
+    if (field >= 48) v[field - 48] = static_cast<std::uintptr_t>(std::strtoull(p, nullptr, 10));
+  }
+  a.args = {v[0], v[1]};
+  a.environment = {v[2], v[3]};
+  return a;
+}
+
 [[nodiscard]] inline const client_areas& client_memory() noexcept {
-  static const client_areas areas = [] {
-    client_areas a;
-    a.libc_text = code_segment_of(libc_address());
-    // Statically linked, that is the whole program's code: mapping all of a large one would
-    // cost more than the faults it saves.
-    if (a.libc_text.end - a.libc_text.begin > (std::uintptr_t{4} << 20)) a.libc_text = {};
-    unique_fd fd(::open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
-    char buf[2048];
-    ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
-    if (n <= 0) return a;
-    buf[n] = '\0';
-    const char* p = std::strrchr(buf, ')'); // the name may hold spaces and parentheses
-    std::uintptr_t v[4] = {};
-    for (int field = 3; p && field <= 51; ++field) { // p: at field `field` after the skip
-      p = std::strchr(p, ' ');
-      if (!p) break;
-      ++p;
-      if (field >= 48) v[field - 48] = static_cast<std::uintptr_t>(std::strtoull(p, nullptr, 10));
-    }
-    a.args = {v[0], v[1]};
-    a.environment = {v[2], v[3]};
-    return a;
-  }();
-  return areas;
+  static constinit std::atomic<const client_areas*> made{nullptr};
+  return sandbox::detail::process_static(
+      made, [] { return new const client_areas(read_client_areas()); });
 }
 
 /// The environment every command of the sandbox starts from: defaults, then the image's

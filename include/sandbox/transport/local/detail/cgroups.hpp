@@ -26,6 +26,7 @@
 // counts the memory of the client it was cloned from.
 #pragma once
 
+#include <sandbox/detail/fork_safe.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/unique_fd.hpp>
 #include <sandbox/options.hpp>
@@ -203,8 +204,8 @@ inline void parse_v1_mounts(std::string_view mountinfo, layout& l) {
 
 /// The host's layout, detected on first use.
 [[nodiscard]] inline const layout& host_layout() noexcept {
-  static const layout l = detect_layout();
-  return l;
+  static constinit std::atomic<const layout*> made{nullptr};
+  return sandbox::detail::process_static(made, [] { return new const layout(detect_layout()); });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,7 +272,7 @@ struct owner_id {
 /// This process's owner directory name and how many of its cgroups exist, so that the owner
 /// directory goes away with the last of them. Reset in a forked child (another owner).
 struct owner_registry {
-  std::mutex m;
+  sandbox::detail::fork_safe_mutex m;
   pid_t pid = 0;
   std::string name;
   unsigned live = 0;
@@ -296,8 +297,8 @@ struct owner_registry {
 };
 
 [[nodiscard]] inline owner_registry& registry() noexcept {
-  static owner_registry r;
-  return r;
+  static constinit std::atomic<owner_registry*> made{nullptr};
+  return sandbox::detail::process_static(made, [] { return new owner_registry; });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,9 +11,11 @@
 // 2 s is used once and rebuilt for the next sandbox.
 #pragma once
 
+#include <sandbox/detail/fork_safe.hpp>
 #include <sandbox/detail/unique_fd.hpp>
 #include <sandbox/transport/local/detail/hidden.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <ctime>
 #include <memory>
@@ -195,7 +197,7 @@ struct stamp {
 }
 
 struct cache {
-  std::mutex m;
+  sandbox::detail::fork_safe_mutex m;
   int kernel_takes_layer = -1; ///< overlay_takes, once: -1 not yet known
   std::vector<watch> watches = watched();
   std::vector<stamp> built_from;
@@ -204,8 +206,8 @@ struct cache {
 };
 
 [[nodiscard]] inline cache& process_cache() {
-  static cache c;
-  return c;
+  static constinit std::atomic<cache*> made{nullptr};
+  return sandbox::detail::process_static(made, [] { return new cache; });
 }
 
 } // namespace layer_cache

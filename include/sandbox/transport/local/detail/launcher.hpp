@@ -18,6 +18,7 @@
 // through libc.hpp, no allocation, no locks.
 #pragma once
 
+#include <sandbox/detail/fork_safe.hpp>
 #include <sandbox/detail/unique_fd.hpp>
 #include <sandbox/transport/local/detail/cgroups.hpp>
 #include <sandbox/transport/local/detail/libc.hpp>
@@ -267,21 +268,15 @@ class launcher {
   using unique_fd = sandbox::detail::unique_fd;
 
 public:
+  /// Never destroyed: usable from static destructors.
   [[nodiscard]] static launcher& instance() noexcept {
-    // Never destroyed: usable from static destructors. A fork while a request is in flight
-    // would leave the child's copy of the lock held: the child starts unlocked, without the
-    // parent's launcher.
-    static launcher* const l = [] {
-      auto* made = new launcher;
-      ::pthread_atfork([] { instance().m_.lock(); }, [] { instance().m_.unlock(); },
-                       [] {
-                         launcher& c = instance();
-                         c.forget_locked();
-                         c.m_.unlock();
-                       });
-      return made;
-    }();
-    return *l;
+    return sandbox::detail::process_static(made_, [] { return new launcher; });
+  }
+
+  /// A forked child starts without the parent's launcher. A fork waits for m_, so no request
+  /// is in flight.
+  static void forget_in_child() noexcept {
+    if (launcher* l = made_.load(std::memory_order_acquire)) l->forget_locked();
   }
 
   /// Clones a supervisor for `setup` with `flags` (namespaces), its control socket `ctl`. Returns
@@ -535,11 +530,17 @@ private:
     return true;
   }
 
-  std::mutex m_;
+  inline static constinit std::atomic<launcher*> made_{nullptr};
+
+  sandbox::detail::fork_safe_mutex m_;
   pid_t owner_ = 0;
   std::string state_; ///< caller_state() when the launcher was made
   unique_fd sock_, pidfd_;
   std::vector<unique_fd> stale_;
 };
+
+/// Registered as the program starts (see fork_safe.hpp).
+inline const int launcher_forgotten_in_child =
+    ::pthread_atfork(nullptr, nullptr, &launcher::forget_in_child);
 
 } // namespace sandbox::local::detail
