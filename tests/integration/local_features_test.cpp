@@ -588,24 +588,42 @@ TEST_CASE("the log keeps the last 1 MiB with offsets that count every byte; a fl
   CHECK(ended.value().complete); // nothing more after the end
 }
 
-TEST_CASE("every sandbox has a network namespace of its own", "[local]") {
+TEST_CASE("every sandbox has a network and an IPC namespace of its own", "[local]") {
+  // Those namespaces are made ahead, between sandboxes: each is used once, and a sandbox on the
+  // host's network, started in between, still gets the host's.
   auto t = std::make_shared<sandbox::local_transport>();
-  char host[64] = {};
+  auto ns_of = [](Box& box, const char* kind) {
+    auto r = box.exec({"readlink", std::string("/proc/self/ns/") + kind}).result();
+    return r && r.value().returncode == 0 ? r.value().stdout_text : std::string("failed");
+  };
+  char host[64] = {}, host_ipc[64] = {};
   REQUIRE(readlink("/proc/self/ns/net", host, sizeof host - 1) > 0);
-  std::vector<std::string> seen;
+  REQUIRE(readlink("/proc/self/ns/ipc", host_ipc, sizeof host_ipc - 1) > 0);
+  std::vector<std::string> seen, seen_ipc;
   std::vector<Box> alive; // all at once: an ended one's namespace could be freed and reused
   for (int i = 0; i < 6; ++i) {
+    if (i % 2) {
+      auto shared = Box::run(sandbox::SandboxOptions{.network = sandbox::network_mode::host}, t);
+      REQUIRE(shared);
+      CHECK(ns_of(shared.value(), "net") == std::string(host) + "\n");
+      std::string ipc = ns_of(shared.value(), "ipc");
+      CHECK(ipc != std::string(host_ipc) + "\n");
+      CHECK(std::find(seen_ipc.begin(), seen_ipc.end(), ipc) == seen_ipc.end());
+      seen_ipc.push_back(ipc);
+      alive.push_back(std::move(shared).value());
+    }
     auto box = Box::run({}, t);
     REQUIRE(box);
-    auto r = box.value().exec({"readlink", "/proc/self/ns/net"}).result();
-    REQUIRE(r);
-    REQUIRE(r.value().returncode == 0);
-    std::string ns = r.value().stdout_text;
-    INFO("sandbox " << i << ": " << ns);
+    std::string ns = ns_of(box.value(), "net"), ipc = ns_of(box.value(), "ipc");
+    INFO("sandbox " << i << ": " << ns << ipc);
     CHECK(ns.rfind("net:[", 0) == 0);
     CHECK(ns != std::string(host) + "\n");
     CHECK(std::find(seen.begin(), seen.end(), ns) == seen.end());
     seen.push_back(ns);
+    CHECK(ipc.rfind("ipc:[", 0) == 0);
+    CHECK(ipc != std::string(host_ipc) + "\n");
+    CHECK(std::find(seen_ipc.begin(), seen_ipc.end(), ipc) == seen_ipc.end());
+    seen_ipc.push_back(ipc);
     // Its own loopback and no other interface.
     auto links = box.value().exec({"cat", "/proc/net/dev"}).result();
     REQUIRE(links);

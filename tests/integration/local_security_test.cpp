@@ -975,6 +975,66 @@ TEST_CASE("the host's root named as an image hides its secrets as the default ro
   CHECK(run(whole, {"cat", s.files[0]}).out == s.token + "\n");
 }
 
+TEST_CASE("an image directory swapped for a symlink while the sandbox starts never shows the "
+          "host's root",
+          "[local][security][filesystem]") {
+  // A host process that may rename in the image's directory swaps it for a symlink, over and
+  // over: to the host's root (the image's own name), or, one directory up, to /proc/1 (whose
+  // "root" is the host's root). Each start ends on the image, on the default root with the
+  // secrets hidden (the path resolved to "/": no image), or refused; never on the host's root.
+  planted_secrets s;
+  const std::string base = "/tmp/" + unique("sbx-swap-");
+  REQUIRE(::mkdir(base.c_str(), 0755) == 0);
+  struct variant {
+    std::string swapped, decoy, target, image;
+  };
+  const variant variants[] = {
+      {base + "/img", base + "/img-link", "/", base + "/img"},
+      {base + "/d", base + "/d-link", "/proc/1", base + "/d/root"},
+  };
+  for (const variant& v : variants) {
+    INFO(v.image);
+    REQUIRE(::mkdir(v.swapped.c_str(), 0755) == 0);
+    if (v.image != v.swapped) REQUIRE(::mkdir(v.image.c_str(), 0755) == 0);
+    { std::ofstream(v.image + "/marker") << "the image\n"; }
+    REQUIRE(::symlink(v.target.c_str(), v.decoy.c_str()) == 0);
+    std::atomic<bool> done{false};
+    std::thread swapper([&] {
+      while (!done) {
+        (void)::syscall(SYS_renameat2, AT_FDCWD, v.swapped.c_str(), AT_FDCWD, v.decoy.c_str(),
+                        RENAME_EXCHANGE);
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      }
+    });
+    int on_image = 0, on_default = 0, refused = 0;
+    for (int i = 0; i < 60; ++i) {
+      auto box = Box::run({.image = v.image}, sandbox::local_transport::shared());
+      if (!box) {
+        ++refused;
+        CHECK(box.error().is(errc::validation));
+        continue;
+      }
+      auto marker = box.value().read_file("/marker");
+      if (marker && marker.value() == "the image\n") {
+        ++on_image;
+      } else {
+        ++on_default;
+        CHECK(box.value().read_file("/etc/ld.so.cache")); // a root of the host's, then
+      }
+      // The host's secrets, wherever the sandbox ended up.
+      CHECK(!box.value().read_file(s.files[0]));
+      CHECK(!box.value().read_file("/etc/shadow"));
+      (void)box.value().stop();
+    }
+    done = true;
+    swapper.join();
+    UNSCOPED_INFO(v.image << ": " << on_image << " on the image, " << on_default
+                          << " on the default root, " << refused << " refused");
+    std::system(("rm -rf " + base + "/*").c_str());
+  }
+  ::rmdir(base.c_str());
+}
+
 TEST_CASE("what the default root hides follows the host's changes between sandboxes",
           "[local][security][filesystem]") {
   // The hidden entries are prepared once and shared by later sandboxes (hidden_layer.hpp) while

@@ -131,13 +131,16 @@ public:
                       " a local sandbox places (one mount each)");
     std::optional<image::prepared_image> img;
     // An image directory is used by the path it resolves to here: the supervisor resolves it
-    // in another process (whose /proc/self differs), and the host's root is no image.
+    // in another process (whose /proc/self differs), and the host's root is no image. The
+    // directory is held open until the sandbox is built, and the sandbox is built on it only.
     std::optional<SandboxOptions> resolved;
+    image_dir dir;
     if (!o.image.empty() && o.image[0] == '/') {
-      SANDBOX_TRY(dir, resolve_image_dir(o.image));
-      if (dir != o.image) {
+      SANDBOX_TRY(found, resolve_image_dir(o.image));
+      dir = std::move(found);
+      if (dir.path != o.image) {
         resolved.emplace(o);
-        resolved->image = std::move(dir);
+        resolved->image = dir.path;
       }
     }
     const SandboxOptions& opts = resolved ? *resolved : o;
@@ -146,7 +149,7 @@ public:
       img = std::move(prepared);
     }
     SANDBOX_TRY(b, local::detail::box::create(detail::random_id("sbx-", 12), opts, true,
-                                              img ? &*img : nullptr));
+                                              img ? &*img : nullptr, dir.fd ? &dir.id : nullptr));
     if (!o.command.empty()) {
       auto started = b->start_main(o.command);
       if (!started) {
@@ -333,10 +336,18 @@ private:
     return std::optional<image::prepared_image>(std::move(p));
   }
 
-  /// The path `image` (absolute) resolves to in this process, without symlinks, `.` or `..`;
-  /// empty for the host's root itself ("/", "/usr/..", a bind mount of it: no image, so its
-  /// secrets stay hidden). Refused when it does not resolve, or resolves to a kernel interface.
-  [[nodiscard]] static result<std::string> resolve_image_dir(const std::string& image) noexcept {
+  /// An image directory as resolve_image_dir found it.
+  struct image_dir {
+    std::string path; ///< empty: the host's root, which is no image
+    sandbox::detail::unique_fd fd;
+    local::detail::dir_identity id;
+  };
+
+  /// The path `image` (absolute) resolves to in this process, without symlinks, `.` or `..`,
+  /// and the directory there, open (O_PATH), the checks made on it; an empty path for the host's
+  /// root itself ("/", "/usr/..", a bind mount of it: no image, so its secrets stay hidden).
+  /// Refused when it does not resolve, resolves to a kernel interface, or changes meanwhile.
+  [[nodiscard]] static result<image_dir> resolve_image_dir(const std::string& image) noexcept {
     char buf[PATH_MAX];
     if (!::realpath(image.c_str(), buf)) {
       // Never passed on as given: the supervisor would resolve it again, elsewhere (a deleted
@@ -348,9 +359,23 @@ private:
                       " cannot be resolved to a path: " + detail::errno_text(err));
     }
     std::string dir = buf;
+    image_dir found;
+    found.fd.reset(::open(buf, O_PATH | O_DIRECTORY | O_CLOEXEC));
+    struct stat st = {};
     struct statfs fs {};
+    if (!found.fd || ::fstat(found.fd.get(), &st) != 0 || ::fstatfs(found.fd.get(), &fs) != 0)
+      return fail(errc::validation, "image " + detail::quoted_excerpt(image, 256) +
+                                        ": cannot open " + detail::quoted_excerpt(dir, 256) + ": " +
+                                        detail::errno_text(errno));
+    // Where the directory opened is: what was resolved, unless a directory on the way was
+    // swapped for a symlink meanwhile (it could lead anywhere, /proc/1/cwd included).
+    char at[PATH_MAX + 1];
+    const std::string self = "/proc/self/fd/" + std::to_string(found.fd.get());
+    const ssize_t len = ::readlink(self.c_str(), at, sizeof at);
+    if (len < 0 || std::string_view(at, static_cast<std::size_t>(len)) != dir)
+      return fail(errc::validation, "image " + detail::quoted_excerpt(image, 256) +
+                                        ": the directory changed while it was looked up");
     const bool kernel_fs =
-        ::statfs(buf, &fs) == 0 &&
         local::detail::files::kernel_fs_name(static_cast<std::uint64_t>(fs.f_type)) != nullptr;
     for (std::string_view kernel : {"/proc", "/sys"})
       if (kernel_fs || dir == kernel ||
@@ -359,12 +384,12 @@ private:
         return fail(errc::validation, "image " + detail::quoted_excerpt(image, 256) +
                                           " resolves to " + detail::quoted_excerpt(dir, 256) +
                                           ", a kernel interface, not a root filesystem");
-    struct stat st = {};
     struct stat root = {};
-    if (::stat(dir.c_str(), &st) == 0 && ::stat("/", &root) == 0 && st.st_dev == root.st_dev &&
-        st.st_ino == root.st_ino)
-      return std::string();
-    return dir;
+    if (::stat("/", &root) == 0 && st.st_dev == root.st_dev && st.st_ino == root.st_ino)
+      return image_dir{};
+    found.path = std::move(dir);
+    found.id = {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino)};
+    return found;
   }
 
   [[nodiscard]] static result<void> check_image(const std::string& image) noexcept {

@@ -154,9 +154,12 @@ public:
   /// root) and waits until the sandbox is built. `seccomp_filter` false is for measuring the
   /// filter's cost only. `img`: the image `o.image` names, prepared (its layers are the root,
   /// its config the defaults), or nullptr when `o.image` is a directory or empty.
+  /// `image_dir`: the identity of the directory `o.image` names, which the caller checked and
+  /// holds open until this returns: the sandbox is built on that directory or not at all.
   [[nodiscard]] static result<std::shared_ptr<box>>
   create(std::string id, const SandboxOptions& o, bool seccomp_filter = true,
-         const image::prepared_image* img = nullptr) noexcept;
+         const image::prepared_image* img = nullptr,
+         const dir_identity* image_dir = nullptr) noexcept;
 
   box() = default;
   box(const box&) = delete;
@@ -551,7 +554,7 @@ struct box::paths {
 
   /// `hidden`: the shared layer of hidden entries (hidden_layer.hpp), or nullptr.
   paths(const char* staging, const SandboxOptions& o, bool user_ns,
-        const hidden::shared_layer* hidden, const image::prepared_image* img) {
+        const hidden::shared_layer* hidden, const image::prepared_image* img, bool pinned) {
     std::string s = staging;
     lower = o.image.empty() ? std::string("/") : o.image;
     if (img) { // its layers, topmost first
@@ -567,8 +570,10 @@ struct box::paths {
     staging_opts = "mode=0755,size=" + std::to_string(disk);
     overlay_opts = "lowerdir=";
     // Above the host's root; the supervisor keeps the layer's mount as fd sv::hidden_layer.
-    if (hidden) overlay_opts += "/proc/self/fd/" + std::to_string(sv::hidden_layer) + ":";
-    overlay_opts += lower + ",upperdir=" + upper + ",workdir=" + work;
+    // A pinned image directory: the one the supervisor opened and checked, as that fd.
+    const std::string layer_fd = "/proc/self/fd/" + std::to_string(sv::hidden_layer);
+    if (hidden) overlay_opts += layer_fd + ":";
+    overlay_opts += (pinned ? layer_fd : lower) + ",upperdir=" + upper + ",workdir=" + work;
     if (user_ns) overlay_opts += ",userxattr"; // trusted.* xattrs need the host's CAP_SYS_ADMIN
     for (const auto& f : o.mounted_files)
       files.push_back({f.path.c_str(), f.content.data(), f.content.size(), false});
@@ -625,7 +630,8 @@ struct box::paths {
 
 inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOptions& o,
                                                 bool seccomp_filter,
-                                                const image::prepared_image* img) noexcept {
+                                                const image::prepared_image* img,
+                                                const dir_identity* image_dir) noexcept {
   auto b = std::make_shared<box>();
   b->id = std::move(id);
   b->tags = o.tags;
@@ -652,7 +658,8 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   // Held until the supervisor is cloned (the launcher hands it a copy of the descriptor).
   std::shared_ptr<const hidden::shared_layer> hidden;
   if (!user_ns && o.image.empty() && !o.whole_host_root) hidden = hidden::current_layer();
-  const paths p(staging, o, user_ns, hidden.get(), img);
+  const bool pinned = image_dir && !img && !o.image.empty();
+  const paths p(staging, o, user_ns, hidden.get(), img, pinned);
   if (p.overlay_opts.size() > 4000) // the kernel takes one page of mount options
     return fail(errc::validation, "sandbox " + b->id + ": the image has too many layers (" +
                                       std::to_string(img ? img->layers.size() : 1) +
@@ -660,6 +667,10 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
                                       std::to_string(p.overlay_opts.size()) + " bytes of 4000");
   supervisor_setup setup = p.setup(*b, staging, o, user_ns, hidden.get(), img);
   setup.seccomp = seccomp_filter;
+  if (pinned) {
+    setup.lower_pinned = true;
+    setup.lower_id = *image_dir;
+  }
   SANDBOX_TRYV(b->clone_supervisor(setup, o.network == network_mode::host, user_ns));
   // A step that fails after the clone leaves the sandbox FAILED, its supervisor killed.
   auto done = user_ns ? b->map_user_ns(o.network == network_mode::egress) : success();
@@ -750,6 +761,9 @@ inline result<void> box::await_ready(const SandboxOptions& o, bool user_ns) noex
   if (n == sizeof r && r.kind == event::ready) return success();
   const bool reported = n == sizeof r && r.kind == event::setup_failed;
   std::string why = reported ? std::string(to_string(r.where)) + ": " : std::string();
+  if (reported && r.where == stage::image_changed)
+    return fail(errc::validation, "sandbox " + id + " failed to start: image " +
+                                      quoted_excerpt(o.image, 256) + ": " + to_string(r.where));
   // A mounted file's path is the caller's: the message says which one.
   const bool file = reported && r.where == stage::mounted_files && r.value >= 0 &&
                     static_cast<std::size_t>(r.value) < o.mounted_files.size();

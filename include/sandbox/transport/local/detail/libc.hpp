@@ -83,6 +83,7 @@ SANDBOX_LIBC_POINTER(setxattr) = &::setxattr;
 SANDBOX_LIBC_POINTER(mount) = &::mount;
 SANDBOX_LIBC_POINTER(umount2) = &::umount2;
 SANDBOX_LIBC_POINTER(unshare) = &::unshare;
+SANDBOX_LIBC_POINTER(setns) = &::setns;
 SANDBOX_LIBC_POINTER(sethostname) = &::sethostname;
 
 // Processes.

@@ -72,6 +72,7 @@ enum class stage : std::uint32_t {
   cgroup_ns,
   terminal,
   user,
+  image_changed,
 };
 
 [[nodiscard]] constexpr const char* to_string(stage s) noexcept {
@@ -105,6 +106,9 @@ enum class stage : std::uint32_t {
   case stage::cgroup_ns: return "entering a cgroup namespace";
   case stage::terminal: return "opening a terminal";
   case stage::user: return "switching to the image's user";
+  case stage::image_changed:
+    return "the image directory is not the one checked when the sandbox was asked for: it was "
+           "replaced (renamed, or a directory on its path swapped for a symlink) while it started";
   }
   return "?";
 }

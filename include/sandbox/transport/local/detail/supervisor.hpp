@@ -61,6 +61,11 @@ struct memory_area {
   std::uintptr_t begin = 0, end = 0;
 };
 
+/// A directory as fstat names it: its device and inode.
+struct dir_identity {
+  std::uint64_t dev = 0, ino = 0;
+};
+
 /// Everything the supervisor needs, prepared by the client; the launcher gets it as one buffer
 /// (pack_setup, launcher.hpp) and points these into its copy. `args`, `environment` and
 /// `libc_text` are addresses in the client's memory, the same in the launcher's copy of it.
@@ -84,6 +89,11 @@ struct supervisor_setup {
   /// mounts below it, as the host's root always has.
   bool mirror_root = false;
   const char* lower = nullptr;
+  /// `lower` is an image directory the client checked and holds open, with this identity: the
+  /// supervisor mounts the directory it opens at `lower` only if it is that one, by its fd
+  /// (overlay_opts names it as fd sv::hidden_layer), never by a path looked up again.
+  bool lower_pinned = false;
+  dir_identity lower_id;
   /// The default root without the host's secrets (hidden.hpp).
   bool hide_host_secrets = false;
   /// The client's shared layer of hidden entries (hidden_layer.hpp), already in overlay_opts;
@@ -118,7 +128,8 @@ struct supervisor_setup {
 namespace sv {
 
 inline constexpr int ctl = 3;          // the control socket's fd in the supervisor
-inline constexpr int hidden_layer = 4; // supervisor_setup::hidden_layer_fd, until the root is built
+inline constexpr int hidden_layer = 4; // supervisor_setup::hidden_layer_fd, or the pinned image
+                                       // directory (lower_pinned), until the root is built
 inline constexpr int exit_setup_failed = 1;
 inline constexpr int exit_expired = 3;            // max_lifetime ran out
 inline constexpr std::size_t max_slots = 4096;    // concurrently running commands
@@ -545,6 +556,22 @@ inline bool real_dir(const char* name, mode_t mode) noexcept {
 
 /// Builds the sandbox's root and pivots into it. Runs as PID 1 of the new namespaces, before
 /// any command: nothing else can change the tree meanwhile.
+/// Opens the image directory as fd hidden_layer if it is still the one the client checked.
+/// Before any other descriptor is made: that number must be free.
+inline void pin_lower(const supervisor_setup& s) noexcept {
+  int fd = libc::open(s.lower, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) setup_failed(ctl, stage::overlay);
+  struct stat st {};
+  if (libc::fstat(fd, &st) != 0) setup_failed(ctl, stage::overlay);
+  if (st.st_dev != s.lower_id.dev || st.st_ino != s.lower_id.ino) {
+    errno = 0;
+    setup_failed(ctl, stage::image_changed);
+  }
+  if (fd != hidden_layer && (libc::dup2(fd, hidden_layer) < 0 || libc::close(fd) != 0))
+    setup_failed(ctl, stage::overlay);
+  libc::fcntl(hidden_layer, F_SETFD, FD_CLOEXEC);
+}
+
 inline void build_root(const supervisor_setup& s) noexcept {
   const int c = ctl;
   if (libc::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
@@ -1265,6 +1292,7 @@ inline int supervisor_main(void* arg) noexcept {
     // dumpable (a non-dumpable process's /proc files belong to the host's root).
     await_client();
   }
+  if (s.lower_pinned) pin_lower(s);
   // A session of its own: no controlling terminal, so no command can open the caller's
   // terminal as /dev/tty and push keystrokes into it (TIOCSTI) or hang it up.
   if (libc::setsid() < 0) setup_failed(ctl, stage::session);
@@ -1290,7 +1318,8 @@ inline int supervisor_main(void* arg) noexcept {
   if (sigfd < 0) setup_failed(ctl, stage::signals);
 
   build_root(s);
-  if (s.hidden_layer_fd >= 0) libc::close(hidden_layer); // the overlay holds the layer now
+  // The overlay holds the layer (or the image) now.
+  if (s.hidden_layer_fd >= 0 || s.lower_pinned) libc::close(hidden_layer);
   if (*s.workdir) {
     char wd[4096];
     std::size_t len = std::strlen(s.workdir);
