@@ -493,11 +493,17 @@ TEST_CASE("a child forked while another thread holds a lock of the library can s
       &sandbox::local::detail::hidden::layer_cache::process_cache().m,
       &sandbox::local::detail::cgroups::registry().m};
   for (auto* lock : locks) {
-    std::atomic<bool> held{false};
+    std::atomic<bool> held{false}, end{false};
     std::thread holder([&] {
-      std::lock_guard g(*lock);
-      held = true;
-      std::this_thread::sleep_for(100ms);
+      {
+        std::lock_guard g(*lock);
+        held = true;
+        std::this_thread::sleep_for(100ms);
+      }
+      // Alive until the child is done: a thread that had ended (not joined) at the fork would
+      // be a leak to a thread sanitizer in the child.
+      while (!end)
+        std::this_thread::sleep_for(1ms);
     });
     while (!held)
       std::this_thread::yield();
@@ -507,9 +513,11 @@ TEST_CASE("a child forked while another thread holds a lock of the library can s
       auto box = local_env::box::run({}, local_env::transport());
       _exit(box && run_out(box.value(), {"echo", "x"}) == "x\n" ? 0 : 1);
     }
-    holder.join();
     int ws = 0;
-    REQUIRE(waitpid(child, &ws, 0) == child);
+    const bool waited = waitpid(child, &ws, 0) == child;
+    end = true;
+    holder.join();
+    REQUIRE(waited);
     CHECK(WIFEXITED(ws));
     CHECK(WEXITSTATUS(ws) == 0);
   }

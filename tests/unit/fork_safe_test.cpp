@@ -30,6 +30,17 @@ int in_child(F child) {
   return ws;
 }
 
+/// A thread that runs `work` and then lives on until `end` is set: one that had ended (not
+/// joined) when the process forked would be a leak to a thread sanitizer in the child.
+template <class F>
+std::thread thread_until(std::atomic<bool>& end, F work) {
+  return std::thread([&end, work] {
+    work();
+    while (!end)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+}
+
 /// Whether `m` can be taken within two seconds.
 bool takes(fork_safe_mutex& m) {
   for (int i = 0; i < 200; ++i) {
@@ -48,8 +59,8 @@ TEST_CASE("a fork_safe_mutex another thread holds is free in the forked child, i
           "[unit][fork]") {
   static fork_safe_mutex m;
   static int guarded = 0;
-  std::atomic<bool> held{false};
-  std::thread holder([&] {
+  std::atomic<bool> held{false}, end{false};
+  std::thread holder = thread_until(end, [&] {
     std::lock_guard g(m);
     held = true;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -61,6 +72,7 @@ TEST_CASE("a fork_safe_mutex another thread holds is free in the forked child, i
     if (!takes(m)) return 1;
     return guarded == 1 ? 0 : 2;
   });
+  end = true;
   holder.join();
   CHECK(WIFEXITED(ws));
   CHECK(WEXITSTATUS(ws) == 0);
@@ -105,13 +117,15 @@ TEST_CASE("a process_static another thread is making when the process forks is m
       return s;
     });
   };
-  std::thread maker([&] { (void)get(); });
+  std::atomic<bool> end{false};
+  std::thread maker = thread_until(end, [&] { (void)get(); });
   while (!making)
     std::this_thread::yield();
   int ws = in_child([&] {
     ::alarm(10); // a child that waits for the half-made object dies of SIGALRM
     return get()->value == 42 ? 0 : 1;
   });
+  end = true;
   maker.join();
   CHECK(WIFEXITED(ws));
   CHECK(WEXITSTATUS(ws) == 0);
