@@ -667,6 +667,29 @@ TEST_CASE("an image path is resolved where the caller stands, and never to a ker
     REQUIRE_FALSE(bound);
     CHECK(bound.error().message.find("kernel interface") != std::string::npos);
   }
+  // A directory of another mount tree named through /proc (here a detached copy of an image,
+  // as /proc/self/fd/N; likewise /proc/<pid>/root of another mount namespace) reads as "/" to
+  // a resolution by text: its "root" subdirectory would have been the host's /root.
+  if (::geteuid() == 0) {
+    std::string tree_dir = "/tmp/" + unique("sbx-detached-");
+    REQUIRE(::mkdir(tree_dir.c_str(), 0755) == 0);
+    REQUIRE(::mkdir((tree_dir + "/root").c_str(), 0755) == 0);
+    { std::ofstream(tree_dir + "/root/marker") << "the image\n"; }
+    const std::string secret = unique("sbx-secret-");
+    { std::ofstream("/root/" + secret) << "host\n"; }
+    const int tree = static_cast<int>(
+        ::syscall(SYS_open_tree, AT_FDCWD, tree_dir.c_str(), 1 /* OPEN_TREE_CLONE */ | O_CLOEXEC));
+    REQUIRE(tree >= 0);
+    auto other = Box::run({.image = "/proc/self/fd/" + std::to_string(tree) + "/root"},
+                          sandbox::local_transport::shared());
+    ::close(tree);
+    ::unlink(("/root/" + secret).c_str());
+    std::system(("rm -rf " + tree_dir).c_str());
+    if (other) CHECK_FALSE(other.value().read_file("/" + secret));
+    REQUIRE_FALSE(other);
+    CHECK(other.error().is(sandbox::errc::validation));
+    CHECK(other.error().message.find("cannot be resolved") != std::string::npos);
+  }
   for (const char* image : {"/proc/self", "/proc/thread-self/fd", "/sys/kernel"}) {
     INFO(image);
     auto refused = Box::run({.image = image}, sandbox::local_transport::shared());

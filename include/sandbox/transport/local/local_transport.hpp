@@ -348,33 +348,33 @@ private:
   /// root itself ("/", "/usr/..", a bind mount of it: no image, so its secrets stay hidden).
   /// Refused when it does not resolve, resolves to a kernel interface, or changes meanwhile.
   [[nodiscard]] static result<image_dir> resolve_image_dir(const std::string& image) noexcept {
-    char buf[PATH_MAX];
-    if (!::realpath(image.c_str(), buf)) {
-      // Never passed on as given: the supervisor would resolve it again, elsewhere (a deleted
-      // working directory behind /proc/self/cwd is still a directory to stat).
+    // Opened as the kernel resolves it (the magic links of /proc too), then named by the path
+    // the kernel gives that directory here, which must lead back to it. Resolved as text
+    // (realpath), /proc/<pid>/root of another mount namespace, or a detached mount's
+    // /proc/self/fd/N, reads as "/": the host's directories would stand in for the image's.
+    image_dir found;
+    found.fd.reset(::open(image.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!found.fd) {
       const int err = errno;
       SANDBOX_TRYV(check_image(image));
-      return fail(errc::validation,
-                  "image " + detail::quoted_excerpt(image, 256) +
-                      " cannot be resolved to a path: " + detail::errno_text(err));
-    }
-    std::string dir = buf;
-    image_dir found;
-    found.fd.reset(::open(buf, O_PATH | O_DIRECTORY | O_CLOEXEC));
-    struct stat st = {};
-    struct statfs fs {};
-    if (!found.fd || ::fstat(found.fd.get(), &st) != 0 || ::fstatfs(found.fd.get(), &fs) != 0)
       return fail(errc::validation, "image " + detail::quoted_excerpt(image, 256) +
-                                        ": cannot open " + detail::quoted_excerpt(dir, 256) + ": " +
-                                        detail::errno_text(errno));
-    // Where the directory opened is: what was resolved, unless a directory on the way was
-    // swapped for a symlink meanwhile (it could lead anywhere, /proc/1/cwd included).
+                                        " cannot be opened: " + detail::errno_text(err));
+    }
     char at[PATH_MAX + 1];
     const std::string self = "/proc/self/fd/" + std::to_string(found.fd.get());
     const ssize_t len = ::readlink(self.c_str(), at, sizeof at);
-    if (len < 0 || std::string_view(at, static_cast<std::size_t>(len)) != dir)
-      return fail(errc::validation, "image " + detail::quoted_excerpt(image, 256) +
-                                        ": the directory changed while it was looked up");
+    std::string dir =
+        len > 0 && static_cast<std::size_t>(len) < sizeof at ? std::string(at, len) : std::string();
+    struct stat st = {}, by_path = {};
+    struct statfs fs {};
+    if (dir.empty() || dir[0] != '/' || ::fstat(found.fd.get(), &st) != 0 ||
+        ::fstatfs(found.fd.get(), &fs) != 0 || ::stat(dir.c_str(), &by_path) != 0 ||
+        by_path.st_dev != st.st_dev || by_path.st_ino != st.st_ino)
+      return fail(errc::validation,
+                  "image " + detail::quoted_excerpt(image, 256) +
+                      " cannot be resolved to a path that leads to it here (a deleted directory, "
+                      "one of another mount namespace or a detached mount, or one replaced "
+                      "meanwhile)");
     const bool kernel_fs =
         local::detail::files::kernel_fs_name(static_cast<std::uint64_t>(fs.f_type)) != nullptr;
     for (std::string_view kernel : {"/proc", "/sys"})
@@ -414,7 +414,7 @@ private:
   }
 
   options options_;
-  sandbox::detail::fork_safe_mutex m_; // a forked child may go on using this transport
+  sandbox::detail::fork_safe_mutex m_; // a forked child may start sandboxes here
   std::map<std::string, std::shared_ptr<local::detail::box>, std::less<>> boxes_;
 };
 

@@ -166,11 +166,15 @@ struct ahead {
     return kind == CLONE_NEWNET ? "/proc/thread-self/ns/net" : "/proc/thread-self/ns/ipc";
   }
 
-  /// Off where the launcher could not come back (no /proc, or setns refused: a seccomp filter).
+  /// Off under a seccomp filter of the caller's, which could kill the launcher at setns or
+  /// unshare, or make either return 0 without doing it (a sandbox would then be cloned into the
+  /// host's namespaces, or into another's); and where the launcher could not come back (no /proc,
+  /// or setns refused).
   void open_own() noexcept {
-    for (int i = 0; i < 2; ++i) {
+    off = sys_prctl(PR_GET_SECCOMP) != 0;
+    for (int i = 0; i < 2 && !off; ++i) {
       own[i] = libc::open(path(kinds[i]), O_RDONLY | O_CLOEXEC);
-      off = off || own[i] < 0 || libc::setns(own[i], kinds[i]) != 0;
+      off = own[i] < 0 || libc::setns(own[i], kinds[i]) != 0;
     }
   }
 

@@ -554,13 +554,14 @@ inline bool real_dir(const char* name, mode_t mode) noexcept {
   return libc::mkdir(name, mode) == 0 && libc::chmod(name, mode) == 0;
 }
 
-/// Builds the sandbox's root and pivots into it. Runs as PID 1 of the new namespaces, before
-/// any command: nothing else can change the tree meanwhile.
 /// Opens the image directory as fd hidden_layer if it is still the one the client checked.
 /// Before any other descriptor is made: that number must be free.
 inline void pin_lower(const supervisor_setup& s) noexcept {
   int fd = libc::open(s.lower, O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) setup_failed(ctl, stage::overlay);
+  if (fd < 0)
+    setup_failed(ctl, errno == ENOENT || errno == ENOTDIR || errno == ELOOP
+                          ? stage::image_changed // moved away meanwhile
+                          : stage::overlay);
   struct stat st {};
   if (libc::fstat(fd, &st) != 0) setup_failed(ctl, stage::overlay);
   if (st.st_dev != s.lower_id.dev || st.st_ino != s.lower_id.ino) {
@@ -572,6 +573,8 @@ inline void pin_lower(const supervisor_setup& s) noexcept {
   libc::fcntl(hidden_layer, F_SETFD, FD_CLOEXEC);
 }
 
+/// Builds the sandbox's root and pivots into it. Runs as PID 1 of the new namespaces, before
+/// any command: nothing else can change the tree meanwhile.
 inline void build_root(const supervisor_setup& s) noexcept {
   const int c = ctl;
   if (libc::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
