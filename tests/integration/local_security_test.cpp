@@ -730,6 +730,48 @@ TEST_CASE("a host that refuses user namespaces gets an error that says so",
   CHECK(m["message"].find("Operation not permitted") != std::string::npos);
 }
 
+TEST_CASE("a caller under a seccomp filter that kills setns and fakes unshare still gets "
+          "sandboxes, each in namespaces of its own",
+          "[local][security]") {
+  // The launcher makes namespaces ahead with unshare and setns: under a caller's filter it must
+  // not (setns would kill it; an unshare that returns 0 without doing it would put sandboxes in
+  // the host's namespaces).
+  auto out = in_child([](int fd) {
+    sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_setns, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_unshare, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    sock_fprog prog{static_cast<unsigned short>(std::size(code)), code};
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+      return put(fd, "error", "seccomp");
+    char host[64] = {};
+    if (::readlink("/proc/self/ns/net", host, sizeof host - 1) <= 0) return put(fd, "error", "ns");
+    std::vector<Box> boxes;
+    std::string seen;
+    for (int i = 0; i < 3; ++i) {
+      auto box = Box::try_run({}, sandbox::local_transport::shared());
+      if (!box) return put(fd, "error", box.error().message);
+      auto ns = box.value().exec({"readlink", "/proc/self/ns/net"}).result();
+      if (!ns || ns.value().returncode != 0) return put(fd, "error", "readlink in the sandbox");
+      const std::string net = ns.value().stdout_text;
+      if (net == std::string(host) + "\n") return put(fd, "error", "the host's network");
+      if (seen.find(net) != std::string::npos) return put(fd, "error", "a network twice");
+      seen += net;
+      boxes.push_back(std::move(box).value());
+    }
+    put(fd, "started", "3");
+  });
+  auto m = parse(out);
+  INFO(out);
+  CHECK(m.count("error") == 0);
+  CHECK(m["started"] == "3");
+}
+
 TEST_CASE("a caller that cannot map a user namespace is told why", "[local][security][rootless]") {
   auto out = in_child([](int fd) {
     // Dropped to nobody but left non-dumpable, as a process that changed uid is.
