@@ -12,6 +12,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -81,12 +82,23 @@ std::vector<std::pair<pid_t, std::string>> children() {
   return found;
 }
 
-int count_children() { return static_cast<int>(children().size()); }
+/// This process's children but its launcher and the supervisor it makes ahead, which come and go
+/// with the launcher (and the latter bears the former's name for a moment after its clone).
+int count_children() {
+  const auto all = children();
+  return static_cast<int>(std::count_if(all.begin(), all.end(), [](const auto& child) {
+    return child.second != "sandbox-launch" && child.second != "sandbox-spare";
+  }));
+}
 
-/// A tiny root filesystem made of busybox-static: enough for sh, echo, cat, ls.
-std::string make_busybox_image() {
+/// A tiny root filesystem made of busybox-static: enough for sh, echo, cat, ls. At `root` (made
+/// here), or in a new directory under /tmp.
+std::string make_busybox_image(std::string root = {}) {
   char tmpl[] = "/tmp/sandbox-image-XXXXXX";
-  std::string root = mkdtemp(tmpl);
+  if (root.empty())
+    root = mkdtemp(tmpl);
+  else if (mkdir(root.c_str(), 0755) != 0)
+    return {};
   for (const char* d : {"/bin", "/etc", "/proc", "/dev", "/tmp", "/sys"})
     mkdir((root + d).c_str(), 0755);
   std::string cp = "cp /bin/busybox " + root + "/bin/busybox";
@@ -589,8 +601,8 @@ TEST_CASE("the log keeps the last 1 MiB with offsets that count every byte; a fl
 }
 
 TEST_CASE("every sandbox has a network and an IPC namespace of its own", "[local]") {
-  // Those namespaces are made ahead, between sandboxes: each is used once, and a sandbox on the
-  // host's network, started in between, still gets the host's.
+  // A sandbox's supervisor is made ahead, with its namespaces, between sandboxes: each is used
+  // once, and a sandbox on the host's network, started in between, still gets the host's.
   auto t = std::make_shared<sandbox::local_transport>();
   auto ns_of = [](Box& box, const char* kind) {
     auto r = box.exec({"readlink", std::string("/proc/self/ns/") + kind}).result();
@@ -722,4 +734,45 @@ TEST_CASE("a supervisor has libc's code mapped from its start, not page fault by
   // All of it, but for what the kernel may have reclaimed since (without the prefault, about
   // half: 496 of 1368 KiB here).
   CHECK(rss_kib >= size_kib - 64);
+}
+
+TEST_CASE("the next sandbox's supervisor is made ahead, and the next sandbox gets it",
+          "[local][spare]") {
+  auto first = keep_alive();
+  std::vector<pid_t> spares;
+  REQUIRE(test_support::eventually([&] {
+    spares = children_named("sandbox-spare");
+    return spares.size() == 1;
+  }));
+  auto [second, supervisor] = keep_alive_with_supervisor();
+  CHECK(supervisor == spares.front());
+  CHECK(slurp("/proc/" + std::to_string(supervisor) + "/comm") == "sandbox-init\n");
+  // And another for the one after.
+  CHECK(test_support::eventually([&] {
+    auto now = children_named("sandbox-spare");
+    return now.size() == 1 && now.front() != spares.front();
+  }));
+}
+
+TEST_CASE("a sandbox sees what the host mounted after its supervisor was made ahead",
+          "[local][spare][image]") {
+  // The supervisor made ahead holds a copy of the host's mounts from then: an image directory on
+  // a file system mounted since would be missing from it, or found under another.
+  auto first = keep_alive();
+  REQUIRE(test_support::eventually([] { return children_named("sandbox-spare").size() == 1; }));
+  char tmpl[] = "/tmp/sandbox-mnt-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  REQUIRE(::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=64m") == 0);
+  const std::string image = make_busybox_image(dir + "/image");
+  CHECK_FALSE(image.empty());
+  {
+    auto box = Box::run({.image = image});
+    INFO((box ? std::string("started") : box.error().message));
+    REQUIRE(box);
+    auto r = box.value().exec({"cat", "/etc/image-marker"}).result();
+    REQUIRE(r);
+    CHECK(r.value().stdout_text == "busybox image\n");
+  }
+  CHECK(::umount2(dir.c_str(), MNT_DETACH) == 0);
+  CHECK(::rmdir(dir.c_str()) == 0);
 }

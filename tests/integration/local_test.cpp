@@ -37,8 +37,10 @@ using scenarios::keep_alive;
 using test_support::children_named;
 using test_support::count_marked;
 using test_support::eventually;
+using test_support::launchers_of;
 using test_support::slurp;
 using test_support::status_hex_field;
+using test_support::zombie_children;
 
 namespace {
 
@@ -305,7 +307,7 @@ TEST_CASE("the launcher holds none of the caller's files and ends with it", "[lo
     char c;
     const bool ended = poll(&w, 1, 30000) == 1 && read(p[0], &c, 1) == 0;
     test_support::put(fd, "pipe_ended", ended ? "yes" : "no");
-    auto launchers = children_named(getpid(), "sandbox-launch");
+    auto launchers = launchers_of(getpid());
     test_support::put(fd, "launchers", launchers.size());
     if (!launchers.empty()) test_support::put(fd, "launcher", launchers.front());
   }));
@@ -323,27 +325,71 @@ TEST_CASE("the launcher holds none of the caller's files and ends with it", "[lo
 TEST_CASE("a launcher killed from outside is made again; a forked child gets its own",
           "[local][lifecycle]") {
   auto before = keep_alive<local_env>();
-  auto launchers = children_named(getpid(), "sandbox-launch");
+  auto launchers = launchers_of(getpid());
   REQUIRE(launchers.size() == 1);
   CHECK(kill(launchers.front(), SIGKILL) == 0);
-  CHECK(eventually([&] { return children_named(getpid(), "sandbox-launch").empty(); }));
+  CHECK(eventually([&] { return launchers_of(getpid()).empty(); }));
   auto after = keep_alive<local_env>(); // made again, and the dead one reaped
   CHECK(run_out(after, {"echo", "new"}) == "new\n");
   CHECK(run_out(before, {"echo", "old"}) == "old\n"); // sandboxes it made are not its children
-  auto again = children_named(getpid(), "sandbox-launch");
+  auto again = launchers_of(getpid());
   REQUIRE(again.size() == 1);
   CHECK(again.front() != launchers.front());
   auto m = test_support::parse(test_support::in_child([](int fd) {
     auto box = local_env::box::run({}, local_env::transport());
     if (!box) return test_support::put(fd, "error", box.error().message);
     test_support::put(fd, "out", run_out(box.value(), {"echo", "child"}));
-    test_support::put(fd, "launchers", children_named(getpid(), "sandbox-launch").size());
+    test_support::put(fd, "launchers", launchers_of(getpid()).size());
   }));
   CHECK(m.count("error") == 0);
   CHECK(m["out"] == "child|");
   CHECK(m["launchers"] == "1");
-  CHECK(children_named(getpid(), "sandbox-launch") == again); // the parent's is untouched
+  CHECK(launchers_of(getpid()) == again); // the parent's is untouched
   CHECK(run_out(after, {"echo", "still"}) == "still\n");
+}
+
+TEST_CASE("the supervisors a launcher made ahead and never used are reaped", "[local][spare]") {
+  auto m = test_support::parse(test_support::in_child([](int fd) {
+    auto spare = [] {
+      std::vector<int> s;
+      return eventually([&] { return (s = children_named(getpid(), "sandbox-spare")).size() == 1; })
+                 ? s.front()
+                 : -1;
+    };
+    auto gone = [](int pid) { return slurp("/proc/" + std::to_string(pid) + "/stat").empty(); };
+    auto first = local_env::box::run({}, local_env::transport());
+    if (!first) return test_support::put(fd, "error", first.error().message);
+    // A caller that changes what its sandboxes would inherit gets a new launcher: the old one
+    // ends, and its spare with it.
+    const int old = spare();
+    rlimit files{};
+    getrlimit(RLIMIT_NOFILE, &files);
+    files.rlim_cur -= 1;
+    setrlimit(RLIMIT_NOFILE, &files);
+    auto second = local_env::box::run({}, local_env::transport());
+    if (!second) return test_support::put(fd, "error", second.error().message);
+    test_support::put(fd, "old_launchers_spare", old > 0 && eventually([&] { return gone(old); }));
+    // A spare that does not fit the next request (another network) is discarded, and reaped by
+    // a later one.
+    const int unfit = spare();
+    auto host =
+        local_env::box::run({.network = sandbox::network_mode::host}, local_env::transport());
+    if (!host) return test_support::put(fd, "error", host.error().message);
+    test_support::put(fd, "unfit_spare", unfit > 0 && eventually([&] {
+                                           auto next =
+                                               local_env::box::run({}, local_env::transport());
+                                           return next && gone(unfit);
+                                         }));
+    // None left: each start reaps those discarded before it.
+    test_support::put(fd, "no_zombies", eventually([] {
+                        auto next = local_env::box::run({}, local_env::transport());
+                        return next && zombie_children(getpid()).empty();
+                      }));
+  }));
+  CHECK(m.count("error") == 0);
+  CHECK(m["old_launchers_spare"] == "1");
+  CHECK(m["unfit_spare"] == "1");
+  CHECK(m["no_zombies"] == "1");
 }
 
 TEST_CASE("a sandbox's commands get the CPUs of the thread that made it", "[local][threads]") {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <dirent.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -23,6 +24,13 @@ inline std::string slurp(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+/// Where a symbolic link points ("" if it cannot be read).
+inline std::string slurp_link(const std::string& path) {
+  char buf[4096];
+  const ssize_t n = ::readlink(path.c_str(), buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string();
 }
 
 /// A hexadecimal field of a /proc/<pid>/status text ("CapEff", "SigIgn", ...); all ones if absent.
@@ -62,6 +70,35 @@ inline std::vector<int> children_named(int parent, const std::string& name) {
     rest >> state >> ppid;
     if (ppid == parent && state != 'Z' && stat.substr(open + 1, close - open - 1) == name)
       found.push_back(std::atoi(e->d_name));
+  }
+  closedir(d);
+  return found;
+}
+
+/// The launchers among `parent`'s children: named sandbox-launch and in its pid namespace. A
+/// supervisor made ahead bears that name for a moment after its clone, in a namespace of its own.
+inline std::vector<int> launchers_of(int parent) {
+  std::vector<int> found;
+  const std::string own = slurp_link("/proc/" + std::to_string(parent) + "/ns/pid");
+  for (int pid : children_named(parent, "sandbox-launch"))
+    if (slurp_link("/proc/" + std::to_string(pid) + "/ns/pid") == own) found.push_back(pid);
+  return found;
+}
+
+/// `parent`'s children that have ended and wait to be reaped (zombies).
+inline std::vector<int> zombie_children(int parent) {
+  std::vector<int> found;
+  DIR* d = opendir("/proc");
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const std::string stat = slurp(std::string("/proc/") + e->d_name + "/stat");
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos || close + 4 > stat.size()) continue;
+    std::istringstream rest(stat.substr(close + 2));
+    char state = 0;
+    int ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == parent && state == 'Z') found.push_back(std::atoi(e->d_name));
   }
   closedir(d);
   return found;

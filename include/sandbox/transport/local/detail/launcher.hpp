@@ -33,12 +33,14 @@
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <pthread.h>
 #include <sys/resource.h>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -141,87 +143,188 @@ struct launch_request {
   bool has_cpus;
   cpu_set_t cpus;
 };
-/// The answer: the supervisor's pid, or -1 and `err`; its pidfd comes with it.
+/// The answer: the supervisor's pid, or -1 and `err`; its pidfd comes with it. With `spare`,
+/// not an answer but news, sent after one: a supervisor made ahead (spare_supervisor), its pidfd
+/// attached, which the client reaps should it end unused.
 struct launch_reply {
   pid_t pid;
   int err;
+  bool spare = false;
 };
 
 inline constexpr int launcher_sock = 3; // the launcher's socket to the client
 inline constexpr std::size_t launcher_stack_size = 256 * 1024; // as a supervisor's: sanitizers
 
-/// Namespaces made between requests, for the next supervisor to be cloned into: making a network
-/// namespace costs about 0.35 ms (the kernel registers its devices and sysctls) and an IPC one
-/// 0.08 ms, on the way of a sandbox's start; entering one made before costs a few µs. Only kinds
-/// that setns can leave again (not pid, which holds for children only, nor mount, whose copy
-/// would miss the caller's later mounts), and not under a new user namespace, which must own
-/// them. A supervisor's fds are the launcher's at the clone: it closes these with the rest.
-struct ahead {
-  static constexpr int kinds[] = {CLONE_NEWNET, CLONE_NEWIPC};
-  int own[2] = {-1, -1};   ///< the launcher's own namespaces, to return to
-  int spare[2] = {-1, -1}; ///< made ahead, not yet used
-  bool off = false;        ///< making one failed: the kernel or the caller's rights refuse it
+/// What a spare supervisor starts from (spare_main's argument): its socket to the launcher and
+/// the client's areas of memory it maps or scrubs first (supervisor_setup's, which are the same
+/// in every request).
+struct spare_start {
+  int hand = -1;
+  supervisor_setup areas{};
+  bool known = false; ///< areas came with a first request
+};
 
-  [[nodiscard]] static const char* path(int kind) noexcept {
-    return kind == CLONE_NEWNET ? "/proc/thread-self/ns/net" : "/proc/thread-self/ns/ipc";
+/// What the launcher hands a spare with a request's fds (the setup's memfd, the control socket,
+/// the hidden layer if any): the CPUs of the thread asking.
+struct handoff {
+  bool has_cpus;
+  cpu_set_t cpus;
+};
+
+/// Entry point of a spare: a supervisor cloned before its request, which takes every step that
+/// does not depend on the sandbox (the clone and its namespaces, its first page faults, its
+/// session and signals) and then waits for a setup from the launcher. On a quiet machine these
+/// steps took 1.0-1.5 ms of a sandbox's start, which now overlap the caller's work between
+/// starts.
+inline int spare_main(void* arg) noexcept {
+  const auto& start = *static_cast<const spare_start*>(arg);
+  leave_client(start.areas, reinterpret_cast<std::uintptr_t>(&arg));
+  // Until its handoff, fd 3 is the socket to the launcher; no setup_failed before then.
+  if (!place_fds(start.hand, -1) || detach("sandbox-spare") != stage::none)
+    libc::_exit(exit_setup_failed);
+  handoff h{};
+  iovec iov{&h, sizeof h};
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(3 * sizeof(int))];
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = cbuf;
+  m.msg_controllen = sizeof cbuf;
+  const ssize_t n = libc::recvmsg(ctl, &m, MSG_CMSG_CLOEXEC); // signals blocked: no EINTR
+  int fds[3] = {-1, -1, -1};
+  const int nfds = take_fds(m, fds, 3);
+  // The launcher gone (discarded, or ended with its client): nothing to report to.
+  if (n != sizeof h || (m.msg_flags & MSG_CTRUNC) || nfds < 2) libc::_exit(0);
+  if (h.has_cpus) (void)libc::sched_setaffinity(0, sizeof h.cpus, &h.cpus);
+  struct stat st {};
+  void* mem = MAP_FAILED;
+  if (libc::fstat(fds[0], &st) == 0 && st.st_size > 0)
+    mem = libc::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE, fds[0], 0);
+  libc::close(fds[0]);
+  // The launcher checked this setup before handing it over; a failure here closes the control
+  // socket, which the client reports.
+  if (mem == MAP_FAILED ||
+      !unpack_setup(static_cast<char*>(mem), static_cast<std::size_t>(st.st_size)))
+    libc::_exit(exit_setup_failed);
+  auto& s = *static_cast<supervisor_setup*>(mem);
+  if ((s.hidden_layer_fd >= 0) != (nfds == 3) || !place_fds(fds[1], nfds == 3 ? fds[2] : -1))
+    libc::_exit(exit_setup_failed);
+  s.ctl_fd = ctl;
+  s.hidden_layer_fd = nfds == 3 ? hidden_layer : -1;
+  sys_prctl(PR_SET_NAME, reinterpret_cast<unsigned long>("sandbox-init"));
+  run_sandbox(s);
+}
+
+/// The launcher's spare supervisor: after each reply it clones the next request's supervisor
+/// (spare_main), to be handed that request if it asks for the same namespaces and the mounts it
+/// copied are still the caller's. Not under a new user namespace, whose supervisor waits for
+/// its id maps before anything else.
+struct spare_supervisor {
+  pid_t pid = -1;
+  int pidfd = -1, hand = -1;
+  int flags = 0;     ///< its clone's namespaces
+  int mounts = -1;   ///< /proc/self/mounts, which polls POLLPRI after a mount or unmount
+  spare_start start; ///< areas known once a first setup came
+
+  /// Off where the mount table cannot be watched.
+  void open() noexcept { mounts = libc::open("/proc/self/mounts", O_RDONLY | O_CLOEXEC); }
+
+  /// True when a mount or unmount came since the last call (or it cannot be told): the spare's
+  /// copy of the mount table, made after the last call, would lack it.
+  [[nodiscard]] bool mounts_changed() noexcept {
+    pollfd p{mounts, POLLPRI, 0};
+    return libc::poll(&p, 1, 0) != 0;
   }
 
-  /// Off under a seccomp filter of the caller's, which could kill the launcher at setns or
-  /// unshare, or make either return 0 without doing it (a sandbox would then be cloned into the
-  /// host's namespaces, or into another's); and where the launcher could not come back (no /proc,
-  /// or setns refused).
-  void open_own() noexcept {
-    off = sys_prctl(PR_GET_SECCOMP) != 0;
-    for (int i = 0; i < 2 && !off; ++i) {
-      own[i] = libc::open(path(kinds[i]), O_RDONLY | O_CLOEXEC);
-      off = own[i] < 0 || libc::setns(own[i], kinds[i]) != 0;
+  /// Ends the spare, if any; the client reaps it (its child).
+  void discard() noexcept {
+    if (pid < 0) return;
+    (void)libc::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+    libc::close(pidfd);
+    libc::close(hand);
+    pid = pidfd = hand = -1;
+  }
+
+  /// Hands the request to the spare if it fits; returns its pid and sets `out` to its pidfd, or
+  /// -1 (the spare discarded: the caller clones one).
+  [[nodiscard]] pid_t hand_over(const launch_request& rq, const int* fds, int nfds,
+                                int& out) noexcept {
+    if (pid < 0) return -1;
+    if (flags != rq.flags || mounts_changed()) {
+      discard();
+      return -1;
     }
-  }
-
-  /// Makes a spare of each kind in `flags` that has none. False if the launcher could not go
-  /// back to its own namespace (it must end then: its next clone would be in the wrong one).
-  [[nodiscard]] bool make(int flags) noexcept {
-    if (off || (flags & CLONE_NEWUSER)) return true;
-    for (int i = 0; i < 2; ++i) {
-      if (!(flags & kinds[i]) || spare[i] >= 0) continue;
-      if (libc::unshare(kinds[i]) != 0) {
-        off = true;
-        return true;
-      }
-      spare[i] = libc::open(path(kinds[i]), O_RDONLY | O_CLOEXEC);
-      if (libc::setns(own[i], kinds[i]) != 0) return false;
-      if (spare[i] < 0) off = true;
+    handoff h{rq.has_cpus, rq.cpus};
+    iovec iov{&h, sizeof h};
+    alignas(cmsghdr) char cbuf[CMSG_SPACE(3 * sizeof(int))] = {};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = cbuf;
+    m.msg_controllen = CMSG_SPACE(static_cast<std::size_t>(nfds) * sizeof(int));
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(static_cast<std::size_t>(nfds) * sizeof(int));
+    std::memcpy(CMSG_DATA(c), fds, static_cast<std::size_t>(nfds) * sizeof(int));
+    if (libc::sendmsg(hand, &m, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof h)) { // it died
+      discard();
+      return -1;
     }
-    return true;
+    const pid_t handed = pid;
+    out = pidfd;
+    libc::close(hand);
+    pid = pidfd = hand = -1;
+    return handed;
   }
 
-  /// Enters the spares `flags` asks for; returns the kinds entered, which the clone then need
-  /// not make (and leave() returns from).
-  [[nodiscard]] int enter(int flags) noexcept {
-    int entered = 0;
-    if (flags & CLONE_NEWUSER) return 0;
-    for (int i = 0; i < 2; ++i) {
-      if (!(flags & kinds[i]) || spare[i] < 0) continue;
-      if (libc::setns(spare[i], kinds[i]) == 0) entered |= kinds[i];
-      libc::close(spare[i]); // used, or not usable
-      spare[i] = -1;
+  /// Clones a spare for the next request like `rq`, and tells the client. False if the client
+  /// is gone.
+  [[nodiscard]] bool make(const launch_request& rq) noexcept {
+    const int rq_flags = rq.flags;
+    if (pid >= 0 || mounts < 0 || !start.known || (rq_flags & CLONE_NEWUSER)) return true;
+    // Off this CPU, where the reply just woke the caller and a handoff the sandbox handed over
+    // (wakeups go to the waker's CPU): on the same CPU, that sandbox's start waited for this
+    // clone, about 1 ms. The spare takes the caller's CPUs at its handoff.
+    const int here = ::sched_getcpu();
+    if (rq.has_cpus && here >= 0 && here < CPU_SETSIZE && CPU_COUNT(&rq.cpus) > 1) {
+      cpu_set_t others = rq.cpus;
+      CPU_CLR(here, &others);
+      if (CPU_COUNT(&others) > 0) (void)libc::sched_setaffinity(0, sizeof others, &others);
     }
-    return entered;
-  }
-
-  /// Back in the launcher's own namespaces after enter(); false if that failed.
-  [[nodiscard]] bool leave(int entered) noexcept {
-    bool ok = true;
-    for (int i = 0; i < 2; ++i)
-      if (entered & kinds[i]) ok = libc::setns(own[i], kinds[i]) == 0 && ok;
-    return ok;
+    (void)mounts_changed(); // what changed before now is in the copy the clone makes
+    int sp[2];
+    if (libc::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) return true;
+    void* stack = libc::mmap(nullptr, supervisor_stack_size, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    int fd = -1;
+    pid_t made = -1;
+    if (stack != MAP_FAILED) {
+      start.hand = sp[1];
+      made = libc::clone(spare_main, static_cast<char*>(stack) + supervisor_stack_size,
+                         (rq_flags & ~(CLONE_PARENT | CLONE_PIDFD | CSIGNAL)) | CLONE_PARENT |
+                             CLONE_PIDFD,
+                         &start, &fd);
+      libc::munmap(stack, supervisor_stack_size);
+    }
+    libc::close(sp[1]);
+    if (made < 0) {
+      libc::close(sp[0]);
+      return true;
+    }
+    pid = made;
+    pidfd = fd;
+    hand = sp[0];
+    flags = rq_flags;
+    return send_with_fd(launcher_sock, launch_reply{made, 0, true}, fd, MSG_NOSIGNAL) >= 0;
   }
 };
 
-/// Clones one supervisor for `rq`, with `fds` received, into namespaces made ahead where there
-/// are. Returns the reply; `lost` is set if the launcher is left outside its own namespaces.
+/// Serves `rq`, with `fds` received: hands it to the spare, or clones a supervisor for it.
+/// Returns the reply and sets `pidfd`.
 inline launch_reply launch_one(const launch_request& rq, const int* fds, int nfds, int& pidfd,
-                               ahead& made, bool& lost) noexcept {
+                               spare_supervisor& spare) noexcept {
   struct stat st {};
   if (nfds < 2 || libc::fstat(fds[0], &st) != 0 || st.st_size <= 0) return {-1, EINVAL};
   const auto size = static_cast<std::size_t>(st.st_size);
@@ -233,23 +336,30 @@ inline launch_reply launch_one(const launch_request& rq, const int* fds, int nfd
     auto* setup = reinterpret_cast<supervisor_setup*>(base);
     const bool wants_layer = setup->hidden_layer_fd >= 0;
     if (wants_layer == (nfds == 3)) {
-      setup->ctl_fd = fds[1];
-      setup->hidden_layer_fd = wants_layer ? fds[2] : -1;
-      void* stack = libc::mmap(nullptr, supervisor_stack_size, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-      if (stack == MAP_FAILED) {
-        r = {-1, errno};
+      spare.start.areas.args = setup->args;
+      spare.start.areas.environment = setup->environment;
+      spare.start.areas.libc_text = setup->libc_text;
+      spare.start.known = true;
+      if (pid_t handed = spare.hand_over(rq, fds, nfds, pidfd); handed >= 0) {
+        r = {handed, 0};
       } else {
-        // Refused (none of them in this process's cpuset any more): the launcher's CPUs.
-        if (rq.has_cpus) (void)libc::sched_setaffinity(0, sizeof rq.cpus, &rq.cpus);
-        // CLONE_PARENT: the client's child, with this process's exit signal (none).
-        const int flags = rq.flags & ~(CLONE_PARENT | CLONE_PIDFD | CSIGNAL);
-        const int entered = made.enter(flags);
-        pid_t pid = libc::clone(supervisor_main, static_cast<char*>(stack) + supervisor_stack_size,
-                                (flags & ~entered) | CLONE_PARENT | CLONE_PIDFD, setup, &pidfd);
-        r = {pid, pid < 0 ? errno : 0};
-        lost = !made.leave(entered);
-        libc::munmap(stack, supervisor_stack_size);
+        setup->ctl_fd = fds[1];
+        setup->hidden_layer_fd = wants_layer ? fds[2] : -1;
+        void* stack = libc::mmap(nullptr, supervisor_stack_size, PROT_READ | PROT_WRITE,
+                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack == MAP_FAILED) {
+          r = {-1, errno};
+        } else {
+          // Refused (none of them in this process's cpuset any more): the launcher's CPUs.
+          if (rq.has_cpus) (void)libc::sched_setaffinity(0, sizeof rq.cpus, &rq.cpus);
+          // CLONE_PARENT: the client's child, with this process's exit signal (none).
+          const int flags = rq.flags & ~(CLONE_PARENT | CLONE_PIDFD | CSIGNAL);
+          pid_t pid =
+              libc::clone(supervisor_main, static_cast<char*>(stack) + supervisor_stack_size,
+                          flags | CLONE_PARENT | CLONE_PIDFD, setup, &pidfd);
+          r = {pid, pid < 0 ? errno : 0};
+          libc::munmap(stack, supervisor_stack_size);
+        }
       }
     }
   }
@@ -262,7 +372,7 @@ inline launch_reply launch_one(const launch_request& rq, const int* fds, int nfd
 inline int launcher_main(void* arg) noexcept {
   const int sock = static_cast<int>(reinterpret_cast<std::intptr_t>(arg));
   // Nothing of the client but the socket: a pipe or socket of the client held open here would
-  // never show its peer an end. 0-2 are /dev/null, as in the supervisor.
+  // never show its peer an end. 0-2 are /dev/null, which supervisors keep.
   if (sock != launcher_sock && libc::dup2(sock, launcher_sock) < 0) libc::_exit(1);
   libc::syscall(SYS_close_range, static_cast<unsigned>(launcher_sock + 1), ~0u, 0u);
   int devnull = libc::open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -277,8 +387,8 @@ inline int launcher_main(void* arg) noexcept {
   libc::sigfillset(&all);
   libc::sigprocmask(SIG_SETMASK, &all, nullptr);
   sys_prctl(PR_SET_NAME, reinterpret_cast<unsigned long>("sandbox-launch"));
-  ahead made;
-  made.open_own();
+  spare_supervisor spare;
+  spare.open();
   for (;;) {
     launch_request rq{};
     iovec iov{&rq, sizeof rq};
@@ -289,22 +399,28 @@ inline int launcher_main(void* arg) noexcept {
     m.msg_control = cbuf;
     m.msg_controllen = sizeof cbuf;
     ssize_t n = libc::recvmsg(launcher_sock, &m, MSG_CMSG_CLOEXEC);
-    if (n == 0 || (n < 0 && errno != EINTR)) libc::_exit(0);
+    if (n == 0 || (n < 0 && errno != EINTR)) {
+      spare.discard();
+      libc::_exit(0);
+    }
     if (n < 0) continue;
     int fds[3] = {-1, -1, -1};
     const int nfds = take_fds(m, fds, 3);
     int pidfd = -1;
-    bool lost = false;
     const bool whole = n == sizeof rq && !(m.msg_flags & MSG_CTRUNC);
-    launch_reply r =
-        whole ? launch_one(rq, fds, nfds, pidfd, made, lost) : launch_reply{-1, EINVAL};
+    launch_reply r = whole ? launch_one(rq, fds, nfds, pidfd, spare) : launch_reply{-1, EINVAL};
     for (int i = 0; i < nfds; ++i)
       libc::close(fds[i]);
     // A client gone mid-request: its supervisor sees its control socket close and exits.
-    if (send_with_fd(launcher_sock, r, pidfd, MSG_NOSIGNAL) < 0) libc::_exit(0);
+    if (send_with_fd(launcher_sock, r, pidfd, MSG_NOSIGNAL) < 0) {
+      spare.discard();
+      libc::_exit(0);
+    }
     if (pidfd >= 0) libc::close(pidfd);
-    // Ended, the client makes another at its next request.
-    if (lost || (whole && !made.make(rq.flags))) libc::_exit(0);
+    if (r.pid >= 0 && !spare.make(rq)) {
+      spare.discard();
+      libc::_exit(0);
+    }
   }
 }
 
@@ -538,23 +654,56 @@ private:
     return true;
   }
 
-  /// Ends this process's launcher, if any: killed and reaped, or, where it cannot be killed
-  /// (this process dropped root since), left to end with its socket and reaped later.
+  /// Ends this process's launcher, if any, and its spares. The launcher is asked to end (its
+  /// socket shut), which it does once done with what it is at: a spare it is making is then
+  /// announced, not left to this process as a child it knows nothing of. One that does not end
+  /// within a second (stopped) is killed. Either is reaped, or, where it cannot be killed (this
+  /// process dropped root since), left to end with its socket and reaped later.
   void drop_locked() noexcept {
-    sock_.reset();
-    if (!pidfd_) return;
-    if (::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0) == 0) {
-      siginfo_t si{};
-      (void)::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &si,
-                     WEXITED | __WALL);
-      pidfd_.reset();
-    } else {
-      stale_.push_back(std::move(pidfd_));
+    if (pidfd_) {
+      if (sock_) (void)::shutdown(sock_.get(), SHUT_WR);
+      pollfd ended{pidfd_.get(), POLLIN, 0};
+      if (::poll(&ended, 1, 1000) != 1)
+        (void)::syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+      if (::poll(&ended, 1, 0) == 1 ||
+          ::syscall(SYS_pidfd_send_signal, pidfd_.get(), 0, nullptr, 0) == 0) {
+        siginfo_t si{};
+        (void)::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &si,
+                       WEXITED | __WALL);
+        pidfd_.reset();
+      } else {
+        stale_.push_back(std::move(pidfd_));
+      }
     }
+    if (sock_) read_news_locked();
+    sock_.reset();
+    for (auto& [pid, fd] : spares_) {
+      if (::syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0) == 0) {
+        siginfo_t si{};
+        (void)::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd.get()), &si,
+                       WEXITED | __WALL);
+      } else {
+        stale_.push_back(std::move(fd));
+      }
+    }
+    spares_.clear();
   }
 
-  /// Reaps the launchers drop_locked could not kill, once they have ended.
+  /// Reaps the spares the launcher discarded and the launchers drop_locked could not kill, once
+  /// they have ended.
   void reap_stale_locked() noexcept {
+    for (std::size_t i = 0; i < spares_.size();) {
+      siginfo_t si{};
+      const int rc =
+          ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(spares_[i].second.get()), &si,
+                   WEXITED | WNOHANG | __WALL);
+      if (rc != 0 || si.si_pid != 0) {
+        spares_[i] = std::move(spares_.back());
+        spares_.pop_back();
+      } else {
+        ++i;
+      }
+    }
     for (std::size_t i = 0; i < stale_.size();) {
       siginfo_t si{};
       const int rc = ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(stale_[i].get()),
@@ -574,6 +723,7 @@ private:
     sock_.reset();
     pidfd_.reset();
     stale_.clear();
+    spares_.clear(); // the parent's children
     owner_ = 0;
     state_.clear();
   }
@@ -598,12 +748,43 @@ private:
     return n == sizeof rq;
   }
 
-  /// The reply; `pidfd` stays -1 if it did not fit (MSG_CTRUNC).
+  /// The reply; `pidfd` stays -1 if it did not fit (MSG_CTRUNC). News of spares on the way
+  /// are taken note of (note_spare).
   bool receive_reply(sv::launch_reply& r, int& pidfd) noexcept {
-    unique_fd attached;
-    if (receive_with_fd(sock_.get(), r, attached, true) != sizeof r) return false;
-    if (r.pid >= 0) pidfd = attached.release();
-    return true;
+    for (;;) {
+      unique_fd attached;
+      if (receive_with_fd(sock_.get(), r, attached, true) != sizeof r) return false;
+      if (r.spare) {
+        note_spare(r.pid, std::move(attached));
+        continue;
+      }
+      if (r.pid < 0) return true;
+      pidfd = attached.release();
+      // Handed a spare: the sandbox's now, not one to reap.
+      for (std::size_t i = 0; i < spares_.size(); ++i)
+        if (spares_[i].first == r.pid) {
+          spares_[i] = std::move(spares_.back());
+          spares_.pop_back();
+          break;
+        }
+      return true;
+    }
+  }
+
+  /// A spare the launcher made: this process's child, reaped here if it ends unused.
+  void note_spare(pid_t pid, unique_fd pidfd) noexcept {
+    if (!pidfd) pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0))); // EMFILE
+    if (pidfd) spares_.emplace_back(pid, std::move(pidfd));
+  }
+
+  /// Takes note of the spares the launcher announced and this process has not read of yet.
+  void read_news_locked() noexcept {
+    sv::launch_reply r{};
+    for (;;) {
+      unique_fd attached;
+      if (receive_with_fd(sock_.get(), r, attached, false) != sizeof r) return;
+      if (r.spare) note_spare(r.pid, std::move(attached));
+    }
   }
 
   inline static constinit std::atomic<launcher*> made_{nullptr};
@@ -612,7 +793,9 @@ private:
   pid_t owner_ = 0;
   std::string state_; ///< caller_state() when the launcher was made
   unique_fd sock_, pidfd_;
-  std::vector<unique_fd> stale_;
+  std::vector<unique_fd> stale_; ///< launchers and spares not killed, reaped once ended
+  /// The launcher's spares not handed a sandbox yet (pid and pidfd), this process's children.
+  std::vector<std::pair<pid_t, unique_fd>> spares_;
 };
 
 /// Registered as the program starts (see fork_safe.hpp).

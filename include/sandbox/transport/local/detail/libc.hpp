@@ -121,6 +121,7 @@ SANDBOX_LIBC_POINTER(munmap) = &::munmap;
 SANDBOX_LIBC_POINTER(madvise) = &::madvise;
 SANDBOX_LIBC_POINTER(getpagesize) = &::getpagesize;
 SANDBOX_LIBC_POINTER(socket) = &::socket;
+SANDBOX_LIBC_POINTER(socketpair) = &::socketpair;
 SANDBOX_LIBC_POINTER(send) = &::send;
 SANDBOX_LIBC_POINTER(sendmsg) = &::sendmsg;
 SANDBOX_LIBC_POINTER(recv) = &::recv;

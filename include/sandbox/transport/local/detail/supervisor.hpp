@@ -1259,50 +1259,43 @@ inline void scrub(memory_area a, const char* text) noexcept {
   std::memcpy(p, text, k < n ? k : n - 1);
 }
 
-/// Entry point of the cloned child (PID 1 in the new namespaces).
-inline int supervisor_main(void* arg) noexcept {
-  const auto& s = *static_cast<const supervisor_setup*>(arg);
-  // libc's code this process runs from here on, and the rest of the top of its stack (a fresh
-  // mapping of the client's), each mapped in one call instead of fault by fault.
+/// A fresh clone's first steps, before anything of a sandbox: libc's code it runs from here on
+/// and the rest of the top of its stack (a fresh mapping) each mapped in one call instead of
+/// fault by fault, and the client's argv and environment overwritten: /proc/1/cmdline is
+/// readable by every command, and must not show an API key on the client's command line (its
+/// environment goes too, though only a ptracer could read it).
+inline void leave_client(const supervisor_setup& s, std::uintptr_t stack_here) noexcept {
   prefault(s.libc_text.begin, s.libc_text.end, populate_read);
   static_assert(supervisor_stack_size >= 16 * 1024 + 2 * 64 * 1024,
                 "the stack's top 16 KiB (whole pages of up to 64 KiB) lie within it");
-  const auto here = reinterpret_cast<std::uintptr_t>(&arg);
-  prefault(here - 16 * 1024, here, populate_write);
-  // /proc/1/cmdline is readable by every command: it must not show the client's argv (an API key
-  // on its command line). Its environment goes too, though only a ptracer could read it.
+  prefault(stack_here - 16 * 1024, stack_here, populate_write);
   scrub(s.args, "sandbox-init");
   scrub(s.environment, "");
-  libc::umask(0); // setup gives every file the mode it names; commands get 022 below
-  // Keep only the control socket (as fd 3), the hidden layer (as fd 4, until the root is built)
-  // and /dev/null on 0-2: nothing else of the client.
-  int layer = s.hidden_layer_fd;
-  if (layer == ctl && (layer = libc::fcntl(layer, F_DUPFD, hidden_layer + 1)) < 0) libc::_exit(1);
-  if (s.ctl_fd != ctl && libc::dup2(s.ctl_fd, ctl) < 0) libc::_exit(1);
-  if (layer >= 0 && layer != hidden_layer && libc::dup2(layer, hidden_layer) < 0) libc::_exit(1);
+  libc::umask(0); // setup gives every file the mode it names; commands get 022 later
+}
+
+/// Keeps `from` as the control socket (fd 3) and `layer`, if not negative, as fd 4 (the hidden
+/// layer): nothing else of the client. 0-2 are the launcher's /dev/null already.
+[[nodiscard]] inline bool place_fds(int from, int layer) noexcept {
+  if (layer == ctl && (layer = libc::fcntl(layer, F_DUPFD, hidden_layer + 1)) < 0) return false;
+  if (from != ctl && libc::dup2(from, ctl) < 0) return false;
+  if (layer >= 0 && layer != hidden_layer && libc::dup2(layer, hidden_layer) < 0) return false;
   libc::syscall(SYS_close_range, static_cast<unsigned>(layer >= 0 ? hidden_layer + 1 : ctl + 1),
                 ~0u, 0u);
   if (layer >= 0) libc::fcntl(hidden_layer, F_SETFD, FD_CLOEXEC);
-  int devnull = libc::open("/dev/null", O_RDWR);
-  if (devnull < 0) setup_failed(ctl, stage::fds);
-  for (int i = 0; i < 3; ++i)
-    if (devnull != i) libc::dup2(devnull, i);
-  if (devnull > 2) libc::close(devnull);
   libc::fcntl(ctl, F_SETFD, FD_CLOEXEC);
-  if (s.user_ns) {
-    // Until the client has written uid_map and gid_map this process has no identity (and no
-    // capability) inside its user namespace. The client writes them while this process is still
-    // dumpable (a non-dumpable process's /proc files belong to the host's root).
-    await_client();
-  }
-  if (s.lower_pinned) pin_lower(s);
+  return true;
+}
+
+/// A process of its own, named `name`: its own session, not dumpable, all signals blocked and
+/// every disposition the default. Returns the step that failed, or stage::none.
+[[nodiscard]] inline stage detach(const char* name) noexcept {
   // A session of its own: no controlling terminal, so no command can open the caller's
   // terminal as /dev/tty and push keystrokes into it (TIOCSTI) or hang it up.
-  if (libc::setsid() < 0) setup_failed(ctl, stage::session);
+  if (libc::setsid() < 0) return stage::session;
   // Not dumpable: commands cannot read this copy of the client's memory through /proc/1/mem.
   sys_prctl(PR_SET_DUMPABLE, 0);
-  sys_prctl(PR_SET_NAME, reinterpret_cast<unsigned long>("sandbox-init"));
-
+  sys_prctl(PR_SET_NAME, reinterpret_cast<unsigned long>(name));
   sigset_t all;
   libc::sigfillset(&all);
   libc::sigprocmask(SIG_SETMASK, &all, nullptr);
@@ -1314,6 +1307,30 @@ inline int supervisor_main(void* arg) noexcept {
   for (int sig = 1; sig <= 64; ++sig)
     if (sig != SIGKILL && sig != SIGSTOP)
       libc::syscall(SYS_rt_sigaction, sig, dfl, nullptr, sizeof(std::uint64_t));
+  return stage::none;
+}
+
+[[noreturn]] inline void run_sandbox(const supervisor_setup& s) noexcept;
+
+/// Entry point of a supervisor cloned for a request (PID 1 in the new namespaces).
+inline int supervisor_main(void* arg) noexcept {
+  const auto& s = *static_cast<const supervisor_setup*>(arg);
+  leave_client(s, reinterpret_cast<std::uintptr_t>(&arg));
+  if (!place_fds(s.ctl_fd, s.hidden_layer_fd)) libc::_exit(1);
+  if (s.user_ns) {
+    // Until the client has written uid_map and gid_map this process has no identity (and no
+    // capability) inside its user namespace. The client writes them while this process is still
+    // dumpable (a non-dumpable process's /proc files belong to the host's root).
+    await_client();
+  }
+  if (stage failed = detach("sandbox-init"); failed != stage::none) setup_failed(ctl, failed);
+  run_sandbox(s);
+}
+
+/// A supervisor's steps for its sandbox, its fds in place (place_fds) and detached: from the
+/// root to serving requests.
+[[noreturn]] inline void run_sandbox(const supervisor_setup& s) noexcept {
+  if (s.lower_pinned) pin_lower(s); // as fd 4, before any other fd is opened
   sigset_t chld;
   libc::sigemptyset(&chld);
   libc::sigaddset(&chld, SIGCHLD);
