@@ -160,6 +160,7 @@ inline constexpr std::size_t launcher_stack_size = 256 * 1024; // as a superviso
 /// in every request).
 struct spare_start {
   int hand = -1;
+  int flags = 0; ///< its clone's namespaces
   supervisor_setup areas{};
   bool known = false; ///< areas came with a first request
 };
@@ -182,6 +183,12 @@ inline int spare_main(void* arg) noexcept {
   // Until its handoff, fd 3 is the socket to the launcher; no setup_failed before then.
   if (!place_fds(start.hand, -1) || detach("sandbox-spare") != stage::none)
     libc::_exit(exit_setup_failed);
+  // Steps of the setup that are the same for every sandbox; one that fails here is taken again
+  // (and reported) with the rest.
+  done_ahead done;
+  done.private_mounts = libc::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0;
+  done.loopback = (start.flags & CLONE_NEWNET) && loopback_up();
+  if (limit_bounding_set(command_capabilities)) done.bounded_to = command_capabilities;
   handoff h{};
   iovec iov{&h, sizeof h};
   alignas(cmsghdr) char cbuf[CMSG_SPACE(3 * sizeof(int))];
@@ -213,7 +220,7 @@ inline int spare_main(void* arg) noexcept {
   s.ctl_fd = ctl;
   s.hidden_layer_fd = nfds == 3 ? hidden_layer : -1;
   sys_prctl(PR_SET_NAME, reinterpret_cast<unsigned long>("sandbox-init"));
-  run_sandbox(s);
+  run_sandbox(s, done);
 }
 
 /// The launcher's spare supervisor: after each reply it clones the next request's supervisor
@@ -302,6 +309,7 @@ struct spare_supervisor {
     pid_t made = -1;
     if (stack != MAP_FAILED) {
       start.hand = sp[1];
+      start.flags = rq_flags;
       made = libc::clone(spare_main, static_cast<char*>(stack) + supervisor_stack_size,
                          (rq_flags & ~(CLONE_PARENT | CLONE_PIDFD | CSIGNAL)) | CLONE_PARENT |
                              CLONE_PIDFD,

@@ -320,19 +320,37 @@ inline int sys_prctl(int option, unsigned long arg = 0) noexcept {
   return static_cast<int>(libc::syscall(SYS_prctl, option, arg, 0ul, 0ul, 0ul));
 }
 
-/// Limits the bounding set to `command_capabilities` and empties the inheritable and ambient
-/// sets, so commands started later hold no more power than a default container even though the
-/// supervisor runs as root: at execve a root process gets bounding ∪ (inheritable ∩ file
-/// inheritable) ∪ ambient, so a caller's inheritable or ambient capabilities would otherwise pass
-/// straight through. Then sets no_new_privs: setuid and file capabilities grant nothing.
-inline bool drop_capabilities(std::uint64_t keep = command_capabilities) noexcept {
+/// What a supervisor made ahead did before its sandbox's setup came (spare_main): the steps
+/// that do not depend on it, which run_sandbox then skips.
+struct done_ahead {
+  bool private_mounts = false;      ///< "/" made private, recursively
+  bool loopback = false;            ///< lo is up, in the sandbox's own network namespace
+  std::uint64_t bounded_to = ~0ull; ///< the bounding set holds no more than these
+};
+
+/// Drops from the bounding set what is in `within` but not in `keep`. The bounding set limits
+/// what a program gets at execve, not what this process holds: the supervisor keeps its
+/// capabilities for the setup.
+inline bool limit_bounding_set(std::uint64_t keep, std::uint64_t within = ~0ull) noexcept {
   for (int cap = 0; cap < 64; ++cap) {
-    if (keep & (1ull << cap)) continue;
+    if ((keep & (1ull << cap)) || !(within & (1ull << cap))) continue;
     if (sys_prctl(PR_CAPBSET_DROP, static_cast<unsigned long>(cap)) != 0) {
       if (errno == EINVAL) break; // past the kernel's last capability
       return false;
     }
   }
+  return true;
+}
+
+/// Limits the bounding set to `command_capabilities` and empties the inheritable and ambient
+/// sets, so commands started later hold no more power than a default container even though the
+/// supervisor runs as root: at execve a root process gets bounding ∪ (inheritable ∩ file
+/// inheritable) ∪ ambient, so a caller's inheritable or ambient capabilities would otherwise pass
+/// straight through. Then sets no_new_privs: setuid and file capabilities grant nothing.
+/// `bounded_to`: what limit_bounding_set left already.
+inline bool drop_capabilities(std::uint64_t keep = command_capabilities,
+                              std::uint64_t bounded_to = ~0ull) noexcept {
+  if (!limit_bounding_set(keep, bounded_to)) return false;
   if (sys_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL) != 0 && errno != EINVAL) return false;
   __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
   __user_cap_data_struct data[2] = {};
@@ -575,9 +593,9 @@ inline void pin_lower(const supervisor_setup& s) noexcept {
 
 /// Builds the sandbox's root and pivots into it. Runs as PID 1 of the new namespaces, before
 /// any command: nothing else can change the tree meanwhile.
-inline void build_root(const supervisor_setup& s) noexcept {
+inline void build_root(const supervisor_setup& s, const done_ahead& done) noexcept {
   const int c = ctl;
-  if (libc::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+  if (!done.private_mounts && libc::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     setup_failed(c, stage::mount_private);
   // The private tmpfs hides nothing of the host: it is mounted in this mount namespace only.
   // Its size bounds what the sandbox can write: the writable layer and /tmp live on it.
@@ -1310,7 +1328,8 @@ inline void leave_client(const supervisor_setup& s, std::uintptr_t stack_here) n
   return stage::none;
 }
 
-[[noreturn]] inline void run_sandbox(const supervisor_setup& s) noexcept;
+[[noreturn]] inline void run_sandbox(const supervisor_setup& s,
+                                     const done_ahead& done = {}) noexcept;
 
 /// Entry point of a supervisor cloned for a request (PID 1 in the new namespaces).
 inline int supervisor_main(void* arg) noexcept {
@@ -1329,7 +1348,7 @@ inline int supervisor_main(void* arg) noexcept {
 
 /// A supervisor's steps for its sandbox, its fds in place (place_fds) and detached: from the
 /// root to serving requests.
-[[noreturn]] inline void run_sandbox(const supervisor_setup& s) noexcept {
+[[noreturn]] inline void run_sandbox(const supervisor_setup& s, const done_ahead& done) noexcept {
   if (s.lower_pinned) pin_lower(s); // as fd 4, before any other fd is opened
   sigset_t chld;
   libc::sigemptyset(&chld);
@@ -1337,7 +1356,7 @@ inline int supervisor_main(void* arg) noexcept {
   int sigfd = libc::signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
   if (sigfd < 0) setup_failed(ctl, stage::signals);
 
-  build_root(s);
+  build_root(s, done);
   // The overlay holds the layer (or the image) now.
   if (s.hidden_layer_fd >= 0 || s.lower_pinned) libc::close(hidden_layer);
   if (*s.workdir) {
@@ -1350,7 +1369,7 @@ inline int supervisor_main(void* arg) noexcept {
   if (int failed = place_files(s); failed >= 0) setup_failed(ctl, stage::mounted_files, failed);
   if (libc::sethostname(s.hostname, std::strlen(s.hostname)) != 0)
     setup_failed(ctl, stage::hostname);
-  if (!s.host_network && !loopback_up()) setup_failed(ctl, stage::loopback);
+  if (!s.host_network && !done.loopback && !loopback_up()) setup_failed(ctl, stage::loopback);
   if (s.wait_for_cgroup) await_client();
   // Rooted at the sandbox's own cgroup: /proc/self/cgroup shows "/", not the host's paths.
   if (libc::unshare(CLONE_NEWCGROUP) != 0) setup_failed(ctl, stage::cgroup_ns);
@@ -1358,7 +1377,8 @@ inline int supervisor_main(void* arg) noexcept {
   // Egress: packet sockets (CAP_NET_RAW) would hand frames to the NAT past the packet filter,
   // which sees only what goes through the IP stack.
   if (!drop_capabilities(s.no_packet_sockets ? command_capabilities & ~(1ull << CAP_NET_RAW)
-                                             : command_capabilities))
+                                             : command_capabilities,
+                         done.bounded_to))
     setup_failed(ctl, stage::capabilities);
   // From here on the supervisor only serves requests, with calls the filter allows (clone
   // without namespace flags, execve, wait, kill, socket I/O), so it installs the filter on itself
