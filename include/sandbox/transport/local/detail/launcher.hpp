@@ -190,18 +190,11 @@ inline int spare_main(void* arg) noexcept {
   done.loopback = (start.flags & CLONE_NEWNET) && loopback_up();
   if (limit_bounding_set(command_capabilities)) done.bounded_to = command_capabilities;
   handoff h{};
-  iovec iov{&h, sizeof h};
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(3 * sizeof(int))];
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = cbuf;
-  m.msg_controllen = sizeof cbuf;
-  const ssize_t n = libc::recvmsg(ctl, &m, MSG_CMSG_CLOEXEC); // signals blocked: no EINTR
   int fds[3] = {-1, -1, -1};
-  const int nfds = take_fds(m, fds, 3);
-  // The launcher gone (discarded, or ended with its client): nothing to report to.
-  if (n != sizeof h || (m.msg_flags & MSG_CTRUNC) || nfds < 2) libc::_exit(0);
+  int nfds = 0;
+  // Signals are blocked: no EINTR. The launcher gone (discarded, or ended with its client) or
+  // a garbled handoff: nothing to report to.
+  if (receive_with_fds(ctl, h, fds, nfds) <= 0 || nfds < 2) libc::_exit(0);
   if (h.has_cpus) (void)libc::sched_setaffinity(0, sizeof h.cpus, &h.cpus);
   struct stat st {};
   void* mem = MAP_FAILED;
@@ -262,20 +255,8 @@ struct spare_supervisor {
       discard();
       return -1;
     }
-    handoff h{rq.has_cpus, rq.cpus};
-    iovec iov{&h, sizeof h};
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(3 * sizeof(int))] = {};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = cbuf;
-    m.msg_controllen = CMSG_SPACE(static_cast<std::size_t>(nfds) * sizeof(int));
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(static_cast<std::size_t>(nfds) * sizeof(int));
-    std::memcpy(CMSG_DATA(c), fds, static_cast<std::size_t>(nfds) * sizeof(int));
-    if (libc::sendmsg(hand, &m, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof h)) { // it died
+    const handoff h{rq.has_cpus, rq.cpus};
+    if (!send_with_fds(hand, h, fds, nfds)) { // it died
       discard();
       return -1;
     }
@@ -399,23 +380,16 @@ inline int launcher_main(void* arg) noexcept {
   spare.open();
   for (;;) {
     launch_request rq{};
-    iovec iov{&rq, sizeof rq};
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(3 * sizeof(int))];
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = cbuf;
-    m.msg_controllen = sizeof cbuf;
-    ssize_t n = libc::recvmsg(launcher_sock, &m, MSG_CMSG_CLOEXEC);
-    if (n == 0 || (n < 0 && errno != EINTR)) {
+    int fds[3] = {-1, -1, -1};
+    int nfds = 0;
+    const ssize_t n = receive_with_fds(launcher_sock, rq, fds, nfds);
+    if (n == 0 || (n < 0 && errno != EINTR && errno != EMSGSIZE)) {
       spare.discard();
       libc::_exit(0);
     }
-    if (n < 0) continue;
-    int fds[3] = {-1, -1, -1};
-    const int nfds = take_fds(m, fds, 3);
+    if (n < 0 && errno == EINTR) continue;
     int pidfd = -1;
-    const bool whole = n == sizeof rq && !(m.msg_flags & MSG_CTRUNC);
+    const bool whole = n > 0;
     launch_reply r = whole ? launch_one(rq, fds, nfds, pidfd, spare) : launch_reply{-1, EINVAL};
     for (int i = 0; i < nfds; ++i)
       libc::close(fds[i]);
@@ -737,23 +711,7 @@ private:
   }
 
   bool send_request(const sv::launch_request& rq, const int* fds, int nfds) noexcept {
-    iovec iov{const_cast<sv::launch_request*>(&rq), sizeof rq};
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(3 * sizeof(int))] = {};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = cbuf;
-    m.msg_controllen = CMSG_SPACE(static_cast<std::size_t>(nfds) * sizeof(int));
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(static_cast<std::size_t>(nfds) * sizeof(int));
-    std::memcpy(CMSG_DATA(c), fds, static_cast<std::size_t>(nfds) * sizeof(int));
-    ssize_t n;
-    do
-      n = ::sendmsg(sock_.get(), &m, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    return n == sizeof rq;
+    return sv::send_with_fds(sock_.get(), rq, fds, nfds);
   }
 
   /// The reply; `pidfd` stays -1 if it did not fit (MSG_CTRUNC). News of spares on the way

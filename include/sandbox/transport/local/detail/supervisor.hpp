@@ -220,6 +220,28 @@ inline ssize_t send_with_fd(int fd, const T& r, int attached, int flags) noexcep
   return libc::sendmsg(fd, &mh, flags);
 }
 
+/// Sends `r` with `fds` (`nfds` of them, at most 3) as one message; retried on EINTR.
+template <class T>
+inline bool send_with_fds(int fd, const T& r, const int* fds, int nfds) noexcept {
+  iovec iov{const_cast<T*>(&r), sizeof r};
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(3 * sizeof(int))] = {};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = cbuf;
+  m.msg_controllen = CMSG_SPACE(static_cast<std::size_t>(nfds) * sizeof(int));
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(static_cast<std::size_t>(nfds) * sizeof(int));
+  std::memcpy(CMSG_DATA(c), fds, static_cast<std::size_t>(nfds) * sizeof(int));
+  ssize_t n;
+  do
+    n = libc::sendmsg(fd, &m, MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  return n == static_cast<ssize_t>(sizeof r);
+}
+
 /// A reply with an fd attached: `ready` with an O_PATH fd of the sandbox's root, `started` with
 /// a terminal's master.
 inline void send_reply_fd(int fd, reply r, int attached) noexcept {
@@ -1168,6 +1190,26 @@ inline int take_fds(msghdr& mh, int* fds, int max) noexcept {
     }
   }
   return nfds;
+}
+
+/// Receives one message of `T` and up to 3 fds (close-on-exec) into `fds`, setting `nfds`.
+/// Returns recvmsg's result, or -1 with EMSGSIZE if the message or its fds did not fit.
+template <class T>
+inline ssize_t receive_with_fds(int fd, T& r, int (&fds)[3], int& nfds) noexcept {
+  iovec iov{&r, sizeof r};
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(3 * sizeof(int))];
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = cbuf;
+  m.msg_controllen = sizeof cbuf;
+  const ssize_t n = libc::recvmsg(fd, &m, MSG_CMSG_CLOEXEC);
+  nfds = n >= 0 ? take_fds(m, fds, 3) : 0;
+  if (n > 0 && (n != static_cast<ssize_t>(sizeof r) || (m.msg_flags & (MSG_CTRUNC | MSG_TRUNC)))) {
+    errno = EMSGSIZE;
+    return -1;
+  }
+  return n;
 }
 
 /// Reads and handles one request; returns false when the client is gone.
