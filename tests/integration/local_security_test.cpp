@@ -733,9 +733,10 @@ TEST_CASE("a host that refuses user namespaces gets an error that says so",
 TEST_CASE("a caller under a seccomp filter that kills setns and fakes unshare still gets "
           "sandboxes, each in namespaces of its own",
           "[local][security]") {
-  // The launcher makes namespaces ahead with unshare and setns: under a caller's filter it must
-  // not (setns would kill it; an unshare that returns 0 without doing it would put sandboxes in
-  // the host's namespaces).
+  // Namespaces must come from the clone of each supervisor (or spare), never from unshare or
+  // setns in the launcher: under such a filter setns would kill it, and an unshare that returns
+  // 0 without doing it would put sandboxes in the host's namespaces (as namespaces made ahead
+  // that way once did).
   auto out = in_child([](int fd) {
     sock_filter code[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),

@@ -372,6 +372,10 @@ inline bool limit_bounding_set(std::uint64_t keep, std::uint64_t within = ~0ull)
 /// `bounded_to`: what limit_bounding_set left already.
 inline bool drop_capabilities(std::uint64_t keep = command_capabilities,
                               std::uint64_t bounded_to = ~0ull) noexcept {
+  if ((keep & ~bounded_to) != 0) { // dropped already: commands would lack them
+    errno = EINVAL;
+    return false;
+  }
   if (!limit_bounding_set(keep, bounded_to)) return false;
   if (sys_prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL) != 0 && errno != EINVAL) return false;
   __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
