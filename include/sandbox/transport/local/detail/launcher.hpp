@@ -283,7 +283,8 @@ struct spare_supervisor {
     // alternates (own network, host network) would only pay for spares it cannot use.
     const bool steady = previous == rq_flags;
     previous = rq_flags;
-    if (!steady || pid >= 0 || mounts < 0 || !start.known || (rq_flags & CLONE_NEWUSER))
+    if (!steady || pid >= 0 || mounts < 0 || !start.known || (rq_flags & CLONE_NEWUSER) ||
+        !(rq_flags & CLONE_NEWNS))
       return true;
     // Off this CPU, where the reply just woke the caller and a handoff the sandbox handed over
     // (wakeups go to the waker's CPU): on the same CPU, that sandbox's start waited for this
