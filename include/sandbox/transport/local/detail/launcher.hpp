@@ -188,9 +188,9 @@ inline int spare_main(void* arg) noexcept {
   // Until its handoff, fd 3 is the socket to the launcher; no setup_failed before then.
   if (!place_fds(start.hand, -1) || detach("sandbox-spare") != stage::none)
     libc::_exit(exit_setup_failed);
+  if (!(start.flags & CLONE_NEWNS) || (start.flags & CLONE_NEWUSER)) libc::_exit(exit_setup_failed);
   // Steps of the setup that are the same for every sandbox; one that fails here is taken again
   // (and reported) with the rest.
-  if (!(start.flags & CLONE_NEWNS) || (start.flags & CLONE_NEWUSER)) libc::_exit(exit_setup_failed);
   done_ahead done;
   done.private_mounts = libc::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) == 0;
   done.loopback = (start.flags & CLONE_NEWNET) && loopback_up();
@@ -223,6 +223,22 @@ inline int spare_main(void* arg) noexcept {
   run_sandbox(s, done);
 }
 
+/// Clones `fn(arg)` as a supervisor for a request with namespaces `flags`: on a fresh stack, with
+/// CLONE_PARENT (the client's child, with this process's exit signal: none). Returns its pid and
+/// sets `pidfd`, or -1 with errno set.
+inline pid_t clone_for_client(int (*fn)(void*), void* arg, int flags, int& pidfd) noexcept {
+  void* stack = libc::mmap(nullptr, supervisor_stack_size, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return -1;
+  const pid_t pid = libc::clone(
+      fn, static_cast<char*>(stack) + supervisor_stack_size,
+      (flags & ~(CLONE_PARENT | CLONE_PIDFD | CSIGNAL)) | CLONE_PARENT | CLONE_PIDFD, arg, &pidfd);
+  const int err = errno;
+  libc::munmap(stack, supervisor_stack_size);
+  errno = err;
+  return pid;
+}
+
 /// The launcher's spare supervisor: after each reply it clones the next request's supervisor
 /// (spare_main), to be handed that request if it asks for the same namespaces and the mounts it
 /// copied are still the caller's. Not under a new user namespace, whose supervisor waits for
@@ -230,7 +246,6 @@ inline int spare_main(void* arg) noexcept {
 struct spare_supervisor {
   pid_t pid = -1;
   int pidfd = -1, hand = -1;
-  int flags = 0;     ///< its clone's namespaces
   int previous = -1; ///< the namespaces of the request before the last
   int mounts = -1;   ///< /proc/self/mounts, which polls POLLPRI after a mount or unmount
   spare_start start; ///< areas known once a first setup came
@@ -259,7 +274,7 @@ struct spare_supervisor {
   [[nodiscard]] pid_t hand_over(const launch_request& rq, const int* fds, int nfds,
                                 int& out) noexcept {
     if (pid < 0) return -1;
-    if (flags != rq.flags || mounts_changed()) {
+    if (start.flags != rq.flags || mounts_changed()) {
       discard();
       return -1;
     }
@@ -298,19 +313,10 @@ struct spare_supervisor {
     (void)mounts_changed(); // what changed before now is in the copy the clone makes
     int sp[2];
     if (libc::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) return true;
-    void* stack = libc::mmap(nullptr, supervisor_stack_size, PROT_READ | PROT_WRITE,
-                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    start.hand = sp[1];
+    start.flags = rq_flags;
     int fd = -1;
-    pid_t made = -1;
-    if (stack != MAP_FAILED) {
-      start.hand = sp[1];
-      start.flags = rq_flags;
-      made = libc::clone(spare_main, static_cast<char*>(stack) + supervisor_stack_size,
-                         (rq_flags & ~(CLONE_PARENT | CLONE_PIDFD | CSIGNAL)) | CLONE_PARENT |
-                             CLONE_PIDFD,
-                         &start, &fd);
-      libc::munmap(stack, supervisor_stack_size);
-    }
+    const pid_t made = clone_for_client(spare_main, &start, rq_flags, fd);
     libc::close(sp[1]);
     if (made < 0) {
       libc::close(sp[0]);
@@ -319,8 +325,7 @@ struct spare_supervisor {
     pid = made;
     pidfd = fd;
     hand = sp[0];
-    flags = rq_flags;
-    return send_with_fd(launcher_sock, launch_reply{made, 0, true}, fd, MSG_NOSIGNAL) >= 0;
+    return send_with_fd(launcher_sock, launch_reply{made, 0, true}, fd, MSG_NOSIGNAL);
   }
 };
 
@@ -348,21 +353,10 @@ inline launch_reply launch_one(const launch_request& rq, const int* fds, int nfd
       } else {
         setup->ctl_fd = fds[1];
         setup->hidden_layer_fd = wants_layer ? fds[2] : -1;
-        void* stack = libc::mmap(nullptr, supervisor_stack_size, PROT_READ | PROT_WRITE,
-                                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
-        if (stack == MAP_FAILED) {
-          r = {-1, errno};
-        } else {
-          // Refused (none of them in this process's cpuset any more): the launcher's CPUs.
-          if (rq.has_cpus) (void)libc::sched_setaffinity(0, sizeof rq.cpus, &rq.cpus);
-          // CLONE_PARENT: the client's child, with this process's exit signal (none).
-          const int flags = rq.flags & ~(CLONE_PARENT | CLONE_PIDFD | CSIGNAL);
-          pid_t pid =
-              libc::clone(supervisor_main, static_cast<char*>(stack) + supervisor_stack_size,
-                          flags | CLONE_PARENT | CLONE_PIDFD, setup, &pidfd);
-          r = {pid, pid < 0 ? errno : 0};
-          libc::munmap(stack, supervisor_stack_size);
-        }
+        // Refused (none of them in this process's cpuset any more): the launcher's CPUs.
+        if (rq.has_cpus) (void)libc::sched_setaffinity(0, sizeof rq.cpus, &rq.cpus);
+        const pid_t pid = clone_for_client(supervisor_main, setup, rq.flags, pidfd);
+        r = {pid, pid < 0 ? errno : 0};
       }
     }
   }
@@ -421,7 +415,7 @@ inline int launcher_main(void* arg) noexcept {
     for (int i = 0; i < nfds; ++i)
       libc::close(fds[i]);
     // A client gone mid-request: its supervisor sees its control socket close and exits.
-    if (send_with_fd(launcher_sock, r, pidfd, MSG_NOSIGNAL) < 0) {
+    if (!send_with_fd(launcher_sock, r, pidfd, MSG_NOSIGNAL)) {
       spare.discard();
       libc::_exit(0);
     }

@@ -200,46 +200,36 @@ inline void send_reply(int fd, event kind, std::int32_t value, std::int32_t err,
   (void)libc::send(fd, &r, sizeof r, MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
-/// Sends `r` with `attached` (if not negative) as one message.
+/// Sends `r` with `fds` (`nfds` of them, at most 3) as one message, again after EINTR; true if
+/// it went whole.
 template <class T>
-inline ssize_t send_with_fd(int fd, const T& r, int attached, int flags) noexcept {
-  iovec iov{const_cast<T*>(&r), sizeof r};
-  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))] = {};
-  msghdr mh{};
-  mh.msg_iov = &iov;
-  mh.msg_iovlen = 1;
-  if (attached >= 0) {
-    mh.msg_control = cbuf;
-    mh.msg_controllen = sizeof cbuf;
-    cmsghdr* cm = CMSG_FIRSTHDR(&mh);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(cm), &attached, sizeof attached);
-  }
-  return libc::sendmsg(fd, &mh, flags);
-}
-
-/// Sends `r` with `fds` (`nfds` of them, at most 3) as one message; retried on EINTR.
-template <class T>
-inline bool send_with_fds(int fd, const T& r, const int* fds, int nfds) noexcept {
+inline bool send_with_fds(int fd, const T& r, const int* fds, int nfds,
+                          int flags = MSG_NOSIGNAL) noexcept {
   iovec iov{const_cast<T*>(&r), sizeof r};
   alignas(cmsghdr) char cbuf[CMSG_SPACE(3 * sizeof(int))] = {};
   msghdr m{};
   m.msg_iov = &iov;
   m.msg_iovlen = 1;
-  m.msg_control = cbuf;
-  m.msg_controllen = CMSG_SPACE(static_cast<std::size_t>(nfds) * sizeof(int));
-  cmsghdr* c = CMSG_FIRSTHDR(&m);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(static_cast<std::size_t>(nfds) * sizeof(int));
-  std::memcpy(CMSG_DATA(c), fds, static_cast<std::size_t>(nfds) * sizeof(int));
+  if (nfds > 0) {
+    m.msg_control = cbuf;
+    m.msg_controllen = CMSG_SPACE(static_cast<std::size_t>(nfds) * sizeof(int));
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(static_cast<std::size_t>(nfds) * sizeof(int));
+    std::memcpy(CMSG_DATA(c), fds, static_cast<std::size_t>(nfds) * sizeof(int));
+  }
   ssize_t n;
   do
-    n = libc::sendmsg(fd, &m, MSG_NOSIGNAL);
+    n = libc::sendmsg(fd, &m, flags);
   while (n < 0 && errno == EINTR);
   return n == static_cast<ssize_t>(sizeof r);
+}
+
+/// Sends `r` with `attached` (if not negative) as one message.
+template <class T>
+inline bool send_with_fd(int fd, const T& r, int attached, int flags) noexcept {
+  return send_with_fds(fd, r, &attached, attached >= 0 ? 1 : 0, flags);
 }
 
 /// A reply with an fd attached: `ready` with an O_PATH fd of the sandbox's root, `started` with
