@@ -736,20 +736,10 @@ TEST_CASE("a supervisor has libc's code mapped from its start, not page fault by
   CHECK(rss_kib >= size_kib - 64);
 }
 
-/// The live spare supervisor of this process's launcher. A mount anywhere on the host (another
-/// test) ends a waiting spare: a start into `kept` makes another. -1 if none comes.
+/// The live spare supervisor of this process's launcher (test_support::live_spare), a start
+/// into `kept` making another if needed.
 pid_t live_spare(std::vector<Box>& kept) {
-  for (int round = 0; round < 5; ++round) {
-    std::vector<int> found;
-    if (test_support::eventually(
-            [&] {
-              return (found = test_support::children_named(getpid(), "sandbox-spare")).size() == 1;
-            },
-            std::chrono::seconds(2)))
-      return found.front();
-    kept.push_back(keep_alive());
-  }
-  return -1;
+  return test_support::live_spare(getpid(), [&] { kept.push_back(keep_alive()); });
 }
 
 TEST_CASE("the next sandbox's supervisor is made ahead, and the next sandbox gets it",

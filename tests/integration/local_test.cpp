@@ -357,18 +357,7 @@ TEST_CASE("the supervisors a launcher made ahead and never used are reaped", "[l
       if (b) kept.push_back(std::move(b).value());
       return static_cast<bool>(b);
     };
-    // The live spare; a mount anywhere on the host (another test) ends a waiting one: a start
-    // makes another.
-    auto spare = [&] {
-      for (int round = 0; round < 5; ++round) {
-        std::vector<int> s;
-        if (eventually([&] { return (s = children_named(getpid(), "sandbox-spare")).size() == 1; },
-                       2s))
-          return s.front();
-        start();
-      }
-      return -1;
-    };
+    auto spare = [&] { return test_support::live_spare(getpid(), [&] { start(); }); };
     // A spare comes after a second start with the same namespaces.
     if (!start() || !start()) return test_support::put(fd, "error", "start");
     // A caller that changes what its sandboxes would inherit gets a new launcher: the old one

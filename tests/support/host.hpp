@@ -116,4 +116,18 @@ inline bool eventually(const std::function<bool()>& cond,
   return cond();
 }
 
+/// The live `sandbox-spare` child of `parent`: the supervisor its launcher made ahead. A mount
+/// anywhere on the host (another test) ends a waiting spare: `start_one` starts a sandbox, after
+/// which the launcher makes another. -1 if none comes.
+inline int live_spare(int parent, const std::function<void()>& start_one) {
+  for (int round = 0; round < 5; ++round) {
+    std::vector<int> found;
+    if (eventually([&] { return (found = children_named(parent, "sandbox-spare")).size() == 1; },
+                   std::chrono::seconds(2)))
+      return found.front();
+    start_one();
+  }
+  return -1;
+}
+
 } // namespace test_support
