@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <new>
 #include <string>
 #include <string_view>
 
@@ -53,7 +54,8 @@ inline void append_releasing(std::string& to, std::string& from) {
 /// and a large one does not reserve four times what it holds), never past `cap`. A buffer that is
 /// a mapping of its own (`own_mapping_bytes`) is asked to be backed by huge pages: faulting in
 /// fresh memory 4 KiB at a time runs at a fraction of the speed of a pipe.
-inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap) {
+inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap,
+                           std::uint64_t at_least = 0) {
   if (buf.capacity() >= need) return;
   constexpr std::uint64_t step = std::uint64_t{256} << 20;
   const std::uint64_t have = buf.capacity();
@@ -61,7 +63,7 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   // the whole buffer for every append.
   if (cap < need) cap = UINT64_MAX;
   std::uint64_t grown = std::min(4 * have, have + step);
-  grown = std::max<std::uint64_t>(need, std::min(grown, cap));
+  grown = std::max<std::uint64_t>(need, std::min(std::max(grown, at_least), cap));
   std::string next;
   next.reserve(static_cast<std::size_t>(grown));
   constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
@@ -74,6 +76,41 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   }
   append_releasing(next, buf);
   buf.swap(next);
+}
+
+/// The address space a large output's buffer may reserve at once (`reserve_large_output`):
+/// 256 MiB (16 MiB where addresses are 32 bits), and at most a quarter of the machine's memory,
+/// which a kernel that overcommits by its heuristic never refuses.
+[[nodiscard]] inline std::size_t output_address_space() noexcept {
+  constexpr std::size_t most = sizeof(void*) >= 8 ? std::size_t{256} << 20 : std::size_t{16} << 20;
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0) return 0;
+  const auto quarter = static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) / 4;
+  return static_cast<std::size_t>(std::min<std::uint64_t>(most, quarter));
+}
+
+/// Whether `bytes` can be had from the allocator now: asked before reserving more than a buffer
+/// needs, so that a kernel that commits memory strictly (or an RLIMIT_AS) refuses the
+/// speculative part quietly instead of failing the reservation.
+[[nodiscard]] inline bool can_allocate(std::size_t bytes) noexcept {
+  void* p = ::operator new(bytes, std::nothrow);
+  ::operator delete(p);
+  return p != nullptr;
+}
+
+/// `reserve_output` for a buffer that a stream is read into: the first time it outgrows 1 MiB,
+/// it reserves `output_address_space()` at once (within `cap`) where that can be had. Pages never
+/// written cost no memory; growing by steps instead copied the output at each step into fresh
+/// memory that the kernel zeroes first, which took half the time of a 256 MiB kept output here
+/// (1.2 GB/s against 2.4 read into a buffer reserved at once).
+inline void reserve_large_output(std::string& buf, std::size_t need, std::uint64_t cap) {
+  constexpr std::size_t large = std::size_t{1} << 20;
+  std::uint64_t at_least = 0;
+  if (buf.capacity() < need && need > large && buf.capacity() <= large) {
+    const std::uint64_t at_once = std::min<std::uint64_t>(cap, output_address_space());
+    if (at_once > need && can_allocate(static_cast<std::size_t>(at_once) + 1)) at_least = at_once;
+  }
+  reserve_output(buf, need, cap, at_least);
 }
 
 /// A copy of `r` that takes its output (the texts) with it; `r` keeps the rest, texts empty.

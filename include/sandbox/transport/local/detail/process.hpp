@@ -294,7 +294,8 @@ private:
   /// Reads one chunk of a stream. Below 1 MiB kept, straight into the result (16 KiB reads,
   /// growing with it); from there on, into a 1 MiB scratch buffer and appended: the copy out of
   /// a cache-hot buffer costs less than zero-filling fresh memory for the read, and a full
-  /// result is not grown only to read the end of the stream. Past the cap, chunks go to the
+  /// result is not grown only to read the end of the stream. A result that outgrows 1 MiB
+  /// reserves its room at once (`reserve_large_output`). Past the cap, chunks go to the
   /// scratch buffer and the part under the cap is kept: the callbacks see every chunk as read,
   /// kept or dropped, not split where the cap falls. False at EOF or when nothing is available.
   bool read_stream(unique_fd& fd, bool is_out) noexcept {
@@ -321,7 +322,7 @@ private:
       if (int held = 0; old < 64 * 1024 && ::ioctl(fd.get(), FIONREAD, &held) == 0)
         want = std::clamp<std::size_t>(static_cast<std::size_t>(held), 1, chunk);
       if (buf.capacity() - old < want)
-        sandbox::detail::reserve_output(buf, old + chunk, max_output_);
+        sandbox::detail::reserve_large_output(buf, old + chunk, max_output_);
       buf.resize(old + want);
       n = ::read(fd.get(), buf.data() + old, want);
       buf.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
@@ -333,6 +334,11 @@ private:
       char* into = scratch_ ? scratch_.get() : small;
       n = ::read(fd.get(), into, scratch_ ? scratch_size : sizeof small);
       data = into;
+      if (n > 0 && room > 0)
+        sandbox::detail::reserve_large_output(
+            buf,
+            buf.size() + static_cast<std::size_t>(std::min(room, static_cast<std::uint64_t>(n))),
+            max_output_);
       if (n > 0)
         sandbox::detail::append_capped(buf, std::string_view(data, static_cast<std::size_t>(n)),
                                        max_output_, truncated, produced);
