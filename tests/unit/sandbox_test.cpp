@@ -2,6 +2,13 @@
 // basic_sandbox and Process logic over a scripted transport: state mapping, check, lifetime.
 #include <sandbox/sandbox.hpp>
 
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cinttypes>
+#include <cstdio>
+
 #include "../support/scripted_transport.hpp"
 
 #include <catch2/catch.hpp>
@@ -275,6 +282,76 @@ TEST_CASE("a growing output buffer keeps every byte in order whatever its size",
     CHECK(buf.back() == '!');
   }
 }
+
+TEST_CASE("a stream's kept output reserves its room once past 1 MiB, within its cap",
+          "[unit][output]") {
+  using sandbox::detail::reserve_large_output;
+  constexpr std::size_t MiB = std::size_t{1} << 20;
+  const std::size_t room = sandbox::detail::output_address_space();
+  REQUIRE(room >= 16 * MiB); // a quarter of this machine's memory is more
+  // Appends 64 KiB at a time up to `total`; counts the buffers past 1 MiB (each one a copy of
+  // the output into fresh memory).
+  auto grown_past = [](std::size_t total, std::uint64_t cap) {
+    std::string buf;
+    int n = 0;
+    while (buf.size() < total) {
+      const auto before = buf.capacity();
+      reserve_large_output(buf, buf.size() + 64 * 1024, cap);
+      buf.append(64 * 1024, 'x');
+      if (buf.capacity() != before && buf.size() > MiB) ++n;
+    }
+    return std::pair(n, buf.capacity());
+  };
+  auto [unlimited, unlimited_capacity] = grown_past(std::min(room, 64 * MiB), UINT64_MAX);
+  CHECK(unlimited == 1); // by steps: 4, 16, 64 MiB
+  CHECK(unlimited_capacity >= room);
+  // Within a cap the room is the cap's, not more.
+  constexpr std::uint64_t cap = 5 * MiB + 3;
+  auto [capped, capped_capacity] = grown_past(5 * MiB, cap);
+  CHECK(capped == 1);
+  CHECK(capped_capacity >= cap);
+  CHECK(capped_capacity <= cap + 15);
+  // Small outputs keep small buffers.
+  std::string small;
+  reserve_large_output(small, 64 * 1024, UINT64_MAX);
+  CHECK(small.capacity() < MiB);
+}
+
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+TEST_CASE("where the address space is short, a stream's kept output grows by steps instead",
+          "[unit][output]") {
+  // Under an RLIMIT_AS with 64 MiB to spare (a sanitizer's shadow memory does not fit under
+  // one), the reservation at once cannot be had: the buffer must grow as it can, not fail (an
+  // uncaught std::bad_alloc, or std::terminate without exceptions).
+  constexpr std::size_t MiB = std::size_t{1} << 20;
+  REQUIRE(sandbox::detail::output_address_space() >= 128 * MiB);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::uint64_t vm_kib = 0;
+    if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+      char line[256];
+      while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "VmSize: %" SCNu64, &vm_kib) == 1) break;
+      std::fclose(f);
+    }
+    if (vm_kib == 0) ::_exit(2);
+    const rlimit as{(vm_kib << 10) + 64 * MiB, (vm_kib << 10) + 64 * MiB};
+    if (::setrlimit(RLIMIT_AS, &as) != 0) ::_exit(3);
+    std::string buf;
+    while (buf.size() < 8 * MiB) {
+      sandbox::detail::reserve_large_output(buf, buf.size() + 64 * 1024, UINT64_MAX);
+      buf.append(64 * 1024, 'x');
+    }
+    ::_exit(buf.capacity() < 64 * MiB ? 0 : 4);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  INFO("status " << status);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+#endif
 
 TEST_CASE("kept output grows geometrically, within its cap, and a cap below the need bounds "
           "nothing",
