@@ -311,7 +311,7 @@ int run(int n) {
   const std::size_t bytes = std::size_t{256} << 20;
   const std::vector<std::string> cmd = {"head", "-c", std::to_string(bytes), "/dev/zero"};
   const test_support::pipe_limit limit = test_support::measure_pipe_limit(bytes);
-  if (limit.one_cpu < 0) die("dd failed");
+  if (limit.one_cpu < 0) die("dd | dd, pinned with taskset, failed");
   const double best_pipe = static_cast<double>(bytes) / 1e6 / limit.best();
   double best_local = 1e9, best_rest = 1e9, best_grpc = 1e9;
   double best_kept = 1e9, best_counted = 1e9;

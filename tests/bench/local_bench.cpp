@@ -288,7 +288,7 @@ int main(int argc, char** argv) {
     const char* cmd = "dd if=/dev/zero bs=1M count=256 status=none";
     const test_support::pipe_limit limit =
         test_support::measure_pipe_limit(std::size_t{2048} << 20);
-    if (limit.one_cpu < 0) die("dd failed");
+    if (limit.one_cpu < 0) die("dd | dd, pinned with taskset, failed");
     const double pipe = limit.best();
     std::printf("\n%-58s %8.0f MB/s (best of 3)\n", "pipe limit: dd | dd, 2 GiB, bs=1M, one CPU",
                 limit.one_cpu);

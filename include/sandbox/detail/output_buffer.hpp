@@ -6,11 +6,12 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <new>
 #include <string>
 #include <string_view>
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace sandbox::detail {
@@ -51,9 +52,10 @@ inline void append_releasing(std::string& to, std::string& from) {
 
 /// Makes room for `need` bytes in `buf`, which keeps at most `cap`. Grows fourfold, by at most
 /// 256 MiB a step (a 256 MiB output is copied a third of its size in all, not its whole size,
-/// and a large one does not reserve four times what it holds), never past `cap`. A buffer that is
-/// a mapping of its own (`own_mapping_bytes`) is asked to be backed by huge pages: faulting in
-/// fresh memory 4 KiB at a time runs at a fraction of the speed of a pipe.
+/// and a large one does not reserve four times what it holds), to `at_least` if that is more,
+/// never past `cap`. A buffer that is a mapping of its own (`own_mapping_bytes`) is asked to be
+/// backed by huge pages: faulting in fresh memory 4 KiB at a time runs at a fraction of the speed
+/// of a pipe.
 inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap,
                            std::uint64_t at_least = 0) {
   if (buf.capacity() >= need) return;
@@ -78,39 +80,32 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   buf.swap(next);
 }
 
-/// The address space a large output's buffer may reserve at once (`reserve_large_output`):
-/// 256 MiB (16 MiB where addresses are 32 bits), and at most a quarter of the machine's memory,
-/// which a kernel that overcommits by its heuristic never refuses.
+/// Whether address space is a budget here: under an RLIMIT_AS, or a kernel that commits memory
+/// strictly (vm.overcommit_memory = 2), where every reservation counts whether or not it is
+/// written.
+[[nodiscard]] inline bool address_space_is_budget() noexcept {
+  rlimit as{};
+  if (::getrlimit(RLIMIT_AS, &as) != 0 || as.rlim_cur != RLIM_INFINITY) return true;
+  const int fd = ::open("/proc/sys/vm/overcommit_memory", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false; // no /proc: nothing says so
+  char mode = 0;
+  const bool strict = ::read(fd, &mode, 1) == 1 && mode == '2';
+  ::close(fd);
+  return strict;
+}
+
+/// The room a stream's kept output reserves at once once it passes 1 MiB
+/// (`reserve_output(..., at_least)`): 256 MiB of address space (16 MiB where addresses are 32
+/// bits), at most a quarter of the machine's memory; none where address space is a budget.
+/// Growing by steps instead copied the output at each step into fresh memory that the kernel
+/// zeroes first, which took half the time of a 256 MiB kept output here (1.2 GB/s against 2.4);
+/// pages never written cost no memory.
 [[nodiscard]] inline std::size_t output_address_space() noexcept {
   constexpr std::size_t most = sizeof(void*) >= 8 ? std::size_t{256} << 20 : std::size_t{16} << 20;
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
-  if (pages <= 0 || page <= 0) return 0;
+  if (pages <= 0 || page <= 0 || address_space_is_budget()) return 0;
   const auto quarter = static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) / 4;
   return static_cast<std::size_t>(std::min<std::uint64_t>(most, quarter));
-}
-
-/// Whether `bytes` can be had from the allocator now: asked before reserving more than a buffer
-/// needs, so that a kernel that commits memory strictly (or an RLIMIT_AS) refuses the
-/// speculative part quietly instead of failing the reservation.
-[[nodiscard]] inline bool can_allocate(std::size_t bytes) noexcept {
-  void* p = ::operator new(bytes, std::nothrow);
-  ::operator delete(p);
-  return p != nullptr;
-}
-
-/// `reserve_output` for a buffer that a stream is read into: the first time it outgrows 1 MiB,
-/// it reserves `output_address_space()` at once (within `cap`) where that can be had. Pages never
-/// written cost no memory; growing by steps instead copied the output at each step into fresh
-/// memory that the kernel zeroes first, which took half the time of a 256 MiB kept output here
-/// (1.2 GB/s against 2.4 read into a buffer reserved at once).
-inline void reserve_large_output(std::string& buf, std::size_t need, std::uint64_t cap) {
-  constexpr std::size_t large = std::size_t{1} << 20;
-  std::uint64_t at_least = 0;
-  if (buf.capacity() < need && need > large && buf.capacity() <= large) {
-    const std::uint64_t at_once = std::min<std::uint64_t>(cap, output_address_space());
-    if (at_once > need && can_allocate(static_cast<std::size_t>(at_once) + 1)) at_least = at_once;
-  }
-  reserve_output(buf, need, cap, at_least);
 }
 
 /// A copy of `r` that takes its output (the texts) with it; `r` keeps the rest, texts empty.
@@ -126,13 +121,18 @@ template <class Result>
 }
 
 /// Keeps what of `data` fits under `cap` in `buf`, counts all of it in `produced`, and sets
-/// `truncated` when some did not fit.
+/// `truncated` when some did not fit. `large_at_once`: a buffer of at most 1 MiB that must grow
+/// past 1 MiB reserves `output_address_space()` (within `cap`).
 inline void append_capped(std::string& buf, std::string_view data, std::uint64_t cap,
-                          bool& truncated, std::uint64_t& produced) {
+                          bool& truncated, std::uint64_t& produced, bool large_at_once = false) {
+  constexpr std::size_t large = std::size_t{1} << 20;
   const std::uint64_t room = buf.size() < cap ? cap - buf.size() : 0;
   const auto keep = static_cast<std::size_t>(std::min<std::uint64_t>(room, data.size()));
   if (keep > 0) {
-    reserve_output(buf, buf.size() + keep, cap);
+    const std::size_t need = buf.size() + keep;
+    std::uint64_t at_least = 0;
+    if (large_at_once && need > large && buf.capacity() <= large) at_least = output_address_space();
+    reserve_output(buf, need, cap, at_least);
     buf.append(data.data(), keep);
   }
   if (keep < data.size()) truncated = true;

@@ -295,13 +295,19 @@ private:
   /// growing with it); from there on, into a 1 MiB scratch buffer and appended: the copy out of
   /// a cache-hot buffer costs less than zero-filling fresh memory for the read, and a full
   /// result is not grown only to read the end of the stream. A result that outgrows 1 MiB
-  /// reserves its room at once (`reserve_large_output`). Past the cap, chunks go to the
+  /// reserves its room at once (`output_address_space`). Past the cap, chunks go to the
   /// scratch buffer and the part under the cap is kept: the callbacks see every chunk as read,
   /// kept or dropped, not split where the cap falls. False at EOF or when nothing is available.
   bool read_stream(unique_fd& fd, bool is_out) noexcept {
     constexpr std::size_t scratch_size = std::size_t{1} << 20;
     std::string& buf = is_out ? res_.stdout_text : res_.stderr_text;
-    const std::size_t chunk = std::clamp<std::size_t>(buf.size(), 16 * 1024, scratch_size);
+    // Read straight in, a buffer grows by its steps (16 KiB times 4^k) to 1 MiB at most: past
+    // that, `append_capped` reserves a large output's room at once.
+    const std::size_t chunk =
+        buf.size() < scratch_size
+            ? std::min(std::clamp<std::size_t>(buf.size(), 16 * 1024, scratch_size),
+                       scratch_size - buf.size())
+            : scratch_size;
     bool& truncated = is_out ? res_.stdout_truncated : res_.stderr_truncated;
     std::uint64_t& produced = is_out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced;
     const output_callback& cb = is_out ? on_out_ : on_err_;
@@ -322,7 +328,7 @@ private:
       if (int held = 0; old < 64 * 1024 && ::ioctl(fd.get(), FIONREAD, &held) == 0)
         want = std::clamp<std::size_t>(static_cast<std::size_t>(held), 1, chunk);
       if (buf.capacity() - old < want)
-        sandbox::detail::reserve_large_output(buf, old + chunk, max_output_);
+        sandbox::detail::reserve_output(buf, old + chunk, max_output_);
       buf.resize(old + want);
       n = ::read(fd.get(), buf.data() + old, want);
       buf.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
@@ -334,14 +340,9 @@ private:
       char* into = scratch_ ? scratch_.get() : small;
       n = ::read(fd.get(), into, scratch_ ? scratch_size : sizeof small);
       data = into;
-      if (n > 0 && room > 0)
-        sandbox::detail::reserve_large_output(
-            buf,
-            buf.size() + static_cast<std::size_t>(std::min(room, static_cast<std::uint64_t>(n))),
-            max_output_);
       if (n > 0)
         sandbox::detail::append_capped(buf, std::string_view(data, static_cast<std::size_t>(n)),
-                                       max_output_, truncated, produced);
+                                       max_output_, truncated, produced, true);
     }
     if (n > 0) {
       if (cb) cb(std::string_view(data, static_cast<std::size_t>(n)));
