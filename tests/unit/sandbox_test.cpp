@@ -340,38 +340,45 @@ TEST_CASE("a stream's kept output reserves its room once past 1 MiB, within its 
 #ifndef SANDBOX_TEST_SANITIZED
 TEST_CASE("where address space is a budget, a stream's kept output grows by steps instead",
           "[unit][output]") {
-  // Under an RLIMIT_AS every reservation counts whether it is written or not: a room reserved
-  // at once would use up what the caller may map (with 64 MiB to spare, an uncaught
-  // std::bad_alloc, or std::terminate without exceptions). A sanitizer's shadow memory does not
-  // fit under such a limit.
+  // Under an RLIMIT_AS or RLIMIT_DATA every reservation counts whether it is written or not: a
+  // room reserved at once would use up what the caller may map (with 64 MiB to spare, an
+  // uncaught std::bad_alloc, or std::terminate without exceptions). A sanitizer's shadow memory
+  // does not fit under such a limit.
   constexpr std::size_t MiB = std::size_t{1} << 20;
-  pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    std::uint64_t vm_kib = 0;
-    if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
-      char line[256];
-      while (std::fgets(line, sizeof line, f))
-        if (std::sscanf(line, "VmSize: %" SCNu64, &vm_kib) == 1) break;
-      std::fclose(f);
+  struct limit {
+    int resource;
+    const char* field; // what /proc/self/status says of its use now
+  };
+  for (limit l : {limit{RLIMIT_AS, "VmSize: %" SCNu64}, limit{RLIMIT_DATA, "VmData: %" SCNu64}}) {
+    INFO(l.field);
+    pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      std::uint64_t used_kib = 0;
+      if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+        char line[256];
+        while (std::fgets(line, sizeof line, f))
+          if (std::sscanf(line, l.field, &used_kib) == 1) break;
+        std::fclose(f);
+      }
+      if (used_kib == 0) ::_exit(2);
+      const rlimit r{(used_kib << 10) + 64 * MiB, (used_kib << 10) + 64 * MiB};
+      if (::setrlimit(l.resource, &r) != 0) ::_exit(3);
+      if (sandbox::detail::output_address_space() != 0) ::_exit(4);
+      std::string buf;
+      bool truncated = false;
+      std::uint64_t produced = 0;
+      const std::string chunk(64 * 1024, 'x');
+      while (buf.size() < 8 * MiB)
+        sandbox::detail::append_capped(buf, chunk, UINT64_MAX, truncated, produced, true);
+      ::_exit(buf.capacity() < 64 * MiB ? 0 : 5);
     }
-    if (vm_kib == 0) ::_exit(2);
-    const rlimit as{(vm_kib << 10) + 64 * MiB, (vm_kib << 10) + 64 * MiB};
-    if (::setrlimit(RLIMIT_AS, &as) != 0) ::_exit(3);
-    if (sandbox::detail::output_address_space() != 0) ::_exit(4);
-    std::string buf;
-    bool truncated = false;
-    std::uint64_t produced = 0;
-    const std::string chunk(64 * 1024, 'x');
-    while (buf.size() < 8 * MiB)
-      sandbox::detail::append_capped(buf, chunk, UINT64_MAX, truncated, produced, true);
-    ::_exit(buf.capacity() < 64 * MiB ? 0 : 5);
+    int status = 0;
+    REQUIRE(::waitpid(pid, &status, 0) == pid);
+    INFO("status " << status);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
   }
-  int status = 0;
-  REQUIRE(::waitpid(pid, &status, 0) == pid);
-  INFO("status " << status);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
 }
 #endif
 

@@ -80,18 +80,31 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   buf.swap(next);
 }
 
-/// Whether address space is a budget here: under an RLIMIT_AS, or a kernel that commits memory
-/// strictly (vm.overcommit_memory = 2), where every reservation counts whether or not it is
-/// written.
-[[nodiscard]] inline bool address_space_is_budget() noexcept {
-  rlimit as{};
-  if (::getrlimit(RLIMIT_AS, &as) != 0 || as.rlim_cur != RLIM_INFINITY) return true;
-  const int fd = ::open("/proc/sys/vm/overcommit_memory", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false; // no /proc: nothing says so
-  char mode = 0;
-  const bool strict = ::read(fd, &mode, 1) == 1 && mode == '2';
+/// The first bytes of a /proc file ("" when it cannot be read).
+[[nodiscard]] inline std::string_view read_head(const char* path, char (&buf)[4096]) noexcept {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  const ssize_t n = ::read(fd, buf, sizeof buf);
   ::close(fd);
-  return strict;
+  return n > 0 ? std::string_view(buf, static_cast<std::size_t>(n)) : std::string_view();
+}
+
+/// Whether address space is a budget here, so that a reservation costs whether or not it is
+/// written: under an RLIMIT_AS or RLIMIT_DATA (which counts private mappings since Linux 4.7), a
+/// kernel that commits memory strictly (vm.overcommit_memory = 2), or locked memory (after
+/// mlockall(MCL_FUTURE) every page reserved is faulted in and locked).
+[[nodiscard]] inline bool address_space_is_budget() noexcept {
+  for (int which : {RLIMIT_AS, RLIMIT_DATA}) {
+    rlimit l{};
+    if (::getrlimit(which, &l) != 0 || l.rlim_cur != RLIM_INFINITY) return true;
+  }
+  char buf[4096];
+  if (read_head("/proc/sys/vm/overcommit_memory", buf).substr(0, 1) == "2") return true;
+  const std::string_view status = read_head("/proc/self/status", buf);
+  const std::size_t at = status.find("\nVmLck:");
+  if (at == std::string_view::npos) return false; // no /proc: nothing says so
+  const std::string_view locked = status.substr(at + 7, status.find('\n', at + 7) - (at + 7));
+  return locked.find_first_of("123456789") != std::string_view::npos;
 }
 
 /// The room a stream's kept output reserves at once once it passes 1 MiB
@@ -121,8 +134,8 @@ template <class Result>
 }
 
 /// Keeps what of `data` fits under `cap` in `buf`, counts all of it in `produced`, and sets
-/// `truncated` when some did not fit. `large_at_once`: a buffer of at most 1 MiB that must grow
-/// past 1 MiB reserves `output_address_space()` (within `cap`).
+/// `truncated` when some did not fit. `large_at_once`: a buffer that must grow past 1 MiB for the
+/// first time reserves `output_address_space()` (within `cap`).
 inline void append_capped(std::string& buf, std::string_view data, std::uint64_t cap,
                           bool& truncated, std::uint64_t& produced, bool large_at_once = false) {
   constexpr std::size_t large = std::size_t{1} << 20;
@@ -131,7 +144,9 @@ inline void append_capped(std::string& buf, std::string_view data, std::uint64_t
   if (keep > 0) {
     const std::size_t need = buf.size() + keep;
     std::uint64_t at_least = 0;
-    if (large_at_once && need > large && buf.capacity() <= large) at_least = output_address_space();
+    // Under 4 MiB: a buffer whose first read was short grows off its steps, a little past 1 MiB.
+    if (large_at_once && need > large && buf.capacity() < 4 * large)
+      at_least = output_address_space();
     reserve_output(buf, need, cap, at_least);
     buf.append(data.data(), keep);
   }
