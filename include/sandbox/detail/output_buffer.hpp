@@ -107,7 +107,7 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   return locked.find_first_of("123456789") != std::string_view::npos;
 }
 
-/// The room a stream's kept output reserves at once once it passes 1 MiB
+/// The room a stream's kept output reserves in one go when it passes 1 MiB
 /// (`reserve_output(..., at_least)`): 256 MiB of address space (16 MiB where addresses are 32
 /// bits), at most a quarter of the machine's memory; none where address space is a budget.
 /// Growing by steps instead copied the output at each step into fresh memory that the kernel
