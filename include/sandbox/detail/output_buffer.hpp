@@ -9,7 +9,8 @@
 #include <string>
 #include <string_view>
 
-#include <fcntl.h>
+#include <sandbox/detail/read_text.hpp>
+
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -19,6 +20,10 @@ namespace sandbox::detail {
 /// A buffer this large is a mapping of its own (glibc's malloc maps 32 MiB and more itself): its
 /// pages are its alone, to advise or hand back. Smaller ones may lie in malloc's heap.
 inline constexpr std::size_t own_mapping_bytes = std::size_t{32} << 20;
+
+/// An output past this many bytes is a large one: a stream reads straight into its result up to
+/// here, and past it reserves the room `output_address_space()` says at once.
+inline constexpr std::size_t large_output_bytes = std::size_t{1} << 20;
 
 /// Appends `from` to `to`, whose room is reserved, and leaves `from` garbage (its pages zero, its
 /// size unchanged): it is freed right after. A large `from` is copied a chunk at a time and its
@@ -80,15 +85,6 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   buf.swap(next);
 }
 
-/// The first bytes of a /proc file ("" when it cannot be read).
-[[nodiscard]] inline std::string_view read_head(const char* path, char (&buf)[4096]) noexcept {
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return {};
-  const ssize_t n = ::read(fd, buf, sizeof buf);
-  ::close(fd);
-  return n > 0 ? std::string_view(buf, static_cast<std::size_t>(n)) : std::string_view();
-}
-
 /// Whether address space is a budget here, so that a reservation costs whether or not it is
 /// written: under an RLIMIT_AS or RLIMIT_DATA (which counts private mappings since Linux 4.7), a
 /// kernel that commits memory strictly (vm.overcommit_memory = 2), or locked memory (after
@@ -98,12 +94,12 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
     rlimit l{};
     if (::getrlimit(which, &l) != 0 || l.rlim_cur != RLIM_INFINITY) return true;
   }
-  char buf[4096];
-  if (read_head("/proc/sys/vm/overcommit_memory", buf).substr(0, 1) == "2") return true;
-  const std::string_view status = read_head("/proc/self/status", buf);
+  if (read_text("/proc/sys/vm/overcommit_memory").starts_with('2')) return true;
+  const std::string status = read_text("/proc/self/status");
   const std::size_t at = status.find("\nVmLck:");
-  if (at == std::string_view::npos) return false; // no /proc: nothing says so
-  const std::string_view locked = status.substr(at + 7, status.find('\n', at + 7) - (at + 7));
+  if (at == std::string::npos) return false; // no /proc: nothing says so
+  const std::string_view locked =
+      std::string_view(status).substr(at + 7, status.find('\n', at + 7) - (at + 7));
   return locked.find_first_of("123456789") != std::string_view::npos;
 }
 
@@ -138,14 +134,13 @@ template <class Result>
 /// first time reserves `output_address_space()` (within `cap`).
 inline void append_capped(std::string& buf, std::string_view data, std::uint64_t cap,
                           bool& truncated, std::uint64_t& produced, bool large_at_once = false) {
-  constexpr std::size_t large = std::size_t{1} << 20;
   const std::uint64_t room = buf.size() < cap ? cap - buf.size() : 0;
   const auto keep = static_cast<std::size_t>(std::min<std::uint64_t>(room, data.size()));
   if (keep > 0) {
     const std::size_t need = buf.size() + keep;
     std::uint64_t at_least = 0;
     // Under 4 MiB: a buffer whose first read was short grows off its steps, a little past 1 MiB.
-    if (large_at_once && need > large && buf.capacity() < 4 * large)
+    if (large_at_once && need > large_output_bytes && buf.capacity() < 4 * large_output_bytes)
       at_least = output_address_space();
     reserve_output(buf, need, cap, at_least);
     buf.append(data.data(), keep);

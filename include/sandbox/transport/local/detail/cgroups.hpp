@@ -27,6 +27,7 @@
 #pragma once
 
 #include <sandbox/detail/fork_safe.hpp>
+#include <sandbox/detail/read_text.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/detail/unique_fd.hpp>
 #include <sandbox/options.hpp>
@@ -56,7 +57,7 @@
 
 namespace sandbox::local::detail::cgroups {
 
-using namespace sandbox::detail; // text, unique_fd, random: the library-wide helpers
+using namespace sandbox::detail; // text, unique_fd, random, read_text: the library-wide helpers
 
 /// The controllers a limit needs, as bits.
 enum controller : unsigned { memory = 1, pids = 2, cpu = 4 };
@@ -91,22 +92,6 @@ struct layout {
   int err = n == static_cast<ssize_t>(value.size()) ? 0 : n < 0 ? errno : EIO;
   ::close(fd);
   return err;
-}
-
-/// The whole content of a small file; empty when it cannot be read.
-[[nodiscard]] inline std::string read_text(const std::string& path) noexcept {
-  std::string out;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  ::close(fd);
-  return out;
 }
 
 /// The number after `key ` at the start of a line of `text` ("oom_kill 3"), or 0.

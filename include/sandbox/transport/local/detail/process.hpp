@@ -300,21 +300,21 @@ private:
   /// kept or dropped, not split where the cap falls. False at EOF or when nothing is available.
   bool read_stream(unique_fd& fd, bool is_out) noexcept {
     constexpr std::size_t scratch_size = std::size_t{1} << 20;
+    constexpr std::size_t large = sandbox::detail::large_output_bytes;
     std::string& buf = is_out ? res_.stdout_text : res_.stderr_text;
-    // Read straight in, a buffer grows by its steps (16 KiB times 4^k) to 1 MiB at most: past
+    // Read straight in, a buffer grows by its steps (16 KiB times 4^k) to `large` at most: past
     // that, `append_capped` reserves a large output's room at once.
     const std::size_t chunk =
-        buf.size() < scratch_size
-            ? std::min(std::clamp<std::size_t>(buf.size(), 16 * 1024, scratch_size),
-                       scratch_size - buf.size())
-            : scratch_size;
+        buf.size() < large ? std::min(std::clamp<std::size_t>(buf.size(), 16 * 1024, scratch_size),
+                                      large - buf.size())
+                           : scratch_size;
     bool& truncated = is_out ? res_.stdout_truncated : res_.stderr_truncated;
     std::uint64_t& produced = is_out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced;
     const output_callback& cb = is_out ? on_out_ : on_err_;
     const std::uint64_t room = buf.size() < max_output_ ? max_output_ - buf.size() : 0;
     ssize_t n;
     const char* data;
-    if (buf.size() < scratch_size && room >= chunk) {
+    if (buf.size() < large && room >= chunk) {
       std::size_t old = buf.size();
       // While the output is small, the read is sized to what the pipe holds, and room for a
       // chunk is made only when that does not fit: after a sandbox's start (a clone leaves this
