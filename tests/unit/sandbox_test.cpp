@@ -2,6 +2,8 @@
 // basic_sandbox and Process logic over a scripted transport: state mapping, check, lifetime.
 #include <sandbox/sandbox.hpp>
 
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -381,6 +383,31 @@ TEST_CASE("where address space is a budget, a stream's kept output grows by step
   }
 }
 #endif
+
+TEST_CASE("where /proc does not say whether memory is locked, nothing is reserved at once",
+          "[unit][output]") {
+  // A caller whose /proc/self/status cannot be read (a chroot without /proc, a bind mount over
+  // it) may have called mlockall(MCL_FUTURE): a room reserved at once would then be faulted in
+  // and locked whole (1 MiB of output, 256 MiB locked).
+  if (::geteuid() != 0) {
+    WARN("not root: no mount namespace of its own to hide /proc/self/status in; not checked");
+    return;
+  }
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (::unshare(CLONE_NEWNS) != 0) ::_exit(2);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) ::_exit(3);
+    const std::string status = "/proc/" + std::to_string(::getpid()) + "/status";
+    if (::mount("/dev/null", status.c_str(), nullptr, MS_BIND, nullptr) != 0) ::_exit(4);
+    ::_exit(sandbox::detail::output_address_space() == 0 ? 0 : 5);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  INFO("status " << status);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
 
 TEST_CASE("kept output grows geometrically, within its cap, and a cap below the need bounds "
           "nothing",

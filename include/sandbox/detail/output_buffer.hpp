@@ -94,10 +94,12 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
     rlimit l{};
     if (::getrlimit(which, &l) != 0 || l.rlim_cur != RLIM_INFINITY) return true;
   }
-  if (read_text("/proc/sys/vm/overcommit_memory").starts_with('2')) return true;
+  // What cannot be read counts as a budget: a caller without /proc may still lock its memory.
+  const std::string overcommit = read_text("/proc/sys/vm/overcommit_memory");
+  if (overcommit.empty() || overcommit.starts_with('2')) return true;
   const std::string status = read_text("/proc/self/status");
   const std::size_t at = status.find("\nVmLck:");
-  if (at == std::string::npos) return false; // no /proc: nothing says so
+  if (at == std::string::npos) return true;
   const std::string_view locked =
       std::string_view(status).substr(at + 7, status.find('\n', at + 7) - (at + 7));
   return locked.find_first_of("123456789") != std::string_view::npos;
