@@ -131,6 +131,60 @@ bool ends_without(rpc_client& c, const std::string& id, const std::string& name)
 
 } // namespace
 
+TEST_CASE("gRPC: a spliced message is sent as its whole encoding, and what holds its values "
+          "lives until the last slice goes; spare buffers are bounded",
+          "[grpc][output]") {
+  namespace wire = sandbox::http::wire;
+  using sandbox::serve::detail::buffer_of;
+  using sandbox::serve::detail::bytes_of;
+  for (std::size_t n : {std::size_t{0}, std::size_t{5}, std::size_t{4096}, std::size_t{1} << 20}) {
+    INFO("n = " << n);
+    auto m = std::make_shared<wire::ExecStreamResponse>();
+    m->output = wire::ExecStreamOutput{wire::OutputStream::STREAM_STDOUT, std::string(n, 'q')};
+    const std::string whole = sandbox::http::to_protobuf(*m);
+    std::weak_ptr<wire::ExecStreamResponse> alive = m;
+    {
+      grpc::ByteBuffer b = buffer_of(sandbox::http::to_protobuf_spliced(*m, 4096), m);
+      m.reset();
+      CHECK(bytes_of(b) == whole);
+      CHECK(b.Length() == whole.size());
+      CHECK(alive.expired() == (n < 4096)); // a value referred to keeps its message
+      grpc::ByteBuffer copy = b;            // slices are shared, not copied
+      b.Clear();
+      CHECK(alive.expired() == (n < 4096));
+      CHECK(bytes_of(copy) == whole);
+    }
+    CHECK(alive.expired());
+  }
+  // Reading into a buffer keeps its room.
+  std::string room;
+  room.reserve(1 << 20);
+  const char* at = room.data();
+  grpc::ByteBuffer small = buffer_of(std::string("abc"));
+  room = bytes_of(small, std::move(room));
+  CHECK(room == "abc");
+  CHECK(room.data() == at);
+
+  sandbox::serve::detail::buffer_pool pool(2, 1 << 20);
+  CHECK(pool.take().capacity() < 64); // none spare yet
+  std::string big, bigger, too_big, third;
+  big.reserve(1 << 19);
+  bigger.reserve(1 << 20);
+  too_big.reserve((1 << 20) + 4096);
+  third.reserve(1 << 10);
+  big = "kept";
+  pool.give(std::move(big));
+  pool.give(std::move(too_big)); // more room than a spare may hold: freed
+  pool.give(std::move(bigger));
+  pool.give(std::move(third)); // two spares at most
+  std::string a = pool.take(), b = pool.take(), c = pool.take();
+  CHECK(a.empty());
+  CHECK(b.empty());
+  CHECK(a.capacity() >= 1 << 19);
+  CHECK(b.capacity() >= 1 << 19);
+  CHECK(c.capacity() < 64);
+}
+
 TEST_CASE("gRPC: the unary methods, on the sandboxes REST sees too", "[grpc]") {
   servers s;
   auto c = s.client();

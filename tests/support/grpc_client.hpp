@@ -134,7 +134,8 @@ public:
       grpc::ByteBuffer b;
       call_->Read(&b, tag(4));
       if (!next(cq_)) return std::nullopt;
-      auto m = http::from_protobuf<M>(serve::detail::bytes_of(b), http::decode_mode::lenient);
+      flat_ = serve::detail::bytes_of(b, std::move(flat_)); // one buffer for every message
+      auto m = http::from_protobuf<M>(flat_, http::decode_mode::lenient);
       if (!m) return std::nullopt;
       return std::move(m).value();
     }
@@ -152,6 +153,7 @@ public:
     grpc::CompletionQueue cq_;
     std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
     bool finished_ = false;
+    std::string flat_; // the message being read, in one piece
   };
 
 private:

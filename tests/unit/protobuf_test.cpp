@@ -95,6 +95,78 @@ TEST_CASE("protobuf: messages round-trip", "[protobuf]") {
   CHECK(decode_ok<wire::WriteFileRequest>(to_protobuf(wf)) == wf);
 }
 
+namespace {
+
+std::string varint(std::uint64_t v) {
+  std::string out;
+  for (; v >= 0x80; v >>= 7)
+    out += static_cast<char>((v & 0x7f) | 0x80);
+  return out + static_cast<char>(v);
+}
+
+/// The spliced encoding put together: its text with each hole's value at its place.
+std::string joined(const spliced_protobuf& s) {
+  std::string out;
+  std::size_t at = 0;
+  for (const auto& h : s.holes) {
+    REQUIRE(h.at >= at);
+    REQUIRE(h.at <= s.text.size());
+    out.append(s.text, at, h.at - at);
+    out.append(h.bytes);
+    at = h.at;
+  }
+  return out.append(s.text, at);
+}
+
+} // namespace
+
+TEST_CASE("protobuf: nested lengths of every varint width, written once; a spliced encoding "
+          "refers to the large values and equals the whole one",
+          "[protobuf]") {
+  // ExecStreamResponse {output (2) {stream (1): STDERR, data (2)}}, by hand, around the sizes at
+  // which a length takes one more byte (the nested message's length is counted before it is
+  // written: a length off by one byte would misplace everything after it).
+  for (std::size_t n : {std::size_t{1}, std::size_t{123}, std::size_t{124}, std::size_t{127},
+                        std::size_t{128}, std::size_t{16379}, std::size_t{16380},
+                        std::size_t{16384}, (std::size_t{1} << 21) - 5, std::size_t{1} << 21}) {
+    INFO("n = " << n);
+    std::string data(n, '\0');
+    for (std::size_t i = 0; i < n; ++i)
+      data[i] = static_cast<char>(i * 7 + i / 251);
+    wire::ExecStreamResponse m;
+    m.output = wire::ExecStreamOutput{wire::OutputStream::STREAM_STDERR, data};
+    const std::string inner = "\x08\x02\x12"s + varint(n) + data;
+    const std::string want = "\x12"s + varint(inner.size()) + inner;
+    CHECK(to_protobuf(m) == want);
+    CHECK(to_protobuf(m).capacity() < want.size() + 16); // sized once, not grown
+    // Spliced: values from 128 bytes on are referred to, in the message itself.
+    auto s = to_protobuf_spliced(m, 128);
+    CHECK(joined(s) == want);
+    if (n >= 128) {
+      REQUIRE(s.holes.size() == 1);
+      CHECK(s.holes[0].bytes.data() == m.output->data.data());
+      CHECK(s.holes[0].at == s.text.size()); // the value ends the message
+      CHECK(s.text.size() < 16);
+    } else {
+      CHECK(s.holes.empty());
+    }
+  }
+  // Several large values at several depths, among small ones and strings: the same bytes as the
+  // whole encoding, with every value of 64 bytes or more a hole, and strings (not bytes) copied.
+  auto sb = full_sandbox();
+  sb.spec->containers[0].files = {
+      {"/a", std::string(300, 'a')}, {"/b", "small"}, {"/c", std::string(70000, 'c')}};
+  sb.spec->containers[0].args.push_back(std::string(500, 's'));
+  auto s = to_protobuf_spliced(sb, 64);
+  CHECK(joined(s) == to_protobuf(sb));
+  REQUIRE(s.holes.size() == 2);
+  CHECK(s.holes[0].bytes.size() == 300);
+  CHECK(s.holes[1].bytes.size() == 70000);
+  CHECK(decode_ok<wire::Sandbox>(joined(s), decode_mode::strict) == sb);
+  wire::WriteFileRequest wf{"sbx-1", "/f", std::string(1 << 20, 'x'), ""};
+  CHECK(joined(to_protobuf_spliced(wf, 1)) == to_protobuf(wf));
+}
+
 TEST_CASE("protobuf: decoding skips unknown fields and names the field of bad input",
           "[protobuf]") {
   // Unknown fields of every wire type around a known one are skipped.

@@ -481,6 +481,10 @@ private:
     static constexpr std::size_t max_queued = std::size_t{4} << 20;
     /// Output chunks queued after one another are sent as one message up to this size.
     static constexpr std::size_t max_message = std::size_t{1} << 20;
+    /// Output buffers kept for reuse: as many as can be queued and being sent at once.
+    static constexpr std::size_t spare_buffers = max_queued / max_message + 2;
+    /// Output from this size on is sent from its buffer, not copied into the message.
+    static constexpr std::size_t spliced_from = std::size_t{4} << 10;
 
     /// Queues a message; sends it unless a send is under way. `wait`: first waits while too
     /// much is queued (a client that reads slowly holds the sender back). `last`: the call
@@ -559,6 +563,9 @@ private:
       }
       outgoing o;
       o.stream = stream;
+      if (!spares_)
+        spares_ = std::make_shared<serve::detail::buffer_pool>(spare_buffers, 2 * max_message);
+      o.data = spares_->take();
       o.data.assign(data);
       outbox_.push_back(std::move(o));
       lk.unlock();
@@ -583,9 +590,16 @@ private:
       auto& front = outbox_.front();
       sent_ = front.size();
       if (front.stream) {
-        http::wire::ExecStreamResponse m;
-        m.output = http::wire::ExecStreamOutput{*front.stream, std::move(front.data)};
-        out_ = serve::detail::buffer_of<http::strings::utf8>(m);
+        // The output is not copied: the message sent refers to it, and hands its buffer back to
+        // the spares once sent.
+        using response = http::wire::ExecStreamResponse;
+        std::shared_ptr<response> m(new response, [spares = spares_](response* p) noexcept {
+          if (p->output) spares->give(std::move(p->output->data));
+          delete p;
+        });
+        m->output = http::wire::ExecStreamOutput{*front.stream, std::move(front.data)};
+        out_ = serve::detail::buffer_of(
+            http::to_protobuf_spliced<http::strings::utf8>(*m, spliced_from), m);
       } else {
         out_ = serve::detail::buffer_of(std::move(front.bytes));
       }
@@ -931,6 +945,7 @@ private:
     std::size_t queued_ = 0;          // bytes in outbox_
     std::size_t sent_ = 0;            // of them, in the message being sent
     std::optional<std::string> held_; // StreamExec: a message to go before the next (`hold`)
+    std::shared_ptr<serve::detail::buffer_pool> spares_; // StreamExec: output buffers, reused
     bool writing_ = false, gone_ = false, closing_ = false, finished_ = false;
     grpc::Status final_;
   };

@@ -19,11 +19,24 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace sandbox::http {
 
 /// How string fields are encoded (see `to_protobuf`).
 enum class strings { as_given, utf8 };
+
+/// A message's encoding with its large bytes values referred to, not copied
+/// (`to_protobuf_spliced`): the encoding is `text` with each hole's value inserted at its place,
+/// in order. It refers to the message's bytes: the message must outlive it and stay unchanged.
+struct spliced_protobuf {
+  struct hole {
+    std::size_t at; ///< where in `text` the value goes
+    std::string_view bytes;
+  };
+  std::string text;
+  std::vector<hole> holes;
+};
 
 namespace detail::pb {
 
@@ -145,32 +158,70 @@ struct instant {
 }
 
 // ---- encoding -----------------------------------------------------------------------------------
+// A message is written once, straight into its sink: the length of a nested message is counted
+// first (`byte_count`, the same code writing nothing), not found by encoding it into a string of
+// its own and copying that.
 
-inline void put_varint(std::string& out, std::uint64_t v) {
-  while (v >= 0x80) {
-    out += static_cast<char>((v & 0x7f) | 0x80);
-    v >>= 7;
+/// A sink that only counts what would be written.
+struct byte_count {
+  std::size_t n = 0;
+};
+
+/// A sink that refers to large bytes values instead of copying them (`spliced_protobuf`).
+struct splicing {
+  spliced_protobuf s;
+  std::size_t from;
+};
+
+inline void put_byte(std::string& out, char c) { out += c; }
+inline void put_byte(byte_count& out, char) noexcept { ++out.n; }
+inline void put_byte(splicing& out, char c) { out.s.text += c; }
+
+/// Bytes written as they are (a copy).
+inline void put_raw(std::string& out, std::string_view s) { out.append(s); }
+inline void put_raw(byte_count& out, std::string_view s) noexcept { out.n += s.size(); }
+inline void put_raw(splicing& out, std::string_view s) { out.s.text.append(s); }
+
+/// A bytes value the message holds: copied, or referred to by a splicing sink when large.
+template <class Out>
+void put_held(Out& out, std::string_view s) {
+  if constexpr (std::is_same_v<Out, splicing>) {
+    if (s.size() >= out.from) {
+      out.s.holes.push_back({out.s.text.size(), s});
+      return;
+    }
   }
-  out += static_cast<char>(v);
+  put_raw(out, s);
 }
 
-inline void put_tag(std::string& out, std::uint32_t number, int wire_type) {
+template <class Out>
+void put_varint(Out& out, std::uint64_t v) {
+  while (v >= 0x80) {
+    put_byte(out, static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  put_byte(out, static_cast<char>(v));
+}
+
+template <class Out>
+void put_tag(Out& out, std::uint32_t number, int wire_type) {
   put_varint(out, (std::uint64_t{number} << 3) | static_cast<unsigned>(wire_type));
 }
 
-inline void put_bytes(std::string& out, std::uint32_t number, std::string_view bytes) {
+template <class Out>
+void put_bytes(Out& out, std::uint32_t number, std::string_view bytes) {
   put_tag(out, number, 2);
   put_varint(out, bytes.size());
-  out.append(bytes);
+  put_raw(out, bytes);
 }
 
-template <strings S, wire::described_message M>
-void encode_message(std::string& out, const M& m);
+template <strings S, class Out, wire::described_message M>
+void encode_message(Out& out, const M& m);
 
 /// A string field: as given, or (strings::utf8) with each byte that is not part of valid UTF-8
 /// as U+FFFD.
-template <strings S>
-void put_string(std::string& out, std::uint32_t number, std::string_view v) {
+template <strings S, class Out>
+void put_string(Out& out, std::uint32_t number, std::string_view v) {
   if constexpr (S == strings::utf8) {
     if (sandbox::detail::invalid_utf8_at(v) != std::string_view::npos)
       return put_bytes(out, number, sandbox::detail::valid_utf8(v));
@@ -178,17 +229,24 @@ void put_string(std::string& out, std::uint32_t number, std::string_view v) {
   put_bytes(out, number, v);
 }
 
-/// A length-delimited field holding whatever `body` appends (a nested message).
-template <class Body>
-void put_nested(std::string& out, std::uint32_t number, Body&& body) {
-  std::string inner;
-  body(inner);
-  put_bytes(out, number, inner);
+/// A length-delimited field holding whatever `body` writes to the sink it is given (a nested
+/// message): called to count, then (unless only counting) to write, so that each level of nesting
+/// counts what it holds once.
+template <class Out, class Body>
+void put_nested(Out& out, std::uint32_t number, Body&& body) {
+  byte_count size;
+  body(size);
+  put_tag(out, number, 2);
+  put_varint(out, size.n);
+  if constexpr (std::is_same_v<Out, byte_count>)
+    out.n += size.n;
+  else
+    body(out);
 }
 
-inline void put_instant(std::string& out, std::uint32_t number, std::int64_t seconds,
-                        std::int32_t nanos) {
-  put_nested(out, number, [&](std::string& in) {
+template <class Out>
+void put_instant(Out& out, std::uint32_t number, std::int64_t seconds, std::int32_t nanos) {
+  put_nested(out, number, [&](auto& in) {
     if (seconds != 0) put_tag(in, 1, 0), put_varint(in, static_cast<std::uint64_t>(seconds));
     if (nanos != 0)
       put_tag(in, 2, 0), put_varint(in, static_cast<std::uint64_t>(std::int64_t{nanos}));
@@ -205,14 +263,16 @@ template <kind K, class T>
 }
 
 /// One value of kind `K` as field `number`.
-template <kind K, strings S, class T>
-void put_value(std::string& out, std::uint32_t number, const T& v) {
+template <kind K, strings S, class Out, class T>
+void put_value(Out& out, std::uint32_t number, const T& v) {
   if constexpr (K == kind::string) {
     put_string<S>(out, number, v);
   } else if constexpr (K == kind::bytes) {
-    put_bytes(out, number, v);
+    put_tag(out, number, 2);
+    put_varint(out, v.size());
+    put_held(out, v);
   } else if constexpr (K == kind::message) {
-    put_nested(out, number, [&](std::string& in) { encode_message<S>(in, v); });
+    put_nested(out, number, [&](auto& in) { encode_message<S>(in, v); });
   } else if constexpr (K == kind::timestamp) {
     // Text that is not RFC 3339 has no binary form: the field is left out, as if unset.
     if (auto t = parse_timestamp(v)) put_instant(out, number, t->seconds, t->nanos);
@@ -225,8 +285,8 @@ void put_value(std::string& out, std::uint32_t number, const T& v) {
   }
 }
 
-template <strings S, class Message, class... Types>
-void put_any(std::string& out, const wire::any_field<Message, Types...>& f, const Message& m) {
+template <strings S, class Out, class Message, class... Types>
+void put_any(Out& out, const wire::any_field<Message, Types...>& f, const Message& m) {
   std::apply(
       [&](auto... member) {
         (
@@ -234,10 +294,10 @@ void put_any(std::string& out, const wire::any_field<Message, Types...>& f, cons
               const auto& v = m.*member;
               if (!v) return;
               using T = typename std::remove_cvref_t<decltype(v)>::value_type;
-              put_nested(out, f.number, [&](std::string& in) {
+              put_nested(out, f.number, [&](auto& in) {
                 put_bytes(in, 1,
                           "type.googleapis.com/" + std::string(wire::descriptor<T>.full_name));
-                put_nested(in, 2, [&](std::string& body) { encode_message<S>(body, *v); });
+                put_nested(in, 2, [&](auto& body) { encode_message<S>(body, *v); });
               });
             }(),
             ...);
@@ -245,8 +305,8 @@ void put_any(std::string& out, const wire::any_field<Message, Types...>& f, cons
       f.members);
 }
 
-template <strings S, wire::described_message M>
-void encode_message(std::string& out, const M& m) {
+template <strings S, class Out, wire::described_message M>
+void encode_message(Out& out, const M& m) {
   wire::for_each_field<M>([&]<std::size_t I>() {
     constexpr auto& f = wire::field_at<M, I>;
     using F = std::remove_cvref_t<decltype(f)>;
@@ -257,15 +317,15 @@ void encode_message(std::string& out, const M& m) {
       const auto& v = m.*f.member;
       if constexpr (F::map) {
         for (const auto& entry : v) // not structured bindings: clang 14 cannot capture them
-          put_nested(out, f.number, [&](std::string& in) {
+          put_nested(out, f.number, [&](auto& in) {
             put_string<S>(in, 1, entry.first);
             put_value<f.type, S>(in, 2, entry.second);
           });
       } else if constexpr (F::repeated && f.packed()) {
-        std::string packed;
-        for (const auto& e : v)
-          put_varint(packed, varint_of<f.type>(e));
-        put_bytes(out, f.number, packed);
+        put_nested(out, f.number, [&](auto& in) {
+          for (const auto& e : v)
+            put_varint(in, varint_of<f.type>(e));
+        });
       } else if constexpr (F::repeated) {
         for (const auto& e : v)
           put_value<f.type, S>(out, f.number, e);
@@ -620,9 +680,21 @@ template <wire::described_message M>
 /// message for one string that is not (one tag would make every ListSandboxes fail).
 template <strings S = strings::as_given, wire::described_message M>
 [[nodiscard]] std::string to_protobuf(const M& msg) {
+  detail::pb::byte_count size;
+  detail::pb::encode_message<S>(size, msg);
   std::string out;
+  out.reserve(size.n);
   detail::pb::encode_message<S>(out, msg);
   return out;
+}
+
+/// `msg` encoded as `to_protobuf` does, with its bytes values of `from` bytes or more left out
+/// (see `spliced_protobuf`).
+template <strings S = strings::as_given, wire::described_message M>
+[[nodiscard]] spliced_protobuf to_protobuf_spliced(const M& msg, std::size_t from) {
+  detail::pb::splicing out{{}, from};
+  detail::pb::encode_message<S>(out, msg);
+  return std::move(out.s);
 }
 
 /// Keeps the detail `type_url` / `bytes` (an Any given apart, as Connect sends error details) in

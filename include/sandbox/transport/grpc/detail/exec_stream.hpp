@@ -109,7 +109,7 @@ public:
       // (OnDone). Each wake-up of its thread costs a switch of a core.
       bool wake = write_waiters_ > 0;
       if (ok) {
-        std::string bytes = serve::detail::bytes_of(in_);
+        std::string bytes = serve::detail::bytes_of(in_, spares_.take());
         if (!just_ready(bytes)) { // nothing the caller uses
           // The exit ends the call, whose end (OnDone) comes next and wakes the caller, who
           // cannot be done before it. (An error wakes it: it ends the command at once, even if
@@ -197,6 +197,12 @@ public:
     }
     if (start) StartWrite(start); // the write hold is ours while writing_ is set
     return true;
+  }
+
+  /// Hands back messages taken and handled: their buffers hold the next ones.
+  void give_back(std::deque<std::string>&& used) noexcept {
+    for (auto& bytes : used)
+      spares_.give(std::move(bytes));
   }
 
   /// Half-closes the call once what is queued has been written.
@@ -328,6 +334,9 @@ private:
   std::mutex m_;
   std::condition_variable cv_;
   std::deque<std::string> inbox_;
+  /// Buffers of messages handled, for the next ones (as many as read ahead holds of messages
+  /// of 1 MiB, as the service sends output).
+  serve::detail::buffer_pool spares_{read_ahead / (std::size_t{1} << 20) + 2, std::size_t{2} << 20};
   std::size_t inbox_bytes_ = 0;
   std::deque<grpc::ByteBuffer> outbox_; // the message being written first
   std::uint64_t events_ = 0;
@@ -635,7 +644,8 @@ private:
 
   /// Handles the messages that arrived, and the end of the call.
   void drain() noexcept {
-    for (auto& bytes : s_->take()) {
+    auto got = s_->take();
+    for (auto& bytes : got) {
       if (done_) break;
       auto m =
           http::from_protobuf<http::wire::ExecStreamResponse>(bytes, http::decode_mode::lenient);
@@ -646,6 +656,7 @@ private:
       }
       handle(std::move(m).assume_value());
     }
+    s_->give_back(std::move(got));
     if (done_) return;
     auto st = s_->ended();
     if (!st) return;
@@ -695,7 +706,8 @@ private:
   void keep(bool out, std::string_view data) noexcept {
     sandbox::detail::append_capped(out ? res_.stdout_text : res_.stderr_text, data, max_output_,
                                    out ? res_.stdout_truncated : res_.stderr_truncated,
-                                   out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced);
+                                   out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced,
+                                   true);
     const output_callback& cb = out ? on_out_ : on_err_;
     if (cb) cb(data);
   }
