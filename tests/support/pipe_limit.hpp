@@ -2,13 +2,18 @@
 // The machine's ceiling for output, measured beside each figure that is compared with it.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace test_support {
@@ -35,10 +40,12 @@ inline double pipe_seconds(std::size_t bytes, int writer_cpu = -1, int reader_cp
 struct pipe_limit {
   double one_cpu = 0;  ///< both ends on the first CPU this process may use
   double two_cpus = 0; ///< writer and reader on the first two (0 with a single CPU)
+  double placed = 0;   ///< left to the scheduler (plain `dd | dd`)
   [[nodiscard]] double best() const { return std::max(one_cpu, two_cpus); }
 };
 
 /// Measures `pipe_limit` with `bytes` (whole MiB) per run; one_cpu is negative when dd failed.
+/// `placed` is the limit as first written down here (the command alone, wherever it runs).
 inline pipe_limit measure_pipe_limit(std::size_t bytes, int tries = 3) {
   std::vector<int> cpus;
   cpu_set_t set;
@@ -58,6 +65,62 @@ inline pipe_limit measure_pipe_limit(std::size_t bytes, int tries = 3) {
     if (two < 0) return {-1, -1};
     best.two_cpus = std::max(best.two_cpus, mb / two);
   }
+  for (int i = 0; i < tries; ++i) {
+    const double placed = pipe_seconds(bytes);
+    if (placed < 0) return {-1, -1};
+    best.placed = std::max(best.placed, mb / placed);
+  }
+  return best;
+}
+
+/// Loopback TCP's limit in MB/s, the best of `tries`: `bytes` through one connection on
+/// 127.0.0.1, written and read 1 MiB at a time by two threads of this process (the floor under
+/// any remote transport measured on loopback); negative when a socket call failed.
+inline double tcp_loopback_limit(std::size_t bytes, int tries = 3) {
+  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listener, 1) != 0 ||
+      ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ::close(listener);
+    return -1;
+  }
+  constexpr std::size_t chunk = std::size_t{1} << 20;
+  double best = -1;
+  for (int i = 0; i < tries; ++i) {
+    const int to = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (to < 0) break;
+    bool sent_all = false;
+    std::thread writer([&] {
+      if (::connect(to, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
+      const std::vector<char> block(chunk, 'x');
+      std::size_t done = 0;
+      while (done < bytes) {
+        const ssize_t k = ::write(to, block.data(), std::min(chunk, bytes - done));
+        if (k <= 0) break;
+        done += static_cast<std::size_t>(k);
+      }
+      sent_all = done == bytes;
+      ::shutdown(to, SHUT_WR);
+    });
+    const int from = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    std::vector<char> block(chunk);
+    std::size_t got = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (ssize_t k = 0; from >= 0 && (k = ::read(from, block.data(), chunk)) > 0;)
+      got += static_cast<std::size_t>(k);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    writer.join();
+    ::close(to);
+    if (from >= 0) ::close(from);
+    if (!sent_all || got != bytes) break;
+    best = std::max(best, static_cast<double>(bytes) / 1e6 / s);
+  }
+  ::close(listener);
   return best;
 }
 
