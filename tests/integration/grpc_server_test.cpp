@@ -146,14 +146,38 @@ TEST_CASE("gRPC: a spliced message is sent as its whole encoding, and what holds
     {
       grpc::ByteBuffer b = buffer_of(sandbox::http::to_protobuf_spliced(*m, 4096), m);
       m.reset();
-      CHECK(bytes_of(b) == whole);
+      CHECK((bytes_of(b) == whole));
       CHECK(b.Length() == whole.size());
       CHECK(alive.expired() == (n < 4096)); // a value referred to keeps its message
       grpc::ByteBuffer copy = b;            // slices are shared, not copied
       b.Clear();
       CHECK(alive.expired() == (n < 4096));
-      CHECK(bytes_of(copy) == whole);
+      CHECK((bytes_of(copy) == whole));
     }
+    CHECK(alive.expired());
+  }
+  // Text between values and values side by side, at several depths: the same bytes as the whole
+  // encoding, and the message held until the buffer goes.
+  {
+    auto sb = std::make_shared<wire::Sandbox>();
+    sb->sandbox_id = "sb-1";
+    wire::Container c;
+    c.name = "main";
+    c.image = "img";
+    c.files = {{"/a", std::string(5000, 'a')}, {"/b", std::string(6000, 'b')}};
+    wire::SandboxSpec spec;
+    spec.containers = {c, c};
+    spec.containers[1].files.push_back({"/c", "small"});
+    sb->spec = spec;
+    const std::string whole = sandbox::http::to_protobuf(*sb);
+    auto spliced = sandbox::http::to_protobuf_spliced(*sb, 4096);
+    REQUIRE(spliced.holes.size() == 4);
+    std::weak_ptr<wire::Sandbox> alive = sb;
+    grpc::ByteBuffer b = buffer_of(spliced, sb);
+    sb.reset();
+    CHECK((bytes_of(b) == whole));
+    CHECK_FALSE(alive.expired());
+    b.Clear();
     CHECK(alive.expired());
   }
   // Reading into a buffer keeps its room.
@@ -165,14 +189,16 @@ TEST_CASE("gRPC: a spliced message is sent as its whole encoding, and what holds
   CHECK(room == "abc");
   CHECK(room.data() == at);
 
-  sandbox::serve::detail::buffer_pool pool(2, 1 << 20);
+  sandbox::serve::detail::buffer_pool pool(2, 1 << 16, 1 << 20);
   CHECK(pool.take().capacity() < 64); // none spare yet
-  std::string big, bigger, too_big, third;
+  std::string big, bigger, too_big, too_small, third;
   big.reserve(1 << 19);
   bigger.reserve(1 << 20);
   too_big.reserve((1 << 20) + 4096);
-  third.reserve(1 << 10);
+  too_small.reserve(1 << 10);
+  third.reserve(1 << 19);
   big = "kept";
+  pool.give(std::move(too_small)); // too little room to be worth keeping: freed
   pool.give(std::move(big));
   pool.give(std::move(too_big)); // more room than a spare may hold: freed
   pool.give(std::move(bigger));

@@ -40,12 +40,11 @@ inline double pipe_seconds(std::size_t bytes, int writer_cpu = -1, int reader_cp
 struct pipe_limit {
   double one_cpu = 0;  ///< both ends on the first CPU this process may use
   double two_cpus = 0; ///< writer and reader on the first two (0 with a single CPU)
-  double placed = 0;   ///< left to the scheduler (plain `dd | dd`)
+  double placed = 0;   ///< plain `dd | dd`, unpinned: wherever the scheduler runs it
   [[nodiscard]] double best() const { return std::max(one_cpu, two_cpus); }
 };
 
 /// Measures `pipe_limit` with `bytes` (whole MiB) per run; one_cpu is negative when dd failed.
-/// `placed` is the limit as first written down here (the command alone, wherever it runs).
 inline pipe_limit measure_pipe_limit(std::size_t bytes, int tries = 3) {
   std::vector<int> cpus;
   cpu_set_t set;
@@ -92,11 +91,22 @@ inline double tcp_loopback_limit(std::size_t bytes, int tries = 3) {
   constexpr std::size_t chunk = std::size_t{1} << 20;
   double best = -1;
   for (int i = 0; i < tries; ++i) {
+    // Connected before the writer starts (the listener's backlog takes it), so that neither end
+    // can wait for the other forever.
     const int to = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (to < 0) break;
+    if (::connect(to, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(to);
+      break;
+    }
+    const int from = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    if (from < 0) {
+      ::close(to);
+      break;
+    }
     bool sent_all = false;
+    const auto t0 = std::chrono::steady_clock::now();
     std::thread writer([&] {
-      if (::connect(to, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) return;
       const std::vector<char> block(chunk, 'x');
       std::size_t done = 0;
       while (done < bytes) {
@@ -107,16 +117,15 @@ inline double tcp_loopback_limit(std::size_t bytes, int tries = 3) {
       sent_all = done == bytes;
       ::shutdown(to, SHUT_WR);
     });
-    const int from = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
     std::vector<char> block(chunk);
     std::size_t got = 0;
-    const auto t0 = std::chrono::steady_clock::now();
-    for (ssize_t k = 0; from >= 0 && (k = ::read(from, block.data(), chunk)) > 0;)
+    for (ssize_t k = 0; (k = ::read(from, block.data(), chunk)) > 0;)
       got += static_cast<std::size_t>(k);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ::shutdown(from, SHUT_RDWR); // a writer still writing (the read failed) stops
     writer.join();
     ::close(to);
-    if (from >= 0) ::close(from);
+    ::close(from);
     if (!sent_all || got != bytes) break;
     best = std::max(best, static_cast<double>(bytes) / 1e6 / s);
   }

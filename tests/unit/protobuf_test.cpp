@@ -126,9 +126,12 @@ TEST_CASE("protobuf: nested lengths of every varint width, written once; a splic
   // ExecStreamResponse {output (2) {stream (1): STDERR, data (2)}}, by hand, around the sizes at
   // which a length takes one more byte (the nested message's length is counted before it is
   // written: a length off by one byte would misplace everything after it).
+  // The output's length widens at 127/128, 16383/16384 and 2^21-1/2^21 bytes; the nested
+  // message's at 123/124, 16378/16379 and 2^21-7/2^21-6.
+  constexpr std::size_t M2 = std::size_t{1} << 21;
   for (std::size_t n : {std::size_t{1}, std::size_t{123}, std::size_t{124}, std::size_t{127},
-                        std::size_t{128}, std::size_t{16379}, std::size_t{16380},
-                        std::size_t{16384}, (std::size_t{1} << 21) - 5, std::size_t{1} << 21}) {
+                        std::size_t{128}, std::size_t{16378}, std::size_t{16379},
+                        std::size_t{16383}, std::size_t{16384}, M2 - 7, M2 - 6, M2 - 1, M2}) {
     INFO("n = " << n);
     std::string data(n, '\0');
     for (std::size_t i = 0; i < n; ++i)

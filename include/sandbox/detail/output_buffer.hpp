@@ -142,7 +142,8 @@ inline void append_capped(std::string& buf, std::string_view data, std::uint64_t
     const std::size_t need = buf.size() + keep;
     std::uint64_t at_least = 0;
     // Under 4 MiB: a buffer whose first read was short grows off its steps, a little past 1 MiB.
-    if (large_at_once && need > large_output_bytes && buf.capacity() < 4 * large_output_bytes)
+    if (large_at_once && need > large_output_bytes && buf.capacity() < need &&
+        buf.capacity() < 4 * large_output_bytes)
       at_least = output_address_space();
     reserve_output(buf, need, cap, at_least);
     buf.append(data.data(), keep);

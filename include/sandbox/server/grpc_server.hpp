@@ -481,9 +481,12 @@ private:
     static constexpr std::size_t max_queued = std::size_t{4} << 20;
     /// Output chunks queued after one another are sent as one message up to this size.
     static constexpr std::size_t max_message = std::size_t{1} << 20;
-    /// Output buffers kept for reuse: as many as can be queued and being sent at once.
-    static constexpr std::size_t spare_buffers = max_queued / max_message + 2;
-    /// Output from this size on is sent from its buffer, not copied into the message.
+    /// Output buffers kept for reuse, of 64 KiB to 2 MiB: one being filled while one is sent
+    /// is what a client that keeps up needs (one that does not holds the command back anyway);
+    /// a third for the slice grpc++ may still hold. A call keeps them until it ends.
+    static constexpr std::size_t spare_buffers = 3;
+    /// Output from this size on is sent from its buffer, not copied into the message: below it,
+    /// the slice and the hold on the message cost more than the copy.
     static constexpr std::size_t spliced_from = std::size_t{4} << 10;
 
     /// Queues a message; sends it unless a send is under way. `wait`: first waits while too
@@ -564,7 +567,8 @@ private:
       outgoing o;
       o.stream = stream;
       if (!spares_)
-        spares_ = std::make_shared<serve::detail::buffer_pool>(spare_buffers, 2 * max_message);
+        spares_ = std::make_shared<serve::detail::buffer_pool>(spare_buffers, std::size_t{64} << 10,
+                                                               2 * max_message);
       o.data = spares_->take();
       o.data.assign(data);
       outbox_.push_back(std::move(o));

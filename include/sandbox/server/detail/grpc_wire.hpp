@@ -22,10 +22,11 @@
 
 namespace sandbox::serve::detail {
 
-/// The bytes of a received message, in one piece: in `out`'s room when it has enough (a buffer
+/// The bytes of a received message, in one piece: in `room` when it has enough (a buffer
 /// reused, see `buffer_pool`).
-[[nodiscard]] inline std::string bytes_of(const grpc::ByteBuffer& b, std::string out = {}) {
+[[nodiscard]] inline std::string bytes_of(const grpc::ByteBuffer& b, std::string room = {}) {
   std::vector<grpc::Slice> slices;
+  std::string out = std::move(room);
   out.clear();
   if (!b.Dump(&slices).ok()) return out;
   out.reserve(b.Length());
@@ -52,8 +53,10 @@ namespace sandbox::serve::detail {
 /// fraction of the speed of the copy that fills them.
 class buffer_pool {
 public:
-  /// Keeps at most `most` spares, each of at most `largest` bytes of room.
-  buffer_pool(std::size_t most, std::size_t largest) : most_(most), largest_(largest) {
+  /// Keeps at most `most` spares, each of `smallest` to `largest` bytes of room (a smaller one
+  /// costs little to allocate again, and would hold a place a large one could take).
+  buffer_pool(std::size_t most, std::size_t smallest, std::size_t largest)
+      : most_(most), smallest_(smallest), largest_(largest) {
     spare_.reserve(most);
   }
 
@@ -68,7 +71,7 @@ public:
 
   /// Keeps `s` as a spare if there is room for it (the room is reserved: this never allocates).
   void give(std::string&& s) noexcept {
-    if (s.capacity() > largest_) return;
+    if (s.capacity() < smallest_ || s.capacity() > largest_) return;
     s.clear();
     std::lock_guard lk(m_);
     if (spare_.size() < most_) spare_.push_back(std::move(s));
@@ -77,7 +80,7 @@ public:
 private:
   std::mutex m_;
   std::vector<std::string> spare_;
-  std::size_t most_, largest_;
+  std::size_t most_, smallest_, largest_;
 };
 
 /// A message to send from its spliced encoding: the text is copied, the values are referred to

@@ -170,7 +170,7 @@ struct byte_count {
 /// A sink that refers to large bytes values instead of copying them (`spliced_protobuf`).
 struct splicing {
   spliced_protobuf s;
-  std::size_t from;
+  std::size_t min_bytes;
 };
 
 inline void put_byte(std::string& out, char c) { out += c; }
@@ -184,9 +184,9 @@ inline void put_raw(splicing& out, std::string_view s) { out.s.text.append(s); }
 
 /// A bytes value the message holds: copied, or referred to by a splicing sink when large.
 template <class Out>
-void put_held(Out& out, std::string_view s) {
+void put_bytes_value(Out& out, std::string_view s) {
   if constexpr (std::is_same_v<Out, splicing>) {
-    if (s.size() >= out.from) {
+    if (s.size() >= out.min_bytes) {
       out.s.holes.push_back({out.s.text.size(), s});
       return;
     }
@@ -208,6 +208,8 @@ void put_tag(Out& out, std::uint32_t number, int wire_type) {
   put_varint(out, (std::uint64_t{number} << 3) | static_cast<unsigned>(wire_type));
 }
 
+/// A length-delimited field, always copied: callers pass temporaries (a string made valid UTF-8,
+/// an Any's type URL), which a splicing sink must not refer to (`put_bytes_value` may).
 template <class Out>
 void put_bytes(Out& out, std::uint32_t number, std::string_view bytes) {
   put_tag(out, number, 2);
@@ -270,7 +272,7 @@ void put_value(Out& out, std::uint32_t number, const T& v) {
   } else if constexpr (K == kind::bytes) {
     put_tag(out, number, 2);
     put_varint(out, v.size());
-    put_held(out, v);
+    put_bytes_value(out, v);
   } else if constexpr (K == kind::message) {
     put_nested(out, number, [&](auto& in) { encode_message<S>(in, v); });
   } else if constexpr (K == kind::timestamp) {
@@ -688,11 +690,11 @@ template <strings S = strings::as_given, wire::described_message M>
   return out;
 }
 
-/// `msg` encoded as `to_protobuf` does, with its bytes values of `from` bytes or more left out
+/// `msg` encoded as `to_protobuf` does, with its bytes values of `min_bytes` or more left out
 /// (see `spliced_protobuf`).
 template <strings S = strings::as_given, wire::described_message M>
-[[nodiscard]] spliced_protobuf to_protobuf_spliced(const M& msg, std::size_t from) {
-  detail::pb::splicing out{{}, from};
+[[nodiscard]] spliced_protobuf to_protobuf_spliced(const M& msg, std::size_t min_bytes) {
+  detail::pb::splicing out{{}, min_bytes};
   detail::pb::encode_message<S>(out, msg);
   return std::move(out.s);
 }

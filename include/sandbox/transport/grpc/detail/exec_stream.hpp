@@ -117,6 +117,8 @@ public:
           wake = wake || !is_exit(bytes);
           inbox_bytes_ += bytes.size();
           inbox_.push_back(std::move(bytes));
+        } else {
+          spares_.give(std::move(bytes));
         }
         again = inbox_bytes_ < read_ahead && !finishing_;
       } else {
@@ -334,9 +336,9 @@ private:
   std::mutex m_;
   std::condition_variable cv_;
   std::deque<std::string> inbox_;
-  /// Buffers of messages handled, for the next ones (as many as read ahead holds of messages
-  /// of 1 MiB, as the service sends output).
-  serve::detail::buffer_pool spares_{read_ahead / (std::size_t{1} << 20) + 2, std::size_t{2} << 20};
+  /// Buffers of messages handled, for the next ones: a few of up to 2 MiB (the service sends
+  /// output 1 MiB a message), so that a stream holds at most 8 MiB beside what it reads ahead.
+  serve::detail::buffer_pool spares_{4, std::size_t{64} << 10, std::size_t{2} << 20};
   std::size_t inbox_bytes_ = 0;
   std::deque<grpc::ByteBuffer> outbox_; // the message being written first
   std::uint64_t events_ = 0;
