@@ -211,6 +211,58 @@ TEST_CASE("gRPC: a spliced message is sent as its whole encoding, and what holds
   CHECK(c.capacity() < 64);
 }
 
+TEST_CASE("gRPC StreamExec: output that switches streams every byte is held back by what its "
+          "queue costs, not by its bytes alone, while the client reads nothing",
+          "[grpc][output]") {
+  servers s;
+  auto c = s.client();
+  std::string id = create(c);
+  // Each byte alone, the streams taking turns: the writer waits until the server has read the
+  // byte before writing the next, so each is a queued entry of its own. 4 MiB of output bytes
+  // is 4M entries; the queue's bound must count each entry's cost (about 70 bytes), so that the
+  // command is held back after some tens of thousands, however small its writes.
+  // The client takes in at most 64 KiB ahead of reading (about 7,000 such messages); grpc++
+  // would otherwise grow that window while data flows.
+  constexpr int pairs = 400'000;
+  const std::string script = "import array, fcntl, os, termios\n"
+                             "def wait(fd):\n"
+                             "  a = array.array('i', [0])\n"
+                             "  while True:\n"
+                             "    fcntl.ioctl(fd, termios.FIONREAD, a)\n"
+                             "    if a[0] == 0: return\n"
+                             "for i in range(" +
+                             std::to_string(pairs) +
+                             "):\n"
+                             "  os.write(1, b'o'); wait(1)\n"
+                             "  os.write(2, b'e'); wait(2)\n"
+                             "  if i % 1000 == 999:\n"
+                             "    with open('/tmp/pairs.tmp', 'w') as f: f.write(str(i + 1))\n"
+                             "    os.rename('/tmp/pairs.tmp', '/tmp/pairs')\n";
+  rpc_client stalled(s.target, "Bearer " + s.rest.token(), true, 64 << 10);
+  rpc_client::stream st(stalled, 600s);
+  REQUIRE(st.write_last(init_of(id, {"python3", "-c", script})));
+  // How far the writer got: read in the sandbox, until it stops moving (or ends).
+  wire::ExecRequest x;
+  x.sandbox_id = id;
+  x.command = {"sh", "-c", "cat /tmp/pairs 2>/dev/null || echo 0"};
+  long last = -1;
+  int still = 0;
+  for (int i = 0; i < 3000 && still < 10; ++i) { // at most 10 min: a writer that never starts
+    std::this_thread::sleep_for(200ms);
+    auto r = c.unary<wire::ExecResponse>("Exec", x);
+    REQUIRE(r.ok());
+    const long now = std::stol("0" + r.message.stdout_bytes);
+    still = now == last && now > 0 ? still + 1 : 0;
+    last = now;
+    if (now >= pairs) break;
+  }
+  INFO("pairs written before the writer was held back: " << last);
+  CHECK(last > 0);
+  CHECK(last < pairs / 4);
+  st.cancel();
+  remove(c, id);
+}
+
 TEST_CASE("gRPC: the unary methods, on the sandboxes REST sees too", "[grpc]") {
   servers s;
   auto c = s.client();

@@ -39,15 +39,21 @@ class rpc_client {
 public:
   /// `target` is HOST:PORT; `auth` the whole authorization value ("" sends none).
   /// `own_connection`: a connection of this client's alone (channels to one target otherwise
-  /// share one).
-  rpc_client(const std::string& target, std::string auth, bool own_connection = false)
-      : auth_(std::move(auth)), stub_(channel(target, own_connection)) {}
+  /// share one). `window`: when set, what a stream may receive ahead of its reader, fixed (as
+  /// grpc++ otherwise grows it while data flows).
+  rpc_client(const std::string& target, std::string auth, bool own_connection = false,
+             int window = 0)
+      : auth_(std::move(auth)), stub_(channel(target, own_connection, window)) {}
 
   static std::shared_ptr<grpc::Channel> channel(const std::string& target,
-                                                bool own_connection = false) {
+                                                bool own_connection = false, int window = 0) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(-1);
-    if (own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    if (own_connection || window > 0) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    if (window > 0) {
+      args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+      args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, window);
+    }
     return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   }
 

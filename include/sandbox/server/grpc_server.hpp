@@ -289,8 +289,10 @@ private:
       std::string bytes;
       std::optional<http::wire::OutputStream> stream;
       std::string data;
+      /// What it costs the queue: its bytes and itself (output that switches streams every
+      /// byte queues an entry per byte, each many times its byte).
       [[nodiscard]] std::size_t size() const noexcept {
-        return stream ? data.size() : bytes.size();
+        return sizeof(outgoing) + (stream ? data.size() : bytes.size());
       }
     };
 
@@ -476,8 +478,8 @@ private:
 
     // ---- StreamExec ---------------------------------------------------------------------------
 
-    /// Output waiting to be sent beyond which the command's output is no longer read (so that
-    /// a slow client slows the command down instead of filling the server's memory).
+    /// What may wait to be sent (`outgoing::size`) before the command's output is no longer read
+    /// (so that a slow client slows the command down instead of filling the server's memory).
     static constexpr std::size_t max_queued = std::size_t{4} << 20;
     /// Output chunks queued after one another are sent as one message up to this size.
     static constexpr std::size_t max_message = std::size_t{1} << 20;
@@ -556,14 +558,15 @@ private:
       cv_.wait(lk, [&] { return gone_ || closing_ || queued_ < max_queued; });
       if (gone_ || closing_) return;
       queue_held();
-      queued_ += data.size();
       if (outbox_.size() > (writing_ ? 1u : 0u)) {
         auto& last = outbox_.back();
         if (last.stream == stream && last.data.size() + data.size() <= max_message) {
           last.data.append(data);
+          queued_ += data.size();
           return;
         }
       }
+      queued_ += sizeof(outgoing) + data.size(); // its size() once queued
       outgoing o;
       o.stream = stream;
       if (!spares_)
@@ -946,8 +949,8 @@ private:
     sandbox::detail::unique_fd wake_; // Exec, StreamExec: readable when inbox_ or gone_ changed
     bool reading_ = false, half_closed_ = false;
     std::deque<outgoing> outbox_;     // StreamExec: messages to send, the one being sent first
-    std::size_t queued_ = 0;          // bytes in outbox_
-    std::size_t sent_ = 0;            // of them, in the message being sent
+    std::size_t queued_ = 0;          // what outbox_ costs (the sum of its size()s)
+    std::size_t sent_ = 0;            // of it, the message being sent
     std::optional<std::string> held_; // StreamExec: a message to go before the next (`hold`)
     std::shared_ptr<serve::detail::buffer_pool> spares_; // StreamExec: output buffers, reused
     bool writing_ = false, gone_ = false, closing_ = false, finished_ = false;
