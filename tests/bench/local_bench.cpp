@@ -294,6 +294,8 @@ int main(int argc, char** argv) {
                 limit.one_cpu);
     std::printf("%-58s %8.0f MB/s (best of 3)\n", "pipe limit: dd | dd, 2 GiB, bs=1M, two CPUs",
                 limit.two_cpus);
+    std::printf("%-58s %8.0f MB/s (best of 3)\n",
+                "pipe limit: dd | dd, 2 GiB, bs=1M, as the scheduler placed it", limit.placed);
     std::printf("%-58s %8.0f MB/s\n", "pipe limit: the better placement, for the ratios below",
                 pipe);
     enum class how { kept, callback, dropped };
