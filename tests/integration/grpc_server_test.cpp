@@ -218,9 +218,9 @@ TEST_CASE("gRPC StreamExec: output that switches streams every byte is held back
   auto c = s.client();
   std::string id = create(c);
   // Each byte alone, the streams taking turns: the writer waits until the server has read the
-  // byte before writing the next, so each is a queued entry of its own. 4 MiB of output bytes
-  // is 4M entries; the queue's bound must count each entry's cost (about 70 bytes), so that the
-  // command is held back after some tens of thousands, however small its writes.
+  // byte before writing the next, so each is a queued entry of its own. The 800,000 bytes here
+  // are far below the queue's 4 MiB, which bytes alone would let through (4M entries); counting
+  // each entry's cost (72 bytes) holds the command back after some tens of thousands.
   // The client takes in at most 64 KiB ahead of reading (about 7,000 such messages); grpc++
   // would otherwise grow that window while data flows.
   constexpr int pairs = 400'000;
@@ -235,7 +235,7 @@ TEST_CASE("gRPC StreamExec: output that switches streams every byte is held back
                              "):\n"
                              "  os.write(1, b'o'); wait(1)\n"
                              "  os.write(2, b'e'); wait(2)\n"
-                             "  if i % 1000 == 999:\n"
+                             "  if i % 100 == 99:\n"
                              "    with open('/tmp/pairs.tmp', 'w') as f: f.write(str(i + 1))\n"
                              "    os.rename('/tmp/pairs.tmp', '/tmp/pairs')\n";
   rpc_client stalled(s.target, "Bearer " + s.rest.token(), true, 64 << 10);
@@ -247,7 +247,7 @@ TEST_CASE("gRPC StreamExec: output that switches streams every byte is held back
   x.command = {"sh", "-c", "cat /tmp/pairs 2>/dev/null || echo 0"};
   long last = -1;
   int still = 0;
-  for (int i = 0; i < 3000 && still < 10; ++i) { // at most 10 min: a writer that never starts
+  for (int i = 0; i < 3000 && still < 10; ++i) { // bounded: a writer that never starts
     std::this_thread::sleep_for(200ms);
     auto r = c.unary<wire::ExecResponse>("Exec", x);
     REQUIRE(r.ok());

@@ -40,7 +40,7 @@ public:
   /// `target` is HOST:PORT; `auth` the whole authorization value ("" sends none).
   /// `own_connection`: a connection of this client's alone (channels to one target otherwise
   /// share one). `window`: when set, what a stream may receive ahead of its reader, fixed (as
-  /// grpc++ otherwise grows it while data flows).
+  /// grpc++ otherwise grows it while data flows), on a connection of its own.
   rpc_client(const std::string& target, std::string auth, bool own_connection = false,
              int window = 0)
       : auth_(std::move(auth)), stub_(channel(target, own_connection, window)) {}

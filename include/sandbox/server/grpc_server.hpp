@@ -949,7 +949,7 @@ private:
     sandbox::detail::unique_fd wake_; // Exec, StreamExec: readable when inbox_ or gone_ changed
     bool reading_ = false, half_closed_ = false;
     std::deque<outgoing> outbox_;     // StreamExec: messages to send, the one being sent first
-    std::size_t queued_ = 0;          // what outbox_ costs (the sum of its size()s)
+    std::size_t queued_ = 0;          // what outbox_ costs: its size()s as queued
     std::size_t sent_ = 0;            // of it, the message being sent
     std::optional<std::string> held_; // StreamExec: a message to go before the next (`hold`)
     std::shared_ptr<serve::detail::buffer_pool> spares_; // StreamExec: output buffers, reused
