@@ -566,7 +566,6 @@ private:
           return;
         }
       }
-      queued_ += sizeof(outgoing) + data.size(); // its size() once queued
       outgoing o;
       o.stream = stream;
       if (!spares_)
@@ -574,6 +573,7 @@ private:
                                                                2 * max_message);
       o.data = spares_->take();
       o.data.assign(data);
+      queued_ += o.size();
       outbox_.push_back(std::move(o));
       lk.unlock();
       flush();
