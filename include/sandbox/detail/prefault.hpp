@@ -13,6 +13,7 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include <pthread.h>
@@ -187,5 +188,16 @@ private:
   std::uintptr_t base_ = 0; ///< the buffer being faulted in, 0 for none
   bool off_ = false;
 };
+
+/// `append_capped(..., true)` for a buffer that `ahead` keeps faulted in past its end: waits for
+/// it before the append moves the buffer, and asks for the pages after the new end.
+inline void append_capped_ahead(prefaulter& ahead, std::string& buf, std::string_view data,
+                                std::uint64_t cap, bool& truncated, std::uint64_t& produced) {
+  const std::uint64_t room = buf.size() < cap ? cap - buf.size() : 0;
+  if (room > 0 && buf.capacity() - buf.size() < std::min<std::uint64_t>(room, data.size()))
+    ahead.idle();
+  append_capped(buf, data, cap, truncated, produced, true);
+  if (buf.size() < cap) ahead.ahead_of(buf);
+}
 
 } // namespace sandbox::detail

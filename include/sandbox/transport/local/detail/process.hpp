@@ -347,15 +347,10 @@ private:
       char* into = scratch_ ? scratch_.get() : small;
       n = ::read(fd.get(), into, scratch_ ? scratch_size : sizeof small);
       data = into;
-      if (n > 0) {
-        sandbox::detail::prefaulter& ahead = ahead_[is_out ? 0 : 1];
-        const auto got = static_cast<std::size_t>(n);
-        if (room > 0 && buf.capacity() - buf.size() < std::min<std::uint64_t>(room, got))
-          ahead.idle(); // the append moves the buffer
-        sandbox::detail::append_capped(buf, std::string_view(data, got), max_output_, truncated,
-                                       produced, true);
-        if (buf.size() < max_output_) ahead.ahead_of(buf);
-      }
+      if (n > 0)
+        sandbox::detail::append_capped_ahead(ahead_[is_out ? 0 : 1], buf,
+                                             std::string_view(data, static_cast<std::size_t>(n)),
+                                             max_output_, truncated, produced);
     }
     if (n > 0) {
       if (cb) cb(std::string_view(data, static_cast<std::size_t>(n)));
