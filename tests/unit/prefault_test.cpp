@@ -5,11 +5,15 @@
 
 #include <catch2/catch.hpp>
 
+#if __has_include(<malloc.h>)
+#include <malloc.h>
+#endif
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -58,6 +62,18 @@ bool kernel_populates() {
   return ok;
 }
 
+/// `meson test` sets MALLOC_PERTURB_: glibc then fills every allocation, so each reserved page is
+/// touched before the prefaulter could. Off for the test, as the environment had it afterwards.
+struct unperturbed {
+#ifdef M_PERTURB
+  unperturbed() { ::mallopt(M_PERTURB, 0); }
+  ~unperturbed() {
+    const char* v = std::getenv("MALLOC_PERTURB_");
+    ::mallopt(M_PERTURB, v ? std::atoi(v) : 0);
+  }
+#endif
+};
+
 bool all_of(const std::string& s, std::size_t from, std::size_t to, char c) {
   for (std::size_t i = from; i < to; ++i)
     if (s[i] != c) return false;
@@ -70,6 +86,7 @@ TEST_CASE("a prefaulter faults in the pages just past a large buffer's end and h
           "was never written",
           "[unit][output]") {
   using sandbox::detail::prefaulter;
+  unperturbed quiet;
   const bool populates = kernel_populates();
   if (!populates)
     WARN("this kernel has no MADV_POPULATE_WRITE (Linux 5.14): the prefaulter does nothing; "
@@ -115,6 +132,7 @@ TEST_CASE("a prefaulter stays within a buffer's room, leaves small buffers alone
           "buffer that was reallocated",
           "[unit][output]") {
   using sandbox::detail::prefaulter;
+  unperturbed quiet;
   const bool populates = kernel_populates();
   prefaulter ahead;
 
