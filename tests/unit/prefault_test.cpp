@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -73,6 +74,28 @@ struct unperturbed {
   }
 #endif
 };
+
+/// This process's thread count (/proc/self/status), 0 if it cannot be read.
+int threads() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (!f) return 0;
+  int n = 0;
+  char line[256];
+  while (std::fgets(line, sizeof line, f))
+    if (std::sscanf(line, "Threads: %d", &n) == 1) break;
+  std::fclose(f);
+  return n;
+}
+
+/// Waits until this process has `n` threads; false if that never happens (liveness bound only).
+bool threads_become(int n) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (threads() != n) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
 
 bool all_of(const std::string& s, std::size_t from, std::size_t to, char c) {
   for (std::size_t i = from; i < to; ++i)
@@ -178,4 +201,33 @@ TEST_CASE("a prefaulter stays within a buffer's room, leaves small buffers alone
   moved.append(MiB, 'm');
   third.ahead_of(moved);
   third.idle();
+}
+
+TEST_CASE("a prefaulter's thread ends when it has had nothing to do for a while, and comes back "
+          "when it has",
+          "[unit][output]") {
+  // A command that printed a lot and then waits for an hour holds no thread meanwhile.
+  using sandbox::detail::prefaulter;
+  unperturbed quiet;
+  const bool populates = kernel_populates();
+  const int before = threads();
+  REQUIRE(before > 0);
+  std::string buf;
+  buf.reserve(64 * MiB);
+  buf.assign(2 * MiB, 'a');
+  prefaulter ahead;
+  ahead.ahead_of(buf);
+  const char* end = buf.data() + buf.size();
+  if (populates) CHECK(becomes_resident(end, end + prefaulter::ahead));
+  CHECK(threads_become(before)); // ended idle (after prefaulter::idle_for)
+  buf.append(9 * MiB, 'b');
+  ahead.ahead_of(buf);
+  CHECK(threads() == before + 1);
+  end = buf.data() + buf.size();
+  if (populates) CHECK(becomes_resident(end, end + prefaulter::ahead));
+  CHECK(all_of(buf, 0, 2 * MiB, 'a'));
+  CHECK(all_of(buf, 2 * MiB, buf.size(), 'b'));
+  ahead.finish(buf);
+  ahead.stop();
+  CHECK(threads() == before);
 }

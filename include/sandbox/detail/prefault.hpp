@@ -7,6 +7,7 @@
 #include <sandbox/detail/output_buffer.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -34,25 +35,29 @@ namespace sandbox::detail {
 ///
 /// The owner calls `ahead_of(buf)` after each append, and `idle()` before the buffer is
 /// reallocated, moved from or freed; `finish(buf)` at the end hands back what was faulted in past
-/// the content. Where no thread can be started or the kernel lacks MADV_POPULATE_WRITE, it does
-/// nothing. Not thread-safe itself: one owner.
+/// the content. The thread ends after `idle_for` without work (a command that printed a lot and
+/// then waits holds none) and is started again when there is some. Where no thread can be started
+/// or the kernel lacks MADV_POPULATE_WRITE, it does nothing. Not thread-safe itself: one owner.
 class prefaulter {
 public:
   static constexpr std::size_t ahead = std::size_t{8} << 20;
   /// Faulted in at a time: a huge page, so that each step is one fault where they are on.
   static constexpr std::size_t step = std::size_t{2} << 20;
+  static constexpr std::chrono::milliseconds idle_for{100};
 
   prefaulter() = default;
   prefaulter(const prefaulter&) = delete;
   prefaulter& operator=(const prefaulter&) = delete;
   prefaulter(prefaulter&& o) noexcept
-      : s_(std::move(o.s_)), thread_(o.thread_), base_(std::exchange(o.base_, 0)), off_(o.off_) {}
+      : s_(std::move(o.s_)), thread_(o.thread_), base_(std::exchange(o.base_, 0)),
+        joinable_(std::exchange(o.joinable_, false)), off_(o.off_) {}
   prefaulter& operator=(prefaulter&& o) noexcept {
     if (this != &o) {
       stop();
       s_ = std::move(o.s_);
       thread_ = o.thread_;
       base_ = std::exchange(o.base_, 0);
+      joinable_ = std::exchange(o.joinable_, false);
       off_ = o.off_;
     }
     return *this;
@@ -61,8 +66,7 @@ public:
 
   /// `buf` was appended to and will be again: fault in up to `ahead` bytes past its end.
   void ahead_of(const std::string& buf) noexcept {
-    if (buf.capacity() < own_mapping_bytes || off_) return;
-    if (!s_ && !start()) return;
+    if (buf.capacity() < own_mapping_bytes || off_ || !running()) return;
     const auto base = reinterpret_cast<std::uintptr_t>(buf.data());
     const std::uintptr_t end = base + buf.size() + 1; // the terminator is written too
     const std::uintptr_t limit = base + buf.capacity() + 1;
@@ -116,12 +120,15 @@ public:
   /// Ends the thread (idempotent).
   void stop() noexcept {
     if (!s_) return;
-    {
-      std::lock_guard lk(s_->m);
-      s_->quit = true;
-      s_->cv.notify_one();
+    if (joinable_) {
+      {
+        std::lock_guard lk(s_->m);
+        s_->quit = true;
+        s_->cv.notify_one();
+      }
+      ::pthread_join(thread_, nullptr);
+      joinable_ = false;
     }
-    ::pthread_join(thread_, nullptr);
     s_.reset();
     base_ = 0;
   }
@@ -135,14 +142,30 @@ private:
     std::uint64_t generation = 0; ///< bumped for each new buffer: a step of an old one is void
     bool busy = false;            ///< a step is under way, outside the lock
     bool quit = false;
-    bool off = false; ///< the kernel refused: nothing more is tried
+    bool ended = false; ///< the thread ended for want of work
+    bool off = false;   ///< the kernel refused: nothing more is tried
   };
 
-  bool start() noexcept {
-    s_.reset(new (std::nothrow) shared);
-    if (!s_) return !(off_ = true);
+  /// A thread is there to take requests: started, or started again after it ended idle.
+  bool running() noexcept {
+    if (!s_) {
+      s_.reset(new (std::nothrow) shared);
+      if (!s_) return !(off_ = true);
+    }
+    if (joinable_) {
+      bool ended;
+      {
+        std::lock_guard lk(s_->m);
+        ended = s_->ended;
+      }
+      if (!ended) return true;
+      ::pthread_join(thread_, nullptr);
+      joinable_ = false;
+      s_->ended = false; // no thread: nobody else reads it
+    }
     pthread_attr_t attr;
-    bool ok = ::pthread_attr_init(&attr) == 0;
+    const bool with_attr = ::pthread_attr_init(&attr) == 0;
+    bool ok = with_attr;
     if (ok) (void)::pthread_attr_setstacksize(&attr, std::size_t{64} << 10);
     // The caller's signal handlers stay on its own threads.
     sigset_t all, old;
@@ -150,11 +173,9 @@ private:
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
     ok = ok && ::pthread_create(&thread_, &attr, &prefaulter::run, s_.get()) == 0;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    ::pthread_attr_destroy(&attr);
-    if (!ok) {
-      s_.reset();
-      off_ = true;
-    }
+    if (with_attr) ::pthread_attr_destroy(&attr);
+    joinable_ = ok;
+    if (!ok) off_ = true;
     return ok;
   }
 
@@ -162,7 +183,10 @@ private:
     auto& s = *static_cast<shared*>(arg);
     std::unique_lock lk(s.m);
     for (;;) {
-      s.cv.wait(lk, [&] { return s.quit || (!s.off && s.next < s.to); });
+      if (!s.cv.wait_for(lk, idle_for, [&] { return s.quit || (!s.off && s.next < s.to); })) {
+        s.ended = true;
+        return nullptr;
+      }
       if (s.quit) return nullptr;
       const std::uintptr_t from = s.next;
       const std::uintptr_t to = std::min(s.to, (from + step) & ~(step - 1));
@@ -186,6 +210,7 @@ private:
   std::unique_ptr<shared> s_;
   pthread_t thread_{};
   std::uintptr_t base_ = 0; ///< the buffer being faulted in, 0 for none
+  bool joinable_ = false;   ///< thread_ was started and not joined yet
   bool off_ = false;
 };
 
