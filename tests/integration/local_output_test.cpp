@@ -277,6 +277,18 @@ std::uint64_t thread_read_bytes() {
     if (line.rfind("rchar:", 0) == 0) return std::strtoull(line.c_str() + 6, nullptr, 10);
   return 0;
 }
+
+/// One stream of `x` (stderr if `err`) kept `kept` bytes of what `yes abcdefg` prints, from its
+/// start, and counted `produced`.
+void check_pattern(const sandbox::ExecResult& x, bool err, std::uint64_t kept,
+                   std::uint64_t produced) {
+  INFO((err ? "stderr" : "stdout"));
+  const std::string& text = err ? x.stderr_text : x.stdout_text;
+  CHECK(text.size() == kept);
+  CHECK(follows_pattern(text, 0));
+  CHECK((err ? x.stderr_truncated : x.stdout_truncated) == (kept < produced));
+  CHECK((err ? x.stderr_bytes_produced : x.stdout_bytes_produced) == produced);
+}
 } // namespace
 
 TEST_CASE("output past the cap that no callback wants is counted exactly, without being copied "
@@ -322,15 +334,8 @@ TEST_CASE("output dropped past the cap keeps exactly the bytes under it, whereve
                  .exec({"sh", "-c", writer + "; " + writer + " >&2"}, {.max_output_bytes = limit})
                  .result();
     REQUIRE(r);
-    const sandbox::ExecResult& x = r.value();
-    CHECK(x.stdout_text.size() == limit);
-    CHECK(follows_pattern(x.stdout_text, 0));
-    CHECK(x.stdout_truncated);
-    CHECK(x.stdout_bytes_produced == n);
-    CHECK(x.stderr_text.size() == limit);
-    CHECK(follows_pattern(x.stderr_text, 0));
-    CHECK(x.stderr_truncated);
-    CHECK(x.stderr_bytes_produced == n);
+    check_pattern(r.value(), false, limit, n);
+    check_pattern(r.value(), true, limit, n);
   }
 }
 
@@ -350,13 +355,6 @@ TEST_CASE("large kept results on both streams keep every byte in order, also whe
                      {.max_output_bytes = sandbox::unlimited_output})
                .result();
   REQUIRE(r);
-  const sandbox::ExecResult& x = r.value();
-  CHECK(x.stdout_text.size() == out_n);
-  CHECK(follows_pattern(x.stdout_text, 0));
-  CHECK_FALSE(x.stdout_truncated);
-  CHECK(x.stdout_bytes_produced == out_n);
-  CHECK(x.stderr_text.size() == err_n);
-  CHECK(follows_pattern(x.stderr_text, 0));
-  CHECK_FALSE(x.stderr_truncated);
-  CHECK(x.stderr_bytes_produced == err_n);
+  check_pattern(r.value(), false, out_n, out_n);
+  check_pattern(r.value(), true, err_n, err_n);
 }
