@@ -82,9 +82,11 @@ public:
     }
     // Pages the owner already wrote need nothing; a step starts where the last one ended.
     if (s_->next < end) s_->next = end;
-    // Asked a step at a time (or up to the end of the room): a wake-up per append costs more.
+    // Asked a step at a time, or the rest of the room: a wake-up per append costs more.
     const std::uintptr_t target = std::min(end + ahead, limit);
-    if (target < s_->to + step && !(target == limit && target > s_->to)) return;
+    const bool a_step_more = target >= s_->to + step;
+    const bool rest_of_room = target == limit && target > s_->to;
+    if (!a_step_more && !rest_of_room) return;
     s_->to = target;
     s_->cv.notify_one();
   }
@@ -98,22 +100,25 @@ public:
     base_ = 0;
   }
 
-  /// The owner is done writing to `buf`: waits as `idle`, then hands back the whole pages faulted
-  /// in past its content (they were never written; RSS returns to what the content holds).
+  /// The owner is done writing to `buf`: waits as `idle`, then hands back the whole pages of its
+  /// room past its content, if this faulted any in (never written; RSS returns to what the
+  /// content holds). The whole room, not only up to where the last step ended: a huge page faulted
+  /// in reaches past it.
   void finish(std::string& buf) noexcept {
     if (!s_) return;
-    std::uintptr_t faulted;
+    bool faulted;
     {
       std::unique_lock lk(s_->m);
       s_->to = s_->next;
       s_->cv.wait(lk, [&] { return !s_->busy; });
-      faulted = base_ == reinterpret_cast<std::uintptr_t>(buf.data()) ? s_->next : 0;
+      faulted = base_ == reinterpret_cast<std::uintptr_t>(buf.data());
       base_ = 0;
     }
+    if (!faulted) return;
     const auto page = static_cast<std::uintptr_t>(::getpagesize());
     const auto base = reinterpret_cast<std::uintptr_t>(buf.data());
     const std::uintptr_t from = (base + buf.size() + 1 + page - 1) & ~(page - 1);
-    const std::uintptr_t to = std::min(faulted, base + buf.capacity() + 1) & ~(page - 1);
+    const std::uintptr_t to = (base + buf.capacity() + 1) & ~(page - 1);
     if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
   }
 
@@ -161,19 +166,23 @@ private:
       if (!ended) return true;
       ::pthread_join(thread_, nullptr);
       joinable_ = false;
-      s_->ended = false; // no thread: nobody else reads it
+      s_->ended = false;                  // no thread: nobody else reads it
+      if (s_->off) return !(off_ = true); // it ended after the kernel refused
     }
+    // A small stack (it calls madvise only), or the default where static TLS needs more.
     pthread_attr_t attr;
-    const bool with_attr = ::pthread_attr_init(&attr) == 0;
-    bool ok = with_attr;
-    if (ok) (void)::pthread_attr_setstacksize(&attr, std::size_t{64} << 10);
+    const bool attr_made = ::pthread_attr_init(&attr) == 0;
+    const bool with_attr =
+        attr_made && ::pthread_attr_setstacksize(&attr, std::size_t{128} << 10) == 0;
     // The caller's signal handlers stay on its own threads.
     sigset_t all, old;
     ::sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
-    ok = ok && ::pthread_create(&thread_, &attr, &prefaulter::run, s_.get()) == 0;
+    bool ok = with_attr && ::pthread_create(&thread_, &attr, &prefaulter::run, s_.get()) == 0;
+    if (!ok) ok = ::pthread_create(&thread_, nullptr, &prefaulter::run, s_.get()) == 0;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    if (with_attr) ::pthread_attr_destroy(&attr);
+    if (attr_made) ::pthread_attr_destroy(&attr);
+    if (ok) (void)::pthread_setname_np(thread_, "sandbox-ahead");
     joinable_ = ok;
     if (!ok) off_ = true;
     return ok;

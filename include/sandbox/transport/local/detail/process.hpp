@@ -26,6 +26,8 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -77,6 +79,10 @@ public:
   process() = default;
   process(process&&) noexcept = default;
   process& operator=(process&&) noexcept = default;
+  ~process() { // the threads faulting in the output buffers end before the buffers do
+    ahead_[0].stop();
+    ahead_[1].stop();
+  }
 
   /// Asks the supervisor of `b` to start `argv`; returns as soon as the request is sent.
   [[nodiscard]] static result<process>
@@ -362,10 +368,17 @@ private:
 
   /// Output past the cap that no callback wants is moved to /dev/null inside the kernel: counted,
   /// never copied out (4.0-4.5 GB/s here against 2.9-3.2 read and discarded). False where that
-  /// cannot be done (a terminal, no /dev/null): the caller reads it instead.
+  /// cannot be done (a terminal, no null device): the caller reads it instead.
   bool drop_in_kernel(int fd, ssize_t& n) noexcept {
     if (no_splice_) return false;
-    if (!null_) null_.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+    if (!null_) {
+      null_.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+      // A regular file there (a broken container) would get the dropped output written to it.
+      struct stat st {};
+      if (null_ &&
+          (::fstat(null_.get(), &st) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != ::makedev(1, 3)))
+        null_.reset();
+    }
     if (null_)
       n = ::splice(fd, nullptr, null_.get(), nullptr, std::size_t{1} << 20, SPLICE_F_NONBLOCK);
     if (!null_ || (n < 0 && errno != EAGAIN && errno != EINTR)) {
@@ -520,6 +533,8 @@ private:
     out_.reset();
     err_.reset();
     in_.reset();
+    null_.reset();
+    scratch_.reset();
   }
 
   /// A terminal's output may still be on its way through the kernel when the exit is seen; it
@@ -632,13 +647,15 @@ private:
 
   std::shared_ptr<box> box_;
   unique_fd status_, out_, err_, in_;
+  /// stdout's, stderr's. Declared before res_: a move-assignment stops the old threads before it
+  /// frees the old buffers.
+  sandbox::detail::prefaulter ahead_[2];
   ExecResult res_;
   std::uint64_t max_output_ = default_max_output_bytes; ///< per stream, never 0
   output_callback on_out_, on_err_;
-  std::unique_ptr<char[]> scratch_;      // large outputs, and output beyond the cap, are read here
-  unique_fd null_;                       ///< /dev/null, once output is dropped (drop_in_kernel)
-  bool no_splice_ = false;               ///< drop_in_kernel cannot be done here
-  sandbox::detail::prefaulter ahead_[2]; ///< stdout's, stderr's: declared after res_, ended first
+  std::unique_ptr<char[]> scratch_; // large outputs, and output beyond the cap, are read here
+  unique_fd null_;                  ///< /dev/null, once output is dropped (drop_in_kernel)
+  bool no_splice_ = false;          ///< drop_in_kernel cannot be done here
   std::optional<clock::time_point> exec_deadline_;
   std::optional<error> failure_;
   pid_t pid_ = 0;
