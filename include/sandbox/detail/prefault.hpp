@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 // Linux 5.14; older kernels refuse it (EINVAL) and nothing is done
@@ -38,6 +39,8 @@ namespace sandbox::detail {
 /// the content. The thread ends after `idle_for` without work (a command that printed a lot and
 /// then waits holds none) and is started again when there is some. Where no thread can be started
 /// or the kernel lacks MADV_POPULATE_WRITE, it does nothing. Not thread-safe itself: one owner.
+/// In a child forked while the thread ran, the thread is not there: the copy does nothing, and
+/// leaves the state it shared with that thread alone (its lock may have been held at the fork).
 class prefaulter {
 public:
   static constexpr std::size_t ahead = std::size_t{8} << 20;
@@ -93,7 +96,7 @@ public:
 
   /// Waits until nothing of the buffer is being faulted in, and asks for nothing more of it.
   void idle() noexcept {
-    if (!s_) return;
+    if (!s_ || forked()) return;
     std::unique_lock lk(s_->m);
     s_->to = s_->next;
     s_->cv.wait(lk, [&] { return !s_->busy; });
@@ -105,7 +108,7 @@ public:
   /// content holds). The whole room, not only up to where the last step ended: a huge page faulted
   /// in reaches past it.
   void finish(std::string& buf) noexcept {
-    if (!s_) return;
+    if (!s_ || forked()) return;
     bool faulted;
     {
       std::unique_lock lk(s_->m);
@@ -124,7 +127,7 @@ public:
 
   /// Ends the thread (idempotent).
   void stop() noexcept {
-    if (!s_) return;
+    if (!s_ || forked()) return;
     if (joinable_) {
       {
         std::lock_guard lk(s_->m);
@@ -148,11 +151,24 @@ private:
     bool busy = false;            ///< a step is under way, outside the lock
     bool quit = false;
     bool ended = false; ///< the thread ended for want of work
+    pid_t pid = 0;      ///< the process the thread runs in
     bool off = false;   ///< the kernel refused: nothing more is tried
   };
 
+  /// True in a child forked while a thread was there (and then it is given up): the thread is
+  /// the parent's, and what it shared may be locked for good.
+  bool forked() noexcept {
+    if (!joinable_ || s_->pid == ::getpid()) return false;
+    (void)s_.release(); // the child's copy of the parent's; freeing it could block
+    joinable_ = false;
+    off_ = true;
+    base_ = 0;
+    return true;
+  }
+
   /// A thread is there to take requests: started, or started again after it ended idle.
   bool running() noexcept {
+    if (s_ && forked()) return false;
     if (!s_) {
       s_.reset(new (std::nothrow) shared);
       if (!s_) return !(off_ = true);
@@ -178,6 +194,7 @@ private:
     sigset_t all, old;
     ::sigfillset(&all);
     ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    s_->pid = ::getpid();
     bool ok = with_attr && ::pthread_create(&thread_, &attr, &prefaulter::run, s_.get()) == 0;
     if (!ok) ok = ::pthread_create(&thread_, nullptr, &prefaulter::run, s_.get()) == 0;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);

@@ -372,8 +372,9 @@ private:
   bool drop_in_kernel(int fd, ssize_t& n) noexcept {
     if (no_splice_) return false;
     if (!null_) {
-      null_.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC));
-      // A regular file there (a broken container) would get the dropped output written to it.
+      // Not blocking: a FIFO there would wait for a reader. A regular file there (a broken
+      // container) would get the dropped output written to it. Only the null device will do.
+      null_.reset(::open("/dev/null", O_WRONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY));
       struct stat st {};
       if (null_ &&
           (::fstat(null_.get(), &st) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != ::makedev(1, 3)))
