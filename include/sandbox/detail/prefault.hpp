@@ -95,12 +95,13 @@ public:
   }
 
   /// Waits until nothing of the buffer is being faulted in, and asks for nothing more of it.
-  void idle() noexcept {
-    if (!s_ || forked()) return;
+  /// Returns the address of the buffer it was following, 0 for none.
+  std::uintptr_t idle() noexcept {
+    if (!s_ || forked()) return 0;
     std::unique_lock lk(s_->m);
     s_->to = s_->next;
     s_->cv.wait(lk, [&] { return !s_->busy; });
-    base_ = 0;
+    return std::exchange(base_, 0);
   }
 
   /// The owner is done writing to `buf`: waits as `idle`, then hands back the whole pages of its
@@ -108,18 +109,9 @@ public:
   /// content holds). The whole room, not only up to where the last step ended: a huge page faulted
   /// in reaches past it.
   void finish(std::string& buf) noexcept {
-    if (!s_ || forked()) return;
-    bool faulted;
-    {
-      std::unique_lock lk(s_->m);
-      s_->to = s_->next;
-      s_->cv.wait(lk, [&] { return !s_->busy; });
-      faulted = base_ == reinterpret_cast<std::uintptr_t>(buf.data());
-      base_ = 0;
-    }
-    if (!faulted) return;
-    const auto page = static_cast<std::uintptr_t>(::getpagesize());
     const auto base = reinterpret_cast<std::uintptr_t>(buf.data());
+    if (idle() != base) return;
+    const auto page = static_cast<std::uintptr_t>(::getpagesize());
     const std::uintptr_t from = (base + buf.size() + 1 + page - 1) & ~(page - 1);
     const std::uintptr_t to = (base + buf.capacity() + 1) & ~(page - 1);
     if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
