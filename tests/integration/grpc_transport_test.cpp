@@ -3,6 +3,7 @@
 // transport) on an ephemeral loopback port; then what only a streaming exec can show: live
 // output, stdin, binary stdin, kill, deadline, a terminal, and a server that goes away.
 #include "../support/loopback_server.hpp"
+#include "../support/residency.hpp"
 
 #include <sandbox/grpc.hpp>
 #include <sandbox/server/grpc_server.hpp>
@@ -198,6 +199,57 @@ TEST_CASE("gRPC: output many messages long keeps every byte in order on both str
   CHECK(r.value().stdout_bytes_produced == out.size());
   CHECK(r.value().stderr_bytes_produced == err.size());
   CHECK((seen == out));
+}
+
+TEST_CASE("gRPC: a large kept result is faulted in ahead of the copy by a thread of its own, which "
+          "ends with the command and hands back the room left unfilled",
+          "[grpc][stream][output]") {
+  constexpr std::size_t MiB = std::size_t{1} << 20;
+  test_support::unperturbed quiet; // the room must be untouched until the output reaches it
+  const bool populates = test_support::kernel_populates();
+  if (!populates)
+    WARN("this kernel has no MADV_POPULATE_WRITE (Linux 5.14): no pages are faulted in ahead; "
+         "only the output and that no thread is left are checked");
+  auto box = keep_alive<grpc_env>();
+  // 40 MiB + 4097 bytes, every 4 KiB block different, into a 64 MiB room.
+  const std::size_t n = 40 * MiB + 4097;
+  const std::string script = "i=0; while [ $i -lt 10250 ]; do printf '%4095d\\n' $i; i=$((i+1)); "
+                             "done | head -c " +
+                             std::to_string(n);
+  std::string expected;
+  for (int i = 0; expected.size() < n; ++i) {
+    char line[4097];
+    std::snprintf(line, sizeof line, "%4095d\n", i);
+    expected += line;
+  }
+  expected.resize(n);
+  std::size_t seen = 0;
+  int helpers_while_kept = -1;
+  // The handle stays: its threads must end with the command, not with the handle.
+  auto p = box.exec({"sh", "-c", script}, {.timeout = 120s,
+                                           .max_output_bytes = 64 * MiB,
+                                           .on_stdout = [&](std::string_view d) noexcept {
+                                             seen += d.size();
+                                             // Called after each message is kept: well into the
+                                             // room, once.
+                                             if (helpers_while_kept < 0 && seen > 16 * MiB)
+                                               helpers_while_kept =
+                                                   test_support::threads_named("sandbox-ahead");
+                                           }});
+  auto r = p.result(150s);
+  REQUIRE(r);
+  const std::string& out = r.value().stdout_text;
+  CHECK(out.size() == n);
+  CHECK((out == expected)); // not printed: 40 MiB
+  CHECK(r.value().stdout_bytes_produced == n);
+  CHECK_FALSE(r.value().stdout_truncated);
+  if (populates) CHECK(helpers_while_kept == 1); // stdout's; stderr stayed small
+  CHECK(test_support::threads_named("sandbox-ahead") == 0);
+  // What was faulted in past the content went back when the command ended, the slack of the
+  // last huge page included.
+  if (populates)
+    CHECK(test_support::resident_pages(out.data() + out.size() + 4096,
+                                       out.data() + out.capacity()) == 0);
 }
 
 TEST_CASE("gRPC: a command on a terminal, resized", "[grpc][stream][tty]") {

@@ -1,15 +1,11 @@
 // SPDX-License-Identifier: MIT
 // The prefaulter: pages past a large buffer's end are faulted in ahead of the writer, what the
 // buffer holds never changes, and what was faulted in but never written goes back at the end.
+#include "../support/residency.hpp"
+
 #include <sandbox/detail/prefault.hpp>
 
 #include <catch2/catch.hpp>
-
-#if __has_include(<malloc.h>)
-#include <malloc.h>
-#endif
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
@@ -21,59 +17,12 @@
 
 namespace {
 
+using test_support::becomes_resident;
+using test_support::kernel_populates;
+using test_support::resident_pages;
+using test_support::unperturbed;
+
 constexpr std::size_t MiB = std::size_t{1} << 20;
-
-/// How many of the whole pages within [from, to) are resident.
-std::size_t resident_pages(const char* from, const char* to) {
-  const auto page = static_cast<std::uintptr_t>(::getpagesize());
-  const std::uintptr_t a = (reinterpret_cast<std::uintptr_t>(from) + page - 1) & ~(page - 1);
-  const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(to) & ~(page - 1);
-  if (b <= a) return 0;
-  std::vector<unsigned char> v((b - a) / page);
-  if (::mincore(reinterpret_cast<void*>(a), b - a, v.data()) != 0) return SIZE_MAX;
-  std::size_t n = 0;
-  for (unsigned char c : v)
-    n += c & 1;
-  return n;
-}
-
-std::size_t pages_in(const char* from, const char* to) {
-  const auto page = static_cast<std::uintptr_t>(::getpagesize());
-  const std::uintptr_t a = (reinterpret_cast<std::uintptr_t>(from) + page - 1) & ~(page - 1);
-  const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(to) & ~(page - 1);
-  return b > a ? (b - a) / page : 0;
-}
-
-/// Waits until every whole page of [from, to) is resident; false if that never happens. A
-/// liveness bound only: the thread faults 8 MiB in well under a second on any machine.
-bool becomes_resident(const char* from, const char* to) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (resident_pages(from, to) != pages_in(from, to)) {
-    if (std::chrono::steady_clock::now() > until) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  return true;
-}
-
-bool kernel_populates() {
-  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return false;
-  const bool ok = ::madvise(p, 4096, MADV_POPULATE_WRITE) == 0;
-  ::munmap(p, 4096);
-  return ok;
-}
-
-/// `meson test` sets MALLOC_PERTURB_: glibc then fills every allocation, so each reserved page is
-/// touched before the prefaulter could. Off for the test, as the environment had it afterwards.
-struct unperturbed {
-#ifdef M_PERTURB
-  unperturbed() { ::mallopt(M_PERTURB, 0); }
-  ~unperturbed() {
-    const char* v = std::getenv("MALLOC_PERTURB_");
-    ::mallopt(M_PERTURB, v ? std::atoi(v) : 0);
-  }
-#endif
-};
 
 /// This process's thread count (/proc/self/status), 0 if it cannot be read.
 int threads() {

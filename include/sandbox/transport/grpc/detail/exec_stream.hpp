@@ -8,6 +8,7 @@
 
 #include <sandbox/detail/deadline.hpp>
 #include <sandbox/detail/output_buffer.hpp>
+#include <sandbox/detail/prefault.hpp>
 #include <sandbox/detail/text.hpp>
 #include <sandbox/options.hpp>
 #include <sandbox/result.hpp>
@@ -23,6 +24,7 @@
 #include <grpcpp/support/client_callback.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -482,7 +484,10 @@ public:
   exec_call() = default;
   exec_call(exec_call&&) noexcept = default;
   exec_call& operator=(exec_call&&) noexcept = default;
-  ~exec_call() = default;
+  ~exec_call() { // the threads first: they follow the buffers res_ frees
+    ahead_[0].stop();
+    ahead_[1].stop();
+  }
 
   /// A command over unary Exec (see `unary_call`), whose request carries the per-stream cap
   /// `max_output` (kept here too: a server may send more than asked).
@@ -522,6 +527,7 @@ public:
   /// Handles what has arrived without blocking; the exit code once the command has ended.
   [[nodiscard]] std::optional<int> poll() noexcept {
     if (!moved_from() && !done_) advance();
+    if (done_) stop_ahead();
     if (done_ && !failure_) return res_.returncode;
     return std::nullopt;
   }
@@ -604,6 +610,7 @@ private:
       else
         u_->wait(until);
     }
+    stop_ahead();
     if (failure_) return fail(*failure_);
     return success();
   }
@@ -706,12 +713,20 @@ private:
 
   /// Keeps what fits under the cap, counts all of it, and shows all of it to the callback.
   void keep(bool out, std::string_view data) noexcept {
-    sandbox::detail::append_capped(out ? res_.stdout_text : res_.stderr_text, data, max_output_,
-                                   out ? res_.stdout_truncated : res_.stderr_truncated,
-                                   out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced,
-                                   true);
+    sandbox::detail::append_capped_ahead(
+        ahead_[out ? 0 : 1], out ? res_.stdout_text : res_.stderr_text, data, max_output_,
+        out ? res_.stdout_truncated : res_.stderr_truncated,
+        out ? res_.stdout_bytes_produced : res_.stderr_bytes_produced);
     const output_callback& cb = out ? on_out_ : on_err_;
     if (cb) cb(data);
+  }
+
+  /// Once the call has ended: what was faulted in past each output is handed back.
+  void stop_ahead() noexcept {
+    ahead_[0].finish(res_.stdout_text);
+    ahead_[1].finish(res_.stderr_text);
+    ahead_[0].stop();
+    ahead_[1].stop();
   }
 
   void end_with(error e) noexcept {
@@ -745,6 +760,9 @@ private:
 
   std::unique_ptr<exec_stream, finisher> s_; // one of the two
   std::unique_ptr<unary_call, finisher> u_;
+  /// Large kept output, stdout and stderr: declared before res_, so that a move-assignment stops
+  /// the old threads before the old buffers go.
+  std::array<sandbox::detail::prefaulter, 2> ahead_;
   ExecResult res_;
   std::uint64_t max_output_ = default_max_output_bytes;
   output_callback on_out_, on_err_;

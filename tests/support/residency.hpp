@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: MIT
+// What of a range of memory is resident (mincore), and what the prefaulter (sandbox-ahead) needs
+// to be seen at work.
+#pragma once
+
+#if __has_include(<malloc.h>)
+#include <malloc.h>
+#endif
+#include <dirent.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+namespace test_support {
+
+/// How many of the whole pages within [from, to) are resident.
+inline std::size_t resident_pages(const char* from, const char* to) {
+  const auto page = static_cast<std::uintptr_t>(::getpagesize());
+  const std::uintptr_t a = (reinterpret_cast<std::uintptr_t>(from) + page - 1) & ~(page - 1);
+  const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(to) & ~(page - 1);
+  if (b <= a) return 0;
+  std::vector<unsigned char> v((b - a) / page);
+  if (::mincore(reinterpret_cast<void*>(a), b - a, v.data()) != 0) return SIZE_MAX;
+  std::size_t n = 0;
+  for (unsigned char c : v)
+    n += c & 1;
+  return n;
+}
+
+/// How many whole pages [from, to) holds.
+inline std::size_t pages_in(const char* from, const char* to) {
+  const auto page = static_cast<std::uintptr_t>(::getpagesize());
+  const std::uintptr_t a = (reinterpret_cast<std::uintptr_t>(from) + page - 1) & ~(page - 1);
+  const std::uintptr_t b = reinterpret_cast<std::uintptr_t>(to) & ~(page - 1);
+  return b > a ? (b - a) / page : 0;
+}
+
+/// Waits until every whole page of [from, to) is resident; false if that never happens. A
+/// liveness bound only: the thread faults 8 MiB in well under a second on any machine.
+inline bool becomes_resident(const char* from, const char* to) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (resident_pages(from, to) != pages_in(from, to)) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+/// Whether this kernel has MADV_POPULATE_WRITE (Linux 5.14), which the prefaulter needs.
+inline bool kernel_populates() {
+  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  const bool ok = ::madvise(p, 4096, MADV_POPULATE_WRITE) == 0;
+  ::munmap(p, 4096);
+  return ok;
+}
+
+/// `meson test` sets MALLOC_PERTURB_: glibc then fills every allocation, so each reserved page is
+/// touched before the prefaulter could. Off for the test, as the environment had it afterwards.
+struct unperturbed {
+#ifdef M_PERTURB
+  unperturbed() { ::mallopt(M_PERTURB, 0); }
+  ~unperturbed() {
+    const char* v = std::getenv("MALLOC_PERTURB_");
+    ::mallopt(M_PERTURB, v ? std::atoi(v) : 0);
+  }
+#endif
+};
+
+/// How many threads of this process are named `name` (/proc/self/task/*/comm).
+inline int threads_named(const char* name) {
+  DIR* d = ::opendir("/proc/self/task");
+  if (!d) return -1;
+  int n = 0;
+  while (const dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
+    if (std::FILE* f = std::fopen(path.c_str(), "r")) {
+      char comm[32] = {};
+      if (std::fgets(comm, sizeof comm, f) && std::strncmp(comm, name, std::strlen(name)) == 0 &&
+          (comm[std::strlen(name)] == '\n' || comm[std::strlen(name)] == 0))
+        ++n;
+      std::fclose(f);
+    }
+  }
+  ::closedir(d);
+  return n;
+}
+
+} // namespace test_support
