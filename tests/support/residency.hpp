@@ -79,6 +79,38 @@ struct unperturbed {
 #endif
 };
 
+/// Asks for the 2 MiB-aligned part of `buf`'s room to be backed by huge pages, as a system with
+/// transparent huge pages always on backs it.
+inline void advise_huge_pages(std::string& buf) {
+  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<std::uintptr_t>(buf.data());
+  const std::uintptr_t from = (begin + huge - 1) & ~(huge - 1);
+  const std::uintptr_t to = (begin + buf.capacity()) & ~(huge - 1);
+  if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
+}
+
+/// The VmFlags of the mapping that holds `p` (/proc/self/smaps), empty if none was found.
+inline std::string mapping_flags(const void* p) {
+  std::FILE* f = std::fopen("/proc/self/smaps", "r");
+  if (!f) return {};
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  bool inside = false;
+  std::string flags;
+  char line[512];
+  while (std::fgets(line, sizeof line, f)) {
+    unsigned long from = 0, to = 0;
+    if (std::sscanf(line, "%lx-%lx ", &from, &to) == 2 &&
+        std::strchr(line, '-') < std::strchr(line, ' '))
+      inside = from <= at && at < to;
+    else if (inside && std::strncmp(line, "VmFlags:", 8) == 0) {
+      flags = line + 8;
+      break;
+    }
+  }
+  std::fclose(f);
+  return flags;
+}
+
 /// How many threads of this process are named `name` (/proc/self/task/*/comm).
 inline int threads_named(const char* name) {
   DIR* d = ::opendir("/proc/self/task");

@@ -17,6 +17,7 @@
 
 namespace {
 
+using test_support::advise_huge_pages;
 using test_support::becomes_resident;
 using test_support::kernel_populates;
 using test_support::resident_pages;
@@ -64,9 +65,10 @@ TEST_CASE("a prefaulter faults in the pages just past a large buffer's end and h
     WARN("this kernel has no MADV_POPULATE_WRITE (Linux 5.14): the prefaulter does nothing; "
          "only that the buffer is left as it was is checked");
   std::string buf;
-  // A mapping of its own, nothing of it touched yet, asked to be backed by huge pages as a
-  // result's room is: a step then faults in a 2 MiB page that reaches past where it ended.
+  // A mapping of its own, nothing of it touched yet, backed by huge pages as a result's room is
+  // where they are always on: a step then faults in a 2 MiB page that reaches past where it ended.
   sandbox::detail::reserve_output(buf, 64 * MiB, UINT64_MAX);
+  advise_huge_pages(buf);
   buf.assign(3 * MiB + 5, 'a');
   const char* base = buf.data();
   const char* room_end = base + buf.capacity();

@@ -58,9 +58,12 @@ inline void append_releasing(std::string& to, std::string& from) {
 /// Makes room for `need` bytes in `buf`, which keeps at most `cap`. Grows fourfold, by at most
 /// 256 MiB a step (a 256 MiB output is copied a third of its size in all, not its whole size,
 /// and a large one does not reserve four times what it holds), to `at_least` if that is more,
-/// never past `cap`. A buffer that is a mapping of its own (`own_mapping_bytes`) is asked to be
-/// backed by huge pages: faulting in fresh memory 4 KiB at a time runs at a fraction of the speed
-/// of a pipe.
+/// never past `cap`. The room is not asked to be backed by huge pages: on a virtual machine whose
+/// guest hands freed memory back to its host (free page reporting, which reports whole blocks of
+/// 2 MiB and more), a huge page is such a block, faulted in through the host at 120-180 MB/s,
+/// while 4 KiB pages come from what the guest kept (2.1-2.6 GB/s). A 256 MiB kept result after
+/// a few seconds idle took 4-10x longer with them, and was no faster back to back once the pages
+/// are faulted in ahead (`prefaulter`).
 inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap,
                            std::uint64_t at_least = 0) {
   if (buf.capacity() >= need) return;
@@ -73,14 +76,6 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   grown = std::max<std::uint64_t>(need, std::min(std::max(grown, at_least), cap));
   std::string next;
   next.reserve(static_cast<std::size_t>(grown));
-  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
-  if (next.capacity() >= own_mapping_bytes) {
-    const auto begin = reinterpret_cast<std::uintptr_t>(next.data());
-    const std::uintptr_t from = (begin + huge - 1) & ~(huge - 1);
-    const std::uintptr_t to = (begin + next.capacity()) & ~(huge - 1);
-    // A hint: where huge pages are off or short, the memory is simply not backed by them.
-    if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
-  }
   append_releasing(next, buf);
   buf.swap(next);
 }
