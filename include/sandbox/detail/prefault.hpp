@@ -117,6 +117,12 @@ public:
     if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_DONTNEED);
   }
 
+  /// The owner is done with `buf` for good: `finish`, then `stop`.
+  void end(std::string& buf) noexcept {
+    finish(buf);
+    stop();
+  }
+
   /// Ends the thread (idempotent).
   void stop() noexcept {
     if (!s_ || forked()) return;
@@ -239,7 +245,7 @@ inline void append_capped_ahead(prefaulter& ahead, std::string& buf, std::string
   const std::uint64_t room = buf.size() < cap ? cap - buf.size() : 0;
   if (room > 0 && buf.capacity() - buf.size() < std::min<std::uint64_t>(room, data.size()))
     ahead.idle();
-  append_capped(buf, data, cap, truncated, produced, true);
+  append_capped(buf, data, cap, truncated, produced, true, true);
   if (buf.size() < cap) ahead.ahead_of(buf);
 }
 

@@ -24,7 +24,6 @@
 #include <grpcpp/support/client_callback.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -524,7 +523,8 @@ public:
     return sandbox::detail::take_output(res_);
   }
 
-  /// Handles what has arrived without blocking; the exit code once the command has ended.
+  /// Handles what has arrived without waiting for more; the exit code once the command has ended
+  /// (the first such call waits for the threads faulting in large output to end: see stop_ahead).
   [[nodiscard]] std::optional<int> poll() noexcept {
     if (!moved_from() && !done_) advance();
     if (done_) stop_ahead();
@@ -721,12 +721,11 @@ private:
     if (cb) cb(data);
   }
 
-  /// Once the call has ended: what was faulted in past each output is handed back.
+  /// Once the call has ended: what was faulted in past each output is handed back, and the
+  /// threads end (a step under way is waited for).
   void stop_ahead() noexcept {
-    ahead_[0].finish(res_.stdout_text);
-    ahead_[1].finish(res_.stderr_text);
-    ahead_[0].stop();
-    ahead_[1].stop();
+    ahead_[0].end(res_.stdout_text);
+    ahead_[1].end(res_.stderr_text);
   }
 
   void end_with(error e) noexcept {
@@ -762,7 +761,7 @@ private:
   std::unique_ptr<unary_call, finisher> u_;
   /// Large kept output, stdout and stderr: declared before res_, so that a move-assignment stops
   /// the old threads before the old buffers go.
-  std::array<sandbox::detail::prefaulter, 2> ahead_;
+  sandbox::detail::prefaulter ahead_[2];
   ExecResult res_;
   std::uint64_t max_output_ = default_max_output_bytes;
   output_callback on_out_, on_err_;

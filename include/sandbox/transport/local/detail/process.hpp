@@ -527,10 +527,8 @@ private:
     }
     if (!exited_ && !failure_) return;
     done_ = true;
-    ahead_[0].finish(res_.stdout_text);
-    ahead_[1].finish(res_.stderr_text);
-    ahead_[0].stop();
-    ahead_[1].stop();
+    ahead_[0].end(res_.stdout_text);
+    ahead_[1].end(res_.stderr_text);
     out_.reset();
     err_.reset();
     in_.reset();
