@@ -58,17 +58,14 @@ inline void append_releasing(std::string& to, std::string& from) {
 /// Makes room for `need` bytes in `buf`, which keeps at most `cap`. Grows fourfold, by at most
 /// 256 MiB a step (a 256 MiB output is copied a third of its size in all, not its whole size,
 /// and a large one does not reserve four times what it holds), to `at_least` if that is more,
-/// never past `cap`. A buffer that is a mapping of its own (`own_mapping_bytes`) is asked to be
-/// backed by huge pages, faulting in fresh memory 4 KiB at a time being slow, unless
-/// `faulted_ahead`: a `prefaulter` faults it in, in 2 MiB batches beside the writer, and there
-/// 4 KiB pages were no slower back to back (256 MiB kept: 2048-3087 MB/s against 1912-2885).
-/// They were much faster after a pause on a virtual machine whose guest hands freed memory back
-/// to its host (free page reporting, by 2 MiB blocks here): a huge page is such a block, and
-/// comes back through the host (first touch after 2.5 s idle: 120-180 MB/s against 2.1-2.6
-/// GB/s for 4 KiB pages; a 256 MiB kept result after 3 s idle: 240-1608 MB/s, most near 290,
-/// against 1845-2887).
+/// never past `cap`. The room is not asked to be backed by huge pages. On a virtual machine whose
+/// guest hands freed memory back to its host (free page reporting, by 2 MiB blocks here), a huge
+/// page is such a block and comes back through the host: first touch after 2.5 s idle, 120-180
+/// MB/s against 2.1-2.6 GB/s for 4 KiB pages, which come from what the guest kept. A 256 MiB
+/// result after 3 s idle, advised / not: kept locally 240-1608 MB/s (most near 290) / 1845-2887,
+/// over gRPC 171-401 / 812-1013, decoded over REST 31-126 / 153-233; back to back no slower.
 inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap,
-                           std::uint64_t at_least = 0, bool faulted_ahead = false) {
+                           std::uint64_t at_least = 0) {
   if (buf.capacity() >= need) return;
   constexpr std::uint64_t step = std::uint64_t{256} << 20;
   const std::uint64_t have = buf.capacity();
@@ -79,14 +76,6 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   grown = std::max<std::uint64_t>(need, std::min(std::max(grown, at_least), cap));
   std::string next;
   next.reserve(static_cast<std::size_t>(grown));
-  constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
-  if (!faulted_ahead && next.capacity() >= own_mapping_bytes) {
-    const auto begin = reinterpret_cast<std::uintptr_t>(next.data());
-    const std::uintptr_t from = (begin + huge - 1) & ~(huge - 1);
-    const std::uintptr_t to = (begin + next.capacity()) & ~(huge - 1);
-    // A hint: where huge pages are off or short, the memory is simply not backed by them.
-    if (to > from) (void)::madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
-  }
   append_releasing(next, buf);
   buf.swap(next);
 }
@@ -139,11 +128,9 @@ template <class Result>
 
 /// Keeps what of `data` fits under `cap` in `buf`, counts all of it in `produced`, and sets
 /// `truncated` when some did not fit. `large_at_once`: a buffer that must grow past 1 MiB for the
-/// first time reserves `output_address_space()` (within `cap`). `faulted_ahead`: see
-/// `reserve_output`.
+/// first time reserves `output_address_space()` (within `cap`).
 inline void append_capped(std::string& buf, std::string_view data, std::uint64_t cap,
-                          bool& truncated, std::uint64_t& produced, bool large_at_once = false,
-                          bool faulted_ahead = false) {
+                          bool& truncated, std::uint64_t& produced, bool large_at_once = false) {
   const std::uint64_t room = buf.size() < cap ? cap - buf.size() : 0;
   const auto keep = static_cast<std::size_t>(std::min<std::uint64_t>(room, data.size()));
   if (keep > 0) {
@@ -153,7 +140,7 @@ inline void append_capped(std::string& buf, std::string_view data, std::uint64_t
     if (large_at_once && need > large_output_bytes && buf.capacity() < need &&
         buf.capacity() < 4 * large_output_bytes)
       at_least = output_address_space();
-    reserve_output(buf, need, cap, at_least, faulted_ahead);
+    reserve_output(buf, need, cap, at_least);
     buf.append(data.data(), keep);
   }
   if (keep < data.size()) truncated = true;

@@ -245,7 +245,7 @@ inline void append_capped_ahead(prefaulter& ahead, std::string& buf, std::string
   const std::uint64_t room = buf.size() < cap ? cap - buf.size() : 0;
   if (room > 0 && buf.capacity() - buf.size() < std::min<std::uint64_t>(room, data.size()))
     ahead.idle();
-  append_capped(buf, data, cap, truncated, produced, true, true);
+  append_capped(buf, data, cap, truncated, produced, true);
   if (buf.size() < cap) ahead.ahead_of(buf);
 }
 
