@@ -6,9 +6,6 @@
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
-#if __has_include(<malloc.h>)
-#include <malloc.h>
-#endif
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -32,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../support/residency.hpp"
 #include "../support/sandbox_helpers.hpp"
 #include "../support/sanitized.hpp"
 
@@ -85,11 +83,8 @@ bool follows_pattern(std::string_view s, std::uint64_t offset) {
 std::map<std::string, std::string> measure(const std::string& script, bool stream_is_err,
                                            sandbox::ExecOptions o = {}) {
   std::string out = in_child([&](int fd) {
-#ifdef M_PERTURB
-    // `meson test` sets MALLOC_PERTURB_: glibc then fills every allocation, so each reserved
-    // page is touched (a 64 MiB + 8 KiB result measured 321 MiB instead of 74).
-    ::mallopt(M_PERTURB, 0);
-#endif
+    // A 64 MiB + 8 KiB result measured 321 MiB instead of 74 with MALLOC_PERTURB_ on.
+    test_support::unperturbed quiet;
     auto made = Box::run({}, std::make_shared<sandbox::local_transport>());
     if (!made) return put(fd, "error", made.error().message);
     Box& box = made.value();

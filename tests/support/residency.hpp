@@ -121,9 +121,10 @@ inline int threads_named(const char* name) {
     const std::string path = std::string("/proc/self/task/") + e->d_name + "/comm";
     if (std::FILE* f = std::fopen(path.c_str(), "r")) {
       char comm[32] = {};
-      if (std::fgets(comm, sizeof comm, f) && std::strncmp(comm, name, std::strlen(name)) == 0 &&
-          (comm[std::strlen(name)] == '\n' || comm[std::strlen(name)] == 0))
-        ++n;
+      if (std::fgets(comm, sizeof comm, f)) {
+        comm[std::strcspn(comm, "\n")] = 0;
+        n += std::strcmp(comm, name) == 0;
+      }
       std::fclose(f);
     }
   }
