@@ -181,3 +181,42 @@ TEST_CASE("a prefaulter's thread ends when it has had nothing to do for a while,
   ahead.stop();
   CHECK(threads() == before);
 }
+
+TEST_CASE("a prefaulter whose thread ended idle starts none for output that asks no step",
+          "[unit][output]") {
+  // A command that prints a line now and then, after a lot: each line is less than a step past
+  // what was faulted in, so no thread is started for it.
+  using sandbox::detail::prefaulter;
+  unperturbed quiet;
+  if (!kernel_populates()) {
+    WARN("MADV_POPULATE_WRITE is refused here: the prefaulter starts no thread at all");
+    return;
+  }
+  const int before = threads();
+  REQUIRE(before > 0);
+  std::string buf;
+  buf.reserve(64 * MiB);
+  buf.assign(2 * MiB, 'a');
+  prefaulter ahead;
+  ahead.ahead_of(buf);
+  const char* end = buf.data() + buf.size();
+  CHECK(becomes_resident(end, end + prefaulter::ahead));
+  REQUIRE(threads_become(before)); // ended idle
+  int started = 0;
+  for (int line = 0; line < 5; ++line) {
+    buf.append(100, 'l');
+    ahead.ahead_of(buf);
+    started += threads() - before; // a thread started now lives idle_for at least
+    std::this_thread::sleep_for(prefaulter::idle_for + std::chrono::milliseconds(20));
+  }
+  CHECK(started == 0);
+  // A step's worth more still gets a thread.
+  buf.append(prefaulter::step, 'b');
+  ahead.ahead_of(buf);
+  CHECK(threads() == before + 1);
+  end = buf.data() + buf.size();
+  CHECK(becomes_resident(end, end + prefaulter::ahead));
+  ahead.finish(buf);
+  ahead.stop();
+  CHECK(threads() == before);
+}

@@ -69,10 +69,14 @@ public:
 
   /// `buf` was appended to and will be again: fault in up to `ahead` bytes past its end.
   void ahead_of(const std::string& buf) noexcept {
-    if (buf.capacity() < own_mapping_bytes || off_ || !running()) return;
+    if (buf.capacity() < own_mapping_bytes || off_ || (s_ && forked())) return;
     const auto base = reinterpret_cast<std::uintptr_t>(buf.data());
     const std::uintptr_t end = base + buf.size() + 1; // the terminator is written too
     const std::uintptr_t limit = base + buf.capacity() + 1;
+    // A thread that ended idle is started again only for a step: after each pause, a few bytes
+    // of output would otherwise start one that has nothing to do.
+    if (base == base_ && !step_wanted(end, limit)) return;
+    if (!running()) return;
     std::lock_guard lk(s_->m);
     if (s_->off) {
       off_ = true;
@@ -85,12 +89,8 @@ public:
     }
     // Pages the owner already wrote need nothing; a step starts where the last one ended.
     if (s_->next < end) s_->next = end;
-    // Asked a step at a time, or the rest of the room: a wake-up per append costs more.
-    const std::uintptr_t target = std::min(end + ahead, limit);
-    const bool a_step_more = target >= s_->to + step;
-    const bool rest_of_room = target == limit && target > s_->to;
-    if (!a_step_more && !rest_of_room) return;
-    s_->to = target;
+    if (!step_wanted_locked(end, limit)) return;
+    s_->to = std::min(end + ahead, limit);
     s_->cv.notify_one();
   }
 
@@ -152,6 +152,18 @@ private:
     pid_t pid = 0;      ///< the process the thread runs in
     bool off = false;   ///< the kernel refused: nothing more is tried
   };
+
+  /// Whether the buffer at base_, now ending at `end`, wants more faulted in than was asked:
+  /// asked a step at a time, or the rest of the room (a wake-up per append costs more).
+  bool step_wanted_locked(std::uintptr_t end, std::uintptr_t limit) const noexcept {
+    const std::uintptr_t target = std::min(end + ahead, limit);
+    return target >= s_->to + step || (target == limit && target > s_->to);
+  }
+  bool step_wanted(std::uintptr_t end, std::uintptr_t limit) noexcept {
+    std::lock_guard lk(s_->m);
+    if (s_->off) off_ = true;
+    return !off_ && step_wanted_locked(end, limit);
+  }
 
   /// True in a child forked while a thread was there (and then it is given up): the thread is
   /// the parent's, and what it shared may be locked for good.
