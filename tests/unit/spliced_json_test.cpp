@@ -2,11 +2,14 @@
 // Large base64 values outside the JSON text: a body sent in pieces is the codec's text byte for
 // byte, and a body taken apart as it arrives decodes to what the codec decodes from it whole,
 // however it is cut.
+#include "../support/residency.hpp"
+
 #include <sandbox/transport/http/codec.hpp>
 #include <sandbox/transport/http/detail/spliced_json.hpp>
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -195,4 +198,34 @@ TEST_CASE("large values decoded in parts grow their buffer geometrically", "[cod
   }
   CHECK(s.values()[0] == raw);
   CHECK(grown < 20);
+}
+
+TEST_CASE("a large value's room is faulted in ahead of its decoding by a thread of its own",
+          "[codec][splice][output]") {
+  // As a kept output's: the kernel zeroes each fresh page beside the decoding, not in front of it.
+  using test_support::threads_named;
+  test_support::unperturbed quiet;
+  if (!test_support::kernel_populates()) {
+    WARN("MADV_POPULATE_WRITE is refused here: nothing is faulted in ahead");
+    return;
+  }
+  const std::string raw = bytes_of((std::size_t{40} << 20) + 4097, 9);
+  const std::string body = "{\"stdout\":\"" + base64_encode(raw) + "\",\"exitCode\":3}";
+  std::optional<json_splicer> s(
+      std::in_place, sandbox::http::detail::json::spliceable_fields<wire::ExecResponse>());
+  s->expect(body.size());
+  const std::size_t half = body.size() / 2;
+  for (std::size_t at = 0; at < half; at += 4096)
+    REQUIRE(s->feed(std::string_view(body).substr(at, std::min<std::size_t>(4096, half - at))));
+  const std::string& value = s->values()[0];
+  REQUIRE(value.capacity() >= raw.size());
+  CHECK(threads_named("sandbox-ahead") == 1);
+  const char* end = value.data() + value.size();
+  // The next 4 MiB, which nothing has written yet.
+  CHECK(test_support::becomes_resident(end + 4096, end + (std::size_t{4} << 20)));
+  REQUIRE(s->feed(std::string_view(body).substr(half)));
+  CHECK(s->values()[0] == raw);
+  CHECK(s->text() == "{\"stdout\":\"\",\"exitCode\":3}");
+  s.reset();
+  CHECK(threads_named("sandbox-ahead") == 0);
 }

@@ -53,7 +53,7 @@ public:
   prefaulter& operator=(const prefaulter&) = delete;
   prefaulter(prefaulter&& o) noexcept
       : s_(std::move(o.s_)), thread_(o.thread_), base_(std::exchange(o.base_, 0)),
-        joinable_(std::exchange(o.joinable_, false)), off_(o.off_) {}
+        joinable_(std::exchange(o.joinable_, false)), off_(o.off_), asked_(o.asked_) {}
   prefaulter& operator=(prefaulter&& o) noexcept {
     if (this != &o) {
       stop();
@@ -62,6 +62,7 @@ public:
       base_ = std::exchange(o.base_, 0);
       joinable_ = std::exchange(o.joinable_, false);
       off_ = o.off_;
+      asked_ = o.asked_;
     }
     return *this;
   }
@@ -69,14 +70,15 @@ public:
 
   /// `buf` was appended to and will be again: fault in up to `ahead` bytes past its end.
   void ahead_of(const std::string& buf) noexcept {
-    if (buf.capacity() < own_mapping_bytes || off_ || (s_ && forked())) return;
+    if (buf.capacity() < own_mapping_bytes || off_) return;
     const auto base = reinterpret_cast<std::uintptr_t>(buf.data());
     const std::uintptr_t end = base + buf.size() + 1; // the terminator is written too
     const std::uintptr_t limit = base + buf.capacity() + 1;
-    // A thread that ended idle is started again only for a step: after each pause, a few bytes
-    // of output would otherwise start one that has nothing to do.
+    // Most appends ask for nothing: decided without a lock or a system call. A thread that
+    // ended idle is started again only for a step: after each pause, a few bytes of output
+    // would otherwise start one that has nothing to do.
     if (base == base_ && !step_wanted(end, limit)) return;
-    if (!running()) return;
+    if ((s_ && forked()) || !running()) return;
     std::lock_guard lk(s_->m);
     if (s_->off) {
       off_ = true;
@@ -85,12 +87,12 @@ public:
     if (base != base_) { // a buffer not seen before: nothing of it is faulted in yet
       base_ = base;
       ++s_->generation;
-      s_->next = s_->to = end;
+      s_->next = s_->to = asked_ = end;
     }
     // Pages the owner already wrote need nothing; a step starts where the last one ended.
     if (s_->next < end) s_->next = end;
-    if (!step_wanted_locked(end, limit)) return;
-    s_->to = std::min(end + ahead, limit);
+    if (!step_wanted(end, limit)) return;
+    s_->to = asked_ = std::min(end + ahead, limit);
     s_->cv.notify_one();
   }
 
@@ -99,7 +101,7 @@ public:
   std::uintptr_t idle() noexcept {
     if (!s_ || forked()) return 0;
     std::unique_lock lk(s_->m);
-    s_->to = s_->next;
+    s_->to = asked_ = s_->next;
     s_->cv.wait(lk, [&] { return !s_->busy; });
     return std::exchange(base_, 0);
   }
@@ -155,14 +157,9 @@ private:
 
   /// Whether the buffer at base_, now ending at `end`, wants more faulted in than was asked:
   /// asked a step at a time, or the rest of the room (a wake-up per append costs more).
-  bool step_wanted_locked(std::uintptr_t end, std::uintptr_t limit) const noexcept {
+  [[nodiscard]] bool step_wanted(std::uintptr_t end, std::uintptr_t limit) const noexcept {
     const std::uintptr_t target = std::min(end + ahead, limit);
-    return target >= s_->to + step || (target == limit && target > s_->to);
-  }
-  bool step_wanted(std::uintptr_t end, std::uintptr_t limit) noexcept {
-    std::lock_guard lk(s_->m);
-    if (s_->off) off_ = true;
-    return !off_ && step_wanted_locked(end, limit);
+    return target >= asked_ + step || (target == limit && target > asked_);
   }
 
   /// True in a child forked while a thread was there (and then it is given up): the thread is
@@ -248,6 +245,7 @@ private:
   std::uintptr_t base_ = 0; ///< the buffer being faulted in, 0 for none
   bool joinable_ = false;   ///< thread_ was started and not joined yet
   bool off_ = false;
+  std::uintptr_t asked_ = 0; ///< s_->to as the owner last set it (only the owner sets it)
 };
 
 /// `append_capped(..., true)` for a buffer that `ahead` keeps faulted in past its end: waits for

@@ -162,15 +162,12 @@ decode_avx2(const unsigned char* in, std::size_t n, unsigned char* o, std::size_
   return (n + 2) / 3 * 4;
 }
 
-/// Appends the padded standard base64 encoding of `bytes` to `out`.
-inline void base64_encode_into(std::string& out, std::string_view bytes) noexcept {
+/// Writes the padded standard base64 encoding of `bytes` to `o`, which has room for
+/// `base64_encoded_size(bytes.size())` characters.
+inline void base64_encode_to(char* o, std::string_view bytes) noexcept {
   using namespace detail::b64;
   const auto* in = reinterpret_cast<const unsigned char*>(bytes.data());
   const std::size_t n = bytes.size();
-  const std::size_t start = out.size();
-  sandbox::detail::reserve_output(out, start + base64_encoded_size(n), SIZE_MAX);
-  out.resize(start + base64_encoded_size(n));
-  char* o = out.data() + start;
   std::size_t i = 0;
 #ifdef SANDBOX_BASE64_AVX2
   if (n >= 64 && avx2()) {
@@ -205,6 +202,14 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
     o[2] = alphabet[v & 63];
     o[3] = '=';
   }
+}
+
+/// Appends the padded standard base64 encoding of `bytes` to `out`.
+inline void base64_encode_into(std::string& out, std::string_view bytes) noexcept {
+  const std::size_t start = out.size();
+  sandbox::detail::reserve_output(out, start + base64_encoded_size(bytes.size()), SIZE_MAX);
+  out.resize(start + base64_encoded_size(bytes.size()));
+  base64_encode_to(out.data() + start, bytes);
 }
 
 /// The padded standard base64 encoding of `bytes`.
