@@ -155,9 +155,10 @@ TEST_CASE("a prefaulter stays within a buffer's room, leaves small buffers alone
 }
 
 TEST_CASE("a prefaulter's thread ends when it has had nothing to do for a while, and comes back "
-          "when it has",
+          "when it has, not for output that asks no step",
           "[unit][output]") {
-  // A command that printed a lot and then waits for an hour holds no thread meanwhile.
+  // A command that printed a lot and then waits for an hour holds no thread meanwhile; one that
+  // then prints a line now and then (less than a step past what was faulted in) starts none.
   using sandbox::detail::prefaulter;
   unperturbed quiet;
   const bool populates = kernel_populates();
@@ -171,37 +172,6 @@ TEST_CASE("a prefaulter's thread ends when it has had nothing to do for a while,
   const char* end = buf.data() + buf.size();
   if (populates) CHECK(becomes_resident(end, end + prefaulter::ahead));
   CHECK(threads_become(before)); // ended idle (after prefaulter::idle_for)
-  buf.append(9 * MiB, 'b');
-  ahead.ahead_of(buf);
-  end = buf.data() + buf.size();
-  if (populates) CHECK(becomes_resident(end, end + prefaulter::ahead)); // a thread came back
-  CHECK(all_of(buf, 0, 2 * MiB, 'a'));
-  CHECK(all_of(buf, 2 * MiB, buf.size(), 'b'));
-  ahead.finish(buf);
-  ahead.stop();
-  CHECK(threads() == before);
-}
-
-TEST_CASE("a prefaulter whose thread ended idle starts none for output that asks no step",
-          "[unit][output]") {
-  // A command that prints a line now and then, after a lot: each line is less than a step past
-  // what was faulted in, so no thread is started for it.
-  using sandbox::detail::prefaulter;
-  unperturbed quiet;
-  if (!kernel_populates()) {
-    WARN("MADV_POPULATE_WRITE is refused here: the prefaulter starts no thread at all");
-    return;
-  }
-  const int before = threads();
-  REQUIRE(before > 0);
-  std::string buf;
-  buf.reserve(64 * MiB);
-  buf.assign(2 * MiB, 'a');
-  prefaulter ahead;
-  ahead.ahead_of(buf);
-  const char* end = buf.data() + buf.size();
-  CHECK(becomes_resident(end, end + prefaulter::ahead));
-  REQUIRE(threads_become(before)); // ended idle
   int started = 0;
   for (int line = 0; line < 5; ++line) {
     buf.append(100, 'l');
@@ -210,12 +180,13 @@ TEST_CASE("a prefaulter whose thread ended idle starts none for output that asks
     std::this_thread::sleep_for(prefaulter::idle_for + std::chrono::milliseconds(20));
   }
   CHECK(started == 0);
-  // A step's worth more still gets a thread.
-  buf.append(prefaulter::step, 'b');
+  buf.append(9 * MiB, 'b');
   ahead.ahead_of(buf);
-  CHECK(threads() == before + 1);
   end = buf.data() + buf.size();
-  CHECK(becomes_resident(end, end + prefaulter::ahead));
+  if (populates) CHECK(becomes_resident(end, end + prefaulter::ahead)); // a thread came back
+  CHECK(all_of(buf, 0, 2 * MiB, 'a'));
+  CHECK(all_of(buf, 2 * MiB, 2 * MiB + 500, 'l'));
+  CHECK(all_of(buf, 2 * MiB + 500, buf.size(), 'b'));
   ahead.finish(buf);
   ahead.stop();
   CHECK(threads() == before);
