@@ -15,6 +15,9 @@
 #include <thread>
 #include <vector>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 namespace {
 
 using test_support::advise_huge_pages;
@@ -190,4 +193,44 @@ TEST_CASE("a prefaulter's thread ends when it has had nothing to do for a while,
   ahead.finish(buf);
   ahead.stop();
   CHECK(threads() == before);
+}
+
+TEST_CASE("a prefaulter copied into a forked child while its thread ran does nothing there, and "
+          "never waits",
+          "[unit][output]") {
+  // The child's copy shares state with a thread that is not there, whose lock may be held for
+  // good: neither an append that asks no step nor one that asks one may take it.
+  using sandbox::detail::prefaulter;
+  unperturbed quiet;
+  std::string buf;
+  buf.reserve(64 * MiB);
+  buf.assign(4 * MiB, 'a');
+  prefaulter ahead;
+  ahead.ahead_of(buf);
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::alarm(30); // a wait that never ends fails the test instead of hanging it
+    buf.append(100, 'b');
+    ahead.ahead_of(buf); // no step asked
+    buf.append(16 * MiB, 'c');
+    ahead.ahead_of(buf); // a step asked
+    ahead.idle();
+    ahead.finish(buf);
+    ahead.stop();
+    const bool same = all_of(buf, 0, 4 * MiB, 'a') && all_of(buf, 4 * MiB, 4 * MiB + 100, 'b') &&
+                      all_of(buf, 4 * MiB + 100, buf.size(), 'c');
+    ::_exit(same ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // The parent's own goes on.
+  buf.append(4 * MiB, 'p');
+  ahead.ahead_of(buf);
+  const char* end = buf.data() + buf.size();
+  if (kernel_populates()) CHECK(becomes_resident(end, end + prefaulter::ahead));
+  ahead.finish(buf);
+  ahead.stop();
 }

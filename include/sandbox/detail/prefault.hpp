@@ -78,7 +78,7 @@ public:
     // ended idle is started again only for a step: after each pause, a few bytes of output
     // would otherwise start one that has nothing to do.
     if (base == base_ && !step_wanted(end, limit)) return;
-    if ((s_ && forked()) || !running()) return;
+    if (!running()) return; // which sees a forked child before it takes a lock
     std::lock_guard lk(s_->m);
     if (s_->off) {
       off_ = true;
@@ -89,7 +89,8 @@ public:
       ++s_->generation;
       s_->next = s_->to = asked_ = end;
     }
-    // Pages the owner already wrote need nothing; a step starts where the last one ended.
+    // Pages the owner already wrote need nothing: a step starts at the later of where the last
+    // one ended and the owner's end (as of an append that asked for a step).
     if (s_->next < end) s_->next = end;
     if (!step_wanted(end, limit)) return;
     s_->to = asked_ = std::min(end + ahead, limit);
@@ -245,7 +246,7 @@ private:
   std::uintptr_t base_ = 0; ///< the buffer being faulted in, 0 for none
   bool joinable_ = false;   ///< thread_ was started and not joined yet
   bool off_ = false;
-  std::uintptr_t asked_ = 0; ///< s_->to as the owner last set it (only the owner sets it)
+  std::uintptr_t asked_ = 0; ///< s_->to while base_ != 0 (only the owner sets either)
 };
 
 /// `append_capped(..., true)` for a buffer that `ahead` keeps faulted in past its end: waits for

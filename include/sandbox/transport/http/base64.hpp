@@ -162,6 +162,11 @@ decode_avx2(const unsigned char* in, std::size_t n, unsigned char* o, std::size_
   return (n + 2) / 3 * 4;
 }
 
+/// The most bytes `base64_decode_into` appends for `n` characters of base64.
+[[nodiscard]] constexpr std::size_t base64_decoded_size_at_most(std::size_t n) noexcept {
+  return n / 4 * 3 + 2;
+}
+
 /// Writes the padded standard base64 encoding of `bytes` to `o`, which has room for
 /// `base64_encoded_size(bytes.size())` characters.
 inline void base64_encode_to(char* o, std::string_view bytes) noexcept {
@@ -272,6 +277,7 @@ inline void base64_encode_into(std::string& out, std::string_view bytes) noexcep
   }
 
   const std::size_t start = out.size();
+  // At most base64_decoded_size_at_most(text.size()) more.
   const std::size_t size = start + n / 4 * 3 + (n % 4 == 0 ? 0 : n % 4 - 1);
   // Exact for a whole value; an append in parts grows geometrically (a cap of `size` would
   // grow the buffer by each part alone and copy it every time).
