@@ -258,4 +258,23 @@ TEST_CASE("a large value of a body whose length is not known grows under the thr
     CHECK(test_support::resident_pages(end + 4096, value.data() + value.capacity()) == 0);
   s.reset();
   CHECK(test_support::threads_named("sandbox-ahead") == 0);
+
+  // Refused midway, by bad base64 or by an escape JSON does not have: handed back all the same.
+  for (const char* bad : {"!", "\\x"}) {
+    INFO("refused at " << bad);
+    std::string text = base64_encode(first);
+    text.insert(std::size_t{30} << 20, bad);
+    const std::string refused = "{\"stdout\":\"" + text + "\"}";
+    s.emplace(sandbox::http::detail::json::spliceable_fields<wire::ExecResponse>());
+    bool fed = true;
+    for (std::size_t at = 0; at < refused.size() && fed; at += 4096)
+      fed = s->feed(std::string_view(refused).substr(at, 4096)).has_value();
+    CHECK_FALSE(fed);
+    const std::string& partial = s->values()[0];
+    const char* partial_end = partial.data() + partial.size();
+    if (populates)
+      CHECK(test_support::resident_pages(partial_end + 4096, partial.data() + partial.capacity()) ==
+            0);
+    s.reset();
+  }
 }

@@ -323,7 +323,10 @@ private:
   /// A complete JSON escape in a taken value: its character, decoded like any other.
   [[nodiscard]] result<void> unescape() noexcept {
     const int c = escaped(escape_);
-    if (c < 0) return fail(bad("invalid escape in the JSON string"));
+    if (c < 0) {
+      ahead_.finish(values_[static_cast<std::size_t>(taking_)]); // as a refused decode does
+      return fail(bad("invalid escape in the JSON string"));
+    }
     escape_.clear();
     const char ch = static_cast<char>(c); // 0x80 (not ASCII) is not base64: the decoder says so
     return add({&ch, 1});
