@@ -34,13 +34,14 @@ namespace sandbox::detail {
 /// never goes past the buffer's reserved room. Measured with a 256 MiB output read from a pipe:
 /// 2.5 GB/s when the reading thread faulted each page in, 3.1 GB/s with this.
 ///
-/// The owner calls `ahead_of(buf)` after each append, and `idle()` before the buffer is
-/// reallocated, moved from or freed; `finish(buf)` at the end hands back what was faulted in past
-/// the content. The thread ends after `idle_for` without work (a command that printed a lot and
-/// then waits holds none) and is started again when there is some. Where no thread can be started
-/// or the kernel lacks MADV_POPULATE_WRITE, it does nothing. Not thread-safe itself: one owner.
-/// In a child forked while the thread ran, the thread is not there: the copy does nothing, and
-/// leaves the state it shared with that thread alone (its lock may have been held at the fork).
+/// The owner calls `ahead_of(buf)` after each append, `before_append(buf, n)` before one, and
+/// `idle()` before the buffer is otherwise reallocated, moved from or freed; `finish(buf)` at the
+/// end hands back what was faulted in past the content. The thread ends after `idle_for` without
+/// work (a command that printed a lot and then waits holds none) and is started again when there is
+/// some. Where no thread can be started or the kernel lacks MADV_POPULATE_WRITE, it does nothing.
+/// Not thread-safe itself: one owner. In a child forked while the thread ran, the thread is not
+/// there: the copy does nothing, and leaves the state it shared with that thread alone (its lock
+/// may have been held at the fork).
 class prefaulter {
 public:
   static constexpr std::size_t ahead = std::size_t{8} << 20;
@@ -95,6 +96,11 @@ public:
     if (!step_wanted(end, limit)) return;
     s_->to = asked_ = std::min(end + ahead, limit);
     s_->cv.notify_one();
+  }
+
+  /// `buf` is about to grow by up to `n` bytes: if that may move it, waits as `idle`.
+  void before_append(const std::string& buf, std::size_t n) noexcept {
+    if (buf.capacity() - buf.size() < n) idle();
   }
 
   /// Waits until nothing of the buffer is being faulted in, and asks for nothing more of it.
@@ -254,8 +260,7 @@ private:
 inline void append_capped_ahead(prefaulter& ahead, std::string& buf, std::string_view data,
                                 std::uint64_t cap, bool& truncated, std::uint64_t& produced) {
   const std::uint64_t room = buf.size() < cap ? cap - buf.size() : 0;
-  if (room > 0 && buf.capacity() - buf.size() < std::min<std::uint64_t>(room, data.size()))
-    ahead.idle();
+  ahead.before_append(buf, static_cast<std::size_t>(std::min<std::uint64_t>(room, data.size())));
   append_capped(buf, data, cap, truncated, produced, true);
   if (buf.size() < cap) ahead.ahead_of(buf);
 }

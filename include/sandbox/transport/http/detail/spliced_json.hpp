@@ -364,8 +364,7 @@ private:
 
   [[nodiscard]] result<void> decode(std::string_view text, bool last) noexcept {
     auto& out = values_[static_cast<std::size_t>(taking_)];
-    if (out.capacity() - out.size() < base64_decoded_size_at_most(text.size()))
-      ahead_.idle(); // the append may move it
+    ahead_.before_append(out, base64_decoded_size_at_most(text.size()));
     // Not the last part: padding there is a misplaced '=', reported in order with other bytes.
     auto r = base64_decode_into(out, text, decoded_, last);
     if (last || !r)
