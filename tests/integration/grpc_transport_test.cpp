@@ -248,9 +248,7 @@ TEST_CASE("gRPC: a large kept result is faulted in ahead of the copy by a thread
   CHECK(test_support::threads_named("sandbox-ahead") == 0);
   // What was faulted in past the content went back when the command ended, the slack of the
   // last huge page included.
-  if (populates)
-    CHECK(test_support::resident_pages(out.data() + out.size() + 4096,
-                                       out.data() + out.capacity()) == 0);
+  if (populates) CHECK(test_support::resident_past_content(out) == 0);
 }
 
 TEST_CASE("gRPC: a command on a terminal, resized", "[grpc][stream][tty]") {

@@ -39,6 +39,11 @@ inline std::size_t resident_pages(const char* from, const char* to) {
   return n;
 }
 
+/// How many whole pages of `s`'s room past its content and terminator are resident.
+inline std::size_t resident_past_content(const std::string& s) {
+  return resident_pages(s.data() + s.size() + 1, s.data() + s.capacity());
+}
+
 /// How many whole pages [from, to) holds.
 inline std::size_t pages_in(const char* from, const char* to) {
   const auto page = static_cast<std::uintptr_t>(::getpagesize());
