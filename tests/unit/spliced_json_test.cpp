@@ -10,11 +10,17 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <cinttypes>
 #include <cstddef>
+#include <cstdio>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace sandbox;
 using namespace sandbox::http;
@@ -271,4 +277,33 @@ TEST_CASE("a large value of a body whose length is not known grows under the thr
     if (populates) CHECK(test_support::resident_past_content(s->values()[0]) == 0);
     s.reset();
   }
+}
+
+TEST_CASE("a body that claims far more than it sends reserves no more than an output would",
+          "[codec][splice][output]") {
+  // A hostile server's Content-Length: under an address-space limit, reserving what it claims
+  // failed, and an allocation failure in noexcept code ends the process. In a child, whose
+  // limit is the test's own.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    std::uint64_t kib = 0;
+    if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+      char line[256];
+      while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "VmSize: %" SCNu64, &kib) == 1) break;
+      std::fclose(f);
+    }
+    const rlimit l{(kib << 10) + (std::uint64_t{256} << 20), RLIM_INFINITY};
+    if (kib == 0 || ::setrlimit(RLIMIT_AS, &l) != 0) ::_exit(2);
+    json_splicer s(sandbox::http::detail::json::spliceable_fields<wire::ExecResponse>());
+    s.expect(std::uint64_t{4} << 30);
+    const bool ok = s.feed("{\"stdout\":\"AAAA").has_value() && s.feed("\"}").has_value() &&
+                    s.values()[0] == std::string(3, '\0');
+    ::_exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status)); // not killed by an abort
+  CHECK(WEXITSTATUS(status) == 0);
 }

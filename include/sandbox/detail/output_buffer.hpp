@@ -114,6 +114,18 @@ inline void reserve_output(std::string& buf, std::size_t need, std::uint64_t cap
   return static_cast<std::size_t>(std::min<std::uint64_t>(most, quarter));
 }
 
+/// The room to reserve at once for `claimed` bytes that a peer says are coming (a body's
+/// length): all of them up to `large_output_bytes`, beyond that no more than a kept output
+/// reserves (`output_address_space()`, none where address space is a budget); the rest is
+/// grown into as the bytes arrive. A length claimed but never sent then costs no more address
+/// space than an output does: a claim of 4 GiB under an RLIMIT_AS of 400 MiB failed the
+/// reservation, which ended the process (an allocation failure in noexcept code).
+[[nodiscard]] inline std::uint64_t room_for_claimed(std::uint64_t claimed) noexcept {
+  if (claimed <= large_output_bytes) return claimed;
+  return std::max<std::uint64_t>(large_output_bytes,
+                                 std::min<std::uint64_t>(claimed, output_address_space()));
+}
+
 /// A copy of `r` that takes its output (the texts) with it; `r` keeps the rest, texts empty.
 template <class Result>
 [[nodiscard]] Result take_output(Result& r) {

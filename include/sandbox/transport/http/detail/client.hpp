@@ -184,12 +184,14 @@ public:
         if (!fed) bad_body = std::move(fed).assume_error();
         return fed.has_value();
       }
-      // A body whose length the first call gives gets its room at once, with the codec's 64
-      // bytes of read-past padding (it then parses in place); the rest (a chunked body: there the
-      // first call gives only its first chunk's length) grows as it comes.
-      if (off == 0 && total > 0 && out.body.empty())
-        sandbox::detail::reserve_output(out.body, static_cast<std::size_t>(total) + 64, total + 64);
-      else
+      // A body whose length the first call gives gets its room at once (as much of it as
+      // `room_for_claimed` trusts), with the codec's 64 bytes of read-past padding (it then
+      // parses in place); the rest (a chunked body: there the first call gives only its first
+      // chunk's length) grows as it comes.
+      if (off == 0 && total > 0 && out.body.empty()) {
+        const std::uint64_t room = sandbox::detail::room_for_claimed(total + 64);
+        sandbox::detail::reserve_output(out.body, static_cast<std::size_t>(room), room);
+      } else
         sandbox::detail::reserve_output(out.body, out.body.size() + n, r.max_response_bytes);
       out.body.append(data, n);
       return true;

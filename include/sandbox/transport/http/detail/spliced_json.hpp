@@ -284,8 +284,7 @@ private:
     // At most 3/4 of the rest of the body; untouched room costs no memory.
     if (total_ > fed_) {
       // Bounded: a body may claim more than it sends; beyond this the buffer grows as it fills.
-      const std::uint64_t most =
-          std::min<std::uint64_t>((total_ - fed_) / 4 * 3 + 3, std::uint64_t{512} << 20);
+      const std::uint64_t most = sandbox::detail::room_for_claimed((total_ - fed_) / 4 * 3 + 3);
       sandbox::detail::reserve_output(out, static_cast<std::size_t>(most), most);
     }
   }
