@@ -8,9 +8,11 @@
 #endif
 #include <dirent.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cinttypes>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -42,6 +44,21 @@ inline std::size_t resident_pages(const char* from, const char* to) {
 /// How many whole pages of `s`'s room past its content and terminator are resident.
 inline std::size_t resident_past_content(const std::string& s) {
   return resident_pages(s.data() + s.size() + 1, s.data() + s.capacity());
+}
+
+/// Limits `resource` (RLIMIT_AS, RLIMIT_DATA) to what this process uses of it now, as `field` of
+/// /proc/self/status says (`"VmSize: %" SCNu64`), plus `headroom` bytes. For a forked child:
+/// false if the use could not be read or the limit set.
+inline bool limit_to_use_plus(int resource, const char* field, std::uint64_t headroom) {
+  std::uint64_t used_kib = 0;
+  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, field, &used_kib) == 1) break;
+    std::fclose(f);
+  }
+  const rlimit r{(used_kib << 10) + headroom, (used_kib << 10) + headroom};
+  return used_kib != 0 && ::setrlimit(resource, &r) == 0;
 }
 
 /// How many whole pages [from, to) holds.

@@ -376,16 +376,7 @@ TEST_CASE("where address space is a budget, a stream's kept output grows by step
     pid_t pid = ::fork();
     REQUIRE(pid >= 0);
     if (pid == 0) {
-      std::uint64_t used_kib = 0;
-      if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
-        char line[256];
-        while (std::fgets(line, sizeof line, f))
-          if (std::sscanf(line, l.field, &used_kib) == 1) break;
-        std::fclose(f);
-      }
-      if (used_kib == 0) ::_exit(2);
-      const rlimit r{(used_kib << 10) + 64 * MiB, (used_kib << 10) + 64 * MiB};
-      if (::setrlimit(l.resource, &r) != 0) ::_exit(3);
+      if (!test_support::limit_to_use_plus(l.resource, l.field, 64 * MiB)) ::_exit(2);
       if (sandbox::detail::output_address_space() != 0) ::_exit(4);
       std::string buf;
       bool truncated = false;

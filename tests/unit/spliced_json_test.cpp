@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstddef>
-#include <cstdio>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -287,15 +286,8 @@ TEST_CASE("a body that claims far more than it sends reserves no more than an ou
   const pid_t child = ::fork();
   REQUIRE(child >= 0);
   if (child == 0) {
-    std::uint64_t kib = 0;
-    if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
-      char line[256];
-      while (std::fgets(line, sizeof line, f))
-        if (std::sscanf(line, "VmSize: %" SCNu64, &kib) == 1) break;
-      std::fclose(f);
-    }
-    const rlimit l{(kib << 10) + (std::uint64_t{256} << 20), RLIM_INFINITY};
-    if (kib == 0 || ::setrlimit(RLIMIT_AS, &l) != 0) ::_exit(2);
+    if (!test_support::limit_to_use_plus(RLIMIT_AS, "VmSize: %" SCNu64, std::uint64_t{256} << 20))
+      ::_exit(2);
     json_splicer s(sandbox::http::detail::json::spliceable_fields<wire::ExecResponse>());
     s.expect(std::uint64_t{4} << 30);
     const bool ok = s.feed("{\"stdout\":\"AAAA").has_value() && s.feed("\"}").has_value() &&
