@@ -3,15 +3,19 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <vector>
@@ -130,6 +134,123 @@ inline double tcp_loopback_limit(std::size_t bytes, int tries = 3) {
     best = std::max(best, static_cast<double>(bytes) / 1e6 / s);
   }
   ::close(listener);
+  return best;
+}
+
+namespace detail {
+
+/// A loopback listener and a connection to it: `to` (the sending end) and `from`.
+struct loopback_pair {
+  int to = -1, from = -1;
+  loopback_pair() {
+    const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listener < 0) return;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+        ::listen(listener, 1) == 0 &&
+        ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+      to = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (to >= 0 && ::connect(to, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
+        from = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    }
+    ::close(listener);
+  }
+  ~loopback_pair() {
+    if (to >= 0) ::close(to);
+    if (from >= 0) ::close(from);
+  }
+  loopback_pair(const loopback_pair&) = delete;
+  loopback_pair& operator=(const loopback_pair&) = delete;
+  [[nodiscard]] bool ok() const { return to >= 0 && from >= 0; }
+};
+
+/// Writes all of `n` bytes; false on an error. Async-signal-safe (a forked child's).
+inline bool write_all(int fd, const char* p, std::size_t n) {
+  while (n > 0) {
+    const ssize_t k = ::write(fd, p, n);
+    if (k <= 0) return false;
+    p += k;
+    n -= static_cast<std::size_t>(k);
+  }
+  return true;
+}
+
+} // namespace detail
+
+/// The floor under a remote transport's large kept output on this machine, in MB/s of output,
+/// the best of `tries`; negative when a system call failed. A writer process puts `bytes` into a
+/// pipe (1 MiB, as the local transport's) 1 MiB at a time; a relay process reads it and sends
+/// `wire_num / wire_den` as many bytes (4/3: base64) over one loopback TCP connection; this
+/// process keeps `wire_den / wire_num` of them in fresh memory (received straight into it when
+/// the two are equal; else into a reused 1 MiB block, then copied, which stands for a decoding
+/// that costs nothing). No protocol, framing or encoding: only the copies, wake-ups and faults
+/// that any server and client pair carrying a command's output must do. `wire_num >= wire_den`.
+inline double relay_floor(std::size_t bytes, int wire_num = 1, int wire_den = 1, int tries = 3) {
+  constexpr std::size_t chunk = std::size_t{1} << 20;
+  const bool direct = wire_num == wire_den;
+  double best = -1;
+  for (int i = 0; i < tries; ++i) {
+    detail::loopback_pair conn;
+    int pipe_fds[2];
+    if (!conn.ok() || ::pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
+    (void)::fcntl(pipe_fds[1], F_SETPIPE_SZ, 1 << 20);
+    // Every buffer is allocated before the forks: a child of this (threaded) process only reads,
+    // writes and exits.
+    const std::vector<char> zeros(chunk, 0);
+    std::vector<char> relay(chunk * wire_num / wire_den + 1, 'A'); // wire_num >= wire_den
+    void* room = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (room == MAP_FAILED) return -1;
+    char* out = static_cast<char*>(room);
+    std::vector<char> block(direct ? 0 : chunk * 2);
+    const auto t0 = std::chrono::steady_clock::now();
+    const pid_t writer = ::fork();
+    if (writer == 0) {
+      ::close(pipe_fds[0]);
+      for (std::size_t done = 0; done < bytes; done += chunk)
+        if (!detail::write_all(pipe_fds[1], zeros.data(), std::min(chunk, bytes - done)))
+          ::_exit(1);
+      ::_exit(0);
+    }
+    ::close(pipe_fds[1]);
+    const pid_t relay_pid = writer < 0 ? -1 : ::fork();
+    if (relay_pid == 0) {
+      std::size_t in = 0, sent = 0; // sent: in * wire_num / wire_den, rounded up
+      for (ssize_t k = 0; (k = ::read(pipe_fds[0], relay.data(), chunk)) > 0;) {
+        in += static_cast<std::size_t>(k);
+        const std::size_t due = (in * wire_num + wire_den - 1) / wire_den;
+        if (!detail::write_all(conn.to, relay.data(), due - sent)) ::_exit(1);
+        sent = due;
+      }
+      ::_exit(0);
+    }
+    ::close(pipe_fds[0]);
+    ::close(conn.to); // the children's copies are the only sending ends left
+    conn.to = -1;
+    std::size_t got = 0, kept = 0;
+    while (relay_pid > 0 && kept < bytes) {
+      const ssize_t k = direct ? ::read(conn.from, out + kept, bytes - kept)
+                               : ::read(conn.from, block.data(), block.size());
+      if (k <= 0) break;
+      got += static_cast<std::size_t>(k);
+      const std::size_t now = std::min(bytes, got * wire_den / wire_num);
+      if (!direct) std::memcpy(out + kept, block.data(), now - kept);
+      kept = now;
+    }
+    ::shutdown(conn.from, SHUT_RDWR); // a relay still writing (a read failed) stops
+    int status = 0;
+    bool children_ok = writer > 0 && relay_pid > 0;
+    for (pid_t pid : {writer, relay_pid})
+      if (pid > 0)
+        children_ok = ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+                      WEXITSTATUS(status) == 0 && children_ok;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ::munmap(room, bytes);
+    if (!children_ok || kept != bytes) return -1;
+    best = std::max(best, static_cast<double>(bytes) / 1e6 / s);
+  }
   return best;
 }
 
