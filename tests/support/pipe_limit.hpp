@@ -2,6 +2,8 @@
 // The machine's ceiling for output, measured beside each figure that is compared with it.
 #pragma once
 
+#include <sandbox/transport/http/base64.hpp>
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -76,67 +78,6 @@ inline pipe_limit measure_pipe_limit(std::size_t bytes, int tries = 3) {
   return best;
 }
 
-/// Loopback TCP's limit in MB/s, the best of `tries`: `bytes` through one connection on
-/// 127.0.0.1, written and read 1 MiB at a time by two threads of this process (the floor under
-/// any remote transport measured on loopback); negative when a socket call failed.
-inline double tcp_loopback_limit(std::size_t bytes, int tries = 3) {
-  const int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listener < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::listen(listener, 1) != 0 ||
-      ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(listener);
-    return -1;
-  }
-  constexpr std::size_t chunk = std::size_t{1} << 20;
-  double best = -1;
-  for (int i = 0; i < tries; ++i) {
-    // Connected before the writer starts (the listener's backlog takes it), so that neither end
-    // can wait for the other forever.
-    const int to = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (to < 0) break;
-    if (::connect(to, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      ::close(to);
-      break;
-    }
-    const int from = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (from < 0) {
-      ::close(to);
-      break;
-    }
-    bool sent_all = false;
-    const auto t0 = std::chrono::steady_clock::now();
-    std::thread writer([&] {
-      const std::vector<char> block(chunk, 'x');
-      std::size_t done = 0;
-      while (done < bytes) {
-        const ssize_t k = ::write(to, block.data(), std::min(chunk, bytes - done));
-        if (k <= 0) break;
-        done += static_cast<std::size_t>(k);
-      }
-      sent_all = done == bytes;
-      ::shutdown(to, SHUT_WR);
-    });
-    std::vector<char> block(chunk);
-    std::size_t got = 0;
-    for (ssize_t k = 0; (k = ::read(from, block.data(), chunk)) > 0;)
-      got += static_cast<std::size_t>(k);
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ::shutdown(from, SHUT_RDWR); // a writer still writing (the read failed) stops
-    writer.join();
-    ::close(to);
-    ::close(from);
-    if (!sent_all || got != bytes) break;
-    best = std::max(best, static_cast<double>(bytes) / 1e6 / s);
-  }
-  ::close(listener);
-  return best;
-}
-
 namespace detail {
 
 /// A loopback listener and a connection to it: `to` (the sending end) and `from`.
@@ -180,17 +121,56 @@ inline bool write_all(int fd, const char* p, std::size_t n) {
 
 } // namespace detail
 
-/// The floor under a remote transport's large kept output on this machine, in MB/s of output,
-/// the best of `tries`; negative when a system call failed. A writer process puts `bytes` into a
-/// pipe (1 MiB, as the local transport's) 1 MiB at a time; a relay process reads it and sends
-/// `wire_num / wire_den` as many bytes (4/3: base64) over one loopback TCP connection; this
-/// process keeps `wire_den / wire_num` of them in fresh memory (received straight into it when
-/// the two are equal; else into a reused 1 MiB block, then copied, which stands for a decoding
-/// that costs nothing). No protocol, framing or encoding: only the copies, wake-ups and faults
-/// that any server and client pair carrying a command's output must do. `wire_num >= wire_den`.
-inline double relay_floor(std::size_t bytes, int wire_num = 1, int wire_den = 1, int tries = 3) {
+/// Loopback TCP's limit in MB/s, the best of `tries`: `bytes` through one connection on
+/// 127.0.0.1, written and read 1 MiB at a time by two threads of this process (the floor under
+/// any remote transport measured on loopback); negative when a socket call failed.
+inline double tcp_loopback_limit(std::size_t bytes, int tries = 3) {
   constexpr std::size_t chunk = std::size_t{1} << 20;
-  const bool direct = wire_num == wire_den;
+  double best = -1;
+  for (int i = 0; i < tries; ++i) {
+    // Connected before the writer starts (the listener's backlog takes it), so that neither end
+    // can wait for the other forever.
+    detail::loopback_pair conn;
+    if (!conn.ok()) break;
+    bool sent_all = false;
+    const auto t0 = std::chrono::steady_clock::now();
+    std::thread writer([&] {
+      const std::vector<char> block(chunk, 'x');
+      std::size_t done = 0;
+      while (done < bytes) {
+        const ssize_t k = ::write(conn.to, block.data(), std::min(chunk, bytes - done));
+        if (k <= 0) break;
+        done += static_cast<std::size_t>(k);
+      }
+      sent_all = done == bytes;
+      ::shutdown(conn.to, SHUT_WR);
+    });
+    std::vector<char> block(chunk);
+    std::size_t got = 0;
+    for (ssize_t k = 0; (k = ::read(conn.from, block.data(), chunk)) > 0;)
+      got += static_cast<std::size_t>(k);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ::shutdown(conn.from, SHUT_RDWR); // a writer still writing (the read failed) stops
+    writer.join();
+    if (!sent_all || got != bytes) break;
+    best = std::max(best, static_cast<double>(bytes) / 1e6 / s);
+  }
+  return best;
+}
+
+/// The floor under a remote transport's large output on this machine, in MB/s of output, the
+/// best of `tries`; negative when a system call failed or a byte was lost. A writer process puts
+/// `bytes` into a pipe (1 MiB, as the local transport's) 1 MiB at a time; a relay process reads
+/// it and sends it over one loopback TCP connection; this process receives it. `base64`: the
+/// relay encodes what it reads (with the library's codec) and this process decodes it as it
+/// arrives, as a REST response's value is. `keep`: into fresh memory, as a kept result (else into
+/// 1 MiB used again and again, as output passed on). No protocol, framing or JSON: only the
+/// copies, wake-ups, faults and encoding that any server and client pair carrying a command's
+/// output that way must do.
+inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = true, int tries = 3) {
+  using sandbox::http::base64_encoded_size;
+  constexpr std::size_t chunk = std::size_t{1} << 20;
+  const std::size_t room_size = keep ? bytes : chunk;
   double best = -1;
   for (int i = 0; i < tries; ++i) {
     detail::loopback_pair conn;
@@ -198,13 +178,16 @@ inline double relay_floor(std::size_t bytes, int wire_num = 1, int wire_den = 1,
     if (!conn.ok() || ::pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
     (void)::fcntl(pipe_fds[1], F_SETPIPE_SZ, 1 << 20);
     // Every buffer is allocated before the forks: a child of this (threaded) process only reads,
-    // writes and exits.
+    // encodes, writes and exits.
     const std::vector<char> zeros(chunk, 0);
-    std::vector<char> relay(chunk * wire_num / wire_den + 1, 'A'); // wire_num >= wire_den
-    void* room = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    std::vector<char> in(chunk + 2), encoded(base64 ? base64_encoded_size(chunk + 2) : 0);
+    // Fresh memory, received into as it is (base64: appended to by the decoding).
+    void* room =
+        ::mmap(nullptr, room_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (room == MAP_FAILED) return -1;
-    char* out = static_cast<char*>(room);
-    std::vector<char> block(direct ? 0 : chunk * 2);
+    std::string decoded;
+    if (base64) decoded.reserve(room_size);
+    std::vector<char> block(chunk + 8);
     const auto t0 = std::chrono::steady_clock::now();
     const pid_t writer = ::fork();
     if (writer == 0) {
@@ -215,40 +198,65 @@ inline double relay_floor(std::size_t bytes, int wire_num = 1, int wire_den = 1,
       ::_exit(0);
     }
     ::close(pipe_fds[1]);
-    const pid_t relay_pid = writer < 0 ? -1 : ::fork();
-    if (relay_pid == 0) {
-      std::size_t in = 0, sent = 0; // sent: in * wire_num / wire_den, rounded up
-      for (ssize_t k = 0; (k = ::read(pipe_fds[0], relay.data(), chunk)) > 0;) {
-        in += static_cast<std::size_t>(k);
-        const std::size_t due = (in * wire_num + wire_den - 1) / wire_den;
-        if (!detail::write_all(conn.to, relay.data(), due - sent)) ::_exit(1);
-        sent = due;
+    const pid_t relay = writer < 0 ? -1 : ::fork();
+    if (relay == 0) {
+      std::size_t held = 0; // bytes read but not yet sent (base64: the last group, incomplete)
+      for (ssize_t k = 0; (k = ::read(pipe_fds[0], in.data() + held, chunk)) > 0;) {
+        held += static_cast<std::size_t>(k);
+        if (!base64) {
+          if (!detail::write_all(conn.to, in.data(), held)) ::_exit(1);
+          held = 0;
+          continue;
+        }
+        const std::size_t whole = held / 3 * 3;
+        sandbox::http::base64_encode_to(encoded.data(), {in.data(), whole});
+        if (!detail::write_all(conn.to, encoded.data(), whole / 3 * 4)) ::_exit(1);
+        std::memmove(in.data(), in.data() + whole, held - whole);
+        held -= whole;
       }
-      ::_exit(0);
+      sandbox::http::base64_encode_to(encoded.data(), {in.data(), held});
+      ::_exit(detail::write_all(conn.to, encoded.data(), base64_encoded_size(held)) ? 0 : 1);
     }
     ::close(pipe_fds[0]);
     ::close(conn.to); // the children's copies are the only sending ends left
     conn.to = -1;
-    std::size_t got = 0, kept = 0;
-    while (relay_pid > 0 && kept < bytes) {
-      const ssize_t k = direct ? ::read(conn.from, out + kept, bytes - kept)
-                               : ::read(conn.from, block.data(), block.size());
+    bool intact = relay > 0;
+    std::size_t got = 0;  // output received (base64: decoded)
+    std::size_t held = 0; // base64 received but not decoded: a group begun, or the padded last
+    auto decode = [&](std::size_t n, bool last) {
+      const std::size_t before = decoded.size();
+      intact = sandbox::http::base64_decode_into(decoded, {block.data(), n}, 0, last).has_value();
+      got += decoded.size() - before;
+      if (!keep) decoded.clear();
+    };
+    while (intact) {
+      const ssize_t k = base64 ? ::read(conn.from, block.data() + held, chunk)
+                               : ::read(conn.from, static_cast<char*>(room) + (keep ? got : 0),
+                                        keep ? bytes - got : chunk);
+      if (k < 0) intact = false;
       if (k <= 0) break;
-      got += static_cast<std::size_t>(k);
-      const std::size_t now = std::min(bytes, got * wire_den / wire_num);
-      if (!direct) std::memcpy(out + kept, block.data(), now - kept);
-      kept = now;
+      if (!base64) {
+        got += static_cast<std::size_t>(k);
+        continue;
+      }
+      held += static_cast<std::size_t>(k);
+      std::size_t whole = held / 4 * 4;
+      if (whole > 0 && block[whole - 1] == '=') whole -= 4; // the padded end: decoded last
+      decode(whole, false);
+      std::memmove(block.data(), block.data() + whole, held - whole);
+      held -= whole;
     }
+    if (base64 && intact) decode(held, true);
+    ::munmap(room, room_size);
     ::shutdown(conn.from, SHUT_RDWR); // a relay still writing (a read failed) stops
-    int status = 0;
-    bool children_ok = writer > 0 && relay_pid > 0;
-    for (pid_t pid : {writer, relay_pid})
+    for (pid_t pid : {writer, relay}) {
+      int status = 0;
       if (pid > 0)
-        children_ok = ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-                      WEXITSTATUS(status) == 0 && children_ok;
+        intact = ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+                 WEXITSTATUS(status) == 0 && intact;
+    }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ::munmap(room, bytes);
-    if (!children_ok || kept != bytes) return -1;
+    if (!intact || writer < 0 || got != bytes) return -1;
     best = std::max(best, static_cast<double>(bytes) / 1e6 / s);
   }
   return best;
