@@ -184,7 +184,11 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
     // Fresh memory, received into as it is (base64: appended to by the decoding).
     void* room =
         ::mmap(nullptr, room_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (room == MAP_FAILED) return -1;
+    if (room == MAP_FAILED) {
+      ::close(pipe_fds[0]);
+      ::close(pipe_fds[1]);
+      return -1;
+    }
     std::string decoded;
     if (base64) decoded.reserve(room_size);
     std::vector<char> block(chunk + 8);
