@@ -14,7 +14,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -112,11 +114,33 @@ struct loopback_pair {
 inline bool write_all(int fd, const char* p, std::size_t n) {
   while (n > 0) {
     const ssize_t k = ::write(fd, p, n);
+    if (k < 0 && errno == EINTR) continue;
     if (k <= 0) return false;
     p += k;
     n -= static_cast<std::size_t>(k);
   }
   return true;
+}
+
+/// `read`, again when a signal interrupts it. Async-signal-safe.
+inline ssize_t read_some(int fd, char* p, std::size_t n) {
+  ssize_t k;
+  do
+    k = ::read(fd, p, n);
+  while (k < 0 && errno == EINTR);
+  return k;
+}
+
+/// Whether the child `pid` exited with 0 (it is killed first when `stop`).
+inline bool reaped_ok(pid_t pid, bool stop) {
+  if (pid <= 0) return false;
+  if (stop) ::kill(pid, SIGKILL);
+  int status = 0;
+  pid_t r;
+  do
+    r = ::waitpid(pid, &status, 0);
+  while (r < 0 && errno == EINTR);
+  return r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
 } // namespace detail
@@ -147,65 +171,80 @@ inline double tcp_loopback_limit(std::size_t bytes, int tries = 3) {
     });
     std::vector<char> block(chunk);
     std::size_t got = 0;
-    for (ssize_t k = 0; (k = ::read(conn.from, block.data(), chunk)) > 0;)
+    for (ssize_t k = 0; (k = detail::read_some(conn.from, block.data(), chunk)) > 0;)
       got += static_cast<std::size_t>(k);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ::shutdown(conn.from, SHUT_RDWR); // a writer still writing (the read failed) stops
+    // A writer blocked on a full window (the read failed) is stopped by the reset a close with
+    // unread data sends; a shutdown would leave it blocked.
+    ::close(conn.from);
+    conn.from = -1;
     writer.join();
-    if (!sent_all || got != bytes) break;
+    if (!sent_all || got != bytes) return -1;
     best = std::max(best, static_cast<double>(bytes) / 1e6 / s);
   }
   return best;
 }
 
 /// The floor under a remote transport's large output on this machine, in MB/s of output, the
-/// best of `tries`; negative when a system call failed or a byte was lost. A writer process puts
-/// `bytes` into a pipe (1 MiB, as the local transport's) 1 MiB at a time; a relay process reads
-/// it and sends it over one loopback TCP connection; this process receives it. `base64`: the
-/// relay encodes what it reads (with the library's codec) and this process decodes it as it
-/// arrives, as a REST response's value is. `keep`: into fresh memory, as a kept result (else into
-/// 1 MiB used again and again, as output passed on). No protocol, framing or JSON: only the
-/// copies, wake-ups, faults and encoding that any server and client pair carrying a command's
-/// output that way must do.
+/// best of `tries`; negative when a system call failed or a byte was lost (or `bytes` is 0). A
+/// writer process does what `dd if=/dev/zero bs=1M` does into a pipe (1 MiB, as the local
+/// transport's); a relay process reads the pipe and sends what it read over one loopback TCP
+/// connection; this process receives it. `base64`: the relay encodes what it reads (with the
+/// library's codec) and this process decodes it as it arrives, as a REST response's value is.
+/// `keep`: into fresh memory, as a kept result (else into 1 MiB used again and again, as output
+/// passed on). No protocol, framing or JSON: only the copies, wake-ups, faults and encoding that
+/// any server and client pair carrying a command's output that way must do. Timed from the
+/// first fork to the end of the stream; what is freed afterwards is not.
 inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = true, int tries = 3) {
   using sandbox::http::base64_encoded_size;
   constexpr std::size_t chunk = std::size_t{1} << 20;
-  const std::size_t room_size = keep ? bytes : chunk;
+  if (bytes == 0) return -1;
   double best = -1;
   for (int i = 0; i < tries; ++i) {
     detail::loopback_pair conn;
     int pipe_fds[2];
     if (!conn.ok() || ::pipe2(pipe_fds, O_CLOEXEC) != 0) return -1;
     (void)::fcntl(pipe_fds[1], F_SETPIPE_SZ, 1 << 20);
-    // Every buffer is allocated before the forks: a child of this (threaded) process only reads,
-    // encodes, writes and exits.
-    const std::vector<char> zeros(chunk, 0);
-    std::vector<char> in(chunk + 2), encoded(base64 ? base64_encoded_size(chunk + 2) : 0);
-    // Fresh memory, received into as it is (base64: appended to by the decoding).
-    void* room =
-        ::mmap(nullptr, room_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (room == MAP_FAILED) {
-      ::close(pipe_fds[0]);
-      ::close(pipe_fds[1]);
+    const int zero = ::open("/dev/zero", O_RDONLY | O_CLOEXEC);
+    // Every buffer is allocated before the forks, and the codec has chosen its loops: a child
+    // of this (threaded) process only reads, encodes, writes and exits.
+    std::vector<char> written(chunk), in(chunk + 2);
+    std::vector<char> encoded(base64 ? base64_encoded_size(chunk + 2) : 0);
+    if (base64) sandbox::http::base64_encode_to(encoded.data(), {in.data(), 64});
+    // The output's room, fresh: received into as it is, or appended to by the decoding.
+    const std::size_t room_size = keep ? bytes : chunk;
+    std::string decoded;
+    void* room = MAP_FAILED;
+    if (base64)
+      decoded.reserve(room_size);
+    else
+      room = ::mmap(nullptr, room_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (zero < 0 || (!base64 && room == MAP_FAILED)) {
+      for (int fd : {pipe_fds[0], pipe_fds[1], zero})
+        if (fd >= 0) ::close(fd);
       return -1;
     }
-    std::string decoded;
-    if (base64) decoded.reserve(room_size);
     std::vector<char> block(chunk + 8);
     const auto t0 = std::chrono::steady_clock::now();
     const pid_t writer = ::fork();
     if (writer == 0) {
-      ::close(pipe_fds[0]);
-      for (std::size_t done = 0; done < bytes; done += chunk)
-        if (!detail::write_all(pipe_fds[1], zeros.data(), std::min(chunk, bytes - done)))
+      for (int fd : {pipe_fds[0], conn.to, conn.from})
+        ::close(fd);
+      for (std::size_t done = 0; done < bytes; done += chunk) {
+        const std::size_t n = std::min(chunk, bytes - done);
+        if (detail::read_some(zero, written.data(), n) != static_cast<ssize_t>(n) ||
+            !detail::write_all(pipe_fds[1], written.data(), n))
           ::_exit(1);
+      }
       ::_exit(0);
     }
     ::close(pipe_fds[1]);
+    ::close(zero);
     const pid_t relay = writer < 0 ? -1 : ::fork();
     if (relay == 0) {
+      ::close(conn.from);
       std::size_t held = 0; // bytes read but not yet sent (base64: the last group, incomplete)
-      for (ssize_t k = 0; (k = ::read(pipe_fds[0], in.data() + held, chunk)) > 0;) {
+      for (ssize_t k = 0; (k = detail::read_some(pipe_fds[0], in.data() + held, chunk)) > 0;) {
         held += static_cast<std::size_t>(k);
         if (!base64) {
           if (!detail::write_all(conn.to, in.data(), held)) ::_exit(1);
@@ -222,7 +261,7 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
       ::_exit(detail::write_all(conn.to, encoded.data(), base64_encoded_size(held)) ? 0 : 1);
     }
     ::close(pipe_fds[0]);
-    ::close(conn.to); // the children's copies are the only sending ends left
+    ::close(conn.to); // the relay's copy is the only sending end left
     conn.to = -1;
     bool intact = relay > 0;
     std::size_t got = 0;  // output received (base64: decoded)
@@ -233,14 +272,20 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
       got += decoded.size() - before;
       if (!keep) decoded.clear();
     };
+    bool ended = false; // the relay's end of the stream was seen
     while (intact) {
-      const ssize_t k = base64 ? ::read(conn.from, block.data() + held, chunk)
-                               : ::read(conn.from, static_cast<char*>(room) + (keep ? got : 0),
-                                        keep ? bytes - got : chunk);
+      const ssize_t k =
+          base64 ? detail::read_some(conn.from, block.data() + held, chunk)
+                 : detail::read_some(conn.from, static_cast<char*>(room) + (keep ? got : 0),
+                                     keep ? std::max<std::size_t>(bytes - got, 1) : chunk);
       if (k < 0) intact = false;
-      if (k <= 0) break;
+      if (k <= 0) {
+        ended = k == 0;
+        break;
+      }
       if (!base64) {
         got += static_cast<std::size_t>(k);
+        intact = got <= bytes;
         continue;
       }
       held += static_cast<std::size_t>(k);
@@ -251,16 +296,14 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
       held -= whole;
     }
     if (base64 && intact) decode(held, true);
-    ::munmap(room, room_size);
-    ::shutdown(conn.from, SHUT_RDWR); // a relay still writing (a read failed) stops
-    for (pid_t pid : {writer, relay}) {
-      int status = 0;
-      if (pid > 0)
-        intact = ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-                 WEXITSTATUS(status) == 0 && intact;
-    }
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!intact || writer < 0 || got != bytes) return -1;
+    if (room != MAP_FAILED) ::munmap(room, room_size);
+    // Children still writing when this end stopped early are killed: a writer blocked on a full
+    // pipe or window would wait forever.
+    const bool stop = !(intact && ended);
+    intact = detail::reaped_ok(writer, stop) && intact;
+    intact = detail::reaped_ok(relay, stop) && intact;
+    if (!intact || !ended || got != bytes) return -1;
     best = std::max(best, static_cast<double>(bytes) / 1e6 / s);
   }
   return best;
