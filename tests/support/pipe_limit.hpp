@@ -14,10 +14,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -143,6 +145,50 @@ inline bool reaped_ok(pid_t pid, bool stop) {
   return r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+/// Keeps the next 4 MiB past what was received into fresh memory faulted in, from a thread of
+/// its own, 2 MiB at a time (MADV_POPULATE_WRITE, which leaves what memory holds alone): the
+/// kernel then zeroes pages beside the copy rather than in front of it. Where no thread is
+/// wanted (`size` 0) or the kernel refuses, it does nothing.
+class fault_ahead {
+public:
+  /// `base`: where the room starts (madvise takes whole pages: from the page it is in).
+  fault_ahead(char* base, std::size_t size)
+      : skip_(reinterpret_cast<std::uintptr_t>(base) % 4096), base_(base - skip_),
+        size_(size == 0 ? 0 : size + skip_) {
+    if (size_ > 0) thread_ = std::thread([this] { run(); });
+  }
+  ~fault_ahead() { stop(); }
+  fault_ahead(const fault_ahead&) = delete;
+  fault_ahead& operator=(const fault_ahead&) = delete;
+  /// `n` bytes from the start have been received.
+  void received(std::size_t n) { filled_.store(skip_ + n, std::memory_order_relaxed); }
+  /// Ends the thread: before the room is unmapped.
+  void stop() {
+    done_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+
+private:
+  void run() {
+    constexpr std::size_t step = std::size_t{2} << 20, lead = std::size_t{4} << 20;
+    constexpr int populate_write = 23; // MADV_POPULATE_WRITE, Linux 5.14
+    for (std::size_t at = 0; at < size_ && !done_.load();) {
+      if (at >= filled_.load(std::memory_order_relaxed) + lead) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        continue;
+      }
+      if (::madvise(base_ + at, std::min(step, size_ - at), populate_write) != 0) return;
+      at += step;
+    }
+  }
+  std::size_t skip_;
+  char* base_;
+  std::size_t size_;
+  std::atomic<std::size_t> filled_{0};
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
 } // namespace detail
 
 /// Loopback TCP's limit in MB/s, the best of `tries`: `bytes` through one connection on
@@ -263,6 +309,9 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
     ::close(pipe_fds[0]);
     ::close(conn.to); // the relay's copy is the only sending end left
     conn.to = -1;
+    // The room is there whole from the start (reserved, or mapped): faulting it in ahead never
+    // races a move.
+    detail::fault_ahead ahead(base64 ? decoded.data() : static_cast<char*>(room), keep ? bytes : 0);
     bool intact = relay > 0;
     std::size_t got = 0;  // output received (base64: decoded)
     std::size_t held = 0; // base64 received but not decoded: a group begun, or the padded last
@@ -271,6 +320,7 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
       intact = sandbox::http::base64_decode_into(decoded, {block.data(), n}, 0, last).has_value();
       got += decoded.size() - before;
       if (!keep) decoded.clear();
+      ahead.received(got);
     };
     bool ended = false; // the relay's end of the stream was seen
     while (intact) {
@@ -286,6 +336,7 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
       if (!base64) {
         got += static_cast<std::size_t>(k);
         intact = got <= bytes;
+        ahead.received(got);
         continue;
       }
       held += static_cast<std::size_t>(k);
@@ -297,6 +348,7 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
     }
     if (base64 && intact) decode(held, true);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    ahead.stop();
     if (room != MAP_FAILED) ::munmap(room, room_size);
     // Children still writing when this end stopped early are killed: a writer blocked on a full
     // pipe or window would wait forever.
