@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -145,48 +146,57 @@ inline bool reaped_ok(pid_t pid, bool stop) {
   return r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-/// Keeps the next 4 MiB past what was received into fresh memory faulted in, from a thread of
-/// its own, 2 MiB at a time (MADV_POPULATE_WRITE, which leaves what memory holds alone): the
-/// kernel then zeroes pages beside the copy rather than in front of it. Where no thread is
-/// wanted (`size` 0) or the kernel refuses, it does nothing.
+/// Keeps the 2-4 MiB past what was received into fresh memory faulted in, from a thread of its
+/// own, 2 MiB at a time (MADV_POPULATE_WRITE, which leaves what memory holds alone): the kernel
+/// then zeroes pages beside the copy rather than in front of it, as the library's own prefaulter
+/// (sandbox::detail::prefaulter) has it do for a kept result. Unlike that one it looks every
+/// 500 us rather than being woken, and keeps less ahead (4 MiB measured a little better than 8
+/// here). Where no thread is wanted (`size` 0) or can be started, or the kernel refuses, it does
+/// nothing.
 class fault_ahead {
 public:
   /// `base`: where the room starts (madvise takes whole pages: from the page it is in).
   fault_ahead(char* base, std::size_t size)
-      : skip_(reinterpret_cast<std::uintptr_t>(base) % 4096), base_(base - skip_),
-        size_(size == 0 ? 0 : size + skip_) {
-    if (size_ > 0) thread_ = std::thread([this] { run(); });
+      : skip_(reinterpret_cast<std::uintptr_t>(base) %
+              static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE))),
+        base_(base - skip_), size_(size == 0 ? 0 : size + skip_) {
+    filled_.store(skip_);
+    started_ = size_ > 0 && ::pthread_create(&thread_, nullptr, &fault_ahead::run, this) == 0;
   }
   ~fault_ahead() { stop(); }
   fault_ahead(const fault_ahead&) = delete;
   fault_ahead& operator=(const fault_ahead&) = delete;
   /// `n` bytes from the start have been received.
   void received(std::size_t n) { filled_.store(skip_ + n, std::memory_order_relaxed); }
-  /// Ends the thread: before the room is unmapped.
+  /// Ends the thread: before the room is unmapped or may move.
   void stop() {
     done_.store(true);
-    if (thread_.joinable()) thread_.join();
+    if (started_) ::pthread_join(thread_, nullptr);
+    started_ = false;
   }
 
 private:
-  void run() {
+  static void* run(void* self) {
+    auto& f = *static_cast<fault_ahead*>(self);
     constexpr std::size_t step = std::size_t{2} << 20, lead = std::size_t{4} << 20;
     constexpr int populate_write = 23; // MADV_POPULATE_WRITE, Linux 5.14
-    for (std::size_t at = 0; at < size_ && !done_.load();) {
-      if (at >= filled_.load(std::memory_order_relaxed) + lead) {
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    for (std::size_t at = 0; at < f.size_ && !f.done_.load();) {
+      if (at + step > f.filled_.load(std::memory_order_relaxed) + lead) {
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
         continue;
       }
-      if (::madvise(base_ + at, std::min(step, size_ - at), populate_write) != 0) return;
+      if (::madvise(f.base_ + at, std::min(step, f.size_ - at), populate_write) != 0) break;
       at += step;
     }
+    return nullptr;
   }
   std::size_t skip_;
   char* base_;
   std::size_t size_;
   std::atomic<std::size_t> filled_{0};
   std::atomic<bool> done_{false};
-  std::thread thread_;
+  pthread_t thread_{};
+  bool started_ = false;
 };
 
 } // namespace detail
@@ -240,7 +250,8 @@ inline double tcp_loopback_limit(std::size_t bytes, int tries = 3) {
 /// `keep`: into fresh memory, as a kept result (else into 1 MiB used again and again, as output
 /// passed on). No protocol, framing or JSON: only the copies, wake-ups, faults and encoding that
 /// any server and client pair carrying a command's output that way must do. Timed from the
-/// first fork to the end of the stream; what is freed afterwards is not.
+/// first fork to the end of the stream; what is freed afterwards is not. The children are reaped:
+/// a caller that ignores SIGCHLD gets -1.
 inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = true, int tries = 3) {
   using sandbox::http::base64_encoded_size;
   constexpr std::size_t chunk = std::size_t{1} << 20;
@@ -309,13 +320,17 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
     ::close(pipe_fds[0]);
     ::close(conn.to); // the relay's copy is the only sending end left
     conn.to = -1;
-    // The room is there whole from the start (reserved, or mapped): faulting it in ahead never
-    // races a move.
+    // The room is there whole from the start (reserved, or mapped), and a stream longer than
+    // `bytes` is refused before it would move it: faulting it in ahead never races a move.
     detail::fault_ahead ahead(base64 ? decoded.data() : static_cast<char*>(room), keep ? bytes : 0);
     bool intact = relay > 0;
     std::size_t got = 0;  // output received (base64: decoded)
     std::size_t held = 0; // base64 received but not decoded: a group begun, or the padded last
     auto decode = [&](std::size_t n, bool last) {
+      if (keep && !last && decoded.size() + n / 4 * 3 > bytes) { // more than was sent
+        intact = false;
+        return;
+      }
       const std::size_t before = decoded.size();
       intact = sandbox::http::base64_decode_into(decoded, {block.data(), n}, 0, last).has_value();
       got += decoded.size() - before;
@@ -324,10 +339,17 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
     };
     bool ended = false; // the relay's end of the stream was seen
     while (intact) {
-      const ssize_t k =
-          base64 ? detail::read_some(conn.from, block.data() + held, chunk)
-                 : detail::read_some(conn.from, static_cast<char*>(room) + (keep ? got : 0),
-                                     keep ? std::max<std::size_t>(bytes - got, 1) : chunk);
+      // Kept: once all is there, one byte more is asked for (the end of the stream is awaited)
+      // into `extra`, not past the room.
+      char extra = 0;
+      char* into = !keep         ? static_cast<char*>(room)
+                   : got < bytes ? static_cast<char*>(room) + got
+                                 : &extra;
+      const ssize_t k = base64 ? detail::read_some(conn.from, block.data() + held, chunk)
+                               : detail::read_some(conn.from, into,
+                                                   !keep         ? chunk
+                                                   : got < bytes ? bytes - got
+                                                                 : 1);
       if (k < 0) intact = false;
       if (k <= 0) {
         ended = k == 0;
@@ -346,9 +368,10 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
       std::memmove(block.data(), block.data() + whole, held - whole);
       held -= whole;
     }
-    if (base64 && intact) decode(held, true);
+    // The stream has ended; what is left to decode is at most 7 characters.
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ahead.stop();
+    ahead.stop(); // they may grow the string past a longer stream's room
+    if (base64 && intact) decode(held, true);
     if (room != MAP_FAILED) ::munmap(room, room_size);
     // Children still writing when this end stopped early are killed: a writer blocked on a full
     // pipe or window would wait forever.
