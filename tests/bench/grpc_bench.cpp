@@ -20,7 +20,7 @@
 //   floor          the same bytes through the pipe, a relay process and loopback TCP with no
 //                  protocol: into fresh memory (under a kept result), encoded to base64 and
 //                  decoded into fresh memory (under REST's), into 1 MiB used again (under output
-//                  passed on); what no transport carrying output that way can beat here
+//                  passed on): the least work any transport carrying output that way does
 //   idle           local and grpc_transport kept runs after 3 s idle
 // Usage: grpc_bench [iterations]   (default 300)
 #include "../support/grpc_client.hpp"
@@ -373,8 +373,8 @@ int run(int n) {
               limit.one_cpu, limit.two_cpus);
   std::printf("  pipe limit (dd | dd), as the scheduler placed it %.0f MB/s\n", limit.placed);
   std::printf("  loopback TCP, one connection             %8.0f MB/s\n", tcp);
-  // What no remote transport can beat here: the pipe, a relay process and loopback TCP, with no
-  // protocol (test_support::relay_floor).
+  // The least work any remote transport does here: the pipe, a relay process and loopback TCP,
+  // with no protocol (test_support::relay_floor).
   std::printf(
       "  floor: pipe, relay process, loopback TCP, no protocol: into fresh memory %.0f MB/s "
       "(%.2fx the pipe),\n    encoded to base64 and decoded into fresh memory %.0f MB/s "
