@@ -2,12 +2,12 @@
 // The machine's ceiling for output, measured beside each figure that is compared with it.
 #pragma once
 
+#include <sandbox/detail/prefault.hpp>
 #include <sandbox/transport/http/base64.hpp>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -15,12 +15,10 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstddef>
-#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -146,59 +144,6 @@ inline bool reaped_ok(pid_t pid, bool stop) {
   return r == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-/// Keeps the 2-4 MiB past what was received into fresh memory faulted in, from a thread of its
-/// own, 2 MiB at a time (MADV_POPULATE_WRITE, which leaves what memory holds alone): the kernel
-/// then zeroes pages beside the copy rather than in front of it, as the library's own prefaulter
-/// (sandbox::detail::prefaulter) has it do for a kept result. Unlike that one it looks every
-/// 100 us rather than being woken (every 500 us measured worse), and keeps less ahead (4 MiB
-/// measured a little better than 8 here). Where no thread is wanted (`size` 0) or can be started,
-/// or the kernel refuses, it does nothing.
-class fault_ahead {
-public:
-  /// `base`: where the room starts (madvise takes whole pages: from the page it is in).
-  fault_ahead(char* base, std::size_t size)
-      : skip_(reinterpret_cast<std::uintptr_t>(base) %
-              static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE))),
-        base_(base - skip_), size_(size == 0 ? 0 : size + skip_) {
-    filled_.store(skip_);
-    started_ = size_ > 0 && ::pthread_create(&thread_, nullptr, &fault_ahead::run, this) == 0;
-  }
-  ~fault_ahead() { stop(); }
-  fault_ahead(const fault_ahead&) = delete;
-  fault_ahead& operator=(const fault_ahead&) = delete;
-  /// `n` bytes from the start have been received.
-  void received(std::size_t n) { filled_.store(skip_ + n, std::memory_order_relaxed); }
-  /// Ends the thread: before the room is unmapped or may move.
-  void stop() {
-    done_.store(true);
-    if (started_) ::pthread_join(thread_, nullptr);
-    started_ = false;
-  }
-
-private:
-  static void* run(void* self) {
-    auto& f = *static_cast<fault_ahead*>(self);
-    constexpr std::size_t step = std::size_t{2} << 20, lead = std::size_t{4} << 20;
-    constexpr int populate_write = 23; // MADV_POPULATE_WRITE, Linux 5.14
-    for (std::size_t at = 0; at < f.size_ && !f.done_.load();) {
-      if (at + step > f.filled_.load(std::memory_order_relaxed) + lead) {
-        std::this_thread::sleep_for(std::chrono::microseconds(100));
-        continue;
-      }
-      if (::madvise(f.base_ + at, std::min(step, f.size_ - at), populate_write) != 0) break;
-      at += step;
-    }
-    return nullptr;
-  }
-  std::size_t skip_;
-  char* base_;
-  std::size_t size_;
-  std::atomic<std::size_t> filled_{0};
-  std::atomic<bool> done_{false};
-  pthread_t thread_{};
-  bool started_ = false;
-};
-
 } // namespace detail
 
 /// Loopback TCP's limit in MB/s, the best of `tries`: `bytes` through one connection on
@@ -320,22 +265,21 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
     ::close(pipe_fds[0]);
     ::close(conn.to); // the relay's copy is the only sending end left
     conn.to = -1;
-    // The room is there whole from the start (reserved, or mapped), and a stream longer than
-    // `bytes` is refused before it would move it: faulting it in ahead never races a move.
-    detail::fault_ahead ahead(base64 ? decoded.data() : static_cast<char*>(room), keep ? bytes : 0);
+    // The room faulted in ahead of the copy by the library's own prefaulter, as a kept result's.
+    sandbox::detail::prefaulter ahead;
     bool intact = relay > 0;
     std::size_t got = 0;  // output received (base64: decoded)
     std::size_t held = 0; // base64 received but not decoded: a group begun, or the padded last
     auto decode = [&](std::size_t n, bool last) {
-      if (keep && !last && decoded.size() + n / 4 * 3 > bytes) { // more than was sent
-        intact = false;
-        return;
-      }
       const std::size_t before = decoded.size();
+      ahead.before_append(decoded, sandbox::http::base64_decoded_size_at_most(n));
       intact = sandbox::http::base64_decode_into(decoded, {block.data(), n}, 0, last).has_value();
       got += decoded.size() - before;
-      if (!keep) decoded.clear();
-      ahead.received(got);
+      intact = intact && got <= bytes; // a byte more than was sent is a byte wrong
+      if (!keep)
+        decoded.clear();
+      else
+        ahead.ahead_of(decoded);
     };
     bool ended = false; // the relay's end of the stream was seen
     while (intact) {
@@ -358,7 +302,7 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
       if (!base64) {
         got += static_cast<std::size_t>(k);
         intact = got <= bytes;
-        ahead.received(got);
+        if (keep) ahead.ahead_of(static_cast<char*>(room), got, bytes);
         continue;
       }
       held += static_cast<std::size_t>(k);
@@ -370,8 +314,8 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
     }
     // The stream has ended; what is left to decode is at most 7 characters.
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    ahead.stop(); // they may grow the string past a longer stream's room
     if (base64 && intact) decode(held, true);
+    ahead.stop(); // before the room goes
     if (room != MAP_FAILED) ::munmap(room, room_size);
     // Children still writing when this end stopped early are killed: a writer blocked on a full
     // pipe or window would wait forever.

@@ -71,10 +71,16 @@ public:
 
   /// `buf` was appended to and will be again: fault in up to `ahead` bytes past its end.
   void ahead_of(const std::string& buf) noexcept {
-    if (buf.capacity() < own_mapping_bytes || off_) return;
-    const auto base = reinterpret_cast<std::uintptr_t>(buf.data());
-    const std::uintptr_t end = base + buf.size() + 1; // the terminator is written too
-    const std::uintptr_t limit = base + buf.capacity() + 1;
+    ahead_of(buf.data(), buf.size() + 1, buf.capacity() + 1); // the terminator is written too
+  }
+
+  /// As `ahead_of(buf)` for `room` bytes of memory at `data` that is not a string's, of which
+  /// the first `written` are written.
+  void ahead_of(const char* data, std::size_t written, std::size_t room) noexcept {
+    if (room <= own_mapping_bytes || off_) return;
+    const auto base = reinterpret_cast<std::uintptr_t>(data);
+    const std::uintptr_t end = base + written;
+    const std::uintptr_t limit = base + room;
     // Most appends ask for nothing: decided without a lock or a system call. A thread that
     // ended idle is started again only for a step: after each pause, a few bytes of output
     // would otherwise start one that has nothing to do.
