@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -97,8 +98,22 @@ struct loopback_pair {
         ::listen(listener, 1) == 0 &&
         ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
       to = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      if (to >= 0 && ::connect(to, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0)
-        from = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      bool connected =
+          to >= 0 && ::connect(to, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+      if (to >= 0 && !connected && errno == EINTR) { // a signal came: the connect goes on
+        pollfd p{to, POLLOUT, 0};
+        int r;
+        do
+          r = ::poll(&p, 1, -1);
+        while (r < 0 && errno == EINTR);
+        int err = 0;
+        socklen_t err_len = sizeof err;
+        connected =
+            r == 1 && ::getsockopt(to, SOL_SOCKET, SO_ERROR, &err, &err_len) == 0 && err == 0;
+      }
+      if (connected) do
+          from = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+        while (from < 0 && errno == EINTR);
     }
     ::close(listener);
   }
@@ -222,6 +237,7 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
     else
       room = ::mmap(nullptr, room_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (zero < 0 || (!base64 && room == MAP_FAILED)) {
+      if (room != MAP_FAILED) ::munmap(room, room_size);
       for (int fd : {pipe_fds[0], pipe_fds[1], zero})
         if (fd >= 0) ::close(fd);
       return -1;
@@ -286,14 +302,14 @@ inline double relay_floor(std::size_t bytes, bool base64 = false, bool keep = tr
       // Kept: once all is there, one byte more is asked for (the end of the stream is awaited)
       // into `extra`, not past the room.
       char extra = 0;
-      char* into = !keep         ? static_cast<char*>(room)
+      char* into = base64        ? block.data() + held
+                   : !keep       ? static_cast<char*>(room)
                    : got < bytes ? static_cast<char*>(room) + got
                                  : &extra;
-      const ssize_t k = base64 ? detail::read_some(conn.from, block.data() + held, chunk)
-                               : detail::read_some(conn.from, into,
-                                                   !keep         ? chunk
-                                                   : got < bytes ? bytes - got
-                                                                 : 1);
+      const ssize_t k = detail::read_some(conn.from, into,
+                                          base64 || !keep ? chunk
+                                          : got < bytes   ? bytes - got
+                                                          : 1);
       if (k < 0) intact = false;
       if (k <= 0) {
         ended = k == 0;
