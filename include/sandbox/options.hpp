@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: MIT
-// What a caller can ask of a sandbox and of one command in it.
+// What a caller can ask of a sandbox and of one command in it. Every member of these structs has
+// an initializer, so that a designated initializer naming only some of them does not warn under
+// -Wextra (-Wmissing-field-initializers, GCC): a project built with -Werror can write
+// `box.exec(cmd, {.timeout = 10s})`. The same holds for every struct a caller fills in.
 #pragma once
 
 #include <chrono>
@@ -78,12 +81,12 @@ struct TerminalSize {
 /// Options of one `exec`.
 struct ExecOptions {
   /// Working directory; must be absolute. Empty: the sandbox's working directory.
-  std::optional<std::string> cwd;
+  std::optional<std::string> cwd{};
   /// Added to (and overriding) the sandbox's environment for this command only.
-  env_map env;
+  env_map env{};
   /// Kill the command's whole process group when it runs longer; the result is then a
   /// command timeout error carrying the output produced so far. Unset: no limit.
-  std::optional<std::chrono::milliseconds> timeout;
+  std::optional<std::chrono::milliseconds> timeout{};
   /// Open a pipe to the command's stdin (`Process::write_stdin`); otherwise it reads /dev/null.
   bool stdin_pipe = false;
   /// Run the command on a terminal of its own (a pseudo-terminal of the sandbox, as `ssh -t` or
@@ -91,7 +94,7 @@ struct ExecOptions {
   /// terminal, so everything it prints arrives as stdout (with the terminal's `\r\n` line ends and
   /// the echo of what it reads), stdin is open (`write_stdin`; `close_stdin` types end-of-file,
   /// Ctrl-D), and `Process::resize` changes its size. A size of 0 is the default, 80×24.
-  std::optional<TerminalSize> tty;
+  std::optional<TerminalSize> tty{};
   /// Per stream, the bytes kept in the result; the rest is dropped but counted
   /// (`ExecResult::*_truncated`, `*_bytes_produced`), and `on_stdout`/`on_stderr` still see it.
   /// 0: the platform default (local and gRPC: `default_max_output_bytes`; REST: the service's).
@@ -99,8 +102,8 @@ struct ExecOptions {
   std::uint64_t max_output_bytes = 0;
   /// Receive output while the command runs (transports with streaming only). The callbacks must
   /// not throw (see `output_callback`): only `noexcept` callables are accepted.
-  output_callback on_stdout;
-  output_callback on_stderr;
+  output_callback on_stdout{};
+  output_callback on_stderr{};
   /// Runtime twin of `exec<sandbox::check>`: a non-zero exit becomes an execution error.
   bool check = false;
 };
@@ -126,8 +129,8 @@ struct Resources {
 /// A file placed read-only into the sandbox at start. `path` is absolute, fits the kernel's
 /// limits (4095 bytes, names of 255), holds no `..`, and names a file no other entry names.
 struct MountedFile {
-  std::string path;
-  std::string content;
+  std::string path{};
+  std::string content{};
 };
 
 /// How a sandbox reaches the network.
@@ -150,29 +153,29 @@ struct SandboxOptions {
   /// writable layer, without the host's secrets (see `whole_host_root`); so is a directory that
   /// is the host's root itself ("/", a bind mount of it); otherwise a directory holding a root
   /// filesystem. Remote: a container image.
-  std::string image;
+  std::string image{};
   /// Local transport, default root only: show the host's root whole. Otherwise home directories,
   /// /root, /var, /run, /srv, /mnt, /media, /boot and secret files of /etc (shadow, sudoers,
   /// ssh host keys, private TLS keys, machine-id, …) are hidden; README lists them.
   bool whole_host_root = false;
   /// Main process (argv). Empty: keep-alive until stopped.
-  std::vector<std::string> command;
+  std::vector<std::string> command{};
   /// Environment of the main process and the base environment of every exec.
-  env_map env;
+  env_map env{};
   /// Working directory of the main process and default cwd of exec (absolute). Empty: "/".
-  std::string working_dir;
-  Resources resources;
+  std::string working_dir{};
+  Resources resources{};
   /// Unset: the transport's default (local: `none`; remote: the service's).
-  std::optional<network_mode> network;
+  std::optional<network_mode> network{};
   /// With `egress`: IPv4 destinations (`10.1.2.0/24`, `127.0.0.1`, `169.254.169.254/32`) that
   /// are reachable although a blocked range holds them. `127.0.0.0/8` (or part of it) is the
   /// host's loopback, reached at the NAT's gateway 10.0.2.2 inside the sandbox.
-  std::vector<std::string> network_allow;
-  std::vector<MountedFile> mounted_files;
-  std::vector<std::string> tags;
-  env_map annotations;
+  std::vector<std::string> network_allow{};
+  std::vector<MountedFile> mounted_files{};
+  std::vector<std::string> tags{};
+  env_map annotations{};
   /// Terminate the sandbox after this long. Unset: no limit (local) / service default (remote).
-  std::optional<std::chrono::seconds> max_lifetime;
+  std::optional<std::chrono::seconds> max_lifetime{};
 };
 
 } // namespace sandbox

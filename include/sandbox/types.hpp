@@ -47,14 +47,14 @@ enum class State : std::uint8_t {
 /// What a finished command produced. Output is kept as bytes in `std::string` (it may hold any
 /// byte, including NUL); `*_text` names avoid the `stdout`/`stderr` macros of some C libraries.
 struct ExecResult {
-  std::string stdout_text;
-  std::string stderr_text;
+  std::string stdout_text{};
+  std::string stderr_text{};
   /// Exit code; for a command killed by a signal, 128 + the signal number (as a shell reports it).
   int returncode = 0;
   /// The signal that killed the command, 0 when it exited normally.
   int term_signal = 0;
   /// The argv the caller asked for (before any wrapping for cwd).
-  std::vector<std::string> command;
+  std::vector<std::string> command{};
   bool stdout_truncated = false;
   bool stderr_truncated = false;
   std::uint64_t stdout_bytes_produced = 0;
@@ -69,31 +69,31 @@ struct ExecResult {
 
 /// A sandbox as a transport reports it.
 struct SandboxInfo {
-  std::string id;
+  std::string id{};
   State state = State::UNSPECIFIED;
   /// Exit code of the main process once it has ended (128 + the signal number when a signal
   /// ended it); empty while it runs and when it never started.
-  std::optional<int> returncode;
-  std::vector<std::string> tags;
+  std::optional<int> returncode{};
+  std::vector<std::string> tags{};
   /// The main process was killed by the OOM killer because the sandbox reached its memory limit.
   bool oom_killed = false;
   /// Why the sandbox is in its state, when the transport says: for FAILED, what could not start
   /// or what killed it.
-  std::string status_reason;
+  std::string status_reason{};
 };
 
 /// A piece of a sandbox's log: what its main process wrote to stdout and stderr (one stream, as
 /// a terminal would show them), read at one time.
 struct LogChunk {
-  std::string data;
-  std::chrono::system_clock::time_point time; ///< when it was read from the process
+  std::string data{};
+  std::chrono::system_clock::time_point time{}; ///< when it was read from the process
   std::uint64_t end_offset = 0;               ///< offset in the log after this chunk
 };
 
 /// Part of a sandbox's log, from some offset on. Offsets count every byte ever written, so that
 /// a reader can resume where it left off; the transport keeps only the most recent part.
 struct LogRead {
-  std::vector<LogChunk> chunks;
+  std::vector<LogChunk> chunks{};
   std::uint64_t first_offset = 0; ///< where what is kept begins (output older than it is lost)
   std::uint64_t end_offset = 0;   ///< offset after the last byte written so far
   bool complete = false;          ///< nothing more will be written (the main process ended)
@@ -101,8 +101,8 @@ struct LogRead {
 
 /// Which sandboxes `list` returns.
 struct ListFilter {
-  std::vector<std::string> tags; ///< all of these tags
-  std::optional<State> state;
+  std::vector<std::string> tags{}; ///< all of these tags
+  std::optional<State> state{};
   bool show_terminated = false;
 };
 

@@ -56,7 +56,7 @@ inline void write_all(const std::string& path, const std::string& data) {
 struct tar_entry {
   enum kind_t { file, dir, symlink, hardlink, chardev, fifo } kind = file;
   std::string name;
-  std::string data; ///< file content; symlink / hardlink target
+  std::string data{}; ///< file content; symlink / hardlink target
   int mode = 0644;
   int major = 0, minor = 0;
 };

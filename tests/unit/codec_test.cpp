@@ -173,9 +173,9 @@ void round_trip_filled(std::size_t pick = 0) {
 // enum (packed on the binary wire).
 namespace test_wire {
 struct Choice {
-  std::optional<std::string> text;
-  std::optional<std::int64_t> big_number;
-  std::vector<wire::State> states;
+  std::optional<std::string> text{};
+  std::optional<std::int64_t> big_number{};
+  std::vector<wire::State> states{};
   friend bool operator==(const Choice&, const Choice&) = default;
 };
 } // namespace test_wire

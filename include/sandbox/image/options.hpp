@@ -19,8 +19,8 @@ namespace sandbox::image {
 
 /// Progress of one blob being fetched (a layer, a config, a manifest).
 struct pull_progress {
-  std::string image;  ///< as the caller named it
-  std::string digest; ///< the blob's `sha256:…`
+  std::string image{};  ///< as the caller named it
+  std::string digest{}; ///< the blob's `sha256:…`
   std::uint64_t done = 0;
   std::uint64_t total = 0; ///< 0 when unknown
   bool cached = false;     ///< already in the store: nothing is fetched
@@ -32,28 +32,28 @@ using progress_callback = std::function<void(const pull_progress&)>;
 
 /// A registry's credentials.
 struct credentials {
-  std::string username;
-  std::string password;
+  std::string username{};
+  std::string password{};
 };
 
 struct image_options {
   /// The store's directory. Empty: `$XDG_CACHE_HOME/sandbox`, else `/var/cache/sandbox` for
   /// root and `~/.cache/sandbox` for others. Its path may not hold ',', ':' or '\\'
   /// (overlayfs takes layer paths in a comma- and colon-separated list).
-  std::string store;
+  std::string store{};
   /// Per registry host (`docker.io`, `127.0.0.1:5000`); others come from
   /// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json` (its `auths`), if any.
-  std::map<std::string, credentials, std::less<>> auth;
+  std::map<std::string, credentials, std::less<>> auth{};
   /// Hosts spoken to over plain http. Loopback hosts always are; every other registry is https.
-  std::vector<std::string> insecure_registries;
+  std::vector<std::string> insecure_registries{};
   /// For a server pulling what its clients name (sandboxd --pull): registries, token realms and
   /// redirects on loopback, private, link-local or other special addresses (IP literals, and
   /// `localhost`) are refused unless `local_registries` lists them (`host:port`).
   bool public_registries_only = false;
-  std::vector<std::string> local_registries;
+  std::vector<std::string> local_registries{};
   /// CA bundle for registries; empty: the system's trust store.
-  std::string ca_cert_path;
-  progress_callback on_progress;
+  std::string ca_cert_path{};
+  progress_callback on_progress{};
   /// `always`: ask the registry for a tag even when the store has it (a digest never changes).
   bool always_pull = false;
   /// A layer unpacking to more than this is refused (a decompression bomb fills no disk).
@@ -68,18 +68,18 @@ struct image_options {
 /// An image ready to be a sandbox's root: its layers unpacked in the store, and its config.
 struct prepared_image {
   /// Unpacked layer directories, topmost first (overlayfs `lowerdir` order).
-  std::vector<std::string> layers;
-  std::vector<std::string> env; ///< `Env`: `K=V`
-  std::string working_dir;      ///< `WorkingDir`, or empty
-  std::string user;             ///< `User` as written, or empty
+  std::vector<std::string> layers{};
+  std::vector<std::string> env{}; ///< `Env`: `K=V`
+  std::string working_dir{};      ///< `WorkingDir`, or empty
+  std::string user{};             ///< `User` as written, or empty
   /// `User` resolved against the image's /etc/passwd and /etc/group: commands run as it (a
   /// caller without root: only the sandbox's root maps, so they run as root).
-  std::optional<std::uint32_t> uid, gid;
-  std::string home; ///< the user's home directory from /etc/passwd, or empty
-  std::vector<std::string> entrypoint, cmd;
-  std::string digest; ///< the manifest's
+  std::optional<std::uint32_t> uid{}, gid{};
+  std::string home{}; ///< the user's home directory from /etc/passwd, or empty
+  std::vector<std::string> entrypoint{}, cmd{};
+  std::string digest{}; ///< the manifest's
   /// Held while a sandbox runs on the layers: `gc` leaves them alone until it is released.
-  std::shared_ptr<const void> lease;
+  std::shared_ptr<const void> lease{};
 };
 
 } // namespace sandbox::image

@@ -19,7 +19,7 @@ namespace sandbox {
 struct server_options {
   /// Every request must carry `Authorization: Bearer <token>`. Required: a server without a
   /// token refuses to start.
-  std::string token;
+  std::string token{};
   /// Requests served at once (each keeps a thread while it runs, an exec included). A connection
   /// with no request under way keeps none.
   std::size_t threads = 64;
@@ -73,12 +73,12 @@ struct server_options {
   std::chrono::seconds keep_alive_timeout{5};
   /// One line per request: method, path, status, duration. Never the token or a body. Called
   /// from the connection threads, concurrently (as `trace` is).
-  std::function<void(std::string_view line)> log;
+  std::function<void(std::string_view line)> log{};
   /// Each exchange whole, for debugging and wire checks: method, path, request body, status,
   /// response body. Never the headers (so never the token). Called after the response is sent.
   std::function<void(std::string_view method, std::string_view path, std::string_view request,
                      int status, std::string_view response)>
-      trace;
+      trace{};
 };
 
 } // namespace sandbox

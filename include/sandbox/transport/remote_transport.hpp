@@ -36,15 +36,15 @@ struct remote_options {
   /// `https://host[:port]` (no path). Empty: `CWSANDBOX_BASE_URL`, else
   /// `https://api.cwsandbox.com`. Plain `http://` only to a loopback host unless
   /// `allow_insecure_http`.
-  std::string base_url;
+  std::string base_url{};
   /// Sent as `Authorization: Bearer <key>`. Empty: `CWSANDBOX_API_KEY`.
-  std::string api_key;
+  std::string api_key{};
   /// W&B mode, used when there is no `api_key`: `x-wandb-api-key` (`WANDB_API_KEY`), with
   /// `x-entity-id` (`WANDB_ENTITY`, else `WANDB_ENTITY_NAME`) and `x-project-name`
   /// (`WANDB_PROJECT`).
-  std::string wandb_api_key;
-  std::string wandb_entity;
-  std::string wandb_project;
+  std::string wandb_api_key{};
+  std::string wandb_entity{};
+  std::string wandb_project{};
 
   std::chrono::milliseconds connect_timeout{10'000};
   /// Longest wait for a response to one request (a status poll, a file, a create).
@@ -75,7 +75,7 @@ struct remote_options {
   /// Image of a sandbox whose options name none.
   std::string default_image{http::default_image};
   /// PEM file of trusted CAs; empty: the system's trust store.
-  std::string ca_cert_path;
+  std::string ca_cert_path{};
   /// Allow `http://` to hosts other than loopback (credentials then travel in clear).
   bool allow_insecure_http = false;
 

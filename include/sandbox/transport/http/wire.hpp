@@ -192,14 +192,14 @@ inline constexpr auto unmodelled<Service> = std::array{unsupported(5, "endpoint"
 
 /// `SandboxSpec`.
 struct SandboxSpec {
-  std::vector<Container> containers; ///< at least one in a strict decode
-  std::string primary_container;
+  std::vector<Container> containers{}; ///< at least one in a strict decode
+  std::string primary_container{};
   std::vector<std::string> tags;
-  string_map annotations;
+  string_map annotations{};
   std::int32_t max_lifetime_seconds = 0; ///< 0 = platform default
-  std::optional<NetworkOptions> network;
+  std::optional<NetworkOptions> network{};
   SandboxMode mode = SandboxMode::SANDBOX_MODE_UNSPECIFIED;
-  std::vector<Service> services; ///< our server: listen-only ones (no visibility)
+  std::vector<Service> services{}; ///< our server: listen-only ones (no visibility)
   friend bool operator==(const SandboxSpec&, const SandboxSpec&) = default;
 };
 template <>
@@ -225,15 +225,15 @@ inline constexpr auto unmodelled<SandboxSpec> = std::array{unsupported(3, "volum
 /// `SandboxStatus` (output only). Times are RFC 3339 strings, passed through as sent.
 struct SandboxStatus {
   State state = State::STATE_UNSPECIFIED;
-  std::string state_reason;
-  std::string create_time;
-  std::string start_time;
-  std::string end_time;
+  std::string state_reason{};
+  std::string create_time{};
+  std::string start_time{};
+  std::string end_time{};
   /// Exit code of the primary container: explicit presence, `0` and "unknown" differ.
-  std::optional<std::int32_t> exit_code;
-  std::string runner_id;
+  std::optional<std::int32_t> exit_code{};
+  std::string runner_id{};
   /// The resources the sandbox runs with (our server: what its spec asked for).
-  std::optional<ResourceRequirements> effective_resource_requirements;
+  std::optional<ResourceRequirements> effective_resource_requirements{};
   friend bool operator==(const SandboxStatus&, const SandboxStatus&) = default;
 };
 template <>
@@ -701,12 +701,12 @@ inline constexpr auto descriptor<RetryInfo> = message("google.rpc.RetryInfo",
 /// the detail types we understand are kept (the first of each kind), the rest are skipped.
 struct Status {
   std::int32_t code = 0; ///< a gRPC code (0 = OK)
-  std::string message;
-  std::optional<ErrorInfo> error_info;
+  std::string message{};
+  std::optional<ErrorInfo> error_info{};
   std::optional<RetryInfo> retry_info;
   /// Our server's detail (`coreweave.sandbox.v1.ExecResponse`) on a REST Exec's command timeout:
   /// the output the command produced before it was killed. Other services do not send it.
-  std::optional<ExecResponse> exec_response;
+  std::optional<ExecResponse> exec_response{};
   friend bool operator==(const Status&, const Status&) = default;
 };
 template <>

@@ -53,7 +53,7 @@ public:
     /// (the transfer is checked between reads and writes of at most 1 MiB each).
     std::chrono::milliseconds file_timeout = std::chrono::seconds(60);
     /// Where container images are kept and how they are fetched (with <sandbox/image.hpp>).
-    image::image_options images;
+    image::image_options images{};
   };
 
   local_transport() noexcept = default;
