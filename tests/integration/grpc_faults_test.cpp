@@ -463,6 +463,85 @@ TEST_CASE("gRPC faults: undecodable and incomplete answers are protocol errors",
   }
 }
 
+/// A varint, a varint field and a length-delimited field of the protobuf wire format, to write
+/// messages no encoder of ours would.
+std::string varint(std::uint64_t v) {
+  std::string out;
+  for (; v >= 0x80; v >>= 7)
+    out += static_cast<char>((v & 0x7f) | 0x80);
+  return out + static_cast<char>(v);
+}
+std::string number_field(std::uint32_t number, std::uint64_t v) {
+  return varint(std::uint64_t{number} << 3) + varint(v);
+}
+std::string bytes_field(std::uint32_t number, const std::string& v) {
+  return varint((std::uint64_t{number} << 3) | 2) + varint(v.size()) + v;
+}
+
+TEST_CASE("gRPC faults: StreamExec output in any valid encoding is kept as the decoder reads it",
+          "[grpc][faults]") {
+  // Output as a service writes it is kept straight from what grpc++ read; every other encoding
+  // is decoded whole. Either way each stream gets what the decoder makes of each message.
+  std::string binary;
+  for (int i = 0; i < (2 << 20) + 7; ++i) // more than one read's worth: several slices
+    binary += static_cast<char>((i * 7 + i / 256) & 0xff);
+  const std::string out_of = bytes_field(2, "stdout\n");
+  const std::vector<std::string> messages = {
+      output("plain\n"),                                                      // the usual
+      bytes_field(2, number_field(1, 2) + bytes_field(2, "err\n")),           // stderr
+      bytes_field(2, bytes_field(2, "no stream\n")),                          // stream unset
+      bytes_field(2, bytes_field(2, "data first\n") + number_field(1, 2)),    // stream after it
+      bytes_field(2, number_field(1, 2)) + bytes_field(2, out_of),            // merged: stderr
+      bytes_field(2, std::string("\x08\x82\x80\x00", 4) + bytes_field(2, "long varint\n")),
+      bytes_field(2, number_field(1, (std::uint64_t{1} << 32) + 2) + bytes_field(2, "wraps\n")),
+      bytes_field(2, number_field(1, 7) + bytes_field(2, "unknown stream\n")), // not stderr
+      bytes_field(2, bytes_field(2, "unknown field after\n")) + number_field(9, 1),
+      bytes_field(2, bytes_field(2, "unknown field inside\n") + number_field(9, 1)),
+      bytes_field(2, number_field(1, 1) + bytes_field(2, "")),                 // empty data
+      bytes_field(2, number_field(1, 1) + bytes_field(2, binary)),             // large, binary
+      bytes_field(2, number_field(1, 2) + bytes_field(2, binary.substr(3))),
+      exited(3)};
+  std::string want_out, want_err;
+  for (const auto& m : messages) {
+    auto d = sandbox::http::from_protobuf<wire::ExecStreamResponse>(
+        m, sandbox::http::decode_mode::lenient);
+    REQUIRE(d);
+    if (!d.value().output) continue;
+    (d.value().output->stream == wire::OutputStream::STREAM_STDERR ? want_err : want_out) +=
+        d.value().output->data;
+  }
+  REQUIRE(want_out == "plain\nno stream\nunknown stream\nunknown field after\nunknown field "
+                      "inside\n" +
+                          binary);
+  REQUIRE(want_err == "err\ndata first\nstdout\nlong varint\nwraps\n" + binary.substr(3));
+
+  scripted_service svc;
+  svc.on_exec(answer{{}, false, messages});
+  for (std::uint64_t cap : {sandbox::unlimited_output, std::uint64_t{1} << 20, std::uint64_t{5}}) {
+    std::string live_out, live_err;
+    sandbox::ExecOptions o;
+    o.max_output_bytes = cap;
+    o.on_stdout = [&](std::string_view d) noexcept { live_out += d; };
+    o.on_stderr = [&](std::string_view d) noexcept { live_err += d; };
+    auto p = svc.client()->exec("sbx-1", std::vector<std::string>{"sh"}, o);
+    REQUIRE(p);
+    auto r = p.value().wait(std::nullopt);
+    REQUIRE(r);
+    CHECK(r.value().returncode == 3);
+    CHECK(live_out == want_out); // the callbacks see every byte, kept or not
+    CHECK(live_err == want_err);
+    const auto kept = [&](const std::string& all) {
+      return all.substr(0, static_cast<std::size_t>(std::min<std::uint64_t>(cap, all.size())));
+    };
+    CHECK(r.value().stdout_text == kept(want_out));
+    CHECK(r.value().stderr_text == kept(want_err));
+    CHECK(r.value().stdout_bytes_produced == want_out.size());
+    CHECK(r.value().stderr_bytes_produced == want_err.size());
+    CHECK(r.value().stdout_truncated == (cap < want_out.size()));
+    CHECK(r.value().stderr_truncated == (cap < want_err.size()));
+  }
+}
+
 TEST_CASE("gRPC faults: a command with nothing to stream, sent as one Exec call",
           "[grpc][faults]") {
   scripted_service svc;

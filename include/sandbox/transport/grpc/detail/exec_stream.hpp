@@ -32,6 +32,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -53,6 +54,88 @@ using clock = std::chrono::steady_clock;
   error e = http::error_from_status(0, body);
   e.message = std::string(what) + ": " + e.message;
   return e;
+}
+
+/// A message as grpc++ read it: its slices, referred to (grpc++ counts their references), not
+/// copied. Output is kept straight from them (`output_at`); any other message is put in one piece
+/// to be decoded.
+struct received {
+  std::vector<grpc::Slice> slices;
+  std::size_t size = 0;
+
+  /// Copies up to `n` bytes from the start into `to`; returns how many.
+  std::size_t head(char* to, std::size_t n) const noexcept {
+    std::size_t got = 0;
+    for (const auto& sl : slices) {
+      if (got == n) break;
+      const std::size_t k = std::min(n - got, sl.size());
+      std::copy_n(reinterpret_cast<const char*>(sl.begin()), k, to + got);
+      got += k;
+    }
+    return got;
+  }
+
+  /// The whole message in `room` (its buffer reused from one message to the next).
+  void flatten(std::string& room) const {
+    room.clear();
+    room.reserve(size);
+    for (const auto& sl : slices)
+      room.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  }
+
+  /// Calls `f` with each piece of the message from byte `from` on.
+  template <class F>
+  void each_piece(std::size_t from, F&& f) const {
+    for (const auto& sl : slices) {
+      const std::size_t k = sl.size();
+      if (from >= k) {
+        from -= k;
+        continue;
+      }
+      f(std::string_view(reinterpret_cast<const char*>(sl.begin()) + from, k - from));
+      from = 0;
+    }
+  }
+};
+
+/// Where the output of an ExecStreamResponse starts in the message, and which stream it is for:
+/// when it is a message a service writes for output, the `output` field alone, in it the stream
+/// (if any) before the data, and the data (not empty) running to the message's end. Then the
+/// data is kept from grpc++'s slices as they are (each byte copied once, into the result). Any
+/// other message, valid or not, is decoded whole (nullopt): this reads only what it is sure of,
+/// with the codec's own reader, and makes the stream what the decoder would.
+struct output_place {
+  bool out = true;      ///< stdout (any stream but stderr, as `handle` has it)
+  std::size_t from = 0; ///< the data's first byte
+};
+[[nodiscard]] inline std::optional<output_place> output_at(const received& msg) {
+  using http::detail::pb::reader;
+  constexpr std::uint64_t output_field = 2, stream_field = 1, data_field = 2;
+  char head[32]; // tags and lengths: at most 1 + 10 + 1 + 10 + 1 + 10 bytes before the data
+  reader r{std::string_view(head, msg.head(head, sizeof head)), 0, http::decode_mode::lenient,
+           {}, 0};
+  // A tag, length-delimited, whose length runs exactly to the message's end.
+  auto runs_to_end = [&](std::uint64_t number) {
+    auto t = r.tag();
+    if (!t || t.assume_value().number != number || t.assume_value().wire_type != 2) return false;
+    auto n = r.varint();
+    return n && n.assume_value() > 0 && n.assume_value() == msg.size - r.at;
+  };
+  if (!runs_to_end(output_field)) return std::nullopt;
+  output_place p;
+  const std::size_t mark = r.at;
+  if (auto t = r.tag(); t && t.assume_value().number == stream_field &&
+                        t.assume_value().wire_type == 0) {
+    auto v = r.varint();
+    if (!v) return std::nullopt;
+    p.out = static_cast<http::wire::OutputStream>(static_cast<std::int64_t>(v.assume_value())) !=
+            http::wire::OutputStream::STREAM_STDERR;
+  } else {
+    r.at = mark; // no stream: the data's tag is next
+  }
+  if (!runs_to_end(data_field)) return std::nullopt;
+  p.from = r.at;
+  return p;
 }
 
 /// The reactor of one StreamExec call. Lives until grpc++ calls OnDone (the handle waits for it).
@@ -110,16 +193,15 @@ public:
       // (OnDone). Each wake-up of its thread costs a switch of a core.
       bool wake = write_waiters_ > 0;
       if (ok) {
-        std::string bytes = serve::detail::bytes_of(in_, spares_.take());
-        if (!just_ready(bytes)) { // nothing the caller uses
+        received msg;
+        if (in_.Dump(&msg.slices).ok()) msg.size = in_.Length(); // else an empty message
+        if (!just_ready(msg)) { // nothing the caller uses
           // The exit ends the call, whose end (OnDone) comes next and wakes the caller, who
           // cannot be done before it. (An error wakes it: it ends the command at once, even if
           // a server kept the call open after it.)
-          wake = wake || !is_exit(bytes);
-          inbox_bytes_ += bytes.size();
-          inbox_.push_back(std::move(bytes));
-        } else {
-          spares_.give(std::move(bytes));
+          wake = wake || !is_exit(msg);
+          inbox_bytes_ += msg.size;
+          inbox_.push_back(std::move(msg));
         }
         again = inbox_bytes_ < read_ahead && !finishing_;
       } else {
@@ -202,12 +284,6 @@ public:
     return true;
   }
 
-  /// Hands back messages taken and handled: their buffers hold the next ones.
-  void give_back(std::deque<std::string>&& used) noexcept {
-    for (auto& bytes : used)
-      spares_.give(std::move(bytes));
-  }
-
   /// Half-closes the call once what is queued has been written.
   void close_writes() {
     bool now = false;
@@ -227,8 +303,8 @@ public:
   }
 
   /// The messages read so far (reading resumes if it had paused).
-  [[nodiscard]] std::deque<std::string> take() {
-    std::deque<std::string> got;
+  [[nodiscard]] std::deque<received> take() {
+    std::deque<received> got;
     bool resume = false;
     {
       std::lock_guard lk(m_);
@@ -303,18 +379,23 @@ public:
   }
 
 private:
-  /// Whether `bytes` is an exit message (its first field says: the response is a oneof).
-  [[nodiscard]] static bool is_exit(const std::string& bytes) {
+  /// Whether `msg` is an exit message (its first field says: the response is a oneof).
+  [[nodiscard]] static bool is_exit(const received& msg) {
     constexpr char exit_tag = 0x1a; // field 3, length-delimited
-    return !bytes.empty() && bytes[0] == exit_tag;
+    char first = 0;
+    return msg.head(&first, 1) == 1 && first == exit_tag;
   }
 
-  /// Whether `bytes` is a `ready` message alone, which tells the caller nothing: it is not
+  /// Whether `msg` is a `ready` message alone, which tells the caller nothing: it is not
   /// queued, and wakes no one.
-  [[nodiscard]] static bool just_ready(const std::string& bytes) {
+  [[nodiscard]] static bool just_ready(const received& msg) {
     constexpr char ready_tag = 0x0a; // field 1 (ready), length-delimited
-    if (bytes.empty() || bytes.size() > 64 || bytes[0] != ready_tag) return false;
-    auto m = http::from_protobuf<http::wire::ExecStreamResponse>(bytes, http::decode_mode::lenient);
+    char bytes[64];
+    if (msg.size == 0 || msg.size > sizeof bytes || msg.head(bytes, sizeof bytes) != msg.size ||
+        bytes[0] != ready_tag)
+      return false;
+    auto m = http::from_protobuf<http::wire::ExecStreamResponse>(std::string_view(bytes, msg.size),
+                                                                 http::decode_mode::lenient);
     return m && m.assume_value().ready && !m.assume_value().output && !m.assume_value().exit &&
            !m.assume_value().error;
   }
@@ -336,10 +417,7 @@ private:
   grpc::ByteBuffer in_;
   std::mutex m_;
   std::condition_variable cv_;
-  std::deque<std::string> inbox_;
-  /// Buffers of messages handled, for the next ones: a few of up to 2 MiB (the service sends
-  /// output 1 MiB a message), so that a stream holds at most 8 MiB beside what it reads ahead.
-  serve::detail::buffer_pool spares_{4, std::size_t{64} << 10, std::size_t{2} << 20};
+  std::deque<received> inbox_;
   std::size_t inbox_bytes_ = 0;
   std::deque<grpc::ByteBuffer> outbox_; // the message being written first
   std::uint64_t events_ = 0;
@@ -654,10 +732,15 @@ private:
   /// Handles the messages that arrived, and the end of the call.
   void drain() noexcept {
     auto got = s_->take();
-    for (auto& bytes : got) {
+    for (const auto& msg : got) {
       if (done_) break;
+      if (auto at = output_at(msg)) {
+        msg.each_piece(at->from, [&](std::string_view piece) { keep(at->out, piece); });
+        continue;
+      }
+      msg.flatten(flat_);
       auto m =
-          http::from_protobuf<http::wire::ExecStreamResponse>(bytes, http::decode_mode::lenient);
+          http::from_protobuf<http::wire::ExecStreamResponse>(flat_, http::decode_mode::lenient);
       if (!m) {
         end_with(error(errc::protocol, what_ + ": undecodable StreamExec message (" +
                                            m.assume_error().message + ")"));
@@ -665,7 +748,6 @@ private:
       }
       handle(std::move(m).assume_value());
     }
-    s_->give_back(std::move(got));
     if (done_) return;
     auto st = s_->ended();
     if (!st) return;
@@ -765,6 +847,7 @@ private:
   ExecResult res_;
   std::uint64_t max_output_ = default_max_output_bytes;
   output_callback on_out_, on_err_;
+  std::string flat_; ///< a StreamExec message other than output, in one piece to be decoded
   std::optional<error> failure_;
   std::string what_;
   bool timeout_ = false;
