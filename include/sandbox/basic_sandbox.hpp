@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <concepts>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -26,6 +27,14 @@
 #include <vector>
 
 namespace sandbox {
+
+namespace detail {
+/// What `run`'s command may be given as: a braced list of words, or a vector of them.
+template <class S>
+concept command_word = std::constructible_from<std::string, const S&>;
+template <class V>
+concept command_vector = std::same_as<std::remove_cvref_t<V>, std::vector<std::string>>;
+} // namespace detail
 
 /// A sandbox on `Transport`. Transient failures of operations that are safe to repeat are retried
 /// under `Retry`; failures reach the caller as `Errors` decides (exceptions or `result<T>`).
@@ -63,14 +72,19 @@ public:
   /// Starts a sandbox whose main process is `command`.
   ///
   ///     auto job = sandbox::Sandbox::run({"sh", "-c", "exit 3"});
-  [[nodiscard]] static ret<basic_sandbox> run(std::initializer_list<std::string> command,
+  ///
+  /// Both forms are templates so that a designated initializer can only be options:
+  /// `run({.env = {{"K", "V"}}})`. GCC 12 also took such a list for a list of strings (ignoring
+  /// the designator) and found the call ambiguous, for half of SandboxOptions' members.
+  template <detail::command_word S>
+  [[nodiscard]] static ret<basic_sandbox> run(std::initializer_list<S> command,
                                               SandboxOptions options = {}) {
     options.command.assign(command.begin(), command.end());
     return run(std::move(options));
   }
-  [[nodiscard]] static ret<basic_sandbox> run(std::vector<std::string> command,
-                                              SandboxOptions options = {}) {
-    options.command = std::move(command);
+  template <detail::command_vector V>
+  [[nodiscard]] static ret<basic_sandbox> run(V&& command, SandboxOptions options = {}) {
+    options.command = std::forward<V>(command);
     return run(std::move(options));
   }
 
@@ -83,14 +97,16 @@ public:
     if (!info) return std::move(info).as_failure();
     return basic_sandbox(std::move(t), std::move(info).assume_value());
   }
-  [[nodiscard]] static result<basic_sandbox> try_run(std::initializer_list<std::string> command,
+  template <detail::command_word S>
+  [[nodiscard]] static result<basic_sandbox> try_run(std::initializer_list<S> command,
                                                      SandboxOptions options = {}) noexcept {
     options.command.assign(command.begin(), command.end());
     return try_run(std::move(options));
   }
-  [[nodiscard]] static result<basic_sandbox> try_run(std::vector<std::string> command,
+  template <detail::command_vector V>
+  [[nodiscard]] static result<basic_sandbox> try_run(V&& command,
                                                      SandboxOptions options = {}) noexcept {
-    options.command = std::move(command);
+    options.command = std::forward<V>(command);
     return try_run(std::move(options));
   }
 

@@ -50,9 +50,11 @@ public:
   std::vector<std::string> calls;       ///< "create", "get id", "stop id", …
   std::vector<std::string> request_ids; ///< request id of each create
   std::vector<std::vector<std::string>> exec_argvs;
+  std::vector<SandboxOptions> created; ///< options of each create
 
-  [[nodiscard]] result<SandboxInfo> create(const SandboxOptions&, std::string_view rid) noexcept {
+  [[nodiscard]] result<SandboxInfo> create(const SandboxOptions& o, std::string_view rid) noexcept {
     record("create");
+    created.push_back(o);
     request_ids.emplace_back(rid);
     return pop(create_results, SandboxInfo{"sbx-test", State::RUNNING, {}, {}});
   }

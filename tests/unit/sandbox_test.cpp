@@ -211,6 +211,44 @@ TEST_CASE("every try_ twin returns a result and mirrors its operation", "[sandbo
   CHECK(Box::try_run({"true"}));
 }
 
+TEST_CASE("run takes options as designated initializers naming any member, and a command as a "
+          "braced list or a vector",
+          "[sandbox][options]") {
+  // GCC 12 also read a designated list as a list of strings and found these calls ambiguous
+  // (env, tags, command, network_allow, mounted_files, annotations): they did not compile.
+  auto t = Scripted::shared();
+  t->created.clear();
+  CHECK(Box::run({.env = {{"K", "V"}}}));
+  CHECK(Box::run({.tags = {"a"}}));
+  CHECK(Box::run({.command = {"sleep", "1"}}));
+  CHECK(Box::try_run({.network_allow = {"10.0.0.0/8"}, .annotations = {{"a", "b"}}}));
+  CHECK(Box::try_run({.mounted_files = {{"/f", "data"}}}));
+  CHECK(Box::run({"sh", "-c", "exit 3"}, {.tags = {"b"}}));
+  std::vector<std::string> argv{"true"};
+  CHECK(Box::run(argv));
+  CHECK(Box::try_run(std::vector<std::string>{"false"}, {.env = {{"X", "1"}}}));
+  CHECK(Box::run({std::string_view("echo"), std::string_view("hi")}));
+  CHECK(Box::run({}));
+  using list = std::vector<std::string>;
+  REQUIRE(t->created.size() == 10);
+  CHECK(t->created[0].env == sandbox::env_map{{"K", "V"}});
+  CHECK(t->created[1].tags == list{"a"});
+  CHECK(t->created[2].command == list{"sleep", "1"});
+  CHECK(t->created[3].network_allow == list{"10.0.0.0/8"});
+  CHECK(t->created[3].annotations == sandbox::env_map{{"a", "b"}});
+  REQUIRE(t->created[4].mounted_files.size() == 1);
+  CHECK(t->created[4].mounted_files[0].path == "/f");
+  CHECK(t->created[4].mounted_files[0].content == "data");
+  CHECK(t->created[5].command == list{"sh", "-c", "exit 3"});
+  CHECK(t->created[5].tags == list{"b"});
+  CHECK(t->created[6].command == list{"true"});
+  CHECK(argv == list{"true"}); // an lvalue is copied, not moved from
+  CHECK(t->created[7].command == list{"false"});
+  CHECK(t->created[7].env == sandbox::env_map{{"X", "1"}});
+  CHECK(t->created[8].command == list{"echo", "hi"});
+  CHECK(t->created[9].command.empty()); // keep-alive
+}
+
 #if SANDBOX_HAS_EXCEPTIONS
 TEST_CASE("try_ twins never throw under the throwing policy", "[sandbox][try][exceptions]") {
   using ThrowingBox = sandbox::basic_sandbox<Scripted, sandbox::no_retry, sandbox::throw_errors>;
