@@ -87,7 +87,7 @@ struct SandboxInfo {
 struct LogChunk {
   std::string data{};
   std::chrono::system_clock::time_point time{}; ///< when it was read from the process
-  std::uint64_t end_offset = 0;               ///< offset in the log after this chunk
+  std::uint64_t end_offset = 0;                 ///< offset in the log after this chunk
 };
 
 /// Part of a sandbox's log, from some offset on. Offsets count every byte ever written, so that

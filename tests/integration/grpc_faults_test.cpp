@@ -487,18 +487,18 @@ TEST_CASE("gRPC faults: StreamExec output in any valid encoding is kept as the d
     binary += static_cast<char>((i * 7 + i / 256) & 0xff);
   const std::string out_of = bytes_field(2, "stdout\n");
   const std::vector<std::string> messages = {
-      output("plain\n"),                                                      // the usual
-      bytes_field(2, number_field(1, 2) + bytes_field(2, "err\n")),           // stderr
-      bytes_field(2, bytes_field(2, "no stream\n")),                          // stream unset
-      bytes_field(2, bytes_field(2, "data first\n") + number_field(1, 2)),    // stream after it
-      bytes_field(2, number_field(1, 2)) + bytes_field(2, out_of),            // merged: stderr
+      output("plain\n"),                                                   // the usual
+      bytes_field(2, number_field(1, 2) + bytes_field(2, "err\n")),        // stderr
+      bytes_field(2, bytes_field(2, "no stream\n")),                       // stream unset
+      bytes_field(2, bytes_field(2, "data first\n") + number_field(1, 2)), // stream after it
+      bytes_field(2, number_field(1, 2)) + bytes_field(2, out_of),         // merged: stderr
       bytes_field(2, std::string("\x08\x82\x80\x00", 4) + bytes_field(2, "long varint\n")),
       bytes_field(2, number_field(1, (std::uint64_t{1} << 32) + 2) + bytes_field(2, "wraps\n")),
       bytes_field(2, number_field(1, 7) + bytes_field(2, "unknown stream\n")), // not stderr
       bytes_field(2, bytes_field(2, "unknown field after\n")) + number_field(9, 1),
       bytes_field(2, bytes_field(2, "unknown field inside\n") + number_field(9, 1)),
-      bytes_field(2, number_field(1, 1) + bytes_field(2, "")),                 // empty data
-      bytes_field(2, number_field(1, 1) + bytes_field(2, binary)),             // large, binary
+      bytes_field(2, number_field(1, 1) + bytes_field(2, "")),     // empty data
+      bytes_field(2, number_field(1, 1) + bytes_field(2, binary)), // large, binary
       bytes_field(2, number_field(1, 2) + bytes_field(2, binary.substr(3))),
       exited(3)};
   std::string want_out, want_err;

@@ -27,8 +27,9 @@ int main() try {
   if (const char* remote = std::getenv("SANDBOX_CONSUMER_REMOTE");
       remote && std::string(remote) == "1") {
     auto far = sandbox::RemoteSandbox::run();
-    std::cout << "remote: "
-              << far.exec({"echo", "hello from afar"}, {.max_output_bytes = 100}).result().stdout_text;
+    std::cout
+        << "remote: "
+        << far.exec({"echo", "hello from afar"}, {.max_output_bytes = 100}).result().stdout_text;
   }
 #endif
   return 0;

@@ -112,8 +112,8 @@ struct output_place {
   using http::detail::pb::reader;
   constexpr std::uint64_t output_field = 2, stream_field = 1, data_field = 2;
   char head[32]; // tags and lengths: at most 1 + 10 + 1 + 10 + 1 + 10 bytes before the data
-  reader r{std::string_view(head, msg.head(head, sizeof head)), 0, http::decode_mode::lenient,
-           {}, 0};
+  reader r{
+      std::string_view(head, msg.head(head, sizeof head)), 0, http::decode_mode::lenient, {}, 0};
   // A tag, length-delimited, whose length runs exactly to the message's end.
   auto runs_to_end = [&](std::uint64_t number) {
     auto t = r.tag();
@@ -124,8 +124,8 @@ struct output_place {
   if (!runs_to_end(output_field)) return std::nullopt;
   output_place p;
   const std::size_t mark = r.at;
-  if (auto t = r.tag(); t && t.assume_value().number == stream_field &&
-                        t.assume_value().wire_type == 0) {
+  if (auto t = r.tag();
+      t && t.assume_value().number == stream_field && t.assume_value().wire_type == 0) {
     auto v = r.varint();
     if (!v) return std::nullopt;
     p.out = static_cast<http::wire::OutputStream>(static_cast<std::int64_t>(v.assume_value())) !=
@@ -195,7 +195,7 @@ public:
       if (ok) {
         received msg;
         if (in_.Dump(&msg.slices).ok()) msg.size = in_.Length(); // else an empty message
-        if (!just_ready(msg)) { // nothing the caller uses
+        if (!just_ready(msg)) {                                  // nothing the caller uses
           // The exit ends the call, whose end (OnDone) comes next and wakes the caller, who
           // cannot be done before it. (An error wakes it: it ends the command at once, even if
           // a server kept the call open after it.)
