@@ -15,7 +15,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <concepts>
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -27,14 +26,6 @@
 #include <vector>
 
 namespace sandbox {
-
-namespace detail {
-/// What `run`'s command may be given as: a braced list of words, or a vector of them.
-template <class S>
-concept command_word = std::constructible_from<std::string, const S&>;
-template <class V>
-concept command_vector = std::same_as<std::remove_cvref_t<V>, std::vector<std::string>>;
-} // namespace detail
 
 /// A sandbox on `Transport`. Transient failures of operations that are safe to repeat are retried
 /// under `Retry`; failures reach the caller as `Errors` decides (exceptions or `result<T>`).
@@ -73,18 +64,20 @@ public:
   ///
   ///     auto job = sandbox::Sandbox::run({"sh", "-c", "exit 3"});
   ///
-  /// Both forms are templates so that a designated initializer can only be options:
-  /// `run({.env = {{"K", "V"}}})`. GCC 12 also took such a list for a list of strings (ignoring
-  /// the designator) and found the call ambiguous, for half of SandboxOptions' members.
-  template <detail::command_word S>
-  [[nodiscard]] static ret<basic_sandbox> run(std::initializer_list<S> command,
+  /// Both forms are templates (of nothing) so that a designated initializer is options:
+  /// `run({.env = {{"K", "V"}}})`. GCC 12 also reads such a list as a list of strings (ignoring
+  /// the designator) and found the call ambiguous, for half of SandboxOptions' members; between
+  /// two equal matches, the form that is not a template wins.
+  template <class = void>
+  [[nodiscard]] static ret<basic_sandbox> run(std::initializer_list<std::string> command,
                                               SandboxOptions options = {}) {
     options.command.assign(command.begin(), command.end());
     return run(std::move(options));
   }
-  template <detail::command_vector V>
-  [[nodiscard]] static ret<basic_sandbox> run(V&& command, SandboxOptions options = {}) {
-    options.command = std::forward<V>(command);
+  template <class = void>
+  [[nodiscard]] static ret<basic_sandbox> run(std::vector<std::string> command,
+                                              SandboxOptions options = {}) {
+    options.command = std::move(command);
     return run(std::move(options));
   }
 
@@ -97,16 +90,16 @@ public:
     if (!info) return std::move(info).as_failure();
     return basic_sandbox(std::move(t), std::move(info).assume_value());
   }
-  template <detail::command_word S>
-  [[nodiscard]] static result<basic_sandbox> try_run(std::initializer_list<S> command,
+  template <class = void>
+  [[nodiscard]] static result<basic_sandbox> try_run(std::initializer_list<std::string> command,
                                                      SandboxOptions options = {}) noexcept {
     options.command.assign(command.begin(), command.end());
     return try_run(std::move(options));
   }
-  template <detail::command_vector V>
-  [[nodiscard]] static result<basic_sandbox> try_run(V&& command,
+  template <class = void>
+  [[nodiscard]] static result<basic_sandbox> try_run(std::vector<std::string> command,
                                                      SandboxOptions options = {}) noexcept {
-    options.command = std::forward<V>(command);
+    options.command = std::move(command);
     return try_run(std::move(options));
   }
 

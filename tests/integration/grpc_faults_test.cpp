@@ -542,6 +542,69 @@ TEST_CASE("gRPC faults: StreamExec output in any valid encoding is kept as the d
   }
 }
 
+TEST_CASE("gRPC faults: output as a service writes it is kept from grpc++'s slices in place",
+          "[grpc][faults]") {
+  namespace rd = sandbox::rpc::detail;
+  // A message as grpc++ may hand it over: in slices cut anywhere, the header included.
+  auto arrived = [](const std::string& m, std::vector<std::size_t> cuts) {
+    std::vector<grpc::Slice> slices;
+    std::size_t at = 0;
+    cuts.push_back(m.size());
+    for (std::size_t cut : cuts) {
+      slices.emplace_back(m.data() + at, cut - at);
+      at = cut;
+    }
+    return rd::received(grpc::ByteBuffer(slices.data(), slices.size()));
+  };
+  auto pieces = [](const rd::received& r, std::size_t from) {
+    std::string all;
+    std::size_t n = 0;
+    r.each_piece(from, [&](std::string_view p) {
+      all += p;
+      ++n;
+    });
+    return std::pair(all, n);
+  };
+  std::string big(3 << 20, '\0');
+  for (std::size_t i = 0; i < big.size(); ++i)
+    big[i] = static_cast<char>(i * 131 % 251);
+  const std::string out = bytes_field(2, number_field(1, 1) + bytes_field(2, big));
+  const std::string err = bytes_field(2, number_field(1, 2) + bytes_field(2, big));
+  for (const auto& cuts : std::vector<std::vector<std::size_t>>{
+           {}, {1}, {3}, {5}, {7}, {8}, {9}, {64 << 10, 2 << 20}, {2, 4, 6, 1 << 20}}) {
+    for (const auto* m : {&out, &err}) {
+      const auto r = arrived(*m, cuts);
+      REQUIRE(r.size == m->size());
+      // A large message is not copied (grpc++ joins slices small enough to be held inline).
+      CHECK(r.slices.size() <= cuts.size() + 1);
+      CHECK(r.slices.size() >= std::min<std::size_t>(cuts.size() + 1, 2));
+      const auto at = rd::output_at(r);
+      REQUIRE(at);
+      CHECK(at->out == (m == &out));
+      CHECK(at->from == m->size() - big.size());
+      auto [all, n] = pieces(r, at->from);
+      CHECK(all == big);
+      CHECK(n <= cuts.size() + 1);
+    }
+  }
+  // A small message is copied into a slice of its own (it may share grpc++'s read buffer).
+  const std::string small = output("hi\n");
+  const auto r = arrived(small, {1, 2, 4});
+  REQUIRE(r.slices.size() == 1);
+  REQUIRE(r.size == small.size());
+  const auto at = rd::output_at(r);
+  REQUIRE(at);
+  CHECK(pieces(r, at->from).first == "hi\n");
+  // Everything else is decoded whole.
+  for (const std::string& m : {bytes_field(2, bytes_field(2, "x") + number_field(1, 2)),
+                               bytes_field(2, number_field(1, 2)) + bytes_field(2, "\x12\x01x"),
+                               bytes_field(2, bytes_field(2, "x")) + number_field(9, 1),
+                               bytes_field(2, number_field(1, 1) + bytes_field(2, "")),
+                               bytes_field(2, bytes_field(2, "x") + number_field(9, 1)),
+                               bytes_field(2, bytes_field(3, "x")), exited(0), std::string()})
+    CHECK_FALSE(rd::output_at(arrived(m, {})));
+}
+
 TEST_CASE("gRPC faults: a command with nothing to stream, sent as one Exec call",
           "[grpc][faults]") {
   scripted_service svc;

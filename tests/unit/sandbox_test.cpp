@@ -221,32 +221,44 @@ TEST_CASE("run takes options as designated initializers naming any member, and a
   CHECK(Box::run({.env = {{"K", "V"}}}));
   CHECK(Box::run({.tags = {"a"}}));
   CHECK(Box::run({.command = {"sleep", "1"}}));
-  CHECK(Box::try_run({.network_allow = {"10.0.0.0/8"}, .annotations = {{"a", "b"}}}));
+  CHECK(Box::try_run({.network_allow = {"10.0.0.0/8"}}));
   CHECK(Box::try_run({.mounted_files = {{"/f", "data"}}}));
+  CHECK(Box::run({.annotations = {{"a", "b"}}}));
+  // A command, whatever mix of literals and strings it is written with.
+  const std::string script = "app.py";
   CHECK(Box::run({"sh", "-c", "exit 3"}, {.tags = {"b"}}));
+  CHECK(Box::run({"python3", script}));
+  CHECK(Box::try_run({script}));
+  CHECK(Box::run({{"one"}}));
   std::vector<std::string> argv{"true"};
   CHECK(Box::run(argv));
   CHECK(Box::try_run(std::vector<std::string>{"false"}, {.env = {{"X", "1"}}}));
-  CHECK(Box::run({std::string_view("echo"), std::string_view("hi")}));
   CHECK(Box::run({}));
+  CHECK(Box::run({}, {.image = "img"}));
   using list = std::vector<std::string>;
-  REQUIRE(t->created.size() == 10);
+  REQUIRE(t->created.size() == 14);
   CHECK(t->created[0].env == sandbox::env_map{{"K", "V"}});
   CHECK(t->created[1].tags == list{"a"});
   CHECK(t->created[2].command == list{"sleep", "1"});
   CHECK(t->created[3].network_allow == list{"10.0.0.0/8"});
-  CHECK(t->created[3].annotations == sandbox::env_map{{"a", "b"}});
   REQUIRE(t->created[4].mounted_files.size() == 1);
   CHECK(t->created[4].mounted_files[0].path == "/f");
   CHECK(t->created[4].mounted_files[0].content == "data");
-  CHECK(t->created[5].command == list{"sh", "-c", "exit 3"});
-  CHECK(t->created[5].tags == list{"b"});
-  CHECK(t->created[6].command == list{"true"});
-  CHECK(argv == list{"true"}); // an lvalue is copied, not moved from
-  CHECK(t->created[7].command == list{"false"});
-  CHECK(t->created[7].env == sandbox::env_map{{"X", "1"}});
-  CHECK(t->created[8].command == list{"echo", "hi"});
-  CHECK(t->created[9].command.empty()); // keep-alive
+  CHECK(t->created[5].annotations == sandbox::env_map{{"a", "b"}});
+  CHECK(t->created[6].command == list{"sh", "-c", "exit 3"});
+  CHECK(t->created[6].tags == list{"b"});
+  CHECK(t->created[7].command == list{"python3", "app.py"});
+  CHECK(t->created[7].image.empty());
+  CHECK(t->created[8].command == list{"app.py"});
+  CHECK(t->created[9].command == list{"one"});
+  CHECK(t->created[9].image.empty());
+  CHECK(t->created[10].command == list{"true"});
+  CHECK(argv == list{"true"});
+  CHECK(t->created[11].command == list{"false"});
+  CHECK(t->created[11].env == sandbox::env_map{{"X", "1"}});
+  CHECK(t->created[12].command.empty()); // keep-alive
+  CHECK(t->created[13].command.empty());
+  CHECK(t->created[13].image == "img");
 }
 
 #if SANDBOX_HAS_EXCEPTIONS

@@ -60,8 +60,31 @@ using clock = std::chrono::steady_clock;
 /// copied. Output is kept straight from them (`output_at`); any other message is put in one piece
 /// to be decoded.
 struct received {
+  /// A message smaller than this is copied into a slice of its own: grpc++'s slices of it may
+  /// be parts of a larger read buffer, which a queue of small messages would each keep alive.
+  static constexpr std::size_t copied_below = std::size_t{64} << 10;
+  /// What a queued message costs beside its bytes, counted against the read-ahead (so that a
+  /// flood of empty messages is bounded too).
+  static constexpr std::size_t overhead = 128;
+
   std::vector<grpc::Slice> slices;
   std::size_t size = 0;
+
+  explicit received(const grpc::ByteBuffer& b) {
+    // Counted from the slices: what they hold is the message (else it is an empty one).
+    if (!b.Dump(&slices).ok()) slices.clear();
+    for (const auto& sl : slices)
+      size += sl.size();
+    if (size >= copied_below) return;
+    if (size == 0) {
+      slices.clear();
+      return;
+    }
+    grpc::Slice own(size); // fresh, ours alone: written once, here
+    head(reinterpret_cast<char*>(const_cast<std::uint8_t*>(own.begin())), size);
+    slices.clear();
+    slices.push_back(std::move(own));
+  }
 
   /// Copies up to `n` bytes from the start into `to`; returns how many.
   std::size_t head(char* to, std::size_t n) const noexcept {
@@ -111,7 +134,9 @@ struct output_place {
 [[nodiscard]] inline std::optional<output_place> output_at(const received& msg) {
   using http::detail::pb::reader;
   constexpr std::uint64_t output_field = 2, stream_field = 1, data_field = 2;
-  char head[32]; // tags and lengths: at most 1 + 10 + 1 + 10 + 1 + 10 bytes before the data
+  // Tags and lengths before the data: a few bytes (a length of 10 bytes would exceed any
+  // message; a head cut short reads as truncated, and the message is decoded whole).
+  char head[32];
   reader r{
       std::string_view(head, msg.head(head, sizeof head)), 0, http::decode_mode::lenient, {}, 0};
   // A tag, length-delimited, whose length runs exactly to the message's end.
@@ -193,14 +218,13 @@ public:
       // (OnDone). Each wake-up of its thread costs a switch of a core.
       bool wake = write_waiters_ > 0;
       if (ok) {
-        received msg;
-        if (in_.Dump(&msg.slices).ok()) msg.size = in_.Length(); // else an empty message
-        if (!just_ready(msg)) {                                  // nothing the caller uses
+        received msg(in_);
+        if (!just_ready(msg)) { // nothing the caller uses
           // The exit ends the call, whose end (OnDone) comes next and wakes the caller, who
           // cannot be done before it. (An error wakes it: it ends the command at once, even if
           // a server kept the call open after it.)
           wake = wake || !is_exit(msg);
-          inbox_bytes_ += msg.size;
+          inbox_bytes_ += msg.size + received::overhead;
           inbox_.push_back(std::move(msg));
         }
         again = inbox_bytes_ < read_ahead && !finishing_;
