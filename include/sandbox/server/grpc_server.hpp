@@ -45,8 +45,8 @@ namespace sandbox {
 
 /// The PEM texts of a TLS server: its certificate chain and private key.
 struct tls_identity {
-  std::string certificate_chain;
-  std::string private_key;
+  std::string certificate_chain{};
+  std::string private_key{};
 };
 
 /// The v1 SandboxService over gRPC, for every method the service can back: CreateSandbox,

@@ -42,11 +42,11 @@ namespace wire = http::wire;
 
 /// What ListSandboxes asks for, decoded from whichever front end.
 struct list_request {
-  std::vector<std::string> tags;
-  std::optional<State> state;
+  std::vector<std::string> tags{};
+  std::optional<State> state{};
   bool show_terminated = false;
   std::int32_t page_size = 0; ///< 0: the default page (100); at most 1000
-  std::string page_token;     ///< the last id of the previous page
+  std::string page_token{};   ///< the last id of the previous page
 };
 
 /// The SandboxService's calls over `Transport`. Thread-safe; not copyable or movable.
