@@ -31,7 +31,8 @@ inline constexpr std::uint64_t default_max_output_bytes = std::uint64_t{64} << 2
 /// (2^31-1 bytes per stream).
 inline constexpr std::uint64_t unlimited_output = UINT64_MAX;
 
-/// Called with each chunk of output as the command produces it (not necessarily whole lines).
+/// Called with each chunk of output as the command produces it: not necessarily whole lines, and
+/// chunks are as the transport reads them (over gRPC, a message may come in several).
 ///
 /// **Contract: a callback must not throw.** It runs inside the transport's output loop, which is
 /// `noexcept` (it runs the same with and without exceptions), so an exception leaving it would
