@@ -6,6 +6,9 @@
 #include <sandbox/grpc.hpp>
 #include <sandbox/server/detail/grpc_wire.hpp>
 
+#include "../support/every_byte.hpp"
+#include "../support/protobuf_bytes.hpp"
+
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 
@@ -33,6 +36,8 @@ using sandbox::errc;
 using std::chrono::milliseconds;
 using clk = std::chrono::steady_clock;
 namespace wire = sandbox::http::wire;
+using sandbox::testing::bytes_field;
+using sandbox::testing::number_field;
 
 namespace {
 
@@ -463,28 +468,12 @@ TEST_CASE("gRPC faults: undecodable and incomplete answers are protocol errors",
   }
 }
 
-/// A varint, a varint field and a length-delimited field of the protobuf wire format, to write
-/// messages no encoder of ours would.
-std::string varint(std::uint64_t v) {
-  std::string out;
-  for (; v >= 0x80; v >>= 7)
-    out += static_cast<char>((v & 0x7f) | 0x80);
-  return out + static_cast<char>(v);
-}
-std::string number_field(std::uint32_t number, std::uint64_t v) {
-  return varint(std::uint64_t{number} << 3) + varint(v);
-}
-std::string bytes_field(std::uint32_t number, const std::string& v) {
-  return varint((std::uint64_t{number} << 3) | 2) + varint(v.size()) + v;
-}
-
 TEST_CASE("gRPC faults: StreamExec output in any valid encoding is kept as the decoder reads it",
           "[grpc][faults]") {
   // Output as a service writes it is kept straight from what grpc++ read; every other encoding
   // is decoded whole. Either way each stream gets what the decoder makes of each message.
-  std::string binary;
-  for (int i = 0; i < (2 << 20) + 7; ++i) // more than one read's worth: several slices
-    binary += static_cast<char>((i * 7 + i / 256) & 0xff);
+  // More than one read's worth: several slices.
+  const std::string binary = sandbox::testing::every_byte((2 << 20) + 7);
   const std::string out_of = bytes_field(2, "stdout\n");
   const std::vector<std::string> messages = {
       output("plain\n"),                                                   // the usual
@@ -565,9 +554,7 @@ TEST_CASE("gRPC faults: output as a service writes it is kept from grpc++'s slic
     });
     return std::pair(all, n);
   };
-  std::string big(3 << 20, '\0');
-  for (std::size_t i = 0; i < big.size(); ++i)
-    big[i] = static_cast<char>(i * 131 % 251);
+  const std::string big = sandbox::testing::every_byte(3 << 20);
   const std::string out = bytes_field(2, number_field(1, 1) + bytes_field(2, big));
   const std::string err = bytes_field(2, number_field(1, 2) + bytes_field(2, big));
   for (const auto& cuts : std::vector<std::vector<std::size_t>>{

@@ -4,6 +4,8 @@
 #include <sandbox/transport/http/protobuf.hpp>
 #include <sandbox/transport/http/status.hpp>
 
+#include "../support/protobuf_bytes.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <string>
@@ -97,12 +99,7 @@ TEST_CASE("protobuf: messages round-trip", "[protobuf]") {
 
 namespace {
 
-std::string varint(std::uint64_t v) {
-  std::string out;
-  for (; v >= 0x80; v >>= 7)
-    out += static_cast<char>((v & 0x7f) | 0x80);
-  return out + static_cast<char>(v);
-}
+using sandbox::testing::varint;
 
 /// The spliced encoding put together: its text with each hole's value at its place.
 std::string joined(const spliced_protobuf& s) {

@@ -98,14 +98,6 @@ struct received {
     return got;
   }
 
-  /// The whole message in `room` (its buffer reused from one message to the next).
-  void flatten(std::string& room) const {
-    room.clear();
-    room.reserve(size);
-    for (const auto& sl : slices)
-      room.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-  }
-
   /// Calls `f` with each piece of the message from byte `from` on.
   template <class F>
   void each_piece(std::size_t from, F&& f) const {
@@ -118,6 +110,13 @@ struct received {
       f(std::string_view(reinterpret_cast<const char*>(sl.begin()) + from, k - from));
       from = 0;
     }
+  }
+
+  /// The whole message in `room` (its buffer reused from one message to the next).
+  void flatten(std::string& room) const {
+    room.clear();
+    room.reserve(size);
+    each_piece(0, [&](std::string_view piece) { room.append(piece); });
   }
 };
 
