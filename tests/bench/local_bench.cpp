@@ -9,7 +9,9 @@
 //                                                        pipe's limit (dd | dd); the caller's peak
 //                                                        RSS for a 256 MiB result and one past it;
 //                                                        kept after 3 s idle, beside the
-//                                                        posix_spawn reader after 3 s idle
+//                                                        posix_spawn reader after 3 s idle;
+//                                                        and each placed as the pipe's limit
+//                                                        was (one CPU, two), beside it
 //   memory      host memory per idle sandbox (MemAvailable drop, and the supervisor's PSS)
 //   big caller  cold start and warm exec with 256 MiB resident in the caller
 // Usage: local_bench [iterations]   (default 200); local_bench --rss-probe [bytes]: one result of
@@ -301,7 +303,9 @@ int main(int argc, char** argv) {
     std::printf("%-58s %8.0f MB/s\n", "pipe limit: the better placement, for the ratios below",
                 pipe);
     enum class how { kept, callback, dropped };
-    for (how h : {how::kept, how::callback, how::dropped}) {
+    // 256 MiB of stdout in `in`, each way best of 3 (MB/s), with the command's best of 3 spawned
+    // directly beside it (0 when `beside` is false).
+    auto through = [&](Box& in, how h, bool beside) {
       double best_box = 0, best_spawn = 0;
       for (int i = 0; i < 3; ++i) {
         std::uint64_t seen = 0;
@@ -310,18 +314,23 @@ int main(int argc, char** argv) {
         if (h == how::callback)
           o.on_stdout = [&](std::string_view d) noexcept { seen += d.size(); };
         auto a = clock_type::now();
-        auto r = box.exec({"sh", "-c", cmd}, o).result();
+        auto r = in.exec({"sh", "-c", cmd}, o).result();
         double s = std::chrono::duration<double>(clock_type::now() - a).count();
         if (!r || r.value().stdout_bytes_produced != (256u << 20)) die("256 MiB exec failed");
         if (h == how::kept && r.value().stdout_text.size() != (256u << 20)) die("output lost");
         if (h == how::callback && seen != (256u << 20)) die("on_stdout missed output");
         best_box = std::max(best_box, 256.0 * 1.048576 / s);
+        if (!beside) continue;
         a = clock_type::now();
         if (spawn_count({"/bin/sh", "-c", cmd, nullptr}, h == how::kept) != (256u << 20))
           die("spawn failed");
         s = std::chrono::duration<double>(clock_type::now() - a).count();
         best_spawn = std::max(best_spawn, 256.0 * 1.048576 / s);
       }
+      return std::make_pair(best_box, best_spawn);
+    };
+    for (how h : {how::kept, how::callback, how::dropped}) {
+      auto [best_box, best_spawn] = through(box, h, true);
       const char* what = h == how::kept       ? "stdout: 256 MiB in a sandbox, kept in the result"
                          : h == how::callback ? "stdout: 256 MiB in a sandbox, to on_stdout only"
                                               : "stdout: 256 MiB in a sandbox, dropped";
@@ -332,6 +341,41 @@ int main(int argc, char** argv) {
                   h == how::kept ? "baseline: posix_spawn, read into a string"
                                  : "baseline: posix_spawn, read and discarded",
                   best_spawn, best_box / best_spawn);
+    }
+    // The same, placed as the pipe's limit was: a sandbox made by a thread pinned to one CPU
+    // runs its commands there; the caller then reads on that CPU or on another. Left to the
+    // scheduler (above), each runs on either; on some machines (virtual ones) a pipe between two
+    // CPUs is several times slower than within one, which then decides most of each figure.
+    if (const std::vector<int> cpus = test_support::usable_cpus(); cpus.size() >= 2) {
+      cpu_set_t all;
+      if (::sched_getaffinity(0, sizeof all, &all) != 0) die("sched_getaffinity failed");
+      auto pin = [](int cpu) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpu, &one);
+        if (::sched_setaffinity(0, sizeof one, &one) != 0) die("sched_setaffinity failed");
+      };
+      pin(cpus[0]);
+      auto placed = Box::run();
+      if (!placed) die(placed.error().message);
+      std::printf("\nstdout, placed as the pipe's limit: the command on CPU %d, the caller on it "
+                  "(one CPU) or on CPU %d (two)\n",
+                  cpus[0], cpus[1]);
+      for (bool two : {false, true}) {
+        pin(two ? cpus[1] : cpus[0]);
+        const double limit_here = two ? limit.two_cpus : limit.one_cpu;
+        for (how h : {how::kept, how::callback, how::dropped}) {
+          const double mbs = through(placed.value(), h, false).first;
+          std::printf("  %-9s %-46s %8.0f MB/s (best of 3)   %.2fx the pipe there\n",
+                      two ? "two CPUs:" : "one CPU:",
+                      h == how::kept       ? "kept in the result"
+                      : h == how::callback ? "to on_stdout only"
+                                           : "dropped",
+                      mbs, mbs / limit_here);
+        }
+      }
+      if (::sched_setaffinity(0, sizeof all, &all) != 0) die("sched_setaffinity failed");
+      (void)placed.value().stop();
     }
     // Kept output is written into fresh memory. On a virtual machine whose guest hands freed
     // memory back to its host (free page reporting), memory freed a few seconds before comes back

@@ -363,6 +363,94 @@ TEST_CASE("large kept results on both streams keep every byte in order, also whe
 }
 
 namespace {
+/// Binds this thread to the CPUs in `cpus` until it goes out of scope.
+class bound_to {
+public:
+  explicit bound_to(const cpu_set_t& cpus) {
+    REQUIRE(sched_getaffinity(0, sizeof before_, &before_) == 0);
+    REQUIRE(sched_setaffinity(0, sizeof cpus, &cpus) == 0);
+  }
+  bound_to(const bound_to&) = delete;
+  bound_to& operator=(const bound_to&) = delete;
+  ~bound_to() { (void)sched_setaffinity(0, sizeof before_, &before_); }
+
+private:
+  cpu_set_t before_{};
+};
+
+/// The size of the pipe a command in `box` gets as its stdout.
+long stdout_pipe_size(Box& box) {
+  auto r =
+      box.exec({"python3", "-c",
+                "import fcntl, sys; sys.stdout.write(str(fcntl.fcntl(1, 1032)))"}) // F_GETPIPE_SZ
+          .result();
+  if (!r || r.value().returncode != 0) return -1;
+  return std::strtol(r.value().stdout_text.c_str(), nullptr, 10);
+}
+} // namespace
+
+TEST_CASE("a sandbox made and read on one CPU gets a pipe sized for one CPU, and keeps every byte "
+          "through it",
+          "[local][output]") {
+  cpu_set_t all, first;
+  REQUIRE(sched_getaffinity(0, sizeof all, &all) == 0);
+  CPU_ZERO(&first);
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &all)) {
+      CPU_SET(c, &first);
+      break;
+    }
+  const bool several = CPU_COUNT(&all) > 1;
+  constexpr long one_cpu_pipe = 128 << 10, pipe = 1 << 20;
+  std::optional<Box> unbound, bound; // made by this thread on all of its CPUs, on one
+  {
+    auto made = Box::run({}, sandbox::local_transport::shared());
+    REQUIRE(made);
+    unbound.emplace(std::move(made).value());
+  }
+  {
+    const bound_to one(first);
+    auto made = Box::run({}, sandbox::local_transport::shared());
+    REQUIRE(made);
+    Box& box = bound.emplace(std::move(made).value());
+    CHECK(stdout_pipe_size(box) == one_cpu_pipe);
+    // Its commands may run elsewhere than this thread now: the pipe for two CPUs.
+    CHECK(stdout_pipe_size(*unbound) == (several ? pipe : one_cpu_pipe));
+    // Kept, around the pipe's size and past it, on both streams at once; then streamed to the
+    // callbacks and dropped past a cap.
+    for (std::uint64_t n : {std::uint64_t(one_cpu_pipe - 1), std::uint64_t(one_cpu_pipe),
+                            std::uint64_t(one_cpu_pipe + 1), 3 * MiB + 7}) {
+      INFO(n << " bytes");
+      const std::string writer = "yes abcdefg | head -c " + std::to_string(n);
+      auto r = box.exec({"sh", "-c", writer + " & " + writer + " >&2; wait"},
+                        {.max_output_bytes = sandbox::unlimited_output})
+                   .result();
+      REQUIRE(r);
+      check_pattern(r.value(), false, n, n);
+      check_pattern(r.value(), true, n, n);
+    }
+    constexpr std::uint64_t n = 5 * MiB + 3, limit = MiB + 1;
+    std::string seen;
+    auto r = box.exec({"sh", "-c", "yes abcdefg | head -c " + std::to_string(n)},
+                      {.max_output_bytes = limit,
+                       .on_stdout = [&](std::string_view d) noexcept { seen.append(d); }})
+                 .result();
+    REQUIRE(r);
+    check_pattern(r.value(), false, limit, n);
+    CHECK(seen.size() == n);
+    CHECK(follows_pattern(seen, 0));
+    r = box.exec({"sh", "-c", "yes abcdefg | head -c " + std::to_string(n)},
+                 {.max_output_bytes = limit})
+            .result();
+    REQUIRE(r);
+    check_pattern(r.value(), false, limit, n);
+  }
+  // Back on all of its CPUs, this thread may read the one-CPU sandbox from another CPU: the
+  // pipe for two (on a machine of one CPU, the same as before).
+  CHECK(stdout_pipe_size(*bound) == (several ? pipe : one_cpu_pipe));
+}
+
+namespace {
 /// How many descriptors this process has open.
 std::size_t open_fds() {
   std::size_t n = 0;

@@ -54,8 +54,9 @@ struct pipe_limit {
   [[nodiscard]] double best() const { return std::max(one_cpu, two_cpus); }
 };
 
-/// Measures `pipe_limit` with `bytes` (whole MiB) per run; one_cpu is negative when dd failed.
-inline pipe_limit measure_pipe_limit(std::size_t bytes, int tries = 3) {
+/// The first two CPUs this process may use (one on a single-CPU machine; {0} if unknown): where
+/// the pipe's limit is measured pinned.
+inline std::vector<int> usable_cpus() {
   std::vector<int> cpus;
   cpu_set_t set;
   CPU_ZERO(&set);
@@ -63,6 +64,12 @@ inline pipe_limit measure_pipe_limit(std::size_t bytes, int tries = 3) {
     for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c)
       if (CPU_ISSET(c, &set)) cpus.push_back(c);
   if (cpus.empty()) cpus.push_back(0);
+  return cpus;
+}
+
+/// Measures `pipe_limit` with `bytes` (whole MiB) per run; one_cpu is negative when dd failed.
+inline pipe_limit measure_pipe_limit(std::size_t bytes, int tries = 3) {
+  const std::vector<int> cpus = usable_cpus();
   pipe_limit best;
   const double mb = static_cast<double>(bytes) / 1e6;
   for (int i = 0; i < tries; ++i) {

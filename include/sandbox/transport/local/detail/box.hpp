@@ -49,6 +49,17 @@ namespace sandbox::local::detail {
 
 using namespace sandbox::detail; // text, unique_fd, random: the library-wide helpers
 
+/// The one CPU the calling thread may run on; -1 when it may run on several (or they cannot be
+/// read).
+[[nodiscard]] inline int sole_cpu_of_this_thread() noexcept {
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  if (::sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) != 1) return -1;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &cpus)) return c;
+  return -1;
+}
+
 /// Waits until `fd` is readable; false on timeout. A negative timeout waits forever.
 [[nodiscard]] inline bool wait_readable(int fd, int timeout_ms) noexcept {
   pollfd p{fd, POLLIN, 0};
@@ -149,6 +160,10 @@ public:
   std::vector<std::string> tags;
   std::vector<std::string> base_env; ///< "K=V" of the sandbox environment
   std::string workdir;
+  /// The one CPU its commands run on when the thread that made it could run on that one only (a
+  /// single-CPU machine or cpuset, a pinned thread): its supervisor took on that thread's CPUs.
+  /// -1 otherwise. Read when it was made: CPUs given to the supervisor later are not seen.
+  int sole_cpu = -1;
 
   /// Clones the supervisor into new namespaces (and a user namespace when the caller is not
   /// root) and waits until the sandbox is built. `seccomp_filter` false is for measuring the
@@ -695,6 +710,7 @@ inline result<void> box::clone_supervisor(const supervisor_setup& setup, bool ho
   // caller's waitpid(-1) cannot reap it.
   int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC |
               (host_network ? 0 : CLONE_NEWNET) | (user_ns ? CLONE_NEWUSER : 0);
+  sole_cpu = sole_cpu_of_this_thread(); // the launcher gives the supervisor this thread's CPUs
   pid_t pid = launcher::instance().clone_supervisor(setup, flags, theirs.get(), pidfd);
   int err = errno;
   if (pid < 0) {
