@@ -378,19 +378,32 @@ private:
   cpu_set_t before_{};
 };
 
-/// The size of the pipe a command in `box` gets as its stdout.
-long stdout_pipe_size(Box& box) {
-  auto r =
-      box.exec({"python3", "-c",
-                "import fcntl, sys; sys.stdout.write(str(fcntl.fcntl(1, 1032)))"}) // F_GETPIPE_SZ
-          .result();
-  if (!r || r.value().returncode != 0) return -1;
-  return std::strtol(r.value().stdout_text.c_str(), nullptr, 10);
+/// The size of a command's stdout (`fd` 1) or stderr (2) pipe in `box` before it writes, and
+/// once it has written 64 KiB there (when the reader made it larger than the default; the same
+/// after 10 s otherwise); {-1, -1} if the command failed.
+std::pair<long, long> pipe_sizes(Box& box, int fd) {
+  auto r = box.exec({"python3", "-c",
+                     "import fcntl, os, sys, time\n"
+                     "fd = int(sys.argv[1])\n"
+                     "size = lambda: fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ\n"
+                     "before = size()\n"
+                     "os.write(fd, b'x' * 65536)\n"
+                     "until = time.monotonic() + 10\n"
+                     "while size() == 65536 and time.monotonic() < until:\n"
+                     "    time.sleep(0.001)\n"
+                     "os.write(3 - fd, b'%d %d' % (before, size()))\n",
+                     std::to_string(fd)})
+               .result();
+  if (!r || r.value().returncode != 0) return {-1, -1};
+  const std::string& said = fd == 1 ? r.value().stderr_text : r.value().stdout_text;
+  char* end = nullptr;
+  const long before = std::strtol(said.c_str(), &end, 10);
+  return {before, std::strtol(end, nullptr, 10)};
 }
 } // namespace
 
-TEST_CASE("a sandbox made and read on one CPU gets a pipe sized for one CPU, and keeps every byte "
-          "through it",
+TEST_CASE("stdout's pipe is made larger at once, stderr's once 64 KiB went through it, to a size "
+          "for one CPU where the sandbox and its reader share one; every byte goes through",
           "[local][output]") {
   cpu_set_t all, first;
   REQUIRE(sched_getaffinity(0, sizeof all, &all) == 0);
@@ -401,25 +414,34 @@ TEST_CASE("a sandbox made and read on one CPU gets a pipe sized for one CPU, and
       break;
     }
   const bool several = CPU_COUNT(&all) > 1;
-  constexpr long one_cpu_pipe = 128 << 10, pipe = 1 << 20;
+  constexpr long small = 64 << 10, one_cpu = 128 << 10, two_cpus = 1 << 20;
+  using sizes = std::pair<long, long>;
   std::optional<Box> unbound, bound; // made by this thread on all of its CPUs, on one
   {
     auto made = Box::run({}, sandbox::local_transport::shared());
     REQUIRE(made);
     unbound.emplace(std::move(made).value());
   }
+  // stderr's pipe is made larger only once 64 KiB went through it: a command that writes little
+  // there does not count against the user's pipe buffer limit.
+  const long here = several ? two_cpus : one_cpu;
+  CHECK(pipe_sizes(*unbound, 1) == sizes{here, here});
+  CHECK(pipe_sizes(*unbound, 2) == sizes{small, here});
   {
     const bound_to one(first);
     auto made = Box::run({}, sandbox::local_transport::shared());
     REQUIRE(made);
     Box& box = bound.emplace(std::move(made).value());
-    CHECK(stdout_pipe_size(box) == one_cpu_pipe);
-    // Its commands may run elsewhere than this thread now: the pipe for two CPUs.
-    CHECK(stdout_pipe_size(*unbound) == (several ? pipe : one_cpu_pipe));
-    // Kept, around the pipe's size and past it, on both streams at once; then streamed to the
-    // callbacks and dropped past a cap.
-    for (std::uint64_t n : {std::uint64_t(one_cpu_pipe - 1), std::uint64_t(one_cpu_pipe),
-                            std::uint64_t(one_cpu_pipe + 1), 3 * MiB + 7}) {
+    CHECK(pipe_sizes(box, 1) == sizes{one_cpu, one_cpu});
+    CHECK(pipe_sizes(box, 2) == sizes{small, one_cpu});
+    // Its commands may run elsewhere than this thread now: the size for two CPUs.
+    CHECK(pipe_sizes(*unbound, 1) == sizes{here, here});
+    CHECK(pipe_sizes(*unbound, 2) == sizes{small, here});
+    // Kept, around the sizes the pipes take and past them, on both streams at once; then
+    // streamed to the callbacks, and dropped, past a cap.
+    for (std::uint64_t n :
+         {std::uint64_t(small - 1), std::uint64_t(small), std::uint64_t(small + 1),
+          std::uint64_t(one_cpu - 1), std::uint64_t(one_cpu + 1), 3 * MiB + 7}) {
       INFO(n << " bytes");
       const std::string writer = "yes abcdefg | head -c " + std::to_string(n);
       auto r = box.exec({"sh", "-c", writer + " & " + writer + " >&2; wait"},
@@ -430,24 +452,30 @@ TEST_CASE("a sandbox made and read on one CPU gets a pipe sized for one CPU, and
       check_pattern(r.value(), true, n, n);
     }
     constexpr std::uint64_t n = 5 * MiB + 3, limit = MiB + 1;
-    std::string seen;
-    auto r = box.exec({"sh", "-c", "yes abcdefg | head -c " + std::to_string(n)},
+    const std::string writer = "yes abcdefg | head -c " + std::to_string(n);
+    std::string seen_out, seen_err;
+    auto r = box.exec({"sh", "-c", writer + " & " + writer + " >&2; wait"},
                       {.max_output_bytes = limit,
-                       .on_stdout = [&](std::string_view d) noexcept { seen.append(d); }})
+                       .on_stdout = [&](std::string_view d) noexcept { seen_out.append(d); },
+                       .on_stderr = [&](std::string_view d) noexcept { seen_err.append(d); }})
                  .result();
     REQUIRE(r);
     check_pattern(r.value(), false, limit, n);
-    CHECK(seen.size() == n);
-    CHECK(follows_pattern(seen, 0));
-    r = box.exec({"sh", "-c", "yes abcdefg | head -c " + std::to_string(n)},
-                 {.max_output_bytes = limit})
+    check_pattern(r.value(), true, limit, n);
+    CHECK(seen_out.size() == n);
+    CHECK(follows_pattern(seen_out, 0));
+    CHECK(seen_err.size() == n);
+    CHECK(follows_pattern(seen_err, 0));
+    r = box.exec({"sh", "-c", writer + " & " + writer + " >&2; wait"}, {.max_output_bytes = limit})
             .result();
     REQUIRE(r);
     check_pattern(r.value(), false, limit, n);
+    check_pattern(r.value(), true, limit, n);
   }
-  // Back on all of its CPUs, this thread may read the one-CPU sandbox from another CPU: the
-  // pipe for two (on a machine of one CPU, the same as before).
-  CHECK(stdout_pipe_size(*bound) == (several ? pipe : one_cpu_pipe));
+  // Back on all of its CPUs, this thread may read the one-CPU sandbox from another CPU: the size
+  // for two (on a machine of one CPU, the same as before).
+  CHECK(pipe_sizes(*bound, 1) == sizes{here, here});
+  CHECK(pipe_sizes(*bound, 2) == sizes{small, here});
 }
 
 namespace {

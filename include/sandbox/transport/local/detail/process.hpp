@@ -117,6 +117,7 @@ public:
     if (o.tty) {
       // The terminal's master comes back with `started` (read_status).
       p.tty_ = true;
+      p.widened_[0] = p.widened_[1] = true; // a terminal, not pipes
       rq.flags = exec_tty;
       rq.tty_cols = o.tty->cols;
       rq.tty_rows = o.tty->rows;
@@ -141,17 +142,7 @@ public:
     }
     ::fcntl(p.out_.get(), F_SETFL, O_NONBLOCK);
     ::fcntl(p.err_.get(), F_SETFL, O_NONBLOCK);
-    // The pipe's size (the kernel caps it at fs.pipe-max-size). Between two CPUs, 1 MiB: a
-    // smaller pipe wakes the other side more often, and that costs most there (on_stdout of
-    // 256 MiB with the command on one CPU and this thread on another, 2 CPUs of a virtual
-    // machine: 2.6 GB/s with 1 MiB, 1.8 with 256 KiB, 0.8 with the default 64 KiB). Within one
-    // CPU, 128 KiB: the pipe then shares the cache with the writer's and the reader's buffers
-    // (everything on one CPU: on_stdout 5.7 GB/s against 4.4 with 1 MiB, kept 1.8 against 1.6).
-    // Both ends are on one CPU for sure only when the sandbox's commands and this thread may
-    // run on that CPU alone; where each runs otherwise is the scheduler's choice.
-    const bool one_cpu = p.box_->sole_cpu >= 0 && sole_cpu_of_this_thread() == p.box_->sole_cpu;
-    ::fcntl(p.out_.get(), F_SETPIPE_SZ, one_cpu ? 128 << 10 : 1 << 20);
-
+    p.widen_pipe(p.out_.get(), true);
     rq.flags = o.stdin_pipe ? std::uint32_t{exec_stdin_pipe} : 0u;
     int fds[4];
     int n = 0;
@@ -367,11 +358,37 @@ private:
                                              max_output_, truncated, produced);
     }
     if (n > 0) {
+      if (!is_out && produced >= 64 * 1024) widen_pipe(fd.get(), false);
       if (cb) cb(std::string_view(data, static_cast<std::size_t>(n)));
       return true;
     }
     if (n == 0 || (errno != EAGAIN && errno != EINTR)) fd.reset();
     return false;
+  }
+
+  /// Makes a stream's pipe larger (once). Between two CPUs, 1 MiB: a smaller pipe wakes the other
+  /// side more often, which costs most there (256 MiB to on_stdout, the command on one CPU of a
+  /// virtual machine's two and this thread on the other: 2.6 GB/s with 1 MiB, 1.8 with 256 KiB,
+  /// 0.8 with the default 64 KiB). Within one CPU, 128 KiB: the pipe then shares the cache with
+  /// the writer's and the reader's buffers (everything on one CPU: on_stdout 5.7 GB/s against 4.4
+  /// with 1 MiB, kept 1.8 against 1.6). Both ends are on one CPU for sure only when the
+  /// sandbox's commands and this thread may run on that CPU alone; where each runs otherwise is
+  /// the scheduler's choice.
+  /// stdout's pipe is made larger at once: a command and its reader start on one CPU
+  /// (follow_caller), and the early wake-ups of a small pipe are where the scheduler moved one
+  /// of them away (256 MiB to on_stdout or dropped, 120 runs: 1 stayed on one CPU, at about
+  /// twice the speed, with the pipe made larger after 64 KiB; 13 with it made larger at once).
+  /// stderr's, once 64 KiB went through it: a larger pipe counts against its user's pipe buffer
+  /// limit for as long as it is open (fs.pipe-user-pages-soft, 16384 pages by default: an
+  /// unprivileged user past it gets pipes of two pages, in every program), and most commands write
+  /// little there.
+  void widen_pipe(int fd, bool is_out) noexcept {
+    bool& done = widened_[is_out ? 0 : 1];
+    if (done) return;
+    done = true;
+    const bool one_cpu = box_->sole_cpu >= 0 && sole_cpu_of_this_thread() == box_->sole_cpu;
+    // Refused past fs.pipe-max-size or the user's pipe buffer limits: the pipe stays as it is.
+    (void)::fcntl(fd, F_SETPIPE_SZ, one_cpu ? 128 << 10 : 1 << 20);
   }
 
   /// Output past the cap that no callback wants is moved to /dev/null inside the kernel: counted,
@@ -660,9 +677,10 @@ private:
   ExecResult res_;
   std::uint64_t max_output_ = default_max_output_bytes; ///< per stream, never 0
   output_callback on_out_, on_err_;
-  std::unique_ptr<char[]> scratch_; // large outputs, and output beyond the cap, are read here
-  unique_fd null_;                  ///< /dev/null, once output is dropped (drop_in_kernel)
-  bool no_splice_ = false;          ///< drop_in_kernel cannot be done here
+  std::unique_ptr<char[]> scratch_;  // large outputs, and output beyond the cap, are read here
+  unique_fd null_;                   ///< /dev/null, once output is dropped (drop_in_kernel)
+  bool no_splice_ = false;           ///< drop_in_kernel cannot be done here
+  bool widened_[2] = {false, false}; ///< stdout's, stderr's pipe was made larger (widen_pipe)
   std::optional<clock::time_point> exec_deadline_;
   std::optional<error> failure_;
   pid_t pid_ = 0;
