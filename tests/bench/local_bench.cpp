@@ -12,10 +12,12 @@
 //                                                        posix_spawn reader after 3 s idle;
 //                                                        and each placed as the pipe's limit
 //                                                        was (one CPU, two), beside it
+//   stderr      256 MiB of stderr: kept, to on_stderr   vs  the pipe's limit
 //   memory      host memory per idle sandbox (MemAvailable drop, and the supervisor's PSS)
 //   big caller  cold start and warm exec with 256 MiB resident in the caller
 // Usage: local_bench [iterations]   (default 200); local_bench --rss-probe [bytes]: one result of
 // that size (default 256 MiB), prints the growth of the peak RSS as a multiple of it
+#include "../support/cpus.hpp"
 #include "../support/pipe_limit.hpp"
 #include "../support/timing.hpp"
 
@@ -363,22 +365,16 @@ int main(int argc, char** argv) {
     // scheduler (above), each runs on either; on some machines (virtual ones) a pipe between two
     // CPUs is several times slower than within one, which then decides most of each figure.
     if (const std::vector<int> cpus = test_support::usable_cpus(); cpus.size() >= 2) {
-      cpu_set_t all;
-      if (::sched_getaffinity(0, sizeof all, &all) != 0) die("sched_getaffinity failed");
-      auto pin = [](int cpu) {
-        cpu_set_t one;
-        CPU_ZERO(&one);
-        CPU_SET(cpu, &one);
-        if (::sched_setaffinity(0, sizeof one, &one) != 0) die("sched_setaffinity failed");
-      };
-      pin(cpus[0]);
+      const test_support::bound_to on_first(cpus[0]);
+      if (!on_first.ok()) die("sched_setaffinity failed");
       auto placed = Box::run();
       if (!placed) die(placed.error().message);
       std::printf("\nstdout, placed as the pipe's limit: the command on CPU %d, the caller on it "
                   "(one CPU) or on CPU %d (two)\n",
                   cpus[0], cpus[1]);
       for (bool two : {false, true}) {
-        pin(two ? cpus[1] : cpus[0]);
+        const test_support::bound_to reader(two ? cpus[1] : cpus[0]);
+        if (!reader.ok()) die("sched_setaffinity failed");
         const double limit_here = two ? limit.two_cpus : limit.one_cpu;
         for (how h : {how::kept, how::callback, how::dropped}) {
           const double mbs = through(placed.value(), h, false).first;
@@ -390,7 +386,6 @@ int main(int argc, char** argv) {
                       mbs, mbs / limit_here);
         }
       }
-      if (::sched_setaffinity(0, sizeof all, &all) != 0) die("sched_setaffinity failed");
       (void)placed.value().stop();
     }
     // Kept output is written into fresh memory. On a virtual machine whose guest hands freed

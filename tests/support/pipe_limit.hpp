@@ -2,6 +2,8 @@
 // The machine's ceiling for output, measured beside each figure that is compared with it.
 #pragma once
 
+#include "cpus.hpp"
+
 #include <sandbox/detail/prefault.hpp>
 #include <sandbox/transport/http/base64.hpp>
 
@@ -53,19 +55,6 @@ struct pipe_limit {
   double placed = 0;   ///< plain `dd | dd`, unpinned: wherever the scheduler runs it
   [[nodiscard]] double best() const { return std::max(one_cpu, two_cpus); }
 };
-
-/// The first two CPUs this process may use (one on a single-CPU machine; {0} if unknown): where
-/// the pipe's limit is measured pinned.
-inline std::vector<int> usable_cpus() {
-  std::vector<int> cpus;
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof set, &set) == 0)
-    for (int c = 0; c < CPU_SETSIZE && cpus.size() < 2; ++c)
-      if (CPU_ISSET(c, &set)) cpus.push_back(c);
-  if (cpus.empty()) cpus.push_back(0);
-  return cpus;
-}
 
 /// Measures `pipe_limit` with `bytes` (whole MiB) per run; one_cpu is negative when dd failed.
 inline pipe_limit measure_pipe_limit(std::size_t bytes, int tries = 3) {

@@ -49,12 +49,12 @@ namespace sandbox::local::detail {
 
 using namespace sandbox::detail; // text, unique_fd, random: the library-wide helpers
 
-/// The one CPU the calling thread may run on; -1 when it may run on several (or they cannot be
-/// read).
-[[nodiscard]] inline int sole_cpu_of_this_thread() noexcept {
+/// The one CPU the process `pid` (0: the calling thread) may run on; -1 when it may run on
+/// several (or they cannot be read).
+[[nodiscard]] inline int sole_cpu_of(pid_t pid = 0) noexcept {
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
-  if (::sched_getaffinity(0, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) != 1) return -1;
+  if (::sched_getaffinity(pid, sizeof cpus, &cpus) != 0 || CPU_COUNT(&cpus) != 1) return -1;
   for (int c = 0; c < CPU_SETSIZE; ++c)
     if (CPU_ISSET(c, &cpus)) return c;
   return -1;
@@ -160,9 +160,11 @@ public:
   std::vector<std::string> tags;
   std::vector<std::string> base_env; ///< "K=V" of the sandbox environment
   std::string workdir;
-  /// The one CPU its commands run on when the thread that made it could run on that one only (a
-  /// single-CPU machine or cpuset, a pinned thread): its supervisor took on that thread's CPUs.
-  /// -1 otherwise. Read when it was made: CPUs given to the supervisor later are not seen.
+  /// The one CPU its commands run on, when its supervisor may run on that one only (it takes on
+  /// the CPUs of the thread that made it: a single-CPU machine or cpuset, a pinned thread); -1
+  /// otherwise. Read once the sandbox is built: a supervisor's CPUs narrowed to one later are
+  /// not seen (its pipes keep the size for several), CPUs given to it later are seen only where
+  /// they reach the thread that reads (see process::widen_pipe).
   int sole_cpu = -1;
 
   /// Clones the supervisor into new namespaces (and a user namespace when the caller is not
@@ -691,6 +693,7 @@ inline result<std::shared_ptr<box>> box::create(std::string id, const SandboxOpt
   auto done = user_ns ? b->map_user_ns(o.network == network_mode::egress) : success();
   if (done && cgroups::requested(o.resources)) done = b->join_cgroup(o.resources);
   if (done) done = b->await_ready(o, user_ns);
+  if (done) b->sole_cpu = sole_cpu_of(b->pid_); // as the launcher set them (or failed to)
   if (done && o.network == network_mode::egress) done = b->start_egress(o, user_ns);
   if (!done) return fail(b->abort_create(std::move(done).assume_error()));
   b->state_ = State::RUNNING;
@@ -710,7 +713,6 @@ inline result<void> box::clone_supervisor(const supervisor_setup& setup, bool ho
   // caller's waitpid(-1) cannot reap it.
   int flags = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC |
               (host_network ? 0 : CLONE_NEWNET) | (user_ns ? CLONE_NEWUSER : 0);
-  sole_cpu = sole_cpu_of_this_thread(); // the launcher gives the supervisor this thread's CPUs
   pid_t pid = launcher::instance().clone_supervisor(setup, flags, theirs.get(), pidfd);
   int err = errno;
   if (pid < 0) {

@@ -313,8 +313,8 @@ inline void kill_members(const std::string& dir, std::string_view rel, int versi
     unique_fd guard(pidfd);
     // /proc/<pid>/cgroup lines are "id:controllers:/path"; the pidfd pins the process.
     std::string cg = read_text("/proc/" + std::to_string(pid) + "/cgroup");
-    // Built by appends: `":" + std::string(rel)` made GCC 12 warn (-Wrestrict, a false positive
-    // at -O2) wherever this was inlined.
+    // Built by appends: `":" + std::string(rel)` made GCC 12 warn wherever this was inlined in an
+    // optimized build (-Wrestrict, a false positive; seen at -O3).
     std::string want(1, ':');
     want.append(rel).push_back('\n');
     if (cg.find(want) == std::string::npos) continue;
