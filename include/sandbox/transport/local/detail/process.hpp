@@ -20,7 +20,6 @@
 #include <vector>
 
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -28,7 +27,6 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -57,18 +55,6 @@ using namespace sandbox::detail; // text, unique_fd, random: the library-wide he
   pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
   errno = err;
   return n;
-}
-
-/// Whether the calling thread's pipes are free of its user's pipe buffer limits
-/// (fs.pipe-user-pages-*): it has CAP_SYS_RESOURCE or CAP_SYS_ADMIN, which the kernel asks for.
-/// As this thread sees its capabilities: in a user namespace of its own they may say more than
-/// the kernel grants (the limits then still apply).
-[[nodiscard]] inline bool pipes_unlimited() noexcept {
-  __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-  __user_cap_data_struct caps[2] = {};
-  if (::syscall(SYS_capget, &hdr, caps) != 0) return false;
-  auto has = [&](unsigned cap) { return ((caps[cap / 32].effective >> (cap % 32)) & 1u) != 0; };
-  return has(CAP_SYS_RESOURCE) || has(CAP_SYS_ADMIN);
 }
 
 [[nodiscard]] inline std::vector<std::string> merge_env(const std::vector<std::string>& base,
@@ -156,7 +142,6 @@ public:
     }
     ::fcntl(p.out_.get(), F_SETFL, O_NONBLOCK);
     ::fcntl(p.err_.get(), F_SETFL, O_NONBLOCK);
-    p.widen_pipe(p.out_.get(), true);
     rq.flags = o.stdin_pipe ? std::uint32_t{exec_stdin_pipe} : 0u;
     int fds[4];
     int n = 0;
@@ -372,7 +357,7 @@ private:
                                              max_output_, truncated, produced);
     }
     if (n > 0) {
-      if (!is_out && produced >= 64 * 1024) widen_pipe(fd.get(), false);
+      if (produced >= 64 * 1024) widen_pipe(fd.get(), is_out);
       if (cb) cb(std::string_view(data, static_cast<std::size_t>(n)));
       return true;
     }
@@ -380,37 +365,34 @@ private:
     return false;
   }
 
-  /// Makes a stream's pipe larger (once), never smaller. Between two CPUs, 1 MiB: a smaller pipe
-  /// wakes the other side more often, which costs most there (256 MiB to on_stdout, the command
-  /// on one CPU of a virtual machine's two and the reader on the other: 2.6 GB/s with 1 MiB, 1.8
-  /// with 256 KiB, 0.8 with the default 64 KiB). Within one CPU, 128 KiB: the pipe then shares
-  /// the cache with the writer's and the reader's buffers (everything on one CPU: on_stdout 5.7
-  /// GB/s against 4.4 with 1 MiB, kept 1.8 against 1.6). Both ends are on one CPU for sure only
-  /// when the sandbox's commands and this thread may run on that CPU alone; where each runs
-  /// otherwise is the scheduler's choice. For stdout, "this thread" is the one that starts the
-  /// command, which most programs also read it on.
-  /// stdout's pipe is made larger at once, before the command runs. A command and its reader
-  /// start on the same CPU (follow_caller), and while the pipe is small, its frequent wake-ups
-  /// are where the scheduler moved one of them to the other CPU: of 120 runs of 256 MiB to
-  /// on_stdout or dropped, 13 stayed on one CPU (about twice as fast) with the pipe made larger
-  /// at once, 1 with it made larger after 64 KiB.
-  /// stderr's once 64 KiB went through it, and only while it has the size it was made with (the
-  /// command may have chosen one: a small pipe to be held back by its reader), by a caller free
-  /// of its user's pipe buffer limits. Unprivileged, each larger pipe counts against the limit
-  /// for as long as it is open (fs.pipe-user-pages-soft, 16384 pages by default; past it, every
-  /// new pipe of that user, in every program, gets two pages): one per command, stdout's, already
-  /// does (64 commands that run at once reach it).
+  /// Makes a stream's pipe larger once 64 KiB went through it, unless the command chose its
+  /// size itself (it may want a small pipe, to be held back by its reader). Between two CPUs,
+  /// 1 MiB: a smaller pipe wakes the other side more often, which costs most there (256 MiB to
+  /// on_stdout, the command on one CPU of a virtual machine's two and the reader on the other:
+  /// 2.6 GB/s with 1 MiB, 1.8 with 256 KiB, 0.8 with the default 64 KiB). Within one CPU,
+  /// 128 KiB: the pipe then shares the cache with the writer's and the reader's buffers
+  /// (everything on one CPU: on_stdout 5.7 GB/s against 4.4 with 1 MiB, kept 1.8 against 1.6).
+  /// Both ends are on one CPU for sure only when the sandbox's commands and this thread may run
+  /// on that CPU alone; where each runs otherwise is the scheduler's choice.
+  /// Not at once: a pipe counts against its user's pipe buffer limit for as long as it is open,
+  /// whatever it holds (fs.pipe-user-pages-soft, 16384 pages by default; past it, the user's new
+  /// pipes get two pages in every process with neither CAP_SYS_RESOURCE nor CAP_SYS_ADMIN, a
+  /// root caller's sandboxed commands included). Made larger at once, every running command's
+  /// stdout counted 1 MiB, and 64 commands at once reached it; now only those that write much do.
+  /// What that cost: a command and its reader start on one CPU (follow_caller), and a small
+  /// pipe's early wake-ups are where the scheduler moves one of them to the other CPU. Of 120
+  /// runs of 256 MiB to on_stdout or dropped, 13 stayed on one CPU (about twice as fast) with the
+  /// pipe made larger at once, 1 with it made larger after 64 KiB; the means were the same.
   void widen_pipe(int fd, bool is_out) noexcept {
     bool& done = widened_[is_out ? 0 : 1];
     if (done) return;
     done = true;
     const int made = 16 * static_cast<int>(::sysconf(_SC_PAGESIZE)); // PIPE_DEF_BUFFERS pages
     const int now = ::fcntl(fd, F_GETPIPE_SZ);
-    if (!is_out && (now != made || !pipes_unlimited())) return;
     const bool one_cpu = box_->sole_cpu >= 0 && sole_cpu_of() == box_->sole_cpu;
     const int size = one_cpu ? 128 << 10 : 1 << 20;
     // Refused past fs.pipe-max-size or the user's pipe buffer limits: the pipe stays as it is.
-    if (now < size) (void)::fcntl(fd, F_SETPIPE_SZ, size);
+    if (now == made && now < size) (void)::fcntl(fd, F_SETPIPE_SZ, size);
   }
 
   /// Output past the cap that no callback wants is moved to /dev/null inside the kernel: counted,
@@ -702,7 +684,7 @@ private:
   std::unique_ptr<char[]> scratch_;  // large outputs, and output beyond the cap, are read here
   unique_fd null_;                   ///< /dev/null, once output is dropped (drop_in_kernel)
   bool no_splice_ = false;           ///< drop_in_kernel cannot be done here
-  bool widened_[2] = {false, false}; ///< stdout's, stderr's pipe was made larger (widen_pipe)
+  bool widened_[2] = {false, false}; ///< stdout's, stderr's pipe was seen to (widen_pipe)
   std::optional<clock::time_point> exec_deadline_;
   std::optional<error> failure_;
   pid_t pid_ = 0;
