@@ -366,7 +366,8 @@ private:
   }
 
   /// Makes a stream's pipe larger once 64 KiB went through it, unless the command chose its
-  /// size itself (it may want a small pipe, to be held back by its reader). Between two CPUs,
+  /// size itself (it may want a small pipe, to be held back by its reader; one that chose the
+  /// default size cannot be told from one that chose none). Between two CPUs,
   /// 1 MiB: a smaller pipe wakes the other side more often, which costs most there (256 MiB to
   /// on_stdout, the command on one CPU of a virtual machine's two and the reader on the other:
   /// 2.6 GB/s with 1 MiB, 1.8 with 256 KiB, 0.8 with the default 64 KiB). Within one CPU,
@@ -391,7 +392,8 @@ private:
     const int now = ::fcntl(fd, F_GETPIPE_SZ);
     const bool one_cpu = box_->sole_cpu >= 0 && sole_cpu_of() == box_->sole_cpu;
     const int size = one_cpu ? 128 << 10 : 1 << 20;
-    // Refused past fs.pipe-max-size or the user's pipe buffer limits: the pipe stays as it is.
+    // Refused to a caller without CAP_SYS_RESOURCE past fs.pipe-max-size or its user's pipe
+    // buffer limits: the pipe stays as it is.
     if (now == made && now < size) (void)::fcntl(fd, F_SETPIPE_SZ, size);
   }
 
