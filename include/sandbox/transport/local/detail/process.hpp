@@ -367,23 +367,23 @@ private:
 
   /// Makes a stream's pipe larger once 64 KiB went through it, unless the command chose its
   /// size itself (it may want a small pipe, to be held back by its reader; one that chose the
-  /// default size cannot be told from one that chose none). Between two CPUs,
-  /// 1 MiB: a smaller pipe wakes the other side more often, which costs most there (256 MiB to
-  /// on_stdout, the command on one CPU of a virtual machine's two and the reader on the other:
-  /// 2.6 GB/s with 1 MiB, 1.8 with 256 KiB, 0.8 with the default 64 KiB). Within one CPU,
-  /// 128 KiB: the pipe then shares the cache with the writer's and the reader's buffers
-  /// (everything on one CPU: on_stdout 5.7 GB/s against 4.4 with 1 MiB, kept 1.8 against 1.6).
-  /// Both ends are on one CPU for sure only when the sandbox's commands and this thread may run
-  /// on that CPU alone; where each runs otherwise is the scheduler's choice.
-  /// Not at once: a pipe counts against its user's pipe buffer limit for as long as it is open,
-  /// whatever it holds (fs.pipe-user-pages-soft, 16384 pages by default; past it, the user's new
-  /// pipes get two pages in every process with neither CAP_SYS_RESOURCE nor CAP_SYS_ADMIN, a
-  /// root caller's sandboxed commands included). Made larger at once, every running command's
-  /// stdout counted 1 MiB, and 64 commands at once reached it; now only those that write much do.
-  /// What that cost: a command and its reader start on one CPU (follow_caller), and a small
-  /// pipe's early wake-ups are where the scheduler moves one of them to the other CPU. Of 120
-  /// runs of 256 MiB to on_stdout or dropped, 13 stayed on one CPU (about twice as fast) with the
-  /// pipe made larger at once, 1 with it made larger after 64 KiB; the means were the same.
+  /// default size cannot be told from one that chose none).
+  /// Between two CPUs, 1 MiB: a smaller pipe wakes the other side more often, which costs most
+  /// there (256 MiB to on_stdout, the command on one CPU of a virtual machine's two and the
+  /// reader on the other: 2.6 GB/s with 1 MiB, 1.8 with 256 KiB, 0.8 with the default 64 KiB).
+  /// Within one CPU, 128 KiB: the pipe then shares the cache with the writer's and the reader's
+  /// buffers (everything on one CPU: on_stdout 5.7 GB/s against 4.4 with 1 MiB, kept 1.8
+  /// against 1.6). Both ends are on one CPU for sure only when the sandbox's commands and this
+  /// thread may run on that CPU alone; where each runs otherwise is the scheduler's choice. Not at
+  /// once: a pipe counts against its user's pipe buffer limit for as long as it is open, whatever
+  /// it holds (fs.pipe-user-pages-soft, 16384 pages by default; past it, the user's new pipes get
+  /// two pages in every process with neither CAP_SYS_RESOURCE nor CAP_SYS_ADMIN, a root caller's
+  /// sandboxed commands included). Made larger at once, every running command's stdout counted 1
+  /// MiB, and 64 commands at once reached it; now only those that write much do. What that cost: a
+  /// command and its reader start on one CPU (follow_caller), and a small pipe's early wake-ups are
+  /// where the scheduler moves one of them to the other CPU. Of 120 runs of 256 MiB to on_stdout or
+  /// dropped, 13 stayed on one CPU (about twice as fast) with the pipe made larger at once, 1 with
+  /// it made larger after 64 KiB; the means were the same.
   void widen_pipe(int fd, bool is_out) noexcept {
     bool& done = widened_[is_out ? 0 : 1];
     if (done) return;
