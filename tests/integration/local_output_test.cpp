@@ -364,24 +364,30 @@ TEST_CASE("large kept results on both streams keep every byte in order, also whe
 }
 
 namespace {
+/// Runs the python3 `script` in `box` with `fd` (1: stdout, 2: stderr) and `args` as its
+/// arguments, and returns what it reported on the other stream.
+std::string reported(Box& box, int fd, const char* script, std::vector<std::string> args = {}) {
+  std::vector<std::string> argv = {"python3", "-c", script, std::to_string(fd)};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto r = box.exec(argv).result();
+  if (!r || r.value().returncode != 0) return "the command failed";
+  return fd == 1 ? r.value().stderr_text : r.value().stdout_text;
+}
+
 /// The size of a command's stdout (`fd` 1) or stderr (2) pipe in `box` before it writes, and
 /// once it has written 64 KiB there (when the reader made it larger than the default; the same
 /// after 10 s otherwise), as "<before> <after>".
 std::string pipe_sizes(Box& box, int fd) {
-  auto r = box.exec({"python3", "-c",
-                     "import fcntl, os, sys, time\n"
-                     "fd = int(sys.argv[1])\n"
-                     "size = lambda: fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ\n"
-                     "before = size()\n"
-                     "os.write(fd, b'x' * 65536)\n"
-                     "until = time.monotonic() + 10\n"
-                     "while size() == 65536 and time.monotonic() < until:\n"
-                     "    time.sleep(0.001)\n"
-                     "os.write(3 - fd, b'%d %d' % (before, size()))\n",
-                     std::to_string(fd)})
-               .result();
-  if (!r || r.value().returncode != 0) return "the command failed";
-  return fd == 1 ? r.value().stderr_text : r.value().stdout_text;
+  return reported(box, fd,
+                  "import fcntl, os, sys, time\n"
+                  "fd = int(sys.argv[1])\n"
+                  "size = lambda: fcntl.fcntl(fd, 1032)  # F_GETPIPE_SZ\n"
+                  "before = size()\n"
+                  "os.write(fd, b'x' * 65536)\n"
+                  "until = time.monotonic() + 10\n"
+                  "while size() == 65536 and time.monotonic() < until:\n"
+                  "    time.sleep(0.001)\n"
+                  "os.write(3 - fd, b'%d %d' % (before, size()))\n");
 }
 
 std::string sizes(long before, long after) {
@@ -392,21 +398,18 @@ std::string sizes(long before, long after) {
 /// `bytes` there, having made it `chosen` bytes itself first (unless 0); "refused" when it could
 /// not (it has no CAP_SYS_RESOURCE: its user's pipe buffer limits bind it).
 std::string size_after(Box& box, int fd, long bytes, long chosen = 0) {
-  auto r = box.exec({"python3", "-c",
-                     "import fcntl, os, sys, time\n"
-                     "fd, bytes, chosen = (int(a) for a in sys.argv[1:4])\n"
-                     "try:\n"
-                     "    if chosen: fcntl.fcntl(fd, 1031, chosen)  # F_SETPIPE_SZ\n"
-                     "except OSError:\n"
-                     "    os.write(3 - fd, b'refused')\n"
-                     "    sys.exit(0)\n"
-                     "os.write(fd, b'x' * bytes)\n"
-                     "time.sleep(0.2)\n"
-                     "os.write(3 - fd, b'%d' % fcntl.fcntl(fd, 1032))\n",
-                     std::to_string(fd), std::to_string(bytes), std::to_string(chosen)})
-               .result();
-  if (!r || r.value().returncode != 0) return "the command failed";
-  return fd == 1 ? r.value().stderr_text : r.value().stdout_text;
+  return reported(box, fd,
+                  "import fcntl, os, sys, time\n"
+                  "fd, bytes, chosen = (int(a) for a in sys.argv[1:4])\n"
+                  "try:\n"
+                  "    if chosen: fcntl.fcntl(fd, 1031, chosen)  # F_SETPIPE_SZ\n"
+                  "except OSError:\n"
+                  "    os.write(3 - fd, b'refused')\n"
+                  "    sys.exit(0)\n"
+                  "os.write(fd, b'x' * bytes)\n"
+                  "time.sleep(0.2)\n"
+                  "os.write(3 - fd, b'%d' % fcntl.fcntl(fd, 1032))\n",
+                  {std::to_string(bytes), std::to_string(chosen)});
 }
 
 /// Checks that a command in `box` that makes its `fd`'s pipe `chosen` bytes keeps that size.

@@ -117,7 +117,6 @@ public:
     if (o.tty) {
       // The terminal's master comes back with `started` (read_status).
       p.tty_ = true;
-      p.widened_[0] = p.widened_[1] = true; // a terminal, not pipes
       rq.flags = exec_tty;
       rq.tty_cols = o.tty->cols;
       rq.tty_rows = o.tty->rows;
@@ -379,14 +378,15 @@ private:
   /// it holds (fs.pipe-user-pages-soft, 16384 pages by default; past it, the user's new pipes get
   /// two pages in every process with neither CAP_SYS_RESOURCE nor CAP_SYS_ADMIN, a root caller's
   /// sandboxed commands included). Made larger at once, every running command's stdout counted 1
-  /// MiB, and 64 commands at once reached it; now only those that write much do. What that cost: a
+  /// MiB, and 64 commands at once reached it; now only a stream that writes much does (a command
+  /// writing much on both counts 2 MiB: 32 such commands reach it). What that cost: a
   /// command and its reader start on one CPU (follow_caller), and a small pipe's early wake-ups are
   /// where the scheduler moves one of them to the other CPU. Of 120 runs of 256 MiB to on_stdout or
   /// dropped, 13 stayed on one CPU (about twice as fast) with the pipe made larger at once, 1 with
   /// it made larger after 64 KiB; the means were the same.
   void widen_pipe(int fd, bool is_out) noexcept {
     bool& done = widened_[is_out ? 0 : 1];
-    if (done) return;
+    if (done || tty_) return; // a terminal has no pipes
     done = true;
     const int made = 16 * static_cast<int>(::sysconf(_SC_PAGESIZE)); // PIPE_DEF_BUFFERS pages
     const int now = ::fcntl(fd, F_GETPIPE_SZ);
